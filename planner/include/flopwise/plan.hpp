@@ -1,0 +1,51 @@
+#pragma once
+// A Plan: the chosen layout with everything needed to run it and to check what was predicted.
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "flopwise/cost_model.hpp"
+#include "flopwise/search.hpp"
+
+namespace flopwise {
+
+// The hardware facts a plan's consumers need without the profile file at hand.
+struct PlanHardware {
+  std::string profile;  // profile name
+  std::string device;
+  int devices_per_node = 0;
+  double peak_tflops = 0;  // at the plan's precision
+  Bytes memory_bytes = 0;
+  double price_per_device_hour = 0;
+  std::string currency;
+  bool operator==(const PlanHardware&) const = default;
+};
+
+struct Plan {
+  static constexpr const char* kSchema = "flopwise.plan/1";
+  ModelConfig model;
+  PlanHardware hardware;
+  TrainingRun run;
+  Layout layout;
+  Objective objective = Objective::kMinCost;
+  StepCost predicted;
+
+  int devices() const { return layout.devices(); }
+};
+
+Plan make_plan(const CostModel& cost, const Candidate& candidate, Objective objective);
+
+nlohmann::json to_json(const Plan& plan);
+// Reads a plan written by to_json; every missing or mistyped field is an InputError naming it.
+Plan plan_from_json(const nlohmann::json& json, const std::string& source);
+void save_plan(const Plan& plan, const std::string& path);
+Plan load_plan(const std::string& path);
+
+// The fields scripts read from `plan --json` and each `compare --json` entry.
+nlohmann::json summary_json(const std::string& hardware, const Layout& layout, const StepCost& cost);
+
+// The same layout as Megatron-LM (Megatron-Core) pretrain_gpt.py arguments.
+std::vector<std::string> megatron_args(const Plan& plan);
+
+}  // namespace flopwise

@@ -1,0 +1,24 @@
+#pragma once
+// Text output of the CLI: tables people read, with units in the headers.
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "flopwise/plan.hpp"
+
+namespace flopwise {
+
+std::string layout_label(const Layout& layout);  // "tp8 pp4 vpp2 ep8 dp32 mb1 sel zero1"
+
+struct TableRow {
+  std::string hardware;
+  const Candidate* candidate = nullptr;  // null: no feasible layout
+  std::string note;                       // why not, or a marker such as "cheapest"
+};
+
+void print_plan_table(std::ostream& out, const std::vector<TableRow>& rows);
+void print_breakdown(std::ostream& out, const Candidate& candidate);
+void print_rejections(std::ostream& out, const SearchResult& result);
+void print_model(std::ostream& out, const ModelConfig& model, int seq_len);
+
+}  // namespace flopwise

@@ -1,0 +1,49 @@
+#pragma once
+// Layout search: enumerate the degrees, drop what breaks a rule, rank what is left.
+#include <array>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "flopwise/cost_model.hpp"
+
+namespace flopwise {
+
+enum class Objective { kMinCost, kMinTime, kMinCostDeadline, kMinTimeBudget };
+std::string to_string(Objective objective);
+Objective parse_objective(const std::string& text, const std::string& source, const std::string& field);
+
+struct SearchOptions {
+  DeviceRange devices{1, 8192};
+  Objective objective = Objective::kMinCost;
+  double deadline_days = 0;  // for kMinCostDeadline
+  double budget = 0;         // for kMinTimeBudget, in the profile's currency
+  int top_k = 5;
+  // Dimensions the user fixed; the rest are searched.
+  std::optional<int> tp, pp, vpp, ep, dp, micro_batch;
+  std::optional<Recompute> recompute;
+  std::optional<bool> optimizer_sharding;
+};
+
+void validate(const SearchOptions& options, const std::string& source);
+
+struct Candidate {
+  Layout layout;
+  StepCost cost;
+};
+
+struct SearchResult {
+  std::vector<Candidate> best;  // ranked, best first, at most top_k
+  std::array<long long, static_cast<size_t>(Constraint::kCount)> rejected{};
+  long long considered = 0;  // layouts enumerated
+  long long evaluated = 0;   // layouts that reached the cost model
+  // One example rejection per constraint, so an empty result can say why.
+  std::array<std::string, static_cast<size_t>(Constraint::kCount)> example{};
+};
+
+SearchResult search(const CostModel& model, const SearchOptions& options);
+
+// True when `a` ranks before `b` under `objective`.
+bool better(const StepCost& a, const StepCost& b, Objective objective);
+
+}  // namespace flopwise

@@ -1,0 +1,436 @@
+#include "flopwise/cli.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "flopwise/catalog.hpp"
+#include "flopwise/error.hpp"
+#include "flopwise/model_import.hpp"
+#include "flopwise/plan.hpp"
+#include "flopwise/report.hpp"
+
+namespace flopwise {
+namespace {
+
+using nlohmann::json;
+
+// Options shared by `plan`, `compare` and `bench`; defaults are the Ling report's pre-training
+// run (section 3.4) and are printed in every table header.
+struct RunOptions {
+  std::string model = "ling-plus";
+  std::string devices = "1:8192";
+  double tokens = 1e12;
+  int global_batch = 8960;
+  int seq_len = 4096;
+  std::string objective = "cost-deadline";
+  double deadline_days = 30;
+  double budget = 0;
+  std::string precision = "bf16";
+  double routing_skew = 1.0;
+  double memory_headroom = 0.10;
+  int top = 5;
+  int tp = 0, pp = 0, vpp = 0, ep = 0, dp = 0, micro_batch = 0;
+  std::string recompute, optimizer_sharding;
+  bool json = false;
+  std::string out;
+};
+
+void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
+  app.add_option("--model", o.model, "preset (ling-lite, ling-plus) or HF config.json")->capture_default_str();
+  app.add_option("--devices", o.devices, "device count N or range MIN:MAX")->capture_default_str();
+  app.add_option("--tokens", o.tokens, "token budget, e.g. 1e12")->capture_default_str();
+  app.add_option("--global-batch", o.global_batch, "sequences per step")->capture_default_str();
+  app.add_option("--seq-len", o.seq_len, "tokens per sequence")->capture_default_str();
+  app.add_option("--objective", o.objective, "cost | time | cost-deadline | time-budget")->capture_default_str();
+  app.add_option("--deadline-days", o.deadline_days, "deadline for cost-deadline")->capture_default_str();
+  app.add_option("--budget", o.budget, "budget for time-budget, in the profile's currency");
+  app.add_option("--precision", o.precision, "bf16 | fp8")->capture_default_str();
+  app.add_option("--routing-skew", o.routing_skew, "busiest EP rank's tokens over the mean (>= 1)")->capture_default_str();
+  app.add_option("--memory-headroom", o.memory_headroom, "fraction of device memory kept free")->capture_default_str();
+  app.add_option("--top", o.top, "ranked layouts to keep")->capture_default_str();
+  app.add_flag("--json", o.json, "machine-readable output");
+  app.add_option("--out", o.out, "write the best plan to this JSON file");
+  if (!fixed_dims) return;
+  app.add_option("--tp", o.tp, "fix tensor parallel size");
+  app.add_option("--pp", o.pp, "fix pipeline stages");
+  app.add_option("--vpp", o.vpp, "fix virtual stages per pipeline rank");
+  app.add_option("--ep", o.ep, "fix expert parallel size");
+  app.add_option("--dp", o.dp, "fix data parallel size");
+  app.add_option("--micro-batch", o.micro_batch, "fix micro-batch size");
+  app.add_option("--recompute", o.recompute, "fix recompute: none | selective | full");
+  app.add_option("--optimizer-sharding", o.optimizer_sharding, "fix distributed optimizer: true | false");
+}
+
+DeviceRange parse_devices(const std::string& text) {
+  const auto colon = text.find(':');
+  try {
+    size_t used = 0;
+    DeviceRange r;
+    if (colon == std::string::npos) {
+      r.min = r.max = std::stoi(text, &used);
+      if (used != text.size()) throw std::invalid_argument(text);
+    } else {
+      r.min = std::stoi(text.substr(0, colon), &used);
+      if (used != colon) throw std::invalid_argument(text);
+      r.max = std::stoi(text.substr(colon + 1), &used);
+      if (used != text.size() - colon - 1) throw std::invalid_argument(text);
+    }
+    return r;
+  } catch (const std::logic_error&) {
+    throw input_error("--devices", "", "expected N or MIN:MAX, got '" + text + "'");
+  }
+}
+
+std::optional<int> fixed(int value, const std::string& flag) {
+  if (value < 0) throw input_error(flag, "", "must be positive");
+  return value > 0 ? std::optional<int>(value) : std::nullopt;
+}
+
+SearchOptions search_options(const RunOptions& o) {
+  SearchOptions s;
+  s.devices = parse_devices(o.devices);
+  s.objective = parse_objective(o.objective, "--objective", "");
+  s.deadline_days = o.deadline_days;
+  s.budget = o.budget;
+  s.top_k = o.top;
+  s.tp = fixed(o.tp, "--tp");
+  s.pp = fixed(o.pp, "--pp");
+  s.vpp = fixed(o.vpp, "--vpp");
+  s.ep = fixed(o.ep, "--ep");
+  s.dp = fixed(o.dp, "--dp");
+  s.micro_batch = fixed(o.micro_batch, "--micro-batch");
+  if (!o.recompute.empty()) s.recompute = parse_recompute(o.recompute, "--recompute", "");
+  if (o.optimizer_sharding == "true") s.optimizer_sharding = true;
+  if (o.optimizer_sharding == "false") s.optimizer_sharding = false;
+  if (!o.optimizer_sharding.empty() && !s.optimizer_sharding) {
+    throw input_error("--optimizer-sharding", "", "expected true or false, got '" + o.optimizer_sharding + "'");
+  }
+  validate(s, "options");
+  return s;
+}
+
+bool has_fixed_dims(const SearchOptions& s) {
+  return s.tp || s.pp || s.vpp || s.ep || s.dp || s.micro_batch || s.recompute || s.optimizer_sharding;
+}
+
+SearchOptions without_fixed_dims(SearchOptions s) {
+  s.tp = s.pp = s.vpp = s.ep = s.dp = s.micro_batch = std::nullopt;
+  s.recompute = std::nullopt;
+  s.optimizer_sharding = std::nullopt;
+  return s;
+}
+
+TrainingRun training_run(const RunOptions& o) {
+  TrainingRun run;
+  run.global_batch = o.global_batch;
+  run.seq_len = o.seq_len;
+  run.tokens = o.tokens;
+  run.precision = parse_precision(o.precision, "--precision", "");
+  run.routing_skew = o.routing_skew;
+  run.memory_headroom = o.memory_headroom;
+  validate(run, "options");
+  return run;
+}
+
+void check_precision(const HardwareProfile& p, Precision precision) {
+  if (precision == Precision::kFp8 && !p.device.fp8) {
+    throw input_error(p.source, "device.fp8", "is false: " + p.name + " cannot train in fp8");
+  }
+}
+
+std::string header(const ModelConfig& m, const TrainingRun& run, const SearchOptions& s) {
+  std::string objective = to_string(s.objective);
+  if (s.objective == Objective::kMinCostDeadline) objective += " (" + format_count(s.deadline_days) + " days)";
+  if (s.objective == Objective::kMinTimeBudget) objective += " (" + format_count(s.budget) + ")";
+  return m.name + " pre-training, " + format_count(run.tokens) + " tokens, global batch " +
+         std::to_string(run.global_batch) + " x " + std::to_string(run.seq_len) + ", " + to_string(run.precision) +
+         ", devices " + std::to_string(s.devices.min) + ".." + std::to_string(s.devices.max) + ", objective " +
+         objective + ", routing skew " + format_count(run.routing_skew) + "\n";
+}
+
+// Why a search returned nothing, in one line.
+std::string no_layout_reason(const SearchResult& r) {
+  std::string reason = "no feasible layout";
+  std::string sep = ": ";
+  for (int i = static_cast<int>(Constraint::kCount) - 1; i >= 0; --i) {
+    if (r.rejected[i] == 0) continue;
+    reason += sep + to_string(static_cast<Constraint>(i)) + " removed " + std::to_string(r.rejected[i]) +
+              " (e.g. " + r.example[i] + ")";
+    sep = "; ";
+    if (static_cast<Constraint>(i) <= Constraint::kDevices) break;  // the last rule that bit says enough
+  }
+  return reason;
+}
+
+void write_plan_if_asked(const RunOptions& o, const CostModel& cost, const Candidate& best, Objective objective,
+                         std::ostream& out) {
+  if (o.out.empty()) return;
+  save_plan(make_plan(cost, best, objective), o.out);
+  if (!o.json) out << "plan written to " << o.out << "\n";
+}
+
+json result_json(const std::string& hardware, const SearchResult& r) {
+  json j;
+  j["candidates"] = json::array();
+  for (const Candidate& c : r.best) j["candidates"].push_back(summary_json(hardware, c.layout, c.cost));
+  json rejected;
+  for (size_t i = 0; i < r.rejected.size(); ++i) rejected[to_string(static_cast<Constraint>(i))] = r.rejected[i];
+  j["rejected"] = rejected;
+  j["considered"] = r.considered;
+  j["evaluated"] = r.evaluated;
+  return j;
+}
+
+int cmd_model(const std::string& name, int seq_len, bool as_json, std::ostream& out) {
+  ModelConfig m = resolve_model(name);
+  if (seq_len > 0) m.seq_len = seq_len;
+  if (!as_json) {
+    print_model(out, m, m.seq_len);
+    return 0;
+  }
+  const ParamCounts p = param_counts(m);
+  json j = model_to_json(m);
+  j["total_params"] = p.total;
+  j["active_params"] = p.active;
+  j["expert_params"] = p.expert;
+  j["embedding_params"] = p.embedding;
+  j["lm_head_params"] = p.lm_head;
+  j["training_flops_per_token"] = training_flops_per_token(m, m.seq_len);
+  out << j.dump(2) << "\n";
+  return 0;
+}
+
+int cmd_plan(const RunOptions& o, const std::string& profile_name, bool megatron, std::ostream& out) {
+  const ModelConfig model = resolve_model(o.model);
+  const TrainingRun run = training_run(o);
+  const SearchOptions options = search_options(o);
+  const HardwareProfile profile = resolve_profile(profile_name);
+  check_precision(profile, run.precision);
+  const CostModel cost(model, run, profile);
+  const SearchResult result = search(cost, options);
+  if (result.best.empty()) throw input_error(profile.name, "", no_layout_reason(result));
+  const Candidate& best = result.best.front();
+  std::optional<SearchResult> open;
+  if (has_fixed_dims(options)) open = search(cost, without_fixed_dims(options));
+
+  if (o.json) {
+    json j = summary_json(profile.name, best.layout, best.cost);
+    j.update(result_json(profile.name, result));
+    if (open && !open->best.empty()) {
+      j["unconstrained_best"] = summary_json(profile.name, open->best.front().layout, open->best.front().cost);
+    }
+    out << j.dump(2) << "\n";
+  } else {
+    out << header(model, run, options);
+    std::vector<TableRow> rows;
+    for (const Candidate& c : result.best) rows.push_back({profile.name, &c, ""});
+    if (open && !open->best.empty()) rows.push_back({profile.name, &open->best.front(), "<- best without your fixed dimensions"});
+    print_plan_table(out, rows);
+    print_breakdown(out, best);
+    print_rejections(out, result);
+  }
+  if (megatron) {
+    std::string line;
+    for (const std::string& arg : megatron_args(make_plan(cost, best, options.objective))) line += arg + " ";
+    (o.json ? static_cast<std::ostream&>(std::cerr) : out) << "megatron: " << line << "\n";
+  }
+  write_plan_if_asked(o, cost, best, options.objective, out);
+  return 0;
+}
+
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> items;
+  std::string item;
+  std::istringstream in(text);
+  while (std::getline(in, item, ',')) {
+    if (!item.empty()) items.push_back(item);
+  }
+  return items;
+}
+
+struct Comparison {
+  std::vector<HardwareProfile> profiles;
+  std::vector<std::unique_ptr<CostModel>> costs;
+  std::vector<SearchResult> results;
+  int best = -1;  // index of the winning profile
+};
+
+Comparison run_comparison(const ModelConfig& model, const TrainingRun& run, const SearchOptions& options,
+                          const std::vector<std::string>& profile_names) {
+  Comparison c;
+  std::set<std::string> currencies;
+  for (const std::string& name : profile_names) {
+    c.profiles.push_back(resolve_profile(name));
+    check_precision(c.profiles.back(), run.precision);
+    currencies.insert(c.profiles.back().device.currency);
+  }
+  if (currencies.size() > 1 && options.objective != Objective::kMinTime) {
+    throw input_error("--profiles", "", "profiles price in different currencies; compare costs in one currency");
+  }
+  for (const HardwareProfile& p : c.profiles) {
+    c.costs.push_back(std::make_unique<CostModel>(model, run, p));
+    c.results.push_back(search(*c.costs.back(), options));
+    const SearchResult& r = c.results.back();
+    if (r.best.empty()) continue;
+    if (c.best < 0 || better(r.best.front().cost, c.results[c.best].best.front().cost, options.objective)) {
+      c.best = static_cast<int>(c.results.size()) - 1;
+    }
+  }
+  return c;
+}
+
+int cmd_compare(const RunOptions& o, const std::string& profile_list, std::ostream& out) {
+  const ModelConfig model = resolve_model(o.model);
+  const TrainingRun run = training_run(o);
+  const SearchOptions options = search_options(o);
+  std::vector<std::string> names = split_list(profile_list);
+  if (names.empty()) throw input_error("--profiles", "", "name at least one profile");
+  const Comparison c = run_comparison(model, run, options, names);
+  if (o.json) {
+    json j;
+    j["entries"] = json::array();
+    for (size_t i = 0; i < c.results.size(); ++i) {
+      const SearchResult& r = c.results[i];
+      json entry = r.best.empty() ? json{{"hardware", c.profiles[i].name}, {"error", no_layout_reason(r)}}
+                                  : summary_json(c.profiles[i].name, r.best.front().layout, r.best.front().cost);
+      entry["best"] = static_cast<int>(i) == c.best;
+      j["entries"].push_back(entry);
+    }
+    out << j.dump(2) << "\n";
+  } else {
+    out << header(model, run, options);
+    std::vector<TableRow> rows;
+    for (size_t i = 0; i < c.results.size(); ++i) {
+      const SearchResult& r = c.results[i];
+      if (r.best.empty()) {
+        rows.push_back({c.profiles[i].name, nullptr, no_layout_reason(r)});
+      } else {
+        rows.push_back({c.profiles[i].name, &r.best.front(), static_cast<int>(i) == c.best ? "<- best" : ""});
+      }
+    }
+    print_plan_table(out, rows);
+  }
+  if (c.best < 0) throw input_error("compare", "", "no profile has a feasible layout");
+  write_plan_if_asked(o, *c.costs[c.best], c.results[c.best].best.front(), options.objective, out);
+  return 0;
+}
+
+std::string joined_names(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ",") + n;
+  return out;
+}
+
+int cmd_profiles(std::ostream& out) {
+  for (const std::string& name : builtin_profile_names()) {
+    const HardwareProfile p = resolve_profile(name);
+    out << name << ": " << p.description << "\n";
+  }
+  return 0;
+}
+
+// Throughput of the planner itself: the five-device Ling-Plus comparison over 1..8192 devices.
+int cmd_bench(const RunOptions& o, int repeats, std::ostream& out) {
+  const ModelConfig model = resolve_model(o.model);
+  const TrainingRun run = training_run(o);
+  const SearchOptions options = search_options(o);
+  const std::vector<std::string> names = ling_report_devices();
+  double best_wall = 1e30;
+  long long considered = 0, evaluated = 0;
+  for (int i = 0; i < repeats; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    const Comparison c = run_comparison(model, run, options, names);
+    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    best_wall = std::min(best_wall, wall);
+    considered = evaluated = 0;
+    for (const SearchResult& r : c.results) {
+      considered += r.considered;
+      evaluated += r.evaluated;
+    }
+  }
+  // The cost model alone, on the layout the report's Megatron setup suggests for device D.
+  const CostModel cost(model, run, resolve_profile("device-D"));
+  const Layout layout{2, 8, 1, 8, 64, 1, Recompute::kSelective, true};
+  const int calls = 200000;
+  double sink = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < calls; ++i) sink += cost.evaluate(layout).step_time_s;
+  const double eval_wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  out << "five-device " << model.name << " comparison (" << joined_names(names) << ", devices " << o.devices
+      << "): best of " << repeats << " runs " << best_wall << " s\n";
+  out << "  layouts enumerated " << considered << " (" << considered / best_wall << " per s), costed " << evaluated
+      << " (" << evaluated / best_wall << " per s)\n";
+  out << "cost model alone: " << calls / eval_wall << " evaluations per s (checksum " << sink / calls << ")\n";
+  return 0;
+}
+
+}  // namespace
+
+int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+  CLI::App app{"flopwise: plan, cost and compare Mixture-of-Experts training layouts"};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "all subcommands' options");
+
+  std::string model_name;
+  int model_seq = 0;
+  bool model_json = false;
+  CLI::App* model = app.add_subcommand("model", "parameters and FLOPs of a preset or HF config.json");
+  model->add_option("model", model_name, "preset (ling-lite, ling-plus) or path to config.json")->required();
+  model->add_option("--seq-len", model_seq, "sequence length for attention FLOPs");
+  model->add_flag("--json", model_json, "machine-readable output");
+
+  RunOptions plan_options;
+  std::string plan_profile;
+  bool plan_megatron = false;
+  CLI::App* plan = app.add_subcommand("plan", "best layouts of one model on one hardware profile");
+  add_run_options(*plan, plan_options, true);
+  plan->add_option("--profile", plan_profile, "built-in profile name or YAML file")->required();
+  plan->add_flag("--megatron", plan_megatron, "also print the best layout as Megatron-LM arguments");
+
+  RunOptions compare_options;
+  std::string compare_profiles = joined_names(ling_report_devices());
+  CLI::App* compare = app.add_subcommand("compare", "best layout on each of several hardware profiles");
+  add_run_options(*compare, compare_options, false);
+  compare->add_option("--profiles", compare_profiles, "comma-separated profile names or files")->capture_default_str();
+
+  app.add_subcommand("profiles", "list the built-in hardware profiles");
+
+  RunOptions bench_options;
+  int bench_repeats = 3;
+  CLI::App* bench = app.add_subcommand("bench", "measure the planner's own speed");
+  add_run_options(*bench, bench_options, false);
+  bench->add_option("--repeats", bench_repeats, "runs of the comparison")->capture_default_str();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp&) {
+    out << app.help();
+    return 0;
+  } catch (const CLI::CallForAllHelp&) {
+    out << app.help("", CLI::AppFormatMode::All);
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    err << "flopwise: error: " << e.what() << "\n";
+    return 2;
+  }
+  try {
+    if (*model) return cmd_model(model_name, model_seq, model_json, out);
+    if (*plan) return cmd_plan(plan_options, plan_profile, plan_megatron, out);
+    if (*compare) return cmd_compare(compare_options, compare_profiles, out);
+    if (app.got_subcommand("profiles")) return cmd_profiles(out);
+    if (*bench) return cmd_bench(bench_options, bench_repeats, out);
+  } catch (const InputError& e) {
+    err << "flopwise: error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    err << "flopwise: internal error: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace flopwise

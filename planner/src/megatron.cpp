@@ -1,0 +1,86 @@
+#include <string>
+#include <vector>
+
+#include "flopwise/plan.hpp"
+
+namespace flopwise {
+namespace {
+
+void add(std::vector<std::string>& args, const std::string& flag, long long value) {
+  args.push_back(flag);
+  args.push_back(std::to_string(value));
+}
+
+void add_model(std::vector<std::string>& a, const ModelConfig& m, int seq_len) {
+  add(a, "--num-layers", m.layers);
+  add(a, "--hidden-size", m.hidden);
+  add(a, "--num-attention-heads", m.heads);
+  add(a, "--seq-length", seq_len);
+  add(a, "--max-position-embeddings", seq_len);
+  if (m.is_mla()) {
+    a.push_back("--multi-latent-attention");
+    if (m.q_lora_rank > 0) add(a, "--q-lora-rank", m.q_lora_rank);
+    add(a, "--kv-lora-rank", m.kv_lora_rank);
+    add(a, "--qk-head-dim", m.head_dim);
+    add(a, "--qk-pos-emb-head-dim", m.rope_head_dim);
+    add(a, "--v-head-dim", m.v_head_dim);
+  } else {
+    add(a, "--kv-channels", m.head_dim);
+    if (m.kv_heads != m.heads) {
+      a.push_back("--group-query-attention");
+      add(a, "--num-query-groups", m.kv_heads);
+    }
+  }
+  add(a, "--ffn-hidden-size", m.dense_layers() > 0 ? m.dense_ffn : m.expert_ffn);
+  a.insert(a.end(), {"--swiglu", "--normalization", "RMSNorm", "--position-embedding-type", "rope",
+                     "--disable-bias-linear"});
+  if (m.qkv_bias) a.push_back("--add-qkv-bias");
+  if (!m.tied_embeddings) a.push_back("--untie-embeddings-and-output-weights");
+  add(a, "--vocab-size", m.vocab);
+  if (!m.is_moe()) return;
+  add(a, "--num-experts", m.routed_experts);
+  add(a, "--moe-router-topk", m.top_k);
+  add(a, "--moe-ffn-hidden-size", m.expert_ffn);
+  if (m.shared_experts > 0) add(a, "--moe-shared-expert-intermediate-size", static_cast<long long>(m.shared_experts) * m.shared_expert_ffn);
+  if (m.first_dense_layers > 0) {
+    // Megatron's per-layer pattern: 0 = dense, 1 = MoE.
+    a.push_back("--moe-layer-freq");
+    a.push_back("([0]*" + std::to_string(m.first_dense_layers) + "+[1]*" + std::to_string(m.moe_layers()) + ")");
+  }
+  // Dropless routing with the Ling report's auxiliary losses (section 3.2).
+  a.insert(a.end(), {"--moe-token-dispatcher-type", "alltoall", "--moe-router-load-balancing-type", "aux_loss",
+                     "--moe-aux-loss-coeff", "0.015", "--moe-z-loss-coeff", "1e-4", "--moe-grouped-gemm"});
+}
+
+void add_layout(std::vector<std::string>& a, const Plan& p) {
+  const Layout& l = p.layout;
+  add(a, "--tensor-model-parallel-size", l.tp);
+  add(a, "--pipeline-model-parallel-size", l.pp);
+  if (l.vpp > 1) add(a, "--num-layers-per-virtual-pipeline-stage", p.model.layers / (l.pp * l.vpp));
+  if (p.model.is_moe()) add(a, "--expert-model-parallel-size", l.ep);
+  if (l.tp > 1) a.push_back("--sequence-parallel");
+  add(a, "--micro-batch-size", l.micro_batch);
+  add(a, "--global-batch-size", p.run.global_batch);
+  if (l.recompute == Recompute::kSelective) {
+    a.insert(a.end(), {"--recompute-granularity", "selective"});
+  } else if (l.recompute == Recompute::kFull) {
+    a.insert(a.end(), {"--recompute-granularity", "full", "--recompute-method", "uniform", "--recompute-num-layers", "1"});
+  }
+  if (l.optimizer_sharding) a.push_back("--use-distributed-optimizer");
+  a.insert(a.end(), {"--overlap-grad-reduce", "--bf16"});
+  if (p.run.precision == Precision::kFp8) a.insert(a.end(), {"--fp8-format", "hybrid"});
+}
+
+}  // namespace
+
+std::vector<std::string> megatron_args(const Plan& p) {
+  std::vector<std::string> args;
+  add_layout(args, p);
+  add_model(args, p.model, p.run.seq_len);
+  // The Ling report's optimizer (section 3.4).
+  args.insert(args.end(), {"--optimizer", "adam", "--adam-beta1", "0.9", "--adam-beta2", "0.95", "--adam-eps",
+                           "1e-8", "--weight-decay", "0.1", "--clip-grad", "1.0"});
+  return args;
+}
+
+}  // namespace flopwise

@@ -1,0 +1,79 @@
+#include "flopwise/report.hpp"
+
+#include <cstdio>
+
+namespace flopwise {
+namespace {
+
+std::string printf_string(const char* format, auto... values) {
+  char buffer[256];
+  std::snprintf(buffer, sizeof buffer, format, values...);
+  return buffer;
+}
+
+}  // namespace
+
+std::string layout_label(const Layout& l) {
+  const char* recompute = l.recompute == Recompute::kFull ? "full" : l.recompute == Recompute::kSelective ? "sel" : "none";
+  return printf_string("tp%d pp%d vpp%d ep%d dp%d mb%d %s%s", l.tp, l.pp, l.vpp, l.ep, l.dp, l.micro_batch,
+                       recompute, l.optimizer_sharding ? " zero1" : "");
+}
+
+void print_plan_table(std::ostream& out, const std::vector<TableRow>& rows) {
+  out << printf_string("%-12s %7s  %-38s %9s %11s %6s %8s %12s %14s\n", "hardware", "devices", "layout",
+                       "step (s)", "tokens/s", "MFU", "days", "device-h", "cost");
+  for (const TableRow& row : rows) {
+    if (!row.candidate) {
+      out << printf_string("%-12s %7s  %s\n", row.hardware.c_str(), "-", row.note.c_str());
+      continue;
+    }
+    const Layout& l = row.candidate->layout;
+    const StepCost& c = row.candidate->cost;
+    out << printf_string("%-12s %7d  %-38s %9.2f %11.0f %5.1f%% %8.1f %12.0f %10.2fM %s", row.hardware.c_str(),
+                         l.devices(), layout_label(l).c_str(), c.step_time_s, c.tokens_per_s, 100.0 * c.mfu, c.days,
+                         c.device_hours, c.cost / 1e6, c.currency.c_str());
+    out << (row.note.empty() ? "" : "  " + row.note) << "\n";
+  }
+}
+
+void print_breakdown(std::ostream& out, const Candidate& candidate) {
+  const StepCost& c = candidate.cost;
+  const MemoryBreakdown& m = c.memory_bytes;
+  out << "step time " << format_seconds(c.step_time_s) << " = compute " << format_seconds(c.compute_s)
+      << " + exposed comm (tp " << format_seconds(c.exposed_comm_s.tp) << ", ep "
+      << format_seconds(c.exposed_comm_s.ep) << ", pp " << format_seconds(c.exposed_comm_s.pp) << ", dp "
+      << format_seconds(c.exposed_comm_s.dp) << ") + bubble " << format_seconds(c.bubble_s) << " + optimizer "
+      << format_seconds(c.optimizer_s) << "  [slowest stage " << c.slowest_stage << "]\n";
+  out << "memory per device (pipeline rank " << c.busiest_memory_rank << "): weights " << format_bytes(m.weights)
+      << ", grads " << format_bytes(m.grads) << ", optimizer " << format_bytes(m.optimizer) << ", activations "
+      << format_bytes(m.activations) << ", buffers " << format_bytes(m.buffers) << " = " << format_bytes(m.total())
+      << " of " << format_bytes(c.usable_memory_bytes) << " usable\n";
+}
+
+void print_rejections(std::ostream& out, const SearchResult& r) {
+  out << "layouts considered " << r.considered << ", costed " << r.evaluated << "; removed by:";
+  for (size_t i = 0; i < r.rejected.size(); ++i) {
+    if (r.rejected[i] > 0) out << " " << to_string(static_cast<Constraint>(i)) << " " << r.rejected[i];
+  }
+  out << "\n";
+}
+
+void print_model(std::ostream& out, const ModelConfig& m, int seq_len) {
+  const ParamCounts p = param_counts(m);
+  out << m.name << " (" << m.family << "): " << m.layers << " layers, hidden " << m.hidden << ", heads " << m.heads
+      << "/" << m.kv_heads << " x " << m.head_dim;
+  if (m.is_moe()) {
+    out << ", " << m.routed_experts << " experts top-" << m.top_k << " (ffn " << m.expert_ffn << ")";
+    if (m.shared_experts > 0) out << " + " << m.shared_experts << " shared (ffn " << m.shared_expert_ffn << ")";
+  }
+  if (m.dense_layers() > 0) out << ", " << m.dense_layers() << " dense layers (ffn " << m.dense_ffn << ")";
+  out << ", vocab " << m.vocab << "\n";
+  out << "parameters: total " << format_count(p.total) << ", activated " << format_count(p.active)
+      << " (experts " << format_count(p.expert) << ", embedding " << format_count(p.embedding) << ", head "
+      << format_count(p.lm_head) << ")\n";
+  out << "training FLOPs per token at seq " << seq_len << ": "
+      << printf_string("%.3e", training_flops_per_token(m, seq_len)) << " (6 x activated = "
+      << printf_string("%.3e", 6.0 * p.active) << ")\n";
+}
+
+}  // namespace flopwise

@@ -1,0 +1,35 @@
+#pragma once
+// Alpha-beta cost of the collectives a training step issues, on the links they really cross.
+#include "flopwise/hardware_profile.hpp"
+
+namespace flopwise {
+
+struct Link {
+  BytesPerSecond bandwidth = 0;  // achievable, one direction, per device
+  Seconds latency = 0;
+};
+
+// The two link classes a group can cross, with the profile's efficiencies applied.
+struct Network {
+  Link intra;  // inside a node (NVLink-class)
+  Link inter;  // across nodes (the device's NIC share, derated by oversubscription)
+  static Network from(const HardwareProfile& profile);
+};
+
+// A group of `size` ranks of which `members_per_node` share each node.
+struct GroupSpan {
+  int size = 1;
+  int members_per_node = 1;
+  bool intra_only() const { return members_per_node >= size; }
+};
+
+// Ring all-reduce of `bytes` per rank: 2 (n-1)/n bytes cross each rank's busiest link.
+Seconds all_reduce_time(const GroupSpan& group, Bytes bytes, const Network& network);
+// Ring reduce-scatter (or all-gather) of a `bytes` buffer per rank: (n-1)/n of it moves.
+Seconds reduce_scatter_time(const GroupSpan& group, Bytes bytes, const Network& network);
+// All-to-all where each rank holds `bytes` to spread evenly over the group.
+Seconds all_to_all_time(const GroupSpan& group, Bytes bytes, const Network& network);
+// One point-to-point message between neighbours of a group.
+Seconds send_recv_time(const GroupSpan& group, Bytes bytes, const Network& network);
+
+}  // namespace flopwise

@@ -1,0 +1,102 @@
+#pragma once
+// Analytic cost of one training step of a layout: time, throughput, memory, money.
+#include <string>
+#include <vector>
+
+#include "flopwise/collectives.hpp"
+#include "flopwise/layout.hpp"
+
+namespace flopwise {
+
+struct CommBreakdown {
+  Seconds tp = 0, ep = 0, pp = 0, dp = 0;
+  Seconds total() const { return tp + ep + pp + dp; }
+};
+
+struct MemoryBreakdown {
+  Bytes weights = 0, grads = 0, optimizer = 0, activations = 0, buffers = 0;
+  Bytes total() const { return weights + grads + optimizer + activations + buffers; }
+};
+
+struct StepCost {
+  Seconds step_time_s = 0;
+  double tokens_per_s = 0;
+  double mfu = 0;
+  double days = 0;
+  double device_hours = 0;
+  double cost = 0;
+  std::string currency;
+  // Where the step time goes, on the slowest pipeline rank.
+  Seconds compute_s = 0;
+  CommBreakdown exposed_comm_s;
+  Seconds bubble_s = 0;
+  Seconds optimizer_s = 0;
+  // Memory of the most loaded pipeline rank, and what the device offers after headroom.
+  MemoryBreakdown memory_bytes;
+  Bytes usable_memory_bytes = 0;
+  int busiest_memory_rank = 0;
+  int slowest_stage = 0;
+  Flops model_flops_per_step = 0;
+
+  bool fits_memory() const { return memory_bytes.total() <= usable_memory_bytes; }
+};
+
+// What one pipeline rank holds: its layers (by kind) and the ends of the model.
+struct StageContents {
+  int dense_layers = 0;
+  int moe_layers = 0;
+  bool embedding = false;
+  bool lm_head = false;
+};
+
+// The layers each pipeline rank holds: virtual stage v of rank r is model chunk v * pp + r.
+std::vector<StageContents> stage_contents(const ModelConfig& model, const Layout& layout);
+
+// In-flight micro-batch chunks (forward done, backward pending) on pipeline rank `rank`:
+// 1F1B holds pp - rank; Megatron's interleaved warm-up holds 2 (pp - rank - 1) + (vpp - 1) pp + 1.
+int in_flight_chunks(const Layout& layout, int rank, int micro_batches);
+
+// Precomputes everything that does not depend on the layout, so that evaluate() is cheap
+// enough for the planner to call millions of times.
+class CostModel {
+ public:
+  CostModel(const ModelConfig& model, const TrainingRun& run, const HardwareProfile& profile);
+
+  StepCost evaluate(const Layout& layout) const;
+  // Memory alone, for early pruning in the search.
+  MemoryBreakdown memory(const Layout& layout, int* busiest_rank = nullptr) const;
+
+  const ModelConfig& model() const { return model_; }
+  const TrainingRun& run() const { return run_; }
+  const HardwareProfile& profile() const { return profile_; }
+  Bytes usable_memory_bytes() const { return usable_memory_; }
+
+  // Per micro-batch, per device; public so tests can check each formula by hand.
+  Bytes layer_activation_bytes(bool moe_layer, const Layout& layout) const;
+  Seconds layer_forward_seconds(bool moe_layer, const Layout& layout) const;
+
+ private:
+  struct RankTime {
+    Seconds compute = 0, tp = 0, ep = 0;
+    Seconds total() const { return compute + tp + ep; }
+  };
+  RankTime micro_batch_time(const StageContents& stage, const Layout& layout) const;
+  MemoryBreakdown rank_memory(const StageContents& stage, int rank, const Layout& layout) const;
+  Seconds data_parallel_seconds(const StageContents& stage, const Layout& layout) const;
+  double expert_skew(const Layout& layout) const;
+  double stage_dense_params(const StageContents& stage) const;
+  double stage_expert_params(const StageContents& stage) const;
+
+  ModelConfig model_;
+  TrainingRun run_;
+  HardwareProfile profile_;
+  Network network_;
+  LayerParams layer_params_;
+  ParamCounts params_;
+  LayerFlops moe_flops_, dense_flops_;
+  Flops lm_head_flops_;
+  FlopsPerSecond matmul_rate_, attention_rate_, peak_;
+  Bytes usable_memory_;
+};
+
+}  // namespace flopwise

@@ -1,0 +1,76 @@
+#pragma once
+// A priced hardware offer: device, node, cluster network and the efficiencies software reaches on it.
+#include <map>
+#include <string>
+
+#include "flopwise/units.hpp"
+
+namespace flopwise {
+
+enum class Precision { kBf16, kFp8 };
+std::string to_string(Precision precision);
+Precision parse_precision(const std::string& text, const std::string& source, const std::string& field);
+
+struct DeviceSpec {
+  std::string name;
+  std::map<std::string, double> peak_tflops;  // dense (no sparsity) peak per dtype: "bf16", "fp8"
+  Bytes memory_bytes = 0;
+  BytesPerSecond memory_bandwidth = 0;
+  double price_per_device_hour = 0;
+  std::string currency;
+  bool fp8 = false;
+
+  FlopsPerSecond peak_flops(Precision precision) const;
+};
+
+struct NodeSpec {
+  int devices = 0;
+  BytesPerSecond intra_bandwidth = 0;  // per device, one direction
+  Seconds intra_latency = 0;
+};
+
+enum class TopologyKind { kFatTree, kRailOptimized };
+std::string to_string(TopologyKind kind);
+
+struct ClusterSpec {
+  BytesPerSecond inter_bandwidth = 0;  // per device (its NIC share), one direction
+  Seconds inter_latency = 0;
+  TopologyKind topology = TopologyKind::kFatTree;
+  double oversubscription = 1.0;  // leaf uplink : downlink ratio; 1 means non-blocking
+  int max_devices = 0;
+};
+
+// Fractions of peak that real kernels and collectives reach; the planner's main knobs,
+// and what `calibrate` fits from measured traces.
+struct Efficiency {
+  double matmul = 0;
+  double attention = 0;
+  double intra_node_comm = 0;
+  double inter_node_comm = 0;
+};
+
+// Fraction of each kind of communication hidden behind compute (0: fully exposed).
+struct Overlap {
+  double tp = 0;
+  double ep = 0;
+  double pp = 0;
+  double dp = 0;
+};
+
+struct HardwareProfile {
+  std::string name;
+  std::string description;
+  std::string source;  // file (or built-in name) it was read from, for messages
+  DeviceSpec device;
+  NodeSpec node;
+  ClusterSpec cluster;
+  Efficiency efficiency;
+  Overlap overlap;
+  Bytes runtime_reserved_bytes = 0;  // context, communicator and allocator overhead per device
+};
+
+// Parses YAML text; `source` names the file in every error message.
+HardwareProfile parse_hardware_profile(const std::string& yaml_text, const std::string& source);
+HardwareProfile load_hardware_profile(const std::string& path);
+
+}  // namespace flopwise

@@ -1,0 +1,98 @@
+#pragma once
+// Parallel layout: the degrees of each parallelism and the rank order they map to.
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "flopwise/model_config.hpp"
+#include "flopwise/training_run.hpp"
+
+namespace flopwise {
+
+enum class Recompute { kNone, kSelective, kFull };
+std::string to_string(Recompute recompute);
+Recompute parse_recompute(const std::string& text, const std::string& source, const std::string& field);
+
+struct Layout {
+  int tp = 1;          // tensor parallel (with sequence parallelism when > 1)
+  int pp = 1;          // pipeline stages
+  int vpp = 1;         // virtual stages (model chunks) per pipeline rank; > 1 is interleaved 1F1B
+  int ep = 1;          // expert parallel, carved out of the data-parallel dimension
+  int dp = 1;          // data parallel replicas
+  int micro_batch = 1; // sequences per micro-batch
+  Recompute recompute = Recompute::kNone;
+  bool optimizer_sharding = false;  // distributed optimizer (ZeRO-1) over DP
+
+  int devices() const { return tp * pp * dp; }
+  int expert_dp() const { return dp / ep; }
+  int micro_batches(int global_batch) const { return global_batch / (dp * micro_batch); }
+  bool operator==(const Layout&) const = default;
+};
+
+// Each rule a layout must obey, in the order they are checked; the planner counts how many
+// candidate layouts each one removed.
+enum class Constraint {
+  kTpHeads,      // heads and KV heads divisible by TP
+  kTpNode,       // a TP group stays inside one node
+  kPpLayers,     // layers divisible by PP x virtual stages
+  kVirtualStages,// interleaving needs PP > 1 and micro-batches divisible by PP
+  kEpExperts,    // routed experts divisible by EP
+  kEpDp,         // EP divides DP
+  kGlobalBatch,  // global batch divisible by DP x micro-batch
+  kDevices,      // device count within the searched range and the cluster size
+  kMemory,       // fits the device with headroom
+  kObjective,    // deadline or budget
+  kCount
+};
+std::string to_string(Constraint constraint);
+
+struct Violation {
+  Constraint constraint;
+  std::string message;
+};
+
+struct DeviceRange {
+  int min = 1;
+  int max = 1;
+};
+
+// Structural checks (everything but memory and objective); nullopt when the layout is valid.
+// violated_constraint is the fast form the search calls millions of times; explain words it.
+std::optional<Constraint> violated_constraint(const ModelConfig& model, const TrainingRun& run,
+                                              const HardwareProfile& profile, const DeviceRange& range,
+                                              const Layout& layout);
+std::string explain(Constraint constraint, const ModelConfig& model, const TrainingRun& run,
+                    const HardwareProfile& profile, const DeviceRange& range, const Layout& layout);
+std::optional<Violation> check_structure(const ModelConfig& model, const TrainingRun& run,
+                                         const HardwareProfile& profile, const DeviceRange& range,
+                                         const Layout& layout);
+
+// Rank order "tp-ep-dp-pp": TP ranks are adjacent, then EP (inside DP), then the rest of DP,
+// then pipeline stages. Defined here once; the plan exports it and the executor follows it.
+enum class GroupKind { kTp, kEp, kDp, kExpertDp, kPp };
+std::string to_string(GroupKind kind);
+
+struct RankCoords {
+  int tp = 0, ep = 0, dp = 0, expert_dp = 0, pp = 0;
+};
+
+class RankGrid {
+ public:
+  RankGrid(const Layout& layout, int devices_per_node);
+  static constexpr const char* kOrder = "tp-ep-dp-pp";
+
+  RankCoords coords(int rank) const;
+  int rank_of(const RankCoords& coords) const;  // uses tp, dp and pp (ep is part of dp)
+  int stride(GroupKind kind) const;             // rank distance between neighbours of a group
+  int size(GroupKind kind) const;
+  std::vector<int> group(GroupKind kind, int rank) const;
+  // Members of one group sharing a node: decides intra- versus inter-node links.
+  int members_per_node(GroupKind kind) const;
+  int node_of(int rank) const { return rank / devices_per_node_; }
+
+ private:
+  Layout layout_;
+  int devices_per_node_;
+};
+
+}  // namespace flopwise

@@ -1,0 +1,85 @@
+#pragma once
+// The shape of a decoder-only transformer, dense or Mixture-of-Experts, and what it costs per token.
+#include <string>
+
+#include "flopwise/units.hpp"
+
+namespace flopwise {
+
+struct ModelConfig {
+  std::string name;
+  std::string family;  // HF model_type it came from ("bailing_moe", "llama", ...) or "preset"
+  int layers = 0;
+  int hidden = 0;
+  int heads = 0;
+  int kv_heads = 0;
+  int head_dim = 0;  // GQA: per-head dim of Q, K and V; MLA: the non-rotary part of Q and K
+  int vocab = 0;
+  int seq_len = 4096;  // default training sequence length
+  bool qkv_bias = false;
+  // Multi-head latent attention (DeepSeek-V2/V3); kv_lora_rank == 0 means plain GQA.
+  int q_lora_rank = 0;
+  int kv_lora_rank = 0;
+  int rope_head_dim = 0;
+  int v_head_dim = 0;
+  // Mixture of experts; routed_experts == 0 means a dense model.
+  int routed_experts = 0;
+  int top_k = 0;
+  int expert_ffn = 0;
+  int shared_experts = 0;
+  int shared_expert_ffn = 0;
+  // Dense MLP, used by dense models and by the first `first_dense_layers` layers of an MoE.
+  int dense_ffn = 0;
+  int first_dense_layers = 0;
+  bool tied_embeddings = false;
+
+  bool is_moe() const { return routed_experts > 0; }
+  bool is_mla() const { return kv_lora_rank > 0; }
+  int moe_layers() const { return is_moe() ? layers - first_dense_layers : 0; }
+  int dense_layers() const { return layers - moe_layers(); }
+  int qk_head_dim() const { return head_dim + (is_mla() ? rope_head_dim : 0); }
+  int value_head_dim() const { return is_mla() ? v_head_dim : head_dim; }
+};
+
+// Throws InputError (naming `source` and the field) for shapes that cannot describe a model.
+void validate(const ModelConfig& model, const std::string& source);
+
+// Parameters of each part of one layer (counts, not bytes).
+struct LayerParams {
+  double attention = 0;       // QKV (or MLA projections), output projection, biases
+  double norms = 0;           // the two RMSNorm weights of a pre-norm block
+  double router = 0;          // expert gate
+  double routed_expert = 0;   // one routed expert (SwiGLU: gate, up, down)
+  double shared_experts = 0;  // all shared experts together
+  double dense_mlp = 0;       // SwiGLU MLP of a dense layer
+};
+
+struct ParamCounts {
+  double total = 0;
+  double active = 0;      // used by one token: attention, top-k + shared experts, embeddings
+  double embedding = 0;   // input embedding
+  double lm_head = 0;     // output projection (0 when tied)
+  double expert = 0;      // all routed-expert weights (sharded by EP)
+  double non_expert = 0;  // everything else (replicated across EP)
+};
+
+LayerParams layer_params(const ModelConfig& model);
+ParamCounts param_counts(const ModelConfig& model);
+
+// Forward FLOPs for one token of one layer, split so that each part can go to its own
+// efficiency (matmul vs attention core) and its own scaling (experts stretch under routing skew).
+struct LayerFlops {
+  Flops dense_matmul = 0;   // attention projections, router, shared experts, dense MLP
+  Flops expert_matmul = 0;  // top-k routed experts
+  Flops attention_core = 0; // QK^T and PV with causal masking
+};
+
+LayerFlops moe_layer_flops(const ModelConfig& model, int seq_len);
+LayerFlops dense_layer_flops(const ModelConfig& model, int seq_len);
+Flops lm_head_flops(const ModelConfig& model);
+
+// Model FLOPs per token of one training step (forward + backward, no recompute), the numerator
+// of MFU. Backward costs twice the forward (gradients w.r.t. inputs and weights).
+Flops training_flops_per_token(const ModelConfig& model, int seq_len);
+
+}  // namespace flopwise

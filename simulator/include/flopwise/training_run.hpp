@@ -1,0 +1,23 @@
+#pragma once
+// What the user wants trained, independent of how it is laid out.
+#include "flopwise/hardware_profile.hpp"
+
+namespace flopwise {
+
+struct TrainingRun {
+  int global_batch = 8960;  // sequences per step (Ling report, section 3.4: 8,960 x 4K tokens)
+  int seq_len = 4096;
+  double tokens = 1e12;     // token budget the cost and days are reported for
+  Precision precision = Precision::kBf16;
+  // Busiest EP rank's routed tokens over the mean; 1 is perfectly balanced routing.
+  double routing_skew = 1.0;
+  // Fraction of device memory kept free (fragmentation, spikes); a layout must fit in the rest.
+  double memory_headroom = 0.10;
+
+  double tokens_per_step() const { return static_cast<double>(global_batch) * seq_len; }
+};
+
+// Throws InputError naming `source` and the option for values out of range.
+void validate(const TrainingRun& run, const std::string& source);
+
+}  // namespace flopwise

@@ -1,0 +1,254 @@
+#include "flopwise/cost_model.hpp"
+
+#include <algorithm>
+
+namespace flopwise {
+namespace {
+
+// Mixed-precision training in Megatron-LM: bf16 weights, fp32 main gradients, and AdamW with
+// fp32 master weights plus two fp32 moments (Rajbhandari et al. 2020, ZeRO, section 3.1: 16 bytes
+// per parameter, of which 12 are optimizer state).
+constexpr Bytes kWeightBytes = 2;
+constexpr Bytes kGradBytes = 4;
+constexpr Bytes kOptimizerBytes = 12;
+constexpr Bytes kActivationBytes = 2;  // bf16 activations
+// AdamW update traffic per parameter: read+write master, m and v (3 x 8), read the fp32 grad (4)
+// and write the bf16 weight (2).
+constexpr Bytes kAdamTrafficBytes = 30;
+
+int clamp_layers(int first_dense, int chunk_start, int chunk_layers) {
+  return std::clamp(first_dense - chunk_start, 0, chunk_layers);
+}
+
+GroupSpan span(const RankGrid& grid, GroupKind kind) {
+  return GroupSpan{grid.size(kind), grid.members_per_node(kind)};
+}
+
+}  // namespace
+
+std::vector<StageContents> stage_contents(const ModelConfig& m, const Layout& l) {
+  std::vector<StageContents> stages(l.pp);
+  const int chunk_layers = m.layers / (l.pp * l.vpp);
+  const int first_dense = m.dense_layers();  // dense layers come first in every family we import
+  for (int v = 0; v < l.vpp; ++v) {
+    for (int r = 0; r < l.pp; ++r) {
+      const int start = (v * l.pp + r) * chunk_layers;
+      const int dense = clamp_layers(first_dense, start, chunk_layers);
+      stages[r].dense_layers += dense;
+      stages[r].moe_layers += chunk_layers - dense;
+    }
+  }
+  stages.front().embedding = true;
+  stages.back().lm_head = true;
+  return stages;
+}
+
+int in_flight_chunks(const Layout& l, int rank, int micro_batches) {
+  if (l.vpp == 1) return std::min(micro_batches, l.pp - rank);
+  const int warmup = 2 * (l.pp - rank - 1) + (l.vpp - 1) * l.pp + 1;
+  return std::min(micro_batches * l.vpp, warmup);
+}
+
+CostModel::CostModel(const ModelConfig& model, const TrainingRun& run, const HardwareProfile& profile)
+    : model_(model),
+      run_(run),
+      profile_(profile),
+      network_(Network::from(profile)),
+      layer_params_(layer_params(model)),
+      params_(param_counts(model)),
+      moe_flops_(moe_layer_flops(model, run.seq_len)),
+      dense_flops_(dense_layer_flops(model, run.seq_len)),
+      lm_head_flops_(lm_head_flops(model)) {
+  peak_ = profile.device.peak_flops(run.precision);
+  // FP8 speeds up the GEMMs; attention's softmax path stays in bf16 (Transformer Engine recipe).
+  matmul_rate_ = peak_ * profile.efficiency.matmul;
+  attention_rate_ = profile.device.peak_flops(Precision::kBf16) * profile.efficiency.attention;
+  usable_memory_ = profile.device.memory_bytes * (1.0 - run.memory_headroom);
+}
+
+double CostModel::expert_skew(const Layout& l) const {
+  // With EP = 1 every rank holds every expert, so skew between experts averages out.
+  return l.ep > 1 ? run_.routing_skew : 1.0;
+}
+
+Seconds CostModel::layer_forward_seconds(bool moe_layer, const Layout& l) const {
+  const double tokens = static_cast<double>(l.micro_batch) * run_.seq_len;
+  const LayerFlops& f = moe_layer ? moe_flops_ : dense_flops_;
+  const Flops matmul = f.dense_matmul + f.expert_matmul * expert_skew(l);
+  return tokens / l.tp * (matmul / matmul_rate_ + f.attention_core / attention_rate_);
+}
+
+// Stored activations of one layer for one micro-batch, per device. Korthikanti et al. 2022
+// ("Reducing Activation Recomputation in Large Transformer Models", section 4) adapted to
+// RMSNorm, GQA, SwiGLU and MoE: bf16 tensors kept for backward, all sharded by TP under
+// sequence parallelism. Attention keeps norm input, QKV input, Q/K/V, the core output and the
+// fp32 softmax statistics; only `none` also keeps the s x s probabilities (unfused attention).
+Bytes CostModel::layer_activation_bytes(bool moe_layer, const Layout& l) const {
+  const ModelConfig& m = model_;
+  const double tokens = static_cast<double>(l.micro_batch) * run_.seq_len;
+  const double h = m.hidden, heads = m.heads;
+  if (l.recompute == Recompute::kFull) return kActivationBytes * tokens * h / l.tp;  // layer input
+  const double qkv_width = m.is_mla()
+      ? heads * (2.0 * m.qk_head_dim() + m.value_head_dim()) + m.kv_lora_rank + m.rope_head_dim + m.q_lora_rank
+      : (heads + 2.0 * m.kv_heads) * m.head_dim;
+  double per_token = kActivationBytes * (2.0 * h + qkv_width + heads * m.value_head_dim()) + 4.0 * heads;
+  if (l.recompute == Recompute::kNone) per_token += kActivationBytes * heads * run_.seq_len;
+  if (!moe_layer) {
+    per_token += kActivationBytes * (2.0 * h + 3.0 * m.dense_ffn);  // norm in, MLP in, gate, up, act
+  } else {
+    const double routed = m.top_k * expert_skew(l) * (2.0 * h + 3.0 * m.expert_ffn + h);
+    per_token += kActivationBytes * (2.0 * h + routed + 3.0 * m.shared_experts * m.shared_expert_ffn) +
+                 8.0 * m.routed_experts;  // fp32 router logits and probabilities
+  }
+  return per_token * tokens / l.tp;
+}
+
+CostModel::RankTime CostModel::micro_batch_time(const StageContents& s, const Layout& l) const {
+  const double tokens = static_cast<double>(l.micro_batch) * run_.seq_len;
+  const RankGrid grid(l, profile_.node.devices);
+  // Forward, backward (twice the forward) and the forward again under full recompute.
+  const double passes = l.recompute == Recompute::kFull ? 4.0 : 3.0;
+  RankTime t;
+  t.compute = passes * (s.moe_layers * layer_forward_seconds(true, l) +
+                        s.dense_layers * layer_forward_seconds(false, l));
+  if (l.recompute == Recompute::kSelective) {
+    const Flops core = (s.moe_layers * moe_flops_.attention_core + s.dense_layers * dense_flops_.attention_core);
+    t.compute += tokens / l.tp * core / attention_rate_;
+  }
+  if (s.lm_head) t.compute += 3.0 * tokens / l.tp * lm_head_flops_ / matmul_rate_;
+  // Megatron TP with sequence parallelism: an all-gather before and a reduce-scatter after both
+  // the attention and the MLP block, in forward and again in backward (Korthikanti 2022, sec. 4.2.2).
+  const double layers = s.moe_layers + s.dense_layers;
+  const Bytes activation = kActivationBytes * tokens * model_.hidden;
+  const double tp_ops_per_layer = 4.0 * (passes - 1.0);  // 4 in forward, 4 in backward, 4 in recompute
+  t.tp = (1.0 - profile_.overlap.tp) * layers * tp_ops_per_layer *
+         reduce_scatter_time(span(grid, GroupKind::kTp), activation, network_);
+  // EP: dispatch and combine all-to-all in forward, their mirror in backward, again under full
+  // recompute; the busiest rank receives `skew` times the mean.
+  if (model_.is_moe() && l.ep > 1) {
+    const Bytes payload = kActivationBytes * tokens / l.tp * model_.top_k * model_.hidden * expert_skew(l);
+    const double a2a_per_layer = 2.0 * (passes - 1.0);
+    t.ep = (1.0 - profile_.overlap.ep) * s.moe_layers * a2a_per_layer *
+           all_to_all_time(span(grid, GroupKind::kEp), payload, network_);
+  }
+  return t;
+}
+
+double CostModel::stage_dense_params(const StageContents& s) const {
+  const LayerParams& p = layer_params_;
+  double params = s.dense_layers * (p.attention + p.norms + p.dense_mlp) +
+                  s.moe_layers * (p.attention + p.norms + p.router + p.shared_experts);
+  if (s.embedding) params += params_.embedding;
+  if (s.lm_head) params += params_.lm_head + model_.hidden;
+  return params;
+}
+
+double CostModel::stage_expert_params(const StageContents& s) const {
+  return static_cast<double>(s.moe_layers) * model_.routed_experts * layer_params_.routed_expert;
+}
+
+MemoryBreakdown CostModel::rank_memory(const StageContents& s, int rank, const Layout& l) const {
+  const double dense = stage_dense_params(s) / l.tp;
+  const double expert = stage_expert_params(s) / (l.tp * l.ep);  // experts are TP- and EP-sharded
+  const double tokens = static_cast<double>(l.micro_batch) * run_.seq_len;
+  MemoryBreakdown mem;
+  mem.weights = kWeightBytes * (dense + expert);
+  mem.grads = kGradBytes * (dense + expert);
+  const double dense_shards = l.optimizer_sharding ? l.dp : 1;
+  const double expert_shards = l.optimizer_sharding ? l.expert_dp() : 1;
+  mem.optimizer = kOptimizerBytes * (dense / dense_shards + expert / expert_shards);
+  const int m = l.micro_batches(run_.global_batch);
+  const Bytes per_layer = (s.moe_layers * layer_activation_bytes(true, l) +
+                           s.dense_layers * layer_activation_bytes(false, l));
+  mem.activations = in_flight_chunks(l, rank, m) * per_layer / l.vpp;
+  if (l.recompute == Recompute::kFull) {
+    // Backward rebuilds one layer at a time: its full activations are live once.
+    Layout stored = l;
+    stored.recompute = Recompute::kSelective;
+    mem.activations += layer_activation_bytes(s.moe_layers > 0, stored);
+  }
+  // Vocab-parallel cross-entropy: bf16 logits plus their fp32 copy for the softmax.
+  if (s.lm_head) mem.activations += 6.0 * tokens * model_.vocab / l.tp;
+  mem.buffers = profile_.runtime_reserved_bytes;
+  if (s.moe_layers > 0) {
+    // Send and receive buffers of the permuted tokens of one MoE layer.
+    mem.buffers += 2.0 * kActivationBytes * tokens / l.tp * model_.top_k * model_.hidden * expert_skew(l);
+  }
+  return mem;
+}
+
+MemoryBreakdown CostModel::memory(const Layout& l, int* busiest_rank) const {
+  const std::vector<StageContents> stages = stage_contents(model_, l);
+  MemoryBreakdown worst;
+  for (int r = 0; r < l.pp; ++r) {
+    const MemoryBreakdown mem = rank_memory(stages[r], r, l);
+    if (r == 0 || mem.total() > worst.total()) {
+      worst = mem;
+      if (busiest_rank) *busiest_rank = r;
+    }
+  }
+  return worst;
+}
+
+Seconds CostModel::data_parallel_seconds(const StageContents& s, const Layout& l) const {
+  const RankGrid grid(l, profile_.node.devices);
+  const double dense = stage_dense_params(s) / l.tp;
+  const double expert = stage_expert_params(s) / (l.tp * l.ep);
+  auto sync = [&](GroupKind kind, double params) {
+    const GroupSpan group = span(grid, kind);
+    if (!l.optimizer_sharding) return all_reduce_time(group, kGradBytes * params, network_);
+    // Distributed optimizer: reduce-scatter fp32 grads, all-gather updated bf16 weights (a ring
+    // all-gather moves the same bytes as a ring reduce-scatter).
+    return reduce_scatter_time(group, kGradBytes * params, network_) +
+           reduce_scatter_time(group, kWeightBytes * params, network_);
+  };
+  return sync(GroupKind::kDp, dense) + sync(GroupKind::kExpertDp, expert);
+}
+
+StepCost CostModel::evaluate(const Layout& l) const {
+  const std::vector<StageContents> stages = stage_contents(model_, l);
+  const int m = l.micro_batches(run_.global_batch);
+  StepCost c;
+  RankTime slowest;
+  for (int r = 0; r < l.pp; ++r) {
+    const RankTime t = micro_batch_time(stages[r], l);
+    if (r == 0 || t.total() > slowest.total()) {
+      slowest = t;
+      c.slowest_stage = r;
+    }
+  }
+  const RankGrid grid(l, profile_.node.devices);
+  const double tokens = static_cast<double>(l.micro_batch) * run_.seq_len;
+  c.compute_s = m * slowest.compute;
+  c.exposed_comm_s.tp = m * slowest.tp;
+  c.exposed_comm_s.ep = m * slowest.ep;
+  // Pipeline bubble: (pp - 1) / vpp micro-batch times (Narayanan et al. 2021, section 2.2).
+  c.bubble_s = (l.pp - 1.0) / l.vpp * slowest.total();
+  // Each micro-batch crosses every virtual-stage boundary forward and back; sequence parallelism
+  // lets each TP rank send only its 1/tp slice.
+  const Bytes boundary = kActivationBytes * tokens * model_.hidden / l.tp;
+  c.exposed_comm_s.pp = (1.0 - profile_.overlap.pp) * m * 2.0 * l.vpp *
+                        send_recv_time(span(grid, GroupKind::kPp), boundary, network_);
+  const StageContents& dp_stage = stages[c.slowest_stage];
+  c.exposed_comm_s.dp = (1.0 - profile_.overlap.dp) * data_parallel_seconds(dp_stage, l);
+  const double updated_params = stage_dense_params(dp_stage) / (l.tp * (l.optimizer_sharding ? l.dp : 1)) +
+                                stage_expert_params(dp_stage) /
+                                    (l.tp * l.ep * (l.optimizer_sharding ? l.expert_dp() : 1));
+  c.optimizer_s = kAdamTrafficBytes * updated_params / profile_.device.memory_bandwidth;
+  c.step_time_s = c.compute_s + c.exposed_comm_s.total() + c.bubble_s + c.optimizer_s;
+
+  const double devices = l.devices();
+  c.model_flops_per_step = run_.tokens_per_step() * training_flops_per_token(model_, run_.seq_len);
+  c.tokens_per_s = run_.tokens_per_step() / c.step_time_s;
+  c.mfu = c.model_flops_per_step / (c.step_time_s * devices * peak_);
+  const Seconds wall = run_.tokens / c.tokens_per_s;
+  c.days = wall / kSecondsPerDay;
+  c.device_hours = devices * wall / kSecondsPerHour;
+  c.cost = c.device_hours * profile_.device.price_per_device_hour;
+  c.currency = profile_.device.currency;
+  c.memory_bytes = memory(l, &c.busiest_memory_rank);
+  c.usable_memory_bytes = usable_memory_;
+  return c;
+}
+
+}  // namespace flopwise

@@ -1,0 +1,195 @@
+#include "flopwise/layout.hpp"
+
+#include <algorithm>
+
+#include "flopwise/error.hpp"
+
+namespace flopwise {
+
+std::string to_string(Recompute recompute) {
+  switch (recompute) {
+    case Recompute::kNone: return "none";
+    case Recompute::kSelective: return "selective";
+    case Recompute::kFull: return "full";
+  }
+  return "none";
+}
+
+Recompute parse_recompute(const std::string& text, const std::string& source, const std::string& field) {
+  if (text == "none") return Recompute::kNone;
+  if (text == "selective") return Recompute::kSelective;
+  if (text == "full") return Recompute::kFull;
+  throw input_error(source, field, "unknown recompute '" + text + "' (expected none, selective or full)");
+}
+
+std::string to_string(Constraint constraint) {
+  switch (constraint) {
+    case Constraint::kTpHeads: return "tp-divides-heads";
+    case Constraint::kTpNode: return "tp-within-node";
+    case Constraint::kPpLayers: return "pp-x-vpp-divides-layers";
+    case Constraint::kVirtualStages: return "virtual-stages";
+    case Constraint::kEpExperts: return "ep-divides-experts";
+    case Constraint::kEpDp: return "ep-divides-dp";
+    case Constraint::kGlobalBatch: return "global-batch";
+    case Constraint::kDevices: return "device-count";
+    case Constraint::kMemory: return "memory";
+    case Constraint::kObjective: return "deadline-or-budget";
+    case Constraint::kCount: break;
+  }
+  return "unknown";
+}
+
+std::string to_string(GroupKind kind) {
+  switch (kind) {
+    case GroupKind::kTp: return "tp";
+    case GroupKind::kEp: return "ep";
+    case GroupKind::kDp: return "dp";
+    case GroupKind::kExpertDp: return "expert_dp";
+    case GroupKind::kPp: return "pp";
+  }
+  return "tp";
+}
+
+void validate(const TrainingRun& run, const std::string& source) {
+  if (run.global_batch <= 0) throw input_error(source, "global_batch", "must be a positive integer");
+  if (run.seq_len <= 0) throw input_error(source, "seq_len", "must be a positive integer");
+  if (!(run.tokens > 0)) throw input_error(source, "tokens", "must be a positive number of tokens");
+  if (!(run.routing_skew >= 1.0)) {
+    throw input_error(source, "routing_skew", "must be >= 1 (busiest EP rank's tokens over the mean)");
+  }
+  if (!(run.memory_headroom >= 0.0 && run.memory_headroom < 1.0)) {
+    throw input_error(source, "memory_headroom", "must be a fraction in [0, 1)");
+  }
+}
+
+namespace {
+
+std::string str(int value) { return std::to_string(value); }
+
+int kv_groups(const ModelConfig& m) { return m.is_mla() ? m.heads : m.kv_heads; }  // MLA shares no KV heads
+int experts(const ModelConfig& m) { return m.is_moe() ? m.routed_experts : 1; }
+int max_devices(const HardwareProfile& p, const DeviceRange& r) { return std::min(r.max, p.cluster.max_devices); }
+
+}  // namespace
+
+std::optional<Constraint> violated_constraint(const ModelConfig& m, const TrainingRun& run,
+                                              const HardwareProfile& profile, const DeviceRange& range,
+                                              const Layout& l) {
+  if (l.tp < 1 || l.pp < 1 || l.vpp < 1 || l.ep < 1 || l.dp < 1 || l.micro_batch < 1) {
+    return Constraint::kDevices;
+  }
+  if (m.heads % l.tp != 0 || kv_groups(m) % l.tp != 0) return Constraint::kTpHeads;
+  const int node = profile.node.devices;
+  if (l.tp > node || node % l.tp != 0) return Constraint::kTpNode;
+  if (m.layers % (l.pp * l.vpp) != 0) return Constraint::kPpLayers;
+  if (l.vpp > 1 && l.pp == 1) return Constraint::kVirtualStages;
+  if (experts(m) % l.ep != 0) return Constraint::kEpExperts;
+  if (l.dp % l.ep != 0) return Constraint::kEpDp;
+  if (run.global_batch % (l.dp * l.micro_batch) != 0) return Constraint::kGlobalBatch;
+  // Megatron's interleaved schedule runs micro-batches in groups of pp.
+  if (l.vpp > 1 && l.micro_batches(run.global_batch) % l.pp != 0) return Constraint::kVirtualStages;
+  const long long devices = static_cast<long long>(l.tp) * l.pp * l.dp;
+  if (devices < range.min || devices > max_devices(profile, range)) return Constraint::kDevices;
+  return std::nullopt;
+}
+
+std::string explain(Constraint c, const ModelConfig& m, const TrainingRun& run, const HardwareProfile& profile,
+                    const DeviceRange& range, const Layout& l) {
+  switch (c) {
+    case Constraint::kTpHeads:
+      return "tp=" + str(l.tp) + " must divide heads (" + str(m.heads) + ") and KV heads (" +
+             str(kv_groups(m)) + ")";
+    case Constraint::kTpNode:
+      return "tp=" + str(l.tp) + " must divide the " + str(profile.node.devices) + " devices of a node";
+    case Constraint::kPpLayers:
+      return "pp x vpp = " + str(l.pp * l.vpp) + " must divide layers (" + str(m.layers) + ")";
+    case Constraint::kVirtualStages:
+      return l.pp == 1 ? "vpp=" + str(l.vpp) + " needs pp > 1"
+                       : "interleaving needs micro-batches (" + str(l.micro_batches(run.global_batch)) +
+                             ") divisible by pp=" + str(l.pp);
+    case Constraint::kEpExperts:
+      return "ep=" + str(l.ep) + " must divide routed experts (" + str(experts(m)) + ")";
+    case Constraint::kEpDp:
+      return "ep=" + str(l.ep) + " must divide dp=" + str(l.dp);
+    case Constraint::kGlobalBatch:
+      return "dp x micro_batch = " + str(l.dp * l.micro_batch) + " must divide the global batch (" +
+             str(run.global_batch) + ")";
+    case Constraint::kDevices:
+      if (l.tp < 1 || l.pp < 1 || l.vpp < 1 || l.ep < 1 || l.dp < 1 || l.micro_batch < 1) {
+        return "every parallel degree and the micro-batch must be >= 1";
+      }
+      return "tp x pp x dp = " + std::to_string(static_cast<long long>(l.tp) * l.pp * l.dp) +
+             " devices is outside " + str(range.min) + ".." + str(max_devices(profile, range));
+    default:
+      return to_string(c);
+  }
+}
+
+std::optional<Violation> check_structure(const ModelConfig& m, const TrainingRun& run,
+                                         const HardwareProfile& profile, const DeviceRange& range,
+                                         const Layout& l) {
+  const auto c = violated_constraint(m, run, profile, range, l);
+  if (!c) return std::nullopt;
+  return Violation{*c, explain(*c, m, run, profile, range, l)};
+}
+
+RankGrid::RankGrid(const Layout& layout, int devices_per_node)
+    : layout_(layout), devices_per_node_(devices_per_node) {}
+
+RankCoords RankGrid::coords(int rank) const {
+  RankCoords c;
+  c.tp = rank % layout_.tp;
+  c.dp = (rank / layout_.tp) % layout_.dp;
+  c.pp = rank / (layout_.tp * layout_.dp);
+  c.ep = c.dp % layout_.ep;
+  c.expert_dp = c.dp / layout_.ep;
+  return c;
+}
+
+int RankGrid::rank_of(const RankCoords& c) const {
+  return c.tp + layout_.tp * (c.dp + layout_.dp * c.pp);
+}
+
+int RankGrid::stride(GroupKind kind) const {
+  switch (kind) {
+    case GroupKind::kTp: return 1;
+    case GroupKind::kEp: return layout_.tp;
+    case GroupKind::kDp: return layout_.tp;
+    case GroupKind::kExpertDp: return layout_.tp * layout_.ep;
+    case GroupKind::kPp: return layout_.tp * layout_.dp;
+  }
+  return 1;
+}
+
+int RankGrid::size(GroupKind kind) const {
+  switch (kind) {
+    case GroupKind::kTp: return layout_.tp;
+    case GroupKind::kEp: return layout_.ep;
+    case GroupKind::kDp: return layout_.dp;
+    case GroupKind::kExpertDp: return layout_.expert_dp();
+    case GroupKind::kPp: return layout_.pp;
+  }
+  return 1;
+}
+
+std::vector<int> RankGrid::group(GroupKind kind, int rank) const {
+  const RankCoords c = coords(rank);
+  RankCoords first = c;
+  switch (kind) {
+    case GroupKind::kTp: first.tp = 0; break;
+    case GroupKind::kEp: first.dp = c.dp - c.ep; break;
+    case GroupKind::kDp: first.dp = 0; break;
+    case GroupKind::kExpertDp: first.dp = c.ep; break;
+    case GroupKind::kPp: first.pp = 0; break;
+  }
+  std::vector<int> members;
+  const int start = rank_of(first);
+  for (int i = 0; i < size(kind); ++i) members.push_back(start + i * stride(kind));
+  return members;
+}
+
+int RankGrid::members_per_node(GroupKind kind) const {
+  return std::clamp(devices_per_node_ / stride(kind), 1, size(kind));
+}
+
+}  // namespace flopwise

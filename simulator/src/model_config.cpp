@@ -1,0 +1,142 @@
+#include "flopwise/model_config.hpp"
+
+#include "flopwise/error.hpp"
+
+namespace flopwise {
+namespace {
+
+void require_positive(int value, const std::string& source, const std::string& field) {
+  if (value <= 0) {
+    throw input_error(source, field, "must be a positive integer, got " + std::to_string(value));
+  }
+}
+
+void require_non_negative(int value, const std::string& source, const std::string& field) {
+  if (value < 0) {
+    throw input_error(source, field, "must not be negative, got " + std::to_string(value));
+  }
+}
+
+// SwiGLU MLP: gate and up (hidden -> ffn) and down (ffn -> hidden), no biases.
+double swiglu_params(double hidden, double ffn) { return 3.0 * hidden * ffn; }
+
+double attention_params(const ModelConfig& m) {
+  const double h = m.hidden, heads = m.heads;
+  if (!m.is_mla()) {
+    // Fused QKV of (heads + 2 kv_heads) * head_dim outputs, then the output projection.
+    const double qkv = h * (heads + 2.0 * m.kv_heads) * m.head_dim;
+    const double bias = m.qkv_bias ? (heads + 2.0 * m.kv_heads) * m.head_dim : 0.0;
+    return qkv + bias + heads * m.head_dim * h;
+  }
+  // MLA (DeepSeek-V2 section 2.1): low-rank Q (optional) and a shared compressed KV with a
+  // decoupled rotary key; the LoRA ranks carry their own RMSNorm weights.
+  const double qk = m.qk_head_dim();
+  const double q = m.q_lora_rank > 0 ? h * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * heads * qk
+                                     : h * heads * qk;
+  const double kv_down = h * (m.kv_lora_rank + m.rope_head_dim) + m.kv_lora_rank;
+  const double kv_up = static_cast<double>(m.kv_lora_rank) * heads * (m.head_dim + m.v_head_dim);
+  return q + kv_down + kv_up + heads * m.v_head_dim * h;
+}
+
+}  // namespace
+
+void validate(const ModelConfig& m, const std::string& source) {
+  require_positive(m.layers, source, "layers");
+  require_positive(m.hidden, source, "hidden");
+  require_positive(m.heads, source, "heads");
+  require_positive(m.kv_heads, source, "kv_heads");
+  require_positive(m.head_dim, source, "head_dim");
+  require_positive(m.vocab, source, "vocab");
+  require_positive(m.seq_len, source, "seq_len");
+  require_non_negative(m.routed_experts, source, "routed_experts");
+  require_non_negative(m.shared_experts, source, "shared_experts");
+  require_non_negative(m.first_dense_layers, source, "first_dense_layers");
+  if (m.heads % m.kv_heads != 0) {
+    throw input_error(source, "kv_heads", "must divide heads (" + std::to_string(m.heads) + ")");
+  }
+  if (m.is_mla()) require_positive(m.v_head_dim, source, "v_head_dim");
+  if (m.is_moe()) {
+    require_positive(m.top_k, source, "top_k");
+    require_positive(m.expert_ffn, source, "expert_ffn");
+    if (m.top_k > m.routed_experts) {
+      throw input_error(source, "top_k", "exceeds routed_experts (" + std::to_string(m.routed_experts) + ")");
+    }
+    if (m.shared_experts > 0) require_positive(m.shared_expert_ffn, source, "shared_expert_ffn");
+    if (m.first_dense_layers > m.layers) {
+      throw input_error(source, "first_dense_layers", "exceeds layers (" + std::to_string(m.layers) + ")");
+    }
+  }
+  if (m.dense_layers() > 0) require_positive(m.dense_ffn, source, "dense_ffn");
+}
+
+LayerParams layer_params(const ModelConfig& m) {
+  LayerParams p;
+  p.attention = attention_params(m);
+  p.norms = 2.0 * m.hidden;
+  if (m.is_moe()) {
+    p.router = static_cast<double>(m.hidden) * m.routed_experts;
+    p.routed_expert = swiglu_params(m.hidden, m.expert_ffn);
+    p.shared_experts = m.shared_experts * swiglu_params(m.hidden, m.shared_expert_ffn);
+  }
+  if (m.dense_layers() > 0) p.dense_mlp = swiglu_params(m.hidden, m.dense_ffn);
+  return p;
+}
+
+ParamCounts param_counts(const ModelConfig& m) {
+  const LayerParams p = layer_params(m);
+  ParamCounts c;
+  c.embedding = static_cast<double>(m.vocab) * m.hidden;
+  c.lm_head = m.tied_embeddings ? 0.0 : c.embedding;
+  const double final_norm = m.hidden;
+  const double moe_shared_part = p.attention + p.norms + p.router + p.shared_experts;
+  const double dense_layer = p.attention + p.norms + p.dense_mlp;
+  c.expert = m.moe_layers() * m.routed_experts * p.routed_expert;
+  c.non_expert = m.moe_layers() * moe_shared_part + m.dense_layers() * dense_layer + c.embedding +
+                 c.lm_head + final_norm;
+  c.total = c.expert + c.non_expert;
+  c.active = c.non_expert + m.moe_layers() * m.top_k * p.routed_expert;
+  return c;
+}
+
+namespace {
+
+// QK^T and PV for one query token: 2 FLOPs per multiply-add over heads * (qk + v) dims and the
+// keys it sees; a causal mask lets a token see (seq_len + 1) / 2 keys on average, and fused
+// attention kernels skip the masked half (FlashAttention-2, Dao 2023, section 3.1).
+Flops attention_core_flops(const ModelConfig& m, int seq_len) {
+  const double keys_seen = (seq_len + 1.0) / 2.0;
+  return 2.0 * m.heads * (m.qk_head_dim() + m.value_head_dim()) * keys_seen;
+}
+
+}  // namespace
+
+LayerFlops moe_layer_flops(const ModelConfig& m, int seq_len) {
+  // A matmul with W weights costs 2 W FLOPs per token (one multiply and one add per weight).
+  const LayerParams p = layer_params(m);
+  LayerFlops f;
+  f.dense_matmul = 2.0 * (p.attention + p.router + p.shared_experts);
+  f.expert_matmul = 2.0 * m.top_k * p.routed_expert;
+  f.attention_core = attention_core_flops(m, seq_len);
+  return f;
+}
+
+LayerFlops dense_layer_flops(const ModelConfig& m, int seq_len) {
+  const LayerParams p = layer_params(m);
+  LayerFlops f;
+  f.dense_matmul = 2.0 * (p.attention + p.dense_mlp);
+  f.attention_core = attention_core_flops(m, seq_len);
+  return f;
+}
+
+Flops lm_head_flops(const ModelConfig& m) { return 2.0 * m.vocab * static_cast<double>(m.hidden); }
+
+Flops training_flops_per_token(const ModelConfig& m, int seq_len) {
+  const LayerFlops moe = moe_layer_flops(m, seq_len);
+  const LayerFlops dense = dense_layer_flops(m, seq_len);
+  const Flops forward = m.moe_layers() * (moe.dense_matmul + moe.expert_matmul + moe.attention_core) +
+                        m.dense_layers() * (dense.dense_matmul + dense.attention_core) +
+                        lm_head_flops(m);
+  return 3.0 * forward;
+}
+
+}  // namespace flopwise
