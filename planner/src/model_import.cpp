@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "flopwise/catalog.hpp"
@@ -165,29 +166,27 @@ ModelConfig import_hf_config(const json& config, const std::string& source, cons
   ModelConfig m;
   m.name = name;
   m.family = r.text("model_type");
-  read_common(r, m);
-  if (m.family == "bailing_moe") {
-    read_bailing_moe(r, m);
-  } else if (m.family == "mixtral") {
-    read_mixtral(r, m);
-  } else if (m.family == "qwen2_moe") {
-    read_qwen2_moe(r, m);
-  } else if (m.family == "deepseek_v2" || m.family == "deepseek_v3") {
-    read_deepseek(r, m);
-  } else if (m.family == "llama") {
-    read_llama(r, m);
-  } else {
+  using Reader = void (*)(const ConfigReader&, ModelConfig&);
+  const std::map<std::string, Reader> families = {{"bailing_moe", read_bailing_moe}, {"mixtral", read_mixtral},
+                                                  {"qwen2_moe", read_qwen2_moe},     {"deepseek_v2", read_deepseek},
+                                                  {"deepseek_v3", read_deepseek},    {"llama", read_llama}};
+  const auto family = families.find(m.family);
+  if (family == families.end()) {
     throw input_error(source, "model_type", "unknown model type '" + m.family +
-                                                "' (supported: bailing_moe, mixtral, qwen2_moe, "
-                                                "deepseek_v2, deepseek_v3, llama)");
+                                                "' (supported: bailing_moe, deepseek_v2, deepseek_v3, llama, "
+                                                "mixtral, qwen2_moe)");
   }
+  read_common(r, m);
+  family->second(r, m);
   validate(m, source);
   return m;
 }
 
 ModelConfig load_hf_config(const std::string& path) {
-  const std::string stem = std::filesystem::path(path).parent_path().filename().string();
-  const std::string name = stem.empty() ? std::filesystem::path(path).stem().string() : stem;
+  // Hugging Face checkouts hold "<model>/config.json": the folder names the model.
+  const std::filesystem::path file(path);
+  const std::string folder = std::filesystem::absolute(file).parent_path().filename().string();
+  const std::string name = file.filename() == "config.json" && !folder.empty() ? folder : file.stem().string();
   return import_hf_config(load_json_file(path), path, name);
 }
 

@@ -1,0 +1,123 @@
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "flopwise/cli.hpp"
+#include "flopwise/model_import.hpp"
+#include "flopwise/plan.hpp"
+
+namespace flopwise {
+namespace {
+
+struct Outcome {
+  int code;
+  std::string out;
+  std::string err;
+};
+
+Outcome run(std::vector<std::string> args) {
+  args.insert(args.begin(), "flopwise");
+  std::vector<const char*> argv;
+  for (const auto& a : args) argv.push_back(a.c_str());
+  std::ostringstream out, err;
+  const int code = run_cli(static_cast<int>(argv.size()), argv.data(), out, err);
+  return {code, out.str(), err.str()};
+}
+
+std::string write_temp(const std::string& name, const std::string& text) {
+  const std::string path = ::testing::TempDir() + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+// One line, starting with the program name, ending the run with code 2.
+void expect_one_line_error(const Outcome& o, const std::string& fragment) {
+  EXPECT_EQ(o.code, 2) << o.err;
+  EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << o.err;
+  EXPECT_EQ(o.err.rfind("flopwise: error: ", 0), 0u) << o.err;
+  EXPECT_NE(o.err.find(fragment), std::string::npos) << o.err;
+}
+
+}  // namespace
+
+TEST(Cli, ModelJsonHasParameterCounts) {
+  const Outcome o = run({"model", "ling-lite", "--json"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  const auto j = nlohmann::json::parse(o.out);
+  EXPECT_NEAR(j["total_params"].get<double>() / 1e9, 16.8, 0.05);
+  EXPECT_NEAR(j["active_params"].get<double>() / 1e9, 2.75, 0.01);
+  EXPECT_GT(j["training_flops_per_token"].get<double>(), 0);
+}
+
+TEST(Cli, PlanJsonCarriesScriptFields) {
+  const std::string out = ::testing::TempDir() + "/cli_plan.json";
+  const Outcome o = run({"plan", "--model", "ling-lite", "--profile", "h100-sxm", "--devices", "8:256",
+                         "--tokens", "1e11", "--json", "--out", out});
+  ASSERT_EQ(o.code, 0) << o.err;
+  const auto j = nlohmann::json::parse(o.out);
+  for (const char* key : {"hardware", "devices", "layout", "step_time_s", "tokens_per_s", "mfu", "days",
+                          "device_hours", "cost", "currency"}) {
+    EXPECT_TRUE(j.contains(key)) << key;
+  }
+  for (const char* key : {"tp", "pp", "vpp", "ep", "dp", "micro_batch", "recompute"}) {
+    EXPECT_TRUE(j["layout"].contains(key)) << key;
+  }
+  EXPECT_EQ(load_plan(out).layout.devices(), j["devices"].get<int>());
+}
+
+TEST(Cli, PlanEvaluatesTheUsersLayoutBesideTheBest) {
+  const Outcome o = run({"plan", "--model", "ling-lite", "--profile", "device-C", "--devices", "64", "--tp", "2",
+                         "--pp", "2", "--ep", "8", "--micro-batch", "1", "--recompute", "full", "--objective", "cost",
+                         "--json"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  const auto j = nlohmann::json::parse(o.out);
+  EXPECT_EQ(j["layout"]["tp"], 2);
+  EXPECT_EQ(j["layout"]["recompute"], "full");
+  ASSERT_TRUE(j.contains("unconstrained_best"));
+  EXPECT_LE(j["unconstrained_best"]["cost"].get<double>(), j["cost"].get<double>() * 1.0000001);
+}
+
+TEST(Cli, CompareJsonHasAnEntryPerProfile) {
+  const Outcome o = run({"compare", "--model", "ling-lite", "--profiles", "device-C,device-E", "--devices", "8:512",
+                         "--json"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  const auto j = nlohmann::json::parse(o.out);
+  ASSERT_EQ(j["entries"].size(), 2u);
+  EXPECT_EQ(j["entries"][0]["hardware"], "device-C");
+  EXPECT_TRUE(j["entries"][1].contains("cost"));
+}
+
+TEST(Cli, DefaultCompareIsTheLingPlusReportScenario) {
+  const Outcome o = run({"compare"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  EXPECT_NE(o.out.find("ling-plus pre-training, 1.00T tokens"), std::string::npos) << o.out;
+  for (const char* device : {"device-A", "device-B", "device-C", "device-D", "device-E"}) {
+    EXPECT_NE(o.out.find(device), std::string::npos) << device;
+  }
+  EXPECT_NE(o.out.find("<- best"), std::string::npos);
+}
+
+TEST(Cli, BadInputEndsWithOneLineAndCodeTwo) {
+  expect_one_line_error(run({"plan", "--profile", "device-Z"}), "device-Z");
+  expect_one_line_error(run({"plan", "--profile", "device-D", "--devices", "lots"}), "--devices");
+  expect_one_line_error(run({"plan", "--profile", "device-D", "--precision", "fp4"}), "unknown precision");
+  expect_one_line_error(run({"plan", "--profile", "device-C", "--precision", "fp8"}), "device.fp8");
+  expect_one_line_error(run({"plan", "--profile", "device-D", "--objective", "vibes"}), "unknown objective");
+  expect_one_line_error(run({"plan", "--profile", "device-D", "--tokens", "-5"}), "tokens");
+  expect_one_line_error(run({"plan", "--profile", "device-D", "--tp", "3", "--devices", "1024"}), "tp=3");
+  expect_one_line_error(run({"plan", "--profile", "device-D", "--devices", "8"}), "memory");
+  expect_one_line_error(run({"plan", "--profile", "device-D", "--frobnicate"}), "frobnicate");
+  expect_one_line_error(run({"model", "no-such-model"}), "no-such-model");
+  expect_one_line_error(run({"compare", "--profiles", "device-D,h100-sxm"}), "currencies");
+  const std::string yaml = write_temp("broken.yaml", "name: x\ndevice: {name: y\n");
+  expect_one_line_error(run({"plan", "--profile", yaml}), "broken.yaml:");
+  const std::string config = write_temp("config.json", "{\"model_type\": \"bert\"}");
+  expect_one_line_error(run({"model", config}), "model_type");
+  const std::string bad_json = write_temp("bad.json", "{\"model_type\": ");
+  expect_one_line_error(run({"model", bad_json}), "malformed JSON");
+}
+
+TEST(Cli, NoSubcommandIsAnError) { EXPECT_EQ(run({}).code, 2); }
+
+}  // namespace flopwise

@@ -1,0 +1,173 @@
+#include <gtest/gtest.h>
+
+#include "flopwise/cost_model.hpp"
+#include "test_helpers.hpp"
+
+namespace flopwise {
+namespace {
+
+TrainingRun small_run() {
+  TrainingRun run;
+  run.global_batch = 4;
+  run.seq_len = 1024;
+  run.tokens = 1e9;
+  return run;
+}
+
+// tiny_moe per layer (see test_helpers.hpp): attention 1024 x 12 x 128 + 8 x 128 x 1024 = 2,621,440,
+// router 8,192, shared 3 x 1024 x 512 = 1,572,864, one expert 1,572,864, norms 2,048.
+constexpr double kAttention = 2621440, kRouter = 8192, kExpert = 1572864, kShared = 1572864, kNorms = 2048;
+constexpr double kRate = 100e12 * 0.5;  // round profile: 100 TFLOPS at 50%
+
+}  // namespace
+
+TEST(Collectives, RingAllReduceMatchesAlphaBeta) {
+  const Network net = Network::from(testing::round_profile());
+  // 8 ranks in one node: 2 x 7/8 x 1 GB / 100 GB/s + 14 x 1 us.
+  EXPECT_NEAR(all_reduce_time({8, 8}, 1e9, net), 2 * 7.0 / 8 * 1e9 / 100e9 + 14e-6, 1e-12);
+  // 16 ranks, 8 per node: the ring crosses nodes; 8 members drive 8 NICs of 10 GB/s = 80 GB/s.
+  EXPECT_NEAR(all_reduce_time({16, 8}, 1e9, net), 2 * 15.0 / 16 * 1e9 / 80e9 + 30 * 10e-6, 1e-12);
+  EXPECT_EQ(all_reduce_time({1, 1}, 1e9, net), 0.0);
+}
+
+TEST(Collectives, AllToAllIsBoundByTheSlowerLink) {
+  const Network net = Network::from(testing::round_profile());
+  // 16 ranks over two nodes: 7/16 of 1 GB on NVLink (4.4 ms), 8/16 on the NIC (50 ms).
+  EXPECT_NEAR(all_to_all_time({16, 8}, 1e9, net), 0.5e9 / 10e9 + 15 * 10e-6, 1e-12);
+  EXPECT_NEAR(all_to_all_time({8, 8}, 1e9, net), 7.0 / 8 * 1e9 / 100e9 + 7 * 1e-6, 1e-12);
+  EXPECT_NEAR(send_recv_time({2, 1}, 1e9, net), 0.1 + 10e-6, 1e-12);
+}
+
+TEST(Collectives, OversubscriptionSlowsOnlyInterNodeTraffic) {
+  HardwareProfile p = testing::round_profile();
+  const Network full = Network::from(p);
+  p.cluster.oversubscription = 2.0;
+  const Network half = Network::from(p);
+  EXPECT_NEAR(all_to_all_time({16, 8}, 1e9, half) - 150e-6, 2 * (all_to_all_time({16, 8}, 1e9, full) - 150e-6), 1e-12);
+  EXPECT_EQ(all_to_all_time({8, 8}, 1e9, half), all_to_all_time({8, 8}, 1e9, full));
+}
+
+TEST(CostModel, SingleDeviceComputeByHand) {
+  const CostModel cost(testing::tiny_moe(), small_run(), testing::round_profile());
+  const Layout l{1, 1, 1, 1, 1, 1, Recompute::kSelective, false};
+  const StepCost c = cost.evaluate(l);
+  const double tokens = 1024;
+  const double layer_flops = 2 * (kAttention + kRouter + kShared) + 2 * 2 * kExpert;
+  const double core = 2 * 8 * 256 * (1025 / 2.0);
+  const double head = 2 * 1000.0 * 1024;
+  // Forward + backward (3x), the recomputed attention core, and the LM head; 4 micro-batches.
+  const double per_micro_batch = tokens * (3 * 4 * (layer_flops + core) + 4 * core + 3 * head) / kRate;
+  EXPECT_NEAR(c.compute_s, 4 * per_micro_batch, 1e-12);
+  EXPECT_EQ(c.bubble_s, 0.0);
+  EXPECT_EQ(c.exposed_comm_s.total(), 0.0);
+  const double params = 4 * (kAttention + kNorms + kRouter + kShared) + 2 * 1024000.0 + 1024 + 4 * 8 * kExpert;
+  EXPECT_NEAR(c.optimizer_s, 30 * params / 1e12, 1e-15);  // AdamW traffic over 1 TB/s
+  EXPECT_NEAR(c.step_time_s, c.compute_s + c.optimizer_s, 1e-12);
+  EXPECT_NEAR(c.tokens_per_s, 4 * 1024 / c.step_time_s, 1e-6);
+  EXPECT_NEAR(c.days, 1e9 / c.tokens_per_s / 86400, 1e-12);
+  EXPECT_NEAR(c.cost, c.device_hours * 2.0, 1e-9);
+  EXPECT_NEAR(c.mfu, c.model_flops_per_step / (c.step_time_s * 100e12), 1e-12);
+}
+
+TEST(CostModel, MemoryByHand) {
+  const CostModel cost(testing::tiny_moe(), small_run(), testing::round_profile());
+  const Layout l{1, 1, 1, 1, 1, 1, Recompute::kSelective, false};
+  const MemoryBreakdown m = cost.memory(l);
+  const double params = 4 * (kAttention + kNorms + kRouter + kShared) + 2 * 1024000.0 + 1024 + 4 * 8 * kExpert;
+  EXPECT_DOUBLE_EQ(m.weights, 2 * params);
+  EXPECT_DOUBLE_EQ(m.grads, 4 * params);
+  EXPECT_DOUBLE_EQ(m.optimizer, 12 * params);
+  // Per token and layer: attention 2 x (2 x 1024 + 1536 + 1024) + 4 x 8 = 9,248 bytes; MoE
+  // 2 x (2 x 1024 + 2 x (2 x 1024 + 3 x 512 + 1024) + 3 x 512) + 8 x 8 = 25,664 bytes.
+  const double per_layer = (9248.0 + 25664.0) * 1024;
+  EXPECT_DOUBLE_EQ(cost.layer_activation_bytes(true, l), per_layer);
+  EXPECT_DOUBLE_EQ(m.activations, 4 * per_layer + 6.0 * 1024 * 1000);  // one micro-batch in flight, logits
+  EXPECT_DOUBLE_EQ(m.buffers, 1e9 + 2 * 2.0 * 1024 * 2 * 1024);
+}
+
+TEST(CostModel, RecomputeAndShardingShrinkMemory) {
+  const CostModel cost(testing::tiny_moe(), small_run(), testing::round_profile());
+  const Layout none{1, 1, 1, 1, 1, 1, Recompute::kNone, false};
+  Layout selective = none, full = none;
+  selective.recompute = Recompute::kSelective;
+  full.recompute = Recompute::kFull;
+  // `none` keeps the 8-head 1024 x 1024 bf16 probabilities per layer.
+  EXPECT_DOUBLE_EQ(cost.layer_activation_bytes(true, none) - cost.layer_activation_bytes(true, selective),
+                   2.0 * 8 * 1024 * 1024);
+  EXPECT_DOUBLE_EQ(cost.layer_activation_bytes(true, full), 2.0 * 1024 * 1024);
+  Layout sharded{1, 1, 1, 2, 4, 1, Recompute::kFull, true};
+  Layout replicated = sharded;
+  replicated.optimizer_sharding = false;
+  const double dense = 4 * (kAttention + kNorms + kRouter + kShared) + 2 * 1024000.0 + 1024;
+  const double expert = 4 * 8 * kExpert / 2;  // EP 2 halves the experts on each device
+  EXPECT_DOUBLE_EQ(cost.memory(replicated).optimizer, 12 * (dense + expert));
+  EXPECT_DOUBLE_EQ(cost.memory(sharded).optimizer, 12 * (dense / 4 + expert / 2));  // expert DP = 4 / 2
+}
+
+TEST(CostModel, InFlightMicroBatchesOfOneFOneBAndInterleaved) {
+  EXPECT_EQ(in_flight_chunks(Layout{1, 4, 1, 1, 1, 1}, 0, 8), 4);
+  EXPECT_EQ(in_flight_chunks(Layout{1, 4, 1, 1, 1, 1}, 3, 8), 1);
+  EXPECT_EQ(in_flight_chunks(Layout{1, 4, 1, 1, 1, 1}, 0, 2), 2);
+  EXPECT_EQ(in_flight_chunks(Layout{1, 4, 2, 1, 1, 1}, 0, 8), 2 * 3 + 1 * 4 + 1);
+  EXPECT_EQ(in_flight_chunks(Layout{1, 4, 2, 1, 1, 1}, 3, 8), 5);
+}
+
+// 1F1B with p stages and m micro-batches idles (p - 1) / (m + p - 1) of the step.
+TEST(CostModel, PipelineBubbleOfOneFOneB) {
+  TrainingRun run = small_run();
+  run.global_batch = 8;
+  const CostModel cost(testing::tiny_moe(), run, testing::round_profile());
+  const StepCost c = cost.evaluate(Layout{1, 4, 1, 1, 1, 1, Recompute::kSelective, false});
+  EXPECT_NEAR(c.bubble_s / (c.compute_s + c.bubble_s), 3.0 / (8 + 3), 1e-12);
+  const StepCost interleaved = cost.evaluate(Layout{1, 2, 2, 1, 1, 1, Recompute::kSelective, false});
+  EXPECT_NEAR(interleaved.bubble_s, 0.5 * interleaved.compute_s / 8, 1e-12);  // (p - 1) / vpp = 1/2
+}
+
+TEST(CostModel, StagesSplitLayersAndEnds) {
+  ModelConfig m = testing::tiny_moe();
+  m.layers = 8;
+  m.first_dense_layers = 3;
+  m.dense_ffn = 2048;
+  const auto stages = stage_contents(m, Layout{1, 2, 2, 1, 1, 1});  // chunks of 2 layers
+  EXPECT_EQ(stages[0].dense_layers, 2);  // chunk 0: layers 0-1
+  EXPECT_EQ(stages[0].moe_layers, 2);    // chunk 2: layers 4-5
+  EXPECT_EQ(stages[1].dense_layers, 1);  // chunk 1: layers 2-3, one dense
+  EXPECT_EQ(stages[1].moe_layers, 3);
+  EXPECT_TRUE(stages[0].embedding);
+  EXPECT_TRUE(stages[1].lm_head);
+}
+
+TEST(CostModel, RoutingSkewStretchesOnlyExpertWorkUnderEp) {
+  TrainingRun balanced = small_run(), skewed = small_run();
+  skewed.routing_skew = 1.5;
+  const CostModel a(testing::tiny_moe(), balanced, testing::round_profile());
+  const CostModel b(testing::tiny_moe(), skewed, testing::round_profile());
+  const Layout ep2{1, 1, 1, 2, 2, 1, Recompute::kSelective, false};
+  const double expert_seconds = 2 * 3 * 4 * 1024 * (2 * 2 * kExpert) / kRate;  // 2 micro-batches
+  EXPECT_NEAR(b.evaluate(ep2).compute_s - a.evaluate(ep2).compute_s, 0.5 * expert_seconds, 1e-12);
+  EXPECT_GT(b.evaluate(ep2).exposed_comm_s.ep, a.evaluate(ep2).exposed_comm_s.ep);
+  const Layout ep1{1, 1, 1, 1, 2, 1, Recompute::kSelective, false};
+  EXPECT_EQ(b.evaluate(ep1).compute_s, a.evaluate(ep1).compute_s);
+}
+
+TEST(CostModel, TensorParallelSplitsComputeAndAddsCollectives) {
+  const CostModel cost(testing::tiny_moe(), small_run(), testing::round_profile());
+  const StepCost one = cost.evaluate(Layout{1, 1, 1, 1, 1, 1, Recompute::kSelective, false});
+  const StepCost two = cost.evaluate(Layout{2, 1, 1, 1, 1, 1, Recompute::kSelective, false});
+  EXPECT_NEAR(two.compute_s, one.compute_s / 2, 1e-12);
+  // 8 collectives per layer and micro-batch, each moving 1/2 of 2 MiB over 100 GB/s plus 1 us.
+  const double each = 0.5 * 2.0 * 1024 * 1024 / 100e9 + 1e-6;
+  EXPECT_NEAR(two.exposed_comm_s.tp, 4 * 4 * 8 * each, 1e-12);
+}
+
+TEST(CostModel, Fp8SpeedsUpMatmulsOnly) {
+  TrainingRun fp8 = small_run();
+  fp8.precision = Precision::kFp8;
+  const Layout l{1, 1, 1, 1, 1, 1, Recompute::kSelective, false};
+  const double bf16_s = CostModel(testing::tiny_moe(), small_run(), testing::round_profile()).evaluate(l).compute_s;
+  const double fp8_s = CostModel(testing::tiny_moe(), fp8, testing::round_profile()).evaluate(l).compute_s;
+  EXPECT_LT(fp8_s, bf16_s);
+  EXPECT_GT(fp8_s, bf16_s / 2);  // the attention core stays at the bf16 rate
+}
+
+}  // namespace flopwise

@@ -1,0 +1,89 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "flopwise/catalog.hpp"
+#include "flopwise/error.hpp"
+#include "test_helpers.hpp"
+
+namespace flopwise {
+namespace {
+
+std::string error_of(const std::string& yaml) {
+  try {
+    parse_hardware_profile(yaml, "p.yaml");
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(HardwareProfile, EveryShippedProfileLoads) {
+  int count = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(FLOPWISE_PROFILES_DIR)) {
+    const HardwareProfile p = load_hardware_profile(entry.path().string());
+    EXPECT_EQ(p.name, entry.path().stem().string());
+    ++count;
+  }
+  EXPECT_GE(count, 9);  // five report devices and at least four real accelerators
+  EXPECT_EQ(builtin_profile_names().size(), static_cast<size_t>(count));
+}
+
+// Ling report Table 1: peak dense TFLOPS, memory GB, RMB per device-hour, FP8.
+TEST(HardwareProfile, ReportDevicesMatchTableOne) {
+  struct Row { const char* name; double tflops; double memory_gb; double price; bool fp8; };
+  const Row table[] = {{"device-A", 370, 64, 7.00, false}, {"device-B", 120, 96, 4.50, false},
+                       {"device-C", 312, 80, 10.00, false}, {"device-D", 989, 80, 27.50, true},
+                       {"device-E", 147, 96, 5.64, true}};
+  for (const Row& row : table) {
+    const HardwareProfile p = resolve_profile(row.name);
+    EXPECT_DOUBLE_EQ(p.device.peak_flops(Precision::kBf16), row.tflops * 1e12) << row.name;
+    EXPECT_DOUBLE_EQ(p.device.memory_bytes, row.memory_gb * 1e9) << row.name;
+    EXPECT_DOUBLE_EQ(p.device.price_per_device_hour, row.price) << row.name;
+    EXPECT_EQ(p.device.currency, "RMB");
+    EXPECT_EQ(p.device.fp8, row.fp8) << row.name;
+  }
+}
+
+TEST(HardwareProfile, ParsesUnitsIntoBaseUnits) {
+  const HardwareProfile p = testing::round_profile();
+  EXPECT_DOUBLE_EQ(p.node.intra_bandwidth, 100e9);
+  EXPECT_DOUBLE_EQ(p.cluster.inter_latency, 10e-6);
+  EXPECT_DOUBLE_EQ(p.runtime_reserved_bytes, 1e9);
+  EXPECT_EQ(p.cluster.topology, TopologyKind::kFatTree);
+}
+
+TEST(HardwareProfile, EachClassOfBadInputNamesFileAndField) {
+  using testing::round_profile_with;
+  EXPECT_NE(error_of("name: [unclosed").find("p.yaml:1:"), std::string::npos);
+  EXPECT_NE(error_of(round_profile_with("  memory: \"80 GB\"\n", "")).find("p.yaml: device.memory: missing field"),
+            std::string::npos);
+  EXPECT_NE(error_of(round_profile_with("\"80 GB\"", "\"80 GHz\"")).find("device.memory: unknown unit 'GHz'"),
+            std::string::npos);
+  EXPECT_NE(error_of(round_profile_with("\"100 GB/s\"", "\"-100 GB/s\"")).find("node.intra_bandwidth"),
+            std::string::npos);
+  EXPECT_NE(error_of(round_profile_with("fat-tree", "torus")).find("cluster.topology: unknown topology 'torus'"),
+            std::string::npos);
+  EXPECT_NE(error_of(round_profile_with("matmul: 0.5", "matmul: 1.5")).find("efficiency.matmul: must be between"),
+            std::string::npos);
+  EXPECT_NE(error_of(round_profile_with("devices: 8", "devices: eight")).find("node.devices: expected a plain number"),
+            std::string::npos);
+  EXPECT_NE(error_of(round_profile_with("{bf16: 100, fp8: 200}", "{bf16: 100}")).find("peak_tflops.fp8: missing"),
+            std::string::npos);
+  EXPECT_NE(error_of(round_profile_with("overlap: {tp: 0.0, ep: 0.0, pp: 0.0, dp: 0.0}\n", "")).find("overlap: missing section"),
+            std::string::npos);
+  EXPECT_NE(error_of("[1, 2]").find("p.yaml"), std::string::npos);
+}
+
+TEST(HardwareProfile, UnknownProfileNameListsBuiltins) {
+  try {
+    resolve_profile("device-Z");
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("device-A"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace flopwise

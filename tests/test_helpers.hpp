@@ -1,0 +1,67 @@
+#pragma once
+// Small shared fixtures: a hand-checkable model and a profile with round numbers.
+#include <string>
+
+#include "flopwise/hardware_profile.hpp"
+#include "flopwise/model_config.hpp"
+
+namespace flopwise::testing {
+
+// 4 layers, hidden 1024, 8 heads of 128 (2 KV heads), 8 experts top-2 of ffn 512, one shared.
+inline ModelConfig tiny_moe() {
+  ModelConfig m;
+  m.name = "tiny-moe";
+  m.family = "test";
+  m.layers = 4;
+  m.hidden = 1024;
+  m.heads = 8;
+  m.kv_heads = 2;
+  m.head_dim = 128;
+  m.vocab = 1000;
+  m.seq_len = 1024;
+  m.routed_experts = 8;
+  m.top_k = 2;
+  m.expert_ffn = 512;
+  m.shared_experts = 1;
+  m.shared_expert_ffn = 512;
+  return m;
+}
+
+// 100 TFLOPS bf16, 80 GB, 1 TB/s, 8 per node at 100 GB/s, 10 GB/s between nodes,
+// efficiencies 0.5 (matmul and attention) and 1.0 (links), no overlap, 1 GB reserved.
+inline std::string round_profile_yaml() {
+  return R"(name: round
+device:
+  name: R
+  peak_tflops: {bf16: 100, fp8: 200}
+  memory: "80 GB"
+  memory_bandwidth: "1 TB/s"
+  price: {per_device_hour: 2.0, currency: RMB}
+  fp8: true
+node:
+  devices: 8
+  intra_bandwidth: "100 GB/s"
+  intra_latency: "1 us"
+cluster:
+  inter_bandwidth: "10 GB/s"
+  inter_latency: "10 us"
+  topology: fat-tree
+  oversubscription: 1.0
+  max_devices: 4096
+efficiency: {matmul: 0.5, attention: 0.5, intra_node_comm: 1.0, inter_node_comm: 1.0}
+overlap: {tp: 0.0, ep: 0.0, pp: 0.0, dp: 0.0}
+runtime_reserved: "1 GB"
+)";
+}
+
+inline HardwareProfile round_profile() { return parse_hardware_profile(round_profile_yaml(), "round.yaml"); }
+
+// Replaces the first occurrence of `from` in the round profile, to build broken variants.
+inline std::string round_profile_with(const std::string& from, const std::string& to) {
+  std::string text = round_profile_yaml();
+  const auto at = text.find(from);
+  if (at != std::string::npos) text.replace(at, from.size(), to);
+  return text;
+}
+
+}  // namespace flopwise::testing

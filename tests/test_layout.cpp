@@ -1,0 +1,86 @@
+#include <gtest/gtest.h>
+
+#include "flopwise/layout.hpp"
+#include "test_helpers.hpp"
+
+namespace flopwise {
+namespace {
+
+std::optional<Constraint> violated(const Layout& l, int global_batch = 64, DeviceRange range = {1, 4096}) {
+  TrainingRun run;
+  run.global_batch = global_batch;
+  return violated_constraint(testing::tiny_moe(), run, testing::round_profile(), range, l);
+}
+
+}  // namespace
+
+TEST(Layout, ValidLayoutPasses) { EXPECT_FALSE(violated(Layout{2, 2, 1, 2, 4, 1, Recompute::kNone, false})); }
+
+TEST(Layout, EachRuleRemovesWhatBreaksIt) {
+  EXPECT_EQ(violated(Layout{4, 1, 1, 1, 1, 1}), Constraint::kTpHeads);  // 2 KV heads
+  ModelConfig wide = testing::tiny_moe();
+  wide.heads = wide.kv_heads = 16;
+  EXPECT_EQ(violated_constraint(wide, TrainingRun{}, testing::round_profile(), {1, 4096}, Layout{16, 1, 1, 1, 1, 1}),
+            Constraint::kTpNode);  // 16 > 8 devices per node
+  EXPECT_EQ(violated(Layout{1, 3, 1, 1, 1, 1}), Constraint::kPpLayers);
+  EXPECT_EQ(violated(Layout{1, 2, 4, 1, 1, 1}), Constraint::kPpLayers);  // 2 x 4 > 4 layers
+  EXPECT_EQ(violated(Layout{1, 1, 2, 1, 1, 1}), Constraint::kVirtualStages);  // interleaving without a pipeline
+  EXPECT_EQ(violated(Layout{1, 2, 2, 3, 3, 1}), Constraint::kEpExperts);
+  EXPECT_EQ(violated(Layout{1, 1, 1, 4, 2, 1}), Constraint::kEpDp);
+  EXPECT_EQ(violated(Layout{1, 1, 1, 1, 3, 1}), Constraint::kGlobalBatch);
+  EXPECT_EQ(violated(Layout{1, 2, 2, 1, 64, 1}), Constraint::kVirtualStages);  // 1 micro-batch, pp 2
+  EXPECT_EQ(violated(Layout{1, 4, 1, 1, 1, 1}, 64, {8, 4096}), Constraint::kDevices);
+}
+
+TEST(Layout, VirtualStagesNeedPipelineAndGroupsOfPp) {
+  ModelConfig deep = testing::tiny_moe();
+  deep.layers = 8;
+  TrainingRun run;
+  run.global_batch = 6;
+  const HardwareProfile p = testing::round_profile();
+  EXPECT_EQ(violated_constraint(deep, run, p, {1, 64}, Layout{1, 1, 2, 1, 1, 1}), Constraint::kVirtualStages);
+  EXPECT_EQ(violated_constraint(deep, run, p, {1, 64}, Layout{1, 4, 2, 1, 1, 1}), Constraint::kVirtualStages);  // 6 % 4
+  EXPECT_FALSE(violated_constraint(deep, run, p, {1, 64}, Layout{1, 2, 2, 1, 1, 1}));
+}
+
+TEST(Layout, ExplanationsNameTheFactors) {
+  const TrainingRun run;
+  const auto v = check_structure(testing::tiny_moe(), run, testing::round_profile(), {1, 4096}, Layout{4, 1, 1, 1, 1, 1});
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->message, "tp=4 must divide heads (8) and KV heads (2)");
+}
+
+// tp=2, ep=2, dp=4, pp=2 on 8-device nodes: rank = tp + 2 (dp + 4 pp).
+TEST(RankGrid, GroupsFollowTheExportedOrder) {
+  const RankGrid grid(Layout{2, 2, 1, 2, 4, 1}, 8);
+  const RankCoords c = grid.coords(5);
+  EXPECT_EQ(c.tp, 1);
+  EXPECT_EQ(c.dp, 2);
+  EXPECT_EQ(c.pp, 0);
+  EXPECT_EQ(c.ep, 0);
+  EXPECT_EQ(c.expert_dp, 1);
+  EXPECT_EQ(grid.rank_of(c), 5);
+  EXPECT_EQ(grid.group(GroupKind::kTp, 5), (std::vector<int>{4, 5}));
+  EXPECT_EQ(grid.group(GroupKind::kEp, 5), (std::vector<int>{5, 7}));
+  EXPECT_EQ(grid.group(GroupKind::kDp, 5), (std::vector<int>{1, 3, 5, 7}));
+  EXPECT_EQ(grid.group(GroupKind::kExpertDp, 5), (std::vector<int>{1, 5}));
+  EXPECT_EQ(grid.group(GroupKind::kPp, 5), (std::vector<int>{5, 13}));
+  EXPECT_EQ(grid.members_per_node(GroupKind::kDp), 4);
+  EXPECT_EQ(grid.members_per_node(GroupKind::kPp), 1);  // stages sit on different nodes
+}
+
+TEST(RankGrid, EveryRankIsInExactlyOneGroupOfEachKind) {
+  const Layout l{2, 3, 1, 2, 4, 1};
+  const RankGrid grid(l, 8);
+  for (GroupKind kind : {GroupKind::kTp, GroupKind::kEp, GroupKind::kDp, GroupKind::kExpertDp, GroupKind::kPp}) {
+    std::vector<int> seen(l.devices(), 0);
+    for (int rank = 0; rank < l.devices(); ++rank) {
+      const auto members = grid.group(kind, rank);
+      EXPECT_NE(std::find(members.begin(), members.end(), rank), members.end());
+      for (int m : members) seen[m] += 1;
+    }
+    for (int count : seen) EXPECT_EQ(count, grid.size(kind)) << to_string(kind);
+  }
+}
+
+}  // namespace flopwise

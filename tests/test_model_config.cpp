@@ -1,0 +1,126 @@
+#include <gtest/gtest.h>
+
+#include "flopwise/error.hpp"
+#include "flopwise/model_import.hpp"
+#include "test_helpers.hpp"
+
+namespace flopwise {
+namespace {
+
+ModelConfig from_data(const std::string& file) { return load_hf_config(std::string(FLOPWISE_TEST_DATA) + "/" + file); }
+
+std::string error_of(const std::string& json_text) {
+  try {
+    import_hf_config(nlohmann::json::parse(json_text), "cfg.json", "x");
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+// Ling report section 3 and ling-notes.md: 16.8B total, 2.75B activated.
+TEST(ModelConfig, LingLitePresetMatchesReport) {
+  const ParamCounts p = param_counts(resolve_model("ling-lite"));
+  EXPECT_NEAR(p.total / 1e9, 16.8, 0.05);
+  EXPECT_NEAR(p.active / 1e9, 2.75, 0.01);
+}
+
+// Ling report: 290B total, 28.8B activated ("about"); our count of the public config is 29.0B.
+TEST(ModelConfig, LingPlusPresetMatchesReport) {
+  const ParamCounts p = param_counts(resolve_model("ling-plus"));
+  EXPECT_NEAR(p.total / 1e9, 290.0, 1.0);
+  EXPECT_NEAR(p.active / 28.8e9, 1.0, 0.01);
+}
+
+TEST(ModelConfig, LingPerLayerPartsMatchHandCount) {
+  // ling-notes.md: attention 10.49M, one expert 8.65M, shared 17.3M, router 0.13M.
+  const LayerParams p = layer_params(resolve_model("ling-lite"));
+  EXPECT_EQ(p.attention, 2048.0 * (16 + 8) * 128 + 16.0 * 128 * 2048);  // 10,485,760
+  EXPECT_EQ(p.routed_expert, 3.0 * 2048 * 1408);                         // 8,650,752
+  EXPECT_EQ(p.shared_experts, 2 * 3.0 * 2048 * 1408);                    // 17,301,504
+  EXPECT_EQ(p.router, 2048.0 * 64);
+}
+
+TEST(ModelConfig, BothBailingKeySpellingsImportAlike) {
+  const ModelConfig lite = from_data("ling-lite-config.json");  // num_experts / num_shared_experts
+  const ModelConfig plus = from_data("ling-plus-config.json");  // n_routed_experts / n_shared_experts
+  EXPECT_EQ(lite.routed_experts, 64);
+  EXPECT_EQ(lite.shared_experts, 2);
+  EXPECT_EQ(plus.routed_experts, 64);
+  EXPECT_EQ(plus.shared_experts, 1);
+  EXPECT_EQ(plus.head_dim, 96);
+  EXPECT_EQ(lite.name, "ling-lite-config");
+  EXPECT_DOUBLE_EQ(param_counts(lite).total, param_counts(resolve_model("ling-lite")).total);
+}
+
+// Published sizes: Mixtral 8x7B 46.7B / 12.9B, Qwen1.5-MoE-A2.7B 14.3B / 2.7B,
+// DeepSeek-V3 671B / 37B (without the MTP module), Llama-3-8B 8.03B.
+TEST(ModelConfig, ImportedFamiliesMatchPublishedSizes) {
+  const ParamCounts mixtral = param_counts(from_data("mixtral-8x7b.json"));
+  EXPECT_NEAR(mixtral.total / 1e9, 46.7, 0.1);
+  EXPECT_NEAR(mixtral.active / 1e9, 12.9, 0.1);
+  const ParamCounts qwen = param_counts(from_data("qwen1.5-moe-a2.7b.json"));
+  EXPECT_NEAR(qwen.total / 1e9, 14.3, 0.1);
+  EXPECT_NEAR(qwen.active / 1e9, 2.7, 0.05);
+  const ParamCounts deepseek = param_counts(from_data("deepseek-v3.json"));
+  EXPECT_NEAR(deepseek.total / 1e9, 671.0, 1.0);
+  EXPECT_NEAR(deepseek.active / 1e9, 37.0, 1.0);
+  const ParamCounts llama = param_counts(from_data("llama-3-8b.json"));
+  EXPECT_NEAR(llama.total / 1e9, 8.03, 0.01);
+  EXPECT_EQ(llama.total, llama.active);
+}
+
+TEST(ModelConfig, TiedEmbeddingsDropTheHead) {
+  ModelConfig m = testing::tiny_moe();
+  const double untied = param_counts(m).total;
+  m.tied_embeddings = true;
+  EXPECT_EQ(untied - param_counts(m).total, 1000.0 * 1024);
+}
+
+// Ling-Lite forward per token at 4096: per layer 2 x (attention 10,485,760 + router 131,072
+// + shared 17,301,504 + 6 experts 51,904,512) = 159,645,696 matmul FLOPs, plus attention core
+// 2 x 16 heads x (128 + 128) x 4097/2 = 16,781,312; 28 layers; head 2 x 126,464 x 2048.
+TEST(ModelConfig, TrainingFlopsPerTokenByHand) {
+  const double layer = 159645696.0 + 16781312.0;
+  const double forward = 28 * layer + 517996544.0;
+  EXPECT_DOUBLE_EQ(training_flops_per_token(resolve_model("ling-lite"), 4096), 3 * forward);
+}
+
+TEST(ModelConfig, FlopsAreSixTimesActiveMatmulParamsPlusAttention) {
+  const ModelConfig m = resolve_model("ling-plus");
+  const ParamCounts p = param_counts(m);
+  const double norms = m.layers * 2.0 * m.hidden + m.hidden;
+  const double matmul_params = p.active - p.embedding - norms;  // embedding lookup and norms cost no matmul
+  const double attention = m.layers * 3 * 2.0 * m.heads * (2 * m.head_dim) * (4096 + 1) / 2.0;
+  EXPECT_NEAR(training_flops_per_token(m, 4096), 6 * matmul_params + attention, 1e3);
+}
+
+TEST(ModelConfig, ImportErrorsNameFileAndField) {
+  EXPECT_NE(error_of(R"({"model_type": "gpt2", "num_hidden_layers": 2, "hidden_size": 8,
+                         "num_attention_heads": 2, "vocab_size": 10})").find("cfg.json: model_type: unknown model type 'gpt2'"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"model_type": "llama", "hidden_size": 8, "num_attention_heads": 2, "vocab_size": 10,
+                         "intermediate_size": 16})").find("cfg.json: num_hidden_layers: missing field"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"model_type": "llama", "num_hidden_layers": -2, "hidden_size": 8,
+                         "num_attention_heads": 2, "vocab_size": 10, "intermediate_size": 16})").find("num_hidden_layers"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"model_type": "mixtral", "num_hidden_layers": 2, "hidden_size": "big",
+                         "num_attention_heads": 2, "vocab_size": 10})").find("hidden_size: expected an integer"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"model_type": "bailing_moe", "num_hidden_layers": 2, "hidden_size": 8,
+                         "num_attention_heads": 2, "vocab_size": 10, "num_experts_per_tok": 2,
+                         "moe_intermediate_size": 4, "intermediate_size": 16, "num_shared_experts": 0})")
+                .find("num_experts or n_routed_experts: missing field"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"([1, 2])").find("expected a JSON object"), std::string::npos);
+}
+
+TEST(ModelConfig, MalformedJsonAndMissingFileAreInputErrors) {
+  EXPECT_THROW(parse_json("{\"model_type\": ", "bad.json"), InputError);
+  EXPECT_THROW(resolve_model("/no/such/config.json"), InputError);
+}
+
+}  // namespace flopwise

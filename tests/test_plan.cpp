@@ -1,0 +1,105 @@
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "flopwise/catalog.hpp"
+#include "flopwise/error.hpp"
+#include "flopwise/model_import.hpp"
+#include "flopwise/plan.hpp"
+
+namespace flopwise {
+namespace {
+
+Plan ling_plus_plan() {
+  TrainingRun run;
+  run.routing_skew = 1.2;
+  const CostModel cost(resolve_model("ling-plus"), run, resolve_profile("device-D"));
+  const Layout l{2, 8, 1, 8, 64, 1, Recompute::kSelective, true};
+  return make_plan(cost, Candidate{l, cost.evaluate(l)}, Objective::kMinCostDeadline);
+}
+
+std::string error_of(const nlohmann::json& j) {
+  try {
+    plan_from_json(j, "plan.json");
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(Plan, JsonRoundTripsExactly) {
+  const Plan plan = ling_plus_plan();
+  const nlohmann::json first = to_json(plan);
+  const Plan back = plan_from_json(first, "plan.json");
+  EXPECT_EQ(to_json(back), first);
+  EXPECT_EQ(back.layout, plan.layout);
+  EXPECT_EQ(back.hardware, plan.hardware);
+  EXPECT_EQ(back.run.routing_skew, 1.2);
+  EXPECT_EQ(back.predicted.step_time_s, plan.predicted.step_time_s);
+  EXPECT_EQ(back.predicted.memory_bytes.total(), plan.predicted.memory_bytes.total());
+  EXPECT_EQ(param_counts(back.model).total, param_counts(plan.model).total);
+}
+
+TEST(Plan, SavedFileLoadsBack) {
+  const Plan plan = ling_plus_plan();
+  const std::string path = ::testing::TempDir() + "/flopwise_plan.json";
+  save_plan(plan, path);
+  EXPECT_EQ(to_json(load_plan(path)), to_json(plan));
+  std::remove(path.c_str());
+}
+
+TEST(Plan, CarriesTheSketchedFields) {
+  const nlohmann::json j = to_json(ling_plus_plan());
+  EXPECT_EQ(j["schema"], "flopwise.plan/1");
+  EXPECT_EQ(j["devices"], 1024);
+  EXPECT_EQ(j["layout"]["ep"], 8);
+  EXPECT_EQ(j["rank_map"]["order"], "tp-ep-dp-pp");
+  EXPECT_EQ(j["rank_map"]["strides"]["pp"], 128);
+  EXPECT_TRUE(j["predicted"]["breakdown"]["exposed_comm_s"].contains("ep"));
+  EXPECT_TRUE(j["predicted"]["memory_bytes"].contains("activations"));
+  EXPECT_EQ(j["predicted"]["currency"], "RMB");
+}
+
+TEST(Plan, BadPlansNameTheField) {
+  nlohmann::json j = to_json(ling_plus_plan());
+  nlohmann::json missing = j;
+  missing["layout"].erase("tp");
+  EXPECT_NE(error_of(missing).find("plan.json: layout.tp: missing field"), std::string::npos);
+  nlohmann::json wrong = j;
+  wrong["predicted"]["breakdown"]["bubble_s"] = "slow";
+  EXPECT_NE(error_of(wrong).find("predicted.breakdown.bubble_s: expected a number"), std::string::npos);
+  nlohmann::json schema = j;
+  schema["schema"] = "flopwise.plan/99";
+  EXPECT_NE(error_of(schema).find("unsupported plan schema"), std::string::npos);
+  nlohmann::json devices = j;
+  devices["devices"] = 7;
+  EXPECT_NE(error_of(devices).find("devices: does not equal"), std::string::npos);
+  nlohmann::json recompute = j;
+  recompute["layout"]["recompute"] = "sometimes";
+  EXPECT_NE(error_of(recompute).find("layout.recompute"), std::string::npos);
+  EXPECT_THROW(load_plan("/no/such/plan.json"), InputError);
+}
+
+TEST(Plan, MegatronArgumentsCarryTheLayout) {
+  const std::vector<std::string> args = megatron_args(ling_plus_plan());
+  auto value_of = [&](const std::string& flag) {
+    const auto it = std::find(args.begin(), args.end(), flag);
+    return it == args.end() || it + 1 == args.end() ? std::string("<absent>") : *(it + 1);
+  };
+  EXPECT_EQ(value_of("--tensor-model-parallel-size"), "2");
+  EXPECT_EQ(value_of("--pipeline-model-parallel-size"), "8");
+  EXPECT_EQ(value_of("--expert-model-parallel-size"), "8");
+  EXPECT_EQ(value_of("--global-batch-size"), "8960");
+  EXPECT_EQ(value_of("--num-experts"), "64");
+  EXPECT_EQ(value_of("--moe-router-topk"), "4");
+  EXPECT_EQ(value_of("--num-query-groups"), "8");
+  EXPECT_EQ(value_of("--recompute-granularity"), "selective");
+  EXPECT_NE(std::find(args.begin(), args.end(), "--use-distributed-optimizer"), args.end());
+  EXPECT_NE(std::find(args.begin(), args.end(), "--sequence-parallel"), args.end());
+  EXPECT_EQ(std::find(args.begin(), args.end(), "--num-layers-per-virtual-pipeline-stage"), args.end());
+}
+
+}  // namespace flopwise

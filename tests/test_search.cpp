@@ -1,0 +1,108 @@
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+#include "flopwise/catalog.hpp"
+#include "flopwise/model_import.hpp"
+#include "flopwise/search.hpp"
+#include "test_helpers.hpp"
+
+namespace flopwise {
+namespace {
+
+TrainingRun run_of(int global_batch) {
+  TrainingRun run;
+  run.global_batch = global_batch;
+  run.seq_len = 1024;
+  run.tokens = 1e10;
+  return run;
+}
+
+long long total_rejected(const SearchResult& r) { return std::accumulate(r.rejected.begin(), r.rejected.end(), 0LL); }
+
+}  // namespace
+
+TEST(Search, FullyFixedLayoutIsEvaluatedAlone) {
+  const CostModel cost(testing::tiny_moe(), run_of(64), testing::round_profile());
+  SearchOptions o;
+  o.devices = {8, 8};
+  o.tp = 2, o.pp = 2, o.vpp = 1, o.ep = 2, o.dp = 2, o.micro_batch = 1;
+  o.recompute = Recompute::kSelective;
+  o.optimizer_sharding = true;
+  const SearchResult r = search(cost, o);
+  ASSERT_EQ(r.best.size(), 1u);
+  EXPECT_EQ(r.best[0].layout, (Layout{2, 2, 1, 2, 2, 1, Recompute::kSelective, true}));
+  EXPECT_EQ(r.considered, 1);
+}
+
+TEST(Search, EveryEnumeratedLayoutIsCountedOnce) {
+  const CostModel cost(testing::tiny_moe(), run_of(64), testing::round_profile());
+  SearchOptions o;
+  o.devices = {1, 64};
+  o.objective = Objective::kMinTime;
+  o.top_k = 1000000;
+  const SearchResult r = search(cost, o);
+  EXPECT_EQ(r.considered, total_rejected(r) + static_cast<long long>(r.best.size()));
+  EXPECT_GT(r.rejected[static_cast<size_t>(Constraint::kGlobalBatch)], 0);
+  EXPECT_GT(r.rejected[static_cast<size_t>(Constraint::kPpLayers)], 0);
+  EXPECT_GT(r.rejected[static_cast<size_t>(Constraint::kDevices)], 0);
+  for (size_t i = 1; i < r.best.size(); ++i) EXPECT_LE(r.best[i - 1].cost.days, r.best[i].cost.days);
+}
+
+TEST(Search, ObjectivesPickDifferentEnds) {
+  const CostModel cost(testing::tiny_moe(), run_of(64), testing::round_profile());
+  SearchOptions o;
+  o.devices = {1, 64};
+  o.objective = Objective::kMinTime;
+  const StepCost fastest = search(cost, o).best.front().cost;
+  o.objective = Objective::kMinCost;
+  const StepCost cheapest = search(cost, o).best.front().cost;
+  EXPECT_LE(fastest.days, cheapest.days);
+  EXPECT_LE(cheapest.cost, fastest.cost);
+  EXPECT_LT(fastest.days, cheapest.days);  // more devices buy time, not savings
+}
+
+TEST(Search, DeadlineAndBudgetRemoveLayouts) {
+  const CostModel cost(testing::tiny_moe(), run_of(64), testing::round_profile());
+  SearchOptions o;
+  o.devices = {1, 64};
+  o.objective = Objective::kMinCost;
+  const StepCost cheapest = search(cost, o).best.front().cost;
+  o.objective = Objective::kMinCostDeadline;
+  o.deadline_days = cheapest.days / 2;
+  const SearchResult r = search(cost, o);
+  ASSERT_FALSE(r.best.empty());
+  EXPECT_LE(r.best.front().cost.days, o.deadline_days);
+  EXPECT_GT(r.rejected[static_cast<size_t>(Constraint::kObjective)], 0);
+  o.objective = Objective::kMinTimeBudget;
+  o.budget = cheapest.cost * 1.0001;
+  const SearchResult b = search(cost, o);
+  ASSERT_FALSE(b.best.empty());
+  EXPECT_LE(b.best.front().cost.cost, o.budget);
+}
+
+TEST(Search, MemoryRemovesLayoutsThatDoNotFit) {
+  // Ling-Plus cannot train on 8 devices of 80 GB: weights alone are 580 GB in bf16.
+  const CostModel cost(resolve_model("ling-plus"), run_of(64), testing::round_profile());
+  SearchOptions o;
+  o.devices = {1, 8};
+  const SearchResult r = search(cost, o);
+  EXPECT_TRUE(r.best.empty());
+  EXPECT_GT(r.rejected[static_cast<size_t>(Constraint::kMemory)], 0);
+  EXPECT_NE(r.example[static_cast<size_t>(Constraint::kMemory)].find("usable"), std::string::npos);
+}
+
+TEST(Search, BestLayoutsFitMemory) {
+  TrainingRun run;  // the report's 8,960 x 4,096 batch
+  const CostModel cost(resolve_model("ling-plus"), run, resolve_profile("device-D"));
+  SearchOptions o;
+  o.devices = {64, 2048};
+  const SearchResult r = search(cost, o);
+  ASSERT_FALSE(r.best.empty());
+  for (const Candidate& c : r.best) {
+    EXPECT_TRUE(c.cost.fits_memory());
+    EXPECT_EQ(run.global_batch % (c.layout.dp * c.layout.micro_batch), 0);
+  }
+}
+
+}  // namespace flopwise
