@@ -235,7 +235,9 @@ int cmd_plan(const RunOptions& o, const std::string& profile_name, bool megatron
   }
   if (megatron) {
     std::string line;
-    for (const std::string& arg : megatron_args(make_plan(cost, best, options.objective))) line += arg + " ";
+    for (const std::string& arg : megatron_args(make_plan(cost, best, options.objective))) {
+      line += (line.empty() ? "" : " ") + arg;
+    }
     (o.json ? static_cast<std::ostream&>(std::cerr) : out) << "megatron: " << line << "\n";
   }
   write_plan_if_asked(o, cost, best, options.objective, out);
