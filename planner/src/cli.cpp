@@ -223,6 +223,7 @@ int cmd_plan(const RunOptions& o, const std::string& profile_name, bool megatron
     if (open && !open->best.empty()) {
       j["unconstrained_best"] = summary_json(profile.name, open->best.front().layout, open->best.front().cost);
     }
+    if (megatron) j["megatron_args"] = megatron_args(make_plan(cost, best, options.objective));
     out << j.dump(2) << "\n";
   } else {
     out << header(model, run, options);
@@ -232,13 +233,11 @@ int cmd_plan(const RunOptions& o, const std::string& profile_name, bool megatron
     print_plan_table(out, rows);
     print_breakdown(out, best);
     print_rejections(out, result);
-  }
-  if (megatron) {
-    std::string line;
-    for (const std::string& arg : megatron_args(make_plan(cost, best, options.objective))) {
-      line += (line.empty() ? "" : " ") + arg;
+    if (megatron) {
+      out << "megatron:";
+      for (const std::string& arg : megatron_args(make_plan(cost, best, options.objective))) out << " " << arg;
+      out << "\n";
     }
-    (o.json ? static_cast<std::ostream&>(std::cerr) : out) << "megatron: " << line << "\n";
   }
   write_plan_if_asked(o, cost, best, options.objective, out);
   return 0;
