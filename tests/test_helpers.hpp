@@ -46,6 +46,7 @@ cluster:
   inter_bandwidth: "10 GB/s"
   inter_latency: "10 us"
   topology: fat-tree
+  leaf_ports: 16
   oversubscription: 1.0
   max_devices: 4096
 efficiency: {matmul: 0.5, attention: 0.5, intra_node_comm: 1.0, inter_node_comm: 1.0}

@@ -26,20 +26,29 @@ GroupSpan span(const RankGrid& grid, GroupKind kind) {
 
 }  // namespace
 
+StageContents chunk_contents(const ModelConfig& m, const Layout& l, int chunk) {
+  const int chunk_layers = m.layers / (l.pp * l.vpp);
+  // Dense layers come first in every family we import.
+  const int dense = clamp_layers(m.dense_layers(), chunk * chunk_layers, chunk_layers);
+  StageContents c;
+  c.dense_layers = dense;
+  c.moe_layers = chunk_layers - dense;
+  c.embedding = chunk == 0;
+  c.lm_head = chunk == l.pp * l.vpp - 1;
+  return c;
+}
+
 std::vector<StageContents> stage_contents(const ModelConfig& m, const Layout& l) {
   std::vector<StageContents> stages(l.pp);
-  const int chunk_layers = m.layers / (l.pp * l.vpp);
-  const int first_dense = m.dense_layers();  // dense layers come first in every family we import
   for (int v = 0; v < l.vpp; ++v) {
     for (int r = 0; r < l.pp; ++r) {
-      const int start = (v * l.pp + r) * chunk_layers;
-      const int dense = clamp_layers(first_dense, start, chunk_layers);
-      stages[r].dense_layers += dense;
-      stages[r].moe_layers += chunk_layers - dense;
+      const StageContents c = chunk_contents(m, l, v * l.pp + r);
+      stages[r].dense_layers += c.dense_layers;
+      stages[r].moe_layers += c.moe_layers;
+      stages[r].embedding |= c.embedding;
+      stages[r].lm_head |= c.lm_head;
     }
   }
-  stages.front().embedding = true;
-  stages.back().lm_head = true;
   return stages;
 }
 
@@ -66,13 +75,17 @@ CostModel::CostModel(const ModelConfig& model, const TrainingRun& run, const Har
   usable_memory_ = profile.device.memory_bytes * (1.0 - run.memory_headroom);
 }
 
+double CostModel::micro_batch_tokens(const Layout& l) const {
+  return static_cast<double>(l.micro_batch) * run_.seq_len;
+}
+
 double CostModel::expert_skew(const Layout& l) const {
   // With EP = 1 every rank holds every expert, so skew between experts averages out.
   return l.ep > 1 ? run_.routing_skew : 1.0;
 }
 
 Seconds CostModel::layer_forward_seconds(bool moe_layer, const Layout& l) const {
-  const double tokens = static_cast<double>(l.micro_batch) * run_.seq_len;
+  const double tokens = micro_batch_tokens(l);
   const LayerFlops& f = moe_layer ? moe_flops_ : dense_flops_;
   const Flops matmul = f.dense_matmul + f.expert_matmul * expert_skew(l);
   return tokens / l.tp * (matmul / matmul_rate_ + f.attention_core / attention_rate_);
@@ -85,7 +98,7 @@ Seconds CostModel::layer_forward_seconds(bool moe_layer, const Layout& l) const 
 // fp32 softmax statistics; only `none` also keeps the s x s probabilities (unfused attention).
 Bytes CostModel::layer_activation_bytes(bool moe_layer, const Layout& l) const {
   const ModelConfig& m = model_;
-  const double tokens = static_cast<double>(l.micro_batch) * run_.seq_len;
+  const double tokens = micro_batch_tokens(l);
   const double h = m.hidden, heads = m.heads;
   if (l.recompute == Recompute::kFull) return kActivationBytes * tokens * h / l.tp;  // layer input
   const double qkv_width = m.is_mla()
@@ -103,35 +116,70 @@ Bytes CostModel::layer_activation_bytes(bool moe_layer, const Layout& l) const {
   return per_token * tokens / l.tp;
 }
 
-CostModel::RankTime CostModel::micro_batch_time(const StageContents& s, const Layout& l) const {
-  const double tokens = static_cast<double>(l.micro_batch) * run_.seq_len;
-  const RankGrid grid(l, profile_.node.devices);
-  // Forward, backward (twice the forward) and the forward again under full recompute.
-  const double passes = l.recompute == Recompute::kFull ? 4.0 : 3.0;
-  RankTime t;
-  t.compute = passes * (s.moe_layers * layer_forward_seconds(true, l) +
-                        s.dense_layers * layer_forward_seconds(false, l));
-  if (l.recompute == Recompute::kSelective) {
-    const Flops core = (s.moe_layers * moe_flops_.attention_core + s.dense_layers * dense_flops_.attention_core);
-    t.compute += tokens / l.tp * core / attention_rate_;
-  }
-  if (s.lm_head) t.compute += 3.0 * tokens / l.tp * lm_head_flops_ / matmul_rate_;
-  // Megatron TP with sequence parallelism: an all-gather before and a reduce-scatter after both
-  // the attention and the MLP block, in forward and again in backward (Korthikanti 2022, sec. 4.2.2).
-  const double layers = s.moe_layers + s.dense_layers;
-  const Bytes activation = kActivationBytes * tokens * model_.hidden;
-  const double tp_ops_per_layer = 4.0 * (passes - 1.0);  // 4 in forward, 4 in backward, 4 in recompute
-  t.tp = (1.0 - profile_.overlap.tp) * layers * tp_ops_per_layer *
-         reduce_scatter_time(span(grid, GroupKind::kTp), activation, network_);
-  // EP: dispatch and combine all-to-all in forward, their mirror in backward, again under full
-  // recompute; the busiest rank receives `skew` times the mean.
-  if (model_.is_moe() && l.ep > 1) {
-    const Bytes payload = kActivationBytes * tokens / l.tp * model_.top_k * model_.hidden * expert_skew(l);
-    const double a2a_per_layer = 2.0 * (passes - 1.0);
-    t.ep = (1.0 - profile_.overlap.ep) * s.moe_layers * a2a_per_layer *
-           all_to_all_time(span(grid, GroupKind::kEp), payload, network_);
+Seconds CostModel::forward_seconds(const StageContents& s, const Layout& l) const {
+  const double tokens = micro_batch_tokens(l);
+  Seconds t = s.moe_layers * layer_forward_seconds(true, l) + s.dense_layers * layer_forward_seconds(false, l);
+  if (s.lm_head) t += tokens / l.tp * lm_head_flops_ / matmul_rate_;
+  return t;
+}
+
+Seconds CostModel::backward_seconds(const StageContents& s, const Layout& l) const {
+  const double tokens = micro_batch_tokens(l);
+  // Gradients with respect to inputs and to weights: twice the forward.
+  Seconds t = 2.0 * forward_seconds(s, l);
+  if (l.recompute == Recompute::kFull) {
+    t += s.moe_layers * layer_forward_seconds(true, l) + s.dense_layers * layer_forward_seconds(false, l);
+  } else if (l.recompute == Recompute::kSelective) {
+    const Flops core = s.moe_layers * moe_flops_.attention_core + s.dense_layers * dense_flops_.attention_core;
+    t += tokens / l.tp * core / attention_rate_;
   }
   return t;
+}
+
+// Megatron TP with sequence parallelism: an all-gather before and a reduce-scatter after both
+// the attention and the MLP block, each over one activation buffer (Korthikanti 2022, sec. 4.2.2).
+Bytes CostModel::tp_collective_bytes(const Layout& l) const {
+  return kActivationBytes * micro_batch_tokens(l) * model_.hidden;
+}
+
+// Each TP rank dispatches its 1/tp slice of the tokens, top-k copies each; the busiest EP rank
+// receives `skew` times the mean.
+Bytes CostModel::ep_payload_bytes(const Layout& l) const {
+  const double tokens = micro_batch_tokens(l);
+  return kActivationBytes * tokens / l.tp * model_.top_k * model_.hidden * expert_skew(l);
+}
+
+// Sequence parallelism lets each TP rank send only its 1/tp slice across a stage boundary.
+Bytes CostModel::pp_boundary_bytes(const Layout& l) const { return tp_collective_bytes(l) / l.tp; }
+
+CostModel::RankTime CostModel::micro_batch_time(const StageContents& s, const Layout& l) const {
+  const RankGrid grid(l, profile_.node.devices);
+  RankTime t;
+  t.compute = forward_seconds(s, l) + backward_seconds(s, l);
+  const double layers = s.moe_layers + s.dense_layers;
+  const int tp_ops = tp_collectives_forward() + tp_collectives_backward(l);
+  t.tp = (1.0 - profile_.overlap.tp) * layers * tp_ops *
+         reduce_scatter_time(span(grid, GroupKind::kTp), tp_collective_bytes(l), network_);
+  if (model_.is_moe() && l.ep > 1) {
+    const int a2a = ep_all_to_alls_forward() + ep_all_to_alls_backward(l);
+    t.ep = (1.0 - profile_.overlap.ep) * s.moe_layers * a2a *
+           all_to_all_time(span(grid, GroupKind::kEp), ep_payload_bytes(l), network_);
+  }
+  return t;
+}
+
+double CostModel::dense_params_per_device(const StageContents& s, const Layout& l) const {
+  return stage_dense_params(s) / l.tp;
+}
+
+double CostModel::expert_params_per_device(const StageContents& s, const Layout& l) const {
+  return stage_expert_params(s) / (l.tp * l.ep);  // experts are TP- and EP-sharded
+}
+
+Seconds CostModel::optimizer_seconds(const StageContents& s, const Layout& l) const {
+  const double updated = dense_params_per_device(s, l) / (l.optimizer_sharding ? l.dp : 1) +
+                         expert_params_per_device(s, l) / (l.optimizer_sharding ? l.expert_dp() : 1);
+  return kAdamTrafficBytes * updated / profile_.device.memory_bandwidth;
 }
 
 double CostModel::stage_dense_params(const StageContents& s) const {
@@ -148,9 +196,9 @@ double CostModel::stage_expert_params(const StageContents& s) const {
 }
 
 MemoryBreakdown CostModel::rank_memory(const StageContents& s, int rank, const Layout& l) const {
-  const double dense = stage_dense_params(s) / l.tp;
-  const double expert = stage_expert_params(s) / (l.tp * l.ep);  // experts are TP- and EP-sharded
-  const double tokens = static_cast<double>(l.micro_batch) * run_.seq_len;
+  const double dense = dense_params_per_device(s, l);
+  const double expert = expert_params_per_device(s, l);
+  const double tokens = micro_batch_tokens(l);
   MemoryBreakdown mem;
   mem.weights = kWeightBytes * (dense + expert);
   mem.grads = kGradBytes * (dense + expert);
@@ -172,7 +220,7 @@ MemoryBreakdown CostModel::rank_memory(const StageContents& s, int rank, const L
   mem.buffers = profile_.runtime_reserved_bytes;
   if (s.moe_layers > 0) {
     // Send and receive buffers of the permuted tokens of one MoE layer.
-    mem.buffers += 2.0 * kActivationBytes * tokens / l.tp * model_.top_k * model_.hidden * expert_skew(l);
+    mem.buffers += 2.0 * ep_payload_bytes(l);
   }
   return mem;
 }
@@ -192,8 +240,8 @@ MemoryBreakdown CostModel::memory(const Layout& l, int* busiest_rank) const {
 
 Seconds CostModel::data_parallel_seconds(const StageContents& s, const Layout& l) const {
   const RankGrid grid(l, profile_.node.devices);
-  const double dense = stage_dense_params(s) / l.tp;
-  const double expert = stage_expert_params(s) / (l.tp * l.ep);
+  const double dense = dense_params_per_device(s, l);
+  const double expert = expert_params_per_device(s, l);
   auto sync = [&](GroupKind kind, double params) {
     const GroupSpan group = span(grid, kind);
     if (!l.optimizer_sharding) return all_reduce_time(group, kGradBytes * params, network_);
@@ -218,23 +266,17 @@ StepCost CostModel::evaluate(const Layout& l) const {
     }
   }
   const RankGrid grid(l, profile_.node.devices);
-  const double tokens = static_cast<double>(l.micro_batch) * run_.seq_len;
   c.compute_s = m * slowest.compute;
   c.exposed_comm_s.tp = m * slowest.tp;
   c.exposed_comm_s.ep = m * slowest.ep;
   // Pipeline bubble: (pp - 1) / vpp micro-batch times (Narayanan et al. 2021, section 2.2).
   c.bubble_s = (l.pp - 1.0) / l.vpp * slowest.total();
-  // Each micro-batch crosses every virtual-stage boundary forward and back; sequence parallelism
-  // lets each TP rank send only its 1/tp slice.
-  const Bytes boundary = kActivationBytes * tokens * model_.hidden / l.tp;
+  // Each micro-batch crosses every virtual-stage boundary forward and back.
   c.exposed_comm_s.pp = (1.0 - profile_.overlap.pp) * m * 2.0 * l.vpp *
-                        send_recv_time(span(grid, GroupKind::kPp), boundary, network_);
+                        send_recv_time(span(grid, GroupKind::kPp), pp_boundary_bytes(l), network_);
   const StageContents& dp_stage = stages[c.slowest_stage];
   c.exposed_comm_s.dp = (1.0 - profile_.overlap.dp) * data_parallel_seconds(dp_stage, l);
-  const double updated_params = stage_dense_params(dp_stage) / (l.tp * (l.optimizer_sharding ? l.dp : 1)) +
-                                stage_expert_params(dp_stage) /
-                                    (l.tp * l.ep * (l.optimizer_sharding ? l.expert_dp() : 1));
-  c.optimizer_s = kAdamTrafficBytes * updated_params / profile_.device.memory_bandwidth;
+  c.optimizer_s = optimizer_seconds(dp_stage, l);
   c.step_time_s = c.compute_s + c.exposed_comm_s.total() + c.bubble_s + c.optimizer_s;
 
   const double devices = l.devices();

@@ -141,9 +141,9 @@ ClusterSpec read_cluster(const Fields& f) {
     throw input_error(f.source(), f.path("topology"),
                       "unknown topology '" + topology + "' (expected fat-tree or rail-optimized)");
   }
+  c.leaf_ports = f.integer("leaf_ports", 1);
   c.oversubscription = f.number("oversubscription", 1.0, 64.0);
   c.max_devices = f.integer("max_devices", 1);
-  if (c.inter_bandwidth <= 0) throw input_error(f.source(), f.path("inter_bandwidth"), "must be positive");
   return c;
 }
 
@@ -188,6 +188,11 @@ HardwareProfile parse_hardware_profile(const std::string& yaml_text, const std::
   p.efficiency = read_efficiency(root.section("efficiency"));
   p.overlap = read_overlap(root.section("overlap"));
   p.runtime_reserved_bytes = root.quantity("runtime_reserved", Dimension::kBytes);
+  if (p.cluster.topology == TopologyKind::kFatTree && p.cluster.leaf_ports % p.node.devices != 0) {
+    throw input_error(source, "cluster.leaf_ports",
+                      "a fat-tree leaf holds whole nodes: must be a multiple of node.devices (" +
+                          std::to_string(p.node.devices) + ")");
+  }
   if (p.cluster.max_devices < p.node.devices) {
     throw input_error(source, "cluster.max_devices", "is smaller than one node (node.devices)");
   }

@@ -90,6 +90,7 @@ std::optional<Constraint> violated_constraint(const ModelConfig& m, const Traini
   if (l.vpp > 1 && l.micro_batches(run.global_batch) % l.pp != 0) return Constraint::kVirtualStages;
   const long long devices = static_cast<long long>(l.tp) * l.pp * l.dp;
   if (devices < range.min || devices > max_devices(profile, range)) return Constraint::kDevices;
+  if (devices > profile.node.devices && profile.cluster.inter_bandwidth <= 0) return Constraint::kDevices;
   return std::nullopt;
 }
 
@@ -117,6 +118,9 @@ std::string explain(Constraint c, const ModelConfig& m, const TrainingRun& run, 
     case Constraint::kDevices:
       if (l.tp < 1 || l.pp < 1 || l.vpp < 1 || l.ep < 1 || l.dp < 1 || l.micro_batch < 1) {
         return "every parallel degree and the micro-batch must be >= 1";
+      }
+      if (l.devices() > profile.node.devices && profile.cluster.inter_bandwidth <= 0) {
+        return str(l.devices()) + " devices span nodes, but the cluster has no inter-node network";
       }
       return "tp x pp x dp = " + std::to_string(static_cast<long long>(l.tp) * l.pp * l.dp) +
              " devices is outside " + str(range.min) + ".." + str(max_devices(profile, range));

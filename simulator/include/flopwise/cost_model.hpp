@@ -49,7 +49,9 @@ struct StageContents {
   bool lm_head = false;
 };
 
-// The layers each pipeline rank holds: virtual stage v of rank r is model chunk v * pp + r.
+// The layers of model chunk `chunk` (virtual stage; chunk v * pp + r runs on pipeline rank r).
+StageContents chunk_contents(const ModelConfig& model, const Layout& layout, int chunk);
+// The layers each pipeline rank holds, all its chunks together.
 std::vector<StageContents> stage_contents(const ModelConfig& model, const Layout& layout);
 
 // In-flight micro-batch chunks (forward done, backward pending) on pipeline rank `rank`:
@@ -71,9 +73,26 @@ class CostModel {
   const HardwareProfile& profile() const { return profile_; }
   Bytes usable_memory_bytes() const { return usable_memory_; }
 
-  // Per micro-batch, per device; public so tests can check each formula by hand.
+  // Per micro-batch, per device; public so tests and the step simulation use the same figures.
   Bytes layer_activation_bytes(bool moe_layer, const Layout& layout) const;
   Seconds layer_forward_seconds(bool moe_layer, const Layout& layout) const;
+  Seconds forward_seconds(const StageContents& stage, const Layout& layout) const;
+  // Backward of the same layers: twice the forward, plus what recompute repeats.
+  Seconds backward_seconds(const StageContents& stage, const Layout& layout) const;
+  // TP collectives (all-gather or reduce-scatter of one activation buffer) per layer: forward,
+  // and backward (which repeats the forward's under full recompute).
+  int tp_collectives_forward() const { return 4; }
+  int tp_collectives_backward(const Layout& layout) const { return layout.recompute == Recompute::kFull ? 8 : 4; }
+  Bytes tp_collective_bytes(const Layout& layout) const;
+  // EP all-to-alls per MoE layer (dispatch and combine), and each device's payload in one.
+  int ep_all_to_alls_forward() const { return 2; }
+  int ep_all_to_alls_backward(const Layout& layout) const { return layout.recompute == Recompute::kFull ? 4 : 2; }
+  Bytes ep_payload_bytes(const Layout& layout) const;
+  Bytes pp_boundary_bytes(const Layout& layout) const;
+  // Gradients (fp32) and weights (bf16) one device synchronises over DP for these layers.
+  double dense_params_per_device(const StageContents& stage, const Layout& layout) const;
+  double expert_params_per_device(const StageContents& stage, const Layout& layout) const;
+  Seconds optimizer_seconds(const StageContents& stage, const Layout& layout) const;
 
  private:
   struct RankTime {
@@ -84,6 +103,7 @@ class CostModel {
   MemoryBreakdown rank_memory(const StageContents& stage, int rank, const Layout& layout) const;
   Seconds data_parallel_seconds(const StageContents& stage, const Layout& layout) const;
   double expert_skew(const Layout& layout) const;
+  double micro_batch_tokens(const Layout& layout) const;
   double stage_dense_params(const StageContents& stage) const;
   double stage_expert_params(const StageContents& stage) const;
 

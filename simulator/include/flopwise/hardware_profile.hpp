@@ -33,7 +33,10 @@ enum class TopologyKind { kFatTree, kRailOptimized };
 std::string to_string(TopologyKind kind);
 
 struct ClusterSpec {
-  BytesPerSecond inter_bandwidth = 0;  // per device (its NIC share), one direction
+  BytesPerSecond inter_bandwidth = 0;  // per device (its NIC share), one direction; 0: no network
+  // Fat tree: device NICs under one leaf switch (whole nodes). Rail-optimised: nodes whose NIC r
+  // share rail leaf r.
+  int leaf_ports = 0;
   Seconds inter_latency = 0;
   TopologyKind topology = TopologyKind::kFatTree;
   double oversubscription = 1.0;  // leaf uplink : downlink ratio; 1 means non-blocking
