@@ -1,0 +1,19 @@
+#pragma once
+// The order in which one pipeline rank runs forward and backward passes.
+#include <vector>
+
+namespace flopwise {
+
+struct PipelineOp {
+  bool forward = true;
+  int micro_batch = 0;
+  int chunk = 0;  // model chunk on this rank (0..vpp-1); virtual stage = chunk * pp + rank
+  bool operator==(const PipelineOp&) const = default;
+};
+
+// Megatron-LM's schedules: 1F1B (vpp = 1; pp - rank - 1 warm-up forwards) and interleaved 1F1B
+// (warm-up 2 (pp - rank - 1) + (vpp - 1) pp; chunks cycle every pp micro-batches).
+// Interleaving needs micro_batches % pp == 0, which Layout validation enforces.
+std::vector<PipelineOp> pipeline_schedule(int pp, int vpp, int micro_batches, int rank);
+
+}  // namespace flopwise

@@ -1,0 +1,38 @@
+#include "flopwise/schedule.hpp"
+
+#include <algorithm>
+
+namespace flopwise {
+namespace {
+
+// The k-th forward (or backward) pass of an interleaved rank: micro-batches go in groups of pp
+// through chunk 0, then the same group through chunk 1, ... (Megatron's get_model_chunk_id).
+PipelineOp nth_pass(int k, int pp, int vpp, bool forward) {
+  const int group = k / (pp * vpp);
+  const int in_group = k % (pp * vpp);
+  const int chunk = in_group / pp;
+  PipelineOp op;
+  op.forward = forward;
+  op.chunk = forward ? chunk : vpp - 1 - chunk;
+  op.micro_batch = group * pp + in_group % pp;
+  return op;
+}
+
+}  // namespace
+
+std::vector<PipelineOp> pipeline_schedule(int pp, int vpp, int micro_batches, int rank) {
+  const int total = micro_batches * vpp;
+  const int warmup = vpp == 1 ? std::min(pp - rank - 1, total)
+                              : std::min(2 * (pp - rank - 1) + (vpp - 1) * pp, total);
+  std::vector<PipelineOp> ops;
+  int forwards = 0, backwards = 0;
+  for (; forwards < warmup; ++forwards) ops.push_back(nth_pass(forwards, pp, vpp, true));
+  while (forwards < total) {  // steady state: one forward, one backward
+    ops.push_back(nth_pass(forwards++, pp, vpp, true));
+    ops.push_back(nth_pass(backwards++, pp, vpp, false));
+  }
+  while (backwards < total) ops.push_back(nth_pass(backwards++, pp, vpp, false));
+  return ops;
+}
+
+}  // namespace flopwise

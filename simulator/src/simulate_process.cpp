@@ -1,0 +1,98 @@
+// Runs the SimGrid step simulation in a child process and brings its result back as JSON:
+// SimGrid keeps one engine per process, and a planner re-ranking K candidates needs K runs.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+#include "flopwise/error.hpp"
+#include "flopwise/step_simulation.hpp"
+
+namespace flopwise {
+namespace {
+
+using nlohmann::json;
+
+json to_json(const SimulationResult& r) {
+  json devices = json::array();
+  for (const DeviceTimes& d : r.devices) devices.push_back({d.rank, d.busy_s, d.comm_s, d.bubble_s, d.idle_s});
+  return {{"step_time_s", r.step_time_s}, {"critical_rank", r.critical_rank}, {"compute_s", r.compute_s},
+          {"comm", {r.exposed_comm_s.tp, r.exposed_comm_s.ep, r.exposed_comm_s.pp, r.exposed_comm_s.dp}},
+          {"bubble_s", r.bubble_s}, {"devices", devices}, {"simulated_devices", r.simulated_devices},
+          {"total_devices", r.total_devices}, {"messages", r.messages}, {"wall_s", r.wall_s},
+          {"approximation", r.approximation}};
+}
+
+SimulationResult from_json(const json& j) {
+  SimulationResult r;
+  r.step_time_s = j.at("step_time_s");
+  r.critical_rank = j.at("critical_rank");
+  r.compute_s = j.at("compute_s");
+  const auto& c = j.at("comm");
+  r.exposed_comm_s = {c[0], c[1], c[2], c[3]};
+  r.bubble_s = j.at("bubble_s");
+  for (const auto& d : j.at("devices")) r.devices.push_back(DeviceTimes{d[0], d[1], d[2], d[3], d[4]});
+  r.simulated_devices = j.at("simulated_devices");
+  r.total_devices = j.at("total_devices");
+  r.messages = j.at("messages");
+  r.wall_s = j.at("wall_s");
+  r.approximation = j.at("approximation");
+  return r;
+}
+
+void write_all(int fd, const std::string& text) {
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n <= 0) return;
+    done += static_cast<size_t>(n);
+  }
+}
+
+std::string read_all(int fd) {
+  std::string text;
+  char buffer[65536];
+  ssize_t n;
+  while ((n = ::read(fd, buffer, sizeof buffer)) > 0) text.append(buffer, static_cast<size_t>(n));
+  return text;
+}
+
+}  // namespace
+
+SimulationResult simulate_step(const CostModel& cost, const Layout& layout, const SimulationOptions& options) {
+  int fds[2];
+  if (::pipe(fds) != 0) throw std::runtime_error(std::string("simulate: pipe: ") + std::strerror(errno));
+  const pid_t child = ::fork();
+  if (child < 0) throw std::runtime_error(std::string("simulate: fork: ") + std::strerror(errno));
+  if (child == 0) {
+    ::close(fds[0]);
+    json answer;
+    try {
+      answer = {{"result", to_json(simulate_step_in_process(cost, layout, options))}};
+    } catch (const InputError& e) {
+      answer = {{"input_error", e.what()}};
+    } catch (const std::exception& e) {
+      answer = {{"error", e.what()}};
+    }
+    write_all(fds[1], answer.dump());
+    ::close(fds[1]);
+    ::_exit(0);  // skip static destructors shared with the parent
+  }
+  ::close(fds[1]);
+  const std::string text = read_all(fds[0]);
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  if (text.empty()) {
+    throw std::runtime_error("simulation process died" +
+                             (WIFSIGNALED(status) ? " on signal " + std::to_string(WTERMSIG(status)) : std::string()));
+  }
+  const json answer = json::parse(text);
+  if (answer.contains("input_error")) throw InputError(answer["input_error"].get<std::string>());
+  if (answer.contains("error")) throw std::runtime_error("simulation failed: " + answer["error"].get<std::string>());
+  return from_json(answer.at("result"));
+}
+
+}  // namespace flopwise
