@@ -1,6 +1,8 @@
 #pragma once
 // Small shared fixtures: a hand-checkable model and a profile with round numbers.
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "flopwise/hardware_profile.hpp"
 #include "flopwise/model_config.hpp"
@@ -53,6 +55,17 @@ efficiency: {matmul: 0.5, attention: 0.5, intra_node_comm: 1.0, inter_node_comm:
 overlap: {tp: 0.0, ep: 0.0, pp: 0.0, dp: 0.0}
 runtime_reserved: "1 GB"
 )";
+}
+
+// The round profile with several replacements, parsed under the name `source`.
+inline HardwareProfile round_profile_edited(const std::vector<std::pair<std::string, std::string>>& edits,
+                                            const std::string& source) {
+  std::string text = round_profile_yaml();
+  for (const auto& [from, to] : edits) {
+    const auto at = text.find(from);
+    if (at != std::string::npos) text.replace(at, from.size(), to);
+  }
+  return parse_hardware_profile(text, source);
 }
 
 inline HardwareProfile round_profile() { return parse_hardware_profile(round_profile_yaml(), "round.yaml"); }

@@ -33,6 +33,7 @@ struct RunOptions {
   double routing_skew = 1.0;
   double memory_headroom = 0.10;
   int top = 5;
+  int refine = 0;
   int tp = 0, pp = 0, vpp = 0, ep = 0, dp = 0, micro_batch = 0;
   std::string recompute, optimizer_sharding;
   bool json = false;
@@ -55,6 +56,7 @@ void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
   app.add_flag("--json", o.json, "machine-readable output");
   app.add_option("--out", o.out, "write the best plan to this JSON file");
   if (!fixed_dims) return;
+  app.add_option("--refine", o.refine, "re-rank the best K layouts by simulated step time (SimGrid)");
   app.add_option("--tp", o.tp, "fix tensor parallel size");
   app.add_option("--pp", o.pp, "fix pipeline stages");
   app.add_option("--vpp", o.vpp, "fix virtual stages per pipeline rank");
@@ -173,10 +175,17 @@ void write_plan_if_asked(const RunOptions& o, const CostModel& cost, const Candi
   if (!o.json) out << "plan written to " << o.out << "\n";
 }
 
+// The analytic figures at the top level; the simulation's beside them when refined.
+json candidate_json(const std::string& hardware, const Candidate& c) {
+  json j = summary_json(hardware, c.layout, c.cost);
+  if (c.simulated) j["simulated"] = summary_json(hardware, c.layout, *c.simulated);
+  return j;
+}
+
 json result_json(const std::string& hardware, const SearchResult& r) {
   json j;
   j["candidates"] = json::array();
-  for (const Candidate& c : r.best) j["candidates"].push_back(summary_json(hardware, c.layout, c.cost));
+  for (const Candidate& c : r.best) j["candidates"].push_back(candidate_json(hardware, c));
   json rejected;
   for (size_t i = 0; i < r.rejected.size(); ++i) rejected[to_string(static_cast<Constraint>(i))] = r.rejected[i];
   j["rejected"] = rejected;
@@ -211,14 +220,19 @@ int cmd_plan(const RunOptions& o, const std::string& profile_name, bool megatron
   const HardwareProfile profile = resolve_profile(profile_name);
   check_precision(profile, run.precision);
   const CostModel cost(model, run, profile);
-  const SearchResult result = search(cost, options);
+  if (o.refine < 0) throw input_error("--refine", "", "must be >= 0");
+  SearchOptions wide = options;
+  wide.top_k = std::max(options.top_k, o.refine);
+  SearchResult result = search(cost, wide);
   if (result.best.empty()) throw input_error(profile.name, "", no_layout_reason(result));
+  if (o.refine > 0) refine(cost, result.best, o.refine, options.objective);
+  if (static_cast<int>(result.best.size()) > options.top_k) result.best.resize(options.top_k);
   const Candidate& best = result.best.front();
   std::optional<SearchResult> open;
   if (has_fixed_dims(options)) open = search(cost, without_fixed_dims(options));
 
   if (o.json) {
-    json j = summary_json(profile.name, best.layout, best.cost);
+    json j = candidate_json(profile.name, best);
     j.update(result_json(profile.name, result));
     if (open && !open->best.empty()) {
       j["unconstrained_best"] = summary_json(profile.name, open->best.front().layout, open->best.front().cost);
@@ -228,7 +242,14 @@ int cmd_plan(const RunOptions& o, const std::string& profile_name, bool megatron
   } else {
     out << header(model, run, options);
     std::vector<TableRow> rows;
-    for (const Candidate& c : result.best) rows.push_back({profile.name, &c, ""});
+    for (const Candidate& c : result.best) {
+      std::string note;
+      if (c.simulated) {
+        note = "simulated step " + format_seconds(c.simulated->step_time_s) + ", cost " +
+               format_count(c.simulated->cost) + " " + c.simulated->currency;
+      }
+      rows.push_back({profile.name, &c, note});
+    }
     if (open && !open->best.empty()) rows.push_back({profile.name, &open->best.front(), "<- best without your fixed dimensions"});
     print_plan_table(out, rows);
     print_breakdown(out, best);
@@ -326,6 +347,62 @@ std::string joined_names(const std::vector<std::string>& names) {
   return out;
 }
 
+std::string printf_percent(double fraction) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f%%", 100.0 * fraction);
+  return text;
+}
+
+int cmd_simulate(const std::string& plan_path, const std::string& profile_override, const std::string& trace,
+                 bool as_json, std::ostream& out) {
+  const Plan plan = load_plan(plan_path);
+  const std::string profile_name = profile_override.empty() ? plan.hardware.profile : profile_override;
+  const HardwareProfile profile = resolve_profile(profile_name);
+  const CostModel cost(plan.model, plan.run, profile);
+  const StepCost analytic = cost.evaluate(plan.layout);
+  const SimulationResult sim = simulate_step(cost, plan.layout, {trace});
+  const StepCost simulated = simulated_cost(cost, plan.layout, analytic, sim);
+  if (as_json) {
+    json j = summary_json(profile.name, plan.layout, simulated);
+    j["analytic"] = summary_json(profile.name, plan.layout, analytic);
+    json devices = json::array();
+    for (const DeviceTimes& d : sim.devices) {
+      devices.push_back({{"rank", d.rank}, {"busy_s", d.busy_s}, {"comm_s", d.comm_s}, {"bubble_s", d.bubble_s},
+                         {"idle_s", d.idle_s}});
+    }
+    j["devices_simulated"] = sim.simulated_devices;
+    j["per_device"] = devices;
+    j["critical_rank"] = sim.critical_rank;
+    j["messages"] = sim.messages;
+    j["simulation_wall_s"] = sim.wall_s;
+    j["approximation"] = sim.approximation;
+    if (!trace.empty()) j["trace"] = trace;
+    out << j.dump(2) << "\n";
+    return 0;
+  }
+  out << plan.model.name << " on " << plan.devices() << " x " << profile.name << ", " << layout_label(plan.layout)
+      << "\n";
+  out << "simulated step " << format_seconds(sim.step_time_s) << " (analytic " << format_seconds(analytic.step_time_s)
+      << "), MFU " << printf_percent(simulated.mfu) << ", " << format_count(simulated.days) << " days, cost "
+      << format_count(simulated.cost) << " " << simulated.currency << "\n";
+  out << "critical device " << sim.critical_rank << ": compute " << format_seconds(sim.compute_s) << ", exposed tp "
+      << format_seconds(sim.exposed_comm_s.tp) << ", ep " << format_seconds(sim.exposed_comm_s.ep) << ", pp "
+      << format_seconds(sim.exposed_comm_s.pp) << ", dp " << format_seconds(sim.exposed_comm_s.dp) << ", bubble "
+      << format_seconds(sim.bubble_s) << "\n";
+  Seconds busy_min = 1e300, busy_max = 0, comm_max = 0, idle_max = 0;
+  for (const DeviceTimes& d : sim.devices) {
+    busy_min = std::min(busy_min, d.busy_s);
+    busy_max = std::max(busy_max, d.busy_s);
+    comm_max = std::max(comm_max, d.comm_s);
+    idle_max = std::max(idle_max, d.idle_s);
+  }
+  out << "per device: busy " << format_seconds(busy_min) << " .. " << format_seconds(busy_max) << ", comm up to "
+      << format_seconds(comm_max) << ", idle up to " << format_seconds(idle_max) << " (--json lists every device)\n";
+  out << sim.approximation << "; " << sim.messages << " messages in " << format_seconds(sim.wall_s) << "\n";
+  if (!trace.empty()) out << "trace written to " << trace << " (open in Perfetto)\n";
+  return 0;
+}
+
 int cmd_profiles(std::ostream& out) {
   for (const std::string& name : builtin_profile_names()) {
     const HardwareProfile p = resolve_profile(name);
@@ -400,6 +477,14 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
 
   app.add_subcommand("profiles", "list the built-in hardware profiles");
 
+  std::string simulate_plan, simulate_profile, simulate_trace;
+  bool simulate_json = false;
+  CLI::App* simulate = app.add_subcommand("simulate", "simulate one step of a plan on SimGrid");
+  simulate->add_option("plan", simulate_plan, "plan JSON written by plan or compare --out")->required();
+  simulate->add_option("--profile", simulate_profile, "profile to use instead of the plan's (name or YAML file)");
+  simulate->add_option("--trace", simulate_trace, "write the timeline as Chrome trace-event JSON");
+  simulate->add_flag("--json", simulate_json, "machine-readable output");
+
   RunOptions bench_options;
   int bench_repeats = 3;
   CLI::App* bench = app.add_subcommand("bench", "measure the planner's own speed");
@@ -423,6 +508,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     if (*plan) return cmd_plan(plan_options, plan_profile, plan_megatron, out);
     if (*compare) return cmd_compare(compare_options, compare_profiles, out);
     if (app.got_subcommand("profiles")) return cmd_profiles(out);
+    if (*simulate) return cmd_simulate(simulate_plan, simulate_profile, simulate_trace, simulate_json, out);
     if (*bench) return cmd_bench(bench_options, bench_repeats, out);
   } catch (const InputError& e) {
     err << "flopwise: error: " << e.what() << "\n";

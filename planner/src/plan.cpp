@@ -1,5 +1,6 @@
 #include "flopwise/plan.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -25,6 +26,7 @@ Plan make_plan(const CostModel& cost, const Candidate& candidate, Objective obje
   plan.layout = candidate.layout;
   plan.objective = objective;
   plan.predicted = candidate.cost;
+  plan.simulated = candidate.simulated;
   return plan;
 }
 
@@ -191,6 +193,7 @@ json to_json(const Plan& p) {
   j["layout"] = layout_json(p.layout);
   j["rank_map"] = rank_map_json(p.layout, h.devices_per_node);
   j["predicted"] = predicted_json(p.predicted);
+  if (p.simulated) j["simulated"] = predicted_json(*p.simulated);
   return j;
 }
 
@@ -221,6 +224,7 @@ Plan plan_from_json(const json& j, const std::string& source) {
                                                     "' (expected " + RankGrid::kOrder + ")");
   }
   p.predicted = read_predicted(r.child("predicted"));
+  if (j.contains("simulated")) p.simulated = read_predicted(r.child("simulated"));
   return p;
 }
 
@@ -237,6 +241,30 @@ void save_plan(const Plan& plan, const std::string& path) {
 }
 
 Plan load_plan(const std::string& path) { return plan_from_json(load_json_file(path), path); }
+
+StepCost simulated_cost(const CostModel& cost, const Layout& layout, const StepCost& analytic,
+                        const SimulationResult& simulation) {
+  StepCost c = analytic;
+  c.step_time_s = simulation.step_time_s;
+  c.compute_s = simulation.compute_s;
+  c.exposed_comm_s = simulation.exposed_comm_s;
+  c.bubble_s = simulation.bubble_s;
+  c.optimizer_s = 0;  // inside compute_s on the simulated timeline
+  c.slowest_stage = RankGrid(layout, cost.profile().node.devices).coords(simulation.critical_rank).pp;
+  cost.derive_totals(c, layout);
+  return c;
+}
+
+void refine(const CostModel& cost, std::vector<Candidate>& candidates, int k, Objective objective) {
+  const int n = std::min<int>(k, static_cast<int>(candidates.size()));
+  for (int i = 0; i < n; ++i) {
+    Candidate& c = candidates[i];
+    c.simulated = simulated_cost(cost, c.layout, c.cost, simulate_step(cost, c.layout, {}));
+  }
+  std::stable_sort(candidates.begin(), candidates.begin() + n, [&](const Candidate& a, const Candidate& b) {
+    return better(*a.simulated, *b.simulated, objective);
+  });
+}
 
 json summary_json(const std::string& hardware, const Layout& l, const StepCost& c) {
   json j = predicted_json(c);

@@ -253,6 +253,18 @@ Seconds CostModel::data_parallel_seconds(const StageContents& s, const Layout& l
   return sync(GroupKind::kDp, dense) + sync(GroupKind::kExpertDp, expert);
 }
 
+void CostModel::derive_totals(StepCost& c, const Layout& l) const {
+  const double devices = l.devices();
+  c.model_flops_per_step = run_.tokens_per_step() * training_flops_per_token(model_, run_.seq_len);
+  c.tokens_per_s = run_.tokens_per_step() / c.step_time_s;
+  c.mfu = c.model_flops_per_step / (c.step_time_s * devices * peak_);
+  const Seconds wall = run_.tokens / c.tokens_per_s;
+  c.days = wall / kSecondsPerDay;
+  c.device_hours = devices * wall / kSecondsPerHour;
+  c.cost = c.device_hours * profile_.device.price_per_device_hour;
+  c.currency = profile_.device.currency;
+}
+
 StepCost CostModel::evaluate(const Layout& l) const {
   const std::vector<StageContents> stages = stage_contents(model_, l);
   const int m = l.micro_batches(run_.global_batch);
@@ -279,15 +291,7 @@ StepCost CostModel::evaluate(const Layout& l) const {
   c.optimizer_s = optimizer_seconds(dp_stage, l);
   c.step_time_s = c.compute_s + c.exposed_comm_s.total() + c.bubble_s + c.optimizer_s;
 
-  const double devices = l.devices();
-  c.model_flops_per_step = run_.tokens_per_step() * training_flops_per_token(model_, run_.seq_len);
-  c.tokens_per_s = run_.tokens_per_step() / c.step_time_s;
-  c.mfu = c.model_flops_per_step / (c.step_time_s * devices * peak_);
-  const Seconds wall = run_.tokens / c.tokens_per_s;
-  c.days = wall / kSecondsPerDay;
-  c.device_hours = devices * wall / kSecondsPerHour;
-  c.cost = c.device_hours * profile_.device.price_per_device_hour;
-  c.currency = profile_.device.currency;
+  derive_totals(c, l);
   c.memory_bytes = memory(l, &c.busiest_memory_rank);
   c.usable_memory_bytes = usable_memory_;
   return c;

@@ -3,7 +3,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
@@ -62,6 +64,10 @@ std::string read_all(int fd) {
 }  // namespace
 
 SimulationResult simulate_step(const CostModel& cost, const Layout& layout, const SimulationOptions& options) {
+  // Unflushed output would otherwise be written twice, once by each process.
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(nullptr);
   int fds[2];
   if (::pipe(fds) != 0) throw std::runtime_error(std::string("simulate: pipe: ") + std::strerror(errno));
   const pid_t child = ::fork();

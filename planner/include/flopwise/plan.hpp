@@ -7,6 +7,7 @@
 
 #include "flopwise/cost_model.hpp"
 #include "flopwise/search.hpp"
+#include "flopwise/step_simulation.hpp"
 
 namespace flopwise {
 
@@ -29,7 +30,8 @@ struct Plan {
   TrainingRun run;
   Layout layout;
   Objective objective = Objective::kMinCost;
-  StepCost predicted;
+  StepCost predicted;                 // analytic cost model
+  std::optional<StepCost> simulated;  // step simulation, when the plan was refined or simulated
 
   int devices() const { return layout.devices(); }
 };
@@ -41,6 +43,12 @@ nlohmann::json to_json(const Plan& plan);
 Plan plan_from_json(const nlohmann::json& json, const std::string& source);
 void save_plan(const Plan& plan, const std::string& path);
 Plan load_plan(const std::string& path);
+
+// Re-ranks the first `k` candidates by simulated step time (SimGrid); the rest keep their order.
+void refine(const CostModel& cost, std::vector<Candidate>& candidates, int k, Objective objective);
+// A StepCost whose step time and breakdown come from the simulation, the rest from `analytic`.
+StepCost simulated_cost(const CostModel& cost, const Layout& layout, const StepCost& analytic,
+                        const SimulationResult& simulation);
 
 // The fields scripts read from `plan --json` and each `compare --json` entry.
 nlohmann::json summary_json(const std::string& hardware, const Layout& layout, const StepCost& cost);

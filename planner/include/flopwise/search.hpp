@@ -30,6 +30,9 @@ void validate(const SearchOptions& options, const std::string& source);
 struct Candidate {
   Layout layout;
   StepCost cost;
+  std::optional<StepCost> simulated;  // set when the step simulation refined this candidate
+  // What ranking uses: the simulation's opinion when there is one.
+  const StepCost& best_estimate() const { return simulated ? *simulated : cost; }
 };
 
 struct SearchResult {

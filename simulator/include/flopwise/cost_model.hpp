@@ -65,6 +65,9 @@ class CostModel {
   CostModel(const ModelConfig& model, const TrainingRun& run, const HardwareProfile& profile);
 
   StepCost evaluate(const Layout& layout) const;
+  // Derives throughput, MFU, days, device-hours and cost from `cost.step_time_s`, e.g. after the
+  // step simulation replaced the analytic step time.
+  void derive_totals(StepCost& cost, const Layout& layout) const;
   // Memory alone, for early pruning in the search.
   MemoryBreakdown memory(const Layout& layout, int* busiest_rank = nullptr) const;
 

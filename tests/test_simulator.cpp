@@ -1,0 +1,161 @@
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "flopwise/error.hpp"
+#include "flopwise/schedule.hpp"
+#include "flopwise/step_simulation.hpp"
+#include "flopwise/topology.hpp"
+#include "flopwise/trace.hpp"
+#include "test_helpers.hpp"
+
+namespace flopwise {
+namespace {
+
+using testing::round_profile_with;
+
+// The round profile with every link so fast that only compute is left.
+HardwareProfile compute_only_profile() {
+  return testing::round_profile_edited({{"\"100 GB/s\"", "\"1000000 TB/s\""},
+                                        {"\"10 GB/s\"", "\"1000000 TB/s\""},
+                                        {"\"1 us\"", "\"0 us\""},
+                                        {"\"10 us\"", "\"0 us\""}},
+                                       "fast.yaml");
+}
+
+TrainingRun run_of(int global_batch) {
+  TrainingRun run;
+  run.global_batch = global_batch;
+  run.seq_len = 1024;
+  run.tokens = 1e9;
+  return run;
+}
+
+}  // namespace
+
+TEST(Topology, FatTreeHasDevicesSwitchesAndRoutes) {
+  const Topology t = Topology::build(testing::round_profile(), 32);  // 4 nodes, 16 NICs per leaf
+  EXPECT_EQ(t.devices(), 32);
+  EXPECT_EQ(t.leaves(), 2);
+  EXPECT_EQ(t.route(0, 1).size(), 2u);    // device, node switch, device
+  EXPECT_EQ(t.route(0, 8).size(), 2u);    // same leaf: device, leaf, device
+  EXPECT_EQ(t.route(0, 16).size(), 4u);   // device, leaf, spine, leaf, device
+  double latency = 0;
+  for (const RouteHop& hop : t.route(0, 16)) latency += t.graph()[hop.edge].latency;
+  EXPECT_NEAR(latency, 10e-6, 1e-15);  // the profile's inter-node latency, end to end
+  t.check_connected("round.yaml");
+}
+
+TEST(Topology, RailOptimisedLeavesJoinEqualLocalRanks) {
+  const HardwareProfile p = parse_hardware_profile(round_profile_with("fat-tree", "rail-optimized"), "rail.yaml");
+  const Topology t = Topology::build(p, 32);
+  EXPECT_EQ(t.leaves(), 8);               // one rail leaf per local rank, 16 nodes per rail group
+  EXPECT_EQ(t.route(0, 8).size(), 2u);    // rail 0 of node 0 to rail 0 of node 1
+  EXPECT_EQ(t.route(0, 9).size(), 4u);    // different rails meet at the spine
+}
+
+TEST(Topology, MalformedTopologiesAreReported) {
+  try {
+    parse_hardware_profile(round_profile_with("leaf_ports: 16", "leaf_ports: 12"), "bad.yaml");
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.yaml: cluster.leaf_ports"), std::string::npos) << e.what();
+  }
+  const HardwareProfile isolated =
+      parse_hardware_profile(round_profile_with("\"10 GB/s\"", "\"0 GB/s\""), "isolated.yaml");
+  EXPECT_NO_THROW(Topology::build(isolated, 8).check_connected("isolated.yaml"));
+  EXPECT_THROW(Topology::build(isolated, 16).check_connected("isolated.yaml"), InputError);
+}
+
+TEST(Schedule, EveryPassRunsOnceForwardBeforeBackward) {
+  for (const auto& [pp, vpp, m] : std::vector<std::tuple<int, int, int>>{{4, 1, 8}, {4, 2, 8}, {2, 3, 4}, {4, 1, 2}}) {
+    for (int rank = 0; rank < pp; ++rank) {
+      const auto ops = pipeline_schedule(pp, vpp, m, rank);
+      EXPECT_EQ(ops.size(), static_cast<size_t>(2 * m * vpp));
+      std::set<std::tuple<bool, int, int>> seen;
+      for (size_t i = 0; i < ops.size(); ++i) {
+        EXPECT_TRUE(seen.insert({ops[i].forward, ops[i].micro_batch, ops[i].chunk}).second);
+        if (!ops[i].forward) EXPECT_TRUE(seen.count({true, ops[i].micro_batch, ops[i].chunk}));
+      }
+    }
+  }
+  // 1F1B: the first stage warms up with pp - 1 forwards, the last alternates from the start.
+  const auto first = pipeline_schedule(4, 1, 8, 0);
+  EXPECT_TRUE(first[0].forward && first[1].forward && first[2].forward && first[3].forward && !first[4].forward);
+  const auto last = pipeline_schedule(4, 1, 8, 3);
+  EXPECT_TRUE(last[0].forward && !last[1].forward);
+}
+
+TEST(StepSimulation, ComputeOnlyAgreesWithTheAnalyticModel) {
+  const CostModel cost(testing::tiny_moe(), run_of(64), compute_only_profile());
+  const Layout l{1, 4, 1, 1, 1, 1, Recompute::kSelective, false};
+  const StepCost analytic = cost.evaluate(l);
+  const SimulationResult sim = simulate_step(cost, l, {});
+  EXPECT_NEAR(sim.step_time_s / analytic.step_time_s, 1.0, 0.02);
+  EXPECT_EQ(sim.simulated_devices, 4);
+}
+
+// 1F1B with p stages and m micro-batches: every stage idles (p - 1) / (m + p - 1) of the step.
+TEST(StepSimulation, OneFOneBBubble) {
+  ModelConfig model = testing::tiny_moe();
+  model.vocab = 8;  // a negligible LM head keeps the stages equal
+  const CostModel cost(model, run_of(16), compute_only_profile());
+  const SimulationResult sim = simulate_step(cost, Layout{1, 4, 1, 1, 1, 1, Recompute::kSelective, false}, {});
+  const Seconds optimizer = cost.optimizer_seconds(stage_contents(model, Layout{1, 4, 1, 1, 1, 1})[0], Layout{1, 4, 1, 1, 1, 1});
+  for (const DeviceTimes& d : sim.devices) {
+    const double idle = 1.0 - (d.busy_s - optimizer) / (sim.step_time_s - optimizer);
+    EXPECT_NEAR(idle, 3.0 / (16 + 3), 2e-3) << "rank " << d.rank;
+  }
+}
+
+// DP = 2 in one node: ring all-reduce of fp32 gradients, 2 (n-1) steps of bytes / n over the
+// 100 GB/s NVLink-class path (1 us end to end), once for dense and once for expert parameters.
+TEST(StepSimulation, RingAllReduceMatchesHandComputedTime) {
+  const CostModel cost(testing::tiny_moe(), run_of(4), testing::round_profile());
+  const Layout l{1, 1, 1, 1, 2, 1, Recompute::kSelective, false};
+  const double dense = 4 * (2621440.0 + 2048 + 8192 + 1572864) + 2 * 1024000.0 + 1024;
+  const double expert = 4 * 8 * 1572864.0;
+  auto ring = [](double params) { return 2 * 1 * (4 * params / 2) / 100e9 + 2 * 1e-6; };
+  const SimulationResult sim = simulate_step(cost, l, {});
+  EXPECT_NEAR(sim.exposed_comm_s.dp, ring(dense) + ring(expert), 1e-9);
+}
+
+TEST(StepSimulation, HalvingSpineBandwidthSlowsOnlyCrossLeafAllToAll) {
+  auto ep_seconds = [](const std::string& oversubscription, const Layout& l) {
+    const HardwareProfile p = testing::round_profile_edited(
+        {{"leaf_ports: 16", "leaf_ports: 8"}, {"oversubscription: 1.0", "oversubscription: " + oversubscription}},
+        "spine.yaml");
+    const CostModel cost(testing::tiny_moe(), run_of(64), p);
+    return simulate_step(cost, l, {}).exposed_comm_s.ep;
+  };
+  const Layout across{2, 1, 1, 8, 8, 1, Recompute::kSelective, false};  // EP group spans two nodes, two leaves
+  const Layout inside{1, 1, 1, 8, 8, 1, Recompute::kSelective, false};  // EP group inside one node
+  EXPECT_GT(ep_seconds("4.0", across), 1.3 * ep_seconds("2.0", across));
+  EXPECT_NEAR(ep_seconds("4.0", inside), ep_seconds("2.0", inside), 1e-12);
+}
+
+TEST(StepSimulation, WritesAChromeTrace) {
+  const CostModel cost(testing::tiny_moe(), run_of(8), testing::round_profile());
+  const std::string path = ::testing::TempDir() + "/flopwise_trace.json";
+  simulate_step(cost, Layout{2, 2, 1, 2, 2, 1, Recompute::kSelective, false}, {path});
+  const std::vector<TraceSpan> spans = read_trace(path);
+  std::set<std::string> categories;
+  for (const TraceSpan& s : spans) {
+    categories.insert(s.category);
+    EXPECT_GE(s.duration, 0);
+  }
+  for (const char* c : {"compute", "tp", "ep", "pp", "dp"}) EXPECT_TRUE(categories.count(c)) << c;
+  std::ifstream in(path);
+  const auto j = nlohmann::json::parse(in);
+  EXPECT_EQ(j["traceEvents"][0]["ph"], "X");
+}
+
+TEST(StepSimulation, InvalidLayoutIsAnInputError) {
+  const CostModel cost(testing::tiny_moe(), run_of(8), testing::round_profile());
+  EXPECT_THROW(simulate_step(cost, Layout{3, 1, 1, 1, 1, 1}, {}), InputError);
+}
+
+}  // namespace flopwise
