@@ -121,3 +121,43 @@ TEST(Cli, BadInputEndsWithOneLineAndCodeTwo) {
 TEST(Cli, NoSubcommandIsAnError) { EXPECT_EQ(run({}).code, 2); }
 
 }  // namespace flopwise
+
+namespace flopwise {
+
+TEST(Cli, SimulateAPlanAndWriteItsTrace) {
+  const std::string plan = ::testing::TempDir() + "/cli_sim_plan.json";
+  const std::string trace = ::testing::TempDir() + "/cli_sim_trace.json";
+  ASSERT_EQ(run({"plan", "--model", "ling-lite", "--profile", "device-C", "--devices", "32", "--objective", "cost",
+                 "--out", plan})
+                .code,
+            0);
+  const Outcome o = run({"simulate", plan, "--trace", trace, "--json"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  const auto j = nlohmann::json::parse(o.out);
+  EXPECT_GT(j["step_time_s"].get<double>(), 0);
+  EXPECT_NEAR(j["step_time_s"].get<double>() / j["analytic"]["step_time_s"].get<double>(), 1.0, 0.25);
+  EXPECT_EQ(j["trace"], trace);
+  std::ifstream in(trace);
+  EXPECT_TRUE(nlohmann::json::parse(in).contains("traceEvents"));
+  expect_one_line_error(run({"simulate", "/no/such/plan.json"}), "/no/such/plan.json");
+}
+
+TEST(Cli, RefineReRanksBySimulatedStepTime) {
+  const std::string plan = ::testing::TempDir() + "/cli_refined.json";
+  const Outcome o = run({"plan", "--model", "ling-lite", "--profile", "device-C", "--devices", "32", "--objective",
+                         "time", "--refine", "3", "--top", "3", "--json", "--out", plan});
+  ASSERT_EQ(o.code, 0) << o.err;
+  const auto j = nlohmann::json::parse(o.out);
+  ASSERT_EQ(j["candidates"].size(), 3u);
+  double previous = 0;
+  for (const auto& c : j["candidates"]) {
+    ASSERT_TRUE(c.contains("simulated"));
+    EXPECT_GE(c["simulated"]["step_time_s"].get<double>(), previous);
+    previous = c["simulated"]["step_time_s"].get<double>();
+  }
+  const Plan loaded = load_plan(plan);
+  ASSERT_TRUE(loaded.simulated.has_value());
+  EXPECT_EQ(to_json(plan_from_json(to_json(loaded), "again")), to_json(loaded));
+}
+
+}  // namespace flopwise

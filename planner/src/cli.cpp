@@ -411,8 +411,33 @@ int cmd_profiles(std::ostream& out) {
   return 0;
 }
 
+// Wall time of the step simulation against device count: Ling-Plus on device D, the cheapest
+// analytic layout at each size.
+void bench_simulation(const ModelConfig& model, const TrainingRun& run, std::ostream& out) {
+  const CostModel cost(model, run, resolve_profile("device-D"));
+  out << "step simulation (" << model.name << ", device-D):\n";
+  out << "  devices  layout                                  simulated  messages   sim step  analytic   wall\n";
+  for (int devices : {128, 256, 512, 1024, 2048, 4096}) {
+    SearchOptions options;
+    options.devices = {devices, devices};
+    options.top_k = 1;
+    const SearchResult r = search(cost, options);
+    if (r.best.empty()) {
+      out << "  " << devices << "  no feasible layout\n";
+      continue;
+    }
+    const Candidate& c = r.best.front();
+    const SimulationResult sim = simulate_step(cost, c.layout, {});
+    char line[256];
+    std::snprintf(line, sizeof line, "  %7d  %-38s %9d %9lld %9.2f s %7.2f s %6.2f s\n", devices,
+                  layout_label(c.layout).c_str(), sim.simulated_devices, sim.messages, sim.step_time_s,
+                  c.cost.step_time_s, sim.wall_s);
+    out << line;
+  }
+}
+
 // Throughput of the planner itself: the five-device Ling-Plus comparison over 1..8192 devices.
-int cmd_bench(const RunOptions& o, int repeats, std::ostream& out) {
+int cmd_bench(const RunOptions& o, int repeats, bool simulation, std::ostream& out) {
   const ModelConfig model = resolve_model(o.model);
   const TrainingRun run = training_run(o);
   const SearchOptions options = search_options(o);
@@ -443,6 +468,7 @@ int cmd_bench(const RunOptions& o, int repeats, std::ostream& out) {
   out << "  layouts enumerated " << considered << " (" << considered / best_wall << " per s), costed " << evaluated
       << " (" << evaluated / best_wall << " per s)\n";
   out << "cost model alone: " << calls / eval_wall << " evaluations per s (checksum " << sink / calls << ")\n";
+  if (simulation) bench_simulation(model, run, out);
   return 0;
 }
 
@@ -490,6 +516,8 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   CLI::App* bench = app.add_subcommand("bench", "measure the planner's own speed");
   add_run_options(*bench, bench_options, false);
   bench->add_option("--repeats", bench_repeats, "runs of the comparison")->capture_default_str();
+  bool bench_simulation_too = false;
+  bench->add_flag("--simulation", bench_simulation_too, "also time the step simulation at 128..4096 devices");
 
   try {
     app.parse(argc, argv);
@@ -509,7 +537,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     if (*compare) return cmd_compare(compare_options, compare_profiles, out);
     if (app.got_subcommand("profiles")) return cmd_profiles(out);
     if (*simulate) return cmd_simulate(simulate_plan, simulate_profile, simulate_trace, simulate_json, out);
-    if (*bench) return cmd_bench(bench_options, bench_repeats, out);
+    if (*bench) return cmd_bench(bench_options, bench_repeats, bench_simulation_too, out);
   } catch (const InputError& e) {
     err << "flopwise: error: " << e.what() << "\n";
     return 2;
