@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PACKAGES=(cmake g++ make pkg-config ccache libgtest-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
-          libboost-graph-dev libsimgrid-dev)
+          libboost-graph-dev libsimgrid-dev libtorch-dev libgloo-dev)
 
 install_packages() {
   local missing=()

@@ -1,0 +1,80 @@
+// The local launcher: one child process per rank with the torchrun-style environment.
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <map>
+
+#include "flopwise/executor/spec.hpp"
+#include "flopwise/executor/trainer.hpp"
+
+namespace flopwise::executor {
+namespace {
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof address;
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    throw SpecError("launcher: cannot find a free local port");
+  }
+  const int port = ntohs(address.sin_port);
+  ::close(fd);
+  return port;
+}
+
+}  // namespace
+
+int launch_local(const TrainOptions& options, const std::string& self_path, const std::vector<std::string>& args,
+                 std::ostream& out) {
+  RunSpec spec = read_plan(options.plan);
+  int batch = spec.global_batch;
+  ParallelLayout layout = spec.layout;
+  fit_layout(layout, batch, spec.model, options.max_ranks);
+  const int world = layout.world();
+  const int port = free_port();
+  out << "launching " << world << " local ranks (MASTER_ADDR=127.0.0.1 MASTER_PORT=" << port << ")\n" << std::flush;
+  std::map<pid_t, int> children;
+  for (int rank = 0; rank < world; ++rank) {
+    const pid_t pid = ::fork();
+    if (pid < 0) throw SpecError("launcher: fork failed");
+    if (pid == 0) {
+      ::setenv("RANK", std::to_string(rank).c_str(), 1);
+      ::setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
+      ::setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
+      ::setenv("LOCAL_WORLD_SIZE", std::to_string(world).c_str(), 1);
+      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+      ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      std::vector<char*> argv{const_cast<char*>(self_path.c_str())};
+      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      ::execv(self_path.c_str(), argv.data());
+      ::_exit(127);
+    }
+    children[pid] = rank;
+  }
+  int failed = 0;
+  while (!children.empty()) {
+    int status = 0;
+    const pid_t pid = ::wait(&status);
+    if (pid < 0) break;
+    const int rank = children[pid];
+    children.erase(pid);
+    const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!ok && failed == 0) {
+      failed = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+      out << "rank " << rank << " failed (" << (WIFSIGNALED(status) ? "signal " + std::to_string(WTERMSIG(status)) : "exit " + std::to_string(failed))
+          << "); stopping the other ranks\n" << std::flush;
+      for (const auto& [other, r] : children) ::kill(other, SIGTERM);
+    }
+  }
+  return failed;
+}
+
+}  // namespace flopwise::executor
