@@ -195,12 +195,15 @@ ExpertBankImpl::ExpertBankImpl(int hidden, int ffn, int local_experts) {
 }
 
 torch::Tensor ExpertBankImpl::forward(const torch::Tensor& x, const std::vector<int64_t>& counts) {
+  // unbind once: backward then stacks the experts' gradients in one step instead of adding a
+  // full-size gradient per expert.
+  const std::vector<torch::Tensor> gates = gate.unbind(0), ups = up.unbind(0), downs = down.unbind(0);
   std::vector<torch::Tensor> outputs;
   int64_t offset = 0;
   for (size_t j = 0; j < counts.size(); ++j) {
     if (counts[j] == 0) continue;
     const torch::Tensor rows = x.narrow(0, offset, counts[j]);
-    outputs.push_back(torch::matmul(torch::silu(torch::matmul(rows, gate[j])) * torch::matmul(rows, up[j]), down[j]));
+    outputs.push_back(torch::matmul(torch::silu(torch::matmul(rows, gates[j])) * torch::matmul(rows, ups[j]), downs[j]));
     offset += counts[j];
   }
   return outputs.empty() ? x.narrow(0, 0, 0) : torch::cat(outputs, 0);

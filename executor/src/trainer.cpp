@@ -77,12 +77,29 @@ struct Groups {
   Group world, dp, ep, expert_dp;
 };
 
+// Where Gloo listens: GLOO_SOCKET_IFNAME as in PyTorch; loopback when the master is local (no
+// hostname lookup, which can hang on machines without DNS); else the host's resolved address.
+std::shared_ptr<::gloo::transport::Device> gloo_device() {
+  static std::shared_ptr<::gloo::transport::Device> device = [] {
+    if (const char* interface = std::getenv("GLOO_SOCKET_IFNAME")) {
+      return c10d::ProcessGroupGloo::createDeviceForInterface(interface);
+    }
+    const char* master = std::getenv("MASTER_ADDR");
+    const std::string address = master ? master : "127.0.0.1";
+    if (address == "127.0.0.1" || address == "localhost") {
+      return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
+    }
+    return c10d::ProcessGroupGloo::createDefaultDevice();
+  }();
+  return device;
+}
+
 Group make_group(const c10::intrusive_ptr<c10d::Store>& store, const std::string& name, const std::vector<int>& members,
                  int rank) {
   const auto at = std::find(members.begin(), members.end(), rank);
   if (members.size() < 2 || at == members.end()) return {};
   auto options = c10d::ProcessGroupGloo::Options::create();
-  options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+  options->devices.push_back(gloo_device());
   return c10::make_intrusive<c10d::ProcessGroupGloo>(c10::make_intrusive<c10d::PrefixStore>(name, store),
                                                      static_cast<int>(at - members.begin()),
                                                      static_cast<int>(members.size()), options);
@@ -227,6 +244,8 @@ class Worker {
 Worker::Worker(const TrainOptions& o, std::ostream& out)
     : o_(o), out_(out), rank_(env_int("RANK")), world_(env_int("WORLD_SIZE")), trace_(!o.trace.empty()) {
   torch::set_num_threads(1);  // one core per rank, and bit-for-bit repeatable reductions
+  // Tiny initial gradients are subnormal floats, which x86 handles 100x slower; flush them to zero.
+  at::globalContext().setFlushDenormal(true);
   corpus_ = TokenCorpus::load(o.data.empty() ? std::vector<std::string>{default_corpus()} : o.data);
   setup_ = reconcile(o, world_, corpus_.vocab);
   order_ = std::make_unique<SampleOrder>(corpus_, o.seq_len > 0 ? o.seq_len : setup_.spec.seq_len, o.seed);

@@ -1,0 +1,197 @@
+// flopwise-train end to end: layouts that must agree, kill-and-resume, corrupt checkpoints, spikes.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string temp(const std::string& name) { return ::testing::TempDir() + "/flopwise_exec_" + name; }
+
+// A plan of Ling-Lite's shape with the given layout; the executor scales the model down.
+std::string write_plan(const std::string& name, int pp, int ep, int dp, bool sharding) {
+  nlohmann::json model = {{"name", "ling-lite"}, {"family", "bailing_moe"}, {"layers", 28}, {"hidden", 2048},
+                          {"heads", 16}, {"kv_heads", 4}, {"head_dim", 128}, {"vocab", 126464}, {"seq_len", 4096},
+                          {"q_lora_rank", 0}, {"kv_lora_rank", 0}, {"rope_head_dim", 0}, {"v_head_dim", 0},
+                          {"routed_experts", 64}, {"top_k", 6}, {"expert_ffn", 1408}, {"shared_experts", 2},
+                          {"shared_expert_ffn", 1408}, {"dense_ffn", 5632}, {"first_dense_layers", 0},
+                          {"qkv_bias", false}, {"tied_embeddings", false}};
+  nlohmann::json plan = {{"schema", "flopwise.plan/1"}, {"model", model}, {"global_batch", 8960}, {"seq_len", 4096},
+                         {"devices", pp * dp},
+                         {"layout", {{"tp", 1}, {"pp", pp}, {"vpp", 1}, {"ep", ep}, {"dp", dp}, {"micro_batch", 1},
+                                     {"recompute", "none"}, {"optimizer_sharding", sharding}}},
+                         {"rank_map", {{"order", "tp-ep-dp-pp"}}}};
+  const std::string path = temp(name + ".json");
+  std::ofstream(path) << plan.dump();
+  return path;
+}
+
+int run(const std::string& args, const std::string& output) {
+  const std::string command = std::string(FLOPWISE_TRAIN_BINARY) + " " + args + " > " + output + " 2>&1";
+  const int status = std::system(command.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// step -> loss (the last line for a step wins), and which steps were skipped.
+std::map<int, double> losses(const std::string& path, std::map<int, bool>* skipped = nullptr) {
+  std::map<int, double> result;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    int step;
+    double loss;
+    std::string flag;
+    fields >> step >> loss >> flag;
+    result[step] = loss;
+    if (skipped) (*skipped)[step] = flag == "skipped";
+  }
+  return result;
+}
+
+const std::string kCommon = " --scale 0.0625 --seq-len 64 --seed 11";
+
+}  // namespace
+
+TEST(ExecutorTraining, SingleDpEpAndPpGiveTheSameLosses) {
+  struct Case {
+    std::string name;
+    int pp, ep, dp, micro_batches;
+    bool sharding;
+  };
+  const std::vector<Case> cases = {{"single", 1, 1, 1, 8, false}, {"dp2", 1, 1, 2, 4, false},
+                                   {"ep2", 1, 2, 2, 4, false},    {"pp2", 2, 1, 1, 8, false},
+                                   {"zero1", 1, 1, 2, 4, true}};
+  std::map<std::string, std::map<int, double>> results;
+  for (const Case& c : cases) {
+    const std::string plan = write_plan(c.name, c.pp, c.ep, c.dp, c.sharding);
+    const std::string log = temp(c.name + ".loss"), out = temp(c.name + ".out");
+    ASSERT_EQ(run(plan + kCommon + " --steps 3 --micro-batches " + std::to_string(c.micro_batches) + " --loss-log " + log, out), 0)
+        << slurp(out);
+    results[c.name] = losses(log);
+    ASSERT_EQ(results[c.name].size(), 3u) << slurp(out);
+  }
+  for (const Case& c : cases) {
+    for (int step = 1; step <= 3; ++step) {
+      EXPECT_NEAR(results[c.name][step], results["single"][step], 1e-5 * results["single"][step]) << c.name << " step " << step;
+    }
+  }
+  EXPECT_LT(results["single"][3], results["single"][1]);  // it learns
+}
+
+TEST(ExecutorTraining, KilledRankResumesToTheSameLosses) {
+  const std::string plan = write_plan("resume", 1, 2, 2, true);
+  const std::string reference_dir = temp("ckpt_reference"), killed_dir = temp("ckpt_killed");
+  fs::remove_all(reference_dir);
+  fs::remove_all(killed_dir);
+  const std::string args = plan + kCommon + " --steps 8 --checkpoint-every 2 --micro-batches 2";
+  ASSERT_EQ(run(args + " --checkpoint-dir " + reference_dir + " --loss-log " + temp("reference.loss"), temp("reference.out")), 0)
+      << slurp(temp("reference.out"));
+
+  // Start both ranks by hand, as torchrun would, and kill rank 1 once step 4 is checkpointed.
+  std::vector<pid_t> ranks;
+  for (int rank = 0; rank < 2; ++rank) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      setenv("RANK", std::to_string(rank).c_str(), 1);
+      setenv("WORLD_SIZE", "2", 1);
+      setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
+      setenv("MASTER_ADDR", "127.0.0.1", 1);
+      setenv("MASTER_PORT", "29731", 1);
+      const std::string log = temp("killed" + std::to_string(rank));
+      const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      dup2(fd, 1);
+      dup2(fd, 2);
+      std::vector<std::string> words;
+      std::istringstream split(args + " --checkpoint-dir " + killed_dir + " --loss-log " + temp("killed.loss"));
+      for (std::string w; split >> w;) words.push_back(w);
+      std::vector<char*> argv{const_cast<char*>(FLOPWISE_TRAIN_BINARY)};
+      for (auto& w : words) argv.push_back(w.data());
+      argv.push_back(nullptr);
+      execv(FLOPWISE_TRAIN_BINARY, argv.data());
+      _exit(127);
+    }
+    ranks.push_back(pid);
+  }
+  const fs::path manifest = fs::path(killed_dir) / "step-00000004" / "rank-1.manifest";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!fs::exists(manifest) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_TRUE(fs::exists(manifest));
+  kill(ranks[1], SIGKILL);
+  kill(ranks[0], SIGKILL);  // its peer is gone; the launcher stops the others the same way
+  for (pid_t pid : ranks) waitpid(pid, nullptr, 0);
+
+  ASSERT_EQ(run(args + " --checkpoint-dir " + killed_dir + " --resume --loss-log " + temp("resumed.loss"), temp("resumed.out")), 0)
+      << slurp(temp("resumed.out"));
+  EXPECT_NE(slurp(temp("resumed.out")).find("resumed from"), std::string::npos);
+  const auto reference = losses(temp("reference.loss"));
+  const auto resumed = losses(temp("resumed.loss"));
+  ASSERT_EQ(resumed.rbegin()->first, 8);
+  int compared = 0;
+  for (const auto& [step, loss] : resumed) {
+    EXPECT_DOUBLE_EQ(loss, reference.at(step)) << "step " << step;
+    ++compared;
+  }
+  EXPECT_GE(compared, 4);
+}
+
+TEST(ExecutorTraining, CorruptCheckpointFallsBackToThePreviousOne) {
+  const std::string plan = write_plan("corrupt", 1, 1, 2, false);
+  const std::string dir = temp("ckpt_corrupt");
+  fs::remove_all(dir);
+  const std::string args = plan + kCommon + " --micro-batches 2 --checkpoint-every 2 --checkpoint-dir " + dir;
+  ASSERT_EQ(run(args + " --steps 6 --loss-log " + temp("corrupt_ref.loss"), temp("corrupt_ref.out")), 0);
+  {
+    std::fstream file(fs::path(dir) / "step-00000006" / "rank-1.pt", std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(100);
+    file.put('\x5a');
+  }
+  ASSERT_EQ(run(args + " --steps 6 --resume --loss-log " + temp("corrupt_resumed.loss"), temp("corrupt_resumed.out")), 0);
+  const std::string out = slurp(temp("corrupt_resumed.out"));
+  EXPECT_NE(out.find("checkpoint step 6 is incomplete or corrupt"), std::string::npos) << out;
+  EXPECT_NE(out.find("step-00000004"), std::string::npos) << out;
+  const auto reference = losses(temp("corrupt_ref.loss"));
+  const auto resumed = losses(temp("corrupt_resumed.loss"));
+  EXPECT_DOUBLE_EQ(resumed.at(5), reference.at(5));
+  EXPECT_DOUBLE_EQ(resumed.at(6), reference.at(6));
+}
+
+TEST(ExecutorTraining, InjectedBadBatchIsSkippedAndReinjected) {
+  const std::string plan = write_plan("spike", 1, 1, 1, false);
+  const std::string out = temp("spike.out");
+  ASSERT_EQ(run(plan + kCommon + " --steps 12 --micro-batches 2 --inject-bad-batch-at 8 --loss-log " + temp("spike.loss"), out), 0)
+      << slurp(out);
+  std::map<int, bool> skipped;
+  const auto l = losses(temp("spike.loss"), &skipped);
+  EXPECT_TRUE(skipped[9]) << slurp(out);
+  EXPECT_GT(l.at(9), 1.25 * l.at(8));
+  for (int step = 2; step <= 8; ++step) EXPECT_FALSE(skipped[step]) << step;
+  EXPECT_NE(slurp(out).find("re-injected at step"), std::string::npos);
+}
+
+TEST(ExecutorTraining, BadOptionsAndPlansFailCleanly) {
+  EXPECT_EQ(run("/no/such/plan.json", temp("bad1.out")), 2);
+  EXPECT_NE(slurp(temp("bad1.out")).find("cannot open plan"), std::string::npos);
+  EXPECT_EQ(run(write_plan("bad", 1, 1, 1, false) + " --steps 0", temp("bad2.out")), 2);
+  EXPECT_EQ(run(write_plan("bad", 1, 1, 1, false) + " --resume", temp("bad3.out")), 2);
+}
