@@ -615,6 +615,7 @@ int Worker::run() {
   if (rank_ == 0 && !o_.loss_log.empty()) loss_log.open(o_.loss_log, state_.step > 0 ? std::ios::app : std::ios::trunc);
   const auto run_start = std::chrono::steady_clock::now();
   const int first_step = state_.step;
+  double measured_tokens = 0, measured_seconds = 0;  // after the first step, for the summary
   for (; state_.step < o_.steps;) {
     const auto step_start = std::chrono::steady_clock::now();
     const int m = micro_batches_at(o_, state_.step, full_micro_batches);
@@ -677,6 +678,10 @@ int Worker::run() {
     ++state_.step;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     const double tokens_per_s = samples * seq / seconds;
+    if (state_.step > first_step + 1) {
+      measured_tokens += samples * seq;
+      measured_seconds += seconds;
+    }
     const double mfu = setup_.model.training_flops_per_token(static_cast<int>(seq)) * tokens_per_s / (world_ * peak_flops);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
     const double eta = elapsed / (state_.step - first_step) * (o_.steps - state_.step);
@@ -688,6 +693,16 @@ int Worker::run() {
       if (loss_log) loss_log << state_.step << " " << std::setprecision(10) << lm << (apply ? "" : " skipped") << "\n" << std::flush;
     }
     if (!o_.checkpoint_dir.empty() && o_.checkpoint_every > 0 && state_.step % o_.checkpoint_every == 0) save_checkpoint();
+  }
+  if (rank_ == 0 && measured_seconds > 0) {
+    const double tokens_per_s = measured_tokens / measured_seconds;
+    const double flops = setup_.model.training_flops_per_token(static_cast<int>(seq)) * tokens_per_s;
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "throughput after step 1: %.0f tokens/s, %.2f GFLOP/s of model FLOPs on %d ranks; measured fp32 "
+                  "matmul %.2f GFLOP/s per rank; MFU %.1f%%",
+                  tokens_per_s, flops / 1e9, world_, peak_flops / 1e9, 100 * flops / (world_ * peak_flops));
+    out_ << line << "\n";
   }
   if (trace_.enabled()) write_trace();
   if (groups_.world) groups_.world->barrier()->wait();

@@ -2,7 +2,11 @@
 
 #include <CLI/CLI.hpp>
 
+#include <unistd.h>
+
 #include <chrono>
+#include <filesystem>
+#include <iostream>
 #include <fstream>
 #include <map>
 #include <set>
@@ -403,6 +407,23 @@ int cmd_simulate(const std::string& plan_path, const std::string& profile_overri
   return 0;
 }
 
+// `flopwise train` hands over to flopwise-train, built beside this binary with the executor:
+// the planner never links LibTorch, the executor never links the planner.
+int cmd_train(const std::vector<std::string>& args, const char* argv0) {
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe");
+  const std::filesystem::path trainer = self.parent_path() / "flopwise-train";
+  if (!std::filesystem::exists(trainer)) {
+    throw input_error("train", "", std::string("flopwise-train is not built next to ") + argv0 +
+                                       ": configure with -DFLOPWISE_BUILD_EXECUTOR=ON (needs libtorch-dev, libgloo-dev)");
+  }
+  std::vector<char*> argv{const_cast<char*>(trainer.c_str())};
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::cout.flush();
+  ::execv(trainer.c_str(), argv.data());
+  throw std::runtime_error("cannot start " + trainer.string());
+}
+
 int cmd_profiles(std::ostream& out) {
   for (const std::string& name : builtin_profile_names()) {
     const HardwareProfile p = resolve_profile(name);
@@ -519,8 +540,14 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   bool bench_simulation_too = false;
   bench->add_flag("--simulation", bench_simulation_too, "also time the step simulation at 128..4096 devices");
 
+  std::vector<std::string> train_args;
+  CLI::App* train = app.add_subcommand("train", "train a plan's model with LibTorch (runs flopwise-train; see its --help)");
+  train->allow_extras();
+  train->prefix_command();
+  train->set_help_flag();  // --help goes to flopwise-train
   try {
     app.parse(argc, argv);
+    if (*train) train_args = train->remaining();
   } catch (const CLI::CallForHelp&) {
     out << app.help();
     return 0;
@@ -537,6 +564,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     if (*compare) return cmd_compare(compare_options, compare_profiles, out);
     if (app.got_subcommand("profiles")) return cmd_profiles(out);
     if (*simulate) return cmd_simulate(simulate_plan, simulate_profile, simulate_trace, simulate_json, out);
+    if (*train) return cmd_train(train_args, argv[0]);
     if (*bench) return cmd_bench(bench_options, bench_repeats, bench_simulation_too, out);
   } catch (const InputError& e) {
     err << "flopwise: error: " << e.what() << "\n";
