@@ -192,3 +192,26 @@ TEST(ExecutorModel, SameSeedGivesSameWeightsWhateverTheSplit) {
 }
 
 }  // namespace flopwise::executor
+
+namespace flopwise::executor {
+
+// A TP shard starts as the slice of the full weights: queries, keys and values of its own heads.
+TEST(ExecutorModel, TensorParallelShardsAreSlicesOfTheFullWeights) {
+  ModelShape s = tiny_shape();
+  s.kv_heads = 2;  // 2 query heads, 2 KV heads: one of each per TP rank
+  Stage whole(s, 0, 1, true, true, 1);
+  Stage shard(s, 0, 1, true, true, 1, TensorParallel{{}, 2, 1});
+  initialize_parameters(*whole, 0, 0, 3);
+  initialize_parameters(*shard, 0, 0, 3, TensorParallel{{}, 2, 1});
+  auto* w = whole->layers[0]->as<LayerImpl>();
+  auto* t = shard->layers[0]->as<LayerImpl>();
+  const torch::Tensor full = w->attention->qkv->weight;  // rows: q0 q1 k0 k1 v0 v1, 4 each
+  const torch::Tensor expected = torch::cat({full.narrow(0, 4, 4), full.narrow(0, 12, 4), full.narrow(0, 20, 4)});
+  EXPECT_TRUE(torch::equal(t->attention->qkv->weight, expected));
+  EXPECT_TRUE(torch::equal(t->attention->out->weight, w->attention->out->weight.narrow(1, 4, 4)));
+  EXPECT_TRUE(torch::equal(t->moe->experts->gate, w->moe->experts->gate.narrow(2, 3, 3)));
+  EXPECT_TRUE(torch::equal(t->moe->experts->down, w->moe->experts->down.narrow(1, 3, 3)));
+  EXPECT_TRUE(torch::equal(t->moe->router->weight, w->moe->router->weight));  // replicated
+}
+
+}  // namespace flopwise::executor

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,7 +22,7 @@ namespace fs = std::filesystem;
 std::string temp(const std::string& name) { return ::testing::TempDir() + "/flopwise_exec_" + name; }
 
 // A plan of Ling-Lite's shape with the given layout; the executor scales the model down.
-std::string write_plan(const std::string& name, int pp, int ep, int dp, bool sharding) {
+std::string write_plan(const std::string& name, int pp, int ep, int dp, bool sharding, int tp = 1) {
   nlohmann::json model = {{"name", "ling-lite"}, {"family", "bailing_moe"}, {"layers", 28}, {"hidden", 2048},
                           {"heads", 16}, {"kv_heads", 4}, {"head_dim", 128}, {"vocab", 126464}, {"seq_len", 4096},
                           {"q_lora_rank", 0}, {"kv_lora_rank", 0}, {"rope_head_dim", 0}, {"v_head_dim", 0},
@@ -28,8 +30,8 @@ std::string write_plan(const std::string& name, int pp, int ep, int dp, bool sha
                           {"shared_expert_ffn", 1408}, {"dense_ffn", 5632}, {"first_dense_layers", 0},
                           {"qkv_bias", false}, {"tied_embeddings", false}};
   nlohmann::json plan = {{"schema", "flopwise.plan/1"}, {"model", model}, {"global_batch", 8960}, {"seq_len", 4096},
-                         {"devices", pp * dp},
-                         {"layout", {{"tp", 1}, {"pp", pp}, {"vpp", 1}, {"ep", ep}, {"dp", dp}, {"micro_batch", 1},
+                         {"devices", tp * pp * dp},
+                         {"layout", {{"tp", tp}, {"pp", pp}, {"vpp", 1}, {"ep", ep}, {"dp", dp}, {"micro_batch", 1},
                                      {"recompute", "none"}, {"optimizer_sharding", sharding}}},
                          {"rank_map", {{"order", "tp-ep-dp-pp"}}}};
   const std::string path = temp(name + ".json");
@@ -69,6 +71,19 @@ std::map<int, double> losses(const std::string& path, std::map<int, bool>* skipp
 
 const std::string kCommon = " --scale 0.0625 --seq-len 64 --seed 11";
 
+// A port nobody listens on now, so that concurrent test runs do not meet on a fixed one.
+int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  close(fd);
+  return ntohs(address.sin_port);
+}
+
 }  // namespace
 
 TEST(ExecutorTraining, SingleDpEpAndPpGiveTheSameLosses) {
@@ -76,15 +91,17 @@ TEST(ExecutorTraining, SingleDpEpAndPpGiveTheSameLosses) {
     std::string name;
     int pp, ep, dp, micro_batches;
     bool sharding;
+    int tp = 1;
   };
   const std::vector<Case> cases = {{"single", 1, 1, 1, 8, false}, {"dp2", 1, 1, 2, 4, false},
                                    {"ep2", 1, 2, 2, 4, false},    {"pp2", 2, 1, 1, 8, false},
-                                   {"zero1", 1, 1, 2, 4, true}};
+                                   {"zero1", 1, 1, 2, 4, true},   {"tp2", 1, 1, 1, 8, false, 2},
+                                   {"tp2ep2", 1, 2, 2, 4, false, 2}};
   std::map<std::string, std::map<int, double>> results;
   for (const Case& c : cases) {
-    const std::string plan = write_plan(c.name, c.pp, c.ep, c.dp, c.sharding);
+    const std::string plan = write_plan(c.name, c.pp, c.ep, c.dp, c.sharding, c.tp);
     const std::string log = temp(c.name + ".loss"), out = temp(c.name + ".out");
-    ASSERT_EQ(run(plan + kCommon + " --steps 3 --micro-batches " + std::to_string(c.micro_batches) + " --loss-log " + log, out), 0)
+    ASSERT_EQ(run(plan + kCommon + " --max-ranks 4 --steps 3 --micro-batches " + std::to_string(c.micro_batches) + " --loss-log " + log, out), 0)
         << slurp(out);
     results[c.name] = losses(log);
     ASSERT_EQ(results[c.name].size(), 3u) << slurp(out);
@@ -102,12 +119,14 @@ TEST(ExecutorTraining, KilledRankResumesToTheSameLosses) {
   const std::string reference_dir = temp("ckpt_reference"), killed_dir = temp("ckpt_killed");
   fs::remove_all(reference_dir);
   fs::remove_all(killed_dir);
+  for (const char* log : {"reference.loss", "killed.loss", "resumed.loss"}) fs::remove(temp(log));
   const std::string args = plan + kCommon + " --steps 8 --checkpoint-every 2 --micro-batches 2";
   ASSERT_EQ(run(args + " --checkpoint-dir " + reference_dir + " --loss-log " + temp("reference.loss"), temp("reference.out")), 0)
       << slurp(temp("reference.out"));
 
   // Start both ranks by hand, as torchrun would, and kill rank 1 once step 4 is checkpointed.
   std::vector<pid_t> ranks;
+  const std::string port = std::to_string(free_port());
   for (int rank = 0; rank < 2; ++rank) {
     const pid_t pid = fork();
     if (pid == 0) {
@@ -115,7 +134,7 @@ TEST(ExecutorTraining, KilledRankResumesToTheSameLosses) {
       setenv("WORLD_SIZE", "2", 1);
       setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
       setenv("MASTER_ADDR", "127.0.0.1", 1);
-      setenv("MASTER_PORT", "29731", 1);
+      setenv("MASTER_PORT", port.c_str(), 1);
       const std::string log = temp("killed" + std::to_string(rank));
       const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       dup2(fd, 1);
@@ -159,6 +178,7 @@ TEST(ExecutorTraining, CorruptCheckpointFallsBackToThePreviousOne) {
   const std::string plan = write_plan("corrupt", 1, 1, 2, false);
   const std::string dir = temp("ckpt_corrupt");
   fs::remove_all(dir);
+  for (const char* log : {"corrupt_ref.loss", "corrupt_resumed.loss"}) fs::remove(temp(log));
   const std::string args = plan + kCommon + " --micro-batches 2 --checkpoint-every 2 --checkpoint-dir " + dir;
   ASSERT_EQ(run(args + " --steps 6 --loss-log " + temp("corrupt_ref.loss"), temp("corrupt_ref.out")), 0);
   {

@@ -60,6 +60,35 @@ struct AllToAllRows : torch::autograd::Function<AllToAllRows> {
   }
 };
 
+void all_reduce_sum(const c10::intrusive_ptr<c10d::ProcessGroup>& group, torch::Tensor& t) {
+  std::vector<torch::Tensor> tensors{t};
+  group->allreduce(tensors)->wait();
+}
+
+struct EnterTensorParallel : torch::autograd::Function<EnterTensorParallel> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, int64_t group) {
+    ctx->saved_data["group"] = group;
+    return x.view_as(x);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    torch::Tensor g = grads[0].contiguous().clone();
+    all_reduce_sum(group_registry().at(ctx->saved_data["group"].toInt()), g);
+    return {g, torch::Tensor()};
+  }
+};
+
+struct LeaveTensorParallel : torch::autograd::Function<LeaveTensorParallel> {
+  static torch::Tensor forward(torch::autograd::AutogradContext*, const torch::Tensor& x, int64_t group) {
+    torch::Tensor y = x.contiguous().clone();
+    all_reduce_sum(group_registry().at(group), y);
+    return y;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext*, torch::autograd::variable_list grads) {
+    return {grads[0], torch::Tensor()};
+  }
+};
+
 std::vector<int64_t> to_vector(const torch::Tensor& t) {
   const torch::Tensor c = t.to(torch::kCPU).to(torch::kInt64).contiguous();
   return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
@@ -68,6 +97,21 @@ std::vector<int64_t> to_vector(const torch::Tensor& t) {
 }  // namespace
 
 bool is_expert_parameter(const std::string& name) { return name.find("experts.") != std::string::npos; }
+
+bool is_tensor_parallel_parameter(const std::string& name) {
+  for (const char* part : {"attention.qkv", "attention.out", "mlp.", "shared.", "experts."}) {
+    if (name.find(part) != std::string::npos) return true;
+  }
+  return false;
+}
+
+torch::Tensor TensorParallel::enter(const torch::Tensor& x) const {
+  return group ? EnterTensorParallel::apply(x, register_group(group)) : x;
+}
+
+torch::Tensor TensorParallel::leave(const torch::Tensor& x) const {
+  return group ? LeaveTensorParallel::apply(x, register_group(group)) : x;
+}
 
 torch::Tensor all_to_all_rows(const torch::Tensor& input, const c10::intrusive_ptr<c10d::ProcessGroup>& group,
                               const std::vector<int64_t>& send_rows, const std::vector<int64_t>& receive_rows) {
@@ -91,7 +135,8 @@ torch::Tensor apply_rope(const torch::Tensor& x, double theta) {
   return torch::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, -1);
 }
 
-AttentionImpl::AttentionImpl(const ModelShape& s) : heads(s.heads), kv_heads(s.kv_heads), head_dim(s.head_dim) {
+AttentionImpl::AttentionImpl(const ModelShape& s, const TensorParallel& tp_)
+    : tp(tp_), heads(s.heads / tp_.size), kv_heads(s.kv_heads / tp_.size), head_dim(s.head_dim) {
   // One fused projection of (heads + 2 kv_heads) x head_dim outputs, as in bailing_moe.
   qkv = register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(s.hidden, (heads + 2 * kv_heads) * head_dim).bias(false)));
   out = register_module("out", torch::nn::Linear(torch::nn::LinearOptions(heads * head_dim, s.hidden).bias(false)));
@@ -101,7 +146,7 @@ AttentionImpl::AttentionImpl(const ModelShape& s) : heads(s.heads), kv_heads(s.k
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
   const int64_t batch = x.size(0), seq = x.size(1);
-  const torch::Tensor projected = qkv(x).view({batch, seq, heads + 2 * kv_heads, head_dim}).transpose(1, 2);
+  const torch::Tensor projected = qkv(tp.enter(x)).view({batch, seq, heads + 2 * kv_heads, head_dim}).transpose(1, 2);
   torch::Tensor q = apply_rope(projected.narrow(1, 0, heads), kRopeTheta);
   torch::Tensor k = apply_rope(projected.narrow(1, heads, kv_heads), kRopeTheta);
   torch::Tensor v = projected.narrow(1, heads + kv_heads, kv_heads);
@@ -112,10 +157,11 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
   const torch::Tensor future = torch::ones({seq, seq}, torch::kBool).triu(1);
   scores = scores.masked_fill(future, -std::numeric_limits<float>::infinity());
   const torch::Tensor context = torch::matmul(torch::softmax(scores, -1), v);
-  return out(context.transpose(1, 2).reshape({batch, seq, heads * head_dim}));
+  return tp.leave(out(context.transpose(1, 2).reshape({batch, seq, heads * head_dim})));
 }
 
-SwiGLUImpl::SwiGLUImpl(int hidden, int ffn) {
+SwiGLUImpl::SwiGLUImpl(int hidden, int ffn_total, const TensorParallel& tp_) : tp(tp_) {
+  const int ffn = ffn_total / tp.size;
   auto linear = [](int in, int out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)); };
   gate = register_module("gate", linear(hidden, ffn));
   up = register_module("up", linear(hidden, ffn));
@@ -125,7 +171,9 @@ SwiGLUImpl::SwiGLUImpl(int hidden, int ffn) {
   init_linear(down);
 }
 
-torch::Tensor SwiGLUImpl::forward(const torch::Tensor& x) { return down(torch::silu(gate(x)) * up(x)); }
+torch::Tensor SwiGLUImpl::partial(const torch::Tensor& x) { return down(torch::silu(gate(x)) * up(x)); }
+
+torch::Tensor SwiGLUImpl::forward(const torch::Tensor& x) { return tp.leave(partial(tp.enter(x))); }
 
 RouterImpl::RouterImpl(int hidden, int experts_, int top_k_) : experts(experts_), top_k(top_k_) {
   weight = register_parameter("weight", normal_parameter({experts, hidden}));
@@ -209,26 +257,29 @@ torch::Tensor ExpertBankImpl::forward(const torch::Tensor& x, const std::vector<
   return outputs.empty() ? x.narrow(0, 0, 0) : torch::cat(outputs, 0);
 }
 
-MoEImpl::MoEImpl(const ModelShape& s, int ep_size)
-    : total_experts(s.experts), local_experts(s.experts / ep_size) {
+MoEImpl::MoEImpl(const ModelShape& s, int ep_size, const TensorParallel& tp_)
+    : tp(tp_), total_experts(s.experts), local_experts(s.experts / ep_size) {
   router = register_module("router", Router(s.hidden, s.experts, s.top_k));
-  experts = register_module("experts", ExpertBank(s.hidden, s.expert_ffn, local_experts));
+  // Expert TP = TP (Megatron's default): each expert's columns are split like a dense MLP's.
+  experts = register_module("experts", ExpertBank(s.hidden, s.expert_ffn / tp.size, local_experts));
   if (s.shared_experts > 0) {
     // Ling's shared expert is one MLP of n_shared x moe_intermediate_size.
-    shared = register_module("shared", SwiGLU(s.hidden, s.shared_experts * s.shared_expert_ffn));
+    shared = register_module("shared", SwiGLU(s.hidden, s.shared_experts * s.shared_expert_ffn, tp));
   }
 }
 
 // Dropless dispatch: every (token, expert) pair is kept; pairs are sorted by expert, sent to the
 // expert's EP rank, computed, sent back and combined with the router weights.
 torch::Tensor MoEImpl::forward(const torch::Tensor& x, RoutingContext& context) {
+  // The router runs replicated on every TP rank; the experts see the TP-entered input.
   const RouterImpl::Choice choice = router->forward(x, context);
+  const torch::Tensor entered = tp.enter(x);
   context.aux_loss = context.aux_loss.defined() ? context.aux_loss + choice.aux_loss : choice.aux_loss;
   const int64_t k = choice.experts.size(1);
   const torch::Tensor flat_experts = choice.experts.reshape({-1});
   const torch::Tensor order = std::get<1>(torch::sort(flat_experts, /*stable=*/true, 0, false));
   const torch::Tensor token_of = torch::div(order, k, "floor");
-  const torch::Tensor rows = x.index_select(0, token_of);
+  const torch::Tensor rows = entered.index_select(0, token_of);
   const std::vector<int64_t> counts = to_vector(torch::bincount(flat_experts, {}, total_experts));
   torch::Tensor routed;
   if (context.ep_size == 1) {
@@ -269,18 +320,18 @@ torch::Tensor MoEImpl::forward(const torch::Tensor& x, RoutingContext& context) 
   }
   const torch::Tensor weights = choice.weights.reshape({-1}).index_select(0, order).unsqueeze(1);
   torch::Tensor output = torch::zeros_like(x).index_add(0, token_of, routed * weights);
-  if (shared) output = output + shared(x);
-  return output;
+  if (shared) output = output + shared->partial(entered);
+  return tp.leave(output);
 }
 
-LayerImpl::LayerImpl(const ModelShape& s, bool dense, int ep_size) {
+LayerImpl::LayerImpl(const ModelShape& s, bool dense, int ep_size, const TensorParallel& tp) {
   attention_norm = register_module("attention_norm", RMSNorm(s.hidden));
-  attention = register_module("attention", Attention(s));
+  attention = register_module("attention", Attention(s, tp));
   mlp_norm = register_module("mlp_norm", RMSNorm(s.hidden));
   if (dense) {
-    mlp = register_module("mlp", SwiGLU(s.hidden, s.dense_ffn));
+    mlp = register_module("mlp", SwiGLU(s.hidden, s.dense_ffn, tp));
   } else {
-    moe = register_module("moe", MoE(s, ep_size));
+    moe = register_module("moe", MoE(s, ep_size, tp));
   }
 }
 
@@ -292,7 +343,8 @@ torch::Tensor LayerImpl::forward(const torch::Tensor& x, RoutingContext& context
   return h + moe->forward(normed.reshape({-1, shape.back()}), context).view(shape);
 }
 
-StageImpl::StageImpl(const ModelShape& s, int first_layer, int count, bool first_, bool last_, int ep_size)
+StageImpl::StageImpl(const ModelShape& s, int first_layer, int count, bool first_, bool last_, int ep_size,
+                     const TensorParallel& tp)
     : first(first_), last(last_) {
   if (first) {
     embedding = register_module("embedding", torch::nn::Embedding(s.vocab, s.hidden));
@@ -301,7 +353,7 @@ StageImpl::StageImpl(const ModelShape& s, int first_layer, int count, bool first
   }
   layers = register_module("layers", torch::nn::ModuleList());
   for (int i = 0; i < count; ++i) {
-    Layer layer(s, s.is_dense_layer(first_layer + i), ep_size);
+    Layer layer(s, s.is_dense_layer(first_layer + i), ep_size, tp);
     if (layer->moe) layer->moe->router->layer_id = first_layer + i;
     layers->push_back(layer);
   }
@@ -358,14 +410,40 @@ std::string global_name(const std::string& name, int first_layer) {
   return prefix + std::to_string(first_layer + local) + name.substr(dot);
 }
 
-void fill_normal(torch::Tensor t, uint64_t seed) {
+torch::Tensor normal_like(std::vector<int64_t> shape, uint64_t seed) {
   auto generator = at::detail::createCPUGenerator(seed);
-  t.copy_(torch::randn(t.sizes(), generator, t.options()) * kInitStd);
+  return torch::randn(shape, generator, torch::TensorOptions().dtype(torch::kFloat32)) * kInitStd;
+}
+
+// Fills `shard` with its TP slice of the full tensor the seed generates: rows (dim 0) or columns
+// (dim 1) for Linear weights, the FFN dim for expert matrices, the q/k/v parts of fused QKV.
+void fill_normal(torch::Tensor shard, uint64_t seed, const std::string& name, const TensorParallel& tp,
+                 int64_t q_rows = 0, int64_t kv_rows = 0) {
+  if (tp.size == 1 || !is_tensor_parallel_parameter(name)) {
+    shard.copy_(normal_like(shard.sizes().vec(), seed));
+    return;
+  }
+  std::vector<int64_t> full = shard.sizes().vec();
+  if (name.find("attention.qkv") != std::string::npos) {
+    // Rows are [q heads | k heads | v heads]; this rank takes its heads from each part.
+    full[0] *= tp.size;
+    const torch::Tensor all = normal_like(full, seed);
+    const int64_t q = q_rows / tp.size, kv = kv_rows / tp.size;
+    shard.copy_(torch::cat({all.narrow(0, tp.rank * q, q), all.narrow(0, q_rows + tp.rank * kv, kv),
+                            all.narrow(0, q_rows + kv_rows + tp.rank * kv, kv)}));
+    return;
+  }
+  int dim = 0;
+  if (name.find("attention.out") != std::string::npos || name.find("down.weight") != std::string::npos) dim = 1;
+  if (name.find("experts.gate") != std::string::npos || name.find("experts.up") != std::string::npos) dim = 1;  // [hidden, ffn] of one expert
+  if (name.find("experts.down") != std::string::npos) dim = 0;                                                 // [ffn, hidden] of one expert
+  full[dim] *= tp.size;
+  shard.copy_(normal_like(full, seed).narrow(dim, tp.rank * shard.size(dim), shard.size(dim)));
 }
 
 }  // namespace
 
-void initialize_parameters(StageImpl& stage, int first_layer, int ep_rank, uint64_t seed) {
+void initialize_parameters(StageImpl& stage, int first_layer, int ep_rank, uint64_t seed, const TensorParallel& tp) {
   torch::NoGradGuard no_grad;
   for (auto& item : stage.named_parameters()) {
     const std::string name = global_name(item.key(), first_layer);
@@ -374,9 +452,18 @@ void initialize_parameters(StageImpl& stage, int first_layer, int ep_rank, uint6
       p.fill_(1.0);
     } else if (is_expert_parameter(name)) {
       const int64_t local = p.size(0);
-      for (int64_t j = 0; j < local; ++j) fill_normal(p[j], mix_seed(mix_seed(seed, hash_name(name)), ep_rank * local + j));
+      for (int64_t j = 0; j < local; ++j) {
+        fill_normal(p[j], mix_seed(mix_seed(seed, hash_name(name)), ep_rank * local + j), name, tp);
+      }
+    } else if (name.find("attention.qkv") != std::string::npos) {
+      // The layer's attention knows how many rows are queries and how many keys (or values).
+      const std::string layer = item.key().substr(0, item.key().find(".attention"));
+      const auto* attention = stage.layers[std::stoi(layer.substr(7))]->as<LayerImpl>()->attention.get();
+      const int64_t q = static_cast<int64_t>(attention->heads) * attention->head_dim * tp.size;
+      const int64_t kv = static_cast<int64_t>(attention->kv_heads) * attention->head_dim * tp.size;
+      fill_normal(p, mix_seed(seed, hash_name(name)), name, tp, q, kv);
     } else {
-      fill_normal(p, mix_seed(seed, hash_name(name)));
+      fill_normal(p, mix_seed(seed, hash_name(name)), name, tp);
     }
   }
 }

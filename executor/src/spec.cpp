@@ -105,13 +105,16 @@ ModelShape scale_model(const ModelShape& model, double fraction, int vocab, int 
   };
   ModelShape s = model;
   const int group = model.heads / model.kv_heads;  // query heads per KV head
-  s.kv_heads = scaled(model.kv_heads, 1);
+  // At least two KV heads (when the model has them), so that TP = 2 can split them.
+  s.kv_heads = scaled(model.kv_heads, std::min(model.kv_heads, 2));
   s.heads = s.kv_heads * group;
   s.head_dim = scaled(model.head_dim, 8);
   s.hidden = scaled(model.hidden, 16);
-  s.expert_ffn = model.expert_ffn > 0 ? scaled(model.expert_ffn, 8) : 0;
-  s.shared_expert_ffn = model.shared_expert_ffn > 0 ? scaled(model.shared_expert_ffn, 8) : 0;
-  s.dense_ffn = model.dense_ffn > 0 ? scaled(model.dense_ffn, 8) : 0;
+  // FFN widths stay multiples of 8, so TP up to 8 splits them evenly.
+  auto ffn = [&](int value) { return value > 0 ? (scaled(value, 8) + 7) / 8 * 8 : 0; };
+  s.expert_ffn = ffn(model.expert_ffn);
+  s.shared_expert_ffn = ffn(model.shared_expert_ffn);
+  s.dense_ffn = ffn(model.dense_ffn);
   const int layers = scaled(model.layers, pp);
   s.layers = (layers + pp - 1) / pp * pp;
   s.first_dense_layers = std::min(s.layers, scaled(model.first_dense_layers, 0));
@@ -127,12 +130,7 @@ std::string fit_layout(ParallelLayout& l, int& global_batch, const ModelShape& m
     l.vpp = 1;
     notes += "interleaving (vpp) runs as plain 1F1B; ";
   }
-  if (l.tp > 1) {
-    // Its ranks become data-parallel replicas, so the device count and batch per rank hold.
-    l.dp *= l.tp;
-    l.tp = 1;
-    notes += "tensor parallelism is not implemented in the executor: tp ranks run as data parallel; ";
-  }
+
   while (l.world() > max_ranks) {
     if (l.dp > l.ep && l.dp % 2 == 0) {
       l.dp /= 2;

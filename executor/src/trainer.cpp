@@ -74,7 +74,7 @@ Setup reconcile(const TrainOptions& o, int world, int vocab) {
 
 // Process groups of one rank, built once from the plan's rank order.
 struct Groups {
-  Group world, dp, ep, expert_dp;
+  Group world, tp, dp, ep, expert_dp;
 };
 
 // Where Gloo listens: GLOO_SOCKET_IFNAME as in PyTorch; loopback when the master is local (no
@@ -120,6 +120,7 @@ Groups build_groups(const ParallelLayout& l, int rank, int world) {
   auto named = [&](const std::string& kind, const std::vector<int>& members) {
     return make_group(store, kind + "/" + std::to_string(members.front()), members, rank);
   };
+  g.tp = named("tp", tp_group(l, rank));
   g.dp = named("dp", dp_group(l, rank));
   g.ep = named("ep", ep_group(l, rank));
   g.expert_dp = named("edp", expert_dp_group(l, rank));
@@ -260,8 +261,9 @@ void Worker::build_model() {
   first_layer_ = position_.pp * per_stage;
   layer_count_ = per_stage;
   const bool first = position_.pp == 0, last = position_.pp == setup_.layout.pp - 1;
-  stage_ = Stage(setup_.model, first_layer_, layer_count_, first, last, setup_.layout.ep);
-  initialize_parameters(*stage_, first_layer_, position_.ep, o_.seed);
+  const TensorParallel tp{groups_.tp, setup_.layout.tp, position_.tp};
+  stage_ = Stage(setup_.model, first_layer_, layer_count_, first, last, setup_.layout.ep, tp);
+  initialize_parameters(*stage_, first_layer_, position_.ep, o_.seed, tp);
   for (auto& item : stage_->named_parameters()) {
     params_.push_back({item.key(), item.value(), is_expert_parameter(item.key())});
   }
@@ -446,7 +448,7 @@ double Worker::global_grad_norm() {
   const ParallelLayout& l = setup_.layout;
   double local = 0;
   for (const ParamInfo& p : params_) {
-    const double replicas = (p.expert ? l.dp / l.ep : l.dp) * l.tp;
+    const double replicas = (p.expert ? l.dp / l.ep : l.dp) * (is_tensor_parallel_parameter(p.name) ? 1 : l.tp);
     local += p.tensor.grad().pow(2).sum().item<double>() / replicas;
   }
   torch::Tensor total = torch::full({1}, local, torch::kFloat64);

@@ -13,6 +13,19 @@ inline constexpr double kLoadBalanceCoefficient = 0.015;
 inline constexpr double kZLossCoefficient = 1e-4;
 inline constexpr double kRopeTheta = 600000.0;
 
+// Megatron-style tensor parallelism without sequence parallelism: attention heads and MLP columns
+// are split over the TP group; activations entering a split block are replicated, and the partial
+// outputs leaving it are all-reduced.
+struct TensorParallel {
+  c10::intrusive_ptr<c10d::ProcessGroup> group;  // null when TP = 1
+  int size = 1;
+  int rank = 0;
+  // Identity forward, all-reduce of the gradient backward (Megatron's f).
+  torch::Tensor enter(const torch::Tensor& x) const;
+  // All-reduce forward, identity backward (Megatron's g).
+  torch::Tensor leave(const torch::Tensor& x) const;
+};
+
 // What routing needs beyond the hidden states, set by the trainer for each micro-batch.
 struct RoutingContext {
   int64_t step = 0;          // global step, for Stochastic Routing Warmup
@@ -38,16 +51,19 @@ TORCH_MODULE(RMSNorm);
 torch::Tensor apply_rope(const torch::Tensor& x, double theta);
 
 struct AttentionImpl : torch::nn::Module {
-  explicit AttentionImpl(const ModelShape& shape);
+  AttentionImpl(const ModelShape& shape, const TensorParallel& tp);
   torch::Tensor forward(const torch::Tensor& x);  // [batch, seq, hidden]
-  int heads, kv_heads, head_dim;
+  TensorParallel tp;
+  int heads, kv_heads, head_dim;  // this rank's share
   torch::nn::Linear qkv{nullptr}, out{nullptr};
 };
 TORCH_MODULE(Attention);
 
 struct SwiGLUImpl : torch::nn::Module {
-  SwiGLUImpl(int hidden, int ffn);
-  torch::Tensor forward(const torch::Tensor& x);
+  SwiGLUImpl(int hidden, int ffn, const TensorParallel& tp);
+  torch::Tensor forward(const torch::Tensor& x);  // whole output, all-reduced over TP
+  torch::Tensor partial(const torch::Tensor& x);  // this rank's columns' share, input already entered
+  TensorParallel tp;
   torch::nn::Linear gate{nullptr}, up{nullptr}, down{nullptr};
 };
 TORCH_MODULE(SwiGLU);
@@ -80,8 +96,9 @@ struct ExpertBankImpl : torch::nn::Module {
 TORCH_MODULE(ExpertBank);
 
 struct MoEImpl : torch::nn::Module {
-  MoEImpl(const ModelShape& shape, int ep_size);
+  MoEImpl(const ModelShape& shape, int ep_size, const TensorParallel& tp);
   torch::Tensor forward(const torch::Tensor& x, RoutingContext& context);  // [tokens, hidden]
+  TensorParallel tp;
   Router router{nullptr};
   ExpertBank experts{nullptr};
   SwiGLU shared{nullptr};
@@ -90,7 +107,7 @@ struct MoEImpl : torch::nn::Module {
 TORCH_MODULE(MoE);
 
 struct LayerImpl : torch::nn::Module {
-  LayerImpl(const ModelShape& shape, bool dense, int ep_size);
+  LayerImpl(const ModelShape& shape, bool dense, int ep_size, const TensorParallel& tp);
   torch::Tensor forward(const torch::Tensor& x, RoutingContext& context);
   RMSNorm attention_norm{nullptr}, mlp_norm{nullptr};
   Attention attention{nullptr};
@@ -102,7 +119,8 @@ TORCH_MODULE(Layer);
 // One pipeline stage: layers [first_layer, first_layer + count), with the embedding on the first
 // stage and the final norm plus NormHead on the last.
 struct StageImpl : torch::nn::Module {
-  StageImpl(const ModelShape& shape, int first_layer, int count, bool first, bool last, int ep_size);
+  StageImpl(const ModelShape& shape, int first_layer, int count, bool first, bool last, int ep_size,
+            const TensorParallel& tp = {});
   // First stage: int64 tokens [batch, seq]; later stages: hidden [batch, seq, hidden].
   // Last stage returns logits [batch, seq, vocab], others hidden states.
   torch::Tensor forward(const torch::Tensor& input, RoutingContext& context);
@@ -120,7 +138,11 @@ torch::Tensor norm_head_logits(const torch::Tensor& hidden, const torch::Tensor&
 
 // Fills every parameter from a generator keyed by (seed, global parameter name, global expert):
 // a stage, an EP shard or a whole model built from the same seed hold identical weights.
-void initialize_parameters(StageImpl& stage, int first_layer, int ep_rank, uint64_t seed);
+// TP shards are the matching slices of the full tensors.
+void initialize_parameters(StageImpl& stage, int first_layer, int ep_rank, uint64_t seed, const TensorParallel& tp = {});
+
+// Parameters split over TP (the rest is replicated on every TP rank).
+bool is_tensor_parallel_parameter(const std::string& name);
 
 // A 64-bit mix of the inputs (SplitMix64), for seeds derived from several coordinates.
 uint64_t mix_seed(uint64_t a, uint64_t b);
