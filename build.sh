@@ -3,7 +3,7 @@
 # configures and builds what the command needs, then runs it.
 #   bash build.sh run [flopwise compare options]   the main job (Ling-Plus on devices A-E)
 #   bash build.sh test                              the GoogleTest suite under ctest
-#   bash build.sh bench                             the planner's own speed
+#   bash build.sh bench                             planner, simulation and CPU training speed
 #   bash build.sh build                             packages and build only
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -24,17 +24,22 @@ install_packages() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
+# Builds the given targets only (LibTorch translation units are slow: `run` does not need them).
 build() {
   install_packages
   cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build build -j"$(nproc)"
+  if [ $# -gt 0 ]; then
+    cmake --build build -j"$(nproc)" --target "$@"
+  else
+    cmake --build build -j"$(nproc)"
+  fi
 }
 
 command="${1:-}"
 shift || true
 case "$command" in
   run)
-    build
+    build flopwise
     build/bin/flopwise compare --out ling-plus-plan.json "$@"
     ;;
   test)
@@ -42,8 +47,10 @@ case "$command" in
     ctest --test-dir build --output-on-failure -j"$(nproc)"
     ;;
   bench)
-    build
-    build/bin/flopwise bench "$@"
+    build flopwise flopwise-train
+    build/bin/flopwise bench --simulation "$@"
+    build/bin/flopwise plan --model ling-lite --profile device-C --devices 64 --objective cost --out build/bench-plan.json >/dev/null
+    build/bin/flopwise train build/bench-plan.json --steps 12
     ;;
   build)
     build
