@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -214,4 +215,24 @@ TEST(ExecutorTraining, BadOptionsAndPlansFailCleanly) {
   EXPECT_NE(slurp(temp("bad1.out")).find("cannot open plan"), std::string::npos);
   EXPECT_EQ(run(write_plan("bad", 1, 1, 1, false) + " --steps 0", temp("bad2.out")), 2);
   EXPECT_EQ(run(write_plan("bad", 1, 1, 1, false) + " --resume", temp("bad3.out")), 2);
+}
+
+TEST(ExecutorTraining, TraceHasMeasuredSpansOfEveryRank) {
+  const std::string plan = write_plan("trace", 2, 2, 2, false);
+  const std::string trace = temp("timeline.json");
+  fs::remove(trace);
+  ASSERT_EQ(run(plan + kCommon + " --steps 2 --micro-batches 2 --trace " + trace, temp("trace.out")), 0)
+      << slurp(temp("trace.out"));
+  std::ifstream in(trace);
+  const auto j = nlohmann::json::parse(in);
+  std::set<std::string> categories;
+  std::set<int> ranks;
+  for (const auto& e : j["traceEvents"]) {
+    if (e["ph"] != "X") continue;
+    categories.insert(e["cat"].get<std::string>());
+    ranks.insert(e["tid"].get<int>());
+    EXPECT_GE(e["dur"].get<double>(), 0);
+  }
+  for (const char* c : {"compute", "ep", "pp", "dp"}) EXPECT_TRUE(categories.count(c)) << c;
+  EXPECT_EQ(ranks.size(), 4u);
 }

@@ -564,10 +564,13 @@ bool Worker::restore_checkpoint() {
 }
 
 void Worker::write_trace() {
+  // One pid per node, as the simulator writes: ranks of a node share LOCAL_WORLD_SIZE.
+  const char* local = std::getenv("LOCAL_WORLD_SIZE");
+  const int per_node = local ? std::max(1, std::atoi(local)) : world_;
   json events = json::array();
   for (const MeasuredSpan& s : trace_.spans()) {
     events.push_back({{"name", s.name}, {"cat", s.category}, {"ph", "X"}, {"ts", s.start_s * 1e6},
-                      {"dur", s.duration_s * 1e6}, {"pid", 0}, {"tid", rank_}, {"args", {{"rank", rank_}}}});
+                      {"dur", s.duration_s * 1e6}, {"pid", rank_ / per_node}, {"tid", rank_}, {"args", {{"rank", rank_}}}});
   }
   std::ofstream(o_.trace + ".rank" + std::to_string(rank_)) << events.dump() << "\n";
   if (groups_.world) groups_.world->barrier()->wait();
@@ -580,7 +583,8 @@ void Worker::write_trace() {
     in >> spans;
     for (auto& e : spans) merged.push_back(e);
     fs::remove(part);
-    merged.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", 0}, {"tid", r}, {"args", {{"name", "rank " + std::to_string(r)}}}});
+    merged.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", r / per_node}, {"tid", r},
+                      {"args", {{"name", "rank " + std::to_string(r)}}}});
   }
   std::ofstream(o_.trace) << json{{"traceEvents", merged}, {"displayTimeUnit", "ms"}}.dump() << "\n";
   out_ << "trace written to " << o_.trace << "\n";
