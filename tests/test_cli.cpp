@@ -142,6 +142,17 @@ TEST(Cli, SimulateAPlanAndWriteItsTrace) {
   expect_one_line_error(run({"simulate", "/no/such/plan.json"}), "/no/such/plan.json");
 }
 
+TEST(Cli, CompareCanRefineEachProfile) {
+  const Outcome o = run({"compare", "--model", "ling-lite", "--profiles", "device-C,device-E", "--devices", "16:64",
+                         "--objective", "cost", "--refine", "2", "--json"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  const auto j = nlohmann::json::parse(o.out);
+  for (const auto& entry : j["entries"]) {
+    ASSERT_TRUE(entry.contains("simulated")) << entry.dump();
+    EXPECT_GT(entry["simulated"]["step_time_s"].get<double>(), 0);
+  }
+}
+
 TEST(Cli, RefineReRanksBySimulatedStepTime) {
   const std::string plan = ::testing::TempDir() + "/cli_refined.json";
   const Outcome o = run({"plan", "--model", "ling-lite", "--profile", "device-C", "--devices", "32", "--objective",

@@ -59,8 +59,8 @@ void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
   app.add_option("--top", o.top, "ranked layouts to keep")->capture_default_str();
   app.add_flag("--json", o.json, "machine-readable output");
   app.add_option("--out", o.out, "write the best plan to this JSON file");
-  if (!fixed_dims) return;
   app.add_option("--refine", o.refine, "re-rank the best K layouts by simulated step time (SimGrid)");
+  if (!fixed_dims) return;
   app.add_option("--tp", o.tp, "fix tensor parallel size");
   app.add_option("--pp", o.pp, "fix pipeline stages");
   app.add_option("--vpp", o.vpp, "fix virtual stages per pipeline rank");
@@ -286,7 +286,7 @@ struct Comparison {
 };
 
 Comparison run_comparison(const ModelConfig& model, const TrainingRun& run, const SearchOptions& options,
-                          const std::vector<std::string>& profile_names) {
+                          const std::vector<std::string>& profile_names, int refine_k = 0) {
   Comparison c;
   std::set<std::string> currencies;
   for (const std::string& name : profile_names) {
@@ -299,10 +299,14 @@ Comparison run_comparison(const ModelConfig& model, const TrainingRun& run, cons
   }
   for (const HardwareProfile& p : c.profiles) {
     c.costs.push_back(std::make_unique<CostModel>(model, run, p));
-    c.results.push_back(search(*c.costs.back(), options));
-    const SearchResult& r = c.results.back();
+    SearchOptions wide = options;
+    wide.top_k = std::max(options.top_k, refine_k);
+    c.results.push_back(search(*c.costs.back(), wide));
+    SearchResult& r = c.results.back();
     if (r.best.empty()) continue;
-    if (c.best < 0 || better(r.best.front().cost, c.results[c.best].best.front().cost, options.objective)) {
+    if (refine_k > 0) refine(*c.costs.back(), r.best, refine_k, options.objective);
+    if (c.best < 0 ||
+        better(r.best.front().best_estimate(), c.results[c.best].best.front().best_estimate(), options.objective)) {
       c.best = static_cast<int>(c.results.size()) - 1;
     }
   }
@@ -315,14 +319,15 @@ int cmd_compare(const RunOptions& o, const std::string& profile_list, std::ostre
   const SearchOptions options = search_options(o);
   std::vector<std::string> names = split_list(profile_list);
   if (names.empty()) throw input_error("--profiles", "", "name at least one profile");
-  const Comparison c = run_comparison(model, run, options, names);
+  if (o.refine < 0) throw input_error("--refine", "", "must be >= 0");
+  const Comparison c = run_comparison(model, run, options, names, o.refine);
   if (o.json) {
     json j;
     j["entries"] = json::array();
     for (size_t i = 0; i < c.results.size(); ++i) {
       const SearchResult& r = c.results[i];
       json entry = r.best.empty() ? json{{"hardware", c.profiles[i].name}, {"error", no_layout_reason(r)}}
-                                  : summary_json(c.profiles[i].name, r.best.front().layout, r.best.front().cost);
+                                  : candidate_json(c.profiles[i].name, r.best.front());
       entry["best"] = static_cast<int>(i) == c.best;
       j["entries"].push_back(entry);
     }
@@ -335,7 +340,14 @@ int cmd_compare(const RunOptions& o, const std::string& profile_list, std::ostre
       if (r.best.empty()) {
         rows.push_back({c.profiles[i].name, nullptr, no_layout_reason(r)});
       } else {
-        rows.push_back({c.profiles[i].name, &r.best.front(), static_cast<int>(i) == c.best ? "<- best" : ""});
+        const Candidate& top = r.best.front();
+        std::string note = static_cast<int>(i) == c.best ? "<- best" : "";
+        if (top.simulated) {
+          note += (note.empty() ? "" : " ") + std::string("(simulated step ") +
+                  format_seconds(top.simulated->step_time_s) + ", cost " + format_count(top.simulated->cost) + " " +
+                  top.simulated->currency + ")";
+        }
+        rows.push_back({c.profiles[i].name, &top, note});
       }
     }
     print_plan_table(out, rows);
