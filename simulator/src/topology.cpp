@@ -124,11 +124,4 @@ void Topology::scale_uplinks_to(const std::vector<bool>& active) {
   }
 }
 
-void Topology::scale_uplinks(double factor) {
-  for (auto [it, end] = boost::edges(graph_); it != end; ++it) {
-    const VertexKind a = graph_[boost::source(*it, graph_)].kind, b = graph_[boost::target(*it, graph_)].kind;
-    if (a == VertexKind::kSpine || b == VertexKind::kSpine) graph_[*it].bandwidth *= factor;
-  }
-}
-
 }  // namespace flopwise

@@ -55,8 +55,6 @@ class Topology {
   // Gives each leaf uplink the share of its devices that `active` marks, at least one device's:
   // a simulated slice of a symmetric cluster then meets the contention the whole cluster makes.
   void scale_uplinks_to(const std::vector<bool>& active);
-  // Multiplies every leaf uplink (what-if studies, tests).
-  void scale_uplinks(double factor);
 
  private:
   TopologyGraph graph_;
