@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PACKAGES=(cmake g++ make pkg-config ccache libgtest-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
-          libboost-graph-dev libsimgrid-dev libtorch-dev libgloo-dev)
+          libboost-graph-dev libsimgrid-dev libtorch-dev libgloo-dev qt6-base-dev qt6-charts-dev qt6-svg-dev
+          libgl-dev)
 
 install_packages() {
   local missing=()

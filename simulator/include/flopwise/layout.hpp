@@ -54,6 +54,7 @@ struct Violation {
 struct DeviceRange {
   int min = 1;
   int max = 1;
+  bool operator==(const DeviceRange&) const = default;
 };
 
 // Structural checks (everything but memory and objective); nullopt when the layout is valid.

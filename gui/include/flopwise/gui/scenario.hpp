@@ -1,0 +1,55 @@
+#pragma once
+// What flopwise-studio compares, independent of Qt: scenarios, their results, the Pareto front.
+#include <atomic>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "flopwise/plan.hpp"
+
+namespace flopwise::gui {
+
+// One comparison the user sets up: a model on several hardware offers, one training run.
+struct Scenario {
+  std::string model = "ling-plus";  // preset name or path to a HF config.json
+  std::vector<std::string> profiles = {"device-A", "device-B", "device-C", "device-D", "device-E"};
+  DeviceRange devices{1, 8192};
+  double tokens = 1e12;
+  int global_batch = 8960;
+  int seq_len = 4096;
+  Objective objective = Objective::kMinCostDeadline;
+  double deadline_days = 30;
+  double budget = 0;
+  Precision precision = Precision::kBf16;
+  bool operator==(const Scenario&) const = default;
+};
+
+nlohmann::json to_json(const Scenario& scenario);
+// Every field is required; errors name the file and the field.
+Scenario scenario_from_json(const nlohmann::json& json, const std::string& source);
+void save_scenario(const Scenario& scenario, const std::string& path);
+Scenario load_scenario(const std::string& path);
+
+// The best layout of one profile, or why there is none.
+struct ProfileOutcome {
+  std::string profile;
+  std::optional<Plan> plan;
+  std::string error;
+};
+
+// Runs the planner on each profile in turn; `progress(done, total)` after each, and a set
+// `cancel` stops before the next profile. Input errors (unknown model, bad profile) throw.
+std::vector<ProfileOutcome> run_scenario(const Scenario& scenario,
+                                         const std::function<void(int, int)>& progress = {},
+                                         const std::atomic<bool>* cancel = nullptr);
+
+// Indices of the points no other point beats on both coordinates (both minimised), sorted by x.
+std::vector<size_t> pareto_front(const std::vector<std::pair<double, double>>& points);
+
+// "4.39M RMB", "1.2K USD".
+std::string format_money(double amount, const std::string& currency);
+
+}  // namespace flopwise::gui

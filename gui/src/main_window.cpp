@@ -1,0 +1,636 @@
+#include "main_window.hpp"
+
+#include <QApplication>
+#include <QDir>
+#include <QFileDialog>
+#include <QFormLayout>
+#include <QGraphicsRectItem>
+#include <QGraphicsScene>
+#include <QGraphicsView>
+#include <QGridLayout>
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QLabel>
+#include <QLineEdit>
+#include <QListWidget>
+#include <QMenuBar>
+#include <QMessageBox>
+#include <QPainter>
+#include <QProgressBar>
+#include <QPushButton>
+#include <QSpinBox>
+#include <QSplitter>
+#include <QSvgGenerator>
+#include <QTabWidget>
+#include <QTableWidget>
+#include <QThread>
+#include <QVBoxLayout>
+#include <QtCharts>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "flopwise/catalog.hpp"
+#include "flopwise/error.hpp"
+#include "flopwise/model_import.hpp"
+#include "flopwise/report.hpp"
+#include "flopwise/trace.hpp"
+
+namespace flopwise::gui {
+namespace {
+
+QChartView* new_chart_view(const QString& title) {
+  auto* chart = new QChart();
+  chart->setTitle(title);
+  chart->legend()->hide();
+  auto* view = new QChartView(chart);
+  view->setRenderHint(QPainter::Antialiasing);
+  view->setMinimumHeight(180);
+  return view;
+}
+
+// One bar per profile with a plan.
+void fill_bars(QChartView* view, const QStringList& names, const QList<qreal>& values, const QString& unit) {
+  QChart* chart = view->chart();
+  chart->removeAllSeries();
+  for (QAbstractAxis* axis : chart->axes()) chart->removeAxis(axis);
+  auto* set = new QBarSet(unit);
+  set->append(values);
+  auto* series = new QBarSeries();
+  series->append(set);
+  chart->addSeries(series);
+  auto* x = new QBarCategoryAxis();
+  x->append(names);
+  chart->addAxis(x, Qt::AlignBottom);
+  series->attachAxis(x);
+  auto* y = new QValueAxis();
+  y->setTitleText(unit);
+  y->setLabelFormat("%.3g");
+  chart->addAxis(y, Qt::AlignLeft);
+  series->attachAxis(y);
+}
+
+QColor category_colour(const std::string& category) {
+  if (category == "compute") return QColor(70, 130, 180);
+  if (category == "tp") return QColor(230, 159, 0);
+  if (category == "ep") return QColor(213, 94, 0);
+  if (category == "pp") return QColor(0, 158, 115);
+  if (category == "dp") return QColor(204, 121, 167);
+  return QColor(200, 200, 200);  // bubble
+}
+
+QString plan_row_layout(const Plan& plan) { return QString::fromStdString(layout_label(plan.layout)); }
+
+}  // namespace
+
+MainWindow::MainWindow() {
+  setWindowTitle("flopwise-studio");
+  auto* splitter = new QSplitter();
+  splitter->addWidget(build_editor());
+  tabs_ = new QTabWidget();
+  tabs_->addTab(build_comparison_tab(), "Comparison");
+  scatter_ = new_chart_view("Cost against time to train (Pareto front in red)");
+  tabs_->addTab(scatter_, "Cost vs time");
+  auto* plan_tab = new QWidget();
+  auto* plan_layout = new QVBoxLayout(plan_tab);
+  memory_chart_ = new_chart_view("Memory per device");
+  time_chart_ = new_chart_view("Step time");
+  plan_layout->addWidget(memory_chart_);
+  plan_layout->addWidget(time_chart_);
+  tabs_->addTab(plan_tab, "Selected plan");
+  auto* timeline_tab = new QWidget();
+  auto* timeline_layout = new QVBoxLayout(timeline_tab);
+  auto* simulate = new QPushButton("Simulate the selected plan (SimGrid)");
+  connect(simulate, &QPushButton::clicked, this, &MainWindow::simulate_selected);
+  timeline_note_ = new QLabel("Select a plan, then simulate it to see one step per device.");
+  timeline_note_->setWordWrap(true);
+  timeline_ = new QGraphicsScene(this);
+  timeline_layout->addWidget(simulate);
+  timeline_layout->addWidget(timeline_note_);
+  timeline_layout->addWidget(new QGraphicsView(timeline_));
+  tabs_->addTab(timeline_tab, "Timeline");
+  tabs_->addTab(build_training_tab(), "Training");
+  splitter->addWidget(tabs_);
+  splitter->setStretchFactor(1, 3);
+  setCentralWidget(splitter);
+  build_menus();
+  resize(1500, 900);
+}
+
+MainWindow::~MainWindow() {
+  if (training_.state() != QProcess::NotRunning) {
+    training_.kill();
+    training_.waitForFinished(2000);
+  }
+}
+
+QWidget* MainWindow::build_editor() {
+  auto* editor = new QWidget();
+  auto* form = new QFormLayout(editor);
+  model_ = new QComboBox();
+  model_->setEditable(true);
+  for (const std::string& name : builtin_preset_names()) model_->addItem(QString::fromStdString(name));
+  auto* browse = new QPushButton("config.json…");
+  connect(browse, &QPushButton::clicked, this, [this] {
+    const QString path = QFileDialog::getOpenFileName(this, "Hugging Face config.json", {}, "JSON (*.json)");
+    if (!path.isEmpty()) model_->setCurrentText(path);
+  });
+  auto* model_row = new QHBoxLayout();
+  model_row->addWidget(model_, 1);
+  model_row->addWidget(browse);
+  form->addRow("Model", model_row);
+  profiles_ = new QListWidget();
+  for (const std::string& name : builtin_profile_names()) {
+    auto* item = new QListWidgetItem(QString::fromStdString(name), profiles_);
+    item->setFlags(item->flags() | Qt::ItemIsUserCheckable);
+    item->setCheckState(Qt::Unchecked);
+  }
+  form->addRow("Hardware", profiles_);
+  min_devices_ = new QSpinBox();
+  max_devices_ = new QSpinBox();
+  for (QSpinBox* box : {min_devices_, max_devices_}) box->setRange(1, 1 << 20);
+  auto* devices_row = new QHBoxLayout();
+  devices_row->addWidget(min_devices_);
+  devices_row->addWidget(new QLabel("to"));
+  devices_row->addWidget(max_devices_);
+  form->addRow("Devices", devices_row);
+  tokens_ = new QLineEdit();
+  form->addRow("Tokens", tokens_);
+  global_batch_ = new QSpinBox();
+  global_batch_->setRange(1, 1 << 24);
+  form->addRow("Global batch (sequences)", global_batch_);
+  seq_len_ = new QSpinBox();
+  seq_len_->setRange(1, 1 << 20);
+  form->addRow("Sequence length", seq_len_);
+  objective_ = new QComboBox();
+  for (Objective o : {Objective::kMinCost, Objective::kMinTime, Objective::kMinCostDeadline, Objective::kMinTimeBudget}) {
+    objective_->addItem(QString::fromStdString(to_string(o)));
+  }
+  form->addRow("Objective", objective_);
+  deadline_ = new QDoubleSpinBox();
+  deadline_->setRange(0, 1e6);
+  form->addRow("Deadline (days)", deadline_);
+  budget_ = new QDoubleSpinBox();
+  budget_->setRange(0, 1e15);
+  budget_->setDecimals(0);
+  form->addRow("Budget", budget_);
+  precision_ = new QComboBox();
+  precision_->addItems({"bf16", "fp8"});
+  form->addRow("Precision", precision_);
+  run_ = new QPushButton("Compare");
+  cancel_ = new QPushButton("Cancel");
+  cancel_->setEnabled(false);
+  connect(run_, &QPushButton::clicked, this, &MainWindow::start_run);
+  connect(cancel_, &QPushButton::clicked, this, [this] { cancel_requested_ = true; });
+  auto* buttons = new QHBoxLayout();
+  buttons->addWidget(run_);
+  buttons->addWidget(cancel_);
+  form->addRow(buttons);
+  progress_ = new QProgressBar();
+  form->addRow(progress_);
+  status_ = new QLabel();
+  status_->setWordWrap(true);
+  form->addRow(status_);
+  set_scenario(Scenario{});
+  return editor;
+}
+
+QWidget* MainWindow::build_comparison_tab() {
+  auto* tab = new QWidget();
+  auto* layout = new QVBoxLayout(tab);
+  table_ = new QTableWidget(0, 9);
+  table_->setHorizontalHeaderLabels(
+      {"hardware", "devices", "layout", "step (s)", "tokens/s", "MFU", "days", "device-hours", "cost"});
+  table_->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
+  table_->setSelectionBehavior(QAbstractItemView::SelectRows);
+  table_->setEditTriggers(QAbstractItemView::NoEditTriggers);
+  connect(table_, &QTableWidget::currentCellChanged, this, [this](int row) { select_plan(row); });
+  layout->addWidget(table_, 2);
+  auto* grid = new QGridLayout();
+  cost_chart_ = new_chart_view("Cost");
+  days_chart_ = new_chart_view("Days to train");
+  mfu_chart_ = new_chart_view("MFU");
+  devices_chart_ = new_chart_view("Devices");
+  grid->addWidget(cost_chart_, 0, 0);
+  grid->addWidget(days_chart_, 0, 1);
+  grid->addWidget(mfu_chart_, 1, 0);
+  grid->addWidget(devices_chart_, 1, 1);
+  layout->addLayout(grid, 3);
+  return tab;
+}
+
+QWidget* MainWindow::build_training_tab() {
+  auto* tab = new QWidget();
+  auto* layout = new QVBoxLayout(tab);
+  launch_ = new QPushButton("Train the selected plan here (scaled down)");
+  stop_ = new QPushButton("Stop");
+  stop_->setEnabled(false);
+  auto* buttons = new QHBoxLayout();
+  buttons->addWidget(launch_);
+  buttons->addWidget(stop_);
+  layout->addLayout(buttons);
+  training_note_ = new QLabel();
+  training_note_->setWordWrap(true);
+  layout->addWidget(training_note_);
+  loss_chart_ = new_chart_view("Training loss");
+  throughput_chart_ = new_chart_view("Tokens per second");
+  loss_series_ = new QLineSeries();
+  throughput_series_ = new QLineSeries();
+  loss_chart_->chart()->addSeries(loss_series_);
+  throughput_chart_->chart()->addSeries(throughput_series_);
+  loss_chart_->chart()->createDefaultAxes();
+  throughput_chart_->chart()->createDefaultAxes();
+  layout->addWidget(loss_chart_);
+  layout->addWidget(throughput_chart_);
+  connect(launch_, &QPushButton::clicked, this, &MainWindow::launch_training);
+  connect(stop_, &QPushButton::clicked, this, [this] { training_.terminate(); });
+  connect(&training_, &QProcess::readyReadStandardOutput, this, &MainWindow::read_training_output);
+  connect(&training_, &QProcess::finished, this, [this](int code) {
+    launch_->setEnabled(true);
+    stop_->setEnabled(false);
+    training_note_->setText(training_note_->text() + QString("\nflopwise-train ended with code %1.").arg(code));
+  });
+  const QString trainer = QCoreApplication::applicationDirPath() + "/flopwise-train";
+  if (!QFileInfo::exists(trainer)) {
+    launch_->setEnabled(false);
+    training_note_->setText("Training needs flopwise-train next to this program (" + trainer +
+                            "); it is built when LibTorch is found: configure with -DFLOPWISE_BUILD_EXECUTOR=ON.");
+  }
+  return tab;
+}
+
+void MainWindow::build_menus() {
+  QMenu* file = menuBar()->addMenu("&File");
+  file->addAction("Load scenario…", this, [this] {
+    const QString path = QFileDialog::getOpenFileName(this, "Scenario", {}, "Scenario (*.json)");
+    if (path.isEmpty()) return;
+    try {
+      set_scenario(load_scenario(path.toStdString()));
+    } catch (const InputError& e) {
+      QMessageBox::warning(this, "Scenario", e.what());
+    }
+  });
+  file->addAction("Save scenario…", this, [this] {
+    const QString path = QFileDialog::getSaveFileName(this, "Scenario", "scenario.json", "Scenario (*.json)");
+    if (!path.isEmpty()) save_scenario(scenario(), path.toStdString());
+  });
+  file->addSeparator();
+  file->addAction("Export plan JSON…", this, &MainWindow::export_plan);
+  file->addAction("Export Megatron-LM arguments…", this, &MainWindow::export_megatron);
+  file->addAction("Export charts as PNG…", this, [this] { export_charts(false); });
+  file->addAction("Export charts as SVG…", this, [this] { export_charts(true); });
+}
+
+void MainWindow::set_scenario(const Scenario& s) {
+  model_->setCurrentText(QString::fromStdString(s.model));
+  for (int i = 0; i < profiles_->count(); ++i) {
+    QListWidgetItem* item = profiles_->item(i);
+    const bool chosen = std::find(s.profiles.begin(), s.profiles.end(), item->text().toStdString()) != s.profiles.end();
+    item->setCheckState(chosen ? Qt::Checked : Qt::Unchecked);
+  }
+  for (const std::string& p : s.profiles) {  // profile files that are not built in
+    if (profiles_->findItems(QString::fromStdString(p), Qt::MatchExactly).isEmpty()) {
+      auto* item = new QListWidgetItem(QString::fromStdString(p), profiles_);
+      item->setFlags(item->flags() | Qt::ItemIsUserCheckable);
+      item->setCheckState(Qt::Checked);
+    }
+  }
+  min_devices_->setValue(s.devices.min);
+  max_devices_->setValue(s.devices.max);
+  tokens_->setText(QString::number(s.tokens, 'g', 6));
+  global_batch_->setValue(s.global_batch);
+  seq_len_->setValue(s.seq_len);
+  objective_->setCurrentText(QString::fromStdString(to_string(s.objective)));
+  deadline_->setValue(s.deadline_days);
+  budget_->setValue(s.budget);
+  precision_->setCurrentText(QString::fromStdString(to_string(s.precision)));
+}
+
+Scenario MainWindow::scenario() const {
+  Scenario s;
+  s.model = model_->currentText().toStdString();
+  s.profiles.clear();
+  for (int i = 0; i < profiles_->count(); ++i) {
+    if (profiles_->item(i)->checkState() == Qt::Checked) s.profiles.push_back(profiles_->item(i)->text().toStdString());
+  }
+  s.devices = {min_devices_->value(), max_devices_->value()};
+  bool ok = false;
+  s.tokens = tokens_->text().toDouble(&ok);
+  if (!ok || s.tokens <= 0) throw input_error("scenario", "tokens", "expected a positive number such as 1e12");
+  s.global_batch = global_batch_->value();
+  s.seq_len = seq_len_->value();
+  s.objective = parse_objective(objective_->currentText().toStdString(), "scenario", "objective");
+  s.deadline_days = deadline_->value();
+  s.budget = budget_->value();
+  s.precision = parse_precision(precision_->currentText().toStdString(), "scenario", "precision");
+  if (s.profiles.empty()) throw input_error("scenario", "profiles", "tick at least one hardware profile");
+  return s;
+}
+
+void MainWindow::run_now() { show_outcomes(run_scenario(scenario())); }
+
+// The planner runs off the GUI thread; results and progress come back as queued calls.
+void MainWindow::start_run() {
+  Scenario s;
+  try {
+    s = scenario();
+  } catch (const InputError& e) {
+    status_->setText(e.what());
+    return;
+  }
+  cancel_requested_ = false;
+  run_->setEnabled(false);
+  cancel_->setEnabled(true);
+  progress_->setRange(0, static_cast<int>(s.profiles.size()));
+  progress_->setValue(0);
+  status_->setText("Planning…");
+  QThread* worker = QThread::create([this, s] {
+    try {
+      auto outcomes = run_scenario(
+          s, [this](int done, int) { QMetaObject::invokeMethod(progress_, [this, done] { progress_->setValue(done); }); },
+          &cancel_requested_);
+      QMetaObject::invokeMethod(this, [this, outcomes]() mutable { show_outcomes(std::move(outcomes)); });
+    } catch (const std::exception& e) {
+      const QString message = e.what();
+      QMetaObject::invokeMethod(this, [this, message] { status_->setText(message); });
+    }
+    QMetaObject::invokeMethod(this, [this] {
+      run_->setEnabled(true);
+      cancel_->setEnabled(false);
+    });
+  });
+  connect(worker, &QThread::finished, worker, &QObject::deleteLater);
+  worker->start();
+}
+
+void MainWindow::show_outcomes(std::vector<ProfileOutcome> outcomes) {
+  outcomes_ = std::move(outcomes);
+  table_->setRowCount(static_cast<int>(outcomes_.size()));
+  for (int row = 0; row < static_cast<int>(outcomes_.size()); ++row) {
+    const ProfileOutcome& o = outcomes_[row];
+    auto set = [&](int column, const QString& text) { table_->setItem(row, column, new QTableWidgetItem(text)); };
+    set(0, QString::fromStdString(o.profile));
+    for (int column = 1; column < 9; ++column) set(column, "");
+    if (!o.plan) {
+      set(2, QString::fromStdString(o.error));
+      continue;
+    }
+    const StepCost& c = o.plan->predicted;
+    set(1, QString::number(o.plan->devices()));
+    set(2, plan_row_layout(*o.plan));
+    set(3, QString::number(c.step_time_s, 'f', 2));
+    set(4, QString::number(c.tokens_per_s, 'f', 0));
+    set(5, QString::number(100 * c.mfu, 'f', 1) + "%");
+    set(6, QString::number(c.days, 'f', 1));
+    set(7, QString::number(c.device_hours, 'f', 0));
+    set(8, QString::fromStdString(format_money(c.cost, c.currency)));
+  }
+  status_->setText(cancel_requested_ ? "Cancelled: partial results." : "Done.");
+  progress_->setRange(0, std::max<int>(1, static_cast<int>(outcomes_.size())));
+  progress_->setValue(static_cast<int>(outcomes_.size()));
+  refresh_charts();
+  // Select the cheapest (or fastest) plan, as the CLI's compare does.
+  int best = -1;
+  for (int i = 0; i < static_cast<int>(outcomes_.size()); ++i) {
+    if (outcomes_[i].plan &&
+        (best < 0 || better(outcomes_[i].plan->predicted, outcomes_[best].plan->predicted, outcomes_[i].plan->objective))) {
+      best = i;
+    }
+  }
+  if (best >= 0) table_->selectRow(best);
+  select_plan(best);
+}
+
+void MainWindow::refresh_charts() {
+  QStringList names;
+  QList<qreal> cost, days, mfu, devices;
+  std::vector<std::pair<double, double>> points;
+  for (const ProfileOutcome& o : outcomes_) {
+    if (!o.plan) continue;
+    names << QString::fromStdString(o.profile);
+    cost << o.plan->predicted.cost / 1e6;
+    days << o.plan->predicted.days;
+    mfu << 100 * o.plan->predicted.mfu;
+    devices << o.plan->devices();
+    points.push_back({o.plan->predicted.days, o.plan->predicted.cost});
+  }
+  const QString currency = outcomes_.empty() || !outcomes_.front().plan
+                               ? QString("cost")
+                               : QString::fromStdString(outcomes_.front().plan->predicted.currency);
+  fill_bars(cost_chart_, names, cost, "million " + currency);
+  fill_bars(days_chart_, names, days, "days");
+  fill_bars(mfu_chart_, names, mfu, "MFU %");
+  fill_bars(devices_chart_, names, devices, "devices");
+  QChart* chart = scatter_->chart();
+  chart->removeAllSeries();
+  for (QAbstractAxis* axis : chart->axes()) chart->removeAxis(axis);
+  // One series per profile, so the legend names the points.
+  for (size_t i = 0; i < points.size(); ++i) {
+    auto* point = new QScatterSeries();
+    point->setName(names[static_cast<int>(i)]);
+    point->append(points[i].first, points[i].second / 1e6);
+    chart->addSeries(point);
+  }
+  auto* front = new QLineSeries();
+  front->setName("Pareto front");
+  front->setColor(Qt::red);
+  for (size_t i : pareto_front(points)) front->append(points[i].first, points[i].second / 1e6);
+  chart->addSeries(front);
+  chart->createDefaultAxes();
+  chart->legend()->show();
+  if (points.empty()) return;
+  // Axes from zero with a margin, so that no point sits on the frame.
+  double max_days = 0, max_cost = 0;
+  for (const auto& [d, c] : points) max_days = std::max(max_days, d), max_cost = std::max(max_cost, c / 1e6);
+  QAbstractAxis* x = chart->axes(Qt::Horizontal).first();
+  QAbstractAxis* y = chart->axes(Qt::Vertical).first();
+  x->setRange(0.0, max_days * 1.15);
+  y->setRange(0.0, max_cost * 1.15);
+  x->setTitleText("days to train");
+  y->setTitleText("million " + currency);
+}
+
+const Plan* MainWindow::selected_plan() const {
+  if (selected_ < 0 || selected_ >= static_cast<int>(outcomes_.size()) || !outcomes_[selected_].plan) return nullptr;
+  return &*outcomes_[selected_].plan;
+}
+
+void MainWindow::select_plan(int row) {
+  selected_ = row;
+  const Plan* plan = selected_plan();
+  if (!plan) return;
+  const StepCost& c = plan->predicted;
+  const MemoryBreakdown& m = c.memory_bytes;
+  auto stacked = new QHorizontalStackedBarSeries();
+  const std::pair<const char*, double> parts[] = {{"weights", m.weights},         {"grads", m.grads},
+                                                  {"optimizer", m.optimizer},     {"activations", m.activations},
+                                                  {"buffers", m.buffers}};
+  for (const auto& [name, bytes] : parts) {
+    auto* set = new QBarSet(name);
+    *set << bytes / kGiB;
+    stacked->append(set);
+  }
+  QChart* memory = memory_chart_->chart();
+  memory->removeAllSeries();
+  for (QAbstractAxis* axis : memory->axes()) memory->removeAxis(axis);
+  memory->addSeries(stacked);
+  memory->createDefaultAxes();
+  memory->legend()->show();
+  memory->setTitle(QString("Memory per device, pipeline rank %1: %2 GiB of %3 GiB usable (%4 GiB on the device)")
+                       .arg(c.busiest_memory_rank)
+                       .arg(m.total() / kGiB, 0, 'f', 1)
+                       .arg(c.usable_memory_bytes / kGiB, 0, 'f', 1)
+                       .arg(plan->hardware.memory_bytes / kGiB, 0, 'f', 1));
+  QStringList names = {"compute", "tp", "ep", "pp", "dp", "bubble", "optimizer"};
+  QList<qreal> values = {c.compute_s,          c.exposed_comm_s.tp, c.exposed_comm_s.ep, c.exposed_comm_s.pp,
+                         c.exposed_comm_s.dp,  c.bubble_s,          c.optimizer_s};
+  fill_bars(time_chart_, names, values, "seconds");
+  time_chart_->chart()->setTitle(QString("Step time %1 s on %2 x %3, %4")
+                                     .arg(c.step_time_s, 0, 'f', 2)
+                                     .arg(plan->devices())
+                                     .arg(QString::fromStdString(plan->hardware.profile))
+                                     .arg(plan_row_layout(*plan)));
+}
+
+// The simulated step of the selected plan, one lane per device (first 32 simulated devices).
+void MainWindow::simulate_selected() {
+  const Plan* plan = selected_plan();
+  if (!plan) {
+    timeline_note_->setText("Select a plan first.");
+    return;
+  }
+  timeline_note_->setText("Simulating…");
+  QCoreApplication::processEvents();
+  try {
+    const CostModel cost(plan->model, plan->run, resolve_profile(plan->hardware.profile));
+    const std::string trace = QDir::temp().filePath("flopwise-studio-trace.json").toStdString();
+    const SimulationResult r = simulate_step(cost, plan->layout, {trace});
+    const std::vector<TraceSpan> spans = read_trace(trace);
+    timeline_->clear();
+    std::set<int> ranks;
+    for (const TraceSpan& s : spans) ranks.insert(s.rank);
+    std::map<int, int> lane;  // the first 32 devices, in rank order
+    for (int rank : ranks) {
+      if (lane.size() < 32) lane.emplace(rank, static_cast<int>(lane.size()));
+    }
+    const double width = 1400.0 / r.step_time_s;
+    for (const TraceSpan& s : spans) {
+      if (!lane.count(s.rank)) continue;
+      auto* rect = timeline_->addRect(s.start * width, lane[s.rank] * 14.0, std::max(0.5, s.duration * width), 12.0,
+                                      QPen(Qt::NoPen), QBrush(category_colour(s.category)));
+      rect->setToolTip(QString::fromStdString(s.category + ": " + s.name));
+    }
+    for (const auto& [rank, row] : lane) timeline_->addSimpleText(QString("dev %1").arg(rank))->setPos(-60, row * 14.0 - 2);
+    timeline_note_->setText(QString("Simulated step %1 s (analytic %2 s). Blue compute, orange TP, red EP, green PP, "
+                                    "pink DP, grey bubble. %3")
+                                .arg(r.step_time_s, 0, 'f', 2)
+                                .arg(plan->predicted.step_time_s, 0, 'f', 2)
+                                .arg(QString::fromStdString(r.approximation)));
+  } catch (const std::exception& e) {
+    timeline_note_->setText(e.what());
+  }
+}
+
+void MainWindow::launch_training() {
+  const Plan* plan = selected_plan();
+  if (!plan) {
+    training_note_->setText("Select a plan first.");
+    return;
+  }
+  training_plan_path_ = QDir::temp().filePath("flopwise-studio-plan.json");
+  save_plan(*plan, training_plan_path_.toStdString());
+  loss_series_->clear();
+  throughput_series_->clear();
+  training_buffer_.clear();
+  training_.setProcessChannelMode(QProcess::MergedChannels);
+  training_.start(QCoreApplication::applicationDirPath() + "/flopwise-train",
+                  {training_plan_path_, "--steps", "50"});
+  launch_->setEnabled(false);
+  stop_->setEnabled(true);
+  training_note_->setText("Training " + QString::fromStdString(plan->model.name) + " scaled down to this machine…");
+}
+
+// Progress lines read "step N/M  loss L ... tokens/s T ...".
+void MainWindow::read_training_output() {
+  training_buffer_ += QString::fromLocal8Bit(training_.readAllStandardOutput());
+  qsizetype newline;
+  while ((newline = training_buffer_.indexOf('\n')) >= 0) {
+    const QString line = training_buffer_.left(newline);
+    training_buffer_.remove(0, newline + 1);
+    const QStringList words = line.split(' ', Qt::SkipEmptyParts);
+    if (words.size() < 4 || words[0] != "step") {
+      if (!line.trimmed().isEmpty()) training_note_->setText(line);
+      continue;
+    }
+    const double step = words[1].section('/', 0, 0).toDouble();
+    for (int i = 2; i + 1 < words.size(); ++i) {
+      if (words[i] == "loss") loss_series_->append(step, words[i + 1].toDouble());
+      if (words[i] == "tokens/s") throughput_series_->append(step, words[i + 1].toDouble());
+    }
+    for (QChartView* view : {loss_chart_, throughput_chart_}) {
+      QChart* chart = view->chart();
+      auto* series = static_cast<QLineSeries*>(chart->series().first());
+      const auto points = series->points();
+      double low = 1e300, high = -1e300;
+      for (const QPointF& p : points) low = std::min(low, p.y()), high = std::max(high, p.y());
+      chart->axes(Qt::Horizontal).first()->setRange(0, std::max(1.0, step));
+      chart->axes(Qt::Vertical).first()->setRange(low * 0.9, high * 1.1);
+    }
+  }
+}
+
+void MainWindow::export_plan() {
+  const Plan* plan = selected_plan();
+  if (!plan) return;
+  const QString path = QFileDialog::getSaveFileName(this, "Plan", "plan.json", "Plan (*.json)");
+  if (!path.isEmpty()) save_plan(*plan, path.toStdString());
+}
+
+void MainWindow::export_megatron() {
+  const Plan* plan = selected_plan();
+  if (!plan) return;
+  const QString path = QFileDialog::getSaveFileName(this, "Megatron-LM arguments", "megatron-args.txt");
+  if (path.isEmpty()) return;
+  std::ofstream out(path.toStdString());
+  for (const std::string& arg : megatron_args(*plan)) out << arg << "\n";
+}
+
+void MainWindow::export_charts(bool svg) {
+  const QString dir = QFileDialog::getExistingDirectory(this, "Export charts to");
+  if (dir.isEmpty()) return;
+  const std::pair<QChartView*, const char*> charts[] = {{cost_chart_, "cost"},     {days_chart_, "days"},
+                                                        {mfu_chart_, "mfu"},       {devices_chart_, "devices"},
+                                                        {scatter_, "cost-vs-time"}, {memory_chart_, "memory"},
+                                                        {time_chart_, "step-time"}};
+  for (const auto& [view, name] : charts) {
+    const QString path = dir + "/" + name + (svg ? ".svg" : ".png");
+    if (!svg) {
+      view->grab().save(path);
+      continue;
+    }
+    QSvgGenerator generator;
+    generator.setFileName(path);
+    generator.setSize(view->size());
+    generator.setViewBox(view->rect());
+    QPainter painter(&generator);
+    view->render(&painter);
+  }
+}
+
+bool MainWindow::show_tab(const QString& title) {
+  for (int i = 0; i < tabs_->count(); ++i) {
+    if (tabs_->tabText(i) == title) {
+      tabs_->setCurrentIndex(i);
+      return true;
+    }
+  }
+  return false;
+}
+
+bool MainWindow::save_screenshot(const QString& path) {
+  show();
+  QCoreApplication::processEvents();
+  return grab().save(path);
+}
+
+}  // namespace flopwise::gui

@@ -1,0 +1,134 @@
+#include "flopwise/gui/scenario.hpp"
+
+#include <algorithm>
+#include <fstream>
+
+#include "flopwise/catalog.hpp"
+#include "flopwise/error.hpp"
+#include "flopwise/model_import.hpp"
+
+namespace flopwise::gui {
+
+using nlohmann::json;
+
+json to_json(const Scenario& s) {
+  return {{"schema", "flopwise.scenario/1"},
+          {"model", s.model},
+          {"profiles", s.profiles},
+          {"devices", {{"min", s.devices.min}, {"max", s.devices.max}}},
+          {"tokens", s.tokens},
+          {"global_batch", s.global_batch},
+          {"seq_len", s.seq_len},
+          {"objective", to_string(s.objective)},
+          {"deadline_days", s.deadline_days},
+          {"budget", s.budget},
+          {"precision", to_string(s.precision)}};
+}
+
+namespace {
+
+const json& field(const json& j, const std::string& key, const std::string& source) {
+  if (!j.is_object() || !j.contains(key)) throw input_error(source, key, "missing field");
+  return j[key];
+}
+
+template <typename T>
+T typed(const json& j, const std::string& key, const std::string& source, const char* expected) {
+  const json& v = field(j, key, source);
+  try {
+    return v.get<T>();
+  } catch (const json::exception&) {
+    throw input_error(source, key, std::string("expected ") + expected + ", got " + v.dump());
+  }
+}
+
+}  // namespace
+
+Scenario scenario_from_json(const json& j, const std::string& source) {
+  if (typed<std::string>(j, "schema", source, "a string") != "flopwise.scenario/1") {
+    throw input_error(source, "schema", "expected flopwise.scenario/1");
+  }
+  Scenario s;
+  s.model = typed<std::string>(j, "model", source, "a string");
+  s.profiles = typed<std::vector<std::string>>(j, "profiles", source, "a list of profile names");
+  if (s.profiles.empty()) throw input_error(source, "profiles", "name at least one profile");
+  const json& devices = field(j, "devices", source);
+  s.devices.min = typed<int>(devices, "min", source + ": devices", "an integer");
+  s.devices.max = typed<int>(devices, "max", source + ": devices", "an integer");
+  s.tokens = typed<double>(j, "tokens", source, "a number");
+  s.global_batch = typed<int>(j, "global_batch", source, "an integer");
+  s.seq_len = typed<int>(j, "seq_len", source, "an integer");
+  s.objective = parse_objective(typed<std::string>(j, "objective", source, "a string"), source, "objective");
+  s.deadline_days = typed<double>(j, "deadline_days", source, "a number");
+  s.budget = typed<double>(j, "budget", source, "a number");
+  s.precision = parse_precision(typed<std::string>(j, "precision", source, "a string"), source, "precision");
+  return s;
+}
+
+void save_scenario(const Scenario& scenario, const std::string& path) {
+  std::ofstream out(path);
+  if (!out) throw input_error(path, "", "cannot write scenario file");
+  out << to_json(scenario).dump(2) << "\n";
+}
+
+Scenario load_scenario(const std::string& path) { return scenario_from_json(load_json_file(path), path); }
+
+std::vector<ProfileOutcome> run_scenario(const Scenario& s, const std::function<void(int, int)>& progress,
+                                         const std::atomic<bool>* cancel) {
+  const ModelConfig model = resolve_model(s.model);
+  TrainingRun run;
+  run.global_batch = s.global_batch;
+  run.seq_len = s.seq_len;
+  run.tokens = s.tokens;
+  run.precision = s.precision;
+  validate(run, "scenario");
+  SearchOptions options;
+  options.devices = s.devices;
+  options.objective = s.objective;
+  options.deadline_days = s.deadline_days;
+  options.budget = s.budget;
+  options.top_k = 1;
+  validate(options, "scenario");
+  std::vector<ProfileOutcome> outcomes;
+  for (size_t i = 0; i < s.profiles.size(); ++i) {
+    if (cancel && cancel->load()) break;
+    ProfileOutcome outcome{s.profiles[i], std::nullopt, ""};
+    const HardwareProfile profile = resolve_profile(s.profiles[i]);
+    if (s.precision == Precision::kFp8 && !profile.device.fp8) {
+      outcome.error = "no fp8 on this device";
+    } else {
+      const CostModel cost(model, run, profile);
+      const SearchResult result = search(cost, options);
+      if (result.best.empty()) {
+        outcome.error = "no feasible layout";
+      } else {
+        outcome.plan = make_plan(cost, result.best.front(), s.objective);
+      }
+    }
+    outcomes.push_back(outcome);
+    if (progress) progress(static_cast<int>(i) + 1, static_cast<int>(s.profiles.size()));
+  }
+  return outcomes;
+}
+
+std::vector<size_t> pareto_front(const std::vector<std::pair<double, double>>& points) {
+  std::vector<size_t> order(points.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return points[a] < points[b]; });
+  // Sweep by x: a point is on the front when its y beats every point with a smaller x.
+  std::vector<size_t> front;
+  double best_y = std::numeric_limits<double>::infinity();
+  for (size_t i : order) {
+    if (points[i].second < best_y) {
+      front.push_back(i);
+      best_y = points[i].second;
+    }
+  }
+  return front;
+}
+
+std::string format_money(double amount, const std::string& currency) {
+  return format_count(amount) + " " + currency;
+}
+
+}  // namespace flopwise::gui

@@ -1,0 +1,12 @@
+# Runs flopwise-studio headless and checks that the screenshot exists and is not trivially small.
+file(REMOVE ${OUT})
+set(ENV{QT_QPA_PLATFORM} offscreen)
+execute_process(COMMAND ${STUDIO} --scenario ${SCENARIO} --screenshot ${OUT} RESULT_VARIABLE code)
+if(NOT code EQUAL 0)
+  message(FATAL_ERROR "flopwise-studio exited with ${code}")
+endif()
+file(SIZE ${OUT} bytes)
+if(bytes LESS 20000)
+  message(FATAL_ERROR "screenshot ${OUT} is only ${bytes} bytes")
+endif()
+message(STATUS "screenshot ${OUT}: ${bytes} bytes")

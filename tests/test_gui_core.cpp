@@ -1,0 +1,69 @@
+// flopwise-studio's logic without a display: scenarios, the Pareto front, money formatting.
+#include <gtest/gtest.h>
+
+#include "flopwise/error.hpp"
+#include "flopwise/gui/scenario.hpp"
+
+namespace flopwise::gui {
+
+TEST(Scenario, RoundTripsThroughItsFile) {
+  Scenario s;
+  s.model = "ling-lite";
+  s.profiles = {"h100-sxm", "a100-80gb"};
+  s.devices = {8, 512};
+  s.objective = Objective::kMinTimeBudget;
+  s.budget = 2e6;
+  const std::string path = ::testing::TempDir() + "/flopwise_gui_scenario.json";
+  save_scenario(s, path);
+  EXPECT_EQ(load_scenario(path), s);
+}
+
+TEST(Scenario, BadFilesNameTheField) {
+  nlohmann::json j = to_json(Scenario{});
+  j.erase("tokens");
+  try {
+    scenario_from_json(j, "s.json");
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("s.json: tokens: missing field"), std::string::npos) << e.what();
+  }
+  j = to_json(Scenario{});
+  j["devices"]["min"] = "few";
+  EXPECT_THROW(scenario_from_json(j, "s.json"), InputError);
+  j = to_json(Scenario{});
+  j["objective"] = "vibes";
+  EXPECT_THROW(scenario_from_json(j, "s.json"), InputError);
+}
+
+TEST(Scenario, RunsEveryProfileAndReportsProgress) {
+  Scenario s;
+  s.model = "ling-lite";
+  s.profiles = {"device-C", "device-E"};
+  s.devices = {8, 256};
+  s.objective = Objective::kMinCost;
+  int calls = 0;
+  const auto outcomes = run_scenario(s, [&](int done, int total) {
+    ++calls;
+    EXPECT_EQ(total, 2);
+    EXPECT_EQ(done, calls);
+  });
+  ASSERT_EQ(outcomes.size(), 2u);
+  EXPECT_TRUE(outcomes[0].plan.has_value());
+  EXPECT_EQ(calls, 2);
+  std::atomic<bool> cancel{true};
+  EXPECT_TRUE(run_scenario(s, {}, &cancel).empty());
+}
+
+TEST(ParetoFront, KeepsOnlyUnbeatenPoints) {
+  // (days, cost): B is beaten by A on both; D is fastest, A cheapest, C between them.
+  const std::vector<std::pair<double, double>> points = {{24, 2.5}, {25, 4.2}, {10, 3.0}, {3.8, 4.4}};
+  EXPECT_EQ(pareto_front(points), (std::vector<size_t>{3, 2, 0}));
+  EXPECT_TRUE(pareto_front({}).empty());
+}
+
+TEST(Formatting, MoneyCarriesItsCurrency) {
+  EXPECT_EQ(format_money(4.39e6, "RMB"), "4.39M RMB");
+  EXPECT_EQ(format_money(1200, "USD"), "1.2K USD");
+}
+
+}  // namespace flopwise::gui
