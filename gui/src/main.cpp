@@ -18,6 +18,12 @@ int main(int argc, char** argv) {
   const QCommandLineOption screenshot_option("screenshot", "Run, save the window as PNG and exit.", "png");
   const QCommandLineOption tab_option("tab", "Tab to show before the screenshot, e.g. \"Cost vs time\".", "title");
   parser.addOption(tab_option);
+  const QCommandLineOption train_option("train", "Train the selected plan for this many steps before the screenshot.",
+                                        "steps");
+  parser.addOption(train_option);
+  const QCommandLineOption export_option("export", "Write the selected plan, its Megatron-LM arguments and the charts "
+                                                   "(PNG and SVG) into this folder.", "dir");
+  parser.addOption(export_option);
   parser.addOption(scenario_option);
   parser.addOption(screenshot_option);
   parser.process(app);
@@ -30,8 +36,18 @@ int main(int argc, char** argv) {
     if (parser.isSet(screenshot_option)) {
       window.run_now();
       if (parser.value(tab_option) == "Timeline") window.simulate_selected();
+      if (parser.isSet(train_option)) {
+        window.launch_training(parser.value(train_option).toInt());
+        if (window.wait_for_training() != 0) {
+          std::cerr << "flopwise-studio: error: training failed (see the Training tab)\n";
+        }
+      }
       if (parser.isSet(tab_option) && !window.show_tab(parser.value(tab_option))) {
         std::cerr << "flopwise-studio: error: --tab: no tab named '" << parser.value(tab_option).toStdString() << "'\n";
+        return 2;
+      }
+      if (parser.isSet(export_option) && !window.export_all(parser.value(export_option))) {
+        std::cerr << "flopwise-studio: error: cannot export to " << parser.value(export_option).toStdString() << "\n";
         return 2;
       }
       if (!window.save_screenshot(parser.value(screenshot_option))) {

@@ -2,6 +2,7 @@
 
 #include <QApplication>
 #include <QDir>
+#include <QEventLoop>
 #include <QFileDialog>
 #include <QFormLayout>
 #include <QGraphicsRectItem>
@@ -242,7 +243,7 @@ QWidget* MainWindow::build_training_tab() {
   throughput_chart_->chart()->createDefaultAxes();
   layout->addWidget(loss_chart_);
   layout->addWidget(throughput_chart_);
-  connect(launch_, &QPushButton::clicked, this, &MainWindow::launch_training);
+  connect(launch_, &QPushButton::clicked, this, [this] { launch_training(); });
   connect(stop_, &QPushButton::clicked, this, [this] { training_.terminate(); });
   connect(&training_, &QProcess::readyReadStandardOutput, this, &MainWindow::read_training_output);
   connect(&training_, &QProcess::finished, this, [this](int code) {
@@ -474,7 +475,16 @@ void MainWindow::select_plan(int row) {
   memory->removeAllSeries();
   for (QAbstractAxis* axis : memory->axes()) memory->removeAxis(axis);
   memory->addSeries(stacked);
-  memory->createDefaultAxes();
+  // The axis runs to the device's memory, so the bar reads against the capacity.
+  auto* rank_axis = new QBarCategoryAxis();
+  rank_axis->append(QString("rank %1").arg(c.busiest_memory_rank));
+  memory->addAxis(rank_axis, Qt::AlignLeft);
+  stacked->attachAxis(rank_axis);
+  auto* gib = new QValueAxis();
+  gib->setRange(0, plan->hardware.memory_bytes / kGiB);
+  gib->setTitleText("GiB (axis ends at the device's memory)");
+  memory->addAxis(gib, Qt::AlignBottom);
+  stacked->attachAxis(gib);
   memory->legend()->show();
   memory->setTitle(QString("Memory per device, pipeline rank %1: %2 GiB of %3 GiB usable (%4 GiB on the device)")
                        .arg(c.busiest_memory_rank)
@@ -531,7 +541,16 @@ void MainWindow::simulate_selected() {
   }
 }
 
-void MainWindow::launch_training() {
+int MainWindow::wait_for_training() {
+  if (training_.state() != QProcess::NotRunning) {
+    QEventLoop loop;
+    connect(&training_, &QProcess::finished, &loop, &QEventLoop::quit);
+    loop.exec();
+  }
+  return training_.exitCode();
+}
+
+void MainWindow::launch_training(int steps) {
   const Plan* plan = selected_plan();
   if (!plan) {
     training_note_->setText("Select a plan first.");
@@ -544,7 +563,7 @@ void MainWindow::launch_training() {
   training_buffer_.clear();
   training_.setProcessChannelMode(QProcess::MergedChannels);
   training_.start(QCoreApplication::applicationDirPath() + "/flopwise-train",
-                  {training_plan_path_, "--steps", "50"});
+                  {training_plan_path_, "--steps", QString::number(steps)});
   launch_->setEnabled(false);
   stop_->setEnabled(true);
   training_note_->setText("Training " + QString::fromStdString(plan->model.name) + " scaled down to this machine…");
@@ -587,34 +606,59 @@ void MainWindow::export_plan() {
 }
 
 void MainWindow::export_megatron() {
-  const Plan* plan = selected_plan();
-  if (!plan) return;
+  if (!selected_plan()) return;
   const QString path = QFileDialog::getSaveFileName(this, "Megatron-LM arguments", "megatron-args.txt");
-  if (path.isEmpty()) return;
+  if (!path.isEmpty()) write_megatron(path);
+}
+
+bool MainWindow::write_megatron(const QString& path) {
+  const Plan* plan = selected_plan();
+  if (!plan) return false;
   std::ofstream out(path.toStdString());
   for (const std::string& arg : megatron_args(*plan)) out << arg << "\n";
+  return static_cast<bool>(out);
 }
 
 void MainWindow::export_charts(bool svg) {
   const QString dir = QFileDialog::getExistingDirectory(this, "Export charts to");
-  if (dir.isEmpty()) return;
+  if (!dir.isEmpty()) write_charts(dir, svg);
+}
+
+bool MainWindow::write_charts(const QString& dir, bool svg) {
   const std::pair<QChartView*, const char*> charts[] = {{cost_chart_, "cost"},     {days_chart_, "days"},
                                                         {mfu_chart_, "mfu"},       {devices_chart_, "devices"},
                                                         {scatter_, "cost-vs-time"}, {memory_chart_, "memory"},
                                                         {time_chart_, "step-time"}};
+  bool ok = true;
   for (const auto& [view, name] : charts) {
     const QString path = dir + "/" + name + (svg ? ".svg" : ".png");
     if (!svg) {
-      view->grab().save(path);
+      // Charts on hidden tabs have no size yet: render them at a fixed one.
+      QPixmap image(900, 600);
+      image.fill(Qt::white);
+      QPainter painter(&image);
+      view->chart()->setGeometry(0, 0, 900, 600);
+      view->chart()->scene()->render(&painter, QRectF(0, 0, 900, 600), view->chart()->geometry());
+      ok &= image.save(path);
       continue;
     }
     QSvgGenerator generator;
     generator.setFileName(path);
-    generator.setSize(view->size());
-    generator.setViewBox(view->rect());
+    generator.setSize(QSize(900, 600));
+    generator.setViewBox(QRect(0, 0, 900, 600));
     QPainter painter(&generator);
-    view->render(&painter);
+    view->chart()->setGeometry(0, 0, 900, 600);
+    view->chart()->scene()->render(&painter, QRectF(0, 0, 900, 600), view->chart()->geometry());
   }
+  return ok;
+}
+
+bool MainWindow::export_all(const QString& dir) {
+  const Plan* plan = selected_plan();
+  if (!plan) return false;
+  QDir().mkpath(dir);
+  save_plan(*plan, (dir + "/plan.json").toStdString());
+  return write_megatron(dir + "/megatron-args.txt") && write_charts(dir, false) && write_charts(dir, true);
 }
 
 bool MainWindow::show_tab(const QString& title) {

@@ -39,6 +39,13 @@ class MainWindow : public QMainWindow {
   bool show_tab(const QString& title);
   // Simulates the selected plan and draws its timeline (also behind the Timeline tab's button).
   void simulate_selected();
+  // Trains the selected plan for `steps` steps with flopwise-train (also behind the Training tab).
+  void launch_training(int steps = 50);
+  // Waits (running the event loop) until a launched training run ends; its exit code.
+  int wait_for_training();
+  // Writes plan.json, megatron-args.txt and every chart as PNG and SVG into `dir`; false when no
+  // plan is selected or a file cannot be written.
+  bool export_all(const QString& dir);
 
  private:
   QWidget* build_editor();
@@ -49,11 +56,12 @@ class MainWindow : public QMainWindow {
   void show_outcomes(std::vector<ProfileOutcome> outcomes);
   void select_plan(int row);
   void refresh_charts();
-  void launch_training();
   void read_training_output();
   void export_plan();
   void export_megatron();
   void export_charts(bool svg);
+  bool write_megatron(const QString& path);
+  bool write_charts(const QString& dir, bool svg);
   const Plan* selected_plan() const;
 
   // Editor.
