@@ -6,13 +6,7 @@
 namespace flopwise {
 namespace {
 
-TrainingRun small_run() {
-  TrainingRun run;
-  run.global_batch = 4;
-  run.seq_len = 1024;
-  run.tokens = 1e9;
-  return run;
-}
+TrainingRun small_run() { return testing::tiny_run(4); }
 
 // tiny_moe per layer (see test_helpers.hpp): attention 1024 x 12 x 128 + 8 x 128 x 1024 = 2,621,440,
 // router 8,192, shared 3 x 1024 x 512 = 1,572,864, one expert 1,572,864, norms 2,048.

@@ -6,6 +6,7 @@
 
 #include "flopwise/hardware_profile.hpp"
 #include "flopwise/model_config.hpp"
+#include "flopwise/training_run.hpp"
 
 namespace flopwise::testing {
 
@@ -27,6 +28,15 @@ inline ModelConfig tiny_moe() {
   m.shared_experts = 1;
   m.shared_expert_ffn = 512;
   return m;
+}
+
+// A run of the tiny model: `global_batch` sequences of 1,024 tokens, `tokens` in all.
+inline TrainingRun tiny_run(int global_batch, double tokens = 1e9) {
+  TrainingRun run;
+  run.global_batch = global_batch;
+  run.seq_len = 1024;
+  run.tokens = tokens;
+  return run;
 }
 
 // 100 TFLOPS bf16, 80 GB, 1 TB/s, 8 per node at 100 GB/s, 10 GB/s between nodes,

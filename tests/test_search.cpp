@@ -10,13 +10,7 @@
 namespace flopwise {
 namespace {
 
-TrainingRun run_of(int global_batch) {
-  TrainingRun run;
-  run.global_batch = global_batch;
-  run.seq_len = 1024;
-  run.tokens = 1e10;
-  return run;
-}
+TrainingRun run_of(int global_batch) { return testing::tiny_run(global_batch, 1e10); }
 
 long long total_rejected(const SearchResult& r) { return std::accumulate(r.rejected.begin(), r.rejected.end(), 0LL); }
 

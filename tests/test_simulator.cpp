@@ -26,13 +26,7 @@ HardwareProfile compute_only_profile() {
                                        "fast.yaml");
 }
 
-TrainingRun run_of(int global_batch) {
-  TrainingRun run;
-  run.global_batch = global_batch;
-  run.seq_len = 1024;
-  run.tokens = 1e9;
-  return run;
-}
+TrainingRun run_of(int global_batch) { return testing::tiny_run(global_batch); }
 
 }  // namespace
 
