@@ -16,6 +16,7 @@
 #include "flopwise/model_import.hpp"
 #include "flopwise/plan.hpp"
 #include "flopwise/report.hpp"
+#include "flopwise/scaling.hpp"
 
 namespace flopwise {
 namespace {
@@ -257,6 +258,12 @@ int cmd_plan(const RunOptions& o, const std::string& profile_name, bool megatron
     if (open && !open->best.empty()) rows.push_back({profile.name, &open->best.front(), "<- best without your fixed dimensions"});
     print_plan_table(out, rows);
     print_breakdown(out, best);
+    const Recommendation r = recommend(model, run, default_scaling());
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "recommended for %.3g FLOPs: global batch %d x %d tokens, peak learning rate %.2e (%s)\n",
+                  r.compute_flops, r.global_batch, run.seq_len, r.peak_lr, r.source.c_str());
+    out << line;
     print_rejections(out, result);
     if (megatron) {
       out << "megatron:";
@@ -436,6 +443,42 @@ int cmd_train(const std::vector<std::string>& args, const char* argv0) {
   throw std::runtime_error("cannot start " + trainer.string());
 }
 
+int cmd_scaling(const std::string& path, double compute, bool as_json, std::ostream& out) {
+  const ScalingFit fit = path.empty() ? default_scaling() : load_scaling(path);
+  if (as_json) {
+    json j = {{"name", fit.name}, {"source", fit.source},
+              {"batch_tokens", {{"coefficient", fit.batch_tokens.coefficient}, {"exponent", fit.batch_tokens.exponent}}},
+              {"learning_rate", {{"coefficient", fit.learning_rate.coefficient}, {"exponent", fit.learning_rate.exponent}}},
+              {"batch_residuals_log10", fit.batch_residuals}, {"learning_rate_residuals_log10", fit.learning_rate_residuals}};
+    if (compute > 0) {
+      j["at"] = {{"compute_flops", compute}, {"batch_tokens", fit.batch_tokens.at(compute)},
+                 {"learning_rate", fit.learning_rate.at(compute)}};
+    }
+    out << j.dump(2) << "\n";
+    return 0;
+  }
+  char line[256];
+  out << fit.name << " (" << fit.source << ")\n";
+  std::snprintf(line, sizeof line, "batch tokens  B(C) = %.4g * C^%.4f\nlearning rate eta(C) = %.4g * C^%.4f\n",
+                fit.batch_tokens.coefficient, fit.batch_tokens.exponent, fit.learning_rate.coefficient,
+                fit.learning_rate.exponent);
+  out << line;
+  for (size_t i = 0; i < fit.optima.size(); ++i) {
+    const GridPoint& p = fit.optima[i];
+    std::snprintf(line, sizeof line,
+                  "  best run at C=%.3g: batch %.4g tokens (residual %+.3f dex), lr %.3g (residual %+.3f dex), loss %.4f\n",
+                  p.compute_flops, p.batch_tokens, fit.batch_residuals[i], p.learning_rate,
+                  fit.learning_rate_residuals[i], p.loss);
+    out << line;
+  }
+  if (compute > 0) {
+    std::snprintf(line, sizeof line, "at C=%.3g FLOPs: batch %.4g tokens, peak learning rate %.3g\n", compute,
+                  fit.batch_tokens.at(compute), fit.learning_rate.at(compute));
+    out << line;
+  }
+  return 0;
+}
+
 int cmd_profiles(std::ostream& out) {
   for (const std::string& name : builtin_profile_names()) {
     const HardwareProfile p = resolve_profile(name);
@@ -536,6 +579,14 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
 
   app.add_subcommand("profiles", "list the built-in hardware profiles");
 
+  std::string scaling_file;
+  double scaling_compute = 0;
+  bool scaling_json = false;
+  CLI::App* scaling = app.add_subcommand("scaling", "batch-size and learning-rate power laws of compute");
+  scaling->add_option("file", scaling_file, "YAML with fit coefficients or grid points (default: the shipped fit)");
+  scaling->add_option("--compute", scaling_compute, "also evaluate at this compute budget in FLOPs");
+  scaling->add_flag("--json", scaling_json, "machine-readable output");
+
   std::string simulate_plan, simulate_profile, simulate_trace;
   bool simulate_json = false;
   CLI::App* simulate = app.add_subcommand("simulate", "simulate one step of a plan on SimGrid");
@@ -575,6 +626,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     if (*plan) return cmd_plan(plan_options, plan_profile, plan_megatron, out);
     if (*compare) return cmd_compare(compare_options, compare_profiles, out);
     if (app.got_subcommand("profiles")) return cmd_profiles(out);
+    if (*scaling) return cmd_scaling(scaling_file, scaling_compute, scaling_json, out);
     if (*simulate) return cmd_simulate(simulate_plan, simulate_profile, simulate_trace, simulate_json, out);
     if (*train) return cmd_train(train_args, argv[0]);
     if (*bench) return cmd_bench(bench_options, bench_repeats, bench_simulation_too, out);

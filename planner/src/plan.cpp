@@ -1,6 +1,7 @@
 #include "flopwise/plan.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -27,7 +28,18 @@ Plan make_plan(const CostModel& cost, const Candidate& candidate, Objective obje
   plan.objective = objective;
   plan.predicted = candidate.cost;
   plan.simulated = candidate.simulated;
+  plan.recommended = recommend(plan.model, plan.run, default_scaling());
   return plan;
+}
+
+Recommendation recommend(const ModelConfig& model, const TrainingRun& run, const ScalingFit& fit) {
+  Recommendation r;
+  r.compute_flops = training_flops_per_token(model, run.seq_len) * run.tokens;
+  r.batch_tokens = fit.batch_tokens.at(r.compute_flops);
+  r.global_batch = std::max(1, static_cast<int>(std::lround(r.batch_tokens / run.seq_len)));
+  r.peak_lr = fit.learning_rate.at(r.compute_flops);
+  r.source = fit.source;
+  return r;
 }
 
 namespace {
@@ -194,6 +206,9 @@ json to_json(const Plan& p) {
   j["rank_map"] = rank_map_json(p.layout, h.devices_per_node);
   j["predicted"] = predicted_json(p.predicted);
   if (p.simulated) j["simulated"] = predicted_json(*p.simulated);
+  j["recommended"] = {{"compute_flops", p.recommended.compute_flops}, {"batch_tokens", p.recommended.batch_tokens},
+                      {"global_batch", p.recommended.global_batch}, {"peak_lr", p.recommended.peak_lr},
+                      {"source", p.recommended.source}};
   return j;
 }
 
@@ -225,6 +240,9 @@ Plan plan_from_json(const json& j, const std::string& source) {
   }
   p.predicted = read_predicted(r.child("predicted"));
   if (j.contains("simulated")) p.simulated = read_predicted(r.child("simulated"));
+  const PlanReader rec = r.child("recommended");
+  p.recommended = {rec.number("compute_flops"), rec.number("batch_tokens"), rec.integer("global_batch"),
+                   rec.number("peak_lr"), rec.text("source")};
   return p;
 }
 

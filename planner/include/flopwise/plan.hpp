@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "flopwise/cost_model.hpp"
+#include "flopwise/scaling.hpp"
 #include "flopwise/search.hpp"
 #include "flopwise/step_simulation.hpp"
 
@@ -23,6 +24,16 @@ struct PlanHardware {
   bool operator==(const PlanHardware&) const = default;
 };
 
+// Compute-optimal hyper-parameters for the plan's budget, from a scaling fit.
+struct Recommendation {
+  double compute_flops = 0;
+  double batch_tokens = 0;
+  int global_batch = 0;  // sequences of the plan's length
+  double peak_lr = 0;
+  std::string source;
+  bool operator==(const Recommendation&) const = default;
+};
+
 struct Plan {
   static constexpr const char* kSchema = "flopwise.plan/1";
   ModelConfig model;
@@ -32,11 +43,13 @@ struct Plan {
   Objective objective = Objective::kMinCost;
   StepCost predicted;                 // analytic cost model
   std::optional<StepCost> simulated;  // step simulation, when the plan was refined or simulated
-
+  Recommendation recommended;
   int devices() const { return layout.devices(); }
 };
 
 Plan make_plan(const CostModel& cost, const Candidate& candidate, Objective objective);
+// Batch and learning rate for the run's compute budget (training FLOPs per token x tokens).
+Recommendation recommend(const ModelConfig& model, const TrainingRun& run, const ScalingFit& fit);
 
 nlohmann::json to_json(const Plan& plan);
 // Reads a plan written by to_json; every missing or mistyped field is an InputError naming it.
