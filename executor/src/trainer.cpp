@@ -330,7 +330,7 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
   const bool first = position_.pp == 0, last = position_.pp == l.pp - 1;
   const int previous = rank_at(l, position_.tp, position_.dp, position_.pp - 1);
   const int next = rank_at(l, position_.tp, position_.dp, position_.pp + 1);
-  const int64_t seq = order_->sample(0).size() - 1;
+  const int64_t seq = order_->seq_len();
   struct InFlight {
     torch::Tensor input, output, aux;
   };
@@ -357,7 +357,6 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
     context.noise_seed = mix_seed(mix_seed(o_.seed, static_cast<uint64_t>(state_.step)), position_.dp * m + micro);
     context.ep_group = groups_.ep;
     context.ep_size = l.ep;
-    context.ep_rank = position_.ep;
     context.trace = &trace_;
     const double compute_start = trace_.now();
     f.output = stage_->forward(f.input, context);
@@ -617,7 +616,7 @@ int Worker::run() {
   if (o_.resume && !o_.checkpoint_dir.empty()) restore_checkpoint();
   const double peak_flops = measure_matmul_flops();
   const int full_micro_batches = setup_.global_batch / (l.dp * l.micro_batch);
-  const int64_t seq = order_->sample(0).size() - 1;
+  const int64_t seq = order_->seq_len();
   std::ofstream loss_log;
   if (rank_ == 0 && !o_.loss_log.empty()) loss_log.open(o_.loss_log, state_.step > 0 ? std::ios::app : std::ios::trunc);
   const auto run_start = std::chrono::steady_clock::now();

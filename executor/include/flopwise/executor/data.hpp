@@ -22,6 +22,7 @@ class SampleOrder {
   // seq_len + 1 tokens (inputs and shifted targets) of the sample at global position `position`.
   std::vector<int32_t> sample(uint64_t position) const;
   uint64_t windows() const { return windows_; }
+  int seq_len() const { return seq_len_; }
 
  private:
   uint64_t window_of(uint64_t position) const;

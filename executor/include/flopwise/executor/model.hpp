@@ -34,7 +34,6 @@ struct RoutingContext {
   bool training = true;
   c10::intrusive_ptr<c10d::ProcessGroup> ep_group;  // null when EP = 1
   int ep_size = 1;
-  int ep_rank = 0;
   TraceRecorder* trace = nullptr;
   torch::Tensor aux_loss;  // load-balance + z-loss of the MoE layers run so far
 };
