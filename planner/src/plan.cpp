@@ -79,7 +79,8 @@ json predicted_json(const StepCost& c) {
                      {{"tp", c.exposed_comm_s.tp}, {"ep", c.exposed_comm_s.ep},
                       {"pp", c.exposed_comm_s.pp}, {"dp", c.exposed_comm_s.dp}}},
                     {"bubble_s", c.bubble_s},
-                    {"optimizer_s", c.optimizer_s}};
+                    {"optimizer_s", c.optimizer_s},
+                    {"overhead_s", c.overhead_s}};
   const MemoryBreakdown& m = c.memory_bytes;
   j["memory_bytes"] = {{"weights", m.weights},         {"grads", m.grads},
                        {"optimizer", m.optimizer},     {"activations", m.activations},
@@ -121,6 +122,8 @@ class PlanReader {
     if (!v.is_boolean()) throw input_error(source_, where(key), "expected true or false, got " + v.dump());
     return v.get<bool>();
   }
+
+  bool has(const std::string& key) const { return node_.contains(key); }
 
   const json& get(const std::string& key) const {
     if (!node_.contains(key)) throw input_error(source_, where(key), "missing field");
@@ -166,6 +169,8 @@ StepCost read_predicted(const PlanReader& r) {
   c.exposed_comm_s = {comm.number("tp"), comm.number("ep"), comm.number("pp"), comm.number("dp")};
   c.bubble_s = b.number("bubble_s");
   c.optimizer_s = b.number("optimizer_s");
+  // Plans written before profiles carried overheads have none.
+  c.overhead_s = b.has("overhead_s") ? b.number("overhead_s") : 0.0;
   const PlanReader m = r.child("memory_bytes");
   c.memory_bytes = {m.number("weights"), m.number("grads"), m.number("optimizer"), m.number("activations"),
                     m.number("buffers")};
@@ -263,7 +268,8 @@ Plan load_plan(const std::string& path) { return plan_from_json(load_json_file(p
 StepCost simulated_cost(const CostModel& cost, const Layout& layout, const StepCost& analytic,
                         const SimulationResult& simulation) {
   StepCost c = analytic;
-  c.step_time_s = simulation.step_time_s;
+  // The simulation times passes and messages; the per-step overhead comes on top.
+  c.step_time_s = simulation.step_time_s + analytic.overhead_s;
   c.compute_s = simulation.compute_s;
   c.exposed_comm_s = simulation.exposed_comm_s;
   c.bubble_s = simulation.bubble_s;

@@ -9,53 +9,91 @@ Network Network::from(const HardwareProfile& p) {
   n.intra = {p.node.intra_bandwidth * p.efficiency.intra_node_comm, p.node.intra_latency};
   n.inter = {p.cluster.inter_bandwidth * p.efficiency.inter_node_comm / p.cluster.oversubscription,
              p.cluster.inter_latency};
+  for (int a = 0; a < kCollectiveAlgorithms; ++a) {
+    n.intra_by[a] = n.intra;
+    n.inter_by[a] = n.inter;
+    const auto fitted = p.collectives.find(static_cast<CollectiveAlgorithm>(a));
+    if (fitted == p.collectives.end()) continue;
+    if (const auto& f = fitted->second.intra_node) n.intra_by[a] = {p.node.intra_bandwidth * f->efficiency, f->latency};
+    if (const auto& f = fitted->second.inter_node) {
+      n.inter_by[a] = {p.cluster.inter_bandwidth * f->efficiency / p.cluster.oversubscription, f->latency};
+    }
+  }
   return n;
+}
+
+CollectiveAlgorithm algorithm_of(Collective c) {
+  switch (c) {
+    case Collective::kAllToAll: return CollectiveAlgorithm::kAllToAll;
+    case Collective::kSendRecv: return CollectiveAlgorithm::kSendRecv;
+    default: return CollectiveAlgorithm::kRing;
+  }
+}
+
+// Ring algorithms (NCCL tests' bus-bandwidth model): an all-reduce is a reduce-scatter then an
+// all-gather, each moving (n-1)/n of the buffer in n-1 steps. An all-to-all sends (n-1)/n of the
+// payload to n-1 peers; a send/recv moves it all in one message.
+AlphaBeta alpha_beta(Collective c, int group_size) {
+  if (group_size <= 1) return {};
+  const double n = group_size;
+  switch (c) {
+    case Collective::kAllReduce: return {2.0 * (n - 1.0) / n, 2.0 * (n - 1.0)};
+    case Collective::kReduceScatter:
+    case Collective::kAllGather:
+    case Collective::kAllToAll: return {(n - 1.0) / n, n - 1.0};
+    case Collective::kSendRecv: break;
+  }
+  return {1.0, 1.0};
 }
 
 namespace {
 
 // Bus bandwidth of a ring spanning nodes: each node carries one ring crossing per channel and
-// NCCL spreads channels over the node's NICs, so a group with k members on a node drives k NICs
-// (NCCL tests' busbw model: busbw = algbw * 2 (n-1) / n for all-reduce).
-BytesPerSecond ring_bandwidth(const GroupSpan& g, const Network& net) {
-  if (g.intra_only()) return net.intra.bandwidth;
-  return std::min(net.intra.bandwidth, g.members_per_node * net.inter.bandwidth);
+// NCCL spreads channels over the node's NICs, so a group with k members on a node drives k NICs.
+Link ring_link(const GroupSpan& g, const Network& net) {
+  const Link& intra = net.intra_for(CollectiveAlgorithm::kRing);
+  if (g.intra_only()) return intra;
+  const Link& inter = net.inter_for(CollectiveAlgorithm::kRing);
+  return {std::min(intra.bandwidth, g.members_per_node * inter.bandwidth), inter.latency};
 }
 
-Seconds ring_latency(const GroupSpan& g, const Network& net) {
-  return g.intra_only() ? net.intra.latency : net.inter.latency;
+Seconds ring_time(Collective c, const GroupSpan& g, Bytes bytes, const Network& net) {
+  const AlphaBeta terms = alpha_beta(c, g.size);
+  const Link link = ring_link(g, net);
+  return terms.bytes_factor * bytes / link.bandwidth + terms.latency_steps * link.latency;
 }
 
 }  // namespace
 
 Seconds all_reduce_time(const GroupSpan& g, Bytes bytes, const Network& net) {
   if (g.size <= 1) return 0.0;
-  const double n = g.size;
-  return 2.0 * (n - 1.0) / n * bytes / ring_bandwidth(g, net) + 2.0 * (n - 1.0) * ring_latency(g, net);
+  return ring_time(Collective::kAllReduce, g, bytes, net);
 }
 
 Seconds reduce_scatter_time(const GroupSpan& g, Bytes bytes, const Network& net) {
   if (g.size <= 1) return 0.0;
-  const double n = g.size;
-  return (n - 1.0) / n * bytes / ring_bandwidth(g, net) + (n - 1.0) * ring_latency(g, net);
+  return ring_time(Collective::kReduceScatter, g, bytes, net);
 }
 
 Seconds all_to_all_time(const GroupSpan& g, Bytes bytes, const Network& net) {
   if (g.size <= 1) return 0.0;
+  const Link& intra = net.intra_for(CollectiveAlgorithm::kAllToAll);
+  const Link& inter = net.inter_for(CollectiveAlgorithm::kAllToAll);
   const double n = g.size;
   const double local_peers = std::min(g.members_per_node, g.size) - 1.0;
   const double remote_peers = n - 1.0 - local_peers;
   // Intra- and inter-node shares travel at once on different links; the slower one finishes last.
-  const Seconds intra = bytes * local_peers / n / net.intra.bandwidth;
-  const Seconds inter = remote_peers > 0 ? bytes * remote_peers / n / net.inter.bandwidth : 0.0;
-  const Seconds latency = (n - 1.0) * (remote_peers > 0 ? net.inter.latency : net.intra.latency);
-  return std::max(intra, inter) + latency;
+  const Seconds intra_time = bytes * local_peers / n / intra.bandwidth;
+  const Seconds inter_time = remote_peers > 0 ? bytes * remote_peers / n / inter.bandwidth : 0.0;
+  const Seconds latency = (n - 1.0) * (remote_peers > 0 ? inter.latency : intra.latency);
+  return std::max(intra_time, inter_time) + latency;
 }
 
 Seconds send_recv_time(const GroupSpan& g, Bytes bytes, const Network& net) {
   if (g.size <= 1) return 0.0;
   // A pipeline is as slow as its slowest hop: one crossing between nodes sets the pace.
-  const Link& link = g.intra_only() ? net.intra : net.inter;
+  const Link& link = g.intra_only() ? net.intra_for(CollectiveAlgorithm::kSendRecv)
+                                    : net.inter_for(CollectiveAlgorithm::kSendRecv);
   return bytes / link.bandwidth + link.latency;
 }
 

@@ -9,12 +9,29 @@
 
 namespace flopwise {
 
-std::string to_string(Precision precision) { return precision == Precision::kFp8 ? "fp8" : "bf16"; }
+std::string to_string(Precision precision) {
+  switch (precision) {
+    case Precision::kFp8: return "fp8";
+    case Precision::kFp32: return "fp32";
+    case Precision::kBf16: break;
+  }
+  return "bf16";
+}
 
 Precision parse_precision(const std::string& text, const std::string& source, const std::string& field) {
   if (text == "bf16") return Precision::kBf16;
   if (text == "fp8") return Precision::kFp8;
-  throw input_error(source, field, "unknown precision '" + text + "' (expected bf16 or fp8)");
+  if (text == "fp32") return Precision::kFp32;
+  throw input_error(source, field, "unknown precision '" + text + "' (expected bf16, fp8 or fp32)");
+}
+
+std::string to_string(CollectiveAlgorithm algorithm) {
+  switch (algorithm) {
+    case CollectiveAlgorithm::kAllToAll: return "all_to_all";
+    case CollectiveAlgorithm::kSendRecv: return "send_recv";
+    case CollectiveAlgorithm::kRing: break;
+  }
+  return "ring";
 }
 
 FlopsPerSecond DeviceSpec::peak_flops(Precision precision) const {
@@ -70,6 +87,8 @@ class Fields {
     return parse_quantity(text(key), dimension, source_, path(key));
   }
 
+  bool has(const std::string& key) const { return node_[key] && !node_[key].IsNull(); }
+
   bool boolean(const std::string& key) const {
     const std::string raw = text(key);
     if (raw == "true" || raw == "yes") return true;
@@ -99,12 +118,14 @@ DeviceSpec read_device(const Fields& f) {
   const Fields peaks = f.section("peak_tflops");
   for (const auto& entry : peaks.node()) {
     const std::string dtype = entry.first.as<std::string>();
-    if (dtype != "bf16" && dtype != "fp8") {
-      throw input_error(f.source(), peaks.path(dtype), "unknown dtype (expected bf16 or fp8)");
+    if (dtype != "bf16" && dtype != "fp8" && dtype != "fp32") {
+      throw input_error(f.source(), peaks.path(dtype), "unknown dtype (expected bf16, fp8 or fp32)");
     }
-    d.peak_tflops[dtype] = peaks.number(dtype, 1e-3, 1e6);
+    d.peak_tflops[dtype] = peaks.number(dtype, 1e-4, 1e6);
   }
-  if (!d.peak_tflops.count("bf16")) throw input_error(f.source(), peaks.path("bf16"), "missing field");
+  if (!d.peak_tflops.count("bf16") && !d.peak_tflops.count("fp32")) {
+    throw input_error(f.source(), peaks.path("bf16"), "missing field (a device needs a bf16 or an fp32 peak)");
+  }
   d.memory_bytes = f.quantity("memory", Dimension::kBytes);
   d.memory_bandwidth = f.quantity("memory_bandwidth", Dimension::kBandwidth);
   const Fields price = f.section("price");
@@ -147,13 +168,59 @@ ClusterSpec read_cluster(const Fields& f) {
   return c;
 }
 
+// Fractions reach down to 0.001: a CPU core running framework kernels gets a few percent of its
+// vector peak.
+constexpr double kMinEfficiency = 0.001;
+
 Efficiency read_efficiency(const Fields& f) {
   Efficiency e;
-  e.matmul = f.number("matmul", 0.01, 1.0);
-  e.attention = f.number("attention", 0.01, 1.0);
-  e.intra_node_comm = f.number("intra_node_comm", 0.01, 1.0);
-  e.inter_node_comm = f.number("inter_node_comm", 0.01, 1.0);
+  e.matmul = f.number("matmul", kMinEfficiency, 1.0);
+  if (f.has("matmul_half_rows")) e.matmul_half_rows = f.number("matmul_half_rows", 0.0, 1e9);
+  e.attention = f.number("attention", kMinEfficiency, 1.0);
+  if (f.has("memory")) e.memory = f.number("memory", kMinEfficiency, 1.0);
+  e.intra_node_comm = f.number("intra_node_comm", kMinEfficiency, 1.0);
+  e.inter_node_comm = f.number("inter_node_comm", kMinEfficiency, 1.0);
   return e;
+}
+
+Overheads read_overheads(const Fields& f) {
+  Overheads o;
+  o.per_layer_pass = f.quantity("per_layer_pass", Dimension::kTime);
+  o.per_step = f.quantity("per_step", Dimension::kTime);
+  if (o.per_layer_pass < 0) throw input_error(f.source(), f.path("per_layer_pass"), "must not be negative");
+  if (o.per_step < 0) throw input_error(f.source(), f.path("per_step"), "must not be negative");
+  return o;
+}
+
+LinkFigures read_link_figures(const Fields& f) {
+  LinkFigures l;
+  l.efficiency = f.number("efficiency", kMinEfficiency, 1.0);
+  l.latency = f.quantity("latency", Dimension::kTime);
+  if (l.latency < 0) throw input_error(f.source(), f.path("latency"), "must not be negative");
+  return l;
+}
+
+std::map<CollectiveAlgorithm, CollectiveFigures> read_collectives(const Fields& f) {
+  std::map<CollectiveAlgorithm, CollectiveFigures> result;
+  for (const auto& entry : f.node()) {
+    const std::string key = entry.first.as<std::string>();
+    std::optional<CollectiveAlgorithm> algorithm;
+    for (int a = 0; a < kCollectiveAlgorithms; ++a) {
+      if (to_string(static_cast<CollectiveAlgorithm>(a)) == key) algorithm = static_cast<CollectiveAlgorithm>(a);
+    }
+    if (!algorithm) throw input_error(f.source(), f.path(key), "unknown collective (expected ring, all_to_all or send_recv)");
+    const Fields figures = f.section(key);
+    for (const auto& link : figures.node()) {
+      const std::string name = link.first.as<std::string>();
+      if (name != "intra_node" && name != "inter_node") {
+        throw input_error(f.source(), figures.path(name), "unknown link class (expected intra_node or inter_node)");
+      }
+    }
+    CollectiveFigures& c = result[*algorithm];
+    if (figures.has("intra_node")) c.intra_node = read_link_figures(figures.section("intra_node"));
+    if (figures.has("inter_node")) c.inter_node = read_link_figures(figures.section("inter_node"));
+  }
+  return result;
 }
 
 Overlap read_overlap(const Fields& f) {
@@ -187,6 +254,8 @@ HardwareProfile parse_hardware_profile(const std::string& yaml_text, const std::
   p.cluster = read_cluster(root.section("cluster"));
   p.efficiency = read_efficiency(root.section("efficiency"));
   p.overlap = read_overlap(root.section("overlap"));
+  if (root.has("overheads")) p.overheads = read_overheads(root.section("overheads"));
+  if (root.has("collectives")) p.collectives = read_collectives(root.section("collectives"));
   p.runtime_reserved_bytes = root.quantity("runtime_reserved", Dimension::kBytes);
   if (p.cluster.topology == TopologyKind::kFatTree && p.cluster.leaf_ports % p.node.devices != 0) {
     throw input_error(source, "cluster.leaf_ports",

@@ -1,5 +1,7 @@
 #pragma once
 // Alpha-beta cost of the collectives a training step issues, on the links they really cross.
+#include <array>
+
 #include "flopwise/hardware_profile.hpp"
 
 namespace flopwise {
@@ -9,10 +11,14 @@ struct Link {
   Seconds latency = 0;
 };
 
-// The two link classes a group can cross, with the profile's efficiencies applied.
+// The two link classes a group can cross, with the profile's efficiencies applied, per collective
+// algorithm (a profile's fitted `collectives` figures replace the defaults for theirs).
 struct Network {
-  Link intra;  // inside a node (NVLink-class)
-  Link inter;  // across nodes (the device's NIC share, derated by oversubscription)
+  Link intra;  // inside a node (NVLink-class), default figures
+  Link inter;  // across nodes (the device's NIC share, derated by oversubscription), default figures
+  std::array<Link, kCollectiveAlgorithms> intra_by{}, inter_by{};
+  const Link& intra_for(CollectiveAlgorithm a) const { return intra_by[static_cast<int>(a)]; }
+  const Link& inter_for(CollectiveAlgorithm a) const { return inter_by[static_cast<int>(a)]; }
   static Network from(const HardwareProfile& profile);
 };
 
@@ -22,6 +28,17 @@ struct GroupSpan {
   int members_per_node = 1;
   bool intra_only() const { return members_per_node >= size; }
 };
+
+enum class Collective { kAllReduce, kReduceScatter, kAllGather, kAllToAll, kSendRecv };
+CollectiveAlgorithm algorithm_of(Collective collective);
+
+// time = bytes_factor x bytes / bandwidth + latency_steps x latency on one link class: the
+// alpha-beta terms `calibrate` regresses measured spans on.
+struct AlphaBeta {
+  double bytes_factor = 0;
+  double latency_steps = 0;
+};
+AlphaBeta alpha_beta(Collective collective, int group_size);
 
 // Ring all-reduce of `bytes` per rank: 2 (n-1)/n bytes cross each rank's busiest link.
 Seconds all_reduce_time(const GroupSpan& group, Bytes bytes, const Network& network);

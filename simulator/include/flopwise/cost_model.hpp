@@ -31,6 +31,7 @@ struct StepCost {
   CommBreakdown exposed_comm_s;
   Seconds bubble_s = 0;
   Seconds optimizer_s = 0;
+  Seconds overhead_s = 0;  // the profile's per-step overhead
   // Memory of the most loaded pipeline rank, and what the device offers after headroom.
   MemoryBreakdown memory_bytes;
   Bytes usable_memory_bytes = 0;
@@ -58,6 +59,23 @@ std::vector<StageContents> stage_contents(const ModelConfig& model, const Layout
 // 1F1B holds pp - rank; Megatron's interleaved warm-up holds 2 (pp - rank - 1) + (vpp - 1) pp + 1.
 int in_flight_chunks(const Layout& layout, int rank, int micro_batches);
 
+// The work of one pass of a pipeline rank's layers over one micro-batch, in the terms the compute
+// time is a linear function of (and that `calibrate` regresses measured passes on).
+struct ComputeWork {
+  Flops matmul = 0;          // GEMM FLOPs on this device
+  Flops matmul_per_row = 0;  // sum over its GEMMs of FLOPs per row (2 x weights): Hockney's n_1/2 term
+  Flops attention = 0;       // attention core (QK^T, PV)
+  double layer_passes = 0;   // layers run, for the per-layer overhead
+  ComputeWork& operator+=(const ComputeWork& other);
+  ComputeWork scaled(double factor) const;
+};
+
+// Bytes per element and per parameter of a precision recipe.
+struct PrecisionBytes {
+  Bytes weight = 0, grad = 0, optimizer = 0, activation = 0, adam_traffic = 0;
+  static PrecisionBytes of(Precision precision);
+};
+
 // Precomputes everything that does not depend on the layout, so that evaluate() is cheap
 // enough for the planner to call millions of times.
 class CostModel {
@@ -79,6 +97,16 @@ class CostModel {
   // Per micro-batch, per device; public so tests and the step simulation use the same figures.
   Bytes layer_activation_bytes(bool moe_layer, const Layout& layout) const;
   Seconds layer_forward_seconds(bool moe_layer, const Layout& layout) const;
+  ComputeWork layer_forward_work(bool moe_layer, const Layout& layout) const;
+  ComputeWork forward_work(const StageContents& stage, const Layout& layout) const;
+  ComputeWork backward_work(const StageContents& stage, const Layout& layout) const;
+  Seconds compute_seconds(const ComputeWork& work) const;
+  // Peak of the run's precision, and of the attention core (fp8 runs keep attention in bf16).
+  FlopsPerSecond matmul_peak() const { return peak_; }
+  FlopsPerSecond attention_peak() const { return attention_peak_; }
+  // Optimizer time at full memory bandwidth; the profile's memory efficiency divides it.
+  Seconds optimizer_seconds_at_peak(const StageContents& stage, const Layout& layout) const;
+  const PrecisionBytes& bytes_per() const { return bytes_; }
   Seconds forward_seconds(const StageContents& stage, const Layout& layout) const;
   // Backward of the same layers: twice the forward, plus what recompute repeats.
   Seconds backward_seconds(const StageContents& stage, const Layout& layout) const;
@@ -118,7 +146,8 @@ class CostModel {
   ParamCounts params_;
   LayerFlops moe_flops_, dense_flops_;
   Flops lm_head_flops_;
-  FlopsPerSecond matmul_rate_, attention_rate_, peak_;
+  FlopsPerSecond matmul_rate_, attention_rate_, peak_, attention_peak_;
+  PrecisionBytes bytes_;
   Bytes usable_memory_;
 };
 

@@ -1,19 +1,22 @@
 #pragma once
 // A priced hardware offer: device, node, cluster network and the efficiencies software reaches on it.
 #include <map>
+#include <optional>
 #include <string>
 
 #include "flopwise/units.hpp"
 
 namespace flopwise {
 
-enum class Precision { kBf16, kFp8 };
+// bf16 and fp8 are mixed-precision recipes (fp32 master weights and moments); fp32 trains in
+// fp32 throughout, as the CPU executor does.
+enum class Precision { kBf16, kFp8, kFp32 };
 std::string to_string(Precision precision);
 Precision parse_precision(const std::string& text, const std::string& source, const std::string& field);
 
 struct DeviceSpec {
   std::string name;
-  std::map<std::string, double> peak_tflops;  // dense (no sparsity) peak per dtype: "bf16", "fp8"
+  std::map<std::string, double> peak_tflops;  // dense (no sparsity) peak per dtype: "bf16", "fp8", "fp32"
   Bytes memory_bytes = 0;
   BytesPerSecond memory_bandwidth = 0;
   double price_per_device_hour = 0;
@@ -46,10 +49,36 @@ struct ClusterSpec {
 // Fractions of peak that real kernels and collectives reach; the planner's main knobs,
 // and what `calibrate` fits from measured traces.
 struct Efficiency {
-  double matmul = 0;
+  double matmul = 0;  // large GEMMs' fraction of peak
+  // Hockney's n_1/2: the GEMM row count at which half of `matmul` is reached (0: size does not
+  // matter). Small GEMMs (few tokens per expert) pay a fixed cost per weight they read.
+  double matmul_half_rows = 0;
   double attention = 0;
+  double memory = 1.0;  // fraction of memory_bandwidth the optimizer update reaches
   double intra_node_comm = 0;
   double inter_node_comm = 0;
+};
+
+// Time no FLOP or byte count explains: kernel launches and framework dispatch per layer pass,
+// and per step (data, norms, logging). Zero until measured.
+struct Overheads {
+  Seconds per_layer_pass = 0;  // each layer's forward; backward pays twice, like its FLOPs
+  Seconds per_step = 0;
+};
+
+// Collectives by algorithm: ring (all-reduce, reduce-scatter, all-gather), all-to-all, and
+// point-to-point; a fitted figure replaces the efficiency / latency defaults for that algorithm.
+enum class CollectiveAlgorithm { kRing, kAllToAll, kSendRecv };
+inline constexpr int kCollectiveAlgorithms = 3;
+std::string to_string(CollectiveAlgorithm algorithm);
+
+struct LinkFigures {
+  double efficiency = 0;  // of the link's nominal bandwidth
+  Seconds latency = 0;    // per ring step / peer message
+};
+
+struct CollectiveFigures {
+  std::optional<LinkFigures> intra_node, inter_node;
 };
 
 // Fraction of each kind of communication hidden behind compute (0: fully exposed).
@@ -69,6 +98,8 @@ struct HardwareProfile {
   ClusterSpec cluster;
   Efficiency efficiency;
   Overlap overlap;
+  Overheads overheads;
+  std::map<CollectiveAlgorithm, CollectiveFigures> collectives;
   Bytes runtime_reserved_bytes = 0;  // context, communicator and allocator overhead per device
 };
 
