@@ -1,5 +1,6 @@
 #include "flopwise/executor/model.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 
@@ -30,13 +31,28 @@ int64_t register_group(const c10::intrusive_ptr<c10d::ProcessGroup>& group) {
   return static_cast<int64_t>(groups.size()) - 1;
 }
 
+// Where collectives inside autograd functions record their spans: one recorder per process (one
+// process is one rank), since autograd's saved state cannot carry a pointer.
+TraceRecorder*& collective_trace() {
+  static TraceRecorder* trace = nullptr;
+  return trace;
+}
+
 torch::Tensor exchange_rows(const torch::Tensor& input, c10d::ProcessGroup& group, const std::vector<int64_t>& send,
                             const std::vector<int64_t>& receive) {
+  TraceRecorder* trace = collective_trace();
+  const double start = trace ? trace->now() : 0;
   const int64_t rows = std::accumulate(receive.begin(), receive.end(), int64_t{0});
   torch::Tensor output = torch::empty({rows, input.size(1)}, input.options());
   torch::Tensor contiguous = input.contiguous();
   auto send_copy = send, receive_copy = receive;
   group.alltoall_base(output, contiguous, receive_copy, send_copy)->wait();
+  if (trace) {
+    // The busier direction of this rank's link sets the time.
+    const int64_t sent = std::accumulate(send.begin(), send.end(), int64_t{0});
+    const double row_bytes = static_cast<double>(input.size(1) * input.element_size());
+    trace->record_collective("ep", "all_to_all", start, std::max(sent, rows) * row_bytes, group.getSize());
+  }
   return output;
 }
 
@@ -60,9 +76,13 @@ struct AllToAllRows : torch::autograd::Function<AllToAllRows> {
   }
 };
 
+// Tensor-parallel all-reduce of activations (forward) or their gradients (backward).
 void all_reduce_sum(const c10::intrusive_ptr<c10d::ProcessGroup>& group, torch::Tensor& t) {
+  TraceRecorder* trace = collective_trace();
+  const double start = trace ? trace->now() : 0;
   std::vector<torch::Tensor> tensors{t};
   group->allreduce(tensors)->wait();
+  if (trace) trace->record_collective("tp", "all_reduce", start, static_cast<double>(t.nbytes()), group->getSize());
 }
 
 struct EnterTensorParallel : torch::autograd::Function<EnterTensorParallel> {
@@ -95,6 +115,8 @@ std::vector<int64_t> to_vector(const torch::Tensor& t) {
 }
 
 }  // namespace
+
+void trace_collectives(TraceRecorder* trace) { collective_trace() = trace; }
 
 bool is_expert_parameter(const std::string& name) { return name.find("experts.") != std::string::npos; }
 
@@ -293,6 +315,7 @@ torch::Tensor MoEImpl::forward(const torch::Tensor& x, RoutingContext& context) 
     torch::Tensor counts_out = torch::tensor(counts, torch::kInt64), counts_in = torch::empty_like(counts_out);
     std::vector<int64_t> even;
     context.ep_group->alltoall_base(counts_in, counts_out, even, even)->wait();
+    if (context.trace) context.trace->record_collective("ep", "all_to_all", start, static_cast<double>(counts_out.nbytes()), ep);
     const std::vector<int64_t> incoming = to_vector(counts_in);  // [source][local expert]
     std::vector<int64_t> receive(ep, 0), per_expert(local, 0), offsets(ep * local, 0);
     int64_t running = 0;
@@ -316,7 +339,6 @@ torch::Tensor MoEImpl::forward(const torch::Tensor& x, RoutingContext& context) 
     const torch::Tensor computed = experts->forward(received.index_select(0, gather), per_expert);
     const torch::Tensor back = computed.index_select(0, torch::argsort(gather));
     routed = all_to_all_rows(back, context.ep_group, receive, send);
-    if (context.trace) context.trace->record("ep", "dispatch+experts+combine", start);
   }
   const torch::Tensor weights = choice.weights.reshape({-1}).index_select(0, order).unsqueeze(1);
   torch::Tensor output = torch::zeros_like(x).index_add(0, token_of, routed * weights);

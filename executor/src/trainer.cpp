@@ -224,6 +224,7 @@ class Worker {
   bool restore_checkpoint();
   bool checkpoint_valid(const fs::path& dir);
   void write_trace();
+  nlohmann::json run_metadata(int ranks_per_node) const;
   double measure_matmul_flops();
 
   const TrainOptions& o_;
@@ -253,6 +254,7 @@ Worker::Worker(const TrainOptions& o, std::ostream& out)
   order_ = std::make_unique<SampleOrder>(corpus_, o.seq_len > 0 ? o.seq_len : setup_.spec.seq_len, o.seed);
   position_ = position_of(setup_.layout, rank_);
   groups_ = build_groups(setup_.layout, rank_, world_);
+  if (trace_.enabled()) trace_collectives(&trace_);
   build_model();
   build_optimizer();
 }
@@ -348,7 +350,7 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
       f.input = torch::empty({l.micro_batch, seq, setup_.model.hidden});
       std::vector<torch::Tensor> buffer{f.input};
       groups_.world->recv(buffer, previous, 2 * micro)->wait();
-      trace_.record("pp", "recv activations", start);
+      trace_.record("pp", "recv activations", start, {{"collective", "recv"}, {"bytes", static_cast<double>(f.input.nbytes())}});
       f.input.requires_grad_(true);
     }
     RoutingContext context;
@@ -373,13 +375,13 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
       std::vector<torch::Tensor> buffer{outgoing};
       sends.push_back(groups_.world->send(buffer, next, 2 * micro));
     }
-    trace_.record("compute", "F mb" + std::to_string(micro), compute_start);
+    trace_.record("compute", "F mb" + std::to_string(micro), compute_start, {{"pass", "forward"}, {"micro_batch", micro}});
     in_flight.push_back(f);
   };
   auto backward = [&](int micro) {
     InFlight f = in_flight.front();
     in_flight.pop_front();
-    const double start = trace_.now();
+    double start = trace_.now();
     const torch::Tensor scale = torch::full({}, 1.0 / m);
     if (last) {
       torch::autograd::backward({f.output + f.aux}, {scale});
@@ -387,7 +389,8 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
       torch::Tensor grad = torch::empty_like(f.output);
       std::vector<torch::Tensor> buffer{grad};
       groups_.world->recv(buffer, next, 2 * micro + 1)->wait();
-      trace_.record("pp", "recv gradients", start);
+      trace_.record("pp", "recv gradients", start, {{"collective", "recv"}, {"bytes", static_cast<double>(grad.nbytes())}});
+      start = trace_.now();
       if (f.aux.requires_grad()) {
         torch::autograd::backward({f.output, f.aux}, {grad, scale});
       } else {
@@ -400,7 +403,7 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
       std::vector<torch::Tensor> buffer{outgoing};
       sends.push_back(groups_.world->send(buffer, previous, 2 * micro + 1));
     }
-    trace_.record("compute", "B mb" + std::to_string(micro), start);
+    trace_.record("compute", "B mb" + std::to_string(micro), start, {{"pass", "backward"}, {"micro_batch", micro}});
   };
   // 1F1B: pp - stage - 1 warm-up forwards, then one forward and one backward, then the rest.
   const int warmup = std::min(l.pp - position_.pp - 1, m);
@@ -418,7 +421,6 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
 // DP: dense gradients summed over the DP group, expert gradients over the expert-DP group; both
 // divided by DP, since each rank's loss is its own micro-batches' mean.
 void Worker::synchronise_gradients() {
-  const double start = trace_.now();
   for (bool expert : {false, true}) {
     std::vector<torch::Tensor> grads;
     for (ParamInfo& p : params_) {
@@ -432,7 +434,10 @@ void Worker::synchronise_gradients() {
       for (auto& g : grads) views.push_back(g.reshape({-1}));
       return views;
     }());
-    all_reduce(expert ? groups_.expert_dp : groups_.dp, flat);
+    const Group& group = expert ? groups_.expert_dp : groups_.dp;
+    const double start = trace_.now();
+    all_reduce(group, flat);
+    if (group) trace_.record_collective("dp", "all_reduce", start, static_cast<double>(flat.nbytes()), group->getSize());
     flat.div_(setup_.layout.dp);
     int64_t offset = 0;
     for (auto& g : grads) {
@@ -440,7 +445,6 @@ void Worker::synchronise_gradients() {
       offset += g.numel();
     }
   }
-  trace_.record("dp", "gradient all-reduce", start);
 }
 
 // Global L2 norm: each replica counted once (a parameter on r ranks contributes 1/r per rank).
@@ -461,7 +465,9 @@ void Worker::optimizer_step(double lr, double clip_scale) {
   if (clip_scale < 1.0) {
     for (ParamInfo& p : params_) p.tensor.grad().mul_(clip_scale);
   }
+  const double start = trace_.now();
   optimizer_->step();
+  trace_.record("compute", "optimizer", start, {{"pass", "optimizer"}});
   if (!setup_.layout.optimizer_sharding) return;
   // Each owner hands its updated parameters to the other replicas.
   const auto dense_members = dp_group(setup_.layout, rank_);
@@ -473,7 +479,9 @@ void Worker::optimizer_step(double lr, double clip_scale) {
     std::vector<torch::Tensor> tensors{params_[i].tensor.detach()};
     c10d::BroadcastOptions options;
     options.rootRank = static_cast<int>(i % size);
+    const double broadcast_start = trace_.now();
     group->broadcast(tensors, options)->wait();
+    trace_.record_collective("dp", "broadcast", broadcast_start, static_cast<double>(tensors[0].nbytes()), size);
   }
 }
 
@@ -563,14 +571,34 @@ bool Worker::restore_checkpoint() {
   return false;
 }
 
+// What ran, in the plan's terms, so that `flopwise calibrate` can predict exactly this run.
+json Worker::run_metadata(int ranks_per_node) const {
+  const ModelShape& m = setup_.model;
+  const ParallelLayout& l = setup_.layout;
+  const json model = {{"name", m.name}, {"family", "bailing_moe"}, {"layers", m.layers}, {"hidden", m.hidden},
+                      {"heads", m.heads}, {"kv_heads", m.kv_heads}, {"head_dim", m.head_dim}, {"vocab", m.vocab},
+                      {"seq_len", order_->seq_len()}, {"q_lora_rank", 0}, {"kv_lora_rank", 0}, {"rope_head_dim", 0},
+                      {"v_head_dim", 0}, {"routed_experts", m.experts}, {"top_k", m.top_k}, {"expert_ffn", m.expert_ffn},
+                      {"shared_experts", m.shared_experts}, {"shared_expert_ffn", m.shared_expert_ffn},
+                      {"dense_ffn", m.dense_ffn}, {"first_dense_layers", m.first_dense_layers}, {"qkv_bias", false},
+                      {"tied_embeddings", m.tied_embeddings}};
+  const json layout = {{"tp", l.tp}, {"pp", l.pp}, {"vpp", 1}, {"ep", l.ep}, {"dp", l.dp}, {"micro_batch", l.micro_batch},
+                       {"recompute", "none"}, {"optimizer_sharding", l.optimizer_sharding}};
+  return {{"schema", "flopwise.run/1"}, {"plan", o_.plan}, {"model", model}, {"layout", layout},
+          {"seq_len", order_->seq_len()}, {"global_batch", setup_.global_batch}, {"precision", "fp32"},
+          {"ranks", world_}, {"ranks_per_node", ranks_per_node}, {"threads_per_rank", 1}};
+}
+
 void Worker::write_trace() {
   // One pid per node, as the simulator writes: ranks of a node share LOCAL_WORLD_SIZE.
   const char* local = std::getenv("LOCAL_WORLD_SIZE");
   const int per_node = local ? std::max(1, std::atoi(local)) : world_;
   json events = json::array();
   for (const MeasuredSpan& s : trace_.spans()) {
+    json args = s.args;
+    args["rank"] = rank_;
     events.push_back({{"name", s.name}, {"cat", s.category}, {"ph", "X"}, {"ts", s.start_s * 1e6},
-                      {"dur", s.duration_s * 1e6}, {"pid", rank_ / per_node}, {"tid", rank_}, {"args", {{"rank", rank_}}}});
+                      {"dur", s.duration_s * 1e6}, {"pid", rank_ / per_node}, {"tid", rank_}, {"args", args}});
   }
   std::ofstream(o_.trace + ".rank" + std::to_string(rank_)) << events.dump() << "\n";
   if (groups_.world) groups_.world->barrier()->wait();
@@ -586,7 +614,7 @@ void Worker::write_trace() {
     merged.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", r / per_node}, {"tid", r},
                       {"args", {{"name", "rank " + std::to_string(r)}}}});
   }
-  std::ofstream(o_.trace) << json{{"traceEvents", merged}, {"displayTimeUnit", "ms"}}.dump() << "\n";
+  std::ofstream(o_.trace) << json{{"traceEvents", merged}, {"displayTimeUnit", "ms"}, {"otherData", {{"flopwise_run", run_metadata(per_node)}}}}.dump() << "\n";
   out_ << "trace written to " << o_.trace << "\n";
 }
 
@@ -624,6 +652,8 @@ int Worker::run() {
   double measured_tokens = 0, measured_seconds = 0;  // after the first step, for the summary
   for (; state_.step < o_.steps;) {
     const auto step_start = std::chrono::steady_clock::now();
+    const double step_trace_start = trace_.now();
+    trace_.set_step(state_.step);
     const int m = micro_batches_at(o_, state_.step, full_micro_batches);
     const int samples = m * l.dp * l.micro_batch;
     const std::vector<uint64_t> positions = positions_for(state_.step, samples);
@@ -681,6 +711,7 @@ int Worker::run() {
         if (static_cast<int>(state_.recent_losses.size()) > o_.spike_window) state_.recent_losses.pop_front();
       }
     }
+    trace_.record("step", "step " + std::to_string(state_.step), step_trace_start, {{"micro_batches", m}});
     ++state_.step;
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
     const double tokens_per_s = samples * seq / seconds;
@@ -711,6 +742,7 @@ int Worker::run() {
     out_ << line << "\n";
   }
   if (trace_.enabled()) write_trace();
+  trace_collectives(nullptr);
   if (groups_.world) groups_.world->barrier()->wait();
   return 0;
 }

@@ -1,6 +1,8 @@
 #include "flopwise/catalog.hpp"
 
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "flopwise/error.hpp"
 
@@ -24,13 +26,29 @@ std::string joined(const std::vector<std::string>& names) {
 std::vector<std::string> builtin_profile_names() { return names_of(builtin_profile_texts()); }
 std::vector<std::string> builtin_preset_names() { return names_of(builtin_preset_texts()); }
 
-HardwareProfile resolve_profile(const std::string& name_or_path) {
+std::string profile_text(const std::string& name_or_path, std::string& source) {
   for (const auto& [name, text] : builtin_profile_texts()) {
-    if (name == name_or_path) return parse_hardware_profile(text, "built-in profile " + name);
+    if (name == name_or_path) {
+      source = "built-in profile " + name;
+      return text;
+    }
   }
-  if (std::filesystem::exists(name_or_path)) return load_hardware_profile(name_or_path);
-  throw input_error(name_or_path, "", "no such profile file or built-in profile (built-in: " +
-                                          joined(builtin_profile_names()) + ")");
+  if (!std::filesystem::exists(name_or_path)) {
+    throw input_error(name_or_path, "", "no such profile file or built-in profile (built-in: " +
+                                            joined(builtin_profile_names()) + ")");
+  }
+  std::ifstream in(name_or_path);
+  if (!in) throw input_error(name_or_path, "", "cannot open hardware profile");
+  std::ostringstream text;
+  text << in.rdbuf();
+  source = name_or_path;
+  return text.str();
+}
+
+HardwareProfile resolve_profile(const std::string& name_or_path) {
+  std::string source;
+  const std::string text = profile_text(name_or_path, source);
+  return parse_hardware_profile(text, source);
 }
 
 std::vector<std::string> ling_report_devices() {

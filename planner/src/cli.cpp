@@ -5,12 +5,14 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <ctime>
 #include <filesystem>
 #include <iostream>
 #include <fstream>
 #include <map>
 #include <set>
 
+#include "flopwise/calibrate.hpp"
 #include "flopwise/catalog.hpp"
 #include "flopwise/error.hpp"
 #include "flopwise/model_import.hpp"
@@ -548,6 +550,32 @@ int cmd_bench(const RunOptions& o, int repeats, bool simulation, std::ostream& o
   return 0;
 }
 
+std::string today() {
+  const std::time_t now = std::time(nullptr);
+  char date[16];
+  std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
+  return date;
+}
+
+int cmd_calibrate(const std::vector<std::string>& traces, const std::string& profile_name, const std::string& out_path,
+                  bool report, std::ostream& out) {
+  std::string source;
+  const std::string text = profile_text(profile_name, source);
+  const HardwareProfile profile = parse_hardware_profile(text, source);
+  std::vector<TracedRun> runs;
+  for (const std::string& path : traces) runs.push_back(load_traced_run(path));
+  const Calibration calibration = calibrate(profile, runs);
+  print_fit(out, calibration);
+  if (report) print_report(out, runs, calibration);
+  if (!out_path.empty()) {
+    const std::string yaml = calibrated_profile_yaml(text, source, calibration, today());
+    std::ofstream file(out_path);
+    if (!(file << yaml)) throw input_error(out_path, "", "cannot write the calibrated profile");
+    out << "calibrated profile written to " << out_path << "\n";
+  }
+  return 0;
+}
+
 }  // namespace
 
 int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
@@ -603,6 +631,15 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   bool bench_simulation_too = false;
   bench->add_flag("--simulation", bench_simulation_too, "also time the step simulation at 128..4096 devices");
 
+  std::vector<std::string> calibrate_traces;
+  std::string calibrate_profile, calibrate_out;
+  bool calibrate_report = false;
+  CLI::App* calibrate_cmd = app.add_subcommand("calibrate", "fit a profile's efficiencies to executor traces (flopwise train --trace)");
+  calibrate_cmd->add_option("traces", calibrate_traces, "trace JSON files written by flopwise train --trace")->required();
+  calibrate_cmd->add_option("--profile", calibrate_profile, "profile to start from (name or YAML file)")->required();
+  calibrate_cmd->add_option("--out", calibrate_out, "write the calibrated profile YAML here");
+  calibrate_cmd->add_flag("--report", calibrate_report, "per traced step: measured vs predicted before and after the fit");
+
   std::vector<std::string> train_args;
   CLI::App* train = app.add_subcommand("train", "train a plan's model with LibTorch (runs flopwise-train; see its --help)");
   train->allow_extras();
@@ -629,6 +666,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     if (*scaling) return cmd_scaling(scaling_file, scaling_compute, scaling_json, out);
     if (*simulate) return cmd_simulate(simulate_plan, simulate_profile, simulate_trace, simulate_json, out);
     if (*train) return cmd_train(train_args, argv[0]);
+    if (*calibrate_cmd) return cmd_calibrate(calibrate_traces, calibrate_profile, calibrate_out, calibrate_report, out);
     if (*bench) return cmd_bench(bench_options, bench_repeats, bench_simulation_too, out);
   } catch (const InputError& e) {
     err << "flopwise: error: " << e.what() << "\n";

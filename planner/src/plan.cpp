@@ -152,6 +152,14 @@ Layout read_layout(const PlanReader& r) {
   return l;
 }
 
+}  // namespace
+
+Layout layout_from_json(const nlohmann::json& json, const std::string& source, const std::string& path) {
+  return read_layout(PlanReader(json, source, path));
+}
+
+namespace {
+
 StepCost read_predicted(const PlanReader& r) {
   StepCost c;
   c.step_time_s = r.number("step_time_s");

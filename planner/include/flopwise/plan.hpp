@@ -54,6 +54,8 @@ Recommendation recommend(const ModelConfig& model, const TrainingRun& run, const
 nlohmann::json to_json(const Plan& plan);
 // Reads a plan written by to_json; every missing or mistyped field is an InputError naming it.
 Plan plan_from_json(const nlohmann::json& json, const std::string& source);
+// A plan's "layout" object (also in executor traces); errors name `source` and `path`.
+Layout layout_from_json(const nlohmann::json& json, const std::string& source, const std::string& path);
 void save_plan(const Plan& plan, const std::string& path);
 Plan load_plan(const std::string& path);
 

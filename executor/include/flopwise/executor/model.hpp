@@ -152,4 +152,8 @@ torch::Tensor all_to_all_rows(const torch::Tensor& input, const c10::intrusive_p
 
 bool is_expert_parameter(const std::string& name);
 
+// Records every TP all-reduce and EP all-to-all, forward and backward, as a span in `trace`
+// (null: none).
+void trace_collectives(TraceRecorder* trace);
+
 }  // namespace flopwise::executor

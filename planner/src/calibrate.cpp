@@ -1,0 +1,635 @@
+#include "flopwise/calibrate.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <Eigen/Dense>
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <ostream>
+
+#include "flopwise/error.hpp"
+#include "flopwise/model_import.hpp"
+#include "flopwise/plan.hpp"
+
+namespace flopwise {
+namespace {
+
+using nlohmann::json;
+
+// ---------------------------------------------------------------- reading traces
+
+int positive_integer(const json& j, const std::string& key, const std::string& source, const std::string& path) {
+  if (!j.contains(key) || !j[key].is_number_integer() || j[key].get<int>() < 1) {
+    throw input_error(source, path + "." + key, "missing or not a positive integer");
+  }
+  return j[key].get<int>();
+}
+
+bool in_span(const TraceSpan& inner, const TraceSpan& outer) {
+  return inner.rank == outer.rank && inner.start >= outer.start && inner.start < outer.start + outer.duration;
+}
+
+std::string text_arg(const TraceSpan& s, const char* key) {
+  const auto it = s.args.find(key);
+  return it != s.args.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+double number_arg(const TraceSpan& s, const char* key, double fallback = -1) {
+  const auto it = s.args.find(key);
+  return it != s.args.end() && it->is_number() ? it->get<double>() : fallback;
+}
+
+// A profile for predicting a traced run: the machine as the run had it (its ranks per node).
+HardwareProfile as_run(const HardwareProfile& profile, const TracedRun& run) {
+  HardwareProfile p = profile;
+  p.node.devices = run.ranks_per_node;
+  p.cluster.leaf_ports = std::max(p.cluster.leaf_ports / std::max(1, profile.node.devices), 1) * run.ranks_per_node;
+  p.cluster.max_devices = std::max(p.cluster.max_devices, run.ranks);
+  return p;
+}
+
+TrainingRun step_run(const TracedRun& run, int micro_batches) {
+  TrainingRun r = run.run;
+  r.global_batch = micro_batches * run.layout.dp * run.layout.micro_batch;
+  return r;
+}
+
+// Which of the cost model's groups a measured collective span ran over.
+GroupSpan group_of(const TracedRun& run, const TraceSpan& s) {
+  const RankGrid grid(run.layout, run.ranks_per_node);
+  const int size = static_cast<int>(number_arg(s, "group_size", 1));
+  GroupKind kind = GroupKind::kDp;
+  if (s.category == "tp") kind = GroupKind::kTp;
+  if (s.category == "ep") kind = GroupKind::kEp;
+  if (s.category == "dp" && size != grid.size(GroupKind::kDp)) kind = GroupKind::kExpertDp;
+  return GroupSpan{size, std::min(size, grid.members_per_node(kind))};
+}
+
+}  // namespace
+
+TracedRun load_traced_run(const std::string& path) {
+  TraceFile file = read_trace_file(path);
+  if (!file.other_data.is_object() || !file.other_data.contains("flopwise_run")) {
+    throw input_error(path, "otherData.flopwise_run",
+                      "missing: not an executor trace (write one with flopwise train --trace)");
+  }
+  const json& meta = file.other_data["flopwise_run"];
+  const std::string where = "otherData.flopwise_run";
+  TracedRun r;
+  r.source = path;
+  if (!meta.contains("model")) throw input_error(path, where + ".model", "missing field");
+  if (!meta.contains("layout")) throw input_error(path, where + ".layout", "missing field");
+  r.model = model_from_json(meta["model"], path + ": " + where);
+  r.layout = layout_from_json(meta["layout"], path, where + ".layout");
+  r.run.seq_len = positive_integer(meta, "seq_len", path, where);
+  r.run.global_batch = positive_integer(meta, "global_batch", path, where);
+  if (!meta.contains("precision") || !meta["precision"].is_string()) {
+    throw input_error(path, where + ".precision", "missing or not a string");
+  }
+  r.run.precision = parse_precision(meta["precision"].get<std::string>(), path, where + ".precision");
+  r.ranks = positive_integer(meta, "ranks", path, where);
+  r.ranks_per_node = positive_integer(meta, "ranks_per_node", path, where);
+  if (r.layout.devices() != r.ranks) {
+    throw input_error(path, where + ".ranks", "does not equal layout tp x pp x dp");
+  }
+  r.spans = std::move(file.spans);
+  for (size_t i = 0; i < r.spans.size(); ++i) {
+    if (number_arg(r.spans[i], "step") < 0) {
+      throw input_error(path, "traceEvents[" + std::to_string(i) + "].args.step", "missing: every executor span names its step");
+    }
+  }
+  return r;
+}
+
+std::vector<Seconds> as_list(const CategoryTimes& t) {
+  return {t.compute, t.tp, t.ep, t.pp, t.dp, t.optimizer, t.other, t.step};
+}
+
+std::vector<MeasuredStep> measured_steps(const TracedRun& run) {
+  // (step, rank) -> times
+  std::map<std::pair<int, int>, CategoryTimes> by;
+  std::map<std::pair<int, int>, int> micro_batches;
+  for (const TraceSpan& s : run.spans) {
+    const int step = static_cast<int>(number_arg(s, "step"));
+    CategoryTimes& t = by[{step, s.rank}];
+    const std::string pass = text_arg(s, "pass");
+    if (s.category == "step") {
+      t.step += s.duration;
+      micro_batches[{step, s.rank}] = static_cast<int>(number_arg(s, "micro_batches", 0));
+    } else if (s.category == "compute" && pass == "optimizer") {
+      t.optimizer += s.duration;
+    } else if (s.category == "compute") {
+      t.compute += s.duration;
+    } else if (s.category == "tp") {
+      t.tp += s.duration;
+    } else if (s.category == "ep") {
+      t.ep += s.duration;
+    } else if (s.category == "pp") {
+      t.pp += s.duration;
+    } else if (s.category == "dp") {
+      t.dp += s.duration;
+    }
+  }
+  std::map<int, MeasuredStep> steps;
+  for (auto& [key, t] : by) {
+    if (t.step <= 0) continue;  // a step the trace did not finish
+    // TP and EP collectives run inside the passes: compute is what is left of them.
+    t.compute -= t.tp + t.ep;
+    t.other = t.step - (t.compute + t.tp + t.ep + t.pp + t.dp + t.optimizer);
+    const auto [step, rank] = key;
+    MeasuredStep& m = steps[step];
+    const double busy = t.compute + t.tp + t.ep;
+    if (m.times.step == 0 || busy > m.times.compute + m.times.tp + m.times.ep) {
+      m = MeasuredStep{step, micro_batches[key], rank, false, t};
+    }
+  }
+  std::vector<MeasuredStep> result;
+  for (auto& [step, m] : steps) result.push_back(m);
+  if (!result.empty()) result.front().warmup = true;
+  return result;
+}
+
+CategoryTimes predicted_step(const HardwareProfile& profile, const TracedRun& run, int micro_batches) {
+  const CostModel cost(run.model, step_run(run, micro_batches), as_run(profile, run));
+  const StepCost c = cost.evaluate(run.layout);
+  CategoryTimes t;
+  t.compute = c.compute_s;
+  t.tp = c.exposed_comm_s.tp;
+  t.ep = c.exposed_comm_s.ep;
+  t.pp = c.exposed_comm_s.pp + c.bubble_s;
+  t.dp = c.exposed_comm_s.dp;
+  t.optimizer = c.optimizer_s;
+  t.other = c.overhead_s;
+  t.step = c.step_time_s;
+  return t;
+}
+
+double step_time_error(const HardwareProfile& profile, const TracedRun& run) {
+  double sum = 0;
+  int count = 0;
+  for (const MeasuredStep& m : measured_steps(run)) {
+    if (m.warmup) continue;
+    const double predicted = predicted_step(profile, run, m.micro_batches).step;
+    sum += std::abs(predicted - m.times.step) / m.times.step;
+    ++count;
+  }
+  if (count == 0) throw input_error(run.source, "traceEvents", "no complete step after the first");
+  return sum / count;
+}
+
+namespace {
+
+// ---------------------------------------------------------------- least squares
+
+// A linear model y = X theta in which some parameters may stay at their prior values.
+struct LinearSystem {
+  std::vector<std::vector<double>> rows;
+  std::vector<double> measured;
+  void add(std::vector<double> row, double y) {
+    rows.push_back(std::move(row));
+    measured.push_back(y);
+  }
+};
+
+// How one unknown maps to a profile field, and what values make sense.
+struct Unknown {
+  std::string field;
+  double prior = 0;      // theta from the profile before the fit
+  double min = 0, max = 0;  // physical range of theta
+};
+
+struct SolveResult {
+  std::vector<double> theta;
+  std::vector<bool> determined;
+  std::vector<std::string> notes;
+  double rms_relative = 0;
+  int points = 0;
+};
+
+int rank_of(const Eigen::MatrixXd& m) {
+  Eigen::ColPivHouseholderQR<Eigen::MatrixXd> qr(m);
+  qr.setThreshold(1e-6);
+  return static_cast<int>(qr.rank());
+}
+
+// Relative least squares (each point weighted by 1/measured, so short spans count as much as
+// long ones). Parameters join in `unknowns` order while they add rank; the rest, and any whose
+// fitted value leaves its physical range, keep their prior and say why.
+SolveResult solve(const LinearSystem& system, const std::vector<Unknown>& unknowns) {
+  const int n = static_cast<int>(unknowns.size());
+  std::vector<int> usable;
+  for (size_t i = 0; i < system.measured.size(); ++i) {
+    if (system.measured[i] > 0) usable.push_back(static_cast<int>(i));
+  }
+  SolveResult r;
+  r.points = static_cast<int>(usable.size());
+  r.determined.assign(n, false);
+  r.notes.assign(n, "");
+  r.theta.resize(n);
+  for (int j = 0; j < n; ++j) r.theta[j] = unknowns[j].prior;
+  Eigen::MatrixXd x(r.points, n);
+  Eigen::VectorXd y(r.points);
+  for (int i = 0; i < r.points; ++i) {
+    const int row = usable[i];
+    y(i) = 1.0;
+    for (int j = 0; j < n; ++j) x(i, j) = system.rows[row][j] / system.measured[row];
+  }
+  if (r.points == 0) {
+    for (int j = 0; j < n; ++j) r.notes[j] = "no measured points";
+    return r;
+  }
+  Eigen::VectorXd scale(n);
+  for (int j = 0; j < n; ++j) scale(j) = x.col(j).norm();
+  std::vector<int> chosen;
+  for (int j = 0; j < n; ++j) {
+    if (scale(j) == 0) {
+      r.notes[j] = "the traces exercise no work of this kind";
+      continue;
+    }
+    std::vector<int> trial = chosen;
+    trial.push_back(j);
+    Eigen::MatrixXd sub(r.points, trial.size());
+    for (size_t k = 0; k < trial.size(); ++k) sub.col(k) = x.col(trial[k]) / scale(trial[k]);
+    if (rank_of(sub) == static_cast<int>(trial.size())) {
+      chosen.push_back(j);
+    } else {
+      r.notes[j] = "under-determined: the traces do not vary it independently (add runs of other sizes)";
+    }
+  }
+  for (;;) {
+    Eigen::VectorXd rhs = y;
+    for (int j = 0; j < n; ++j) {
+      if (std::find(chosen.begin(), chosen.end(), j) == chosen.end()) rhs -= x.col(j) * unknowns[j].prior;
+    }
+    Eigen::MatrixXd sub(r.points, chosen.size());
+    for (size_t k = 0; k < chosen.size(); ++k) sub.col(k) = x.col(chosen[k]) / scale(chosen[k]);
+    Eigen::VectorXd solution = chosen.empty() ? Eigen::VectorXd() : Eigen::VectorXd(sub.colPivHouseholderQr().solve(rhs));
+    bool dropped = false;
+    for (size_t k = 0; k < chosen.size(); ++k) {
+      const int j = chosen[k];
+      const double value = solution(k) / scale(j);
+      if (!(value >= unknowns[j].min && value <= unknowns[j].max)) {
+        char note[160];
+        std::snprintf(note, sizeof note, "fit gave %.4g, outside its physical range: kept", value);
+        r.notes[j] = note;
+        chosen.erase(chosen.begin() + k);
+        dropped = true;
+        break;
+      }
+      r.theta[j] = value;
+    }
+    if (!dropped) break;
+    for (int j = 0; j < n; ++j) r.theta[j] = unknowns[j].prior;
+  }
+  for (int j : chosen) r.determined[j] = true;
+  Eigen::VectorXd theta(n);
+  for (int j = 0; j < n; ++j) theta(j) = r.theta[j];
+  r.rms_relative = std::sqrt((x * theta - y).squaredNorm() / r.points);
+  return r;
+}
+
+// ---------------------------------------------------------------- the fits
+
+struct Sample {
+  const TracedRun* run;
+  const TraceSpan* span;
+};
+
+// Spans of the steps after each trace's first (warm-up) step.
+std::vector<Sample> fit_spans(const std::vector<TracedRun>& runs) {
+  std::vector<Sample> samples;
+  for (const TracedRun& run : runs) {
+    double first = 1e300;
+    for (const TraceSpan& s : run.spans) first = std::min(first, number_arg(s, "step"));
+    for (const TraceSpan& s : run.spans) {
+      if (number_arg(s, "step") > first) samples.push_back({&run, &s});
+    }
+  }
+  return samples;
+}
+
+// Nested TP/EP time inside each pass span, by (run, rank).
+Seconds nested_comm(const TracedRun& run, const TraceSpan& pass) {
+  Seconds total = 0;
+  for (const TraceSpan& s : run.spans) {
+    if ((s.category == "tp" || s.category == "ep") && in_span(s, pass)) total += s.duration;
+  }
+  return total;
+}
+
+FitGroup make_group(const std::string& name, const std::vector<Unknown>& unknowns, const SolveResult& r,
+                    const std::vector<std::function<double(const std::vector<double>&)>>& to_field,
+                    const std::vector<double>& field_before) {
+  FitGroup g{name, r.points, r.rms_relative, {}};
+  for (size_t j = 0; j < unknowns.size(); ++j) {
+    g.parameters.push_back({unknowns[j].field, field_before[j], to_field[j](r.theta), r.determined[j], r.notes[j]});
+  }
+  return g;
+}
+
+// Compute passes: time = (matmul + n_half x matmul_per_row) / (peak e_mm) + attention / (peak e_att)
+// + layer_passes x overhead, linear in theta = (1/e_mm, n_half/e_mm, 1/e_att, overhead).
+FitGroup fit_compute(const HardwareProfile& profile, const std::vector<Sample>& samples) {
+  const Efficiency& e = profile.efficiency;
+  std::vector<Unknown> unknowns = {
+      {"efficiency.matmul", 1.0 / e.matmul, 1.0, 1000.0},
+      {"efficiency.attention", 1.0 / e.attention, 1.0, 1000.0},
+      {"overheads.per_layer_pass", profile.overheads.per_layer_pass, 0.0, 1.0},
+      {"efficiency.matmul_half_rows", e.matmul_half_rows / e.matmul, 0.0, 1e12},
+  };
+  LinearSystem system;
+  for (const Sample& s : samples) {
+    const std::string pass = text_arg(*s.span, "pass");
+    if (s.span->category != "compute" || (pass != "forward" && pass != "backward")) continue;
+    const TracedRun& run = *s.run;
+    const CostModel cost(run.model, run.run, as_run(profile, run));
+    const int stage = RankGrid(run.layout, run.ranks_per_node).coords(s.span->rank).pp;
+    const StageContents contents = stage_contents(run.model, run.layout)[stage];
+    const ComputeWork w = pass == "forward" ? cost.forward_work(contents, run.layout) : cost.backward_work(contents, run.layout);
+    system.add({w.matmul / cost.matmul_peak(), w.attention / cost.attention_peak(), w.layer_passes,
+                w.matmul_per_row / cost.matmul_peak()},
+               s.span->duration - nested_comm(run, *s.span));
+  }
+  const SolveResult r = solve(system, unknowns);
+  return make_group("compute passes", unknowns, r,
+                    {[](const std::vector<double>& t) { return 1.0 / t[0]; },
+                     [](const std::vector<double>& t) { return 1.0 / t[1]; },
+                     [](const std::vector<double>& t) { return t[2]; },
+                     [](const std::vector<double>& t) { return t[3] / t[0]; }},
+                    {e.matmul, e.attention, profile.overheads.per_layer_pass, e.matmul_half_rows});
+}
+
+struct CollectiveKey {
+  CollectiveAlgorithm algorithm;
+  bool intra;
+  bool operator<(const CollectiveKey& o) const { return std::tie(algorithm, intra) < std::tie(o.algorithm, o.intra); }
+};
+
+// Collectives: time = bytes_factor x bytes / (nominal e) + latency_steps x latency, per algorithm
+// and link class, linear in theta = (1/e, latency).
+std::vector<FitGroup> fit_collectives(const HardwareProfile& profile, const std::vector<Sample>& samples) {
+  std::map<CollectiveKey, LinearSystem> systems;
+  for (const Sample& s : samples) {
+    const std::string name = text_arg(*s.span, "collective");
+    Collective c;
+    if (name == "all_reduce") {
+      c = Collective::kAllReduce;
+    } else if (name == "all_to_all") {
+      c = Collective::kAllToAll;
+    } else {
+      continue;  // receives include pipeline waits; broadcasts have no model term
+    }
+    const GroupSpan group = group_of(*s.run, *s.span);
+    if (group.size < 2) continue;
+    const bool intra = group.intra_only();
+    const double nominal = intra ? profile.node.intra_bandwidth
+                                 : group.members_per_node * profile.cluster.inter_bandwidth / profile.cluster.oversubscription;
+    if (nominal <= 0) continue;
+    const AlphaBeta ab = alpha_beta(c, group.size);
+    systems[{algorithm_of(c), intra}].add({ab.bytes_factor * number_arg(*s.span, "bytes", 0) / nominal, ab.latency_steps},
+                                          s.span->duration);
+  }
+  std::vector<FitGroup> groups;
+  const Network defaults = Network::from(profile);
+  for (const auto& [key, system] : systems) {
+    const std::string link = key.intra ? "intra_node" : "inter_node";
+    const std::string prefix = "collectives." + to_string(key.algorithm) + "." + link + ".";
+    const Link& before = key.intra ? defaults.intra_for(key.algorithm) : defaults.inter_for(key.algorithm);
+    const double nominal = key.intra ? profile.node.intra_bandwidth : profile.cluster.inter_bandwidth / profile.cluster.oversubscription;
+    const double efficiency = before.bandwidth / nominal;
+    const std::vector<Unknown> unknowns = {{prefix + "efficiency", 1.0 / efficiency, 1.0, 1000.0},
+                                           {prefix + "latency", before.latency, 0.0, 10.0}};
+    const SolveResult r = solve(system, unknowns);
+    groups.push_back(make_group(to_string(key.algorithm) + " (" + link + ")", unknowns, r,
+                                {[](const std::vector<double>& t) { return 1.0 / t[0]; },
+                                 [](const std::vector<double>& t) { return t[1]; }},
+                                {efficiency, before.latency}));
+  }
+  return groups;
+}
+
+// Optimizer: time = traffic / (memory bandwidth e_mem), theta = 1/e_mem.
+FitGroup fit_optimizer(const HardwareProfile& profile, const std::vector<Sample>& samples) {
+  LinearSystem system;
+  for (const Sample& s : samples) {
+    if (s.span->category != "compute" || text_arg(*s.span, "pass") != "optimizer") continue;
+    const TracedRun& run = *s.run;
+    const CostModel cost(run.model, run.run, as_run(profile, run));
+    const int stage = RankGrid(run.layout, run.ranks_per_node).coords(s.span->rank).pp;
+    system.add({cost.optimizer_seconds_at_peak(stage_contents(run.model, run.layout)[stage], run.layout)}, s.span->duration);
+  }
+  const std::vector<Unknown> unknowns = {{"efficiency.memory", 1.0 / profile.efficiency.memory, 1.0, 1000.0}};
+  return make_group("optimizer", unknowns, solve(system, unknowns), {[](const std::vector<double>& t) { return 1.0 / t[0]; }},
+                    {profile.efficiency.memory});
+}
+
+// What no span explains (data, norms, loss reduction, logging): its mean per step.
+FitGroup fit_step_overhead(const HardwareProfile& profile, const std::vector<TracedRun>& runs) {
+  LinearSystem system;
+  for (const TracedRun& run : runs) {
+    for (const MeasuredStep& m : measured_steps(run)) {
+      if (!m.warmup) system.add({1.0}, m.times.other);
+    }
+  }
+  const std::vector<Unknown> unknowns = {{"overheads.per_step", profile.overheads.per_step, 0.0, 1e4}};
+  return make_group("per-step overhead", unknowns, solve(system, unknowns), {[](const std::vector<double>& t) { return t[0]; }},
+                    {profile.overheads.per_step});
+}
+
+void apply(HardwareProfile& p, const ParameterFit& fit) {
+  if (!fit.determined) return;
+  const std::string& f = fit.field;
+  if (f == "efficiency.matmul") p.efficiency.matmul = fit.after;
+  if (f == "efficiency.attention") p.efficiency.attention = fit.after;
+  if (f == "efficiency.matmul_half_rows") p.efficiency.matmul_half_rows = fit.after;
+  if (f == "efficiency.memory") p.efficiency.memory = fit.after;
+  if (f == "overheads.per_layer_pass") p.overheads.per_layer_pass = fit.after;
+  if (f == "overheads.per_step") p.overheads.per_step = fit.after;
+  if (f.rfind("collectives.", 0) == 0) {
+    for (int a = 0; a < kCollectiveAlgorithms; ++a) {
+      const auto algorithm = static_cast<CollectiveAlgorithm>(a);
+      for (const std::string link : {"intra_node", "inter_node"}) {
+        const std::string prefix = "collectives." + to_string(algorithm) + "." + link + ".";
+        if (f.rfind(prefix, 0) != 0) continue;
+        const Network defaults = Network::from(p);
+        auto& slot = link == "intra_node" ? p.collectives[algorithm].intra_node : p.collectives[algorithm].inter_node;
+        if (!slot) {
+          const Link& l = link == "intra_node" ? defaults.intra_for(algorithm) : defaults.inter_for(algorithm);
+          const double nominal = link == "intra_node" ? p.node.intra_bandwidth : p.cluster.inter_bandwidth / p.cluster.oversubscription;
+          slot = LinkFigures{l.bandwidth / nominal, l.latency};
+        }
+        if (f == prefix + "efficiency") slot->efficiency = fit.after;
+        if (f == prefix + "latency") slot->latency = fit.after;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+Calibration calibrate(const HardwareProfile& profile, const std::vector<TracedRun>& runs) {
+  Calibration c;
+  c.before = profile;
+  for (const TracedRun& run : runs) c.sources.push_back(run.source);
+  const std::vector<Sample> samples = fit_spans(runs);
+  c.groups.push_back(fit_compute(profile, samples));
+  for (FitGroup& g : fit_collectives(profile, samples)) c.groups.push_back(std::move(g));
+  c.groups.push_back(fit_optimizer(profile, samples));
+  c.groups.push_back(fit_step_overhead(profile, runs));
+  c.after = profile;
+  for (const FitGroup& g : c.groups) {
+    for (const ParameterFit& p : g.parameters) apply(c.after, p);
+  }
+  return c;
+}
+
+namespace {
+
+std::string number_text(double value) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%.6g", value);
+  return buffer;
+}
+
+std::string seconds_text(double seconds) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%.6g us", seconds * 1e6);
+  return buffer;
+}
+
+bool is_time(const std::string& field) { return field.find("latency") != std::string::npos || field.rfind("overheads.", 0) == 0; }
+
+std::string value_text(const ParameterFit& p, double value) { return is_time(p.field) ? seconds_text(value) : number_text(value); }
+
+// Writes `value` at the dotted `field` path of `root`, creating maps on the way.
+void set_path(YAML::Node root, const std::string& field, const std::string& value) {
+  std::vector<std::string> keys;
+  size_t start = 0;
+  for (size_t dot = field.find('.'); dot != std::string::npos; dot = field.find('.', start)) {
+    keys.push_back(field.substr(start, dot - start));
+    start = dot + 1;
+  }
+  keys.push_back(field.substr(start));
+  std::vector<YAML::Node> chain{root};
+  for (size_t i = 0; i + 1 < keys.size(); ++i) chain.push_back(chain.back()[keys[i]]);
+  chain.back()[keys.back()] = value;
+}
+
+}  // namespace
+
+std::string calibrated_profile_yaml(const std::string& original_yaml, const std::string& source,
+                                    const Calibration& c, const std::string& date) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(original_yaml);
+  } catch (const YAML::Exception& e) {
+    throw input_error(source, "", std::string("malformed YAML: ") + e.what());
+  }
+  root["name"] = c.before.name + "-calibrated";
+  YAML::Node record;
+  record["date"] = date;
+  record["from_profile"] = c.before.name;
+  for (const std::string& s : c.sources) record["fitted_from"].push_back(s);
+  for (const FitGroup& g : c.groups) {
+    YAML::Node group;
+    group["points"] = g.points;
+    group["rms_relative_residual"] = number_text(g.rms_relative_residual);
+    for (const ParameterFit& p : g.parameters) {
+      YAML::Node entry;
+      entry["before"] = value_text(p, p.before);
+      entry["after"] = value_text(p, p.determined ? p.after : p.before);
+      entry["status"] = p.determined ? "fitted" : "kept: " + p.note;
+      group["parameters"][p.field] = entry;
+      if (p.determined) set_path(root, p.field, value_text(p, p.after));
+    }
+    record["fits"][g.name] = group;
+  }
+  // Fitted collective figures need both fields; the undetermined one keeps the default it replaced.
+  for (const auto& [algorithm, figures] : c.after.collectives) {
+    const std::string base = "collectives." + to_string(algorithm) + ".";
+    if (figures.intra_node) {
+      set_path(root, base + "intra_node.efficiency", number_text(figures.intra_node->efficiency));
+      set_path(root, base + "intra_node.latency", seconds_text(figures.intra_node->latency));
+    }
+    if (figures.inter_node) {
+      set_path(root, base + "inter_node.efficiency", number_text(figures.inter_node->efficiency));
+      set_path(root, base + "inter_node.latency", seconds_text(figures.inter_node->latency));
+    }
+  }
+  if (c.after.overheads.per_layer_pass > 0 || c.after.overheads.per_step > 0 || root["overheads"]) {
+    set_path(root, "overheads.per_layer_pass", seconds_text(c.after.overheads.per_layer_pass));
+    set_path(root, "overheads.per_step", seconds_text(c.after.overheads.per_step));
+  }
+  root["calibration"] = record;
+  YAML::Emitter out;
+  out << root;
+  const std::string text = std::string(out.c_str()) + "\n";
+  parse_hardware_profile(text, source + " (calibrated)");  // what we write must read back
+  return text;
+}
+
+void print_fit(std::ostream& out, const Calibration& c) {
+  out << "calibrated " << c.before.name << " from " << c.sources.size() << " trace(s)\n";
+  for (const FitGroup& g : c.groups) {
+    char head[160];
+    std::snprintf(head, sizeof head, "%s: %d points, rms relative residual %.1f%%\n", g.name.c_str(), g.points,
+                  100 * g.rms_relative_residual);
+    out << head;
+    for (const ParameterFit& p : g.parameters) {
+      out << "  " << p.field << ": " << value_text(p, p.before);
+      if (p.determined) {
+        out << " -> " << value_text(p, p.after) << "\n";
+      } else {
+        out << " kept (" << p.note << ")\n";
+      }
+    }
+  }
+}
+
+void print_report(std::ostream& out, const std::vector<TracedRun>& runs, const Calibration& c) {
+  double before_sum = 0, after_sum = 0;
+  int count = 0;
+  for (const TracedRun& run : runs) {
+    const Layout& l = run.layout;
+    out << run.source << ": " << run.model.name << " (" << run.model.layers << " layers, hidden " << run.model.hidden
+        << "), tp" << l.tp << " pp" << l.pp << " ep" << l.ep << " dp" << l.dp << " mb" << l.micro_batch << ", seq "
+        << run.run.seq_len << ", " << run.ranks << " ranks\n";
+    for (const MeasuredStep& m : measured_steps(run)) {
+      const std::vector<Seconds> measured = as_list(m.times);
+      const std::vector<Seconds> before = as_list(predicted_step(c.before, run, m.micro_batches));
+      const std::vector<Seconds> after = as_list(predicted_step(c.after, run, m.micro_batches));
+      out << "  step " << m.step << " (" << m.micro_batches << " micro-batches, rank " << m.rank
+          << (m.warmup ? ", warm-up: not fitted" : "") << ")\n";
+      out << "    category     measured     before    error      after    error\n";
+      for (size_t i = 0; i < measured.size(); ++i) {
+        auto error = [&](double predicted) -> std::string {
+          if (measured[i] <= 0) return "     -";
+          char e[16];
+          std::snprintf(e, sizeof e, "%+5.0f%%", 100 * (predicted - measured[i]) / measured[i]);
+          return e;
+        };
+        char line[160];
+        std::snprintf(line, sizeof line, "    %-10s %10.2f ms %7.2f ms %7s %7.2f ms %7s\n", kCategoryNames[i],
+                      1e3 * measured[i], 1e3 * before[i], error(before[i]).c_str(), 1e3 * after[i],
+                      error(after[i]).c_str());
+        out << line;
+      }
+      if (!m.warmup) {
+        before_sum += std::abs(before.back() - measured.back()) / measured.back();
+        after_sum += std::abs(after.back() - measured.back()) / measured.back();
+        ++count;
+      }
+    }
+  }
+  if (count > 0) {
+    char line[160];
+    std::snprintf(line, sizeof line, "step time, mean |relative error| over %d steps: before %.1f%%, after %.1f%%\n", count,
+                  100 * before_sum / count, 100 * after_sum / count);
+    out << line;
+  }
+}
+
+}  // namespace flopwise
