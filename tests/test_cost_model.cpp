@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "flopwise/cost_model.hpp"
+#include "flopwise/error.hpp"
 #include "test_helpers.hpp"
 
 namespace flopwise {
@@ -162,6 +163,77 @@ TEST(CostModel, Fp8SpeedsUpMatmulsOnly) {
   const double fp8_s = CostModel(testing::tiny_moe(), fp8, testing::round_profile()).evaluate(l).compute_s;
   EXPECT_LT(fp8_s, bf16_s);
   EXPECT_GT(fp8_s, bf16_s / 2);  // the attention core stays at the bf16 rate
+}
+
+TEST(CostModel, ComputeTimeByHockneyHalfRowsAndOverhead) {
+  // matmul rate 5e13: (1e12 + 1,000 rows x 1e9) / 5e13 = 40 ms; attention 5e11 / 5e13 = 10 ms;
+  // two layer passes at 10 us.
+  const HardwareProfile p = testing::round_profile_edited(
+      {{"matmul: 0.5,", "matmul: 0.5, matmul_half_rows: 1000,"},
+       {"runtime_reserved", "overheads: {per_layer_pass: \"10 us\", per_step: \"0 s\"}\nruntime_reserved"}},
+      "p.yaml");
+  const CostModel cost(testing::tiny_moe(), small_run(), p);
+  EXPECT_NEAR(cost.compute_seconds(ComputeWork{1e12, 1e9, 5e11, 2}), 0.04 + 0.01 + 2e-5, 1e-15);
+}
+
+TEST(CostModel, LayerWorkCountsLocalExpertsOnce) {
+  const CostModel cost(testing::tiny_moe(), small_run(), testing::round_profile());
+  const Layout ep2{1, 1, 1, 2, 2, 1, Recompute::kNone, false};
+  const ComputeWork w = cost.layer_forward_work(true, ep2);
+  // FLOPs per row: attention, router and shared expert for every token, plus 4 local experts.
+  EXPECT_DOUBLE_EQ(w.matmul_per_row, 2 * (kAttention + kRouter + kShared) + 4 * 2 * kExpert);
+  // FLOPs: 1,024 tokens through the dense part and top-2 experts.
+  EXPECT_DOUBLE_EQ(w.matmul, 1024 * (2 * (kAttention + kRouter + kShared) + 2 * 2 * kExpert));
+  EXPECT_DOUBLE_EQ(w.layer_passes, 1);
+  // Backward without recompute is twice the forward in every term.
+  const StageContents stage{0, 4, true, true};
+  EXPECT_DOUBLE_EQ(cost.backward_work(stage, ep2).layer_passes, 8);
+  EXPECT_DOUBLE_EQ(cost.backward_work(stage, ep2).matmul_per_row, 2 * cost.forward_work(stage, ep2).matmul_per_row);
+}
+
+TEST(CostModel, Fp32TrainingBytesAndMissingPeak) {
+  const PrecisionBytes fp32 = PrecisionBytes::of(Precision::kFp32);
+  EXPECT_EQ(fp32.weight + fp32.grad + fp32.optimizer, 16);  // weight, grad, m, v at 4 bytes
+  EXPECT_EQ(fp32.adam_traffic, 28);
+  TrainingRun run = small_run();
+  run.precision = Precision::kFp32;
+  try {
+    CostModel(testing::tiny_moe(), run, testing::round_profile());
+    FAIL() << "a profile without an fp32 peak must be refused";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("round.yaml: device.peak_tflops.fp32: missing"), std::string::npos) << e.what();
+  }
+  const HardwareProfile p = testing::round_profile_edited({{"{bf16: 100, fp8: 200}", "{bf16: 100, fp8: 200, fp32: 50}"}}, "p.yaml");
+  const Layout l{1, 1, 1, 1, 1, 1, Recompute::kNone, false};
+  const double bf16_weights = CostModel(testing::tiny_moe(), small_run(), p).evaluate(l).memory_bytes.weights;
+  EXPECT_DOUBLE_EQ(CostModel(testing::tiny_moe(), run, p).evaluate(l).memory_bytes.weights, 2 * bf16_weights);
+}
+
+TEST(CostModel, PerStepOverheadAndMemoryEfficiencyAddUp) {
+  const Layout l{1, 1, 1, 1, 1, 1, Recompute::kNone, false};
+  const StepCost plain = CostModel(testing::tiny_moe(), small_run(), testing::round_profile()).evaluate(l);
+  const HardwareProfile p = testing::round_profile_edited(
+      {{"matmul: 0.5,", "matmul: 0.5, memory: 0.5,"},
+       {"runtime_reserved", "overheads: {per_layer_pass: \"0 s\", per_step: \"3 ms\"}\nruntime_reserved"}},
+      "p.yaml");
+  const StepCost slowed = CostModel(testing::tiny_moe(), small_run(), p).evaluate(l);
+  EXPECT_DOUBLE_EQ(slowed.optimizer_s, 2 * plain.optimizer_s);  // half the memory bandwidth
+  EXPECT_NEAR(slowed.step_time_s - plain.step_time_s, 3e-3 + plain.optimizer_s, 1e-12);
+  EXPECT_DOUBLE_EQ(slowed.overhead_s, 3e-3);
+}
+
+TEST(Collectives, FittedFiguresReplaceTheDefaultsOfTheirAlgorithmOnly) {
+  const HardwareProfile p = testing::round_profile_edited(
+      {{"runtime_reserved", "collectives: {ring: {intra_node: {efficiency: 0.25, latency: \"5 us\"}}}\nruntime_reserved"}},
+      "p.yaml");
+  const Network net = Network::from(p);
+  // 2 x 7/8 x 1 GB / (100 GB/s x 0.25) + 14 x 5 us.
+  EXPECT_NEAR(all_reduce_time(GroupSpan{8, 8}, 1e9, net), 0.07 + 14 * 5e-6, 1e-12);
+  // All-to-all keeps the profile's defaults: 7/8 x 1 GB / 100 GB/s + 7 x 1 us.
+  EXPECT_NEAR(all_to_all_time(GroupSpan{8, 8}, 1e9, net), 0.00875 + 7e-6, 1e-12);
+  EXPECT_DOUBLE_EQ(alpha_beta(Collective::kAllReduce, 4).bytes_factor, 1.5);
+  EXPECT_DOUBLE_EQ(alpha_beta(Collective::kAllReduce, 4).latency_steps, 6);
+  EXPECT_DOUBLE_EQ(alpha_beta(Collective::kAllToAll, 4).bytes_factor, 0.75);
 }
 
 }  // namespace flopwise

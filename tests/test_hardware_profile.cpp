@@ -86,4 +86,30 @@ TEST(HardwareProfile, UnknownProfileNameListsBuiltins) {
   }
 }
 
+TEST(HardwareProfile, OptionalCalibrationSectionsAreCheckedFieldByField) {
+  using testing::round_profile_with;
+  const std::string tail = "runtime_reserved";
+  const HardwareProfile p = parse_hardware_profile(
+      round_profile_with(tail, "overheads: {per_layer_pass: \"20 us\", per_step: \"3 ms\"}\n"
+                               "collectives: {all_to_all: {inter_node: {efficiency: 0.4, latency: \"30 us\"}}}\n" + tail),
+      "p.yaml");
+  EXPECT_DOUBLE_EQ(p.overheads.per_layer_pass, 20e-6);
+  EXPECT_DOUBLE_EQ(p.overheads.per_step, 3e-3);
+  ASSERT_TRUE(p.collectives.at(CollectiveAlgorithm::kAllToAll).inter_node.has_value());
+  EXPECT_DOUBLE_EQ(p.collectives.at(CollectiveAlgorithm::kAllToAll).inter_node->latency, 30e-6);
+  EXPECT_FALSE(p.collectives.at(CollectiveAlgorithm::kAllToAll).intra_node.has_value());
+  EXPECT_DOUBLE_EQ(p.efficiency.memory, 1.0);  // absent: the optimizer reaches the nominal bandwidth
+  EXPECT_NE(error_of(round_profile_with(tail, "collectives: {tree: {}}\n" + tail)).find("p.yaml: collectives.tree: unknown collective"),
+            std::string::npos);
+  EXPECT_NE(error_of(round_profile_with(tail, "collectives: {ring: {intra_node: {efficiency: 0.5}}}\n" + tail))
+                .find("collectives.ring.intra_node.latency: missing field"),
+            std::string::npos);
+  EXPECT_NE(error_of(round_profile_with(tail, "overheads: {per_layer_pass: \"1 us\"}\n" + tail)).find("overheads.per_step: missing field"),
+            std::string::npos);
+  EXPECT_NE(error_of(round_profile_with("matmul: 0.5,", "matmul: 0.5, matmul_half_rows: -3,")).find("efficiency.matmul_half_rows: must be between"),
+            std::string::npos);
+  EXPECT_NE(error_of(round_profile_with("{bf16: 100, fp8: 200}", "{fp16: 100}")).find("peak_tflops.fp16: unknown dtype"),
+            std::string::npos);
+}
+
 }  // namespace flopwise
