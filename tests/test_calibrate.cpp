@@ -1,0 +1,221 @@
+// Calibration against synthetic executor traces whose every span follows known efficiencies.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "flopwise/calibrate.hpp"
+#include "flopwise/error.hpp"
+#include "flopwise/model_import.hpp"
+#include "test_helpers.hpp"
+
+namespace flopwise {
+namespace {
+
+using nlohmann::json;
+
+struct RunShape {
+  Layout layout;
+  int seq_len = 0;
+  int micro_batches = 0;
+};
+
+// The profile the synthetic spans are generated from: every figure calibration fits, and none
+// equal to the round profile's, which the fit starts from.
+HardwareProfile truth() {
+  return testing::round_profile_edited(
+      {{"matmul: 0.5, attention: 0.5,", "matmul: 0.4, matmul_half_rows: 64, attention: 0.3, memory: 0.7,"},
+       {"runtime_reserved",
+        "overheads: {per_layer_pass: \"20 us\", per_step: \"3 ms\"}\n"
+        "collectives:\n"
+        "  ring: {intra_node: {efficiency: 0.6, latency: \"4 us\"}}\n"
+        "  all_to_all: {intra_node: {efficiency: 0.45, latency: \"7 us\"}}\n"
+        "runtime_reserved"}},
+      "truth.yaml");
+}
+
+struct SpanWriter {
+  json events = json::array();
+  void add(const std::string& category, const std::string& name, int rank, double start, double duration, json args) {
+    events.push_back({{"name", name}, {"cat", category}, {"ph", "X"}, {"ts", start * 1e6}, {"dur", duration * 1e6},
+                      {"pid", 0}, {"tid", rank}, {"args", args}});
+  }
+};
+
+// A trace in the executor's shape for `shape` on the truth profile: per step and rank, the passes
+// (with the TP all-reduces and EP all-to-alls the cost model counts nested inside), the DP
+// all-reduces, the optimizer and the step, each exactly as long as the cost model says.
+std::string synthetic_trace(const std::string& name, const RunShape& shape, int steps = 3) {
+  const ModelConfig model = testing::tiny_moe();
+  const HardwareProfile p = truth();
+  const Layout& l = shape.layout;
+  TrainingRun run = testing::tiny_run(shape.micro_batches * l.dp * l.micro_batch);
+  run.seq_len = shape.seq_len;
+  const CostModel cost(model, run, p);
+  const Network net = Network::from(p);
+  const RankGrid grid(l, p.node.devices);
+  SpanWriter w;
+  for (int step = 0; step < steps; ++step) {
+    for (int rank = 0; rank < l.devices(); ++rank) {
+      const StageContents stage = stage_contents(model, l)[grid.coords(rank).pp];
+      double t = step * 100.0;
+      const double step_start = t;
+      auto collective = [&](const std::string& category, const std::string& kind, double bytes, int size) {
+        if (size < 2 || bytes <= 0) return;
+        const double d = kind == "all_reduce" ? all_reduce_time(GroupSpan{size, size}, bytes, net)
+                                              : all_to_all_time(GroupSpan{size, size}, bytes, net);
+        w.add(category, kind, rank, t, d, {{"step", step}, {"collective", kind}, {"bytes", bytes}, {"group_size", size}});
+        t += d;
+      };
+      const int layers = stage.dense_layers + stage.moe_layers;
+      for (int micro = 0; micro < shape.micro_batches; ++micro) {
+        for (const std::string pass : {"forward", "backward"}) {
+          const double start = t;
+          t += cost.compute_seconds(pass == "forward" ? cost.forward_work(stage, l) : cost.backward_work(stage, l));
+          // Two all-reduces per layer and pass move what the model's four reduce-scatters move.
+          for (int i = 0; i < 2 * layers; ++i) collective("tp", "all_reduce", cost.tp_collective_bytes(l), l.tp);
+          for (int i = 0; i < 2 * stage.moe_layers; ++i) collective("ep", "all_to_all", cost.ep_payload_bytes(l), l.ep);
+          w.add("compute", pass, rank, start, t - start, {{"step", step}, {"pass", pass}, {"micro_batch", micro}});
+        }
+      }
+      collective("dp", "all_reduce", 4 * cost.dense_params_per_device(stage, l), l.dp);
+      collective("dp", "all_reduce", 4 * cost.expert_params_per_device(stage, l), l.expert_dp());
+      const double optimizer = cost.optimizer_seconds(stage, l);
+      w.add("compute", "optimizer", rank, t, optimizer, {{"step", step}, {"pass", "optimizer"}});
+      t += optimizer + p.overheads.per_step;
+      w.add("step", "step", rank, step_start, t - step_start, {{"step", step}, {"micro_batches", shape.micro_batches}});
+    }
+  }
+  json layout = {{"tp", l.tp}, {"pp", l.pp}, {"vpp", 1}, {"ep", l.ep}, {"dp", l.dp}, {"micro_batch", l.micro_batch},
+                 {"recompute", "none"}, {"optimizer_sharding", false}};
+  json meta = {{"model", model_to_json(model)}, {"layout", layout}, {"seq_len", shape.seq_len},
+               {"global_batch", run.global_batch}, {"precision", "bf16"}, {"ranks", l.devices()},
+               {"ranks_per_node", p.node.devices}};
+  const std::string path = ::testing::TempDir() + "/flopwise_calibrate_" + name + ".json";
+  std::ofstream(path) << json{{"traceEvents", w.events}, {"otherData", {{"flopwise_run", meta}}}}.dump();
+  return path;
+}
+
+Layout layout(int tp, int pp, int ep, int dp, int micro_batch) {
+  return Layout{tp, pp, 1, ep, dp, micro_batch, Recompute::kNone, false};
+}
+
+const ParameterFit& find(const Calibration& c, const std::string& field) {
+  for (const FitGroup& g : c.groups) {
+    for (const ParameterFit& p : g.parameters) {
+      if (p.field == field) return p;
+    }
+  }
+  throw std::runtime_error("no fit of " + field);
+}
+
+std::vector<TracedRun> varied_runs() {
+  return {load_traced_run(synthetic_trace("dp", {layout(1, 1, 1, 2, 1), 256, 2})),
+          load_traced_run(synthetic_trace("ep", {layout(1, 1, 2, 2, 2), 1024, 2})),
+          load_traced_run(synthetic_trace("ep-short", {layout(1, 1, 2, 2, 1), 512, 2})),
+          load_traced_run(synthetic_trace("pp", {layout(1, 2, 1, 1, 1), 512, 3})),
+          load_traced_run(synthetic_trace("tp", {layout(2, 1, 1, 1, 1), 512, 2}))};
+}
+
+}  // namespace
+
+TEST(Calibrate, SyntheticTracesGiveBackTheirEfficienciesWithinOnePercent) {
+  const Calibration c = calibrate(testing::round_profile(), varied_runs());
+  const std::vector<std::pair<std::string, double>> expected = {
+      {"efficiency.matmul", 0.4},
+      {"efficiency.matmul_half_rows", 64},
+      {"efficiency.attention", 0.3},
+      {"efficiency.memory", 0.7},
+      {"overheads.per_layer_pass", 20e-6},
+      {"overheads.per_step", 3e-3},
+      {"collectives.ring.intra_node.efficiency", 0.6},
+      {"collectives.ring.intra_node.latency", 4e-6},
+      {"collectives.all_to_all.intra_node.efficiency", 0.45},
+      {"collectives.all_to_all.intra_node.latency", 7e-6},
+  };
+  for (const auto& [field, value] : expected) {
+    const ParameterFit& fit = find(c, field);
+    EXPECT_TRUE(fit.determined) << field << ": " << fit.note;
+    EXPECT_NEAR(fit.after, value, 0.01 * value) << field;
+  }
+  for (const FitGroup& g : c.groups) EXPECT_LT(g.rms_relative_residual, 1e-6) << g.name;
+  // The fitted profile predicts the traced steps; the starting one does not.
+  const TracedRun ep = load_traced_run(synthetic_trace("ep", {layout(1, 1, 2, 2, 2), 1024, 2}));
+  EXPECT_LT(step_time_error(c.after, ep), 1e-6);
+  EXPECT_GT(step_time_error(c.before, ep), 0.05);
+}
+
+TEST(Calibrate, OneRunShapeCannotSeparateTermsAndKeepsThem) {
+  const Calibration c = calibrate(testing::round_profile(), {load_traced_run(synthetic_trace("one", {layout(1, 1, 1, 2, 1), 256, 2}))});
+  EXPECT_TRUE(find(c, "efficiency.matmul").determined);
+  for (const std::string field : {"efficiency.attention", "overheads.per_layer_pass", "efficiency.matmul_half_rows"}) {
+    const ParameterFit& fit = find(c, field);
+    EXPECT_FALSE(fit.determined) << field;
+    EXPECT_NE(fit.note.find("under-determined"), std::string::npos) << fit.note;
+    EXPECT_DOUBLE_EQ(fit.after, fit.before) << field;
+  }
+  EXPECT_DOUBLE_EQ(c.after.efficiency.attention, 0.5);
+  EXPECT_DOUBLE_EQ(c.after.overheads.per_layer_pass, 0.0);
+  // The written profile records both the fit and what was kept, and reads back.
+  const std::string yaml = calibrated_profile_yaml(testing::round_profile_yaml(), "round.yaml", c, "2026-11-22");
+  const HardwareProfile written = parse_hardware_profile(yaml, "written.yaml");
+  EXPECT_EQ(written.name, "round-calibrated");
+  EXPECT_NEAR(written.efficiency.matmul, c.after.efficiency.matmul, 1e-5 * c.after.efficiency.matmul);
+  EXPECT_DOUBLE_EQ(written.efficiency.attention, 0.5);
+  EXPECT_NE(yaml.find("date: 2026-11-22"), std::string::npos);
+  EXPECT_NE(yaml.find("flopwise_calibrate_one.json"), std::string::npos);
+  EXPECT_NE(yaml.find("kept: under-determined"), std::string::npos);
+  EXPECT_NE(yaml.find("rms_relative_residual"), std::string::npos);
+}
+
+TEST(Calibrate, ReportShowsEachStepBeforeAndAfter) {
+  const Calibration c = calibrate(testing::round_profile(), varied_runs());
+  // A run without pipeline stages: the synthetic passes have no bubble to match the model's.
+  const std::vector<TracedRun> runs = {load_traced_run(synthetic_trace("ep", {layout(1, 1, 2, 2, 2), 1024, 2}))};
+  std::ostringstream out;
+  print_report(out, runs, c);
+  const std::string text = out.str();
+  EXPECT_NE(text.find("step 0 (2 micro-batches, rank 0, warm-up: not fitted)"), std::string::npos) << text;
+  EXPECT_NE(text.find("pp+bubble"), std::string::npos);
+  EXPECT_NE(text.find("after 0.0%"), std::string::npos) << text;
+}
+
+TEST(Calibrate, TracesWithoutRunMetadataOrStepsAreRefusedByField) {
+  const std::string plain = ::testing::TempDir() + "/flopwise_calibrate_plain.json";
+  std::ofstream(plain) << R"({"traceEvents": [{"name": "F", "cat": "compute", "ph": "X", "ts": 0, "dur": 5, "tid": 0}]})";
+  try {
+    load_traced_run(plain);
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("otherData.flopwise_run: missing"), std::string::npos) << e.what();
+  }
+  std::string text;
+  {
+    std::ifstream in(synthetic_trace("broken", {layout(1, 1, 1, 2, 1), 256, 2}));
+    std::stringstream s;
+    s << in.rdbuf();
+    text = s.str();
+  }
+  json j = json::parse(text);
+  j["traceEvents"][3]["args"].erase("step");
+  const std::string no_step = ::testing::TempDir() + "/flopwise_calibrate_nostep.json";
+  std::ofstream(no_step) << j.dump();
+  try {
+    load_traced_run(no_step);
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("traceEvents[3].args.step: missing"), std::string::npos) << e.what();
+  }
+  j = json::parse(text);
+  j["otherData"]["flopwise_run"]["layout"].erase("ep");
+  std::ofstream(no_step) << j.dump();
+  try {
+    load_traced_run(no_step);
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("otherData.flopwise_run.layout.ep: missing"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace flopwise
