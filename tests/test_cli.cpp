@@ -116,6 +116,11 @@ TEST(Cli, BadInputEndsWithOneLineAndCodeTwo) {
   expect_one_line_error(run({"model", config}), "model_type");
   const std::string bad_json = write_temp("bad.json", "{\"model_type\": ");
   expect_one_line_error(run({"model", bad_json}), "malformed JSON");
+  expect_one_line_error(run({"plan", "--profile", "cpu-core"}), "cpu-core: device.peak_tflops.bf16: missing");
+  expect_one_line_error(run({"calibrate", "nowhere.json", "--profile", "cpu-core"}), "nowhere.json: cannot open trace file");
+  expect_one_line_error(run({"calibrate", bad_json, "--profile", "cpu-core"}), "malformed JSON");
+  const std::string simulator_trace = write_temp("sim-trace.json", "{\"traceEvents\": []}");
+  expect_one_line_error(run({"calibrate", simulator_trace, "--profile", "cpu-core"}), "otherData.flopwise_run: missing");
 }
 
 TEST(Cli, NoSubcommandIsAnError) { EXPECT_EQ(run({}).code, 2); }

@@ -243,46 +243,49 @@ SolveResult solve(const LinearSystem& system, const std::vector<Unknown>& unknow
   }
   Eigen::VectorXd scale(n);
   for (int j = 0; j < n; ++j) scale(j) = x.col(j).norm();
+  std::vector<bool> excluded(n, false);  // fitted outside their physical range once
   std::vector<int> chosen;
-  for (int j = 0; j < n; ++j) {
-    if (scale(j) == 0) {
-      r.notes[j] = "the traces exercise no work of this kind";
-      continue;
-    }
-    std::vector<int> trial = chosen;
-    trial.push_back(j);
-    Eigen::MatrixXd sub(r.points, trial.size());
-    for (size_t k = 0; k < trial.size(); ++k) sub.col(k) = x.col(trial[k]) / scale(trial[k]);
-    if (rank_of(sub) == static_cast<int>(trial.size())) {
-      chosen.push_back(j);
-    } else {
-      r.notes[j] = "under-determined: the traces do not vary it independently (add runs of other sizes)";
-    }
-  }
   for (;;) {
+    // Take parameters in order while each adds rank to the (column-normalised) system.
+    chosen.clear();
+    for (int j = 0; j < n; ++j) {
+      if (excluded[j]) continue;
+      if (scale(j) == 0) {
+        r.notes[j] = "the traces exercise no work of this kind";
+        continue;
+      }
+      std::vector<int> trial = chosen;
+      trial.push_back(j);
+      Eigen::MatrixXd sub(r.points, trial.size());
+      for (size_t k = 0; k < trial.size(); ++k) sub.col(k) = x.col(trial[k]) / scale(trial[k]);
+      if (rank_of(sub) == static_cast<int>(trial.size())) {
+        chosen.push_back(j);
+        r.notes[j].clear();
+      } else {
+        r.notes[j] = "under-determined: the traces do not vary it independently (add runs of other sizes)";
+      }
+    }
     Eigen::VectorXd rhs = y;
     for (int j = 0; j < n; ++j) {
+      r.theta[j] = unknowns[j].prior;
       if (std::find(chosen.begin(), chosen.end(), j) == chosen.end()) rhs -= x.col(j) * unknowns[j].prior;
     }
     Eigen::MatrixXd sub(r.points, chosen.size());
     for (size_t k = 0; k < chosen.size(); ++k) sub.col(k) = x.col(chosen[k]) / scale(chosen[k]);
-    Eigen::VectorXd solution = chosen.empty() ? Eigen::VectorXd() : Eigen::VectorXd(sub.colPivHouseholderQr().solve(rhs));
+    const Eigen::VectorXd solution = chosen.empty() ? Eigen::VectorXd() : Eigen::VectorXd(sub.colPivHouseholderQr().solve(rhs));
     bool dropped = false;
-    for (size_t k = 0; k < chosen.size(); ++k) {
+    for (size_t k = 0; k < chosen.size() && !dropped; ++k) {
       const int j = chosen[k];
       const double value = solution(k) / scale(j);
+      r.theta[j] = value;
       if (!(value >= unknowns[j].min && value <= unknowns[j].max)) {
         char note[160];
         std::snprintf(note, sizeof note, "fit gave %.4g, outside its physical range: kept", value);
         r.notes[j] = note;
-        chosen.erase(chosen.begin() + k);
-        dropped = true;
-        break;
+        excluded[j] = dropped = true;
       }
-      r.theta[j] = value;
     }
     if (!dropped) break;
-    for (int j = 0; j < n; ++j) r.theta[j] = unknowns[j].prior;
   }
   for (int j : chosen) r.determined[j] = true;
   Eigen::VectorXd theta(n);
