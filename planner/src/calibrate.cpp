@@ -280,7 +280,7 @@ SolveResult solve(const LinearSystem& system, const std::vector<Unknown>& unknow
       r.theta[j] = value;
       if (!(value >= unknowns[j].min && value <= unknowns[j].max)) {
         char note[160];
-        std::snprintf(note, sizeof note, "fit gave %.4g, outside its physical range: kept", value);
+        std::snprintf(note, sizeof note, "fit gave %.4g, outside its physical range", value);
         r.notes[j] = note;
         excluded[j] = dropped = true;
       }
