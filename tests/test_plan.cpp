@@ -100,6 +100,11 @@ TEST(Plan, MegatronArgumentsCarryTheLayout) {
   EXPECT_NE(std::find(args.begin(), args.end(), "--use-distributed-optimizer"), args.end());
   EXPECT_NE(std::find(args.begin(), args.end(), "--sequence-parallel"), args.end());
   EXPECT_EQ(std::find(args.begin(), args.end(), "--num-layers-per-virtual-pipeline-stage"), args.end());
+  EXPECT_NE(std::find(args.begin(), args.end(), "--bf16"), args.end());
+  Plan fp32 = ling_plus_plan();
+  fp32.run.precision = Precision::kFp32;
+  const std::vector<std::string> fp32_args = megatron_args(fp32);
+  EXPECT_EQ(std::find(fp32_args.begin(), fp32_args.end(), "--bf16"), fp32_args.end());
 }
 
 }  // namespace flopwise

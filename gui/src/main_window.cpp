@@ -176,7 +176,7 @@ QWidget* MainWindow::build_editor() {
   budget_->setDecimals(0);
   form->addRow("Budget", budget_);
   precision_ = new QComboBox();
-  precision_->addItems({"bf16", "fp8"});
+  precision_->addItems({"bf16", "fp8", "fp32"});
   form->addRow("Precision", precision_);
   run_ = new QPushButton("Compare");
   cancel_ = new QPushButton("Cancel");

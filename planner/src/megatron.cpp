@@ -67,7 +67,9 @@ void add_layout(std::vector<std::string>& a, const Plan& p) {
     a.insert(a.end(), {"--recompute-granularity", "full", "--recompute-method", "uniform", "--recompute-num-layers", "1"});
   }
   if (l.optimizer_sharding) a.push_back("--use-distributed-optimizer");
-  a.insert(a.end(), {"--overlap-grad-reduce", "--bf16"});
+  a.push_back("--overlap-grad-reduce");
+  // Megatron trains in fp32 unless told --bf16 (fp8 runs on top of bf16).
+  if (p.run.precision != Precision::kFp32) a.push_back("--bf16");
   if (p.run.precision == Precision::kFp8) a.insert(a.end(), {"--fp8-format", "hybrid"});
 }
 
