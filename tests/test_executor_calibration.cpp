@@ -5,11 +5,11 @@
 
 #include <fstream>
 #include <iostream>
-#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "flopwise/calibrate.hpp"
 #include "flopwise/catalog.hpp"
+#include "executor_test_plans.hpp"
 
 namespace flopwise {
 namespace {
@@ -17,20 +17,7 @@ namespace {
 std::string temp(const std::string& name) { return ::testing::TempDir() + "/flopwise_calib_" + name; }
 
 std::string plan_file(const std::string& name, int tp, int pp, int ep, int dp) {
-  nlohmann::json model = {{"name", "ling-lite"}, {"family", "bailing_moe"}, {"layers", 28}, {"hidden", 2048},
-                          {"heads", 16}, {"kv_heads", 4}, {"head_dim", 128}, {"vocab", 126464}, {"seq_len", 4096},
-                          {"q_lora_rank", 0}, {"kv_lora_rank", 0}, {"rope_head_dim", 0}, {"v_head_dim", 0},
-                          {"routed_experts", 64}, {"top_k", 6}, {"expert_ffn", 1408}, {"shared_experts", 2},
-                          {"shared_expert_ffn", 1408}, {"dense_ffn", 5632}, {"first_dense_layers", 0},
-                          {"qkv_bias", false}, {"tied_embeddings", false}};
-  nlohmann::json plan = {{"schema", "flopwise.plan/1"}, {"model", model}, {"global_batch", 8960}, {"seq_len", 4096},
-                         {"devices", tp * pp * dp},
-                         {"layout", {{"tp", tp}, {"pp", pp}, {"vpp", 1}, {"ep", ep}, {"dp", dp}, {"micro_batch", 1},
-                                     {"recompute", "none"}, {"optimizer_sharding", false}}},
-                         {"rank_map", {{"order", "tp-ep-dp-pp"}}}};
-  const std::string path = temp(name + ".plan.json");
-  std::ofstream(path) << plan.dump();
-  return path;
+  return testing::write_ling_lite_plan(temp(name + ".plan.json"), tp, pp, ep, dp, false);
 }
 
 // Trains 5 steps of the 1/16-width Ling-Lite on two ranks and returns the trace.

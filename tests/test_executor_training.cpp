@@ -16,6 +16,8 @@
 #include <sstream>
 #include <thread>
 
+#include "executor_test_plans.hpp"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -24,20 +26,7 @@ std::string temp(const std::string& name) { return ::testing::TempDir() + "/flop
 
 // A plan of Ling-Lite's shape with the given layout; the executor scales the model down.
 std::string write_plan(const std::string& name, int pp, int ep, int dp, bool sharding, int tp = 1) {
-  nlohmann::json model = {{"name", "ling-lite"}, {"family", "bailing_moe"}, {"layers", 28}, {"hidden", 2048},
-                          {"heads", 16}, {"kv_heads", 4}, {"head_dim", 128}, {"vocab", 126464}, {"seq_len", 4096},
-                          {"q_lora_rank", 0}, {"kv_lora_rank", 0}, {"rope_head_dim", 0}, {"v_head_dim", 0},
-                          {"routed_experts", 64}, {"top_k", 6}, {"expert_ffn", 1408}, {"shared_experts", 2},
-                          {"shared_expert_ffn", 1408}, {"dense_ffn", 5632}, {"first_dense_layers", 0},
-                          {"qkv_bias", false}, {"tied_embeddings", false}};
-  nlohmann::json plan = {{"schema", "flopwise.plan/1"}, {"model", model}, {"global_batch", 8960}, {"seq_len", 4096},
-                         {"devices", tp * pp * dp},
-                         {"layout", {{"tp", tp}, {"pp", pp}, {"vpp", 1}, {"ep", ep}, {"dp", dp}, {"micro_batch", 1},
-                                     {"recompute", "none"}, {"optimizer_sharding", sharding}}},
-                         {"rank_map", {{"order", "tp-ep-dp-pp"}}}};
-  const std::string path = temp(name + ".json");
-  std::ofstream(path) << plan.dump();
-  return path;
+  return flopwise::testing::write_ling_lite_plan(temp(name + ".json"), tp, pp, ep, dp, sharding);
 }
 
 int run(const std::string& args, const std::string& output) {
