@@ -371,9 +371,16 @@ struct CollectiveKey {
   bool operator<(const CollectiveKey& o) const { return std::tie(algorithm, intra) < std::tie(o.algorithm, o.intra); }
 };
 
+// One device's nominal link bandwidth: NVLink-class inside a node, its NIC share across nodes.
+double nominal_bandwidth(const HardwareProfile& p, bool intra) {
+  return intra ? p.node.intra_bandwidth : p.cluster.inter_bandwidth / p.cluster.oversubscription;
+}
+
 // Collectives: time = bytes_factor x bytes / (nominal e) + latency_steps x latency, per algorithm
-// and link class, linear in theta = (1/e, latency).
-std::vector<FitGroup> fit_collectives(const HardwareProfile& profile, const std::vector<Sample>& samples) {
+// and link class, linear in theta = (1/e, latency); the fitted pair goes into `after`.
+
+std::vector<FitGroup> fit_collectives(const HardwareProfile& profile, const std::vector<Sample>& samples,
+                                      HardwareProfile& after) {
   std::map<CollectiveKey, LinearSystem> systems;
   for (const Sample& s : samples) {
     const std::string name = text_arg(*s.span, "collective");
@@ -388,8 +395,8 @@ std::vector<FitGroup> fit_collectives(const HardwareProfile& profile, const std:
     const GroupSpan group = group_of(*s.run, *s.span);
     if (group.size < 2) continue;
     const bool intra = group.intra_only();
-    const double nominal = intra ? profile.node.intra_bandwidth
-                                 : group.members_per_node * profile.cluster.inter_bandwidth / profile.cluster.oversubscription;
+    // A ring spanning nodes drives one NIC per member on each node.
+    const double nominal = (intra ? 1 : group.members_per_node) * nominal_bandwidth(profile, intra);
     if (nominal <= 0) continue;
     const AlphaBeta ab = alpha_beta(c, group.size);
     systems[{algorithm_of(c), intra}].add({ab.bytes_factor * number_arg(*s.span, "bytes", 0) / nominal, ab.latency_steps},
@@ -401,8 +408,7 @@ std::vector<FitGroup> fit_collectives(const HardwareProfile& profile, const std:
     const std::string link = key.intra ? "intra_node" : "inter_node";
     const std::string prefix = "collectives." + to_string(key.algorithm) + "." + link + ".";
     const Link& before = key.intra ? defaults.intra_for(key.algorithm) : defaults.inter_for(key.algorithm);
-    const double nominal = key.intra ? profile.node.intra_bandwidth : profile.cluster.inter_bandwidth / profile.cluster.oversubscription;
-    const double efficiency = before.bandwidth / nominal;
+    const double efficiency = before.bandwidth / nominal_bandwidth(profile, key.intra);
     const std::vector<Unknown> unknowns = {{prefix + "efficiency", 1.0 / efficiency, 1.0, 1000.0},
                                            {prefix + "latency", before.latency, 0.0, 10.0}};
     const SolveResult r = solve(system, unknowns);
@@ -410,6 +416,11 @@ std::vector<FitGroup> fit_collectives(const HardwareProfile& profile, const std:
                                 {[](const std::vector<double>& t) { return 1.0 / t[0]; },
                                  [](const std::vector<double>& t) { return t[1]; }},
                                 {efficiency, before.latency}));
+    // Fitted figures replace the defaults as a pair; an undetermined one keeps the default's value.
+    if (r.determined[0] || r.determined[1]) {
+      CollectiveFigures& figures = after.collectives[key.algorithm];
+      (key.intra ? figures.intra_node : figures.inter_node) = LinkFigures{1.0 / r.theta[0], r.theta[1]};
+    }
   }
   return groups;
 }
@@ -451,24 +462,6 @@ void apply(HardwareProfile& p, const ParameterFit& fit) {
   if (f == "efficiency.memory") p.efficiency.memory = fit.after;
   if (f == "overheads.per_layer_pass") p.overheads.per_layer_pass = fit.after;
   if (f == "overheads.per_step") p.overheads.per_step = fit.after;
-  if (f.rfind("collectives.", 0) == 0) {
-    for (int a = 0; a < kCollectiveAlgorithms; ++a) {
-      const auto algorithm = static_cast<CollectiveAlgorithm>(a);
-      for (const std::string link : {"intra_node", "inter_node"}) {
-        const std::string prefix = "collectives." + to_string(algorithm) + "." + link + ".";
-        if (f.rfind(prefix, 0) != 0) continue;
-        const Network defaults = Network::from(p);
-        auto& slot = link == "intra_node" ? p.collectives[algorithm].intra_node : p.collectives[algorithm].inter_node;
-        if (!slot) {
-          const Link& l = link == "intra_node" ? defaults.intra_for(algorithm) : defaults.inter_for(algorithm);
-          const double nominal = link == "intra_node" ? p.node.intra_bandwidth : p.cluster.inter_bandwidth / p.cluster.oversubscription;
-          slot = LinkFigures{l.bandwidth / nominal, l.latency};
-        }
-        if (f == prefix + "efficiency") slot->efficiency = fit.after;
-        if (f == prefix + "latency") slot->latency = fit.after;
-      }
-    }
-  }
 }
 
 }  // namespace
@@ -478,11 +471,12 @@ Calibration calibrate(const HardwareProfile& profile, const std::vector<TracedRu
   c.before = profile;
   for (const TracedRun& run : runs) c.sources.push_back(run.source);
   const std::vector<Sample> samples = fit_spans(runs);
+  c.after = profile;
   c.groups.push_back(fit_compute(profile, samples));
-  for (FitGroup& g : fit_collectives(profile, samples)) c.groups.push_back(std::move(g));
+  for (FitGroup& g : fit_collectives(profile, samples, c.after)) c.groups.push_back(std::move(g));
   c.groups.push_back(fit_optimizer(profile, samples));
   c.groups.push_back(fit_step_overhead(profile, runs));
-  c.after = profile;
+  // Collective figures are already in c.after; the scalar fields go in here.
   for (const FitGroup& g : c.groups) {
     for (const ParameterFit& p : g.parameters) apply(c.after, p);
   }
