@@ -1,25 +1,30 @@
 #pragma once
-// Plans the executor tests train: Ling-Lite's shape (flopwise-train scales it down) with a layout.
-#include <fstream>
-#include <nlohmann/json.hpp>
+// Plans the executor tests train: Ling-Lite's shape (flopwise-train scales it down) with a layout,
+// written by the core's plan writer, exactly as `flopwise plan --out` writes them.
 #include <string>
+
+#include "flopwise/plan.hpp"
 
 namespace flopwise::testing {
 
+inline ModelConfig ling_lite_shape() {
+  ModelConfig m;
+  m.name = "ling-lite", m.family = "bailing_moe";
+  m.layers = 28, m.hidden = 2048, m.heads = 16, m.kv_heads = 4, m.head_dim = 128, m.vocab = 126464;
+  m.routed_experts = 64, m.top_k = 6, m.expert_ffn = 1408, m.shared_experts = 2, m.shared_expert_ffn = 1408;
+  m.dense_ffn = 5632;
+  return m;
+}
+
 // Writes the plan to `path` and returns `path`.
 inline std::string write_ling_lite_plan(const std::string& path, int tp, int pp, int ep, int dp, bool sharding) {
-  const nlohmann::json model = {{"name", "ling-lite"}, {"family", "bailing_moe"}, {"layers", 28}, {"hidden", 2048},
-                                {"heads", 16}, {"kv_heads", 4}, {"head_dim", 128}, {"vocab", 126464}, {"seq_len", 4096},
-                                {"q_lora_rank", 0}, {"kv_lora_rank", 0}, {"rope_head_dim", 0}, {"v_head_dim", 0},
-                                {"routed_experts", 64}, {"top_k", 6}, {"expert_ffn", 1408}, {"shared_experts", 2},
-                                {"shared_expert_ffn", 1408}, {"dense_ffn", 5632}, {"first_dense_layers", 0},
-                                {"qkv_bias", false}, {"tied_embeddings", false}};
-  const nlohmann::json plan = {{"schema", "flopwise.plan/1"}, {"model", model}, {"global_batch", 8960}, {"seq_len", 4096},
-                               {"devices", tp * pp * dp},
-                               {"layout", {{"tp", tp}, {"pp", pp}, {"vpp", 1}, {"ep", ep}, {"dp", dp}, {"micro_batch", 1},
-                                           {"recompute", "none"}, {"optimizer_sharding", sharding}}},
-                               {"rank_map", {{"order", "tp-ep-dp-pp"}}}};
-  std::ofstream(path) << plan.dump();
+  Plan plan;
+  plan.model = ling_lite_shape();
+  plan.hardware = {"cpu-core", "one CPU core", 8, 0.134, 8e9, 0, "USD"};
+  plan.run.global_batch = 8960;
+  plan.run.seq_len = 4096;
+  plan.layout = Layout{tp, pp, 1, ep, dp, 1, Recompute::kNone, sharding};
+  save_plan(plan, path);
   return path;
 }
 

@@ -5,7 +5,7 @@
 
 #include "flopwise/cli.hpp"
 #include "flopwise/model_import.hpp"
-#include "flopwise/plan.hpp"
+#include "flopwise/plan_builder.hpp"
 
 namespace flopwise {
 namespace {

@@ -8,8 +8,8 @@
 namespace flopwise::executor {
 namespace {
 
-ModelShape tiny_shape() {
-  ModelShape s;
+ModelConfig tiny_shape() {
+  ModelConfig s;
   s.name = "tiny";
   s.layers = 1;
   s.hidden = 8;
@@ -17,7 +17,7 @@ ModelShape tiny_shape() {
   s.kv_heads = 1;
   s.head_dim = 4;
   s.vocab = 11;
-  s.experts = 4;
+  s.routed_experts = 4;
   s.top_k = 2;
   s.expert_ffn = 6;
   s.shared_experts = 1;
@@ -49,7 +49,7 @@ torch::Tensor swiglu(const torch::Tensor& x, const torch::Tensor& gate, const to
 }  // namespace
 
 TEST(ExecutorModel, ForwardMatchesATokenByTokenReference) {
-  const ModelShape s = tiny_shape();
+  const ModelConfig s = tiny_shape();
   Stage stage(s, 0, 1, true, true, 1);
   initialize_parameters(*stage, 0, 0, 7);
   const torch::Tensor tokens = torch::tensor({{3, 1, 4, 1, 5}}, torch::kInt64);
@@ -178,7 +178,7 @@ TEST(ExecutorModel, NormHeadNormalisesRowsWithADetachedNorm) {
 }
 
 TEST(ExecutorModel, SameSeedGivesSameWeightsWhateverTheSplit) {
-  ModelShape s = tiny_shape();
+  ModelConfig s = tiny_shape();
   s.layers = 2;
   Stage whole(s, 0, 2, true, true, 1);
   Stage second_half(s, 1, 1, false, true, 2);  // pipeline stage 2 of 2, EP rank 1 of 2
@@ -197,7 +197,7 @@ namespace flopwise::executor {
 
 // A TP shard starts as the slice of the full weights: queries, keys and values of its own heads.
 TEST(ExecutorModel, TensorParallelShardsAreSlicesOfTheFullWeights) {
-  ModelShape s = tiny_shape();
+  ModelConfig s = tiny_shape();
   s.kv_heads = 2;  // 2 query heads, 2 KV heads: one of each per TP rank
   Stage whole(s, 0, 1, true, true, 1);
   Stage shard(s, 0, 1, true, true, 1, TensorParallel{{}, 2, 1});

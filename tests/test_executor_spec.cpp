@@ -1,66 +1,163 @@
-// The executor's torch-free parts: plan reading, scaling, rank groups, data order.
+// The executor's torch-free parts: plan reading, scaling, rank groups, recipe, anomaly guard,
+// checkpoint store, progress and loss log, data order.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <set>
 
+#include "executor_test_plans.hpp"
+#include "flopwise/executor/anomaly_guard.hpp"
+#include "flopwise/executor/checkpoint_store.hpp"
 #include "flopwise/executor/data.hpp"
+#include "flopwise/executor/progress.hpp"
+#include "flopwise/executor/recipe.hpp"
 #include "flopwise/executor/spec.hpp"
 
 namespace flopwise::executor {
 
 TEST(ExecutorSpec, ScalingKeepsGroupsExpertsAndTopK) {
-  ModelShape lite;
-  lite.layers = 28, lite.hidden = 2048, lite.heads = 16, lite.kv_heads = 4, lite.head_dim = 128;
-  lite.vocab = 126464, lite.experts = 64, lite.top_k = 6, lite.expert_ffn = 1408;
-  lite.shared_experts = 2, lite.shared_expert_ffn = 1408;
-  const ModelShape s = scale_model(lite, 1.0 / 16, 256, 2);
+  const ModelConfig lite = testing::ling_lite_shape();
+  const ModelConfig s = scale_model(lite, 1.0 / 16, 256, 2);
   EXPECT_EQ(s.heads / s.kv_heads, 4);
   EXPECT_EQ(s.kv_heads, 2);  // at least two, so TP = 2 can split them
   EXPECT_EQ(s.expert_ffn % 8, 0);
-  EXPECT_EQ(s.experts, 64);
+  EXPECT_EQ(s.routed_experts, 64);
   EXPECT_EQ(s.top_k, 6);
   EXPECT_EQ(s.hidden, 128);
   EXPECT_EQ(s.layers % 2, 0);
   EXPECT_EQ(s.vocab, 256);
-  EXPECT_THROW(scale_model(lite, 0.0, 256, 1), SpecError);
+  EXPECT_THROW(scale_model(lite, 0.0, 256, 1), InputError);
 }
 
 TEST(ExecutorSpec, LayoutsTooBigForTheMachineAreScaledWithAMessage) {
-  ModelShape m;
-  m.heads = 16, m.kv_heads = 4, m.experts = 64, m.layers = 28;
-  ParallelLayout l;
-  l.tp = 2, l.pp = 4, l.ep = 8, l.dp = 64;
+  const ModelConfig m = testing::ling_lite_shape();
+  Layout l{2, 4, 1, 8, 64, 1, Recompute::kNone, false};
   int batch = 8960;
   const std::string note = fit_layout(l, batch, m, 4);
-  EXPECT_LE(l.world(), 4);
+  EXPECT_LE(l.devices(), 4);
   EXPECT_EQ(l.dp % l.ep, 0);
   EXPECT_NE(note.find("scaled to"), std::string::npos) << note;
-  ParallelLayout fits;
-  fits.dp = 2;
+  Layout fits{1, 1, 1, 1, 2, 1, Recompute::kNone, false};
   int same = 16;
   EXPECT_EQ(fit_layout(fits, same, m, 4), "");
 }
 
-TEST(ExecutorSpec, GroupsFollowTheRankOrder) {
-  ParallelLayout l;
-  l.tp = 1, l.pp = 2, l.ep = 2, l.dp = 4;
-  EXPECT_EQ(dp_group(l, 5), (std::vector<int>{4, 5, 6, 7}));
-  EXPECT_EQ(ep_group(l, 5), (std::vector<int>{4, 5}));
-  EXPECT_EQ(expert_dp_group(l, 5), (std::vector<int>{5, 7}));
-  EXPECT_EQ(position_of(l, 5).pp, 1);
+// Every layout the executor tests train (test_executor_training.cpp, test_executor_calibration.cpp),
+// and the larger ones fit_layout shrinks plans from: the executor's process groups are the core
+// rank grid's groups, and each kind of group partitions the world.
+TEST(ExecutorSpec, GroupsAreTheCoreRankGridsForEveryTestedLayout) {
+  const std::vector<Layout> layouts = {
+      {1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 2, 1}, {1, 1, 1, 2, 2, 1}, {1, 2, 1, 1, 1, 1}, {2, 1, 1, 1, 1, 1},
+      {2, 1, 1, 2, 2, 1}, {1, 2, 1, 2, 2, 1}, {1, 1, 1, 1, 4, 1}, {1, 2, 1, 1, 2, 1}, {2, 4, 1, 8, 64, 1}};
+  for (const Layout& l : layouts) {
+    const RankGrid grid(l, 8);
+    for (int rank = 0; rank < l.devices(); ++rank) {
+      const GroupMembers g = group_members(l, rank);
+      EXPECT_EQ(g.tp, grid.group(GroupKind::kTp, rank));
+      EXPECT_EQ(g.dp, grid.group(GroupKind::kDp, rank));
+      EXPECT_EQ(g.ep, grid.group(GroupKind::kEp, rank));
+      EXPECT_EQ(g.expert_dp, grid.group(GroupKind::kExpertDp, rank));
+      const RankCoords me = grid.coords(rank);
+      for (int other : g.tp) EXPECT_TRUE(grid.coords(other).dp == me.dp && grid.coords(other).pp == me.pp);
+      for (int other : g.dp) EXPECT_TRUE(grid.coords(other).tp == me.tp && grid.coords(other).pp == me.pp);
+      for (int other : g.ep) EXPECT_EQ(grid.coords(other).expert_dp, me.expert_dp);
+      for (int other : g.expert_dp) EXPECT_EQ(grid.coords(other).ep, me.ep);
+      EXPECT_EQ(static_cast<int>(g.tp.size() * g.dp.size()) * l.pp, l.devices());
+      EXPECT_EQ(g.ep.size() * g.expert_dp.size(), g.dp.size());
+    }
+  }
+  // Hand-checked: tp1 pp2 ep2 dp4, rank 5 is stage 1, DP rank 1.
+  const GroupMembers g = group_members({1, 2, 1, 2, 4, 1}, 5);
+  EXPECT_EQ(g.dp, (std::vector<int>{4, 5, 6, 7}));
+  EXPECT_EQ(g.ep, (std::vector<int>{4, 5}));
+  EXPECT_EQ(g.expert_dp, (std::vector<int>{5, 7}));
 }
 
-TEST(ExecutorSpec, BadPlansAreOneLineErrors) {
+TEST(ExecutorSpec, PlansAreReadByTheCorePlanReader) {
   const std::string path = ::testing::TempDir() + "/executor_bad_plan.json";
   std::ofstream(path) << R"({"schema": "flopwise.plan/1", "model": {"name": "x"}})";
   try {
-    read_plan(path);
+    load_plan(path);
     FAIL();
-  } catch (const SpecError& e) {
-    EXPECT_NE(std::string(e.what()).find("model.layers: missing field"), std::string::npos) << e.what();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.family: missing field"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(read_plan("/no/such/plan.json"), SpecError);
+  EXPECT_THROW(load_plan("/no/such/plan.json"), InputError);
+  const std::string good = testing::write_ling_lite_plan(::testing::TempDir() + "/executor_good_plan.json", 2, 2, 2, 4, true);
+  const Plan plan = load_plan(good);
+  EXPECT_EQ(plan.layout, (Layout{2, 2, 1, 2, 4, 1, Recompute::kNone, true}));
+  EXPECT_EQ(plan.model.routed_experts, 64);
+}
+
+TEST(ExecutorRecipe, WarmupStableDecayAndBatchWarmup) {
+  Recipe r;
+  r.steps = 100, r.peak_lr = 1e-3, r.warmup_steps = 4, r.batch_warmup_steps = 10;
+  EXPECT_DOUBLE_EQ(learning_rate(r, 0), 0.25e-3);  // (0 + 1) / 4 of peak
+  EXPECT_DOUBLE_EQ(learning_rate(r, 3), 1e-3);
+  EXPECT_DOUBLE_EQ(learning_rate(r, 59), 1e-3);
+  EXPECT_DOUBLE_EQ(learning_rate(r, 60), 0.5e-3);   // halved at 60%
+  EXPECT_DOUBLE_EQ(learning_rate(r, 90), 0.5e-3);   // annealing starts at 90%
+  EXPECT_NEAR(learning_rate(r, 99), 0.5e-3 * 1e-4, 1e-12);  // 1e-4 of the halved rate at the end
+  EXPECT_EQ(micro_batches_at(r, 0, 35), 10);  // 2,560 / 8,960 of 35
+  EXPECT_EQ(micro_batches_at(r, 10, 35), 35);
+}
+
+TEST(ExecutorAnomalyGuard, SpikesAreSkippedAndReinjectedThenAppliedAtHalfRate) {
+  const AnomalyGuard guard(SpikeRule{}, 7);
+  RunState state;
+  for (int step = 0; step < 4; ++step, ++state.step) {
+    EXPECT_TRUE(guard.judge(state, 2.0 + 0.01 * step, 0, 1, {1}).apply);
+  }
+  const StepVerdict spike = guard.judge(state, 3.0, 0, 1, {40, 41});  // mean 2.015: 3.0 > 2.015 x 1.25
+  EXPECT_FALSE(spike.apply);
+  ASSERT_EQ(state.reinject.size(), 1u);
+  EXPECT_GT(state.reinject.front().first, state.step);
+  ++state.step;
+  const StepVerdict again = guard.judge(state, 3.0, 0, 1, {42});
+  EXPECT_TRUE(again.apply);
+  EXPECT_EQ(again.lr_factor, 0.5);
+  EXPECT_FALSE(guard.judge(state, NAN, 0, 1, {43}).apply);
+  // The re-injected batch comes back when due.
+  state.step = state.reinject.front().first;
+  EXPECT_EQ(AnomalyGuard::positions_for(state, 2), (std::vector<uint64_t>{40, 41}));
+  const RunState back = RunState::from_json(state.to_json(), "state");
+  EXPECT_EQ(back.to_json(), state.to_json());
+  EXPECT_THROW(RunState::from_json({{"step", "x"}}, "state.json"), InputError);
+}
+
+TEST(ExecutorCheckpointStore, TornFilesAreNotIntact) {
+  const std::string root = ::testing::TempDir() + "/executor_store";
+  std::filesystem::remove_all(root);
+  const CheckpointStore store(root, 0);
+  const auto write = [](const std::string& path) { std::ofstream(path) << "tensors"; };
+  store.save(2, write, {{"step", 2}});
+  store.save(10, write, {{"step", 10}});
+  EXPECT_EQ(store.steps_newest_first(), (std::vector<int>{10, 2}));
+  EXPECT_TRUE(store.intact(10));
+  EXPECT_EQ(store.state(2)["step"], 2);
+  std::ofstream(store.tensors_path(10), std::ios::app) << "torn";
+  EXPECT_FALSE(store.intact(10));
+  EXPECT_FALSE(CheckpointStore(root, 1).intact(2));  // no files of rank 1
+}
+
+TEST(ExecutorProgress, LossLogKeepsEachStepOnceAfterAResume) {
+  const std::string path = ::testing::TempDir() + "/executor_loss.log";
+  {
+    LossLog log(path, 0);
+    for (int step = 1; step <= 6; ++step) log.append(StepReport{step, 6, 1.0 * step});
+  }
+  LossLog resumed(path, 4);  // checkpoint of step 4: steps 5 and 6 are trained again
+  for (int step = 5; step <= 6; ++step) resumed.append(StepReport{step, 6, 10.0 * step});
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  EXPECT_EQ(lines, (std::vector<std::string>{"1 1", "2 2", "3 3", "4 4", "5 50", "6 60"}));
+  const StepReport report{3, 6, 2.5};
+  EXPECT_EQ(report.to_json()["loss"], 2.5);
+  EXPECT_EQ(nlohmann::json::parse(report.to_json().dump())["schema"], "flopwise.progress/1");
+  EXPECT_NE(report.human_line().find("step    3/6  loss 2.5000"), std::string::npos) << report.human_line();
 }
 
 TEST(ExecutorData, SampleOrderIsAFunctionOfSeedAndPosition) {
@@ -94,7 +191,7 @@ TEST(ExecutorData, TextIsBytesAndBinIsUint16) {
   const TokenCorpus tokens = TokenCorpus::load({bin});
   EXPECT_EQ(tokens.tokens, (std::vector<int32_t>{0x0201, 0x00FF}));
   EXPECT_EQ(tokens.vocab, 0x0202);
-  EXPECT_THROW(SampleOrder(tokens, 8, 1), SpecError);  // shorter than a sequence
+  EXPECT_THROW(SampleOrder(tokens, 8, 1), InputError);  // shorter than a sequence
 }
 
 }  // namespace flopwise::executor

@@ -42,16 +42,17 @@ TEST(Scenario, RunsEveryProfileAndReportsProgress) {
   s.devices = {8, 256};
   s.objective = Objective::kMinCost;
   int calls = 0;
-  const auto outcomes = run_scenario(s, [&](int done, int total) {
+  const ScenarioResult result = run_scenario(s, [&](int done, int total) {
     ++calls;
     EXPECT_EQ(total, 2);
     EXPECT_EQ(done, calls);
   });
+  const auto& outcomes = result.outcomes;
   ASSERT_EQ(outcomes.size(), 2u);
   EXPECT_TRUE(outcomes[0].plan.has_value());
   EXPECT_EQ(calls, 2);
   std::atomic<bool> cancel{true};
-  EXPECT_TRUE(run_scenario(s, {}, &cancel).empty());
+  EXPECT_TRUE(run_scenario(s, {}, &cancel).outcomes.empty());
 }
 
 TEST(ParetoFront, KeepsOnlyUnbeatenPoints) {

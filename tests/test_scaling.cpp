@@ -5,7 +5,7 @@
 #include "flopwise/catalog.hpp"
 #include "flopwise/error.hpp"
 #include "flopwise/model_import.hpp"
-#include "flopwise/plan.hpp"
+#include "flopwise/plan_builder.hpp"
 #include "flopwise/scaling.hpp"
 
 namespace flopwise {

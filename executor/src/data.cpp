@@ -6,6 +6,14 @@
 #include "flopwise/executor/spec.hpp"
 
 namespace flopwise::executor {
+
+uint64_t mix_seed(uint64_t a, uint64_t b) {
+  uint64_t x = a ^ (b + 0x9E3779B97F4A7C15ull + (a << 6) + (a >> 2));
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
 namespace {
 
 // SplitMix64 (Steele et al. 2014): a bijective mixer, used to key the permutation below.
@@ -41,11 +49,11 @@ TokenCorpus TokenCorpus::load(const std::vector<std::string>& paths) {
   TokenCorpus corpus;
   for (const std::string& path : paths) {
     std::ifstream in(path, std::ios::binary);
-    if (!in) throw SpecError(path + ": cannot open data file");
+    if (!in) throw InputError(path + ": cannot open data file");
     const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     const bool binary = path.size() > 4 && path.compare(path.size() - 4, 4, ".bin") == 0;
     if (binary) {
-      if (bytes.size() % 2 != 0) throw SpecError(path + ": a .bin token file holds uint16 tokens (even size)");
+      if (bytes.size() % 2 != 0) throw InputError(path + ": a .bin token file holds uint16 tokens (even size)");
       for (size_t i = 0; i < bytes.size(); i += 2) {
         const int token = static_cast<unsigned char>(bytes[i]) | (static_cast<unsigned char>(bytes[i + 1]) << 8);
         corpus.tokens.push_back(token);
@@ -64,7 +72,7 @@ SampleOrder::SampleOrder(const TokenCorpus& corpus, int seq_len, uint64_t seed)
   // Non-overlapping windows of seq_len + 1 tokens (the last token of one is the first target).
   windows_ = corpus.tokens.size() > static_cast<size_t>(seq_len) ? (corpus.tokens.size() - 1) / seq_len : 0;
   if (windows_ == 0) {
-    throw SpecError(corpus.source + ": corpus of " + std::to_string(corpus.tokens.size()) +
+    throw InputError(corpus.source + ": corpus of " + std::to_string(corpus.tokens.size()) +
                     " tokens is shorter than one sequence of " + std::to_string(seq_len + 1));
   }
 }

@@ -9,6 +9,7 @@
 #include <map>
 
 #include "flopwise/executor/spec.hpp"
+#include "flopwise/plan.hpp"
 #include "flopwise/executor/trainer.hpp"
 
 namespace flopwise::executor {
@@ -23,7 +24,7 @@ int free_port() {
   socklen_t length = sizeof address;
   if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0 ||
       ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-    throw SpecError("launcher: cannot find a free local port");
+    throw InputError("launcher: cannot find a free local port");
   }
   const int port = ntohs(address.sin_port);
   ::close(fd);
@@ -52,17 +53,17 @@ void pin_to_core(int rank, int world) {
 
 int launch_local(const TrainOptions& options, const std::string& self_path, const std::vector<std::string>& args,
                  std::ostream& out) {
-  RunSpec spec = read_plan(options.plan);
-  int batch = spec.global_batch;
-  ParallelLayout layout = spec.layout;
-  fit_layout(layout, batch, spec.model, options.max_ranks);
-  const int world = layout.world();
+  const Plan plan = load_plan(options.plan);
+  int batch = plan.run.global_batch;
+  Layout layout = plan.layout;
+  fit_layout(layout, batch, plan.model, options.max_ranks);
+  const int world = layout.devices();
   const int port = free_port();
   out << "launching " << world << " local ranks (MASTER_ADDR=127.0.0.1 MASTER_PORT=" << port << ")\n" << std::flush;
   std::map<pid_t, int> children;
   for (int rank = 0; rank < world; ++rank) {
     const pid_t pid = ::fork();
-    if (pid < 0) throw SpecError("launcher: fork failed");
+    if (pid < 0) throw InputError("launcher: fork failed");
     if (pid == 0) {
       pin_to_core(rank, world);
       ::setenv("RANK", std::to_string(rank).c_str(), 1);

@@ -14,22 +14,23 @@ int main(int argc, char** argv) {
   CLI::App app{"flopwise-train: train the Ling MoE of a flopwise plan with LibTorch over c10d"};
   app.add_option("plan", o.plan, "plan JSON (flopwise plan --out)")->required();
   app.add_option("--scale", o.scale, "width fraction of the plan's model, (0, 1]")->capture_default_str();
-  app.add_option("--steps", o.steps, "training steps")->capture_default_str();
+  app.add_option("--steps", o.recipe.steps, "training steps")->capture_default_str();
   app.add_option("--seq-len", o.seq_len, "tokens per sequence (0: the plan's)")->capture_default_str();
   app.add_option("--micro-batches", o.micro_batches, "micro-batches per replica per step (0: the plan's)")
       ->capture_default_str();
   app.add_option("--data", o.data, "text files (byte tokens) or .bin uint16 token files");
   app.add_option("--seed", o.seed, "seed of weights, data order and routing noise")->capture_default_str();
   app.add_option("--max-ranks", o.max_ranks, "local ranks this machine may run")->capture_default_str();
-  app.add_option("--lr", o.peak_lr, "peak learning rate")->capture_default_str();
-  app.add_option("--warmup-steps", o.warmup_steps, "learning-rate warmup steps")->capture_default_str();
-  app.add_option("--batch-warmup-steps", o.batch_warmup_steps, "batch-size warmup steps")->capture_default_str();
+  app.add_option("--lr", o.recipe.peak_lr, "peak learning rate")->capture_default_str();
+  app.add_option("--warmup-steps", o.recipe.warmup_steps, "learning-rate warmup steps")->capture_default_str();
+  app.add_option("--batch-warmup-steps", o.recipe.batch_warmup_steps, "batch-size warmup steps")->capture_default_str();
   app.add_option("--routing-warmup-steps", o.routing_warmup_steps, "Stochastic Routing Warmup steps W")->capture_default_str();
   app.add_option("--checkpoint-dir", o.checkpoint_dir, "where checkpoints go");
   app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints");
   app.add_flag("--resume", o.resume, "continue from the newest intact checkpoint");
   app.add_option("--trace", o.trace, "write measured spans as Chrome trace-event JSON");
   app.add_option("--loss-log", o.loss_log, "write 'step loss' lines to this file");
+  app.add_flag("--progress-json", o.progress_json, "print each step as one JSON object (flopwise.progress/1)");
   app.add_option("--inject-bad-batch-at", o.inject_bad_batch_at, "replace this step's batch with random tokens (testing)");
   try {
     app.parse(argc, argv);
@@ -41,13 +42,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    if (o.steps < 1) throw SpecError("--steps: must be at least 1");
-    if (o.max_ranks < 1) throw SpecError("--max-ranks: must be at least 1");
-    if (o.resume && o.checkpoint_dir.empty()) throw SpecError("--resume: needs --checkpoint-dir");
+    if (o.recipe.steps < 1) throw flopwise::input_error("--steps", "", "must be at least 1");
+    if (o.max_ranks < 1) throw flopwise::input_error("--max-ranks", "", "must be at least 1");
+    if (o.resume && o.checkpoint_dir.empty()) throw flopwise::input_error("--resume", "", "needs --checkpoint-dir");
     if (std::getenv("RANK")) return run_worker(o, std::cout);
     std::vector<std::string> args(argv + 1, argv + argc);
     return launch_local(o, "/proc/self/exe", args, std::cout);
-  } catch (const SpecError& e) {
+  } catch (const flopwise::InputError& e) {
     std::cerr << "flopwise-train: error: " << e.what() << "\n";
     return 2;
   } catch (const std::exception& e) {

@@ -157,7 +157,7 @@ torch::Tensor apply_rope(const torch::Tensor& x, double theta) {
   return torch::cat({x1 * cos - x2 * sin, x2 * cos + x1 * sin}, -1);
 }
 
-AttentionImpl::AttentionImpl(const ModelShape& s, const TensorParallel& tp_)
+AttentionImpl::AttentionImpl(const ModelConfig& s, const TensorParallel& tp_)
     : tp(tp_), heads(s.heads / tp_.size), kv_heads(s.kv_heads / tp_.size), head_dim(s.head_dim) {
   // One fused projection of (heads + 2 kv_heads) x head_dim outputs, as in bailing_moe.
   qkv = register_module("qkv", torch::nn::Linear(torch::nn::LinearOptions(s.hidden, (heads + 2 * kv_heads) * head_dim).bias(false)));
@@ -279,9 +279,9 @@ torch::Tensor ExpertBankImpl::forward(const torch::Tensor& x, const std::vector<
   return outputs.empty() ? x.narrow(0, 0, 0) : torch::cat(outputs, 0);
 }
 
-MoEImpl::MoEImpl(const ModelShape& s, int ep_size, const TensorParallel& tp_)
-    : tp(tp_), total_experts(s.experts), local_experts(s.experts / ep_size) {
-  router = register_module("router", Router(s.hidden, s.experts, s.top_k));
+MoEImpl::MoEImpl(const ModelConfig& s, int ep_size, const TensorParallel& tp_)
+    : tp(tp_), total_experts(s.routed_experts), local_experts(s.routed_experts / ep_size) {
+  router = register_module("router", Router(s.hidden, s.routed_experts, s.top_k));
   // Expert TP = TP (Megatron's default): each expert's columns are split like a dense MLP's.
   experts = register_module("experts", ExpertBank(s.hidden, s.expert_ffn / tp.size, local_experts));
   if (s.shared_experts > 0) {
@@ -346,7 +346,7 @@ torch::Tensor MoEImpl::forward(const torch::Tensor& x, RoutingContext& context) 
   return tp.leave(output);
 }
 
-LayerImpl::LayerImpl(const ModelShape& s, bool dense, int ep_size, const TensorParallel& tp) {
+LayerImpl::LayerImpl(const ModelConfig& s, bool dense, int ep_size, const TensorParallel& tp) {
   attention_norm = register_module("attention_norm", RMSNorm(s.hidden));
   attention = register_module("attention", Attention(s, tp));
   mlp_norm = register_module("mlp_norm", RMSNorm(s.hidden));
@@ -365,7 +365,7 @@ torch::Tensor LayerImpl::forward(const torch::Tensor& x, RoutingContext& context
   return h + moe->forward(normed.reshape({-1, shape.back()}), context).view(shape);
 }
 
-StageImpl::StageImpl(const ModelShape& s, int first_layer, int count, bool first_, bool last_, int ep_size,
+StageImpl::StageImpl(const ModelConfig& s, int first_layer, int count, bool first_, bool last_, int ep_size,
                      const TensorParallel& tp)
     : first(first_), last(last_) {
   if (first) {
@@ -407,13 +407,6 @@ torch::Tensor norm_head_logits(const torch::Tensor& hidden, const torch::Tensor&
 }  // namespace flopwise::executor
 
 namespace flopwise::executor {
-
-uint64_t mix_seed(uint64_t a, uint64_t b) {
-  uint64_t x = a ^ (b + 0x9E3779B97F4A7C15ull + (a << 6) + (a >> 2));
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 namespace {
 

@@ -1,37 +1,25 @@
 #include "flopwise/executor/trainer.hpp"
 
-#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
-
 #include <chrono>
 #include <cmath>
 #include <deque>
 #include <filesystem>
 #include <fstream>
-#include <iomanip>
-#include <nlohmann/json.hpp>
 #include <numeric>
 
+#include "flopwise/executor/checkpoint_store.hpp"
 #include "flopwise/executor/data.hpp"
 #include "flopwise/executor/model.hpp"
+#include "flopwise/executor/process_groups.hpp"
+#include "flopwise/executor/progress.hpp"
+#include "flopwise/plan.hpp"
+#include "flopwise/schedule.hpp"
 
 namespace flopwise::executor {
 namespace {
 
 namespace fs = std::filesystem;
-using Group = c10::intrusive_ptr<c10d::ProcessGroup>;
 using nlohmann::json;
-
-int env_int(const char* name) {
-  const char* value = std::getenv(name);
-  if (!value) throw SpecError(std::string("environment: ") + name + " is not set");
-  try {
-    return std::stoi(value);
-  } catch (const std::exception&) {
-    throw SpecError(std::string("environment: ") + name + ": expected an integer, got '" + value + "'");
-  }
-}
 
 std::string default_corpus() {
 #ifdef FLOPWISE_DEFAULT_CORPUS
@@ -43,20 +31,22 @@ std::string default_corpus() {
 
 // The plan and the machine, reconciled: the layout that runs, the model shape that trains.
 struct Setup {
-  RunSpec spec;
-  ModelShape model;
-  ParallelLayout layout;
+  Plan plan;
+  ModelConfig model;
+  Layout layout;
   int global_batch = 0;
   std::string notes;
 };
 
 Setup reconcile(const TrainOptions& o, int world, int vocab) {
   Setup s;
-  s.spec = read_plan(o.plan);
-  s.layout = s.spec.layout;
-  s.global_batch = s.spec.global_batch;
-  s.notes = fit_layout(s.layout, s.global_batch, s.spec.model, world);
-  s.model = o.scale >= 1.0 ? s.spec.model : scale_model(s.spec.model, o.scale, vocab, s.layout.pp);
+  s.plan = load_plan(o.plan);
+  s.layout = s.plan.layout;
+  // The executor keeps every activation (no recomputation): the trace says so.
+  s.layout.recompute = Recompute::kNone;
+  s.global_batch = s.plan.run.global_batch;
+  s.notes = fit_layout(s.layout, s.global_batch, s.plan.model, world);
+  s.model = o.scale >= 1.0 ? s.plan.model : scale_model(s.plan.model, o.scale, vocab, s.layout.pp);
   if (o.scale >= 1.0) s.model.vocab = std::max(s.model.vocab, vocab);
   const std::string more = fit_layout(s.layout, s.global_batch, s.model, world);  // divisibility of the scaled shape
   if (!more.empty()) s.notes += (s.notes.empty() ? "" : "; ") + more;
@@ -66,66 +56,11 @@ Setup reconcile(const TrainOptions& o, int world, int vocab) {
     s.notes += (s.notes.empty() ? "" : "; ") + std::string("global batch ") + std::to_string(plan_micro_batches) +
                " -> " + std::to_string(o.micro_batches) + " micro-batches per replica (--micro-batches)";
   }
-  if (s.layout.world() != world) {
-    throw SpecError("environment: WORLD_SIZE=" + std::to_string(world) + " but the plan's layout scales to " +
-                    std::to_string(s.layout.world()) + " ranks");
+  if (s.layout.devices() != world) {
+    throw input_error("environment", "WORLD_SIZE", std::to_string(world) + " but the plan's layout scales to " +
+                                                       std::to_string(s.layout.devices()) + " ranks");
   }
   return s;
-}
-
-// Process groups of one rank, built once from the plan's rank order.
-struct Groups {
-  Group world, tp, dp, ep, expert_dp;
-};
-
-// Where Gloo listens: GLOO_SOCKET_IFNAME as in PyTorch; loopback when the master is local (no
-// hostname lookup, which can hang on machines without DNS); else the host's resolved address.
-std::shared_ptr<::gloo::transport::Device> gloo_device() {
-  static std::shared_ptr<::gloo::transport::Device> device = [] {
-    if (const char* interface = std::getenv("GLOO_SOCKET_IFNAME")) {
-      return c10d::ProcessGroupGloo::createDeviceForInterface(interface);
-    }
-    const char* master = std::getenv("MASTER_ADDR");
-    const std::string address = master ? master : "127.0.0.1";
-    if (address == "127.0.0.1" || address == "localhost") {
-      return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
-    }
-    return c10d::ProcessGroupGloo::createDefaultDevice();
-  }();
-  return device;
-}
-
-Group make_group(const c10::intrusive_ptr<c10d::Store>& store, const std::string& name, const std::vector<int>& members,
-                 int rank) {
-  const auto at = std::find(members.begin(), members.end(), rank);
-  if (members.size() < 2 || at == members.end()) return {};
-  auto options = c10d::ProcessGroupGloo::Options::create();
-  options->devices.push_back(gloo_device());
-  return c10::make_intrusive<c10d::ProcessGroupGloo>(c10::make_intrusive<c10d::PrefixStore>(name, store),
-                                                     static_cast<int>(at - members.begin()),
-                                                     static_cast<int>(members.size()), options);
-}
-
-Groups build_groups(const ParallelLayout& l, int rank, int world) {
-  const char* host = std::getenv("MASTER_ADDR");
-  c10d::TCPStoreOptions store_options;
-  store_options.port = static_cast<uint16_t>(env_int("MASTER_PORT"));
-  store_options.isServer = rank == 0;
-  store_options.numWorkers = world;
-  store_options.timeout = std::chrono::seconds(120);
-  auto store = c10::make_intrusive<c10d::TCPStore>(host ? host : "127.0.0.1", store_options);
-  Groups g;
-  std::vector<int> everyone(world);
-  std::iota(everyone.begin(), everyone.end(), 0);
-  g.world = make_group(store, "world", everyone, rank);
-  auto named = [&](const std::string& kind, const std::vector<int>& members) {
-    return make_group(store, kind + "/" + std::to_string(members.front()), members, rank);
-  };
-  g.tp = named("tp", tp_group(l, rank));
-  g.dp = named("dp", dp_group(l, rank));
-  g.ep = named("ep", ep_group(l, rank));
-  g.expert_dp = named("edp", expert_dp_group(l, rank));
-  return g;
 }
 
 void all_reduce(const Group& group, torch::Tensor& t) {
@@ -134,73 +69,11 @@ void all_reduce(const Group& group, torch::Tensor& t) {
   group->allreduce(tensors)->wait();
 }
 
-// A parameter with the group that holds its replicas and how many ranks hold it.
+// A parameter and whether its replicas live in the expert-DP group (experts) or the DP group.
 struct ParamInfo {
   std::string name;
   torch::Tensor tensor;
   bool expert = false;
-};
-
-double learning_rate(const TrainOptions& o, int step) {
-  const int total = o.steps;
-  if (step < o.warmup_steps) return o.peak_lr * (step + 1) / o.warmup_steps;
-  const int halve_at = static_cast<int>(0.6 * total), anneal_from = static_cast<int>(0.9 * total);
-  if (step < halve_at) return o.peak_lr;
-  const double stable = o.peak_lr / 2;
-  if (step < anneal_from || total - anneal_from < 1) return stable;
-  // Inverse square root from `stable` down to stable x 1e-4 at the last step.
-  const double t = static_cast<double>(step - anneal_from) / std::max(1, total - 1 - anneal_from);
-  const double k = (1.0 / std::pow(1e-4, 2) - 1.0);
-  return stable / std::sqrt(1.0 + k * t);
-}
-
-int micro_batches_at(const TrainOptions& o, int step, int full) {
-  if (o.batch_warmup_steps <= 0 || step >= o.batch_warmup_steps) return full;
-  const double start = 2560.0 / 8960.0;
-  const double fraction = start + (1.0 - start) * step / o.batch_warmup_steps;
-  return std::max(1, static_cast<int>(std::lround(full * fraction)));
-}
-
-uint64_t fnv1a_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  uint64_t h = 1469598103934665603ull;
-  char buffer[65536];
-  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
-    for (std::streamsize i = 0; i < in.gcount(); ++i) h = (h ^ static_cast<unsigned char>(buffer[i])) * 1099511628211ull;
-  }
-  return h;
-}
-
-void write_atomically(const fs::path& path, const std::function<void(const fs::path&)>& write) {
-  const fs::path partial = path.string() + ".partial";
-  write(partial);
-  fs::rename(partial, path);
-}
-
-// Everything about the run that is not a tensor, saved with each checkpoint.
-struct RunState {
-  int step = 0;
-  uint64_t consumed = 0;  // samples drawn from the order so far
-  std::deque<std::pair<int, std::vector<uint64_t>>> reinject;  // (due step, sample positions)
-  std::deque<double> recent_losses;
-  int consecutive_spikes = 0;
-
-  json to_json() const {
-    json r = json::array();
-    for (const auto& [due, positions] : reinject) r.push_back({{"due", due}, {"positions", positions}});
-    return {{"step", step}, {"consumed", consumed}, {"reinject", r},
-            {"recent_losses", std::vector<double>(recent_losses.begin(), recent_losses.end())},
-            {"consecutive_spikes", consecutive_spikes}};
-  }
-  static RunState from_json(const json& j) {
-    RunState s;
-    s.step = j.at("step");
-    s.consumed = j.at("consumed");
-    for (const auto& r : j.at("reinject")) s.reinject.push_back({r.at("due"), r.at("positions").get<std::vector<uint64_t>>()});
-    for (double l : j.at("recent_losses")) s.recent_losses.push_back(l);
-    s.consecutive_spikes = j.at("consecutive_spikes");
-    return s;
-  }
 };
 
 class Worker {
@@ -211,7 +84,6 @@ class Worker {
  private:
   void build_model();
   void build_optimizer();
-  std::vector<uint64_t> positions_for(int step, int samples);
   torch::Tensor micro_batch_tokens(const std::vector<uint64_t>& positions, int micro, bool bad);
   struct StepLosses {
     double lm = 0, aux = 0;
@@ -222,10 +94,12 @@ class Worker {
   void optimizer_step(double lr, double scale);
   void save_checkpoint();
   bool restore_checkpoint();
-  bool checkpoint_valid(const fs::path& dir);
   void write_trace();
-  nlohmann::json run_metadata(int ranks_per_node) const;
+  RunRecord run_record(int ranks_per_node) const;
   double measure_matmul_flops();
+  int rank_at_stage(int stage) const;
+  // One step: forward, backward, synchronisation, the guard's verdict and the update.
+  StepReport train_step(double peak_flops);
 
   const TrainOptions& o_;
   std::ostream& out_;
@@ -234,25 +108,37 @@ class Worker {
   TokenCorpus corpus_;
   std::unique_ptr<SampleOrder> order_;
   Groups groups_;
-  RankPosition position_;
+  RankGrid grid_;
+  RankCoords position_;
   int first_layer_ = 0, layer_count_ = 0;
   Stage stage_{nullptr};
   std::vector<ParamInfo> params_;
   std::vector<size_t> owned_;  // params this rank updates (all of them without optimizer sharding)
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   RunState state_;
+  AnomalyGuard guard_;
+  CheckpointStore checkpoints_;
   TraceRecorder trace_;
 };
 
 Worker::Worker(const TrainOptions& o, std::ostream& out)
-    : o_(o), out_(out), rank_(env_int("RANK")), world_(env_int("WORLD_SIZE")), trace_(!o.trace.empty()) {
+    : o_(o),
+      out_(out),
+      rank_(env_int("RANK")),
+      world_(env_int("WORLD_SIZE")),
+      grid_(Layout{}, 1),
+      guard_(o.spikes, o.seed),
+      checkpoints_(o.checkpoint_dir, rank_),
+      trace_(!o.trace.empty(), rank_) {
   torch::set_num_threads(1);  // one core per rank, and bit-for-bit repeatable reductions
   // Tiny initial gradients are subnormal floats, which x86 handles 100x slower; flush them to zero.
   at::globalContext().setFlushDenormal(true);
   corpus_ = TokenCorpus::load(o.data.empty() ? std::vector<std::string>{default_corpus()} : o.data);
   setup_ = reconcile(o, world_, corpus_.vocab);
-  order_ = std::make_unique<SampleOrder>(corpus_, o.seq_len > 0 ? o.seq_len : setup_.spec.seq_len, o.seed);
-  position_ = position_of(setup_.layout, rank_);
+  order_ = std::make_unique<SampleOrder>(corpus_, o.seq_len > 0 ? o.seq_len : setup_.plan.run.seq_len, o.seed);
+  setup_.model.seq_len = order_->seq_len();
+  grid_ = RankGrid(setup_.layout, setup_.layout.devices());
+  position_ = grid_.coords(rank_);
   groups_ = build_groups(setup_.layout, rank_, world_);
   if (trace_.enabled()) trace_collectives(&trace_);
   build_model();
@@ -272,8 +158,8 @@ void Worker::build_model() {
   }
   // Distributed optimizer (ZeRO-1): whole parameters are dealt round-robin over the ranks that
   // hold their replicas; each rank keeps AdamW state for its own only.
-  const auto dense_members = dp_group(setup_.layout, rank_);
-  const auto expert_members = expert_dp_group(setup_.layout, rank_);
+  const auto dense_members = grid_.group(GroupKind::kDp, rank_);
+  const auto expert_members = grid_.group(GroupKind::kExpertDp, rank_);
   const int dense_index = static_cast<int>(std::find(dense_members.begin(), dense_members.end(), rank_) - dense_members.begin());
   const int expert_index = static_cast<int>(std::find(expert_members.begin(), expert_members.end(), rank_) - expert_members.begin());
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -287,7 +173,7 @@ void Worker::build_optimizer() {
   // Weight decay on matrices only; norms keep theirs (Megatron's default grouping).
   std::vector<torch::Tensor> decay, no_decay;
   for (size_t i : owned_) (params_[i].tensor.dim() >= 2 ? decay : no_decay).push_back(params_[i].tensor);
-  auto options = torch::optim::AdamWOptions(o_.peak_lr).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.1);
+  auto options = torch::optim::AdamWOptions(o_.recipe.peak_lr).betas({0.9, 0.95}).eps(1e-8).weight_decay(0.1);
   std::vector<torch::optim::OptimizerParamGroup> param_groups;
   param_groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(options));
   auto plain = options;
@@ -296,18 +182,10 @@ void Worker::build_optimizer() {
   optimizer_ = std::make_unique<torch::optim::AdamW>(param_groups, options);
 }
 
-// This step's samples: a batch due for re-injection, or the next ones in the order.
-std::vector<uint64_t> Worker::positions_for(int step, int samples) {
-  if (!state_.reinject.empty() && state_.reinject.front().first <= step &&
-      static_cast<int>(state_.reinject.front().second.size()) == samples) {
-    auto positions = state_.reinject.front().second;
-    state_.reinject.pop_front();
-    return positions;
-  }
-  std::vector<uint64_t> positions(samples);
-  std::iota(positions.begin(), positions.end(), state_.consumed);
-  state_.consumed += samples;
-  return positions;
+int Worker::rank_at_stage(int stage) const {
+  RankCoords c = position_;
+  c.pp = stage;
+  return grid_.rank_of(c);
 }
 
 // Micro-batch `micro` of this DP rank: global sample rows dp_rank x rows_per_rank + micro x mb ...
@@ -328,10 +206,10 @@ torch::Tensor Worker::micro_batch_tokens(const std::vector<uint64_t>& positions,
 }
 
 Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positions, int m, bool bad) {
-  const ParallelLayout& l = setup_.layout;
+  const Layout& l = setup_.layout;
   const bool first = position_.pp == 0, last = position_.pp == l.pp - 1;
-  const int previous = rank_at(l, position_.tp, position_.dp, position_.pp - 1);
-  const int next = rank_at(l, position_.tp, position_.dp, position_.pp + 1);
+  const int previous = rank_at_stage(position_.pp - 1);
+  const int next = rank_at_stage(position_.pp + 1);
   const int64_t seq = order_->seq_len();
   struct InFlight {
     torch::Tensor input, output, aux;
@@ -405,15 +283,14 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
     }
     trace_.record("compute", "B mb" + std::to_string(micro), start, {{"pass", "backward"}, {"micro_batch", micro}});
   };
-  // 1F1B: pp - stage - 1 warm-up forwards, then one forward and one backward, then the rest.
-  const int warmup = std::min(l.pp - position_.pp - 1, m);
-  int forwards = 0, backwards = 0;
-  for (; forwards < warmup; ++forwards) forward(forwards);
-  for (; forwards < m; ++forwards) {
-    forward(forwards);
-    backward(backwards++);
+  // The core's 1F1B order (vpp = 1: fit_layout runs interleaved plans as plain 1F1B).
+  for (const PipelineOp& op : pipeline_schedule(l.pp, 1, m, position_.pp)) {
+    if (op.forward) {
+      forward(op.micro_batch);
+    } else {
+      backward(op.micro_batch);
+    }
   }
-  while (backwards < m) backward(backwards++);
   for (auto& work : sends) work->wait();
   return losses;
 }
@@ -449,7 +326,7 @@ void Worker::synchronise_gradients() {
 
 // Global L2 norm: each replica counted once (a parameter on r ranks contributes 1/r per rank).
 double Worker::global_grad_norm() {
-  const ParallelLayout& l = setup_.layout;
+  const Layout& l = setup_.layout;
   double local = 0;
   for (const ParamInfo& p : params_) {
     const double replicas = (p.expert ? l.dp / l.ep : l.dp) * (is_tensor_parallel_parameter(p.name) ? 1 : l.tp);
@@ -470,8 +347,8 @@ void Worker::optimizer_step(double lr, double clip_scale) {
   trace_.record("compute", "optimizer", start, {{"pass", "optimizer"}});
   if (!setup_.layout.optimizer_sharding) return;
   // Each owner hands its updated parameters to the other replicas.
-  const auto dense_members = dp_group(setup_.layout, rank_);
-  const auto expert_members = expert_dp_group(setup_.layout, rank_);
+  const auto dense_members = grid_.group(GroupKind::kDp, rank_);
+  const auto expert_members = grid_.group(GroupKind::kExpertDp, rank_);
   for (size_t i = 0; i < params_.size(); ++i) {
     const Group& group = params_[i].expert ? groups_.expert_dp : groups_.dp;
     if (!group) continue;
@@ -485,63 +362,24 @@ void Worker::optimizer_step(double lr, double clip_scale) {
   }
 }
 
-fs::path step_dir(const std::string& root, int step) {
-  char name[32];
-  std::snprintf(name, sizeof name, "step-%08d", step);
-  return fs::path(root) / name;
-}
-
 void Worker::save_checkpoint() {
-  const fs::path dir = step_dir(o_.checkpoint_dir, state_.step);
-  fs::create_directories(dir);
-  const std::string base = "rank-" + std::to_string(rank_);
-  write_atomically(dir / (base + ".pt"), [&](const fs::path& path) {
-    torch::serialize::OutputArchive archive;
-    stage_->save(archive);
-    torch::serialize::OutputArchive optimizer_archive;
-    optimizer_->save(optimizer_archive);
-    archive.write("optimizer", optimizer_archive);
-    archive.save_to(path.string());
-  });
-  write_atomically(dir / (base + ".json"), [&](const fs::path& path) {
-    std::ofstream(path) << state_.to_json().dump() << "\n";
-  });
-  // The manifest comes last: a checkpoint without one, or whose files do not match it, is not used.
-  write_atomically(dir / (base + ".manifest"), [&](const fs::path& path) {
-    std::ofstream(path) << json{{"step", state_.step},
-                                {"pt", std::to_string(fnv1a_file(dir / (base + ".pt")))},
-                                {"json", std::to_string(fnv1a_file(dir / (base + ".json")))}}
-                               .dump()
-                        << "\n";
-  });
-}
-
-bool Worker::checkpoint_valid(const fs::path& dir) {
-  const std::string base = "rank-" + std::to_string(rank_);
-  try {
-    std::ifstream in(dir / (base + ".manifest"));
-    if (!in) return false;
-    json manifest;
-    in >> manifest;
-    return manifest.at("pt").get<std::string>() == std::to_string(fnv1a_file(dir / (base + ".pt"))) &&
-           manifest.at("json").get<std::string>() == std::to_string(fnv1a_file(dir / (base + ".json")));
-  } catch (const std::exception&) {
-    return false;
-  }
+  checkpoints_.save(
+      state_.step,
+      [&](const std::string& path) {
+        torch::serialize::OutputArchive archive;
+        stage_->save(archive);
+        torch::serialize::OutputArchive optimizer_archive;
+        optimizer_->save(optimizer_archive);
+        archive.write("optimizer", optimizer_archive);
+        archive.save_to(path);
+      },
+      state_.to_json());
 }
 
 // The newest step whose files are intact on every rank; corrupt newer ones are reported and skipped.
 bool Worker::restore_checkpoint() {
-  std::vector<int> steps;
-  if (fs::exists(o_.checkpoint_dir)) {
-    for (const auto& entry : fs::directory_iterator(o_.checkpoint_dir)) {
-      const std::string name = entry.path().filename().string();
-      if (name.rfind("step-", 0) == 0 && name.find('.') == std::string::npos) steps.push_back(std::stoi(name.substr(5)));
-    }
-  }
-  std::sort(steps.rbegin(), steps.rend());
-  for (int step : steps) {
-    const bool valid = checkpoint_valid(step_dir(o_.checkpoint_dir, step));
+  for (int step : checkpoints_.steps_newest_first()) {
+    const bool valid = checkpoints_.intact(step);
     torch::Tensor everywhere = torch::full({1}, valid ? 1.0 : 0.0, torch::kFloat64);
     if (groups_.world) {
       std::vector<torch::Tensor> tensors{everywhere};
@@ -553,68 +391,47 @@ bool Worker::restore_checkpoint() {
       if (rank_ == 0 || !valid) out_ << "checkpoint step " << step << " is incomplete or corrupt on some rank; trying an older one\n";
       continue;
     }
-    const fs::path dir = step_dir(o_.checkpoint_dir, step);
-    const std::string base = "rank-" + std::to_string(rank_);
     torch::serialize::InputArchive archive;
-    archive.load_from((dir / (base + ".pt")).string());
+    archive.load_from(checkpoints_.tensors_path(step));
     stage_->load(archive);
     torch::serialize::InputArchive optimizer_archive;
     archive.read("optimizer", optimizer_archive);
     optimizer_->load(optimizer_archive);
-    std::ifstream in(dir / (base + ".json"));
-    json meta;
-    in >> meta;
-    state_ = RunState::from_json(meta);
-    if (rank_ == 0) out_ << "resumed from " << dir.string() << "\n";
+    state_ = RunState::from_json(checkpoints_.state(step), checkpoints_.folder(step));
+    if (rank_ == 0) out_ << "resumed from " << checkpoints_.folder(step) << "\n";
     return true;
   }
   return false;
 }
 
 // What ran, in the plan's terms, so that `flopwise calibrate` can predict exactly this run.
-json Worker::run_metadata(int ranks_per_node) const {
-  const ModelShape& m = setup_.model;
-  const ParallelLayout& l = setup_.layout;
-  const json model = {{"name", m.name}, {"family", "bailing_moe"}, {"layers", m.layers}, {"hidden", m.hidden},
-                      {"heads", m.heads}, {"kv_heads", m.kv_heads}, {"head_dim", m.head_dim}, {"vocab", m.vocab},
-                      {"seq_len", order_->seq_len()}, {"q_lora_rank", 0}, {"kv_lora_rank", 0}, {"rope_head_dim", 0},
-                      {"v_head_dim", 0}, {"routed_experts", m.experts}, {"top_k", m.top_k}, {"expert_ffn", m.expert_ffn},
-                      {"shared_experts", m.shared_experts}, {"shared_expert_ffn", m.shared_expert_ffn},
-                      {"dense_ffn", m.dense_ffn}, {"first_dense_layers", m.first_dense_layers}, {"qkv_bias", false},
-                      {"tied_embeddings", m.tied_embeddings}};
-  const json layout = {{"tp", l.tp}, {"pp", l.pp}, {"vpp", 1}, {"ep", l.ep}, {"dp", l.dp}, {"micro_batch", l.micro_batch},
-                       {"recompute", "none"}, {"optimizer_sharding", l.optimizer_sharding}};
-  return {{"schema", "flopwise.run/1"}, {"plan", o_.plan}, {"model", model}, {"layout", layout},
-          {"seq_len", order_->seq_len()}, {"global_batch", setup_.global_batch}, {"precision", "fp32"},
-          {"ranks", world_}, {"ranks_per_node", ranks_per_node}, {"threads_per_rank", 1}};
+RunRecord Worker::run_record(int ranks_per_node) const {
+  RunRecord r;
+  r.model = setup_.model;
+  r.layout = setup_.layout;
+  r.run.seq_len = order_->seq_len();
+  r.run.global_batch = setup_.global_batch;
+  r.run.precision = Precision::kFp32;
+  r.ranks = world_;
+  r.ranks_per_node = ranks_per_node;
+  return r;
 }
 
+// Each rank writes its spans, then rank 0 merges them into one file with the run's record.
 void Worker::write_trace() {
   // One pid per node, as the simulator writes: ranks of a node share LOCAL_WORLD_SIZE.
   const char* local = std::getenv("LOCAL_WORLD_SIZE");
   const int per_node = local ? std::max(1, std::atoi(local)) : world_;
-  json events = json::array();
-  for (const MeasuredSpan& s : trace_.spans()) {
-    json args = s.args;
-    args["rank"] = rank_;
-    events.push_back({{"name", s.name}, {"cat", s.category}, {"ph", "X"}, {"ts", s.start_s * 1e6},
-                      {"dur", s.duration_s * 1e6}, {"pid", rank_ / per_node}, {"tid", rank_}, {"args", args}});
-  }
-  std::ofstream(o_.trace + ".rank" + std::to_string(rank_)) << events.dump() << "\n";
+  const auto part = [&](int rank) { return o_.trace + ".rank" + std::to_string(rank); };
+  flopwise::write_trace(part(rank_), trace_.spans(), per_node);
   if (groups_.world) groups_.world->barrier()->wait();
   if (rank_ != 0) return;
-  json merged = json::array();
+  std::vector<TraceSpan> merged;
   for (int r = 0; r < world_; ++r) {
-    const std::string part = o_.trace + ".rank" + std::to_string(r);
-    std::ifstream in(part);
-    json spans;
-    in >> spans;
-    for (auto& e : spans) merged.push_back(e);
-    fs::remove(part);
-    merged.push_back({{"name", "thread_name"}, {"ph", "M"}, {"pid", r / per_node}, {"tid", r},
-                      {"args", {{"name", "rank " + std::to_string(r)}}}});
+    for (TraceSpan& span : read_trace(part(r))) merged.push_back(std::move(span));
+    fs::remove(part(r));
   }
-  std::ofstream(o_.trace) << json{{"traceEvents", merged}, {"displayTimeUnit", "ms"}, {"otherData", {{"flopwise_run", run_metadata(per_node)}}}}.dump() << "\n";
+  flopwise::write_trace(o_.trace, merged, per_node, {{"flopwise_run", run_record_to_json(run_record(per_node), o_.plan)}});
   out_ << "trace written to " << o_.trace << "\n";
 }
 
@@ -632,108 +449,82 @@ double Worker::measure_matmul_flops() {
   return runs * 2.0 * 256 * 256 * 256 / std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+StepReport Worker::train_step(double peak_flops) {
+  const Layout& l = setup_.layout;
+  const auto step_start = std::chrono::steady_clock::now();
+  const double step_trace_start = trace_.now();
+  trace_.set_step(state_.step);
+  const int m = micro_batches_at(o_.recipe, state_.step, setup_.global_batch / (l.dp * l.micro_batch));
+  const int samples = m * l.dp * l.micro_batch;
+  const std::vector<uint64_t> positions = AnomalyGuard::positions_for(state_, samples);
+  optimizer_->zero_grad();
+  for (ParamInfo& p : params_) {
+    if (p.tensor.grad().defined()) p.tensor.grad().zero_();
+  }
+  const StepLosses losses = forward_backward(positions, m, state_.step == o_.inject_bad_batch_at);
+  stage_->update_routing_statistics(groups_.dp);
+  synchronise_gradients();
+  // The LM loss lives on the last stage, aux losses on every stage: average over DP, sum over PP.
+  const bool last = position_.pp == l.pp - 1;
+  torch::Tensor reduced = torch::tensor({last && position_.tp == 0 ? losses.lm / l.dp : 0.0,
+                                         position_.tp == 0 ? losses.aux / l.dp : 0.0},
+                                        torch::kFloat64);
+  all_reduce(groups_.world, reduced);
+  StepReport report;
+  report.loss = reduced[0].item<double>();
+  report.aux = reduced[1].item<double>();
+  report.grad_norm = global_grad_norm();
+  const StepVerdict verdict = guard_.judge(state_, report.loss, report.aux, report.grad_norm, positions);
+  report.lr = learning_rate(o_.recipe, state_.step) * verdict.lr_factor;
+  report.applied = verdict.apply;
+  report.event = verdict.event;
+  if (verdict.apply) optimizer_step(report.lr, report.grad_norm > o_.clip_norm ? o_.clip_norm / report.grad_norm : 1.0);
+  trace_.record("step", "step " + std::to_string(state_.step), step_trace_start, {{"micro_batches", m}});
+  ++state_.step;
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
+  report.step = state_.step;
+  report.steps = o_.recipe.steps;
+  report.tokens = static_cast<double>(samples) * order_->seq_len();
+  report.seconds = seconds;
+  report.tokens_per_s = report.tokens / seconds;
+  report.mfu = training_flops_per_token(setup_.model, order_->seq_len()) * report.tokens_per_s / (world_ * peak_flops);
+  return report;
+}
+
 int Worker::run() {
-  const ParallelLayout& l = setup_.layout;
+  const Layout& l = setup_.layout;
   if (rank_ == 0) {
     if (!setup_.notes.empty()) out_ << "note: " << setup_.notes << "\n";
     out_ << "training " << setup_.model.name << " (scaled: " << setup_.model.layers << " layers, hidden "
-         << setup_.model.hidden << ", " << setup_.model.experts << " experts top-" << setup_.model.top_k << ") on "
+         << setup_.model.hidden << ", " << setup_.model.routed_experts << " experts top-" << setup_.model.top_k << ") on "
          << world_ << " ranks: tp" << l.tp << " pp" << l.pp << " ep" << l.ep << " dp" << l.dp << " mb" << l.micro_batch
          << ", global batch " << setup_.global_batch << ", data " << corpus_.source << "\n";
   }
   if (o_.resume && !o_.checkpoint_dir.empty()) restore_checkpoint();
   const double peak_flops = measure_matmul_flops();
-  const int full_micro_batches = setup_.global_batch / (l.dp * l.micro_batch);
   const int64_t seq = order_->seq_len();
-  std::ofstream loss_log;
-  if (rank_ == 0 && !o_.loss_log.empty()) loss_log.open(o_.loss_log, state_.step > 0 ? std::ios::app : std::ios::trunc);
+  LossLog loss_log;
+  if (rank_ == 0 && !o_.loss_log.empty()) loss_log = LossLog(o_.loss_log, state_.step);
   const auto run_start = std::chrono::steady_clock::now();
   const int first_step = state_.step;
   double measured_tokens = 0, measured_seconds = 0;  // after the first step, for the summary
-  for (; state_.step < o_.steps;) {
-    const auto step_start = std::chrono::steady_clock::now();
-    const double step_trace_start = trace_.now();
-    trace_.set_step(state_.step);
-    const int m = micro_batches_at(o_, state_.step, full_micro_batches);
-    const int samples = m * l.dp * l.micro_batch;
-    const std::vector<uint64_t> positions = positions_for(state_.step, samples);
-    optimizer_->zero_grad();
-    for (ParamInfo& p : params_) {
-      if (p.tensor.grad().defined()) p.tensor.grad().zero_();
+  while (state_.step < o_.recipe.steps) {
+    StepReport report = train_step(peak_flops);
+    if (state_.step > first_step + 1) {  // the first step allocates and touches memory first
+      measured_tokens += report.tokens;
+      measured_seconds += report.seconds;
     }
-    const bool bad = state_.step == o_.inject_bad_batch_at;
-    StepLosses losses = forward_backward(positions, m, bad);
-    stage_->update_routing_statistics(groups_.dp);
-    synchronise_gradients();
-    // The LM loss lives on the last stage, aux losses on every stage: average over DP, sum over PP.
-    const bool last = position_.pp == l.pp - 1;
-    torch::Tensor reduced = torch::tensor({last && position_.tp == 0 ? losses.lm / l.dp : 0.0,
-                                           position_.tp == 0 ? losses.aux / l.dp : 0.0},
-                                          torch::kFloat64);
-    all_reduce(groups_.world, reduced);
-    const double lm = reduced[0].item<double>(), aux = reduced[1].item<double>();
-    const double norm = global_grad_norm();
-    // Anomalies: a non-finite loss or gradient never reaches the weights; a spike skips the update
-    // and re-injects the batch later, and persistent spikes get a reduced learning rate instead.
-    std::string event;
-    double lr = learning_rate(o_, state_.step);
-    bool apply = true;
-    const bool finite = std::isfinite(lm) && std::isfinite(aux) && std::isfinite(norm);
-    bool spike = false;
-    if (finite && static_cast<int>(state_.recent_losses.size()) >= o_.spike_window / 2) {
-      const double mean = std::accumulate(state_.recent_losses.begin(), state_.recent_losses.end(), 0.0) / state_.recent_losses.size();
-      double var = 0;
-      for (double x : state_.recent_losses) var += (x - mean) * (x - mean);
-      const double std = std::sqrt(var / state_.recent_losses.size());
-      spike = lm > mean + std::max(o_.spike_sigma * std, o_.spike_ratio * mean);
-    }
-    if (!finite) {
-      apply = false;
-      event = "skipped: non-finite loss or gradient";
-    } else if (spike) {
-      ++state_.consecutive_spikes;
-      if (state_.consecutive_spikes >= o_.spike_persist) {
-        lr *= 0.5;
-        event = "persistent spike: update at half learning rate";
-      } else {
-        apply = false;
-        const int due = state_.step + 1 + static_cast<int>(mix_seed(o_.seed, state_.step) % 5);
-        state_.reinject.push_back({due, positions});
-        event = "spike: update skipped, batch re-injected at step " + std::to_string(due);
-      }
-    } else {
-      state_.consecutive_spikes = 0;
-    }
-    if (apply) {
-      optimizer_step(lr, norm > o_.clip_norm ? o_.clip_norm / norm : 1.0);
-      if (finite && !spike) {
-        state_.recent_losses.push_back(lm);
-        if (static_cast<int>(state_.recent_losses.size()) > o_.spike_window) state_.recent_losses.pop_front();
-      }
-    }
-    trace_.record("step", "step " + std::to_string(state_.step), step_trace_start, {{"micro_batches", m}});
-    ++state_.step;
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
-    const double tokens_per_s = samples * seq / seconds;
-    if (state_.step > first_step + 1) {
-      measured_tokens += samples * seq;
-      measured_seconds += seconds;
-    }
-    const double mfu = setup_.model.training_flops_per_token(static_cast<int>(seq)) * tokens_per_s / (world_ * peak_flops);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
-    const double eta = elapsed / (state_.step - first_step) * (o_.steps - state_.step);
+    report.eta_s = elapsed / (state_.step - first_step) * (o_.recipe.steps - state_.step);
     if (rank_ == 0) {
-      char line[256];
-      std::snprintf(line, sizeof line, "step %4d/%d  loss %.4f  aux %.4f  lr %.2e  grad %.3f  tokens/s %.0f  MFU %.1f%%  ETA %.0fs",
-                    state_.step, o_.steps, lm, aux, lr, norm, tokens_per_s, 100 * mfu, eta);
-      out_ << line << (event.empty() ? "" : "  [" + event + "]") << "\n" << std::flush;
-      if (loss_log) loss_log << state_.step << " " << std::setprecision(10) << lm << (apply ? "" : " skipped") << "\n" << std::flush;
+      out_ << (o_.progress_json ? report.to_json().dump() : report.human_line()) << "\n" << std::flush;
+      loss_log.append(report);
     }
     if (!o_.checkpoint_dir.empty() && o_.checkpoint_every > 0 && state_.step % o_.checkpoint_every == 0) save_checkpoint();
   }
   if (rank_ == 0 && measured_seconds > 0) {
     const double tokens_per_s = measured_tokens / measured_seconds;
-    const double flops = setup_.model.training_flops_per_token(static_cast<int>(seq)) * tokens_per_s;
+    const double flops = training_flops_per_token(setup_.model, static_cast<int>(seq)) * tokens_per_s;
     char line[256];
     std::snprintf(line, sizeof line,
                   "throughput after step 1: %.0f tokens/s, %.2f GFLOP/s of model FLOPs on %d ranks; measured fp32 "

@@ -364,8 +364,8 @@ void MainWindow::start_run() {
   worker->start();
 }
 
-void MainWindow::show_outcomes(std::vector<ProfileOutcome> outcomes) {
-  outcomes_ = std::move(outcomes);
+void MainWindow::show_outcomes(ScenarioResult result) {
+  outcomes_ = std::move(result.outcomes);
   table_->setRowCount(static_cast<int>(outcomes_.size()));
   for (int row = 0; row < static_cast<int>(outcomes_.size()); ++row) {
     const ProfileOutcome& o = outcomes_[row];
@@ -390,14 +390,8 @@ void MainWindow::show_outcomes(std::vector<ProfileOutcome> outcomes) {
   progress_->setRange(0, std::max<int>(1, static_cast<int>(outcomes_.size())));
   progress_->setValue(static_cast<int>(outcomes_.size()));
   refresh_charts();
-  // Select the cheapest (or fastest) plan, as the CLI's compare does.
-  int best = -1;
-  for (int i = 0; i < static_cast<int>(outcomes_.size()); ++i) {
-    if (outcomes_[i].plan &&
-        (best < 0 || better(outcomes_[i].plan->predicted, outcomes_[best].plan->predicted, outcomes_[i].plan->objective))) {
-      best = i;
-    }
-  }
+  // The winner as compare_profiles picked it, the same as the CLI's compare.
+  const int best = result.best;
   if (best >= 0) table_->selectRow(best);
   select_plan(best);
 }

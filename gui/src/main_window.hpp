@@ -53,7 +53,7 @@ class MainWindow : public QMainWindow {
   QWidget* build_training_tab();
   void build_menus();
   void start_run();
-  void show_outcomes(std::vector<ProfileOutcome> outcomes);
+  void show_outcomes(ScenarioResult result);
   void select_plan(int row);
   void refresh_charts();
   void read_training_output();

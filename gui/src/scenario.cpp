@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "flopwise/catalog.hpp"
+#include "flopwise/comparison.hpp"
 #include "flopwise/error.hpp"
 #include "flopwise/model_import.hpp"
 
@@ -73,42 +74,34 @@ void save_scenario(const Scenario& scenario, const std::string& path) {
 
 Scenario load_scenario(const std::string& path) { return scenario_from_json(load_json_file(path), path); }
 
-std::vector<ProfileOutcome> run_scenario(const Scenario& s, const std::function<void(int, int)>& progress,
-                                         const std::atomic<bool>* cancel) {
+ScenarioResult run_scenario(const Scenario& s, const std::function<void(int, int)>& progress,
+                            const std::atomic<bool>* cancel) {
   const ModelConfig model = resolve_model(s.model);
   TrainingRun run;
   run.global_batch = s.global_batch;
   run.seq_len = s.seq_len;
   run.tokens = s.tokens;
   run.precision = s.precision;
-  validate(run, "scenario");
   SearchOptions options;
   options.devices = s.devices;
   options.objective = s.objective;
   options.deadline_days = s.deadline_days;
   options.budget = s.budget;
   options.top_k = 1;
-  validate(options, "scenario");
-  std::vector<ProfileOutcome> outcomes;
-  for (size_t i = 0; i < s.profiles.size(); ++i) {
-    if (cancel && cancel->load()) break;
-    ProfileOutcome outcome{s.profiles[i], std::nullopt, ""};
-    const HardwareProfile profile = resolve_profile(s.profiles[i]);
-    if (s.precision == Precision::kFp8 && !profile.device.fp8) {
-      outcome.error = "no fp8 on this device";
-    } else {
-      const CostModel cost(model, run, profile);
-      const SearchResult result = search(cost, options);
-      if (result.best.empty()) {
-        outcome.error = "no feasible layout";
-      } else {
-        outcome.plan = make_plan(cost, result.best.front(), s.objective);
-      }
+  const Comparison c = compare_profiles(model, run, options, s.profiles, 0, {progress, cancel});
+  ScenarioResult result;
+  result.best = c.best;
+  for (const ProfileResult& e : c.entries) {
+    if (!e.searched) break;  // cancelled before this profile
+    ProfileOutcome outcome{e.profile.name, std::nullopt, e.unsupported};
+    if (e.top()) {
+      outcome.plan = make_plan(*e.cost, *e.top(), s.objective);
+    } else if (outcome.error.empty()) {
+      outcome.error = "no feasible layout";
     }
-    outcomes.push_back(outcome);
-    if (progress) progress(static_cast<int>(i) + 1, static_cast<int>(s.profiles.size()));
+    result.outcomes.push_back(std::move(outcome));
   }
-  return outcomes;
+  return result;
 }
 
 std::vector<size_t> pareto_front(const std::vector<std::pair<double, double>>& points) {

@@ -12,7 +12,7 @@
 
 #include "flopwise/error.hpp"
 #include "flopwise/model_import.hpp"
-#include "flopwise/plan.hpp"
+#include "flopwise/plan_builder.hpp"
 
 namespace flopwise {
 namespace {
@@ -20,13 +20,6 @@ namespace {
 using nlohmann::json;
 
 // ---------------------------------------------------------------- reading traces
-
-int positive_integer(const json& j, const std::string& key, const std::string& source, const std::string& path) {
-  if (!j.contains(key) || !j[key].is_number_integer() || j[key].get<int>() < 1) {
-    throw input_error(source, path + "." + key, "missing or not a positive integer");
-  }
-  return j[key].get<int>();
-}
 
 bool in_span(const TraceSpan& inner, const TraceSpan& outer) {
   return inner.rank == outer.rank && inner.start >= outer.start && inner.start < outer.start + outer.duration;
@@ -69,40 +62,6 @@ GroupSpan group_of(const TracedRun& run, const TraceSpan& s) {
 }
 
 }  // namespace
-
-TracedRun load_traced_run(const std::string& path) {
-  TraceFile file = read_trace_file(path);
-  if (!file.other_data.is_object() || !file.other_data.contains("flopwise_run")) {
-    throw input_error(path, "otherData.flopwise_run",
-                      "missing: not an executor trace (write one with flopwise train --trace)");
-  }
-  const json& meta = file.other_data["flopwise_run"];
-  const std::string where = "otherData.flopwise_run";
-  TracedRun r;
-  r.source = path;
-  if (!meta.contains("model")) throw input_error(path, where + ".model", "missing field");
-  if (!meta.contains("layout")) throw input_error(path, where + ".layout", "missing field");
-  r.model = model_from_json(meta["model"], path + ": " + where);
-  r.layout = layout_from_json(meta["layout"], path, where + ".layout");
-  r.run.seq_len = positive_integer(meta, "seq_len", path, where);
-  r.run.global_batch = positive_integer(meta, "global_batch", path, where);
-  if (!meta.contains("precision") || !meta["precision"].is_string()) {
-    throw input_error(path, where + ".precision", "missing or not a string");
-  }
-  r.run.precision = parse_precision(meta["precision"].get<std::string>(), path, where + ".precision");
-  r.ranks = positive_integer(meta, "ranks", path, where);
-  r.ranks_per_node = positive_integer(meta, "ranks_per_node", path, where);
-  if (r.layout.devices() != r.ranks) {
-    throw input_error(path, where + ".ranks", "does not equal layout tp x pp x dp");
-  }
-  r.spans = std::move(file.spans);
-  for (size_t i = 0; i < r.spans.size(); ++i) {
-    if (number_arg(r.spans[i], "step") < 0) {
-      throw input_error(path, "traceEvents[" + std::to_string(i) + "].args.step", "missing: every executor span names its step");
-    }
-  }
-  return r;
-}
 
 std::vector<Seconds> as_list(const CategoryTimes& t) {
   return {t.compute, t.tp, t.ep, t.pp, t.dp, t.optimizer, t.other, t.step};

@@ -14,9 +14,10 @@
 
 #include "flopwise/calibrate.hpp"
 #include "flopwise/catalog.hpp"
+#include "flopwise/comparison.hpp"
 #include "flopwise/error.hpp"
 #include "flopwise/model_import.hpp"
-#include "flopwise/plan.hpp"
+#include "flopwise/plan_builder.hpp"
 #include "flopwise/report.hpp"
 #include "flopwise/scaling.hpp"
 
@@ -145,11 +146,6 @@ TrainingRun training_run(const RunOptions& o) {
   return run;
 }
 
-void check_precision(const HardwareProfile& p, Precision precision) {
-  if (precision == Precision::kFp8 && !p.device.fp8) {
-    throw input_error(p.source, "device.fp8", "is false: " + p.name + " cannot train in fp8");
-  }
-}
 
 std::string header(const ModelConfig& m, const TrainingRun& run, const SearchOptions& s) {
   std::string objective = to_string(s.objective);
@@ -175,10 +171,9 @@ std::string no_layout_reason(const SearchResult& r) {
   return reason;
 }
 
-void write_plan_if_asked(const RunOptions& o, const CostModel& cost, const Candidate& best, Objective objective,
-                         std::ostream& out) {
+void write_plan_if_asked(const RunOptions& o, const Plan& plan, std::ostream& out) {
   if (o.out.empty()) return;
-  save_plan(make_plan(cost, best, objective), o.out);
+  save_plan(plan, o.out);
   if (!o.json) out << "plan written to " << o.out << "\n";
 }
 
@@ -225,7 +220,6 @@ int cmd_plan(const RunOptions& o, const std::string& profile_name, bool megatron
   const TrainingRun run = training_run(o);
   const SearchOptions options = search_options(o);
   const HardwareProfile profile = resolve_profile(profile_name);
-  check_precision(profile, run.precision);
   const CostModel cost(model, run, profile);
   if (o.refine < 0) throw input_error("--refine", "", "must be >= 0");
   SearchOptions wide = options;
@@ -235,6 +229,7 @@ int cmd_plan(const RunOptions& o, const std::string& profile_name, bool megatron
   if (o.refine > 0) refine(cost, result.best, o.refine, options.objective);
   if (static_cast<int>(result.best.size()) > options.top_k) result.best.resize(options.top_k);
   const Candidate& best = result.best.front();
+  const Plan plan = make_plan(cost, best, options.objective);
   std::optional<SearchResult> open;
   if (has_fixed_dims(options)) open = search(cost, without_fixed_dims(options));
 
@@ -244,7 +239,7 @@ int cmd_plan(const RunOptions& o, const std::string& profile_name, bool megatron
     if (open && !open->best.empty()) {
       j["unconstrained_best"] = summary_json(profile.name, open->best.front().layout, open->best.front().cost);
     }
-    if (megatron) j["megatron_args"] = megatron_args(make_plan(cost, best, options.objective));
+    if (megatron) j["megatron_args"] = megatron_args(plan);
     out << j.dump(2) << "\n";
   } else {
     out << header(model, run, options);
@@ -260,7 +255,7 @@ int cmd_plan(const RunOptions& o, const std::string& profile_name, bool megatron
     if (open && !open->best.empty()) rows.push_back({profile.name, &open->best.front(), "<- best without your fixed dimensions"});
     print_plan_table(out, rows);
     print_breakdown(out, best);
-    const Recommendation r = recommend(model, run, default_scaling());
+    const Recommendation& r = plan.recommended;
     char line[256];
     std::snprintf(line, sizeof line,
                   "recommended for %.3g FLOPs: global batch %d x %d tokens, peak learning rate %.2e (%s)\n",
@@ -269,11 +264,11 @@ int cmd_plan(const RunOptions& o, const std::string& profile_name, bool megatron
     print_rejections(out, result);
     if (megatron) {
       out << "megatron:";
-      for (const std::string& arg : megatron_args(make_plan(cost, best, options.objective))) out << " " << arg;
+      for (const std::string& arg : megatron_args(plan)) out << " " << arg;
       out << "\n";
     }
   }
-  write_plan_if_asked(o, cost, best, options.objective, out);
+  write_plan_if_asked(o, plan, out);
   return 0;
 }
 
@@ -287,56 +282,21 @@ std::vector<std::string> split_list(const std::string& text) {
   return items;
 }
 
-struct Comparison {
-  std::vector<HardwareProfile> profiles;
-  std::vector<std::unique_ptr<CostModel>> costs;
-  std::vector<SearchResult> results;
-  int best = -1;  // index of the winning profile
-};
-
-Comparison run_comparison(const ModelConfig& model, const TrainingRun& run, const SearchOptions& options,
-                          const std::vector<std::string>& profile_names, int refine_k = 0) {
-  Comparison c;
-  std::set<std::string> currencies;
-  for (const std::string& name : profile_names) {
-    c.profiles.push_back(resolve_profile(name));
-    check_precision(c.profiles.back(), run.precision);
-    currencies.insert(c.profiles.back().device.currency);
-  }
-  if (currencies.size() > 1 && options.objective != Objective::kMinTime) {
-    throw input_error("--profiles", "", "profiles price in different currencies; compare costs in one currency");
-  }
-  for (const HardwareProfile& p : c.profiles) {
-    c.costs.push_back(std::make_unique<CostModel>(model, run, p));
-    SearchOptions wide = options;
-    wide.top_k = std::max(options.top_k, refine_k);
-    c.results.push_back(search(*c.costs.back(), wide));
-    SearchResult& r = c.results.back();
-    if (r.best.empty()) continue;
-    if (refine_k > 0) refine(*c.costs.back(), r.best, refine_k, options.objective);
-    if (c.best < 0 ||
-        better(r.best.front().best_estimate(), c.results[c.best].best.front().best_estimate(), options.objective)) {
-      c.best = static_cast<int>(c.results.size()) - 1;
-    }
-  }
-  return c;
-}
-
 int cmd_compare(const RunOptions& o, const std::string& profile_list, std::ostream& out) {
   const ModelConfig model = resolve_model(o.model);
   const TrainingRun run = training_run(o);
   const SearchOptions options = search_options(o);
-  std::vector<std::string> names = split_list(profile_list);
-  if (names.empty()) throw input_error("--profiles", "", "name at least one profile");
-  if (o.refine < 0) throw input_error("--refine", "", "must be >= 0");
-  const Comparison c = run_comparison(model, run, options, names, o.refine);
+  const Comparison c = compare_profiles(model, run, options, split_list(profile_list), o.refine);
+  for (const ProfileResult& e : c.entries) {
+    if (!e.unsupported.empty()) throw InputError(e.unsupported);
+  }
   if (o.json) {
     json j;
     j["entries"] = json::array();
-    for (size_t i = 0; i < c.results.size(); ++i) {
-      const SearchResult& r = c.results[i];
-      json entry = r.best.empty() ? json{{"hardware", c.profiles[i].name}, {"error", no_layout_reason(r)}}
-                                  : candidate_json(c.profiles[i].name, r.best.front());
+    for (size_t i = 0; i < c.entries.size(); ++i) {
+      const ProfileResult& e = c.entries[i];
+      json entry = e.top() ? candidate_json(e.profile.name, *e.top())
+                           : json{{"hardware", e.profile.name}, {"error", no_layout_reason(e.result)}};
       entry["best"] = static_cast<int>(i) == c.best;
       j["entries"].push_back(entry);
     }
@@ -344,25 +304,26 @@ int cmd_compare(const RunOptions& o, const std::string& profile_list, std::ostre
   } else {
     out << header(model, run, options);
     std::vector<TableRow> rows;
-    for (size_t i = 0; i < c.results.size(); ++i) {
-      const SearchResult& r = c.results[i];
-      if (r.best.empty()) {
-        rows.push_back({c.profiles[i].name, nullptr, no_layout_reason(r)});
-      } else {
-        const Candidate& top = r.best.front();
-        std::string note = static_cast<int>(i) == c.best ? "<- best" : "";
-        if (top.simulated) {
-          note += (note.empty() ? "" : " ") + std::string("(simulated step ") +
-                  format_seconds(top.simulated->step_time_s) + ", cost " + format_count(top.simulated->cost) + " " +
-                  top.simulated->currency + ")";
-        }
-        rows.push_back({c.profiles[i].name, &top, note});
+    for (size_t i = 0; i < c.entries.size(); ++i) {
+      const ProfileResult& e = c.entries[i];
+      const Candidate* top = e.top();
+      if (!top) {
+        rows.push_back({e.profile.name, nullptr, no_layout_reason(e.result)});
+        continue;
       }
+      std::string note = static_cast<int>(i) == c.best ? "<- best" : "";
+      if (top->simulated) {
+        note += (note.empty() ? "" : " ") + std::string("(simulated step ") +
+                format_seconds(top->simulated->step_time_s) + ", cost " + format_count(top->simulated->cost) + " " +
+                top->simulated->currency + ")";
+      }
+      rows.push_back({e.profile.name, top, note});
     }
     print_plan_table(out, rows);
   }
   if (c.best < 0) throw input_error("compare", "", "no profile has a feasible layout");
-  write_plan_if_asked(o, *c.costs[c.best], c.results[c.best].best.front(), options.objective, out);
+  const ProfileResult& winner = c.entries[c.best];
+  write_plan_if_asked(o, make_plan(*winner.cost, *winner.top(), options.objective), out);
   return 0;
 }
 
@@ -524,13 +485,13 @@ int cmd_bench(const RunOptions& o, int repeats, bool simulation, std::ostream& o
   long long considered = 0, evaluated = 0;
   for (int i = 0; i < repeats; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    const Comparison c = run_comparison(model, run, options, names);
+    const Comparison c = compare_profiles(model, run, options, names);
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     best_wall = std::min(best_wall, wall);
     considered = evaluated = 0;
-    for (const SearchResult& r : c.results) {
-      considered += r.considered;
-      evaluated += r.evaluated;
+    for (const ProfileResult& e : c.entries) {
+      considered += e.result.considered;
+      evaluated += e.result.evaluated;
     }
   }
   // The cost model alone, on the layout the report's Megatron setup suggests for device D.

@@ -1,52 +1,23 @@
 #include "flopwise/model_import.hpp"
 
 #include <filesystem>
-#include <fstream>
 #include <map>
-#include <sstream>
 
 #include "flopwise/catalog.hpp"
 #include "flopwise/error.hpp"
+#include "flopwise/json_reader.hpp"
 
 namespace flopwise {
 namespace {
 
 using nlohmann::json;
 
-// Reads config.json fields with errors that name the file and the key.
-class ConfigReader {
+// config.json fields: counts between 0 and 1e9, and the fields HF itself defaults when absent.
+class ConfigReader : public JsonFields {
  public:
-  ConfigReader(const json& config, std::string source) : config_(config), source_(std::move(source)) {
-    if (!config_.is_object()) throw input_error(source_, "", "expected a JSON object");
-  }
-
-  bool has(const std::string& key) const { return config_.contains(key) && !config_[key].is_null(); }
-
-  int integer(const std::string& key) const {
-    if (!has(key)) throw input_error(source_, key, "missing field");
-    const json& value = config_[key];
-    if (!value.is_number_integer()) throw input_error(source_, key, "expected an integer, got " + value.dump());
-    const long long number = value.get<long long>();
-    if (number < 0 || number > 1'000'000'000) {
-      throw input_error(source_, key, "out of range: " + value.dump());
-    }
-    return static_cast<int>(number);
-  }
-
-  // Fields that Hugging Face itself defaults when absent (its config classes' defaults).
+  using JsonFields::JsonFields;
+  int integer(const std::string& key) const { return JsonFields::integer(key, 0, 1'000'000'000); }
   int integer_or(const std::string& key, int hf_default) const { return has(key) ? integer(key) : hf_default; }
-
-  bool boolean_or(const std::string& key, bool hf_default) const {
-    if (!has(key)) return hf_default;
-    if (!config_[key].is_boolean()) throw input_error(source_, key, "expected true or false");
-    return config_[key].get<bool>();
-  }
-
-  bool boolean(const std::string& key) const {
-    if (!has(key)) throw input_error(source_, key, "missing field");
-    return boolean_or(key, false);
-  }
-
   // The first of several spellings of one field (Ling-Lite and Ling-Plus name experts differently).
   int integer_any(const std::vector<std::string>& keys) const {
     for (const auto& key : keys) {
@@ -54,21 +25,9 @@ class ConfigReader {
     }
     std::string list;
     for (const auto& key : keys) list += (list.empty() ? "" : " or ") + key;
-    throw input_error(source_, list, "missing field");
+    throw error(list, "missing field");
   }
-
-  std::string text(const std::string& key) const {
-    if (!has(key)) throw input_error(source_, key, "missing field");
-    if (!config_[key].is_string()) throw input_error(source_, key, "expected a string");
-    return config_[key].get<std::string>();
-  }
-
-  const json& raw(const std::string& key) const { return config_[key]; }
-  const std::string& source() const { return source_; }
-
- private:
-  const json& config_;
-  std::string source_;
+  const nlohmann::json& raw(const std::string& key) const { return node()[key]; }
 };
 
 void read_common(const ConfigReader& r, ModelConfig& m) {
@@ -141,25 +100,7 @@ void read_llama(const ConfigReader& r, ModelConfig& m) {
   m.qkv_bias = r.boolean_or("attention_bias", false);
 }
 
-std::string read_text_file(const std::string& path, const std::string& what) {
-  std::ifstream in(path);
-  if (!in) throw input_error(path, "", "cannot open " + what);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 }  // namespace
-
-json parse_json(const std::string& text, const std::string& source) {
-  try {
-    return json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw input_error(source, "", std::string("malformed JSON: ") + e.what());
-  }
-}
-
-json load_json_file(const std::string& path) { return parse_json(read_text_file(path, "JSON file"), path); }
 
 ModelConfig import_hf_config(const json& config, const std::string& source, const std::string& name) {
   const ConfigReader r(config, source);
@@ -198,38 +139,6 @@ ModelConfig resolve_model(const std::string& name_or_path) {
   std::string presets;
   for (const auto& name : builtin_preset_names()) presets += (presets.empty() ? "" : ", ") + name;
   throw input_error(name_or_path, "", "no such config.json or preset (presets: " + presets + ")");
-}
-
-// Plans carry the model in flopwise's own field names, not HF's, so they read back exactly.
-#define FLOPWISE_MODEL_FIELDS(X)                                                                 \
-  X(layers) X(hidden) X(heads) X(kv_heads) X(head_dim) X(vocab) X(seq_len) X(q_lora_rank)        \
-  X(kv_lora_rank) X(rope_head_dim) X(v_head_dim) X(routed_experts) X(top_k) X(expert_ffn)        \
-  X(shared_experts) X(shared_expert_ffn) X(dense_ffn) X(first_dense_layers)
-
-json model_to_json(const ModelConfig& m) {
-  json j;
-  j["name"] = m.name;
-  j["family"] = m.family;
-#define X(field) j[#field] = m.field;
-  FLOPWISE_MODEL_FIELDS(X)
-#undef X
-  j["qkv_bias"] = m.qkv_bias;
-  j["tied_embeddings"] = m.tied_embeddings;
-  return j;
-}
-
-ModelConfig model_from_json(const json& j, const std::string& source) {
-  const ConfigReader r(j, source + ": model");
-  ModelConfig m;
-  m.name = r.text("name");
-  m.family = r.text("family");
-#define X(field) m.field = r.integer(#field);
-  FLOPWISE_MODEL_FIELDS(X)
-#undef X
-  m.qkv_bias = r.boolean("qkv_bias");
-  m.tied_embeddings = r.boolean("tied_embeddings");
-  validate(m, source + ": model");
-  return m;
 }
 
 }  // namespace flopwise

@@ -37,17 +37,7 @@ void print_plan_table(std::ostream& out, const std::vector<TableRow>& rows) {
 }
 
 void print_breakdown(std::ostream& out, const Candidate& candidate) {
-  const StepCost& c = candidate.cost;
-  const MemoryBreakdown& m = c.memory_bytes;
-  out << "step time " << format_seconds(c.step_time_s) << " = compute " << format_seconds(c.compute_s)
-      << " + exposed comm (tp " << format_seconds(c.exposed_comm_s.tp) << ", ep "
-      << format_seconds(c.exposed_comm_s.ep) << ", pp " << format_seconds(c.exposed_comm_s.pp) << ", dp "
-      << format_seconds(c.exposed_comm_s.dp) << ") + bubble " << format_seconds(c.bubble_s) << " + optimizer "
-      << format_seconds(c.optimizer_s) << "  [slowest stage " << c.slowest_stage << "]\n";
-  out << "memory per device (pipeline rank " << c.busiest_memory_rank << "): weights " << format_bytes(m.weights)
-      << ", grads " << format_bytes(m.grads) << ", optimizer " << format_bytes(m.optimizer) << ", activations "
-      << format_bytes(m.activations) << ", buffers " << format_bytes(m.buffers) << " = " << format_bytes(m.total())
-      << " of " << format_bytes(c.usable_memory_bytes) << " usable\n";
+  out << step_time_line(candidate.cost) << "\n" << memory_line(candidate.cost) << "\n";
 }
 
 void print_rejections(std::ostream& out, const SearchResult& r) {

@@ -8,25 +8,6 @@
 
 namespace flopwise {
 
-std::string to_string(Objective objective) {
-  switch (objective) {
-    case Objective::kMinCost: return "cost";
-    case Objective::kMinTime: return "time";
-    case Objective::kMinCostDeadline: return "cost-deadline";
-    case Objective::kMinTimeBudget: return "time-budget";
-  }
-  return "cost";
-}
-
-Objective parse_objective(const std::string& text, const std::string& source, const std::string& field) {
-  for (Objective o : {Objective::kMinCost, Objective::kMinTime, Objective::kMinCostDeadline,
-                      Objective::kMinTimeBudget}) {
-    if (text == to_string(o)) return o;
-  }
-  throw input_error(source, field,
-                    "unknown objective '" + text + "' (expected cost, time, cost-deadline or time-budget)");
-}
-
 void validate(const SearchOptions& o, const std::string& source) {
   if (o.devices.min < 1 || o.devices.max < o.devices.min) {
     throw input_error(source, "devices", "expected N or MIN:MAX with 1 <= MIN <= MAX");

@@ -10,20 +10,6 @@
 
 namespace flopwise {
 
-// One executor trace: what ran (otherData.flopwise_run) and what was measured.
-struct TracedRun {
-  std::string source;
-  ModelConfig model;
-  Layout layout;
-  TrainingRun run;  // global_batch of a full step; each step's own micro-batch count is in its span
-  int ranks = 0;
-  int ranks_per_node = 0;
-  std::vector<TraceSpan> spans;
-};
-
-// InputError naming the file and field for traces without run metadata or with malformed spans.
-TracedRun load_traced_run(const std::string& path);
-
 // Step time by category on one rank. `pp` holds time blocked in pipeline receives, which is the
 // transfer and the bubble together (a trace cannot tell them apart); predictions add pp and bubble.
 struct CategoryTimes {

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "flopwise/json_reader.hpp"
 #include "flopwise/model_config.hpp"
 
 namespace flopwise {
@@ -15,13 +16,5 @@ ModelConfig load_hf_config(const std::string& path);
 
 // A preset name ("ling-lite", "ling-plus") or a path to a config.json.
 ModelConfig resolve_model(const std::string& name_or_path);
-
-// JSON form of ModelConfig used inside plans (round-trips exactly).
-nlohmann::json model_to_json(const ModelConfig& model);
-ModelConfig model_from_json(const nlohmann::json& json, const std::string& source);
-
-// Parses JSON text, turning syntax errors into "source: malformed JSON ..." input errors.
-nlohmann::json parse_json(const std::string& text, const std::string& source);
-nlohmann::json load_json_file(const std::string& path);
 
 }  // namespace flopwise

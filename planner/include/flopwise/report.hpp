@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "flopwise/plan.hpp"
+#include "flopwise/plan_builder.hpp"
 
 namespace flopwise {
 

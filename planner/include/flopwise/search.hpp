@@ -6,12 +6,9 @@
 #include <vector>
 
 #include "flopwise/cost_model.hpp"
+#include "flopwise/plan.hpp"
 
 namespace flopwise {
-
-enum class Objective { kMinCost, kMinTime, kMinCostDeadline, kMinTimeBudget };
-std::string to_string(Objective objective);
-Objective parse_objective(const std::string& text, const std::string& source, const std::string& field);
 
 struct SearchOptions {
   DeviceRange devices{1, 8192};

@@ -7,6 +7,9 @@
 
 namespace flopwise::executor {
 
+// A 64-bit mix of the inputs (SplitMix64), for seeds derived from several coordinates.
+uint64_t mix_seed(uint64_t a, uint64_t b);
+
 // Text files are tokenized byte by byte (vocabulary 256); ".bin" files hold pre-tokenized
 // little-endian uint16 tokens.
 struct TokenCorpus {

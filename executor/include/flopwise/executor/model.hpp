@@ -3,6 +3,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/torch.h>
 
+#include "flopwise/executor/data.hpp"
 #include "flopwise/executor/spec.hpp"
 #include "flopwise/executor/trace_recorder.hpp"
 
@@ -50,7 +51,7 @@ TORCH_MODULE(RMSNorm);
 torch::Tensor apply_rope(const torch::Tensor& x, double theta);
 
 struct AttentionImpl : torch::nn::Module {
-  AttentionImpl(const ModelShape& shape, const TensorParallel& tp);
+  AttentionImpl(const ModelConfig& shape, const TensorParallel& tp);
   torch::Tensor forward(const torch::Tensor& x);  // [batch, seq, hidden]
   TensorParallel tp;
   int heads, kv_heads, head_dim;  // this rank's share
@@ -95,7 +96,7 @@ struct ExpertBankImpl : torch::nn::Module {
 TORCH_MODULE(ExpertBank);
 
 struct MoEImpl : torch::nn::Module {
-  MoEImpl(const ModelShape& shape, int ep_size, const TensorParallel& tp);
+  MoEImpl(const ModelConfig& shape, int ep_size, const TensorParallel& tp);
   torch::Tensor forward(const torch::Tensor& x, RoutingContext& context);  // [tokens, hidden]
   TensorParallel tp;
   Router router{nullptr};
@@ -106,7 +107,7 @@ struct MoEImpl : torch::nn::Module {
 TORCH_MODULE(MoE);
 
 struct LayerImpl : torch::nn::Module {
-  LayerImpl(const ModelShape& shape, bool dense, int ep_size, const TensorParallel& tp);
+  LayerImpl(const ModelConfig& shape, bool dense, int ep_size, const TensorParallel& tp);
   torch::Tensor forward(const torch::Tensor& x, RoutingContext& context);
   RMSNorm attention_norm{nullptr}, mlp_norm{nullptr};
   Attention attention{nullptr};
@@ -118,7 +119,7 @@ TORCH_MODULE(Layer);
 // One pipeline stage: layers [first_layer, first_layer + count), with the embedding on the first
 // stage and the final norm plus NormHead on the last.
 struct StageImpl : torch::nn::Module {
-  StageImpl(const ModelShape& shape, int first_layer, int count, bool first, bool last, int ep_size,
+  StageImpl(const ModelConfig& shape, int first_layer, int count, bool first, bool last, int ep_size,
             const TensorParallel& tp = {});
   // First stage: int64 tokens [batch, seq]; later stages: hidden [batch, seq, hidden].
   // Last stage returns logits [batch, seq, vocab], others hidden states.
@@ -143,8 +144,6 @@ void initialize_parameters(StageImpl& stage, int first_layer, int ep_rank, uint6
 // Parameters split over TP (the rest is replicated on every TP rank).
 bool is_tensor_parallel_parameter(const std::string& name);
 
-// A 64-bit mix of the inputs (SplitMix64), for seeds derived from several coordinates.
-uint64_t mix_seed(uint64_t a, uint64_t b);
 
 // All-to-all with per-rank row counts that autograd can run backwards.
 torch::Tensor all_to_all_rows(const torch::Tensor& input, const c10::intrusive_ptr<c10d::ProcessGroup>& group,

@@ -5,36 +5,30 @@
 #include <string>
 #include <vector>
 
+#include "flopwise/executor/anomaly_guard.hpp"
+#include "flopwise/executor/recipe.hpp"
+
 namespace flopwise::executor {
 
 struct TrainOptions {
   std::string plan;
   double scale = 1.0 / 16;           // width fraction of the plan's model (1 = full shape)
-  int steps = 20;
   int seq_len = 128;                 // tokens per sequence; 0: the plan's
   int micro_batches = 4;             // per replica per step; 0: the plan's (often thousands)
   std::vector<std::string> data;     // text or .bin files; default: the shipped corpus
   uint64_t seed = 1234;
   int max_ranks = 4;                 // local ranks this machine may run
-  // Warmup-stable-decay: linear warmup to peak, halved at 60% of the steps, inverse-square-root
-  // annealing over the last 10% down to 1e-4 of the halved rate (report section 3.4).
-  double peak_lr = 1e-3;
-  int warmup_steps = 2;
-  // Batch-size warmup from 2,560 / 8,960 of the batch to all of it (report section 3.4).
-  int batch_warmup_steps = 0;
+  Recipe recipe;                     // steps, learning rate and batch schedule
   int routing_warmup_steps = 5;      // Stochastic Routing Warmup W
   double clip_norm = 1.0;
-  // Loss spikes: a loss above mean + max(spike_sigma x std, spike_ratio x mean) of the recent window.
-  int spike_window = 8;
-  double spike_sigma = 4.0;
-  double spike_ratio = 0.25;
-  int spike_persist = 2;             // consecutive spikes after which the update runs at reduced LR
+  SpikeRule spikes;
   int inject_bad_batch_at = -1;      // test hook: random tokens at this step
   std::string checkpoint_dir;
   int checkpoint_every = 0;
   bool resume = false;
   std::string trace;
   std::string loss_log;              // one line per step: step loss (rank 0)
+  bool progress_json = false;        // step lines as JSON objects (flopwise.progress/1) on stdout
 };
 
 // Runs one rank under RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT.

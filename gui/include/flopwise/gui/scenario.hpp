@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "flopwise/plan.hpp"
+#include "flopwise/plan_builder.hpp"
 
 namespace flopwise::gui {
 
@@ -40,11 +40,16 @@ struct ProfileOutcome {
   std::string error;
 };
 
-// Runs the planner on each profile in turn; `progress(done, total)` after each, and a set
-// `cancel` stops before the next profile. Input errors (unknown model, bad profile) throw.
-std::vector<ProfileOutcome> run_scenario(const Scenario& scenario,
-                                         const std::function<void(int, int)>& progress = {},
-                                         const std::atomic<bool>* cancel = nullptr);
+struct ScenarioResult {
+  std::vector<ProfileOutcome> outcomes;  // the profiles planned, in the scenario's order
+  int best = -1;                         // the winner, as flopwise compare picks it
+};
+
+// Plans the comparison (planner's compare_profiles); `progress(done, total)` after each profile,
+// and a set `cancel` stops before the next. Input errors (unknown model, bad profile, currencies
+// that differ) throw.
+ScenarioResult run_scenario(const Scenario& scenario, const std::function<void(int, int)>& progress = {},
+                            const std::atomic<bool>* cancel = nullptr);
 
 // Indices of the points no other point beats on both coordinates (both minimised), sorted by x.
 std::vector<size_t> pareto_front(const std::vector<std::pair<double, double>>& points);

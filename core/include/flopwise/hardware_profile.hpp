@@ -103,6 +103,10 @@ struct HardwareProfile {
   Bytes runtime_reserved_bytes = 0;  // context, communicator and allocator overhead per device
 };
 
+// Why `profile` cannot train in `precision` (no peak stated, or fp8 switched off), one line naming
+// the profile's file and field; nullopt when it can. The one place this is decided.
+std::optional<std::string> precision_unsupported(const HardwareProfile& profile, Precision precision);
+
 // Parses YAML text; `source` names the file in every error message.
 HardwareProfile parse_hardware_profile(const std::string& yaml_text, const std::string& source);
 HardwareProfile load_hardware_profile(const std::string& path);

@@ -2,6 +2,8 @@
 // The shape of a decoder-only transformer, dense or Mixture-of-Experts, and what it costs per token.
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "flopwise/units.hpp"
 
 namespace flopwise {
@@ -37,12 +39,19 @@ struct ModelConfig {
   bool is_mla() const { return kv_lora_rank > 0; }
   int moe_layers() const { return is_moe() ? layers - first_dense_layers : 0; }
   int dense_layers() const { return layers - moe_layers(); }
+  // Dense layers come first (DeepSeek's first_k_dense_replace).
+  bool is_dense_layer(int layer) const { return !is_moe() || layer < first_dense_layers; }
   int qk_head_dim() const { return head_dim + (is_mla() ? rope_head_dim : 0); }
   int value_head_dim() const { return is_mla() ? v_head_dim : head_dim; }
 };
 
 // Throws InputError (naming `source` and the field) for shapes that cannot describe a model.
 void validate(const ModelConfig& model, const std::string& source);
+
+// The JSON form of a ModelConfig inside plans and traces (flopwise's own field names, not HF's,
+// so it reads back exactly). Errors name `source` and the field under `path`.
+nlohmann::json model_to_json(const ModelConfig& model);
+ModelConfig model_from_json(const nlohmann::json& json, const std::string& source, const std::string& path = "model");
 
 // Parameters of each part of one layer (counts, not bytes).
 struct LayerParams {

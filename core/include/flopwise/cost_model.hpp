@@ -5,42 +5,9 @@
 
 #include "flopwise/collectives.hpp"
 #include "flopwise/layout.hpp"
+#include "flopwise/step_cost.hpp"
 
 namespace flopwise {
-
-struct CommBreakdown {
-  Seconds tp = 0, ep = 0, pp = 0, dp = 0;
-  Seconds total() const { return tp + ep + pp + dp; }
-};
-
-struct MemoryBreakdown {
-  Bytes weights = 0, grads = 0, optimizer = 0, activations = 0, buffers = 0;
-  Bytes total() const { return weights + grads + optimizer + activations + buffers; }
-};
-
-struct StepCost {
-  Seconds step_time_s = 0;
-  double tokens_per_s = 0;
-  double mfu = 0;
-  double days = 0;
-  double device_hours = 0;
-  double cost = 0;
-  std::string currency;
-  // Where the step time goes, on the slowest pipeline rank.
-  Seconds compute_s = 0;
-  CommBreakdown exposed_comm_s;
-  Seconds bubble_s = 0;
-  Seconds optimizer_s = 0;
-  Seconds overhead_s = 0;  // the profile's per-step overhead
-  // Memory of the most loaded pipeline rank, and what the device offers after headroom.
-  MemoryBreakdown memory_bytes;
-  Bytes usable_memory_bytes = 0;
-  int busiest_memory_rank = 0;
-  int slowest_stage = 0;
-  Flops model_flops_per_step = 0;
-
-  bool fits_memory() const { return memory_bytes.total() <= usable_memory_bytes; }
-};
 
 // What one pipeline rank holds: its layers (by kind) and the ends of the model.
 struct StageContents {

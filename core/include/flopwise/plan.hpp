@@ -1,16 +1,19 @@
 #pragma once
-// A Plan: the chosen layout with everything needed to run it and to check what was predicted.
+// A Plan (flopwise.plan/1): the chosen layout with everything needed to run it and to check what
+// was predicted. Written by the planner, read by the simulator, the executor and the studio.
+#include <optional>
 #include <string>
-#include <vector>
 
 #include <nlohmann/json.hpp>
 
-#include "flopwise/cost_model.hpp"
-#include "flopwise/scaling.hpp"
-#include "flopwise/search.hpp"
-#include "flopwise/step_simulation.hpp"
+#include "flopwise/layout.hpp"
+#include "flopwise/step_cost.hpp"
 
 namespace flopwise {
+
+enum class Objective { kMinCost, kMinTime, kMinCostDeadline, kMinTimeBudget };
+std::string to_string(Objective objective);
+Objective parse_objective(const std::string& text, const std::string& source, const std::string& field);
 
 // The hardware facts a plan's consumers need without the profile file at hand.
 struct PlanHardware {
@@ -47,28 +50,17 @@ struct Plan {
   int devices() const { return layout.devices(); }
 };
 
-Plan make_plan(const CostModel& cost, const Candidate& candidate, Objective objective);
-// Batch and learning rate for the run's compute budget (training FLOPs per token x tokens).
-Recommendation recommend(const ModelConfig& model, const TrainingRun& run, const ScalingFit& fit);
-
 nlohmann::json to_json(const Plan& plan);
 // Reads a plan written by to_json; every missing or mistyped field is an InputError naming it.
 Plan plan_from_json(const nlohmann::json& json, const std::string& source);
-// A plan's "layout" object (also in executor traces); errors name `source` and `path`.
-Layout layout_from_json(const nlohmann::json& json, const std::string& source, const std::string& path);
 void save_plan(const Plan& plan, const std::string& path);
 Plan load_plan(const std::string& path);
 
-// Re-ranks the first `k` candidates by simulated step time (SimGrid); the rest keep their order.
-void refine(const CostModel& cost, std::vector<Candidate>& candidates, int k, Objective objective);
-// A StepCost whose step time and breakdown come from the simulation, the rest from `analytic`.
-StepCost simulated_cost(const CostModel& cost, const Layout& layout, const StepCost& analytic,
-                        const SimulationResult& simulation);
+// A plan's "layout" object (also in executor traces); errors name `source` and `path`.
+nlohmann::json layout_to_json(const Layout& layout);
+Layout layout_from_json(const nlohmann::json& json, const std::string& source, const std::string& path);
 
 // The fields scripts read from `plan --json` and each `compare --json` entry.
 nlohmann::json summary_json(const std::string& hardware, const Layout& layout, const StepCost& cost);
-
-// The same layout as Megatron-LM (Megatron-Core) pretrain_gpt.py arguments.
-std::vector<std::string> megatron_args(const Plan& plan);
 
 }  // namespace flopwise

@@ -82,11 +82,8 @@ CostModel::CostModel(const ModelConfig& model, const TrainingRun& run, const Har
       moe_flops_(moe_layer_flops(model, run.seq_len)),
       dense_flops_(dense_layer_flops(model, run.seq_len)),
       lm_head_flops_(lm_head_flops(model)) {
+  if (auto why = precision_unsupported(profile, run.precision)) throw InputError(*why);
   peak_ = profile.device.peak_flops(run.precision);
-  if (peak_ <= 0) {
-    throw input_error(profile.source, "device.peak_tflops." + to_string(run.precision),
-                      "missing: the run trains in " + to_string(run.precision));
-  }
   // FP8 speeds up the GEMMs; attention's softmax path stays in bf16 (Transformer Engine recipe).
   attention_peak_ = run.precision == Precision::kFp8 ? profile.device.peak_flops(Precision::kBf16) : peak_;
   matmul_rate_ = peak_ * profile.efficiency.matmul;

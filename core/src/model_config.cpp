@@ -1,6 +1,7 @@
 #include "flopwise/model_config.hpp"
 
 #include "flopwise/error.hpp"
+#include "flopwise/json_reader.hpp"
 
 namespace flopwise {
 namespace {
@@ -137,6 +138,38 @@ Flops training_flops_per_token(const ModelConfig& m, int seq_len) {
                         m.dense_layers() * (dense.dense_matmul + dense.attention_core) +
                         lm_head_flops(m);
   return 3.0 * forward;
+}
+
+// Every integer field of the JSON form; one list, so writer and reader cannot drift.
+#define FLOPWISE_MODEL_FIELDS(X)                                                                 \
+  X(layers) X(hidden) X(heads) X(kv_heads) X(head_dim) X(vocab) X(seq_len) X(q_lora_rank)        \
+  X(kv_lora_rank) X(rope_head_dim) X(v_head_dim) X(routed_experts) X(top_k) X(expert_ffn)        \
+  X(shared_experts) X(shared_expert_ffn) X(dense_ffn) X(first_dense_layers)
+
+nlohmann::json model_to_json(const ModelConfig& m) {
+  nlohmann::json j;
+  j["name"] = m.name;
+  j["family"] = m.family;
+#define X(field) j[#field] = m.field;
+  FLOPWISE_MODEL_FIELDS(X)
+#undef X
+  j["qkv_bias"] = m.qkv_bias;
+  j["tied_embeddings"] = m.tied_embeddings;
+  return j;
+}
+
+ModelConfig model_from_json(const nlohmann::json& j, const std::string& source, const std::string& path) {
+  const JsonFields r(j, source, path);
+  ModelConfig m;
+  m.name = r.text("name");
+  m.family = r.text("family");
+#define X(field) m.field = r.integer(#field, 0, 1'000'000'000);
+  FLOPWISE_MODEL_FIELDS(X)
+#undef X
+  m.qkv_bias = r.boolean("qkv_bias");
+  m.tied_embeddings = r.boolean("tied_embeddings");
+  validate(m, source + ": " + path);
+  return m;
 }
 
 }  // namespace flopwise

@@ -1,11 +1,11 @@
 #include "flopwise/hardware_profile.hpp"
 
-#include <yaml-cpp/yaml.h>
-
 #include <fstream>
 #include <sstream>
 
 #include "flopwise/error.hpp"
+#include "flopwise/json_reader.hpp"
+#include "flopwise/yaml_reader.hpp"
 
 namespace flopwise {
 
@@ -39,85 +39,30 @@ FlopsPerSecond DeviceSpec::peak_flops(Precision precision) const {
   return it == peak_tflops.end() ? 0.0 : it->second * 1e12;
 }
 
+std::optional<std::string> precision_unsupported(const HardwareProfile& p, Precision precision) {
+  if (precision == Precision::kFp8 && !p.device.fp8) {
+    return input_error(p.source, "device.fp8", "is false: " + p.name + " cannot train in fp8").what();
+  }
+  if (p.device.peak_flops(precision) <= 0) {
+    return input_error(p.source, "device.peak_tflops." + to_string(precision),
+                       "missing: " + p.name + " states no " + to_string(precision) + " peak").what();
+  }
+  return std::nullopt;
+}
+
 std::string to_string(TopologyKind kind) {
   return kind == TopologyKind::kRailOptimized ? "rail-optimized" : "fat-tree";
 }
 
 namespace {
 
-// Reads fields of one YAML map, naming "section.field" in every error.
-class Fields {
- public:
-  Fields(const YAML::Node& node, std::string source, std::string prefix)
-      : node_(node), source_(std::move(source)), prefix_(std::move(prefix)) {
-    if (!node_ || !node_.IsMap()) throw input_error(source_, prefix_, "missing section (expected a map)");
-  }
-
-  Fields section(const std::string& key) const { return Fields(node_[key], source_, path(key)); }
-
-  std::string text(const std::string& key) const {
-    const YAML::Node value = require(key);
-    if (!value.IsScalar()) throw input_error(source_, path(key), "expected a single value");
-    return value.as<std::string>();
-  }
-
-  double number(const std::string& key, double min, double max) const {
-    const std::string raw = text(key);
-    double value = 0;
-    std::istringstream in(raw);
-    std::string rest;
-    if (!(in >> value) || (in >> rest)) {
-      throw input_error(source_, path(key), "expected a plain number, got '" + raw + "'");
-    }
-    if (value < min || value > max) {
-      std::ostringstream range;
-      range << "must be between " << min << " and " << max << ", got " << raw;
-      throw input_error(source_, path(key), range.str());
-    }
-    return value;
-  }
-
-  int integer(const std::string& key, int min) const {
-    const double value = number(key, min, 1e9);
-    if (value != static_cast<int>(value)) throw input_error(source_, path(key), "must be an integer");
-    return static_cast<int>(value);
-  }
-
-  double quantity(const std::string& key, Dimension dimension) const {
-    return parse_quantity(text(key), dimension, source_, path(key));
-  }
-
-  bool has(const std::string& key) const { return node_[key] && !node_[key].IsNull(); }
-
-  bool boolean(const std::string& key) const {
-    const std::string raw = text(key);
-    if (raw == "true" || raw == "yes") return true;
-    if (raw == "false" || raw == "no") return false;
-    throw input_error(source_, path(key), "expected true or false, got '" + raw + "'");
-  }
-
-  const YAML::Node& node() const { return node_; }
-  std::string path(const std::string& key) const { return prefix_.empty() ? key : prefix_ + "." + key; }
-  const std::string& source() const { return source_; }
-
- private:
-  YAML::Node require(const std::string& key) const {
-    const YAML::Node value = node_[key];
-    if (!value || value.IsNull()) throw input_error(source_, path(key), "missing field");
-    return value;
-  }
-
-  YAML::Node node_;
-  std::string source_;
-  std::string prefix_;
-};
+using Fields = YamlFields;
 
 DeviceSpec read_device(const Fields& f) {
   DeviceSpec d;
   d.name = f.text("name");
   const Fields peaks = f.section("peak_tflops");
-  for (const auto& entry : peaks.node()) {
-    const std::string dtype = entry.first.as<std::string>();
+  for (const std::string& dtype : peaks.keys()) {
     if (dtype != "bf16" && dtype != "fp8" && dtype != "fp32") {
       throw input_error(f.source(), peaks.path(dtype), "unknown dtype (expected bf16, fp8 or fp32)");
     }
@@ -202,16 +147,14 @@ LinkFigures read_link_figures(const Fields& f) {
 
 std::map<CollectiveAlgorithm, CollectiveFigures> read_collectives(const Fields& f) {
   std::map<CollectiveAlgorithm, CollectiveFigures> result;
-  for (const auto& entry : f.node()) {
-    const std::string key = entry.first.as<std::string>();
+  for (const std::string& key : f.keys()) {
     std::optional<CollectiveAlgorithm> algorithm;
     for (int a = 0; a < kCollectiveAlgorithms; ++a) {
       if (to_string(static_cast<CollectiveAlgorithm>(a)) == key) algorithm = static_cast<CollectiveAlgorithm>(a);
     }
     if (!algorithm) throw input_error(f.source(), f.path(key), "unknown collective (expected ring, all_to_all or send_recv)");
     const Fields figures = f.section(key);
-    for (const auto& link : figures.node()) {
-      const std::string name = link.first.as<std::string>();
+    for (const std::string& name : figures.keys()) {
       if (name != "intra_node" && name != "inter_node") {
         throw input_error(f.source(), figures.path(name), "unknown link class (expected intra_node or inter_node)");
       }
@@ -232,15 +175,6 @@ Overlap read_overlap(const Fields& f) {
   return o;
 }
 
-YAML::Node parse_yaml(const std::string& text, const std::string& source) {
-  try {
-    return YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    throw InputError(source + ":" + std::to_string(e.mark.line + 1) + ":" +
-                     std::to_string(e.mark.column + 1) + ": malformed YAML: " + e.msg);
-  }
-}
-
 }  // namespace
 
 HardwareProfile parse_hardware_profile(const std::string& yaml_text, const std::string& source) {
@@ -248,7 +182,7 @@ HardwareProfile parse_hardware_profile(const std::string& yaml_text, const std::
   HardwareProfile p;
   p.source = source;
   p.name = root.text("name");
-  p.description = root.node()["description"] ? root.text("description") : "";
+  p.description = root.has("description") ? root.text("description") : "";
   p.device = read_device(root.section("device"));
   p.node = read_node(root.section("node"));
   p.cluster = read_cluster(root.section("cluster"));
@@ -272,11 +206,7 @@ HardwareProfile parse_hardware_profile(const std::string& yaml_text, const std::
 }
 
 HardwareProfile load_hardware_profile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw input_error(path, "", "cannot open hardware profile");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return parse_hardware_profile(text.str(), path);
+  return parse_hardware_profile(read_text_file(path, "hardware profile"), path);
 }
 
 }  // namespace flopwise

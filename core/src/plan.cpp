@@ -1,0 +1,176 @@
+#include "flopwise/plan.hpp"
+
+#include <filesystem>
+#include <fstream>
+
+#include "flopwise/error.hpp"
+#include "flopwise/json_reader.hpp"
+
+namespace flopwise {
+
+using nlohmann::json;
+
+std::string to_string(Objective objective) {
+  switch (objective) {
+    case Objective::kMinCost: return "cost";
+    case Objective::kMinTime: return "time";
+    case Objective::kMinCostDeadline: return "cost-deadline";
+    case Objective::kMinTimeBudget: return "time-budget";
+  }
+  return "cost";
+}
+
+Objective parse_objective(const std::string& text, const std::string& source, const std::string& field) {
+  for (Objective o : {Objective::kMinCost, Objective::kMinTime, Objective::kMinCostDeadline,
+                      Objective::kMinTimeBudget}) {
+    if (text == to_string(o)) return o;
+  }
+  throw input_error(source, field,
+                    "unknown objective '" + text + "' (expected cost, time, cost-deadline or time-budget)");
+}
+
+json layout_to_json(const Layout& l) {
+  return {{"tp", l.tp},           {"pp", l.pp},
+          {"vpp", l.vpp},         {"ep", l.ep},
+          {"dp", l.dp},           {"micro_batch", l.micro_batch},
+          {"recompute", to_string(l.recompute)},
+          {"optimizer_sharding", l.optimizer_sharding},
+          {"sequence_parallel", l.tp > 1}};
+}
+
+Layout layout_from_json(const json& j, const std::string& source, const std::string& path) {
+  const JsonFields r(j, source, path);
+  constexpr long long kMaxDegree = 1 << 20;
+  Layout l;
+  l.tp = r.integer("tp", 1, kMaxDegree);
+  l.pp = r.integer("pp", 1, kMaxDegree);
+  l.vpp = r.integer("vpp", 1, kMaxDegree);
+  l.ep = r.integer("ep", 1, kMaxDegree);
+  l.dp = r.integer("dp", 1, kMaxDegree);
+  l.micro_batch = r.integer("micro_batch", 1, kMaxDegree);
+  l.recompute = parse_recompute(r.text("recompute"), source, r.where("recompute"));
+  l.optimizer_sharding = r.boolean("optimizer_sharding");
+  if (l.dp % l.ep != 0) throw r.error("ep", "must divide dp (" + std::to_string(l.dp) + ")");
+  if (static_cast<long long>(l.tp) * l.pp * l.dp > kMaxDegree) throw r.error("dp", "tp x pp x dp exceeds 2^20 devices");
+  return l;
+}
+
+namespace {
+
+json rank_map_json(const Layout& l, int devices_per_node) {
+  const RankGrid grid(l, devices_per_node);
+  json strides, sizes;
+  for (GroupKind k : {GroupKind::kTp, GroupKind::kEp, GroupKind::kDp, GroupKind::kExpertDp, GroupKind::kPp}) {
+    strides[to_string(k)] = grid.stride(k);
+    sizes[to_string(k)] = grid.size(k);
+  }
+  return {{"order", RankGrid::kOrder},
+          {"rule", "rank = tp_rank + tp * (dp_rank + dp * pp_rank); dp_rank = ep_rank + ep * expert_dp_rank; "
+                   "node = rank / devices_per_node"},
+          {"devices_per_node", devices_per_node},
+          {"strides", strides},
+          {"sizes", sizes}};
+}
+
+PlanHardware read_hardware(const JsonFields& r) {
+  return PlanHardware{r.text("profile"),
+                      r.text("device"),
+                      r.integer("devices_per_node", 1),
+                      r.number("peak_tflops", 0),
+                      r.number("memory_bytes", 0),
+                      r.number("price_per_device_hour", 0),
+                      r.text("currency")};
+}
+
+Recommendation read_recommendation(const JsonFields& r) {
+  return {r.number("compute_flops", 0), r.number("batch_tokens", 0), r.integer("global_batch", 0),
+          r.number("peak_lr", 0), r.text("source")};
+}
+
+}  // namespace
+
+json to_json(const Plan& p) {
+  const PlanHardware& h = p.hardware;
+  json j;
+  j["schema"] = Plan::kSchema;
+  j["model"] = model_to_json(p.model);
+  j["hardware"] = {{"profile", h.profile},
+                   {"device", h.device},
+                   {"devices_per_node", h.devices_per_node},
+                   {"peak_tflops", h.peak_tflops},
+                   {"memory_bytes", h.memory_bytes},
+                   {"price_per_device_hour", h.price_per_device_hour},
+                   {"currency", h.currency}};
+  j["devices"] = p.devices();
+  j["precision"] = to_string(p.run.precision);
+  j["global_batch"] = p.run.global_batch;
+  j["seq_len"] = p.run.seq_len;
+  j["tokens"] = p.run.tokens;
+  j["routing_skew"] = p.run.routing_skew;
+  j["memory_headroom"] = p.run.memory_headroom;
+  j["objective"] = to_string(p.objective);
+  j["layout"] = layout_to_json(p.layout);
+  j["rank_map"] = rank_map_json(p.layout, h.devices_per_node);
+  j["predicted"] = step_cost_to_json(p.predicted);
+  if (p.simulated) j["simulated"] = step_cost_to_json(*p.simulated);
+  j["recommended"] = {{"compute_flops", p.recommended.compute_flops}, {"batch_tokens", p.recommended.batch_tokens},
+                      {"global_batch", p.recommended.global_batch}, {"peak_lr", p.recommended.peak_lr},
+                      {"source", p.recommended.source}};
+  return j;
+}
+
+Plan plan_from_json(const json& j, const std::string& source) {
+  const JsonFields r(j, source);
+  const std::string schema = r.text("schema");
+  if (schema != Plan::kSchema) {
+    throw input_error(source, "schema", "unsupported plan schema '" + schema + "' (expected " + Plan::kSchema + ")");
+  }
+  Plan p;
+  p.model = model_from_json(r.get("model"), source);
+  p.hardware = read_hardware(r.child("hardware"));
+  p.run.precision = parse_precision(r.text("precision"), source, "precision");
+  p.run.global_batch = r.integer("global_batch", 1);
+  p.run.seq_len = r.integer("seq_len", 1);
+  p.run.tokens = r.number("tokens");
+  p.run.routing_skew = r.number("routing_skew");
+  p.run.memory_headroom = r.number("memory_headroom");
+  validate(p.run, source);
+  p.objective = parse_objective(r.text("objective"), source, "objective");
+  p.layout = layout_from_json(r.get("layout"), source, "layout");
+  if (r.integer("devices") != p.layout.devices()) {
+    throw input_error(source, "devices", "does not equal layout tp x pp x dp (" + std::to_string(p.layout.devices()) + ")");
+  }
+  const JsonFields rank_map = r.child("rank_map");
+  if (rank_map.text("order") != RankGrid::kOrder) {
+    throw input_error(source, "rank_map.order", "unsupported rank order '" + rank_map.text("order") +
+                                                    "' (expected " + RankGrid::kOrder + ")");
+  }
+  p.predicted = step_cost_from_json(r.get("predicted"), source, "predicted");
+  if (r.has("simulated")) p.simulated = step_cost_from_json(r.get("simulated"), source, "simulated");
+  p.recommended = read_recommendation(r.child("recommended"));
+  return p;
+}
+
+void save_plan(const Plan& plan, const std::string& path) {
+  // Write then rename, so a reader never sees half a plan.
+  const std::string partial = path + ".partial";
+  {
+    std::ofstream out(partial);
+    if (!out) throw input_error(path, "", "cannot write plan file");
+    out << to_json(plan).dump(2) << "\n";
+    if (!out) throw input_error(path, "", "failed while writing plan file");
+  }
+  std::filesystem::rename(partial, path);
+}
+
+Plan load_plan(const std::string& path) { return plan_from_json(parse_json(read_text_file(path, "plan"), path), path); }
+
+json summary_json(const std::string& hardware, const Layout& l, const StepCost& c) {
+  json j = step_cost_to_json(c);
+  j["hardware"] = hardware;
+  j["devices"] = l.devices();
+  j["layout"] = layout_to_json(l);
+  return j;
+}
+
+}  // namespace flopwise

@@ -1,0 +1,22 @@
+#pragma once
+// The c10d process groups of one rank (Gloo), built once from the core's rank grid.
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+
+#include "flopwise/layout.hpp"
+
+namespace flopwise::executor {
+
+using Group = c10::intrusive_ptr<c10d::ProcessGroup>;
+
+// Null where the group has one member (nothing to communicate).
+struct Groups {
+  Group world, tp, dp, ep, expert_dp;
+};
+
+// Rendezvous over a TCPStore at MASTER_ADDR:MASTER_PORT (rank 0 serves it).
+Groups build_groups(const Layout& layout, int rank, int world);
+
+// RANK, WORLD_SIZE, ... as an integer; InputError naming the variable when unset or not a number.
+int env_int(const char* name);
+
+}  // namespace flopwise::executor

@@ -1,0 +1,29 @@
+#pragma once
+// Making plans: the chosen candidate with its recommendation, refined by simulation, as Megatron arguments.
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "flopwise/cost_model.hpp"
+#include "flopwise/plan.hpp"
+#include "flopwise/scaling.hpp"
+#include "flopwise/search.hpp"
+#include "flopwise/step_simulation.hpp"
+
+namespace flopwise {
+
+Plan make_plan(const CostModel& cost, const Candidate& candidate, Objective objective);
+// Batch and learning rate for the run's compute budget (training FLOPs per token x tokens).
+Recommendation recommend(const ModelConfig& model, const TrainingRun& run, const ScalingFit& fit);
+
+// Re-ranks the first `k` candidates by simulated step time (SimGrid); the rest keep their order.
+void refine(const CostModel& cost, std::vector<Candidate>& candidates, int k, Objective objective);
+// A StepCost whose step time and breakdown come from the simulation, the rest from `analytic`.
+StepCost simulated_cost(const CostModel& cost, const Layout& layout, const StepCost& analytic,
+                        const SimulationResult& simulation);
+
+// The same layout as Megatron-LM (Megatron-Core) pretrain_gpt.py arguments.
+std::vector<std::string> megatron_args(const Plan& plan);
+
+}  // namespace flopwise
