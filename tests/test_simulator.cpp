@@ -117,6 +117,28 @@ TEST(StepSimulation, RingAllReduceMatchesHandComputedTime) {
   EXPECT_NEAR(sim.exposed_comm_s.dp, ring(dense) + ring(expert), 1e-9);
 }
 
+// With the distributed optimizer, reduce-scatter of gradients then all-gather of weights, each
+// (n-1) steps of bytes / n, at the precision's bytes: bf16 runs gather 2-byte weights, fp32 runs
+// 4-byte ones (the simulation used to hard-code 2 and so simulated half an fp32 all-gather).
+TEST(StepSimulation, ShardedOptimizerMovesThePrecisionsBytes) {
+  const HardwareProfile profile = testing::round_profile_edited({{"{bf16: 100, fp8: 200}", "{bf16: 100, fp8: 200, fp32: 50}"}}, "round.yaml");
+  const Layout l{1, 1, 1, 1, 2, 1, Recompute::kSelective, true};
+  const double dense = 4 * (2621440.0 + 2048 + 8192 + 1572864) + 2 * 1024000.0 + 1024;
+  const double expert = 4 * 8 * 1572864.0;
+  auto sharded = [](double params, double grad_bytes, double weight_bytes) {
+    return (grad_bytes * params / 2) / 100e9 + 1e-6 + (weight_bytes * params / 2) / 100e9 + 1e-6;
+  };
+  for (const Precision precision : {Precision::kBf16, Precision::kFp32}) {
+    TrainingRun run = run_of(4);
+    run.precision = precision;
+    const CostModel cost(testing::tiny_moe(), run, profile);
+    const double weight_bytes = precision == Precision::kFp32 ? 4 : 2;
+    const SimulationResult sim = simulate_step(cost, l, {});
+    EXPECT_NEAR(sim.exposed_comm_s.dp, sharded(dense, 4, weight_bytes) + sharded(expert, 4, weight_bytes), 1e-9)
+        << to_string(precision);
+  }
+}
+
 TEST(StepSimulation, HalvingSpineBandwidthSlowsOnlyCrossLeafAllToAll) {
   auto ep_seconds = [](const std::string& oversubscription, const Layout& l) {
     const HardwareProfile p = testing::round_profile_edited(

@@ -286,19 +286,22 @@ void StepSimulation::pass(int rank, const PipelineOp& op, const StageContents& c
 }
 
 // Gradient synchronisation of one chunk's parameters over DP (dense) and expert-DP (experts):
-// all-reduce of fp32 grads, or reduce-scatter of grads plus all-gather of bf16 weights with the
-// distributed optimizer; run by a helper actor so it can overlap the remaining backward passes.
+// all-reduce of the gradients, or reduce-scatter of gradients plus all-gather of the weights with
+// the distributed optimizer, each at the precision's bytes (the cost model's PrecisionBytes, so
+// an fp32 run moves 4-byte weights); run by a helper actor so it can overlap the remaining
+// backward passes.
 sg4::ActorPtr StepSimulation::start_gradient_sync(int rank, const StageContents& chunk) {
   const double dense = cost_.dense_params_per_device(chunk, l_);
   const double expert = cost_.expert_params_per_device(chunk, l_);
-  auto phases = [this](int n, double params) {
+  const PrecisionBytes& bytes = cost_.bytes_per();
+  auto phases = [this, bytes](int n, double params) {
     std::vector<std::pair<int, Bytes>> p;
     if (n < 2) return p;
     if (l_.optimizer_sharding) {
-      p.push_back({n - 1, 4.0 * params / n});
-      p.push_back({n - 1, 2.0 * params / n});
+      p.push_back({n - 1, bytes.grad * params / n});
+      p.push_back({n - 1, bytes.weight * params / n});
     } else {
-      p.push_back({2 * (n - 1), 4.0 * params / n});
+      p.push_back({2 * (n - 1), bytes.grad * params / n});
     }
     return p;
   };
