@@ -35,7 +35,10 @@ int main(int argc, char** argv) {
     }
     if (parser.isSet(screenshot_option)) {
       window.run_now();
-      if (parser.value(tab_option) == "Timeline") window.simulate_selected();
+      if (parser.value(tab_option) == "Timeline") {
+        window.simulate_selected();
+        window.wait_for_simulation();
+      }
       if (parser.isSet(train_option)) {
         window.launch_training(parser.value(train_option).toInt());
         if (window.wait_for_training() != 0) {

@@ -485,9 +485,13 @@ void MainWindow::select_plan(int row) {
                        .arg(m.total() / kGiB, 0, 'f', 1)
                        .arg(c.usable_memory_bytes / kGiB, 0, 'f', 1)
                        .arg(plan->hardware.memory_bytes / kGiB, 0, 'f', 1));
-  QStringList names = {"compute", "tp", "ep", "pp", "dp", "bubble", "optimizer"};
-  QList<qreal> values = {c.compute_s,          c.exposed_comm_s.tp, c.exposed_comm_s.ep, c.exposed_comm_s.pp,
-                         c.exposed_comm_s.dp,  c.bubble_s,          c.optimizer_s};
+  // The step cost's field list: every additive part, so the bars add up to the step time.
+  QStringList names;
+  QList<qreal> values;
+  for (const StepTimePart& part : step_time_parts()) {
+    names << part.label;
+    values << part.of(c);
+  }
   fill_bars(time_chart_, names, values, "seconds");
   time_chart_->chart()->setTitle(QString("Step time %1 s on %2 x %3, %4")
                                      .arg(c.step_time_s, 0, 'f', 2)
@@ -496,43 +500,66 @@ void MainWindow::select_plan(int row) {
                                      .arg(plan_row_layout(*plan)));
 }
 
-// The simulated step of the selected plan, one lane per device (first 32 simulated devices).
+// The simulated step of the selected plan, one lane per device (first 32 simulated devices). The
+// simulation runs in a worker thread; the timeline is drawn back on the GUI thread.
 void MainWindow::simulate_selected() {
   const Plan* plan = selected_plan();
   if (!plan) {
     timeline_note_->setText("Select a plan first.");
     return;
   }
+  if (simulating_) return;
+  simulating_ = true;
   timeline_note_->setText("Simulating…");
-  QCoreApplication::processEvents();
-  try {
-    const CostModel cost(plan->model, plan->run, resolve_profile(plan->hardware.profile));
-    const std::string trace = QDir::temp().filePath("flopwise-studio-trace.json").toStdString();
-    const SimulationResult r = simulate_step(cost, plan->layout, {trace});
-    const std::vector<TraceSpan> spans = read_trace(trace);
-    timeline_->clear();
-    std::set<int> ranks;
-    for (const TraceSpan& s : spans) ranks.insert(s.rank);
-    std::map<int, int> lane;  // the first 32 devices, in rank order
-    for (int rank : ranks) {
-      if (lane.size() < 32) lane.emplace(rank, static_cast<int>(lane.size()));
+  const Plan copy = *plan;
+  const std::string trace = QDir::temp().filePath("flopwise-studio-trace.json").toStdString();
+  QThread* worker = QThread::create([this, copy, trace] {
+    try {
+      const CostModel cost(copy.model, copy.run, resolve_profile(copy.hardware.profile));
+      const SimulationResult r = simulate_step(cost, copy.layout, {trace});
+      std::vector<TraceSpan> spans = read_trace(trace);
+      QMetaObject::invokeMethod(this, [this, copy, r, spans] { draw_timeline(copy, r, spans); });
+    } catch (const std::exception& e) {
+      const QString message = e.what();
+      QMetaObject::invokeMethod(this, [this, message] { timeline_note_->setText(message); });
     }
-    const double width = 1400.0 / r.step_time_s;
-    for (const TraceSpan& s : spans) {
-      if (!lane.count(s.rank)) continue;
-      auto* rect = timeline_->addRect(s.start * width, lane[s.rank] * 14.0, std::max(0.5, s.duration * width), 12.0,
-                                      QPen(Qt::NoPen), QBrush(category_colour(s.category)));
-      rect->setToolTip(QString::fromStdString(s.category + ": " + s.name));
-    }
-    for (const auto& [rank, row] : lane) timeline_->addSimpleText(QString("dev %1").arg(rank))->setPos(-60, row * 14.0 - 2);
-    timeline_note_->setText(QString("Simulated step %1 s (analytic %2 s). Blue compute, orange TP, red EP, green PP, "
-                                    "pink DP, grey bubble. %3")
-                                .arg(r.step_time_s, 0, 'f', 2)
-                                .arg(plan->predicted.step_time_s, 0, 'f', 2)
-                                .arg(QString::fromStdString(r.approximation)));
-  } catch (const std::exception& e) {
-    timeline_note_->setText(e.what());
+    QMetaObject::invokeMethod(this, [this] {
+      simulating_ = false;
+      emit simulation_finished();
+    });
+  });
+  connect(worker, &QThread::finished, worker, &QObject::deleteLater);
+  worker->start();
+}
+
+void MainWindow::wait_for_simulation() {
+  if (!simulating_) return;
+  QEventLoop loop;
+  connect(this, &MainWindow::simulation_finished, &loop, &QEventLoop::quit);
+  loop.exec();
+}
+
+void MainWindow::draw_timeline(const Plan& plan, const SimulationResult& r, const std::vector<TraceSpan>& spans) {
+  timeline_->clear();
+  std::set<int> ranks;
+  for (const TraceSpan& s : spans) ranks.insert(s.rank);
+  std::map<int, int> lane;  // the first 32 devices, in rank order
+  for (int rank : ranks) {
+    if (lane.size() < 32) lane.emplace(rank, static_cast<int>(lane.size()));
   }
+  const double width = 1400.0 / r.step_time_s;
+  for (const TraceSpan& s : spans) {
+    if (!lane.count(s.rank)) continue;
+    auto* rect = timeline_->addRect(s.start * width, lane[s.rank] * 14.0, std::max(0.5, s.duration * width), 12.0,
+                                    QPen(Qt::NoPen), QBrush(category_colour(s.category)));
+    rect->setToolTip(QString::fromStdString(s.category + ": " + s.name));
+  }
+  for (const auto& [rank, row] : lane) timeline_->addSimpleText(QString("dev %1").arg(rank))->setPos(-60, row * 14.0 - 2);
+  timeline_note_->setText(QString("Simulated step %1 s (analytic %2 s). Blue compute, orange TP, red EP, green PP, "
+                                  "pink DP, grey bubble. %3")
+                              .arg(r.step_time_s, 0, 'f', 2)
+                              .arg(plan.predicted.step_time_s, 0, 'f', 2)
+                              .arg(QString::fromStdString(r.approximation)));
 }
 
 int MainWindow::wait_for_training() {
@@ -557,29 +584,28 @@ void MainWindow::launch_training(int steps) {
   training_buffer_.clear();
   training_.setProcessChannelMode(QProcess::MergedChannels);
   training_.start(QCoreApplication::applicationDirPath() + "/flopwise-train",
-                  {training_plan_path_, "--steps", QString::number(steps)});
+                  {training_plan_path_, "--steps", QString::number(steps), "--progress-json"});
   launch_->setEnabled(false);
   stop_->setEnabled(true);
   training_note_->setText("Training " + QString::fromStdString(plan->model.name) + " scaled down to this machine…");
 }
 
-// Progress lines read "step N/M  loss L ... tokens/s T ...".
+// flopwise-train --progress-json prints one flopwise.progress/1 object per step; every other line
+// (notes, the summary, errors) is text for the status line.
 void MainWindow::read_training_output() {
   training_buffer_ += QString::fromLocal8Bit(training_.readAllStandardOutput());
   qsizetype newline;
   while ((newline = training_buffer_.indexOf('\n')) >= 0) {
-    const QString line = training_buffer_.left(newline);
+    const std::string line = training_buffer_.left(newline).toStdString();
     training_buffer_.remove(0, newline + 1);
-    const QStringList words = line.split(' ', Qt::SkipEmptyParts);
-    if (words.size() < 4 || words[0] != "step") {
-      if (!line.trimmed().isEmpty()) training_note_->setText(line);
+    const nlohmann::json progress = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!progress.is_object() || progress.value("schema", "") != "flopwise.progress/1") {
+      if (!QString::fromStdString(line).trimmed().isEmpty()) training_note_->setText(QString::fromStdString(line));
       continue;
     }
-    const double step = words[1].section('/', 0, 0).toDouble();
-    for (int i = 2; i + 1 < words.size(); ++i) {
-      if (words[i] == "loss") loss_series_->append(step, words[i + 1].toDouble());
-      if (words[i] == "tokens/s") throughput_series_->append(step, words[i + 1].toDouble());
-    }
+    const double step = progress.value("step", 0.0);
+    loss_series_->append(step, progress.value("loss", 0.0));
+    throughput_series_->append(step, progress.value("tokens_per_s", 0.0));
     for (QChartView* view : {loss_chart_, throughput_chart_}) {
       QChart* chart = view->chart();
       auto* series = static_cast<QLineSeries*>(chart->series().first());

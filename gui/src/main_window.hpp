@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "flopwise/gui/scenario.hpp"
+#include "flopwise/trace.hpp"
 
 class QChartView;
 class QComboBox;
@@ -37,8 +38,10 @@ class MainWindow : public QMainWindow {
   bool save_screenshot(const QString& path);
   // Shows the tab with this title ("Comparison", "Cost vs time", ...); false if there is none.
   bool show_tab(const QString& title);
-  // Simulates the selected plan and draws its timeline (also behind the Timeline tab's button).
+  // Simulates the selected plan off the GUI thread and draws its timeline (also behind the
+  // Timeline tab's button); wait_for_simulation runs the event loop until it is drawn.
   void simulate_selected();
+  void wait_for_simulation();
   // Trains the selected plan for `steps` steps with flopwise-train (also behind the Training tab).
   void launch_training(int steps = 50);
   // Waits (running the event loop) until a launched training run ends; its exit code.
@@ -47,7 +50,11 @@ class MainWindow : public QMainWindow {
   // plan is selected or a file cannot be written.
   bool export_all(const QString& dir);
 
+ signals:
+  void simulation_finished();
+
  private:
+  void draw_timeline(const Plan& plan, const SimulationResult& result, const std::vector<TraceSpan>& spans);
   QWidget* build_editor();
   QWidget* build_comparison_tab();
   QWidget* build_training_tab();
@@ -93,6 +100,7 @@ class MainWindow : public QMainWindow {
   std::vector<ProfileOutcome> outcomes_;
   std::atomic<bool> cancel_requested_{false};
   int selected_ = -1;
+  bool simulating_ = false;
 };
 
 }  // namespace flopwise::gui
