@@ -1,0 +1,17 @@
+# The README shows what the golden test pins: the first code block after HEADING must equal GOLDEN
+# byte for byte (edit README.md when a golden file is regenerated on purpose).
+file(READ ${README} readme)
+string(FIND "${readme}" "${HEADING}" at)
+if(at LESS 0)
+  message(FATAL_ERROR "${README} has no heading '${HEADING}'")
+endif()
+string(SUBSTRING "${readme}" ${at} -1 rest)
+string(FIND "${rest}" "\n```\n" open)
+string(SUBSTRING "${rest}" ${open} -1 rest)
+string(SUBSTRING "${rest}" 5 -1 rest)
+string(FIND "${rest}" "```\n" close)
+string(SUBSTRING "${rest}" 0 ${close} block)
+file(READ ${GOLDEN} expected)
+if(NOT block STREQUAL expected)
+  message(FATAL_ERROR "the code block under '${HEADING}' in ${README} differs from ${GOLDEN}:\n${block}")
+endif()
