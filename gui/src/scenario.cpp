@@ -6,6 +6,7 @@
 #include "flopwise/catalog.hpp"
 #include "flopwise/comparison.hpp"
 #include "flopwise/error.hpp"
+#include "flopwise/json_reader.hpp"
 #include "flopwise/model_import.hpp"
 
 namespace flopwise::gui {
@@ -26,43 +27,23 @@ json to_json(const Scenario& s) {
           {"precision", to_string(s.precision)}};
 }
 
-namespace {
-
-const json& field(const json& j, const std::string& key, const std::string& source) {
-  if (!j.is_object() || !j.contains(key)) throw input_error(source, key, "missing field");
-  return j[key];
-}
-
-template <typename T>
-T typed(const json& j, const std::string& key, const std::string& source, const char* expected) {
-  const json& v = field(j, key, source);
-  try {
-    return v.get<T>();
-  } catch (const json::exception&) {
-    throw input_error(source, key, std::string("expected ") + expected + ", got " + v.dump());
-  }
-}
-
-}  // namespace
-
 Scenario scenario_from_json(const json& j, const std::string& source) {
-  if (typed<std::string>(j, "schema", source, "a string") != "flopwise.scenario/1") {
-    throw input_error(source, "schema", "expected flopwise.scenario/1");
-  }
+  const JsonFields f(j, source);
+  if (f.text("schema") != "flopwise.scenario/1") throw f.error("schema", "expected flopwise.scenario/1");
   Scenario s;
-  s.model = typed<std::string>(j, "model", source, "a string");
-  s.profiles = typed<std::vector<std::string>>(j, "profiles", source, "a list of profile names");
-  if (s.profiles.empty()) throw input_error(source, "profiles", "name at least one profile");
-  const json& devices = field(j, "devices", source);
-  s.devices.min = typed<int>(devices, "min", source + ": devices", "an integer");
-  s.devices.max = typed<int>(devices, "max", source + ": devices", "an integer");
-  s.tokens = typed<double>(j, "tokens", source, "a number");
-  s.global_batch = typed<int>(j, "global_batch", source, "an integer");
-  s.seq_len = typed<int>(j, "seq_len", source, "an integer");
-  s.objective = parse_objective(typed<std::string>(j, "objective", source, "a string"), source, "objective");
-  s.deadline_days = typed<double>(j, "deadline_days", source, "a number");
-  s.budget = typed<double>(j, "budget", source, "a number");
-  s.precision = parse_precision(typed<std::string>(j, "precision", source, "a string"), source, "precision");
+  s.model = f.text("model");
+  s.profiles = f.texts("profiles");
+  if (s.profiles.empty()) throw f.error("profiles", "name at least one profile");
+  const JsonFields devices = f.child("devices");
+  s.devices.min = devices.integer("min", 1);
+  s.devices.max = devices.integer("max", 1);
+  s.tokens = f.number("tokens", 0);
+  s.global_batch = f.integer("global_batch", 1);
+  s.seq_len = f.integer("seq_len", 1);
+  s.objective = parse_objective(f.text("objective"), source, "objective");
+  s.deadline_days = f.number("deadline_days", 0);
+  s.budget = f.number("budget", 0);
+  s.precision = parse_precision(f.text("precision"), source, "precision");
   return s;
 }
 

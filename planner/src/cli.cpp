@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <filesystem>
@@ -342,8 +343,14 @@ std::string printf_percent(double fraction) {
 int cmd_simulate(const std::string& plan_path, const std::string& profile_override, const std::string& trace,
                  bool as_json, std::ostream& out) {
   const Plan plan = load_plan(plan_path);
-  const std::string profile_name = profile_override.empty() ? plan.hardware.profile : profile_override;
-  const HardwareProfile profile = resolve_profile(profile_name);
+  const HardwareProfile profile = [&] {
+    if (!profile_override.empty()) return resolve_profile(profile_override);
+    try {
+      return resolve_profile(plan.hardware.profile);
+    } catch (const InputError& e) {
+      throw input_error(plan_path, "hardware.profile", e.what());
+    }
+  }();
   const CostModel cost(plan.model, plan.run, profile);
   const StepCost analytic = cost.evaluate(plan.layout);
   const SimulationResult sim = simulate_step(cost, plan.layout, {trace});
@@ -630,7 +637,10 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     if (*calibrate_cmd) return cmd_calibrate(calibrate_traces, calibrate_profile, calibrate_out, calibrate_report, out);
     if (*bench) return cmd_bench(bench_options, bench_repeats, bench_simulation_too, out);
   } catch (const InputError& e) {
-    err << "flopwise: error: " << e.what() << "\n";
+    // One line, whatever a quoted input value held.
+    std::string message = e.what();
+    std::replace(message.begin(), message.end(), '\n', ' ');
+    err << "flopwise: error: " << message << "\n";
     return 2;
   } catch (const std::exception& e) {
     err << "flopwise: internal error: " << e.what() << "\n";

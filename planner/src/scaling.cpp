@@ -1,14 +1,12 @@
 #include "flopwise/scaling.hpp"
 
-#include <yaml-cpp/yaml.h>
-
 #include <Eigen/Dense>
 #include <cmath>
-#include <fstream>
 #include <map>
-#include <sstream>
 
 #include "flopwise/error.hpp"
+#include "flopwise/json_reader.hpp"
+#include "flopwise/yaml_reader.hpp"
 
 namespace flopwise {
 
@@ -61,62 +59,39 @@ ScalingFit fit_scaling(const std::vector<GridPoint>& points, const std::string& 
 
 namespace {
 
-double positive(const YAML::Node& node, const std::string& key, const std::string& source, const std::string& where) {
-  const YAML::Node v = node[key];
-  if (!v || !v.IsScalar()) throw input_error(source, where + key, "missing field");
-  double value = 0;
-  try {
-    value = v.as<double>();
-  } catch (const YAML::Exception&) {
-    throw input_error(source, where + key, "expected a number, got '" + v.as<std::string>() + "'");
-  }
-  return value;
-}
+constexpr double kHuge = 1e300;
 
-PowerLaw read_law(const YAML::Node& node, const std::string& source, const std::string& where) {
-  if (!node || !node.IsMap()) throw input_error(source, where, "missing section");
-  return PowerLaw{positive(node, "coefficient", source, where + "."), positive(node, "exponent", source, where + ".")};
+PowerLaw read_law(const YamlFields& f) {
+  return PowerLaw{f.number("coefficient", -kHuge, kHuge), f.number("exponent", -kHuge, kHuge)};
 }
 
 }  // namespace
 
 ScalingFit parse_scaling(const std::string& yaml_text, const std::string& source) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(yaml_text);
-  } catch (const YAML::Exception& e) {
-    throw InputError(source + ":" + std::to_string(e.mark.line + 1) + ": malformed YAML: " + e.msg);
-  }
-  if (!root.IsMap()) throw input_error(source, "", "expected a map with name, source and fit or points");
-  const std::string name = root["name"] ? root["name"].as<std::string>() : source;
-  if (!root["source"]) throw input_error(source, "source", "missing field (say where the numbers come from)");
-  const std::string origin = root["source"].as<std::string>();
-  if (root["points"]) {
+  const YamlFields root(parse_yaml(yaml_text, source), source, "");
+  const std::string name = root.has("name") ? root.text("name") : source;
+  if (!root.has("source")) throw input_error(source, "source", "missing field (say where the numbers come from)");
+  const std::string origin = root.text("source");
+  if (root.has("points")) {
     std::vector<GridPoint> points;
-    for (size_t i = 0; i < root["points"].size(); ++i) {
-      const YAML::Node p = root["points"][i];
-      const std::string where = "points[" + std::to_string(i) + "].";
-      points.push_back({positive(p, "compute_flops", source, where), positive(p, "batch_tokens", source, where),
-                        positive(p, "learning_rate", source, where), positive(p, "loss", source, where)});
+    for (const YamlFields& p : root.list("points")) {
+      points.push_back({p.number("compute_flops", 0, kHuge), p.number("batch_tokens", 0, kHuge),
+                        p.number("learning_rate", 0, kHuge), p.number("loss", -kHuge, kHuge)});
     }
     return fit_scaling(points, name, origin);
   }
-  const YAML::Node fit = root["fit"];
-  if (!fit) throw input_error(source, "fit", "missing: give fit coefficients or grid points");
+  if (!root.has("fit")) throw input_error(source, "fit", "missing: give fit coefficients or grid points");
+  const YamlFields fit = root.section("fit");
   ScalingFit s;
   s.name = name;
   s.source = origin;
-  s.batch_tokens = read_law(fit["batch_tokens"], source, "fit.batch_tokens");
-  s.learning_rate = read_law(fit["learning_rate"], source, "fit.learning_rate");
+  s.batch_tokens = read_law(fit.section("batch_tokens"));
+  s.learning_rate = read_law(fit.section("learning_rate"));
   return s;
 }
 
 ScalingFit load_scaling(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw input_error(path, "", "cannot open scaling file");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return parse_scaling(text.str(), path);
+  return parse_scaling(read_text_file(path, "scaling file"), path);
 }
 
 const ScalingFit& default_scaling() {

@@ -1,0 +1,200 @@
+// Generated mutations of every input kind the flopwise CLI reads (hardware profiles, HF configs,
+// plans, executor traces, scaling grids): each run must end with exit 0, or exit 2 and one line
+// "flopwise: error: <file>: <field>: <problem>"; never a crash, a raw library message or exit 1.
+// Seeded, so a failure repeats; a few thousand inputs in seconds.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "flopwise/catalog.hpp"
+#include "flopwise/cli.hpp"
+#include "flopwise/json_reader.hpp"
+
+namespace flopwise {
+namespace {
+
+using nlohmann::json;
+
+struct Outcome {
+  int code;
+  std::string err;
+};
+
+Outcome run(std::vector<std::string> args) {
+  args.insert(args.begin(), "flopwise");
+  std::vector<const char*> argv;
+  for (const auto& a : args) argv.push_back(a.c_str());
+  std::ostringstream out, err;
+  const int code = run_cli(static_cast<int>(argv.size()), argv.data(), out, err);
+  return {code, err.str()};
+}
+
+// Values of every wrong kind: types, signs, sizes past int and double, units, empties.
+const std::vector<json>& json_replacements() {
+  static const std::vector<json> values = {
+      "x",  "", -1, 0, 1, 3.5, -2.5, 1e308, -1e308, 2147483648LL, 9223372036854775807LL,
+      json(18446744073709551615ULL), nullptr, true, false, json::array(), json::object(), json::array({1, "a"}),
+      "80 XB", "-5 GB", "1e999", "line\nbreak"};
+  return values;
+}
+
+void collect(const json& node, const json::json_pointer& at, std::vector<json::json_pointer>& paths) {
+  if (!at.empty()) paths.push_back(at);
+  if (node.is_object()) {
+    for (auto it = node.begin(); it != node.end(); ++it) collect(it.value(), at / it.key(), paths);
+  } else if (node.is_array()) {
+    for (size_t i = 0; i < node.size(); ++i) collect(node[i], at / i, paths);
+  }
+}
+
+// One structural mutation: a field removed, or replaced by a value of another kind; now and then
+// the text cut short (malformed JSON).
+std::string mutate_json(const json& seed, std::mt19937& rng) {
+  json doc = seed;
+  std::vector<json::json_pointer> paths;
+  collect(doc, json::json_pointer(), paths);
+  const int mutations = 1 + static_cast<int>(rng() % 2);
+  for (int m = 0; m < mutations && !paths.empty(); ++m) {
+    const json::json_pointer at = paths[rng() % paths.size()];
+    if (!doc.contains(at)) continue;
+    if (rng() % 4 == 0) {
+      json& parent = doc[at.parent_pointer()];
+      if (parent.is_object()) parent.erase(at.back());
+      if (parent.is_array()) parent.erase(std::stoul(at.back()));
+      paths.clear();
+      collect(doc, json::json_pointer(), paths);
+    } else {
+      const auto& values = json_replacements();
+      doc[at] = values[rng() % values.size()];
+    }
+  }
+  std::string text = doc.dump(1);
+  if (rng() % 20 == 0) text.resize(rng() % text.size());
+  return text;
+}
+
+// Text mutations for YAML: a value replaced, a line dropped or repeated, a bracket left open, a cut.
+std::string mutate_yaml(const std::string& seed, std::mt19937& rng) {
+  static const std::vector<std::string> tokens = {"-1", "0", "1e400", "abc", "[1, 2]", "{a: 1}", "", "\"80 XB\"",
+                                                  "null", "true", "99999999999", "\"-3 GB/s\"", "nan", "-0.5",
+                                                  "\"5 parsecs\"", "{", "[", "2.5e-300"};
+  std::vector<std::string> lines;
+  std::istringstream in(seed);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  const int mutations = 1 + static_cast<int>(rng() % 2);
+  for (int m = 0; m < mutations; ++m) {
+    std::string& line = lines[rng() % lines.size()];
+    switch (rng() % 5) {
+      case 0: {  // the value after a key, or inside a flow map, replaced
+        const size_t colon = line.find(':', rng() % std::max<size_t>(1, line.size()));
+        const size_t at = colon == std::string::npos ? line.find(':') : colon;
+        if (at == std::string::npos) break;
+        const size_t end = line.find_first_of(",}", at + 1);
+        line = line.substr(0, at + 1) + " " + tokens[rng() % tokens.size()] +
+               (end == std::string::npos ? "" : line.substr(end));
+        break;
+      }
+      case 1: line.clear(); break;
+      case 2: line = line + "\n" + line; break;
+      case 3: line.insert(rng() % (line.size() + 1), "{"); break;
+      default: line = line.substr(0, rng() % (line.size() + 1)); break;
+    }
+  }
+  std::string text;
+  for (const auto& line : lines) text += line + "\n";
+  return text;
+}
+
+// Exit 0, or exit 2 with one line naming the file.
+void expect_clean(const Outcome& o, const std::string& file, const std::string& input, int index) {
+  ASSERT_TRUE(o.code == 0 || o.code == 2) << "mutation " << index << " exit " << o.code << ": " << o.err << "\n" << input;
+  if (o.code == 0) return;
+  EXPECT_EQ(std::count(o.err.begin(), o.err.end(), '\n'), 1) << "mutation " << index << ": " << o.err;
+  EXPECT_EQ(o.err.rfind("flopwise: error: ", 0), 0u) << o.err;
+  EXPECT_NE(o.err.find(file), std::string::npos) << "mutation " << index << " does not name " << file << ": " << o.err
+                                                 << "\n" << input;
+}
+
+std::string slurp(const std::string& path) { return read_text_file(path, "seed"); }
+
+std::string write(const std::string& name, const std::string& text) {
+  const std::string path = ::testing::TempDir() + "/fuzz-" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+struct Kind {
+  std::string name;
+  std::string seed;
+  bool yaml;
+  std::function<std::vector<std::string>(const std::string& path)> command;
+};
+
+void fuzz(const Kind& kind, int count, unsigned seed) {
+  std::mt19937 rng(seed);
+  const json parsed = kind.yaml ? json() : json::parse(kind.seed);
+  const std::string path = write(kind.name, kind.seed);
+  ASSERT_EQ(run(kind.command(path)).code, 0) << kind.name << " seed input must pass: " << run(kind.command(path)).err;
+  int rejected = 0;
+  for (int i = 0; i < count; ++i) {
+    const std::string text = kind.yaml ? mutate_yaml(kind.seed, rng) : mutate_json(parsed, rng);
+    std::ofstream(path) << text;
+    const Outcome o = run(kind.command(path));
+    expect_clean(o, path, text, i);
+    if (::testing::Test::HasFailure()) return;  // one reproducible report, not hundreds
+    rejected += o.code == 2;
+  }
+  std::cout << kind.name << ": " << count << " mutations, " << rejected << " rejected with one line, "
+            << count - rejected << " accepted\n";
+  // A mutator that never breaks the input tests nothing.
+  EXPECT_GT(rejected, count / 4) << kind.name;
+}
+
+}  // namespace
+
+TEST(FuzzInputs, HardwareProfiles) {
+  std::string source;
+  const std::string seed = profile_text("device-C", source);
+  fuzz({"profile.yaml", seed, true,
+        [](const std::string& p) {
+          return std::vector<std::string>{"plan", "--model", "ling-lite", "--profile", p, "--devices", "8:32", "--top", "1",
+                                          "--objective", "time", "--tokens", "1e9"};
+        }},
+       800, 1);
+}
+
+TEST(FuzzInputs, HuggingFaceConfigs) {
+  for (const char* file : {"ling-plus-config.json", "deepseek-v3.json", "mixtral-8x7b.json"}) {
+    fuzz({std::string("config-") + file, slurp(std::string(FLOPWISE_TEST_DATA) + "/" + file), false,
+          [](const std::string& p) { return std::vector<std::string>{"model", p}; }},
+         400, 2);
+  }
+}
+
+TEST(FuzzInputs, Plans) {
+  const std::string plan = ::testing::TempDir() + "/fuzz-seed-plan.json";
+  ASSERT_EQ(run({"plan", "--model", "ling-lite", "--profile", "device-C", "--devices", "16", "--objective", "cost",
+                 "--out", plan}).code, 0);
+  // simulate reads every field of a plan; it simulates only plans that read back.
+  fuzz({"plan.json", slurp(plan), false, [](const std::string& p) { return std::vector<std::string>{"simulate", p}; }},
+       300, 3);
+}
+
+TEST(FuzzInputs, ExecutorTraces) {
+  fuzz({"trace.json", slurp(std::string(FLOPWISE_TEST_DATA) + "/tp2-trace.json"), false,
+        [](const std::string& p) { return std::vector<std::string>{"calibrate", p, "--profile", "cpu-core", "--report"}; }},
+       800, 4);
+}
+
+TEST(FuzzInputs, ScalingGrids) {
+  fuzz({"grid.yaml", slurp(std::string(FLOPWISE_TEST_DATA) + "/scaling-grid.yaml"), true,
+        [](const std::string& p) { return std::vector<std::string>{"scaling", p}; }},
+       600, 5);
+}
+
+}  // namespace flopwise
