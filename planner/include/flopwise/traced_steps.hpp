@@ -1,0 +1,49 @@
+#pragma once
+// Executor traces in the cost model's terms: measured time per step and category, the cost
+// model's prediction of the same step, and the span arguments and groups the fits read.
+#include <string>
+#include <vector>
+
+#include "flopwise/collectives.hpp"
+#include "flopwise/cost_model.hpp"
+#include "flopwise/trace.hpp"
+
+namespace flopwise {
+
+// Step time by category on one rank. `pp` holds time blocked in pipeline receives, which is the
+// transfer and the bubble together (a trace cannot tell them apart); predictions add pp and bubble.
+struct CategoryTimes {
+  Seconds compute = 0, tp = 0, ep = 0, pp = 0, dp = 0, optimizer = 0, other = 0, step = 0;
+};
+inline constexpr const char* kCategoryNames[] = {"compute", "tp", "ep", "pp+bubble", "dp", "optimizer", "other", "step"};
+std::vector<Seconds> as_list(const CategoryTimes& times);
+
+struct MeasuredStep {
+  int step = 0;
+  int micro_batches = 0;
+  int rank = 0;  // the busiest rank (most compute plus TP and EP), as the cost model reports
+  bool warmup = false;  // the trace's first step: allocations and first-touch, kept out of fits
+  CategoryTimes times;
+};
+std::vector<MeasuredStep> measured_steps(const TracedRun& run);
+
+// The cost model's figures for one step of the traced run (`micro_batches` per replica) on
+// `profile`, with the node size set to the ranks the run had per node.
+CategoryTimes predicted_step(const HardwareProfile& profile, const TracedRun& run, int micro_batches);
+
+// Mean absolute relative error of predicted step time over a run's steps after warm-up.
+double step_time_error(const HardwareProfile& profile, const TracedRun& run);
+
+// A span's argument, or `fallback` when it is absent or of another type.
+std::string text_arg(const TraceSpan& span, const char* key);
+double number_arg(const TraceSpan& span, const char* key, double fallback = -1);
+// True when `inner` starts inside `outer` on the same rank.
+bool in_span(const TraceSpan& inner, const TraceSpan& outer);
+// A profile for predicting a traced run: the machine as the run had it (its ranks per node).
+HardwareProfile as_run(const HardwareProfile& profile, const TracedRun& run);
+// The run of one traced step: `micro_batches` per replica.
+TrainingRun step_run(const TracedRun& run, int micro_batches);
+// Which of the cost model's groups a measured collective span ran over.
+GroupSpan group_of(const TracedRun& run, const TraceSpan& span);
+
+}  // namespace flopwise

@@ -1,0 +1,157 @@
+#include <yaml-cpp/yaml.h>
+
+#include <cstdio>
+#include <ostream>
+
+#include "flopwise/calibrate.hpp"
+#include "flopwise/error.hpp"
+
+namespace flopwise {
+
+namespace {
+
+std::string number_text(double value) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%.6g", value);
+  return buffer;
+}
+
+std::string seconds_text(double seconds) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%.6g us", seconds * 1e6);
+  return buffer;
+}
+
+bool is_time(const std::string& field) { return field.find("latency") != std::string::npos || field.rfind("overheads.", 0) == 0; }
+
+std::string value_text(const ParameterFit& p, double value) { return is_time(p.field) ? seconds_text(value) : number_text(value); }
+
+// Writes `value` at the dotted `field` path of `root`, creating maps on the way.
+void set_path(YAML::Node root, const std::string& field, const std::string& value) {
+  std::vector<std::string> keys;
+  size_t start = 0;
+  for (size_t dot = field.find('.'); dot != std::string::npos; dot = field.find('.', start)) {
+    keys.push_back(field.substr(start, dot - start));
+    start = dot + 1;
+  }
+  keys.push_back(field.substr(start));
+  std::vector<YAML::Node> chain{root};
+  for (size_t i = 0; i + 1 < keys.size(); ++i) chain.push_back(chain.back()[keys[i]]);
+  chain.back()[keys.back()] = value;
+}
+
+}  // namespace
+
+std::string calibrated_profile_yaml(const std::string& original_yaml, const std::string& source,
+                                    const Calibration& c, const std::string& date) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(original_yaml);
+  } catch (const YAML::Exception& e) {
+    throw input_error(source, "", std::string("malformed YAML: ") + e.what());
+  }
+  root["name"] = c.before.name + "-calibrated";
+  YAML::Node record;
+  record["date"] = date;
+  record["from_profile"] = c.before.name;
+  for (const std::string& s : c.sources) record["fitted_from"].push_back(s);
+  for (const FitGroup& g : c.groups) {
+    YAML::Node group;
+    group["points"] = g.points;
+    group["rms_relative_residual"] = number_text(g.rms_relative_residual);
+    for (const ParameterFit& p : g.parameters) {
+      YAML::Node entry;
+      entry["before"] = value_text(p, p.before);
+      entry["after"] = value_text(p, p.determined ? p.after : p.before);
+      entry["status"] = p.determined ? "fitted" : "kept: " + p.note;
+      group["parameters"][p.field] = entry;
+      if (p.determined) set_path(root, p.field, value_text(p, p.after));
+    }
+    record["fits"][g.name] = group;
+  }
+  // Fitted collective figures need both fields; the undetermined one keeps the default it replaced.
+  for (const auto& [algorithm, figures] : c.after.collectives) {
+    const std::string base = "collectives." + to_string(algorithm) + ".";
+    if (figures.intra_node) {
+      set_path(root, base + "intra_node.efficiency", number_text(figures.intra_node->efficiency));
+      set_path(root, base + "intra_node.latency", seconds_text(figures.intra_node->latency));
+    }
+    if (figures.inter_node) {
+      set_path(root, base + "inter_node.efficiency", number_text(figures.inter_node->efficiency));
+      set_path(root, base + "inter_node.latency", seconds_text(figures.inter_node->latency));
+    }
+  }
+  if (c.after.overheads.per_layer_pass > 0 || c.after.overheads.per_step > 0 || root["overheads"]) {
+    set_path(root, "overheads.per_layer_pass", seconds_text(c.after.overheads.per_layer_pass));
+    set_path(root, "overheads.per_step", seconds_text(c.after.overheads.per_step));
+  }
+  root["calibration"] = record;
+  YAML::Emitter out;
+  out << root;
+  const std::string text = std::string(out.c_str()) + "\n";
+  parse_hardware_profile(text, source + " (calibrated)");  // what we write must read back
+  return text;
+}
+
+void print_fit(std::ostream& out, const Calibration& c) {
+  out << "calibrated " << c.before.name << " from " << c.sources.size() << " trace(s)\n";
+  for (const FitGroup& g : c.groups) {
+    char head[160];
+    std::snprintf(head, sizeof head, "%s: %d points, rms relative residual %.1f%%\n", g.name.c_str(), g.points,
+                  100 * g.rms_relative_residual);
+    out << head;
+    for (const ParameterFit& p : g.parameters) {
+      out << "  " << p.field << ": " << value_text(p, p.before);
+      if (p.determined) {
+        out << " -> " << value_text(p, p.after) << "\n";
+      } else {
+        out << " kept (" << p.note << ")\n";
+      }
+    }
+  }
+}
+
+void print_report(std::ostream& out, const std::vector<TracedRun>& runs, const Calibration& c) {
+  double before_sum = 0, after_sum = 0;
+  int count = 0;
+  for (const TracedRun& run : runs) {
+    const Layout& l = run.layout;
+    out << run.source << ": " << run.model.name << " (" << run.model.layers << " layers, hidden " << run.model.hidden
+        << "), tp" << l.tp << " pp" << l.pp << " ep" << l.ep << " dp" << l.dp << " mb" << l.micro_batch << ", seq "
+        << run.run.seq_len << ", " << run.ranks << " ranks\n";
+    for (const MeasuredStep& m : measured_steps(run)) {
+      const std::vector<Seconds> measured = as_list(m.times);
+      const std::vector<Seconds> before = as_list(predicted_step(c.before, run, m.micro_batches));
+      const std::vector<Seconds> after = as_list(predicted_step(c.after, run, m.micro_batches));
+      out << "  step " << m.step << " (" << m.micro_batches << " micro-batches, rank " << m.rank
+          << (m.warmup ? ", warm-up: not fitted" : "") << ")\n";
+      out << "    category     measured     before    error      after    error\n";
+      for (size_t i = 0; i < measured.size(); ++i) {
+        auto error = [&](double predicted) -> std::string {
+          if (measured[i] <= 0) return "     -";
+          char e[16];
+          std::snprintf(e, sizeof e, "%+5.0f%%", 100 * (predicted - measured[i]) / measured[i]);
+          return e;
+        };
+        char line[160];
+        std::snprintf(line, sizeof line, "    %-10s %10.2f ms %7.2f ms %7s %7.2f ms %7s\n", kCategoryNames[i],
+                      1e3 * measured[i], 1e3 * before[i], error(before[i]).c_str(), 1e3 * after[i],
+                      error(after[i]).c_str());
+        out << line;
+      }
+      if (!m.warmup) {
+        before_sum += std::abs(before.back() - measured.back()) / measured.back();
+        after_sum += std::abs(after.back() - measured.back()) / measured.back();
+        ++count;
+      }
+    }
+  }
+  if (count > 0) {
+    char line[160];
+    std::snprintf(line, sizeof line, "step time, mean |relative error| over %d steps: before %.1f%%, after %.1f%%\n", count,
+                  100 * before_sum / count, 100 * after_sum / count);
+    out << line;
+  }
+}
+
+}  // namespace flopwise
