@@ -4,26 +4,16 @@
 #include <sstream>
 
 #include "flopwise/cli.hpp"
+#include "test_helpers.hpp"
 #include "flopwise/model_import.hpp"
 #include "flopwise/plan_builder.hpp"
 
 namespace flopwise {
 namespace {
 
-struct Outcome {
-  int code;
-  std::string out;
-  std::string err;
-};
+using Outcome = testing::CliOutcome;
 
-Outcome run(std::vector<std::string> args) {
-  args.insert(args.begin(), "flopwise");
-  std::vector<const char*> argv;
-  for (const auto& a : args) argv.push_back(a.c_str());
-  std::ostringstream out, err;
-  const int code = run_cli(static_cast<int>(argv.size()), argv.data(), out, err);
-  return {code, out.str(), err.str()};
-}
+Outcome run(std::vector<std::string> args) { return testing::run_flopwise(std::move(args)); }
 
 std::string write_temp(const std::string& name, const std::string& text) {
   const std::string path = ::testing::TempDir() + "/" + name;

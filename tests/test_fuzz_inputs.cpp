@@ -13,6 +13,7 @@
 
 #include "flopwise/catalog.hpp"
 #include "flopwise/cli.hpp"
+#include "test_helpers.hpp"
 #include "flopwise/json_reader.hpp"
 
 namespace flopwise {
@@ -20,19 +21,9 @@ namespace {
 
 using nlohmann::json;
 
-struct Outcome {
-  int code;
-  std::string err;
-};
+using Outcome = testing::CliOutcome;
 
-Outcome run(std::vector<std::string> args) {
-  args.insert(args.begin(), "flopwise");
-  std::vector<const char*> argv;
-  for (const auto& a : args) argv.push_back(a.c_str());
-  std::ostringstream out, err;
-  const int code = run_cli(static_cast<int>(argv.size()), argv.data(), out, err);
-  return {code, err.str()};
-}
+Outcome run(std::vector<std::string> args) { return testing::run_flopwise(std::move(args)); }
 
 // Values of every wrong kind: types, signs, sizes past int and double, units, empties.
 const std::vector<json>& json_replacements() {

@@ -1,14 +1,32 @@
 #pragma once
 // Small shared fixtures: a hand-checkable model and a profile with round numbers.
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "flopwise/cli.hpp"
 #include "flopwise/hardware_profile.hpp"
 #include "flopwise/model_config.hpp"
 #include "flopwise/training_run.hpp"
 
 namespace flopwise::testing {
+
+// What one `flopwise ...` command line printed and returned, run in this process.
+struct CliOutcome {
+  int code;
+  std::string out;
+  std::string err;
+};
+
+inline CliOutcome run_flopwise(std::vector<std::string> args) {
+  args.insert(args.begin(), "flopwise");
+  std::vector<const char*> argv;
+  for (const auto& a : args) argv.push_back(a.c_str());
+  std::ostringstream out, err;
+  const int code = run_cli(static_cast<int>(argv.size()), argv.data(), out, err);
+  return {code, out.str(), err.str()};
+}
 
 // 4 layers, hidden 1024, 8 heads of 128 (2 KV heads), 8 experts top-2 of ffn 512, one shared.
 inline ModelConfig tiny_moe() {
