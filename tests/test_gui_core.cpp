@@ -3,6 +3,9 @@
 
 #include "flopwise/error.hpp"
 #include "flopwise/gui/scenario.hpp"
+#include "fuzz_mutations.hpp"
+
+#include <fstream>
 
 namespace flopwise::gui {
 
@@ -65,6 +68,29 @@ TEST(ParetoFront, KeepsOnlyUnbeatenPoints) {
 TEST(Formatting, MoneyCarriesItsCurrency) {
   EXPECT_EQ(format_money(4.39e6, "RMB"), "4.39M RMB");
   EXPECT_EQ(format_money(1200, "USD"), "1.2K USD");
+}
+
+// Seeded mutations of a scenario file: each loads, or fails with one InputError line naming the
+// file; nothing else escapes (the studio shows that line in its status bar).
+TEST(Scenario, MutatedFilesLoadOrNameTheFile) {
+  std::mt19937 rng(6);
+  const nlohmann::json seed = to_json(Scenario{});
+  const std::string path = ::testing::TempDir() + "/flopwise_gui_fuzz.scenario.json";
+  int rejected = 0;
+  for (int i = 0; i < 600; ++i) {
+    const std::string text = testing::mutate_json(seed, rng);
+    std::ofstream(path) << text;
+    try {
+      load_scenario(path);
+    } catch (const InputError& e) {
+      ++rejected;
+      const std::string message = e.what();
+      ASSERT_EQ(message.rfind(path, 0), 0u) << message;
+    } catch (const std::exception& e) {
+      FAIL() << "mutation " << i << ": " << e.what() << "\n" << text;
+    }
+  }
+  EXPECT_GT(rejected, 150);
 }
 
 }  // namespace flopwise::gui

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "flopwise/error.hpp"
+#include "flopwise/schedule.hpp"
 
 namespace flopwise {
 namespace {
@@ -66,10 +67,9 @@ std::vector<StageContents> stage_contents(const ModelConfig& m, const Layout& l)
   return stages;
 }
 
+// The warm-up forwards plus the one that the first backward follows (the schedule's own rule).
 int in_flight_chunks(const Layout& l, int rank, int micro_batches) {
-  if (l.vpp == 1) return std::min(micro_batches, l.pp - rank);
-  const int warmup = 2 * (l.pp - rank - 1) + (l.vpp - 1) * l.pp + 1;
-  return std::min(micro_batches * l.vpp, warmup);
+  return std::min(micro_batches * l.vpp, warmup_forwards(l.pp, l.vpp, rank) + 1);
 }
 
 CostModel::CostModel(const ModelConfig& model, const TrainingRun& run, const HardwareProfile& profile)

@@ -20,10 +20,13 @@ PipelineOp nth_pass(int k, int pp, int vpp, bool forward) {
 
 }  // namespace
 
+int warmup_forwards(int pp, int vpp, int rank) {
+  return vpp == 1 ? pp - rank - 1 : 2 * (pp - rank - 1) + (vpp - 1) * pp;
+}
+
 std::vector<PipelineOp> pipeline_schedule(int pp, int vpp, int micro_batches, int rank) {
   const int total = micro_batches * vpp;
-  const int warmup = vpp == 1 ? std::min(pp - rank - 1, total)
-                              : std::min(2 * (pp - rank - 1) + (vpp - 1) * pp, total);
+  const int warmup = std::min(warmup_forwards(pp, vpp, rank), total);
   std::vector<PipelineOp> ops;
   int forwards = 0, backwards = 0;
   for (; forwards < warmup; ++forwards) ops.push_back(nth_pass(forwards, pp, vpp, true));

@@ -6,14 +6,14 @@ namespace flopwise {
 
 const std::array<StepTimePart, kStepTimeParts>& step_time_parts() {
   static const std::array<StepTimePart, kStepTimeParts> parts = {{
-      {"", "compute_s", "compute", "forward and backward passes of the slowest pipeline rank", &StepCost::compute_s, nullptr},
-      {"exposed_comm_s", "tp", "tp", "tensor-parallel collectives not hidden behind compute", nullptr, &CommBreakdown::tp},
-      {"exposed_comm_s", "ep", "ep", "expert-parallel all-to-all not hidden behind compute", nullptr, &CommBreakdown::ep},
-      {"exposed_comm_s", "pp", "pp", "pipeline sends and receives not hidden behind compute", nullptr, &CommBreakdown::pp},
-      {"exposed_comm_s", "dp", "dp", "data-parallel gradient and weight synchronisation not hidden", nullptr, &CommBreakdown::dp},
-      {"", "bubble_s", "bubble", "pipeline fill and drain", &StepCost::bubble_s, nullptr},
-      {"", "optimizer_s", "optimizer", "AdamW update, memory-bound", &StepCost::optimizer_s, nullptr},
-      {"", "overhead_s", "overhead", "the profile's per-step overhead (data, norms, logging)", &StepCost::overhead_s, nullptr},
+      {"", "", "compute_s", "compute", "forward and backward passes of the slowest pipeline rank", &StepCost::compute_s, nullptr},
+      {"exposed_comm_s", "exposed comm", "tp", "tp", "tensor-parallel collectives not hidden behind compute", nullptr, &CommBreakdown::tp},
+      {"exposed_comm_s", "exposed comm", "ep", "ep", "expert-parallel all-to-all not hidden behind compute", nullptr, &CommBreakdown::ep},
+      {"exposed_comm_s", "exposed comm", "pp", "pp", "pipeline sends and receives not hidden behind compute", nullptr, &CommBreakdown::pp},
+      {"exposed_comm_s", "exposed comm", "dp", "dp", "data-parallel gradient and weight synchronisation not hidden", nullptr, &CommBreakdown::dp},
+      {"", "", "bubble_s", "bubble", "pipeline fill and drain", &StepCost::bubble_s, nullptr},
+      {"", "", "optimizer_s", "optimizer", "AdamW update, memory-bound", &StepCost::optimizer_s, nullptr},
+      {"", "", "overhead_s", "overhead", "the profile's per-step overhead (data, norms, logging)", &StepCost::overhead_s, nullptr},
   }};
   return parts;
 }
@@ -37,10 +37,16 @@ Seconds sum_of_parts(const StepCost& cost) {
 
 std::string step_time_line(const StepCost& cost) {
   std::string line = "step time " + format_seconds(cost.step_time_s) + " =";
-  const char* separator = " ";
-  for (const StepTimePart& part : step_time_parts()) {
-    line += separator + std::string(part.label) + " " + format_seconds(part.of(cost));
-    separator = " + ";
+  const auto& parts = step_time_parts();
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const std::string group = parts[i].group_label;
+    const bool opens = !group.empty() && (i == 0 || group != parts[i - 1].group_label);
+    const bool inside = !group.empty() && !opens;
+    line += i == 0 ? " " : inside ? ", " : " + ";
+    if (opens) line += group + " (";
+    line += std::string(parts[i].label) + " " + format_seconds(parts[i].of(cost));
+    const bool closes = !group.empty() && (i + 1 == parts.size() || group != parts[i + 1].group_label);
+    if (closes) line += ")";
   }
   return line + "  [slowest stage " + std::to_string(cost.slowest_stage) + "]";
 }

@@ -14,6 +14,9 @@ struct PipelineOp {
 // Megatron-LM's schedules: 1F1B (vpp = 1; pp - rank - 1 warm-up forwards) and interleaved 1F1B
 // (warm-up 2 (pp - rank - 1) + (vpp - 1) pp; chunks cycle every pp micro-batches).
 // Interleaving needs micro_batches % pp == 0, which Layout validation enforces.
+// Forward passes pipeline rank `rank` runs before its first backward (before capping at the
+// micro-batch count): pp - rank - 1 for 1F1B, 2 (pp - rank - 1) + (vpp - 1) pp interleaved.
+int warmup_forwards(int pp, int vpp, int rank);
 std::vector<PipelineOp> pipeline_schedule(int pp, int vpp, int micro_batches, int rank);
 
 }  // namespace flopwise

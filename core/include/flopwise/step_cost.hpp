@@ -46,9 +46,10 @@ struct StepCost {
 };
 
 // One additive part of the step time. `group` is the JSON object inside "breakdown" that holds
-// it ("" for none), `key` its JSON name, `label` what tables and charts call it.
+// it ("" for none), `key` its JSON name, `label` what the line and charts call it.
 struct StepTimePart {
   const char* group;
+  const char* group_label;  // how the line and charts name the group ("" for none)
   const char* key;
   const char* label;
   const char* meaning;
@@ -71,7 +72,7 @@ const std::array<MemoryPart, kMemoryParts>& memory_parts();
 
 // Sum of the parts; equals step_time_s for every cost the cost model or simulation produced.
 Seconds sum_of_parts(const StepCost& cost);
-// "step time 12.0 s = compute 9.0 s + tp 1.0 s + ... + overhead 0 s  [slowest stage 3]"
+// "step time 12.0 s = compute 9.0 s + exposed comm (tp 1.0 s, ...) + ... + overhead 0 s  [slowest stage 3]"
 std::string step_time_line(const StepCost& cost);
 // "memory per device (pipeline rank 0): weights ..., ... = total of usable usable"
 std::string memory_line(const StepCost& cost);
