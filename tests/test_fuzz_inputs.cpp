@@ -115,4 +115,9 @@ TEST(FuzzInputs, ScalingGrids) {
        600, 5);
 }
 
+TEST(FuzzInputs, PublishedRunSets) {
+  const std::string seed = read_text_file(std::string(FLOPWISE_SOURCE_DIR) + "/planner/validation/published-runs.yaml", "seed");
+  fuzz({"runs.yaml", seed, true, [](const std::string& p) { return std::vector<std::string>{"validate", p}; }}, 300, 7);
+}
+
 }  // namespace flopwise

@@ -17,10 +17,12 @@
 #include "flopwise/catalog.hpp"
 #include "flopwise/comparison.hpp"
 #include "flopwise/error.hpp"
+#include "flopwise/json_reader.hpp"
 #include "flopwise/model_import.hpp"
 #include "flopwise/plan_builder.hpp"
 #include "flopwise/report.hpp"
 #include "flopwise/scaling.hpp"
+#include "flopwise/validation.hpp"
 
 namespace flopwise {
 namespace {
@@ -413,6 +415,24 @@ int cmd_train(const std::vector<std::string>& args, const char* argv0) {
   throw std::runtime_error("cannot start " + trainer.string());
 }
 
+int cmd_validate(const std::string& path, bool as_json, std::ostream& out) {
+  const Validation v = validate_runs(path.empty() ? shipped_published_runs()
+                                                  : parse_published_runs(read_text_file(path, "runs file"), path));
+  if (!as_json) {
+    print_validation(out, v);
+    return 0;
+  }
+  json rows = json::array();
+  for (const ValidationRow& row : v.rows) {
+    rows.push_back({{"name", row.run.name}, {"source", row.run.source}, {"hardware", row.run.profile},
+                    {"layout", layout_to_json(row.run.layout)}, {"measured_step_time_s", row.run.measured_step_s},
+                    {"predicted_step_time_s", row.predicted_step_s}, {"relative_error", row.relative_error}});
+  }
+  out << json{{"runs", rows}, {"mean_relative_error", v.mean_error}, {"worst_relative_error", v.worst_error}}.dump(2)
+      << "\n";
+  return 0;
+}
+
 int cmd_scaling(const std::string& path, double compute, bool as_json, std::ostream& out) {
   const ScalingFit fit = path.empty() ? default_scaling() : load_scaling(path);
   if (as_json) {
@@ -583,6 +603,12 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   scaling->add_option("--compute", scaling_compute, "also evaluate at this compute budget in FLOPs");
   scaling->add_flag("--json", scaling_json, "machine-readable output");
 
+  std::string validate_file;
+  bool validate_json = false;
+  CLI::App* validate_cmd = app.add_subcommand("validate", "predict published measured runs and print the errors");
+  validate_cmd->add_option("file", validate_file, "YAML of published runs (default: the shipped set)");
+  validate_cmd->add_flag("--json", validate_json, "machine-readable output");
+
   std::string simulate_plan, simulate_profile, simulate_trace;
   bool simulate_json = false;
   CLI::App* simulate = app.add_subcommand("simulate", "simulate one step of a plan on SimGrid");
@@ -632,6 +658,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     if (*compare) return cmd_compare(compare_options, compare_profiles, out);
     if (app.got_subcommand("profiles")) return cmd_profiles(out);
     if (*scaling) return cmd_scaling(scaling_file, scaling_compute, scaling_json, out);
+    if (*validate_cmd) return cmd_validate(validate_file, validate_json, out);
     if (*simulate) return cmd_simulate(simulate_plan, simulate_profile, simulate_trace, simulate_json, out);
     if (*train) return cmd_train(train_args, argv[0]);
     if (*calibrate_cmd) return cmd_calibrate(calibrate_traces, calibrate_profile, calibrate_out, calibrate_report, out);

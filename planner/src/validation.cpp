@@ -1,0 +1,137 @@
+#include "flopwise/validation.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <ostream>
+
+#include "flopwise/catalog.hpp"
+#include "flopwise/cost_model.hpp"
+#include "flopwise/error.hpp"
+#include "flopwise/yaml_reader.hpp"
+
+namespace flopwise {
+
+const std::vector<std::pair<std::string, std::string>>& builtin_validation_texts();
+
+namespace {
+
+ModelConfig read_model(const YamlFields& f, const std::string& name) {
+  ModelConfig m;
+  m.name = name;
+  m.family = "published";
+  m.layers = f.integer("layers", 1);
+  m.hidden = f.integer("hidden", 1);
+  m.heads = f.integer("heads", 1);
+  m.kv_heads = f.integer("kv_heads", 1);
+  m.vocab = f.integer("vocab", 1);
+  if (m.hidden % m.heads != 0) throw input_error(f.source(), f.path("heads"), "must divide hidden");
+  m.head_dim = m.hidden / m.heads;
+  const int ffn = f.integer("ffn", 1);
+  const std::string mlp = f.text("mlp");
+  if (mlp == "swiglu") {
+    m.dense_ffn = ffn;
+  } else if (mlp == "gelu") {
+    // A GELU MLP (2 matrices of h x ffn) has the weights and FLOPs of a SwiGLU MLP (3 matrices) of
+    // 2/3 the width; flopwise models the latter.
+    m.dense_ffn = static_cast<int>(std::lround(2.0 * ffn / 3.0));
+  } else {
+    throw input_error(f.source(), f.path("mlp"), "unknown MLP '" + mlp + "' (expected gelu or swiglu)");
+  }
+  return m;
+}
+
+Layout read_layout(const YamlFields& f) {
+  Layout l;
+  l.tp = f.integer("tp", 1);
+  l.pp = f.integer("pp", 1);
+  l.vpp = f.integer("vpp", 1);
+  l.ep = f.has("ep") ? f.integer("ep", 1) : 1;
+  l.dp = f.integer("dp", 1);
+  l.micro_batch = f.integer("micro_batch", 1);
+  l.recompute = parse_recompute(f.text("recompute"), f.source(), f.path("recompute"));
+  l.optimizer_sharding = f.boolean("optimizer_sharding");
+  return l;
+}
+
+PublishedRun read_run(const YamlFields& f) {
+  PublishedRun r;
+  r.name = f.text("name");
+  r.source = f.text("source");
+  r.profile = f.text("hardware");
+  r.model = read_model(f.section("model"), r.name);
+  r.run.precision = parse_precision(f.text("precision"), f.source(), f.path("precision"));
+  r.run.seq_len = f.integer("seq_len", 1);
+  r.model.seq_len = r.run.seq_len;
+  r.run.global_batch = f.integer("global_batch", 1);
+  r.layout = read_layout(f.section("layout"));
+  r.measured_step_s = f.quantity("measured_step_time", Dimension::kTime);
+  r.file = f.source();
+  r.path = f.path("");
+  if (!(r.measured_step_s > 0)) throw input_error(f.source(), f.path("measured_step_time"), "must be positive");
+  validate(r.model, f.source() + ": " + f.path("model"));
+  validate(r.run, f.source());
+  return r;
+}
+
+}  // namespace
+
+std::vector<PublishedRun> parse_published_runs(const std::string& yaml_text, const std::string& source) {
+  const YamlFields root(parse_yaml(yaml_text, source), source, "");
+  std::vector<PublishedRun> runs;
+  for (const YamlFields& f : root.list("runs")) runs.push_back(read_run(f));
+  if (runs.empty()) throw input_error(source, "runs", "lists no run");
+  return runs;
+}
+
+std::vector<PublishedRun> shipped_published_runs() {
+  const auto& [name, text] = builtin_validation_texts().front();
+  return parse_published_runs(text, "built-in " + name);
+}
+
+Validation validate_runs(const std::vector<PublishedRun>& runs) {
+  Validation v;
+  for (const PublishedRun& r : runs) {
+    const HardwareProfile profile = [&] {
+      try {
+        return resolve_profile(r.profile);
+      } catch (const InputError& e) {
+        throw input_error(r.file, r.path + "hardware", e.what());
+      }
+    }();
+    const DeviceRange exactly{r.layout.devices(), r.layout.devices()};
+    if (const auto violation = check_structure(r.model, r.run, profile, exactly, r.layout)) {
+      throw input_error(r.file, r.path + "layout", violation->message);
+    }
+    if (auto why = precision_unsupported(profile, r.run.precision)) throw input_error(r.file, r.path + "precision", *why);
+    const CostModel cost(r.model, r.run, profile);
+    ValidationRow row{r, cost.evaluate(r.layout).step_time_s, 0};
+    row.relative_error = std::abs(row.predicted_step_s - r.measured_step_s) / r.measured_step_s;
+    v.mean_error += row.relative_error / runs.size();
+    v.worst_error = std::max(v.worst_error, row.relative_error);
+    v.rows.push_back(row);
+  }
+  return v;
+}
+
+void print_validation(std::ostream& out, const Validation& v) {
+  char line[256];
+  std::snprintf(line, sizeof line, "%-22s %-10s %-38s %10s %10s %7s\n", "run", "hardware", "layout", "measured",
+                "predicted", "error");
+  out << line;
+  for (const ValidationRow& row : v.rows) {
+    const Layout& l = row.run.layout;
+    char layout[64];
+    std::snprintf(layout, sizeof layout, "tp%d pp%d vpp%d ep%d dp%d mb%d %s", l.tp, l.pp, l.vpp, l.ep, l.dp,
+                  l.micro_batch, to_string(l.recompute).c_str());
+    std::snprintf(line, sizeof line, "%-22s %-10s %-38s %9.2fs %9.2fs %6.1f%%\n", row.run.name.c_str(),
+                  row.run.profile.c_str(), layout, row.run.measured_step_s, row.predicted_step_s,
+                  100 * row.relative_error);
+    out << line;
+  }
+  std::snprintf(line, sizeof line, "%zu runs: mean |error| %.1f%%, worst %.1f%%\n", v.rows.size(), 100 * v.mean_error,
+                100 * v.worst_error);
+  out << line;
+  for (const ValidationRow& row : v.rows) out << "  " << row.run.name << ": " << row.run.source << "\n";
+}
+
+}  // namespace flopwise
