@@ -166,4 +166,25 @@ TEST(Cli, RefineReRanksBySimulatedStepTime) {
   EXPECT_EQ(to_json(plan_from_json(to_json(loaded), "again")), to_json(loaded));
 }
 
+// A layout fixed in every dimension is evaluated and its shortfalls named; only broken rules refuse.
+TEST(Cli, FullyFixedLayoutIsEvaluatedEvenWhenItMissesTheDeadline) {
+  const std::vector<std::string> fixed = {"plan", "--model", "ling-lite", "--profile", "device-C", "--devices", "8",
+                                          "--tp", "1", "--pp", "1", "--vpp", "1", "--ep", "2", "--dp", "8",
+                                          "--micro-batch", "1", "--recompute", "full", "--optimizer-sharding", "true"};
+  std::vector<std::string> as_json = fixed;
+  as_json.push_back("--json");
+  const Outcome o = run(as_json);
+  ASSERT_EQ(o.code, 0) << o.err;
+  const nlohmann::json j = nlohmann::json::parse(o.out);
+  EXPECT_EQ(j["devices"], 8);
+  ASSERT_EQ(j["misses"].size(), 2u);
+  EXPECT_NE(j["misses"][0].get<std::string>().find("memory: needs"), std::string::npos);
+  EXPECT_NE(j["misses"][1].get<std::string>().find("over the 30.0-day deadline"), std::string::npos);
+  EXPECT_GT(j["days"].get<double>(), 30.0);
+  EXPECT_NE(run(fixed).out.find("<- misses memory"), std::string::npos);
+  std::vector<std::string> broken = fixed;
+  broken[std::find(broken.begin(), broken.end(), "--tp") - broken.begin() + 1] = "3";  // 16 heads over 3 ranks
+  expect_one_line_error(run(broken), "no feasible layout");
+}
+
 }  // namespace flopwise

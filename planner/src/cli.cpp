@@ -228,6 +228,16 @@ int cmd_plan(const RunOptions& o, const std::string& profile_name, bool megatron
   SearchOptions wide = options;
   wide.top_k = std::max(options.top_k, o.refine);
   SearchResult result = search(cost, wide);
+  // A layout fixed in every dimension is evaluated even when it misses memory, the deadline or the
+  // budget: checking the layout one runs today must not need another objective. Only a layout that
+  // breaks a structural rule is refused.
+  std::vector<std::string> misses;
+  const std::optional<Layout> fixed = fixed_layout(options);
+  if (result.best.empty() && fixed && !violated_constraint(model, run, profile, options.devices, *fixed)) {
+    const StepCost c = cost.evaluate(*fixed);
+    misses = shortfalls(cost, c, options);
+    result.best.push_back(Candidate{*fixed, c});
+  }
   if (result.best.empty()) throw input_error(profile.name, "", no_layout_reason(result));
   if (o.refine > 0) refine(cost, result.best, o.refine, options.objective);
   if (static_cast<int>(result.best.size()) > options.top_k) result.best.resize(options.top_k);
@@ -243,6 +253,7 @@ int cmd_plan(const RunOptions& o, const std::string& profile_name, bool megatron
       j["unconstrained_best"] = summary_json(profile.name, open->best.front().layout, open->best.front().cost);
     }
     if (megatron) j["megatron_args"] = megatron_args(plan);
+    if (!misses.empty()) j["misses"] = misses;
     out << j.dump(2) << "\n";
   } else {
     out << header(model, run, options);
@@ -255,6 +266,7 @@ int cmd_plan(const RunOptions& o, const std::string& profile_name, bool megatron
       }
       rows.push_back({profile.name, &c, note});
     }
+    for (const std::string& miss : misses) rows.front().note += (rows.front().note.empty() ? "<- misses " : "; ") + miss;
     if (open && !open->best.empty()) rows.push_back({profile.name, &open->best.front(), "<- best without your fixed dimensions"});
     print_plan_table(out, rows);
     print_breakdown(out, best);

@@ -158,4 +158,18 @@ SearchResult search(const CostModel& cost, const SearchOptions& o) {
   return result;
 }
 
+std::optional<Layout> fixed_layout(const SearchOptions& o) {
+  if (!o.tp || !o.pp || !o.vpp || !o.ep || !o.dp || !o.micro_batch || !o.recompute || !o.optimizer_sharding) {
+    return std::nullopt;
+  }
+  return Layout{*o.tp, *o.pp, *o.vpp, *o.ep, *o.dp, *o.micro_batch, *o.recompute, *o.optimizer_sharding};
+}
+
+std::vector<std::string> shortfalls(const CostModel& model, const StepCost& c, const SearchOptions& o) {
+  std::vector<std::string> missed;
+  if (!c.fits_memory()) missed.push_back("memory: " + memory_violation(c.memory_bytes, model.usable_memory_bytes()));
+  if (const std::string why = objective_violation(c, o); !why.empty()) missed.push_back(why);
+  return missed;
+}
+
 }  // namespace flopwise

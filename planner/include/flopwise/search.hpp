@@ -43,6 +43,11 @@ struct SearchResult {
 
 SearchResult search(const CostModel& model, const SearchOptions& options);
 
+// The layout the options fix completely (every degree, recompute and sharding), or nullopt.
+std::optional<Layout> fixed_layout(const SearchOptions& options);
+// What a structurally valid layout misses, in words: device memory, the deadline, the budget.
+std::vector<std::string> shortfalls(const CostModel& model, const StepCost& cost, const SearchOptions& options);
+
 // True when `a` ranks before `b` under `objective`.
 bool better(const StepCost& a, const StepCost& b, Objective objective);
 
