@@ -142,19 +142,27 @@ TEST(ExecutorCheckpointStore, TornFilesAreNotIntact) {
   EXPECT_FALSE(CheckpointStore(root, 1).intact(2));  // no files of rank 1
 }
 
+StepReport report_of(int step, double loss) {
+  StepReport r;
+  r.step = step;
+  r.steps = 6;
+  r.loss = loss;
+  return r;
+}
+
 TEST(ExecutorProgress, LossLogKeepsEachStepOnceAfterAResume) {
   const std::string path = ::testing::TempDir() + "/executor_loss.log";
   {
     LossLog log(path, 0);
-    for (int step = 1; step <= 6; ++step) log.append(StepReport{step, 6, 1.0 * step});
+    for (int step = 1; step <= 6; ++step) log.append(report_of(step, 1.0 * step));
   }
   LossLog resumed(path, 4);  // checkpoint of step 4: steps 5 and 6 are trained again
-  for (int step = 5; step <= 6; ++step) resumed.append(StepReport{step, 6, 10.0 * step});
+  for (int step = 5; step <= 6; ++step) resumed.append(report_of(step, 10.0 * step));
   std::ifstream in(path);
   std::vector<std::string> lines;
   for (std::string line; std::getline(in, line);) lines.push_back(line);
   EXPECT_EQ(lines, (std::vector<std::string>{"1 1", "2 2", "3 3", "4 4", "5 50", "6 60"}));
-  const StepReport report{3, 6, 2.5};
+  const StepReport report = report_of(3, 2.5);
   EXPECT_EQ(report.to_json()["loss"], 2.5);
   EXPECT_EQ(nlohmann::json::parse(report.to_json().dump())["schema"], "flopwise.progress/1");
   EXPECT_NE(report.human_line().find("step    3/6  loss 2.5000"), std::string::npos) << report.human_line();

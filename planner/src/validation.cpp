@@ -7,6 +7,7 @@
 #include "flopwise/catalog.hpp"
 #include "flopwise/cost_model.hpp"
 #include "flopwise/error.hpp"
+#include "flopwise/report.hpp"
 #include "flopwise/yaml_reader.hpp"
 
 namespace flopwise {
@@ -119,12 +120,8 @@ void print_validation(std::ostream& out, const Validation& v) {
                 "predicted", "error");
   out << line;
   for (const ValidationRow& row : v.rows) {
-    const Layout& l = row.run.layout;
-    char layout[64];
-    std::snprintf(layout, sizeof layout, "tp%d pp%d vpp%d ep%d dp%d mb%d %s", l.tp, l.pp, l.vpp, l.ep, l.dp,
-                  l.micro_batch, to_string(l.recompute).c_str());
     std::snprintf(line, sizeof line, "%-22s %-10s %-38s %9.2fs %9.2fs %6.1f%%\n", row.run.name.c_str(),
-                  row.run.profile.c_str(), layout, row.run.measured_step_s, row.predicted_step_s,
+                  row.run.profile.c_str(), layout_label(row.run.layout).c_str(), row.run.measured_step_s, row.predicted_step_s,
                   100 * row.relative_error);
     out << line;
   }
