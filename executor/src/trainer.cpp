@@ -4,8 +4,6 @@
 #include <cmath>
 #include <deque>
 #include <filesystem>
-#include <fstream>
-#include <numeric>
 
 #include "flopwise/executor/checkpoint_store.hpp"
 #include "flopwise/executor/data.hpp"
@@ -19,7 +17,6 @@ namespace flopwise::executor {
 namespace {
 
 namespace fs = std::filesystem;
-using nlohmann::json;
 
 std::string default_corpus() {
 #ifdef FLOPWISE_DEFAULT_CORPUS

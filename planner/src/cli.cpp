@@ -149,7 +149,6 @@ TrainingRun training_run(const RunOptions& o) {
   return run;
 }
 
-
 std::string header(const ModelConfig& m, const TrainingRun& run, const SearchOptions& s) {
   std::string objective = to_string(s.objective);
   if (s.objective == Objective::kMinCostDeadline) objective += " (" + format_count(s.deadline_days) + " days)";
@@ -236,7 +235,7 @@ int cmd_plan(const RunOptions& o, const std::string& profile_name, bool megatron
   if (result.best.empty() && fixed && !violated_constraint(model, run, profile, options.devices, *fixed)) {
     const StepCost c = cost.evaluate(*fixed);
     misses = shortfalls(cost, c, options);
-    result.best.push_back(Candidate{*fixed, c});
+    result.best.push_back(Candidate{*fixed, c, std::nullopt});
   }
   if (result.best.empty()) throw input_error(profile.name, "", no_layout_reason(result));
   if (o.refine > 0) refine(cost, result.best, o.refine, options.objective);

@@ -5,8 +5,6 @@
 
 namespace flopwise {
 
-using nlohmann::json;
-
 Plan make_plan(const CostModel& cost, const Candidate& candidate, Objective objective) {
   const HardwareProfile& p = cost.profile();
   Plan plan;

@@ -3,8 +3,6 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "flopwise/cost_model.hpp"
 #include "flopwise/plan.hpp"
 #include "flopwise/scaling.hpp"
