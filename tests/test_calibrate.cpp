@@ -88,7 +88,7 @@ std::string synthetic_trace(const std::string& name, const RunShape& shape, int 
     }
   }
   json layout = {{"tp", l.tp}, {"pp", l.pp}, {"vpp", 1}, {"ep", l.ep}, {"dp", l.dp}, {"micro_batch", l.micro_batch},
-                 {"recompute", "none"}, {"optimizer_sharding", false}};
+                 {"recompute", "none"}, {"optimizer_sharding", false}, {"sequence_parallel", false}};
   json meta = {{"model", model_to_json(model)}, {"layout", layout}, {"seq_len", shape.seq_len},
                {"global_batch", run.global_batch}, {"precision", "bf16"}, {"ranks", l.devices()},
                {"ranks_per_node", p.node.devices}};
@@ -98,7 +98,7 @@ std::string synthetic_trace(const std::string& name, const RunShape& shape, int 
 }
 
 Layout layout(int tp, int pp, int ep, int dp, int micro_batch) {
-  return Layout{tp, pp, 1, ep, dp, micro_batch, Recompute::kNone, false};
+  return Layout{tp, pp, 1, ep, dp, micro_batch, Recompute::kNone, false, false};
 }
 
 const ParameterFit& find(const Calibration& c, const std::string& field) {

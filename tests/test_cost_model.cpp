@@ -13,6 +13,14 @@ TrainingRun small_run() { return testing::tiny_run(4); }
 // router 8,192, shared 3 x 1024 x 512 = 1,572,864, one expert 1,572,864, norms 2,048.
 constexpr double kAttention = 2621440, kRouter = 8192, kExpert = 1572864, kShared = 1572864, kNorms = 2048;
 constexpr double kRate = 100e12 * 0.5;  // round profile: 100 TFLOPS at 50%
+// The router (1,024 x 8 outputs over 1,024) is memory-bound at the round profile's 50 FLOPs per
+// byte: each of its GEMMs (forward, input gradient, weight gradient) reads a 1,024 x 1,024 operand
+// and moves two 1,024 x 8 ones, bf16, at 1 TB/s.
+constexpr double kRouterGemmSeconds = 2 * (1024.0 * 1024 + 2 * 8 * 1024) / 1e12;
+// Memory-bound kernels per token of a tiny_moe layer (tp 1): norms and residual adds 10 x 1,024,
+// two experts' activations and permutation 2 x (3 x 512 + 2 x 1,024), un-permute 2 x 1,024, the
+// shared expert's activation 3 x 512: 20,992 bf16 values.
+constexpr double kLayerTrafficBytes = 2 * 20992.0;
 
 }  // namespace
 
@@ -47,11 +55,14 @@ TEST(CostModel, SingleDeviceComputeByHand) {
   const Layout l{1, 1, 1, 1, 1, 1, Recompute::kSelective, false};
   const StepCost c = cost.evaluate(l);
   const double tokens = 1024;
-  const double layer_flops = 2 * (kAttention + kRouter + kShared) + 2 * 2 * kExpert;
+  const double layer_flops = 2 * (kAttention + kShared) + 2 * 2 * kExpert;
   const double core = 2 * 8 * 256 * (1025 / 2.0);
   const double head = 2 * 1000.0 * 1024;
-  // Forward + backward (3x), the recomputed attention core, and the LM head; 4 micro-batches.
-  const double per_micro_batch = tokens * (3 * 4 * (layer_flops + core) + 4 * core + 3 * head) / kRate;
+  // Forward + backward (3x) of GEMMs, memory-bound kernels and the cross-entropy's 18 bytes per
+  // logit; the recomputed attention core; the LM head; 4 micro-batches.
+  const double traffic_s = 3 * tokens * (4 * kLayerTrafficBytes + 18 * 1000) / 1e12;
+  const double per_micro_batch = tokens * (3 * 4 * (layer_flops + core) + 4 * core + 3 * head) / kRate +
+                                 3 * 4 * kRouterGemmSeconds + traffic_s;
   EXPECT_NEAR(c.compute_s, 4 * per_micro_batch, 1e-12);
   EXPECT_EQ(c.bubble_s, 0.0);
   EXPECT_EQ(c.exposed_comm_s.total(), 0.0);
@@ -86,9 +97,14 @@ TEST(CostModel, RecomputeAndShardingShrinkMemory) {
   Layout selective = none, full = none;
   selective.recompute = Recompute::kSelective;
   full.recompute = Recompute::kFull;
-  // `none` keeps the 8-head 1024 x 1024 bf16 probabilities per layer.
-  EXPECT_DOUBLE_EQ(cost.layer_activation_bytes(true, none) - cost.layer_activation_bytes(true, selective),
-                   2.0 * 8 * 1024 * 1024);
+  // Fused attention keeps no s x s tensor; unfused without recompute keeps the 8-head 1024 x 1024
+  // bf16 probabilities, dropout mask (1 byte) and dropout output per layer.
+  EXPECT_DOUBLE_EQ(cost.layer_activation_bytes(true, none), cost.layer_activation_bytes(true, selective));
+  TrainingRun unfused_run = small_run();
+  unfused_run.attention = AttentionKernel::kUnfused;
+  const CostModel unfused(testing::tiny_moe(), unfused_run, testing::round_profile());
+  EXPECT_DOUBLE_EQ(unfused.layer_activation_bytes(true, none) - unfused.layer_activation_bytes(true, selective),
+                   5.0 * 8 * 1024 * 1024);
   EXPECT_DOUBLE_EQ(cost.layer_activation_bytes(true, full), 2.0 * 1024 * 1024);
   Layout sharded{1, 1, 1, 2, 4, 1, Recompute::kFull, true};
   Layout replicated = sharded;
@@ -138,7 +154,9 @@ TEST(CostModel, RoutingSkewStretchesOnlyExpertWorkUnderEp) {
   const CostModel a(testing::tiny_moe(), balanced, testing::round_profile());
   const CostModel b(testing::tiny_moe(), skewed, testing::round_profile());
   const Layout ep2{1, 1, 1, 2, 2, 1, Recompute::kSelective, false};
-  const double expert_seconds = 2 * 3 * 4 * 1024 * (2 * 2 * kExpert) / kRate;  // 2 micro-batches
+  // Two experts' GEMMs and their activation and permutation bytes (2 x (3 x 512 + 2 x 1,024) bf16
+  // values per token), forward and backward, 4 layers, 2 micro-batches.
+  const double expert_seconds = 2 * 3 * 4 * 1024 * ((2 * 2 * kExpert) / kRate + 2 * 2 * (3 * 512 + 2 * 1024) / 1e12);
   EXPECT_NEAR(b.evaluate(ep2).compute_s - a.evaluate(ep2).compute_s, 0.5 * expert_seconds, 1e-12);
   EXPECT_GT(b.evaluate(ep2).exposed_comm_s.ep, a.evaluate(ep2).exposed_comm_s.ep);
   const Layout ep1{1, 1, 1, 1, 2, 1, Recompute::kSelective, false};
@@ -149,7 +167,9 @@ TEST(CostModel, TensorParallelSplitsComputeAndAddsCollectives) {
   const CostModel cost(testing::tiny_moe(), small_run(), testing::round_profile());
   const StepCost one = cost.evaluate(Layout{1, 1, 1, 1, 1, 1, Recompute::kSelective, false});
   const StepCost two = cost.evaluate(Layout{2, 1, 1, 1, 1, 1, Recompute::kSelective, false});
-  EXPECT_NEAR(two.compute_s, one.compute_s / 2, 1e-12);
+  // Everything halves but the router's GEMMs, which read its whole (replicated) weight on each rank.
+  EXPECT_NEAR(two.compute_s, one.compute_s / 2, 0.01 * one.compute_s);
+  EXPECT_GT(two.compute_s, one.compute_s / 2);
   // 8 collectives per layer and micro-batch, each moving 1/2 of 2 MiB over 100 GB/s plus 1 us.
   const double each = 0.5 * 2.0 * 1024 * 1024 / 100e9 + 1e-6;
   EXPECT_NEAR(two.exposed_comm_s.tp, 4 * 4 * 8 * each, 1e-12);
@@ -167,13 +187,13 @@ TEST(CostModel, Fp8SpeedsUpMatmulsOnly) {
 
 TEST(CostModel, ComputeTimeByHockneyHalfRowsAndOverhead) {
   // matmul rate 5e13: (1e12 + 1,000 rows x 1e9) / 5e13 = 40 ms; attention 5e11 / 5e13 = 10 ms;
-  // two layer passes at 10 us.
+  // two layer passes at 10 us; 1 GB through memory at 1 TB/s.
   const HardwareProfile p = testing::round_profile_edited(
       {{"matmul: 0.5,", "matmul: 0.5, matmul_half_rows: 1000,"},
        {"runtime_reserved", "overheads: {per_layer_pass: \"10 us\", per_step: \"0 s\"}\nruntime_reserved"}},
       "p.yaml");
   const CostModel cost(testing::tiny_moe(), small_run(), p);
-  EXPECT_NEAR(cost.compute_seconds(ComputeWork{1e12, 1e9, 5e11, 2}), 0.04 + 0.01 + 2e-5, 1e-15);
+  EXPECT_NEAR(cost.compute_seconds(ComputeWork{1e12, 1e9, 5e11, 2, 1e9}), 0.04 + 0.01 + 2e-5 + 1e-3, 1e-15);
 }
 
 TEST(CostModel, LayerWorkCountsLocalExpertsOnce) {
@@ -183,7 +203,9 @@ TEST(CostModel, LayerWorkCountsLocalExpertsOnce) {
   // FLOPs per row: attention, router and shared expert for every token, plus 4 local experts.
   EXPECT_DOUBLE_EQ(w.matmul_per_row, 2 * (kAttention + kRouter + kShared) + 4 * 2 * kExpert);
   // FLOPs: 1,024 tokens through the dense part and top-2 experts.
-  EXPECT_DOUBLE_EQ(w.matmul, 1024 * (2 * (kAttention + kRouter + kShared) + 2 * 2 * kExpert));
+  EXPECT_DOUBLE_EQ(w.matmul, 1024 * (2 * (kAttention + kShared) + 2 * 2 * kExpert));
+  // Bytes: the memory-bound router GEMM and the layer's norms, activations and permutation.
+  EXPECT_DOUBLE_EQ(w.memory_traffic, kRouterGemmSeconds * 1e12 + 1024 * kLayerTrafficBytes);
   EXPECT_DOUBLE_EQ(w.layer_passes, 1);
   // Backward without recompute is twice the forward in every term.
   const StageContents stage{0, 4, true, true};
@@ -218,7 +240,10 @@ TEST(CostModel, PerStepOverheadAndMemoryEfficiencyAddUp) {
       "p.yaml");
   const StepCost slowed = CostModel(testing::tiny_moe(), small_run(), p).evaluate(l);
   EXPECT_DOUBLE_EQ(slowed.optimizer_s, 2 * plain.optimizer_s);  // half the memory bandwidth
-  EXPECT_NEAR(slowed.step_time_s - plain.step_time_s, 3e-3 + plain.optimizer_s, 1e-12);
+  // Memory-bound kernels take twice as long too: 4 layers, forward and backward, 4 micro-batches.
+  const double traffic_s = 4 * 3 * 1024 * (4 * kLayerTrafficBytes + 18 * 1000) / 1e12;
+  EXPECT_GT(slowed.compute_s - plain.compute_s, traffic_s);
+  EXPECT_NEAR(slowed.step_time_s - plain.step_time_s, 3e-3 + plain.optimizer_s + slowed.compute_s - plain.compute_s, 1e-12);
   EXPECT_DOUBLE_EQ(slowed.overhead_s, 3e-3);
 }
 

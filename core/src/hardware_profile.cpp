@@ -77,6 +77,12 @@ DeviceSpec read_device(const Fields& f) {
   d.price_per_device_hour = price.number("per_device_hour", 0.0, 1e6);
   d.currency = price.text("currency");
   d.fp8 = f.boolean("fp8");
+  if (f.has("gemm")) {
+    const Fields g = f.section("gemm");
+    d.gemm.compute_units = g.integer("compute_units", 1);
+    d.gemm.tile_rows = g.integer("tile_rows", 1);
+    d.gemm.tile_cols = g.integer("tile_cols", 1);
+  }
   if (d.fp8 && !d.peak_tflops.count("fp8")) {
     throw input_error(f.source(), peaks.path("fp8"), "missing although device.fp8 is true");
   }

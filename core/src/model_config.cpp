@@ -39,7 +39,45 @@ double attention_params(const ModelConfig& m) {
   return q + kv_down + kv_up + heads * m.v_head_dim * h;
 }
 
+void add_swiglu(std::vector<WeightMatrix>& to, double hidden, double ffn) {
+  to.push_back({hidden, 2.0 * ffn, TpSplit::kOutputs});  // gate and up, fused
+  to.push_back({ffn, hidden, TpSplit::kInputs});          // down
+}
+
+void add_attention(std::vector<WeightMatrix>& to, const ModelConfig& m) {
+  const double h = m.hidden, heads = m.heads;
+  if (!m.is_mla()) {
+    to.push_back({h, (heads + 2.0 * m.kv_heads) * m.head_dim, TpSplit::kOutputs});
+    to.push_back({heads * m.head_dim, h, TpSplit::kInputs});
+    return;
+  }
+  const double qk = m.qk_head_dim();
+  if (m.q_lora_rank > 0) {
+    to.push_back({h, static_cast<double>(m.q_lora_rank), TpSplit::kSequence});
+    to.push_back({static_cast<double>(m.q_lora_rank), heads * qk, TpSplit::kOutputs});
+  } else {
+    to.push_back({h, heads * qk, TpSplit::kOutputs});
+  }
+  to.push_back({h, static_cast<double>(m.kv_lora_rank + m.rope_head_dim), TpSplit::kSequence});
+  to.push_back({static_cast<double>(m.kv_lora_rank), heads * (m.head_dim + m.v_head_dim), TpSplit::kOutputs});
+  to.push_back({heads * m.v_head_dim, h, TpSplit::kInputs});
+}
+
 }  // namespace
+
+LayerMatrices layer_matrices(const ModelConfig& m, bool moe_layer) {
+  LayerMatrices l;
+  add_attention(l.shared, m);
+  if (!moe_layer) {
+    add_swiglu(l.shared, m.hidden, m.dense_ffn);
+    return l;
+  }
+  l.shared.push_back({static_cast<double>(m.hidden), static_cast<double>(m.routed_experts), TpSplit::kSequence});
+  // Megatron-Core runs the shared experts as one MLP of their summed width.
+  if (m.shared_experts > 0) add_swiglu(l.shared, m.hidden, static_cast<double>(m.shared_experts) * m.shared_expert_ffn);
+  add_swiglu(l.routed_expert, m.hidden, m.expert_ffn);
+  return l;
+}
 
 void validate(const ModelConfig& m, const std::string& source) {
   require_positive(m.layers, source, "layers");
@@ -111,20 +149,29 @@ Flops attention_core_flops(const ModelConfig& m, int seq_len) {
 
 }  // namespace
 
+namespace {
+
+// A matmul costs 2 FLOPs per weight per token (one multiply, one add).
+Flops matmul_flops(const std::vector<WeightMatrix>& matrices) {
+  Flops f = 0;
+  for (const WeightMatrix& w : matrices) f += 2.0 * w.inputs * w.outputs;
+  return f;
+}
+
+}  // namespace
+
 LayerFlops moe_layer_flops(const ModelConfig& m, int seq_len) {
-  // A matmul with W weights costs 2 W FLOPs per token (one multiply and one add per weight).
-  const LayerParams p = layer_params(m);
+  const LayerMatrices w = layer_matrices(m, true);
   LayerFlops f;
-  f.dense_matmul = 2.0 * (p.attention + p.router + p.shared_experts);
-  f.expert_matmul = 2.0 * m.top_k * p.routed_expert;
+  f.dense_matmul = matmul_flops(w.shared);
+  f.expert_matmul = m.top_k * matmul_flops(w.routed_expert);
   f.attention_core = attention_core_flops(m, seq_len);
   return f;
 }
 
 LayerFlops dense_layer_flops(const ModelConfig& m, int seq_len) {
-  const LayerParams p = layer_params(m);
   LayerFlops f;
-  f.dense_matmul = 2.0 * (p.attention + p.dense_mlp);
+  f.dense_matmul = matmul_flops(layer_matrices(m, false).shared);
   f.attention_core = attention_core_flops(m, seq_len);
   return f;
 }

@@ -35,7 +35,7 @@ json layout_to_json(const Layout& l) {
           {"dp", l.dp},           {"micro_batch", l.micro_batch},
           {"recompute", to_string(l.recompute)},
           {"optimizer_sharding", l.optimizer_sharding},
-          {"sequence_parallel", l.tp > 1}};
+          {"sequence_parallel", l.tp > 1 && l.sequence_parallel}};
 }
 
 Layout layout_from_json(const json& j, const std::string& source, const std::string& path) {
@@ -50,6 +50,7 @@ Layout layout_from_json(const json& j, const std::string& source, const std::str
   l.micro_batch = r.integer("micro_batch", 1, kMaxDegree);
   l.recompute = parse_recompute(r.text("recompute"), source, r.where("recompute"));
   l.optimizer_sharding = r.boolean("optimizer_sharding");
+  l.sequence_parallel = l.tp == 1 || r.boolean("sequence_parallel");
   if (l.dp % l.ep != 0) throw r.error("ep", "must divide dp (" + std::to_string(l.dp) + ")");
   if (static_cast<long long>(l.tp) * l.pp * l.dp > kMaxDegree) throw r.error("dp", "tp x pp x dp exceeds 2^20 devices");
   return l;
@@ -106,6 +107,7 @@ json to_json(const Plan& p) {
   j["global_batch"] = p.run.global_batch;
   j["seq_len"] = p.run.seq_len;
   j["tokens"] = p.run.tokens;
+  j["attention"] = to_string(p.run.attention);
   j["routing_skew"] = p.run.routing_skew;
   j["memory_headroom"] = p.run.memory_headroom;
   j["objective"] = to_string(p.objective);
@@ -132,6 +134,7 @@ Plan plan_from_json(const json& j, const std::string& source) {
   p.run.global_batch = r.integer("global_batch", 1);
   p.run.seq_len = r.integer("seq_len", 1);
   p.run.tokens = r.number("tokens");
+  p.run.attention = parse_attention_kernel(r.text("attention"), source, "attention");
   p.run.routing_skew = r.number("routing_skew");
   p.run.memory_headroom = r.number("memory_headroom");
   validate(p.run, source);

@@ -47,6 +47,8 @@ Setup reconcile(const TrainOptions& o, int world, int vocab) {
   if (o.scale >= 1.0) s.model.vocab = std::max(s.model.vocab, vocab);
   const std::string more = fit_layout(s.layout, s.global_batch, s.model, world);  // divisibility of the scaled shape
   if (!more.empty()) s.notes += (s.notes.empty() ? "" : "; ") + more;
+  // Its tensor parallelism all-reduces full activations (no sequence parallelism).
+  s.layout.sequence_parallel = s.layout.tp == 1;
   const int plan_micro_batches = s.global_batch / (s.layout.dp * s.layout.micro_batch);
   if (o.micro_batches > 0 && o.micro_batches < plan_micro_batches) {
     s.global_batch = o.micro_batches * s.layout.dp * s.layout.micro_batch;

@@ -164,8 +164,10 @@ FitGroup make_group(const std::string& name, const std::vector<Unknown>& unknown
 }
 
 // Compute passes: time = (matmul + n_half x matmul_per_row) / (peak e_mm) + attention / (peak e_att)
-// + layer_passes x overhead, linear in theta = (1/e_mm, n_half/e_mm, 1/e_att, overhead).
-FitGroup fit_compute(const HardwareProfile& profile, const std::vector<Sample>& samples) {
+// + layer_passes x overhead + memory-bound bytes / (bandwidth e_mem), linear in
+// theta = (1/e_mm, n_half/e_mm, 1/e_att, overhead). `shape` prices the memory-bound kernels,
+// subtracted as known, and decides which GEMMs are memory-bound; `profile` gives the before values.
+FitGroup fit_compute(const HardwareProfile& profile, const HardwareProfile& shape, const std::vector<Sample>& samples) {
   const Efficiency& e = profile.efficiency;
   std::vector<Unknown> unknowns = {
       {"efficiency.matmul", 1.0 / e.matmul, 1.0, 1000.0},
@@ -178,13 +180,14 @@ FitGroup fit_compute(const HardwareProfile& profile, const std::vector<Sample>& 
     const std::string pass = text_arg(*s.span, "pass");
     if (s.span->category != "compute" || (pass != "forward" && pass != "backward")) continue;
     const TracedRun& run = *s.run;
-    const CostModel cost(run.model, run.run, as_run(profile, run));
+    const CostModel cost(run.model, run.run, as_run(shape, run));
     const int stage = RankGrid(run.layout, run.ranks_per_node).coords(s.span->rank).pp;
     const StageContents contents = stage_contents(run.model, run.layout)[stage];
     const ComputeWork w = pass == "forward" ? cost.forward_work(contents, run.layout) : cost.backward_work(contents, run.layout);
     system.add({w.matmul / cost.matmul_peak(), w.attention / cost.attention_peak(), w.layer_passes,
                 w.matmul_per_row / cost.matmul_peak()},
-               s.span->duration - nested_comm(run, *s.span));
+               s.span->duration - nested_comm(run, *s.span) -
+                   w.memory_traffic / (shape.device.memory_bandwidth * shape.efficiency.memory));
   }
   const SolveResult r = solve(system, unknowns);
   return make_group("compute passes", unknowns, r,
@@ -302,9 +305,19 @@ Calibration calibrate(const HardwareProfile& profile, const std::vector<TracedRu
   for (const TracedRun& run : runs) c.sources.push_back(run.source);
   const std::vector<Sample> samples = fit_spans(runs);
   c.after = profile;
-  c.groups.push_back(fit_compute(profile, samples));
+  FitGroup optimizer = fit_optimizer(profile, samples);
+  // Which GEMMs are memory-bound depends on the efficiencies being fitted: refit with the fitted
+  // ones a few rounds, so that the split follows the measured device rather than the starting guess.
+  HardwareProfile shape = profile;
+  apply(shape, optimizer.parameters.front());
+  FitGroup compute;
+  for (int round = 0; round < 4; ++round) {
+    compute = fit_compute(profile, shape, samples);
+    for (const ParameterFit& p : compute.parameters) apply(shape, p);
+  }
+  c.groups.push_back(std::move(compute));
   for (FitGroup& g : fit_collectives(profile, samples, c.after)) c.groups.push_back(std::move(g));
-  c.groups.push_back(fit_optimizer(profile, samples));
+  c.groups.push_back(std::move(optimizer));
   c.groups.push_back(fit_step_overhead(profile, runs));
   // Collective figures are already in c.after; the scalar fields go in here.
   for (const FitGroup& g : c.groups) {

@@ -41,6 +41,7 @@ struct RunOptions {
   double deadline_days = 30;
   double budget = 0;
   std::string precision = "bf16";
+  std::string attention = "fused";
   double routing_skew = 1.0;
   double memory_headroom = 0.10;
   int top = 5;
@@ -61,6 +62,7 @@ void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
   app.add_option("--deadline-days", o.deadline_days, "deadline for cost-deadline")->capture_default_str();
   app.add_option("--budget", o.budget, "budget for time-budget, in the profile's currency");
   app.add_option("--precision", o.precision, "bf16 | fp8")->capture_default_str();
+  app.add_option("--attention", o.attention, "attention kernel: fused (FlashAttention) | unfused")->capture_default_str();
   app.add_option("--routing-skew", o.routing_skew, "busiest EP rank's tokens over the mean (>= 1)")->capture_default_str();
   app.add_option("--memory-headroom", o.memory_headroom, "fraction of device memory kept free")->capture_default_str();
   app.add_option("--top", o.top, "ranked layouts to keep")->capture_default_str();
@@ -143,6 +145,7 @@ TrainingRun training_run(const RunOptions& o) {
   run.seq_len = o.seq_len;
   run.tokens = o.tokens;
   run.precision = parse_precision(o.precision, "--precision", "");
+  run.attention = parse_attention_kernel(o.attention, "--attention", "");
   run.routing_skew = o.routing_skew;
   run.memory_headroom = o.memory_headroom;
   validate(run, "options");
@@ -437,7 +440,8 @@ int cmd_validate(const std::string& path, bool as_json, std::ostream& out) {
   for (const ValidationRow& row : v.rows) {
     rows.push_back({{"name", row.run.name}, {"source", row.run.source}, {"hardware", row.run.profile},
                     {"layout", layout_to_json(row.run.layout)}, {"measured_step_time_s", row.run.measured_step_s},
-                    {"predicted_step_time_s", row.predicted_step_s}, {"relative_error", row.relative_error}});
+                    {"predicted_step_time_s", row.predicted_step_s}, {"relative_error", row.relative_error},
+                    {"predicted", step_cost_to_json(row.predicted)}});
   }
   out << json{{"runs", rows}, {"mean_relative_error", v.mean_error}, {"worst_relative_error", v.worst_error}}.dump(2)
       << "\n";

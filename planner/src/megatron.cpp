@@ -58,7 +58,7 @@ void add_layout(std::vector<std::string>& a, const Plan& p) {
   add(a, "--pipeline-model-parallel-size", l.pp);
   if (l.vpp > 1) add(a, "--num-layers-per-virtual-pipeline-stage", p.model.layers / (l.pp * l.vpp));
   if (p.model.is_moe()) add(a, "--expert-model-parallel-size", l.ep);
-  if (l.tp > 1) a.push_back("--sequence-parallel");
+  if (l.tp > 1 && l.sequence_parallel) a.push_back("--sequence-parallel");
   add(a, "--micro-batch-size", l.micro_batch);
   add(a, "--global-batch-size", p.run.global_batch);
   if (l.recompute == Recompute::kSelective) {
@@ -71,6 +71,8 @@ void add_layout(std::vector<std::string>& a, const Plan& p) {
   // Megatron trains in fp32 unless told --bf16 (fp8 runs on top of bf16).
   if (p.run.precision != Precision::kFp32) a.push_back("--bf16");
   if (p.run.precision == Precision::kFp8) a.insert(a.end(), {"--fp8-format", "hybrid"});
+  // Megatron-Core's attention backends: flash for fused (FlashAttention), unfused for the old path.
+  a.insert(a.end(), {"--attention-backend", p.run.attention == AttentionKernel::kFused ? "flash" : "unfused"});
 }
 
 }  // namespace

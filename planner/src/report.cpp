@@ -15,8 +15,8 @@ std::string printf_string(const char* format, auto... values) {
 
 std::string layout_label(const Layout& l) {
   const char* recompute = l.recompute == Recompute::kFull ? "full" : l.recompute == Recompute::kSelective ? "sel" : "none";
-  return printf_string("tp%d pp%d vpp%d ep%d dp%d mb%d %s%s", l.tp, l.pp, l.vpp, l.ep, l.dp, l.micro_batch,
-                       recompute, l.optimizer_sharding ? " zero1" : "");
+  return printf_string("tp%d pp%d vpp%d ep%d dp%d mb%d %s%s%s", l.tp, l.pp, l.vpp, l.ep, l.dp, l.micro_batch,
+                       recompute, l.optimizer_sharding ? " zero1" : "", l.tp > 1 && !l.sequence_parallel ? " nosp" : "");
 }
 
 void print_plan_table(std::ostream& out, const std::vector<TableRow>& rows) {

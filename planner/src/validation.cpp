@@ -51,6 +51,7 @@ Layout read_layout(const YamlFields& f) {
   l.micro_batch = f.integer("micro_batch", 1);
   l.recompute = parse_recompute(f.text("recompute"), f.source(), f.path("recompute"));
   l.optimizer_sharding = f.boolean("optimizer_sharding");
+  l.sequence_parallel = l.tp == 1 || f.boolean("sequence_parallel");
   return l;
 }
 
@@ -61,6 +62,7 @@ PublishedRun read_run(const YamlFields& f) {
   r.profile = f.text("hardware");
   r.model = read_model(f.section("model"), r.name);
   r.run.precision = parse_precision(f.text("precision"), f.source(), f.path("precision"));
+  r.run.attention = parse_attention_kernel(f.text("attention"), f.source(), f.path("attention"));
   r.run.seq_len = f.integer("seq_len", 1);
   r.model.seq_len = r.run.seq_len;
   r.run.global_batch = f.integer("global_batch", 1);
@@ -105,7 +107,8 @@ Validation validate_runs(const std::vector<PublishedRun>& runs) {
     }
     if (auto why = precision_unsupported(profile, r.run.precision)) throw input_error(r.file, r.path + "precision", *why);
     const CostModel cost(r.model, r.run, profile);
-    ValidationRow row{r, cost.evaluate(r.layout).step_time_s, 0};
+    const StepCost predicted = cost.evaluate(r.layout);
+    ValidationRow row{r, predicted.step_time_s, predicted, 0};
     row.relative_error = std::abs(row.predicted_step_s - r.measured_step_s) / r.measured_step_s;
     v.mean_error += row.relative_error / runs.size();
     v.worst_error = std::max(v.worst_error, row.relative_error);

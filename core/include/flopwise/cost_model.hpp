@@ -31,8 +31,9 @@ int in_flight_chunks(const Layout& layout, int rank, int micro_batches);
 struct ComputeWork {
   Flops matmul = 0;          // GEMM FLOPs on this device
   Flops matmul_per_row = 0;  // sum over its GEMMs of FLOPs per row (2 x weights): Hockney's n_1/2 term
-  Flops attention = 0;       // attention core (QK^T, PV)
+  Flops attention = 0;       // attention core (QK^T, PV) in a fused kernel
   double layer_passes = 0;   // layers run, for the per-layer overhead
+  Bytes memory_traffic = 0;  // bytes memory-bound kernels (norms, activations, softmax) stream
   ComputeWork& operator+=(const ComputeWork& other);
   ComputeWork scaled(double factor) const;
 };
@@ -65,6 +66,11 @@ class CostModel {
   Bytes layer_activation_bytes(bool moe_layer, const Layout& layout) const;
   Seconds layer_forward_seconds(bool moe_layer, const Layout& layout) const;
   ComputeWork layer_forward_work(bool moe_layer, const Layout& layout) const;
+  // The attention core of one layer over one micro-batch: a fused kernel's FLOPs, or the unfused
+  // path's batched GEMMs over the whole s x s square and the softmax and dropout bytes around them.
+  ComputeWork attention_core_work(const Layout& layout) const;
+  // Bytes per token one layer's memory-bound kernels stream in its forward, on one device.
+  Bytes elementwise_bytes_per_token(bool moe_layer, const Layout& layout) const;
   ComputeWork forward_work(const StageContents& stage, const Layout& layout) const;
   ComputeWork backward_work(const StageContents& stage, const Layout& layout) const;
   Seconds compute_seconds(const ComputeWork& work) const;
@@ -93,6 +99,15 @@ class CostModel {
   Seconds optimizer_seconds(const StageContents& stage, const Layout& layout) const;
 
  private:
+  enum class Pass { kForward, kBackward };
+  ComputeWork gemm_work(double rows, double inner, double cols, double count) const;
+  ComputeWork matrix_work(const WeightMatrix& matrix, double rows, double count, Pass pass, const Layout& layout) const;
+  ComputeWork layer_gemm_work(bool moe_layer, Pass pass, const Layout& layout) const;
+  Flops layer_matmul_per_row(bool moe_layer, const Layout& layout) const;
+  ComputeWork layer_work(bool moe_layer, Pass pass, const Layout& layout) const;
+  ComputeWork lm_head_work(Pass pass, const Layout& layout) const;
+  ComputeWork layers_work(const StageContents& stage, Pass pass, const Layout& layout) const;
+  ComputeWork stage_work(const StageContents& stage, Pass pass, const Layout& layout) const;
   struct RankTime {
     Seconds compute = 0, tp = 0, ep = 0;
     Seconds total() const { return compute + tp + ep; }
@@ -112,8 +127,10 @@ class CostModel {
   LayerParams layer_params_;
   ParamCounts params_;
   LayerFlops moe_flops_, dense_flops_;
+  LayerMatrices moe_matrices_, dense_matrices_;
   Flops lm_head_flops_;
   FlopsPerSecond matmul_rate_, attention_rate_, peak_, attention_peak_;
+  BytesPerSecond memory_rate_;
   PrecisionBytes bytes_;
   Bytes usable_memory_;
 };

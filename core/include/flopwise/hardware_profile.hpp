@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 
+#include "flopwise/gemm.hpp"
 #include "flopwise/units.hpp"
 
 namespace flopwise {
@@ -22,6 +23,7 @@ struct DeviceSpec {
   double price_per_device_hour = 0;
   std::string currency;
   bool fp8 = false;
+  GemmTiling gemm;  // compute units and output tile of its GEMM kernels (none: no quantization)
 
   FlopsPerSecond peak_flops(Precision precision) const;
 };

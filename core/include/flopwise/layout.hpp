@@ -14,7 +14,7 @@ std::string to_string(Recompute recompute);
 Recompute parse_recompute(const std::string& text, const std::string& source, const std::string& field);
 
 struct Layout {
-  int tp = 1;          // tensor parallel (with sequence parallelism when > 1)
+  int tp = 1;          // tensor parallel
   int pp = 1;          // pipeline stages
   int vpp = 1;         // virtual stages (model chunks) per pipeline rank; > 1 is interleaved 1F1B
   int ep = 1;          // expert parallel, carved out of the data-parallel dimension
@@ -22,6 +22,10 @@ struct Layout {
   int micro_batch = 1; // sequences per micro-batch
   Recompute recompute = Recompute::kNone;
   bool optimizer_sharding = false;  // distributed optimizer (ZeRO-1) over DP
+  // With tp > 1: Megatron's sequence parallelism (norms, dropout and residual adds sharded over TP,
+  // all-gather / reduce-scatter around each block); false: plain TP all-reduces, those parts
+  // replicated on every TP rank. Always true when tp == 1, so equal layouts compare equal.
+  bool sequence_parallel = true;
 
   int devices() const { return tp * pp * dp; }
   int expert_dp() const { return dp / ep; }

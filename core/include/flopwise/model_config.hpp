@@ -1,6 +1,7 @@
 #pragma once
 // The shape of a decoder-only transformer, dense or Mixture-of-Experts, and what it costs per token.
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -73,6 +74,26 @@ struct ParamCounts {
 };
 
 LayerParams layer_params(const ModelConfig& model);
+
+// How Megatron-LM's tensor parallelism splits the GEMM of a weight matrix: column-parallel
+// layers split its outputs, row-parallel ones its inputs; the router and MLA's down-projections
+// keep whole weights and run on each rank's sequence shard.
+enum class TpSplit { kOutputs, kInputs, kSequence };
+
+struct WeightMatrix {
+  double inputs = 0;   // the GEMM's inner dimension
+  double outputs = 0;  // its columns
+  TpSplit split = TpSplit::kOutputs;
+};
+
+// The weight matrices every token of a layer multiplies (attention, router, shared experts, dense
+// MLP), and those of one routed expert (each token meets top_k of them). Biases and norms are not
+// GEMMs; everything else in layer_params is here, so FLOPs and GEMM shapes share one source.
+struct LayerMatrices {
+  std::vector<WeightMatrix> shared;
+  std::vector<WeightMatrix> routed_expert;
+};
+LayerMatrices layer_matrices(const ModelConfig& model, bool moe_layer);
 ParamCounts param_counts(const ModelConfig& model);
 
 // Forward FLOPs for one token of one layer, split so that each part can go to its own

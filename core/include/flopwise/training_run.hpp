@@ -1,14 +1,25 @@
 #pragma once
 // What the user wants trained, independent of how it is laid out.
+#include <string>
+
 #include "flopwise/hardware_profile.hpp"
 
 namespace flopwise {
+
+// How the attention core runs. Fused (FlashAttention-style) kernels never store or stream the
+// s x s scores, and every current framework uses them; unfused is Megatron-LM's older path
+// (batched GEMMs around a scale-mask-softmax and attention dropout, as in Korthikanti et al. 2022),
+// kept as an explicit option for runs that used it.
+enum class AttentionKernel { kFused, kUnfused };
+std::string to_string(AttentionKernel kernel);
+AttentionKernel parse_attention_kernel(const std::string& text, const std::string& source, const std::string& field);
 
 struct TrainingRun {
   int global_batch = 8960;  // sequences per step (Ling report, section 3.4: 8,960 x 4K tokens)
   int seq_len = 4096;
   double tokens = 1e12;     // token budget the cost and days are reported for
   Precision precision = Precision::kBf16;
+  AttentionKernel attention = AttentionKernel::kFused;
   // Busiest EP rank's routed tokens over the mean; 1 is perfectly balanced routing.
   double routing_skew = 1.0;
   // Fraction of device memory kept free (fragmentation, spikes); a layout must fit in the rest.

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "flopwise/layout.hpp"
+#include "flopwise/step_cost.hpp"
 
 namespace flopwise {
 
@@ -28,6 +29,7 @@ std::vector<PublishedRun> shipped_published_runs();
 struct ValidationRow {
   PublishedRun run;
   Seconds predicted_step_s = 0;
+  StepCost predicted;         // the whole prediction: breakdown and memory
   double relative_error = 0;  // |predicted - measured| / measured
 };
 
