@@ -88,7 +88,8 @@ std::string synthetic_trace(const std::string& name, const RunShape& shape, int 
     }
   }
   json layout = {{"tp", l.tp}, {"pp", l.pp}, {"vpp", 1}, {"ep", l.ep}, {"dp", l.dp}, {"micro_batch", l.micro_batch},
-                 {"recompute", "none"}, {"optimizer_sharding", false}, {"sequence_parallel", false}};
+                 {"recompute", "none"}, {"optimizer_sharding", false}, {"sequence_parallel", false},
+                 {"first_stage_layers", 0}, {"last_stage_layers", 0}};
   json meta = {{"model", model_to_json(model)}, {"layout", layout}, {"seq_len", shape.seq_len},
                {"global_batch", run.global_batch}, {"precision", "bf16"}, {"ranks", l.devices()},
                {"ranks_per_node", p.node.devices}};

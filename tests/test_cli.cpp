@@ -68,6 +68,22 @@ TEST(Cli, PlanEvaluatesTheUsersLayoutBesideTheBest) {
   EXPECT_LE(j["unconstrained_best"]["cost"].get<double>(), j["cost"].get<double>() * 1.0000001);
 }
 
+// 88 layers on 16 stages run in public with lighter ends (2 + 14 x 6 + 2): evaluated, not refused.
+TEST(Cli, PlanBalancesUnevenPipelineEnds) {
+  const Outcome o = run({"plan", "--model", "ling-plus", "--profile", "h800-sxm", "--devices", "2048", "--tp", "2",
+                         "--pp", "16", "--vpp", "1", "--ep", "8", "--micro-batch", "1", "--recompute", "selective",
+                         "--optimizer-sharding", "true", "--objective", "time", "--json"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  const auto j = nlohmann::json::parse(o.out);
+  EXPECT_EQ(j["layout"]["first_stage_layers"], 2);
+  EXPECT_EQ(j["layout"]["last_stage_layers"], 2);
+  const Outcome given = run({"plan", "--model", "ling-plus", "--profile", "h800-sxm", "--devices", "2048", "--tp", "2",
+                             "--pp", "16", "--vpp", "1", "--ep", "8", "--micro-batch", "1", "--recompute", "selective",
+                             "--optimizer-sharding", "true", "--objective", "time", "--first-stage-layers", "3"});
+  EXPECT_NE(given.code, 0);
+  EXPECT_NE(given.err.find("first/last stage layers 3/0"), std::string::npos) << given.err;
+}
+
 TEST(Cli, CompareJsonHasAnEntryPerProfile) {
   const Outcome o = run({"compare", "--model", "ling-lite", "--profiles", "device-C,device-E", "--devices", "8:512",
                          "--json"});

@@ -39,6 +39,15 @@ TEST(ExecutorSpec, LayoutsTooBigForTheMachineAreScaledWithAMessage) {
   EXPECT_LE(l.devices(), 4);
   EXPECT_EQ(l.dp % l.ep, 0);
   EXPECT_NE(note.find("scaled to"), std::string::npos) << note;
+  // A plan's uneven pipeline ends are rebalanced when the pipeline shrinks.
+  Layout uneven{1, 16, 1, 1, 1, 1, Recompute::kNone, false};
+  ModelConfig eighty_eight = m;
+  eighty_eight.layers = 88;
+  uneven.first_stage_layers = uneven.last_stage_layers = 2;
+  int uneven_batch = 16;
+  const std::string rebalanced = fit_layout(uneven, uneven_batch, eighty_eight, 4);
+  EXPECT_TRUE(stages_fit(88, uneven));
+  EXPECT_NE(rebalanced.find("pipeline ends 2/2 -> 0/0"), std::string::npos) << rebalanced;
   Layout fits{1, 1, 1, 1, 2, 1, Recompute::kNone, false};
   int same = 16;
   EXPECT_EQ(fit_layout(fits, same, m, 4), "");

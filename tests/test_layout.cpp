@@ -84,3 +84,49 @@ TEST(RankGrid, EveryRankIsInExactlyOneGroupOfEachKind) {
 }
 
 }  // namespace flopwise
+
+namespace flopwise {
+
+// Megatron-Core's uneven pipeline: first and last rank hold their own counts, the middle ranks an
+// equal share of the rest, each rank's layers split over its vpp chunks in chunk order.
+TEST(PipelineStages, UnevenEndsSplitTheLayersByHand) {
+  Layout l{1, 16, 2, 1, 1, 1};
+  EXPECT_FALSE(stages_fit(126, l));  // 32 chunks do not divide 126 layers
+  ASSERT_TRUE(balance_stages(126, l));
+  EXPECT_EQ(l.first_stage_layers, 6);  // 6 + 14 x 8 + 8 = 126
+  EXPECT_EQ(l.last_stage_layers, 8);
+  EXPECT_EQ(rank_layer_count(126, l, 0), 6);
+  EXPECT_EQ(rank_layer_count(126, l, 7), 8);
+  EXPECT_EQ(chunk_layers(126, l, 0).count, 3);    // rank 0, round 0: layers 0-2
+  EXPECT_EQ(chunk_layers(126, l, 1).first, 3);    // rank 1 starts after rank 0's 3
+  EXPECT_EQ(chunk_layers(126, l, 15).first, 3 + 14 * 4);
+  EXPECT_EQ(chunk_layers(126, l, 15).count, 4);   // the last rank's 8 over 2 chunks
+  EXPECT_EQ(chunk_layers(126, l, 16).first, 63);  // round 1 starts half-way
+  EXPECT_EQ(chunk_layers(126, l, 31).first + chunk_layers(126, l, 31).count, 126);
+
+  Layout plus{1, 16, 1, 1, 1, 1};
+  ASSERT_TRUE(balance_stages(88, plus));  // Ling-Plus: 2 + 14 x 6 + 2
+  EXPECT_EQ(plus.first_stage_layers, 2);
+  EXPECT_EQ(plus.last_stage_layers, 2);
+  Layout even{1, 4, 1, 1, 1, 1};
+  ASSERT_TRUE(balance_stages(8, even));
+  EXPECT_EQ(even.first_stage_layers + even.last_stage_layers, 0);
+}
+
+TEST(PipelineStages, BrokenEndsAreRefusedWithTheirFigures) {
+  Layout odd{1, 2, 2, 1, 1, 1};
+  odd.first_stage_layers = 1;  // not a multiple of vpp = 2
+  EXPECT_FALSE(stages_fit(4, odd));
+  Layout l{1, 2, 1, 1, 1, 1};
+  l.first_stage_layers = 1;
+  EXPECT_TRUE(stages_fit(4, l));  // 1 + 3
+  EXPECT_EQ(violated(l), std::nullopt);
+  l.last_stage_layers = 2;  // 1 + 2 leaves one of tiny_moe's 4 layers on no rank
+  EXPECT_EQ(violated(l), Constraint::kPpLayers);
+  TrainingRun run;
+  run.global_batch = 64;
+  const std::string why = explain(Constraint::kPpLayers, testing::tiny_moe(), run, testing::round_profile(), {1, 4096}, l);
+  EXPECT_NE(why.find("first/last stage layers 1/2"), std::string::npos) << why;
+}
+
+}  // namespace flopwise

@@ -98,6 +98,15 @@ TEST(Plan, MegatronArgumentsCarryTheLayout) {
   EXPECT_EQ(value_of("--num-query-groups"), "8");
   EXPECT_EQ(value_of("--recompute-granularity"), "selective");
   EXPECT_NE(std::find(args.begin(), args.end(), "--use-distributed-optimizer"), args.end());
+  EXPECT_EQ(value_of("--decoder-first-pipeline-num-layers"), "<absent>");  // 88 layers split evenly on 8
+  EXPECT_EQ(value_of("--attention-backend"), "flash");
+  Plan uneven = ling_plus_plan();
+  uneven.layout.pp = 16;
+  uneven.layout.first_stage_layers = uneven.layout.last_stage_layers = 2;
+  const std::vector<std::string> uneven_args = megatron_args(uneven);
+  auto uneven_value = [&](const std::string& flag) { return *(std::find(uneven_args.begin(), uneven_args.end(), flag) + 1); };
+  EXPECT_EQ(uneven_value("--decoder-first-pipeline-num-layers"), "2");
+  EXPECT_EQ(uneven_value("--decoder-last-pipeline-num-layers"), "2");
   EXPECT_NE(std::find(args.begin(), args.end(), "--sequence-parallel"), args.end());
   EXPECT_EQ(std::find(args.begin(), args.end(), "--num-layers-per-virtual-pipeline-stage"), args.end());
   EXPECT_NE(std::find(args.begin(), args.end(), "--bf16"), args.end());

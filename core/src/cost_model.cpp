@@ -48,12 +48,12 @@ ComputeWork ComputeWork::scaled(double factor) const {
 }
 
 StageContents chunk_contents(const ModelConfig& m, const Layout& l, int chunk) {
-  const int chunk_layers = m.layers / (l.pp * l.vpp);
+  const LayerRange range = chunk_layers(m.layers, l, chunk);
   // Dense layers come first in every family we import.
-  const int dense = clamp_layers(m.dense_layers(), chunk * chunk_layers, chunk_layers);
+  const int dense = clamp_layers(m.dense_layers(), range.first, range.count);
   StageContents c;
   c.dense_layers = dense;
-  c.moe_layers = chunk_layers - dense;
+  c.moe_layers = range.count - dense;
   c.embedding = chunk == 0;
   c.lm_head = chunk == l.pp * l.vpp - 1;
   return c;
@@ -446,9 +446,10 @@ StepCost CostModel::evaluate(const Layout& l) const {
   const std::vector<StageContents> stages = stage_contents(model_, l);
   const int m = l.micro_batches(run_.global_batch);
   StepCost c;
-  RankTime slowest;
+  RankTime slowest, t;
   for (int r = 0; r < l.pp; ++r) {
-    const RankTime t = micro_batch_time(stages[r], l);
+    // Middle ranks usually hold the same layers: cost each distinct stage once.
+    if (r == 0 || !(stages[r] == stages[r - 1])) t = micro_batch_time(stages[r], l);
     if (r == 0 || t.total() > slowest.total()) {
       slowest = t;
       c.slowest_stage = r;

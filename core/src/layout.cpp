@@ -60,6 +60,46 @@ int max_devices(const HardwareProfile& p, const DeviceRange& r) { return std::mi
 
 }  // namespace
 
+int rank_layer_count(int layers, const Layout& l, int rank) {
+  if (rank == 0 && l.first_stage_layers > 0) return l.first_stage_layers;
+  if (rank == l.pp - 1 && l.last_stage_layers > 0) return l.last_stage_layers;
+  const int ends = (l.first_stage_layers > 0) + (l.last_stage_layers > 0);
+  return (layers - l.first_stage_layers - l.last_stage_layers) / (l.pp - ends);
+}
+
+LayerRange chunk_layers(int layers, const Layout& l, int chunk) {
+  const int v = chunk / l.pp, r = chunk % l.pp;
+  // Earlier rounds hold layers / vpp each; in this round, rank 0 and then r - 1 middle ranks.
+  int first = v * (layers / l.vpp);
+  if (r > 0) first += (rank_layer_count(layers, l, 0) + (r - 1) * rank_layer_count(layers, l, 1)) / l.vpp;
+  return {first, rank_layer_count(layers, l, r) / l.vpp};
+}
+
+bool stages_fit(int layers, const Layout& l) {
+  const int f = l.first_stage_layers, last = l.last_stage_layers;
+  if (f == 0 && last == 0) return layers % (l.pp * l.vpp) == 0;
+  if (f < 0 || last < 0 || l.pp < 2 || f % l.vpp != 0 || last % l.vpp != 0) return false;
+  const int middle_ranks = l.pp - (f > 0) - (last > 0);
+  const int rest = layers - f - last;
+  if (middle_ranks == 0) return rest == 0;
+  return rest > 0 && rest % middle_ranks == 0 && (rest / middle_ranks) % l.vpp == 0;
+}
+
+bool balance_stages(int layers, Layout& l) {
+  l.first_stage_layers = l.last_stage_layers = 0;
+  if (stages_fit(layers, l)) return true;
+  if (l.pp < 3) return false;
+  for (int middle = layers / (l.pp - 2) / l.vpp * l.vpp; middle >= l.vpp; middle -= l.vpp) {
+    const int ends = layers - (l.pp - 2) * middle;
+    if (ends > 2 * middle) break;  // the ends would hold more than the middle: no lighter split
+    l.first_stage_layers = ends / 2 / l.vpp * l.vpp;
+    l.last_stage_layers = ends - l.first_stage_layers;
+    if (l.first_stage_layers >= l.vpp && l.last_stage_layers <= middle && stages_fit(layers, l)) return true;
+  }
+  l.first_stage_layers = l.last_stage_layers = 0;
+  return false;
+}
+
 std::optional<Constraint> violated_constraint(const ModelConfig& m, const TrainingRun& run,
                                               const HardwareProfile& profile, const DeviceRange& range,
                                               const Layout& l) {
@@ -69,7 +109,7 @@ std::optional<Constraint> violated_constraint(const ModelConfig& m, const Traini
   if (m.heads % l.tp != 0 || kv_groups(m) % l.tp != 0) return Constraint::kTpHeads;
   const int node = profile.node.devices;
   if (l.tp > node || node % l.tp != 0) return Constraint::kTpNode;
-  if (m.layers % (l.pp * l.vpp) != 0) return Constraint::kPpLayers;
+  if (!stages_fit(m.layers, l)) return Constraint::kPpLayers;
   if (l.vpp > 1 && l.pp == 1) return Constraint::kVirtualStages;
   if (experts(m) % l.ep != 0) return Constraint::kEpExperts;
   if (l.dp % l.ep != 0) return Constraint::kEpDp;
@@ -91,7 +131,12 @@ std::string explain(Constraint c, const ModelConfig& m, const TrainingRun& run, 
     case Constraint::kTpNode:
       return "tp=" + str(l.tp) + " must divide the " + str(profile.node.devices) + " devices of a node";
     case Constraint::kPpLayers:
-      return "pp x vpp = " + str(l.pp * l.vpp) + " must divide layers (" + str(m.layers) + ")";
+      if (l.first_stage_layers == 0 && l.last_stage_layers == 0) {
+        return "pp x vpp = " + str(l.pp * l.vpp) + " must divide layers (" + str(m.layers) + ")";
+      }
+      return "first/last stage layers " + str(l.first_stage_layers) + "/" + str(l.last_stage_layers) +
+             " must be multiples of vpp=" + str(l.vpp) + " leaving the other stages of pp=" + str(l.pp) +
+             " an equal share of the " + str(m.layers) + " layers, divisible by vpp";
     case Constraint::kVirtualStages:
       return l.pp == 1 ? "vpp=" + str(l.vpp) + " needs pp > 1"
                        : "interleaving needs micro-batches (" + str(l.micro_batches(run.global_batch)) +

@@ -35,7 +35,9 @@ json layout_to_json(const Layout& l) {
           {"dp", l.dp},           {"micro_batch", l.micro_batch},
           {"recompute", to_string(l.recompute)},
           {"optimizer_sharding", l.optimizer_sharding},
-          {"sequence_parallel", l.tp > 1 && l.sequence_parallel}};
+          {"sequence_parallel", l.tp > 1 && l.sequence_parallel},
+          {"first_stage_layers", l.first_stage_layers},
+          {"last_stage_layers", l.last_stage_layers}};
 }
 
 Layout layout_from_json(const json& j, const std::string& source, const std::string& path) {
@@ -51,6 +53,8 @@ Layout layout_from_json(const json& j, const std::string& source, const std::str
   l.recompute = parse_recompute(r.text("recompute"), source, r.where("recompute"));
   l.optimizer_sharding = r.boolean("optimizer_sharding");
   l.sequence_parallel = l.tp == 1 || r.boolean("sequence_parallel");
+  l.first_stage_layers = r.integer("first_stage_layers", 0, kMaxDegree);
+  l.last_stage_layers = r.integer("last_stage_layers", 0, kMaxDegree);
   if (l.dp % l.ep != 0) throw r.error("ep", "must divide dp (" + std::to_string(l.dp) + ")");
   if (static_cast<long long>(l.tp) * l.pp * l.dp > kMaxDegree) throw r.error("dp", "tp x pp x dp exceeds 2^20 devices");
   return l;
@@ -140,6 +144,13 @@ Plan plan_from_json(const json& j, const std::string& source) {
   validate(p.run, source);
   p.objective = parse_objective(r.text("objective"), source, "objective");
   p.layout = layout_from_json(r.get("layout"), source, "layout");
+  if (!stages_fit(p.model.layers, p.layout)) {
+    throw input_error(source, "layout.first_stage_layers",
+                      "the pipeline split (first/last stage layers " + std::to_string(p.layout.first_stage_layers) + "/" +
+                          std::to_string(p.layout.last_stage_layers) + ", pp " + std::to_string(p.layout.pp) + ", vpp " +
+                          std::to_string(p.layout.vpp) + ") does not fit the model's " + std::to_string(p.model.layers) +
+                          " layers");
+  }
   if (r.integer("devices") != p.layout.devices()) {
     throw input_error(source, "devices", "does not equal layout tp x pp x dp (" + std::to_string(p.layout.devices()) + ")");
   }

@@ -66,6 +66,17 @@ std::string fit_layout(Layout& l, int& global_batch, const ModelConfig& model, i
   } else {
     l.ep = 1;
   }
+  // A pipeline that changed (or a scaled model) gets its ends rebalanced; an even split stays even.
+  if ((l.first_stage_layers || l.last_stage_layers) && (l.pp != before.pp || l.vpp != before.vpp)) {
+    balance_stages(model.layers, l);
+  }
+  if (!stages_fit(model.layers, l)) balance_stages(model.layers, l);
+  if (l.first_stage_layers != before.first_stage_layers || l.last_stage_layers != before.last_stage_layers) {
+    notes += "pipeline ends " + std::to_string(before.first_stage_layers) + "/" +
+             std::to_string(before.last_stage_layers) + " -> " + std::to_string(l.first_stage_layers) + "/" +
+             std::to_string(l.last_stage_layers) + " layers for " + std::to_string(model.layers) + " layers on pp" +
+             std::to_string(l.pp) + "; ";
+  }
   // Keep the number of micro-batches per replica, so the pipeline schedule keeps its shape.
   const int micro_batches = std::max(1, batch_before / (before.dp * before.micro_batch));
   global_batch = micro_batches * l.dp * l.micro_batch;

@@ -145,9 +145,9 @@ Worker::Worker(const TrainOptions& o, std::ostream& out)
 }
 
 void Worker::build_model() {
-  const int per_stage = setup_.model.layers / setup_.layout.pp;
-  first_layer_ = position_.pp * per_stage;
-  layer_count_ = per_stage;
+  const LayerRange layers = chunk_layers(setup_.model.layers, setup_.layout, position_.pp);  // vpp is 1 here
+  first_layer_ = layers.first;
+  layer_count_ = layers.count;
   const bool first = position_.pp == 0, last = position_.pp == setup_.layout.pp - 1;
   const TensorParallel tp{groups_.tp, setup_.layout.tp, position_.tp};
   stage_ = Stage(setup_.model, first_layer_, layer_count_, first, last, setup_.layout.ep, tp);

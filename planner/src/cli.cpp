@@ -46,7 +46,7 @@ struct RunOptions {
   double memory_headroom = 0.10;
   int top = 5;
   int refine = 0;
-  int tp = 0, pp = 0, vpp = 0, ep = 0, dp = 0, micro_batch = 0;
+  int tp = 0, pp = 0, vpp = 0, ep = 0, dp = 0, micro_batch = 0, first_stage_layers = 0, last_stage_layers = 0;
   std::string recompute, optimizer_sharding;
   bool json = false;
   std::string out;
@@ -77,6 +77,8 @@ void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
   app.add_option("--dp", o.dp, "fix data parallel size");
   app.add_option("--micro-batch", o.micro_batch, "fix micro-batch size");
   app.add_option("--recompute", o.recompute, "fix recompute: none | selective | full");
+  app.add_option("--first-stage-layers", o.first_stage_layers, "layers of the first pipeline rank (default: balanced)");
+  app.add_option("--last-stage-layers", o.last_stage_layers, "layers of the last pipeline rank (default: balanced)");
   app.add_option("--optimizer-sharding", o.optimizer_sharding, "fix distributed optimizer: true | false");
 }
 
@@ -118,6 +120,8 @@ SearchOptions search_options(const RunOptions& o) {
   s.ep = fixed(o.ep, "--ep");
   s.dp = fixed(o.dp, "--dp");
   s.micro_batch = fixed(o.micro_batch, "--micro-batch");
+  s.first_stage_layers = fixed(o.first_stage_layers, "--first-stage-layers");
+  s.last_stage_layers = fixed(o.last_stage_layers, "--last-stage-layers");
   if (!o.recompute.empty()) s.recompute = parse_recompute(o.recompute, "--recompute", "");
   if (o.optimizer_sharding == "true") s.optimizer_sharding = true;
   if (o.optimizer_sharding == "false") s.optimizer_sharding = false;
@@ -129,11 +133,12 @@ SearchOptions search_options(const RunOptions& o) {
 }
 
 bool has_fixed_dims(const SearchOptions& s) {
-  return s.tp || s.pp || s.vpp || s.ep || s.dp || s.micro_batch || s.recompute || s.optimizer_sharding;
+  return s.tp || s.pp || s.vpp || s.ep || s.dp || s.micro_batch || s.recompute || s.optimizer_sharding ||
+         s.first_stage_layers || s.last_stage_layers;
 }
 
 SearchOptions without_fixed_dims(SearchOptions s) {
-  s.tp = s.pp = s.vpp = s.ep = s.dp = s.micro_batch = std::nullopt;
+  s.tp = s.pp = s.vpp = s.ep = s.dp = s.micro_batch = s.first_stage_layers = s.last_stage_layers = std::nullopt;
   s.recompute = std::nullopt;
   s.optimizer_sharding = std::nullopt;
   return s;
@@ -234,7 +239,7 @@ int cmd_plan(const RunOptions& o, const std::string& profile_name, bool megatron
   // budget: checking the layout one runs today must not need another objective. Only a layout that
   // breaks a structural rule is refused.
   std::vector<std::string> misses;
-  const std::optional<Layout> fixed = fixed_layout(options);
+  const std::optional<Layout> fixed = fixed_layout(options, model.layers);
   if (result.best.empty() && fixed && !violated_constraint(model, run, profile, options.devices, *fixed)) {
     const StepCost c = cost.evaluate(*fixed);
     misses = shortfalls(cost, c, options);
@@ -510,8 +515,8 @@ void bench_simulation(const ModelConfig& model, const TrainingRun& run, std::ost
     const Candidate& c = r.best.front();
     const SimulationResult sim = simulate_step(cost, c.layout, {});
     char line[256];
-    std::snprintf(line, sizeof line, "  %7d  %-38s %9d %9lld %9.2f s %7.2f s %6.2f s\n", devices,
-                  layout_label(c.layout).c_str(), sim.simulated_devices, sim.messages, sim.step_time_s,
+    std::snprintf(line, sizeof line, "  %7d  %-*s %9d %9lld %9.2f s %7.2f s %6.2f s\n", devices,
+                  kLayoutColumn, layout_label(c.layout).c_str(), sim.simulated_devices, sim.messages, sim.step_time_s,
                   c.cost.step_time_s, sim.wall_s);
     out << line;
   }

@@ -56,7 +56,10 @@ void add_layout(std::vector<std::string>& a, const Plan& p) {
   const Layout& l = p.layout;
   add(a, "--tensor-model-parallel-size", l.tp);
   add(a, "--pipeline-model-parallel-size", l.pp);
-  if (l.vpp > 1) add(a, "--num-layers-per-virtual-pipeline-stage", p.model.layers / (l.pp * l.vpp));
+  if (l.first_stage_layers > 0) add(a, "--decoder-first-pipeline-num-layers", l.first_stage_layers);
+  if (l.last_stage_layers > 0) add(a, "--decoder-last-pipeline-num-layers", l.last_stage_layers);
+  // Layers per virtual stage of a middle pipeline rank (the ends split theirs the same way).
+  if (l.vpp > 1) add(a, "--num-layers-per-virtual-pipeline-stage", rank_layer_count(p.model.layers, l, 1) / l.vpp);
   if (p.model.is_moe()) add(a, "--expert-model-parallel-size", l.ep);
   if (l.tp > 1 && l.sequence_parallel) a.push_back("--sequence-parallel");
   add(a, "--micro-batch-size", l.micro_batch);

@@ -15,12 +15,15 @@ std::string printf_string(const char* format, auto... values) {
 
 std::string layout_label(const Layout& l) {
   const char* recompute = l.recompute == Recompute::kFull ? "full" : l.recompute == Recompute::kSelective ? "sel" : "none";
-  return printf_string("tp%d pp%d vpp%d ep%d dp%d mb%d %s%s%s", l.tp, l.pp, l.vpp, l.ep, l.dp, l.micro_batch,
-                       recompute, l.optimizer_sharding ? " zero1" : "", l.tp > 1 && !l.sequence_parallel ? " nosp" : "");
+  const std::string ends = l.first_stage_layers || l.last_stage_layers
+      ? printf_string(" ends%d/%d", l.first_stage_layers, l.last_stage_layers) : "";
+  return printf_string("tp%d pp%d vpp%d ep%d dp%d mb%d %s%s%s%s", l.tp, l.pp, l.vpp, l.ep, l.dp, l.micro_batch,
+                       recompute, l.optimizer_sharding ? " zero1" : "", l.tp > 1 && !l.sequence_parallel ? " nosp" : "",
+                       ends.c_str());
 }
 
 void print_plan_table(std::ostream& out, const std::vector<TableRow>& rows) {
-  out << printf_string("%-12s %7s  %-38s %9s %11s %6s %8s %12s %14s\n", "hardware", "devices", "layout",
+  out << printf_string("%-12s %7s  %-*s %9s %11s %6s %8s %12s %14s\n", "hardware", "devices", kLayoutColumn, "layout",
                        "step (s)", "tokens/s", "MFU", "days", "device-h", "cost");
   for (const TableRow& row : rows) {
     if (!row.candidate) {
@@ -29,8 +32,8 @@ void print_plan_table(std::ostream& out, const std::vector<TableRow>& rows) {
     }
     const Layout& l = row.candidate->layout;
     const StepCost& c = row.candidate->cost;
-    out << printf_string("%-12s %7d  %-38s %9.2f %11.0f %5.1f%% %8.1f %12.0f %10.2fM %s", row.hardware.c_str(),
-                         l.devices(), layout_label(l).c_str(), c.step_time_s, c.tokens_per_s, 100.0 * c.mfu, c.days,
+    out << printf_string("%-12s %7d  %-*s %9.2f %11.0f %5.1f%% %8.1f %12.0f %10.2fM %s", row.hardware.c_str(),
+                         l.devices(), kLayoutColumn, layout_label(l).c_str(), c.step_time_s, c.tokens_per_s, 100.0 * c.mfu, c.days,
                          c.device_hours, c.cost / 1e6, c.currency.c_str());
     out << (row.note.empty() ? "" : "  " + row.note) << "\n";
   }

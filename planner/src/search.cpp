@@ -129,14 +129,33 @@ std::string memory_violation(const MemoryBreakdown& mem, Bytes usable) {
 
 }  // namespace
 
+namespace {
+
+// The pipeline ends a layout of pp x vpp stages gets: the user's, or the most balanced split.
+void set_stage_ends(const SearchOptions& o, int layers, Layout& l) {
+  if (!o.first_stage_layers && !o.last_stage_layers) {
+    balance_stages(layers, l);
+    return;
+  }
+  l.first_stage_layers = o.first_stage_layers.value_or(0);
+  l.last_stage_layers = o.last_stage_layers.value_or(0);
+}
+
+}  // namespace
+
 SearchResult search(const CostModel& cost, const SearchOptions& o) {
   SearchResult result;
   Ranker ranker(o, result);
   const Space s = candidate_space(cost, o);
   Layout l;
-  for (int tp : s.tp) for (int pp : s.pp) for (int vpp : s.vpp) for (int dp : s.dp) for (int ep : s.ep)
+  for (int tp : s.tp) for (int pp : s.pp) for (int vpp : s.vpp) {
+  Layout ends{1, pp, vpp};
+  set_stage_ends(o, cost.model().layers, ends);
+  for (int dp : s.dp) for (int ep : s.ep)
   for (int mb : s.micro_batch) for (Recompute rc : s.recompute) for (bool shard : s.sharding) {
     l = Layout{tp, pp, vpp, ep, dp, mb, rc, shard};
+    l.first_stage_layers = ends.first_stage_layers;
+    l.last_stage_layers = ends.last_stage_layers;
     ++result.considered;
     if (const auto v = violated_constraint(cost.model(), cost.run(), cost.profile(), o.devices, l)) {
       ranker.reject(*v, [&] { return explain(*v, cost.model(), cost.run(), cost.profile(), o.devices, l); });
@@ -155,14 +174,17 @@ SearchResult search(const CostModel& cost, const SearchOptions& o) {
     }
     ranker.offer(l, c);
   }
+  }
   return result;
 }
 
-std::optional<Layout> fixed_layout(const SearchOptions& o) {
+std::optional<Layout> fixed_layout(const SearchOptions& o, int layers) {
   if (!o.tp || !o.pp || !o.vpp || !o.ep || !o.dp || !o.micro_batch || !o.recompute || !o.optimizer_sharding) {
     return std::nullopt;
   }
-  return Layout{*o.tp, *o.pp, *o.vpp, *o.ep, *o.dp, *o.micro_batch, *o.recompute, *o.optimizer_sharding};
+  Layout l{*o.tp, *o.pp, *o.vpp, *o.ep, *o.dp, *o.micro_batch, *o.recompute, *o.optimizer_sharding};
+  set_stage_ends(o, layers, l);
+  return l;
 }
 
 std::vector<std::string> shortfalls(const CostModel& model, const StepCost& c, const SearchOptions& o) {

@@ -52,6 +52,8 @@ Layout read_layout(const YamlFields& f) {
   l.recompute = parse_recompute(f.text("recompute"), f.source(), f.path("recompute"));
   l.optimizer_sharding = f.boolean("optimizer_sharding");
   l.sequence_parallel = l.tp == 1 || f.boolean("sequence_parallel");
+  if (f.has("first_stage_layers")) l.first_stage_layers = f.integer("first_stage_layers", 1);
+  if (f.has("last_stage_layers")) l.last_stage_layers = f.integer("last_stage_layers", 1);
   return l;
 }
 
@@ -119,12 +121,12 @@ Validation validate_runs(const std::vector<PublishedRun>& runs) {
 
 void print_validation(std::ostream& out, const Validation& v) {
   char line[256];
-  std::snprintf(line, sizeof line, "%-22s %-10s %-38s %10s %10s %7s\n", "run", "hardware", "layout", "measured",
+  std::snprintf(line, sizeof line, "%-22s %-10s %-*s %10s %10s %7s\n", "run", "hardware", kLayoutColumn, "layout", "measured",
                 "predicted", "error");
   out << line;
   for (const ValidationRow& row : v.rows) {
-    std::snprintf(line, sizeof line, "%-22s %-10s %-38s %9.2fs %9.2fs %6.1f%%\n", row.run.name.c_str(),
-                  row.run.profile.c_str(), layout_label(row.run.layout).c_str(), row.run.measured_step_s, row.predicted_step_s,
+    std::snprintf(line, sizeof line, "%-22s %-10s %-*s %9.2fs %9.2fs %6.1f%%\n", row.run.name.c_str(),
+                  row.run.profile.c_str(), kLayoutColumn, layout_label(row.run.layout).c_str(), row.run.measured_step_s, row.predicted_step_s,
                   100 * row.relative_error);
     out << line;
   }

@@ -15,6 +15,7 @@ struct StageContents {
   int moe_layers = 0;
   bool embedding = false;
   bool lm_head = false;
+  bool operator==(const StageContents&) const = default;
 };
 
 // The layers of model chunk `chunk` (virtual stage; chunk v * pp + r runs on pipeline rank r).

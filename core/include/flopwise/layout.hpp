@@ -26,6 +26,11 @@ struct Layout {
   // all-gather / reduce-scatter around each block); false: plain TP all-reduces, those parts
   // replicated on every TP rank. Always true when tp == 1, so equal layouts compare equal.
   bool sequence_parallel = true;
+  // Uneven pipeline (Megatron-Core's --decoder-first/last-pipeline-num-layers): layers on the first
+  // and last pipeline rank, the middle ranks splitting the rest evenly; 0 means an even share. The
+  // ends carry the embedding and the LM head, so fewer layers there balance the stages.
+  int first_stage_layers = 0;
+  int last_stage_layers = 0;
 
   int devices() const { return tp * pp * dp; }
   int expert_dp() const { return dp / ep; }
@@ -33,12 +38,26 @@ struct Layout {
   bool operator==(const Layout&) const = default;
 };
 
+// Which layers model chunk `chunk` holds (chunk v * pp + r is virtual stage v of pipeline rank r;
+// layers go to chunks in chunk order). The one home of the rule; the layout must be valid.
+struct LayerRange {
+  int first = 0;
+  int count = 0;
+};
+int rank_layer_count(int layers, const Layout& layout, int rank);
+LayerRange chunk_layers(int layers, const Layout& layout, int chunk);
+bool stages_fit(int layers, const Layout& layout);
+// The most balanced split of `layers` over pp ranks x vpp chunks with lighter ends: even when
+// pp x vpp divides the layers, otherwise the largest middle share whose ends hold no more than it
+// (e.g. 126 layers on 16 x 2: 6 + 14 x 8 + 8). Sets first/last_stage_layers; false when none.
+bool balance_stages(int layers, Layout& layout);
+
 // Each rule a layout must obey, in the order they are checked; the planner counts how many
 // candidate layouts each one removed.
 enum class Constraint {
   kTpHeads,      // heads and KV heads divisible by TP
   kTpNode,       // a TP group stays inside one node
-  kPpLayers,     // layers divisible by PP x virtual stages
+  kPpLayers,     // layers split over PP x virtual stages (evenly, or with set first/last stages)
   kVirtualStages,// interleaving needs PP > 1 and micro-batches divisible by PP
   kEpExperts,    // routed experts divisible by EP
   kEpDp,         // EP divides DP

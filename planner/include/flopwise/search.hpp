@@ -20,6 +20,8 @@ struct SearchOptions {
   std::optional<int> tp, pp, vpp, ep, dp, micro_batch;
   std::optional<Recompute> recompute;
   std::optional<bool> optimizer_sharding;
+  // Layers of the first and last pipeline rank; unset: the search balances them (balance_stages).
+  std::optional<int> first_stage_layers, last_stage_layers;
 };
 
 void validate(const SearchOptions& options, const std::string& source);
@@ -43,8 +45,9 @@ struct SearchResult {
 
 SearchResult search(const CostModel& model, const SearchOptions& options);
 
-// The layout the options fix completely (every degree, recompute and sharding), or nullopt.
-std::optional<Layout> fixed_layout(const SearchOptions& options);
+// The layout the options fix completely (every degree, recompute and sharding), or nullopt; its
+// pipeline ends are the options' or balanced over the model's `layers`.
+std::optional<Layout> fixed_layout(const SearchOptions& options, int layers);
 // What a structurally valid layout misses, in words: device memory, the deadline, the budget.
 std::vector<std::string> shortfalls(const CostModel& model, const StepCost& cost, const SearchOptions& options);
 
