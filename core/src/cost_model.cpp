@@ -86,9 +86,9 @@ CostModel::CostModel(const ModelConfig& model, const TrainingRun& run, const Har
       layer_params_(layer_params(model)),
       params_(param_counts(model)),
       moe_flops_(moe_layer_flops(model, run.seq_len)),
+      dense_flops_(dense_layer_flops(model, run.seq_len)),
       moe_matrices_(layer_matrices(model, true)),
       dense_matrices_(layer_matrices(model, false)),
-      dense_flops_(dense_layer_flops(model, run.seq_len)),
       lm_head_flops_(lm_head_flops(model)) {
   if (auto why = precision_unsupported(profile, run.precision)) throw InputError(*why);
   peak_ = profile.device.peak_flops(run.precision);
@@ -165,8 +165,12 @@ Flops CostModel::layer_matmul_per_row(bool moe_layer, const Layout& l) const {
   return per_row;
 }
 
+// Forward passes' worth of work in a pass: the backward computes input and weight gradients, twice
+// the forward's FLOPs, and moves twice its bytes.
+double CostModel::passes_of(Pass pass) { return pass == Pass::kForward ? 1.0 : 2.0; }
+
 ComputeWork CostModel::layer_work(bool moe_layer, Pass pass, const Layout& l) const {
-  const double passes = pass == Pass::kForward ? 1.0 : 2.0;  // backward: input and weight gradients
+  const double passes = passes_of(pass);
   ComputeWork w = attention_core_work(l).scaled(passes);
   w += layer_gemm_work(moe_layer, pass, l);
   w.matmul_per_row = passes * layer_matmul_per_row(moe_layer, l);
@@ -261,7 +265,7 @@ Bytes CostModel::layer_activation_bytes(bool moe_layer, const Layout& l) const {
 // write 4 bytes each), then a softmax reads them twice (max, then exp and sum) and writes them once.
 ComputeWork CostModel::lm_head_work(Pass pass, const Layout& l) const {
   const double tokens = micro_batch_tokens(l);
-  const double passes = pass == Pass::kForward ? 1.0 : 2.0;
+  const double passes = passes_of(pass);
   const WeightMatrix head{static_cast<double>(model_.hidden), static_cast<double>(model_.vocab), TpSplit::kOutputs};
   ComputeWork w = matrix_work(head, tokens, 1.0, pass, l);
   w.matmul_per_row = passes * lm_head_flops_ / l.tp;

@@ -101,6 +101,7 @@ class CostModel {
 
  private:
   enum class Pass { kForward, kBackward };
+  static double passes_of(Pass pass);
   ComputeWork gemm_work(double rows, double inner, double cols, double count) const;
   ComputeWork matrix_work(const WeightMatrix& matrix, double rows, double count, Pass pass, const Layout& layout) const;
   ComputeWork layer_gemm_work(bool moe_layer, Pass pass, const Layout& layout) const;
