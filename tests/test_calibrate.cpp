@@ -92,7 +92,7 @@ std::string synthetic_trace(const std::string& name, const RunShape& shape, int 
                  {"first_stage_layers", 0}, {"last_stage_layers", 0}};
   json meta = {{"model", model_to_json(model)}, {"layout", layout}, {"seq_len", shape.seq_len},
                {"global_batch", run.global_batch}, {"precision", "bf16"}, {"ranks", l.devices()},
-               {"ranks_per_node", p.node.devices}};
+               {"ranks_per_node", p.node.devices}, {"comm_overlap", "none"}};
   const std::string path = ::testing::TempDir() + "/flopwise_calibrate_" + name + ".json";
   std::ofstream(path) << json{{"traceEvents", w.events}, {"otherData", {{"flopwise_run", meta}}}}.dump();
   return path;

@@ -108,6 +108,8 @@ TEST(Cli, BadInputEndsWithOneLineAndCodeTwo) {
   expect_one_line_error(run({"plan", "--profile", "device-Z"}), "device-Z");
   expect_one_line_error(run({"plan", "--profile", "device-D", "--devices", "lots"}), "--devices");
   expect_one_line_error(run({"plan", "--profile", "device-D", "--precision", "fp4"}), "unknown precision");
+  expect_one_line_error(run({"plan", "--profile", "device-D", "--comm-overlap", "grad,p2p"}), "--comm-overlap");
+  expect_one_line_error(run({"plan", "--profile", "device-D", "--comm-overlap", ""}), "--comm-overlap");
   expect_one_line_error(run({"plan", "--profile", "device-C", "--precision", "fp8"}), "device.fp8");
   expect_one_line_error(run({"plan", "--profile", "device-D", "--objective", "vibes"}), "unknown objective");
   expect_one_line_error(run({"plan", "--profile", "device-D", "--tokens", "-5"}), "tokens");

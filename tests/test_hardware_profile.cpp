@@ -72,7 +72,9 @@ TEST(HardwareProfile, EachClassOfBadInputNamesFileAndField) {
             std::string::npos);
   EXPECT_NE(error_of(round_profile_with("{bf16: 100, fp8: 200}", "{bf16: 100}")).find("peak_tflops.fp8: missing"),
             std::string::npos);
-  EXPECT_NE(error_of(round_profile_with("overlap: {tp: 0.0, ep: 0.0, pp: 0.0, dp: 0.0}\n", "")).find("overlap: missing section"),
+  // Overlap moved from the profile to the run: an old profile is told so, not silently half-read.
+  EXPECT_NE(error_of(round_profile_with("runtime_reserved", "overlap: {tp: 0.0, dp: 0.8}\nruntime_reserved"))
+                .find("overlap: is no longer a profile section"),
             std::string::npos);
   EXPECT_NE(error_of("[1, 2]").find("p.yaml"), std::string::npos);
 }

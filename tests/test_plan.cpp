@@ -77,6 +77,9 @@ TEST(Plan, BadPlansNameTheField) {
   nlohmann::json devices = j;
   devices["devices"] = 7;
   EXPECT_NE(error_of(devices).find("devices: does not equal"), std::string::npos);
+  nlohmann::json overlap = j;
+  overlap["comm_overlap"] = "grad_reduce,sometimes";
+  EXPECT_NE(error_of(overlap).find("comm_overlap: unknown overlap 'sometimes'"), std::string::npos);
   nlohmann::json recompute = j;
   recompute["layout"]["recompute"] = "sometimes";
   EXPECT_NE(error_of(recompute).find("layout.recompute"), std::string::npos);
@@ -100,6 +103,20 @@ TEST(Plan, MegatronArgumentsCarryTheLayout) {
   EXPECT_NE(std::find(args.begin(), args.end(), "--use-distributed-optimizer"), args.end());
   EXPECT_EQ(value_of("--decoder-first-pipeline-num-layers"), "<absent>");  // 88 layers split evenly on 8
   EXPECT_EQ(value_of("--attention-backend"), "flash");
+  // The run's communication overlap, each switch where it applies (sharded optimizer, TP > 1).
+  auto has = [](const std::vector<std::string>& a, const std::string& flag) {
+    return std::find(a.begin(), a.end(), flag) != a.end();
+  };
+  EXPECT_TRUE(has(args, "--overlap-grad-reduce"));
+  EXPECT_TRUE(has(args, "--overlap-param-gather"));
+  EXPECT_FALSE(has(args, "--tp-comm-overlap"));
+  Plan blocking = ling_plus_plan();
+  blocking.run.overlap = parse_comm_overlap("none", "test", "comm_overlap");
+  const std::vector<std::string> blocking_args = megatron_args(blocking);
+  EXPECT_FALSE(has(blocking_args, "--overlap-grad-reduce"));
+  EXPECT_TRUE(has(blocking_args, "--no-async-tensor-model-parallel-allreduce"));
+  blocking.run.overlap = parse_comm_overlap("tp_comm", "test", "comm_overlap");
+  EXPECT_TRUE(has(megatron_args(blocking), "--tp-comm-overlap"));
   Plan uneven = ling_plus_plan();
   uneven.layout.pp = 16;
   uneven.layout.first_stage_layers = uneven.layout.last_stage_layers = 2;

@@ -1,6 +1,7 @@
 #include "flopwise/collectives.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 namespace flopwise {
 
@@ -50,17 +51,25 @@ namespace {
 
 // Bus bandwidth of a ring spanning nodes: each node carries one ring crossing per channel and
 // NCCL spreads channels over the node's NICs, so a group with k members on a node drives k NICs.
-Link ring_link(const GroupSpan& g, const Network& net) {
+BytesPerSecond ring_bandwidth(const GroupSpan& g, const Network& net) {
   const Link& intra = net.intra_for(CollectiveAlgorithm::kRing);
-  if (g.intra_only()) return intra;
-  const Link& inter = net.inter_for(CollectiveAlgorithm::kRing);
-  return {std::min(intra.bandwidth, g.members_per_node * inter.bandwidth), inter.latency};
+  if (g.intra_only()) return intra.bandwidth;
+  return std::min(intra.bandwidth, g.members_per_node * net.inter_for(CollectiveAlgorithm::kRing).bandwidth);
+}
+
+// NCCL's tuning model (src/graph/tuning.cc) charges the ring steps that cross nodes the network
+// latency and the rest the NVLink latency: an all-reduce over k nodes has 2 (k-1) network steps.
+Seconds ring_latency(Collective c, const GroupSpan& g, const Network& net) {
+  const AlphaBeta terms = alpha_beta(c, g.size);
+  const Seconds intra = net.intra_for(CollectiveAlgorithm::kRing).latency;
+  if (g.intra_only()) return terms.latency_steps * intra;
+  const double nodes = std::ceil(static_cast<double>(g.size) / std::max(1, g.members_per_node));
+  const double inter_steps = terms.latency_steps * (nodes - 1.0) / (g.size - 1.0);
+  return (terms.latency_steps - inter_steps) * intra + inter_steps * net.inter_for(CollectiveAlgorithm::kRing).latency;
 }
 
 Seconds ring_time(Collective c, const GroupSpan& g, Bytes bytes, const Network& net) {
-  const AlphaBeta terms = alpha_beta(c, g.size);
-  const Link link = ring_link(g, net);
-  return terms.bytes_factor * bytes / link.bandwidth + terms.latency_steps * link.latency;
+  return alpha_beta(c, g.size).bytes_factor * bytes / ring_bandwidth(g, net) + ring_latency(c, g, net);
 }
 
 }  // namespace

@@ -328,18 +328,66 @@ Bytes CostModel::ep_payload_bytes(const Layout& l) const {
 // Sequence parallelism lets each TP rank send only its 1/tp slice across a stage boundary.
 Bytes CostModel::pp_boundary_bytes(const Layout& l) const { return tp_collective_bytes(l) / l.tp; }
 
+// Megatron's TP (Shoeybi et al. 2019; with sequence parallelism, Korthikanti et al. 2022, sec.
+// 4.2.2). Forward: an all-reduce after attention and after the MLP (with SP, an all-gather before
+// and a reduce-scatter after each block), 4 units the next layer waits for. Backward: the
+// column-parallel layers' input-gradient all-reduce (or reduce-scatter) runs beside their
+// weight-gradient GEMM (Megatron-LM's async all-reduce, switch tp_grad), and with SP the row-parallel layers'
+// output-gradient all-gathers are waited for while the column-parallel inputs are re-gathered
+// beside their input-gradient GEMM. Full recompute repeats the forward's. Transformer Engine's
+// TP overlap pipelines every one of them with the GEMM beside it.
+CostModel::TpCollectives CostModel::tp_collectives(bool forward, const Layout& l) const {
+  TpCollectives c;
+  if (forward) {
+    c.exposed = 4;
+  } else {
+    c.exposed = l.sequence_parallel ? 2 : 0;
+    c.overlapped = 4;
+    if (l.recompute == Recompute::kFull) c.exposed += 4;
+  }
+  if (run_.overlap.tp_comm) return {0, c.total()};
+  if (!run_.overlap.tp_grad) return {c.total(), 0};
+  return c;
+}
+
+// The backward GEMMs of the matrices Megatron splits by output column (QKV, MLP up/gate, shared
+// experts' up/gate): their input-gradient collectives run beside them.
+ComputeWork CostModel::column_parallel_backward_work(bool moe_layer, const Layout& l) const {
+  const LayerMatrices& matrices = moe_layer ? moe_matrices_ : dense_matrices_;
+  ComputeWork w;
+  for (const WeightMatrix& m : matrices.shared) {
+    if (m.split == TpSplit::kOutputs) w += matrix_work(m, micro_batch_tokens(l), 1.0, Pass::kBackward, l);
+  }
+  return w;
+}
+
+Seconds CostModel::tp_overlap_window(const StageContents& s, bool forward, const Layout& l) const {
+  const Pass pass = forward ? Pass::kForward : Pass::kBackward;
+  if (run_.overlap.tp_comm) return compute_seconds(layers_work(s, pass, l));
+  if (forward) return 0.0;
+  ComputeWork w;
+  if (s.moe_layers > 0) w += column_parallel_backward_work(true, l).scaled(s.moe_layers);
+  if (s.dense_layers > 0) w += column_parallel_backward_work(false, l).scaled(s.dense_layers);
+  return compute_seconds(w);
+}
+
+Seconds CostModel::tp_exposed_seconds(const StageContents& s, bool forward, const Layout& l) const {
+  const RankGrid grid(l, profile_.node.devices);
+  const Seconds one = reduce_scatter_time(span(grid, GroupKind::kTp), tp_collective_bytes(l), network_);
+  const TpCollectives c = tp_collectives(forward, l);
+  const double layers = s.moe_layers + s.dense_layers;
+  return layers * c.exposed * one + std::max(0.0, layers * c.overlapped * one - tp_overlap_window(s, forward, l));
+}
+
 CostModel::RankTime CostModel::micro_batch_time(const StageContents& s, const Layout& l) const {
   const RankGrid grid(l, profile_.node.devices);
   RankTime t;
-  t.compute = forward_seconds(s, l) + backward_seconds(s, l);
-  const double layers = s.moe_layers + s.dense_layers;
-  const int tp_ops = tp_collectives_forward() + tp_collectives_backward(l);
-  t.tp = (1.0 - profile_.overlap.tp) * layers * tp_ops *
-         reduce_scatter_time(span(grid, GroupKind::kTp), tp_collective_bytes(l), network_);
+  t.forward = forward_seconds(s, l);
+  t.backward = backward_seconds(s, l);
+  t.tp = tp_exposed_seconds(s, true, l) + tp_exposed_seconds(s, false, l);
   if (model_.is_moe() && l.ep > 1) {
     const int a2a = ep_all_to_alls_forward() + ep_all_to_alls_backward(l);
-    t.ep = (1.0 - profile_.overlap.ep) * s.moe_layers * a2a *
-           all_to_all_time(span(grid, GroupKind::kEp), ep_payload_bytes(l), network_);
+    t.ep = s.moe_layers * a2a * all_to_all_time(span(grid, GroupKind::kEp), ep_payload_bytes(l), network_);
   }
   return t;
 }
@@ -419,19 +467,38 @@ MemoryBreakdown CostModel::memory(const Layout& l, int* busiest_rank) const {
   return worst;
 }
 
-Seconds CostModel::data_parallel_seconds(const StageContents& s, const Layout& l) const {
+CostModel::DataParallelTraffic CostModel::data_parallel_traffic(const StageContents& s, const Layout& l) const {
   const RankGrid grid(l, profile_.node.devices);
-  const double dense = dense_params_per_device(s, l);
-  const double expert = expert_params_per_device(s, l);
-  auto sync = [&](GroupKind kind, double params) {
+  DataParallelTraffic t;
+  auto add = [&](GroupKind kind, double params) {
     const GroupSpan group = span(grid, kind);
-    if (!l.optimizer_sharding) return all_reduce_time(group, bytes_.grad * params, network_);
+    if (!l.optimizer_sharding) {
+      t.grads += all_reduce_time(group, bytes_.grad * params, network_);
+      return;
+    }
     // Distributed optimizer: reduce-scatter fp32 grads, all-gather updated bf16 weights (a ring
     // all-gather moves the same bytes as a ring reduce-scatter).
-    return reduce_scatter_time(group, bytes_.grad * params, network_) +
-           reduce_scatter_time(group, bytes_.weight * params, network_);
+    t.grads += reduce_scatter_time(group, bytes_.grad * params, network_);
+    t.weights += reduce_scatter_time(group, bytes_.weight * params, network_);
   };
-  return sync(GroupKind::kDp, dense) + sync(GroupKind::kExpertDp, expert);
+  add(GroupKind::kDp, dense_params_per_device(s, l));
+  add(GroupKind::kExpertDp, expert_params_per_device(s, l));
+  return t;
+}
+
+// Megatron-Core's DDP reduces gradients in buckets of max(40M, 1M x dp) parameters as the last
+// micro-batch's backward produces them (--overlap-grad-reduce), and the distributed optimizer
+// all-gathers the next step's weights bucket by bucket ahead of the first forward
+// (--overlap-param-gather): the step waits for the last bucket, or for what the pass cannot cover.
+Seconds CostModel::data_parallel_exposed_seconds(const StageContents& s, const Layout& l, Seconds backward,
+                                                 Seconds forward) const {
+  const DataParallelTraffic t = data_parallel_traffic(s, l);
+  const double params = dense_params_per_device(s, l) + expert_params_per_device(s, l);
+  const double bucket = params > 0 ? std::min(1.0, std::max(40e6, 1e6 * l.dp) / params) : 1.0;
+  auto exposed = [bucket](Seconds traffic, bool overlapped, Seconds window) {
+    return overlapped ? std::max(bucket * traffic, traffic - window) : traffic;
+  };
+  return exposed(t.grads, run_.overlap.grad_reduce, backward) + exposed(t.weights, run_.overlap.param_gather, forward);
 }
 
 void CostModel::derive_totals(StepCost& c, const Layout& l) const {
@@ -460,16 +527,19 @@ StepCost CostModel::evaluate(const Layout& l) const {
     }
   }
   const RankGrid grid(l, profile_.node.devices);
-  c.compute_s = m * slowest.compute;
+  c.compute_s = m * slowest.compute();
   c.exposed_comm_s.tp = m * slowest.tp;
   c.exposed_comm_s.ep = m * slowest.ep;
   // Pipeline bubble: (pp - 1) / vpp micro-batch times (Narayanan et al. 2021, section 2.2).
   c.bubble_s = (l.pp - 1.0) / l.vpp * slowest.total();
-  // Each micro-batch crosses every virtual-stage boundary forward and back.
-  c.exposed_comm_s.pp = (1.0 - profile_.overlap.pp) * m * 2.0 * l.vpp *
-                        send_recv_time(span(grid, GroupKind::kPp), pp_boundary_bytes(l), network_);
+  // Each micro-batch crosses every virtual-stage boundary forward and back. 1F1B's paired
+  // send-and-receive blocks; the interleaved schedule's overlapped sends hide behind compute except
+  // at the pipeline's fill and drain, one message each way.
+  const Seconds message = send_recv_time(span(grid, GroupKind::kPp), pp_boundary_bytes(l), network_);
+  const bool hidden = run_.overlap.p2p && l.vpp > 1;
+  c.exposed_comm_s.pp = (hidden ? 2.0 : m * 2.0 * l.vpp) * message;
   const StageContents& dp_stage = stages[c.slowest_stage];
-  c.exposed_comm_s.dp = (1.0 - profile_.overlap.dp) * data_parallel_seconds(dp_stage, l);
+  c.exposed_comm_s.dp = data_parallel_exposed_seconds(dp_stage, l, slowest.backward, slowest.forward);
   c.optimizer_s = optimizer_seconds(dp_stage, l);
   c.overhead_s = profile_.overheads.per_step;
   c.step_time_s = c.compute_s + c.exposed_comm_s.total() + c.bubble_s + c.optimizer_s + c.overhead_s;

@@ -172,15 +172,6 @@ std::map<CollectiveAlgorithm, CollectiveFigures> read_collectives(const Fields& 
   return result;
 }
 
-Overlap read_overlap(const Fields& f) {
-  Overlap o;
-  o.tp = f.number("tp", 0.0, 1.0);
-  o.ep = f.number("ep", 0.0, 1.0);
-  o.pp = f.number("pp", 0.0, 1.0);
-  o.dp = f.number("dp", 0.0, 1.0);
-  return o;
-}
-
 }  // namespace
 
 HardwareProfile parse_hardware_profile(const std::string& yaml_text, const std::string& source) {
@@ -193,7 +184,12 @@ HardwareProfile parse_hardware_profile(const std::string& yaml_text, const std::
   p.node = read_node(root.section("node"));
   p.cluster = read_cluster(root.section("cluster"));
   p.efficiency = read_efficiency(root.section("efficiency"));
-  p.overlap = read_overlap(root.section("overlap"));
+  if (root.has("overlap")) {
+    // Overlap used to be a profile section; it is how the framework schedules, not the hardware.
+    throw input_error(source, "overlap",
+                      "is no longer a profile section: which communication overlaps compute is the training "
+                      "framework's choice (flopwise --comm-overlap, plan field comm_overlap); remove it");
+  }
   if (root.has("overheads")) p.overheads = read_overheads(root.section("overheads"));
   if (root.has("collectives")) p.collectives = read_collectives(root.section("collectives"));
   p.runtime_reserved_bytes = root.quantity("runtime_reserved", Dimension::kBytes);

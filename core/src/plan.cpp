@@ -112,6 +112,7 @@ json to_json(const Plan& p) {
   j["seq_len"] = p.run.seq_len;
   j["tokens"] = p.run.tokens;
   j["attention"] = to_string(p.run.attention);
+  j["comm_overlap"] = to_string(p.run.overlap);
   j["routing_skew"] = p.run.routing_skew;
   j["memory_headroom"] = p.run.memory_headroom;
   j["objective"] = to_string(p.objective);
@@ -139,6 +140,7 @@ Plan plan_from_json(const json& j, const std::string& source) {
   p.run.seq_len = r.integer("seq_len", 1);
   p.run.tokens = r.number("tokens");
   p.run.attention = parse_attention_kernel(r.text("attention"), source, "attention");
+  p.run.overlap = parse_comm_overlap(r.text("comm_overlap"), source, "comm_overlap");
   p.run.routing_skew = r.number("routing_skew");
   p.run.memory_headroom = r.number("memory_headroom");
   validate(p.run, source);

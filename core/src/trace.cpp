@@ -78,7 +78,8 @@ json run_record_to_json(const RunRecord& r, const std::string& plan_path) {
           {"model", model},                    {"layout", layout_to_json(r.layout)},
           {"seq_len", r.run.seq_len},          {"global_batch", r.run.global_batch},
           {"precision", to_string(r.run.precision)}, {"ranks", r.ranks},
-          {"ranks_per_node", r.ranks_per_node}, {"threads_per_rank", 1}};
+          {"ranks_per_node", r.ranks_per_node}, {"threads_per_rank", 1},
+          {"comm_overlap", to_string(r.run.overlap)}};
 }
 
 RunRecord run_record_from_json(const json& j, const std::string& source, const std::string& path) {
@@ -89,6 +90,7 @@ RunRecord run_record_from_json(const json& j, const std::string& source, const s
   r.run.seq_len = f.integer("seq_len", 1);
   r.run.global_batch = f.integer("global_batch", 1);
   r.run.precision = parse_precision(f.text("precision"), source, f.where("precision"));
+  r.run.overlap = parse_comm_overlap(f.text("comm_overlap"), source, f.where("comm_overlap"));
   r.ranks = f.integer("ranks", 1);
   r.ranks_per_node = f.integer("ranks_per_node", 1);
   if (r.layout.devices() != r.ranks) throw f.error("ranks", "does not equal layout tp x pp x dp");

@@ -1,5 +1,9 @@
 #include "flopwise/training_run.hpp"
 
+#include <sstream>
+#include <utility>
+#include <vector>
+
 #include "flopwise/error.hpp"
 
 namespace flopwise {
@@ -10,6 +14,48 @@ AttentionKernel parse_attention_kernel(const std::string& text, const std::strin
   if (text == "fused") return AttentionKernel::kFused;
   if (text == "unfused") return AttentionKernel::kUnfused;
   throw input_error(source, field, "unknown attention kernel '" + text + "' (expected fused or unfused)");
+}
+
+namespace {
+
+// One home for the names of the switches, in the order they print.
+std::vector<std::pair<const char*, bool CommOverlap::*>> overlap_switches() {
+  return {{"grad_reduce", &CommOverlap::grad_reduce},
+          {"param_gather", &CommOverlap::param_gather},
+          {"tp_grad", &CommOverlap::tp_grad},
+          {"tp_comm", &CommOverlap::tp_comm},
+          {"p2p", &CommOverlap::p2p}};
+}
+
+}  // namespace
+
+std::string to_string(const CommOverlap& overlap) {
+  std::string text;
+  for (const auto& [name, flag] : overlap_switches()) {
+    if (overlap.*flag) text += (text.empty() ? "" : ",") + std::string(name);
+  }
+  return text.empty() ? "none" : text;
+}
+
+CommOverlap parse_comm_overlap(const std::string& text, const std::string& source, const std::string& field) {
+  CommOverlap overlap = CommOverlap::none();
+  if (text == "none") return overlap;
+  if (text.empty()) throw input_error(source, field, "is empty (expected none or a comma list of overlaps)");
+  std::stringstream items(text);
+  std::string item;
+  while (std::getline(items, item, ',')) {
+    bool known = false;
+    for (const auto& [name, flag] : overlap_switches()) {
+      if (item != name) continue;
+      overlap.*flag = true;
+      known = true;
+    }
+    if (!known) {
+      throw input_error(source, field, "unknown overlap '" + item +
+                                           "' (expected none or a comma list of grad_reduce, param_gather, tp_grad, tp_comm, p2p)");
+    }
+  }
+  return overlap;
 }
 
 void validate(const TrainingRun& run, const std::string& source) {

@@ -411,6 +411,7 @@ RunRecord Worker::run_record(int ranks_per_node) const {
   r.run.seq_len = order_->seq_len();
   r.run.global_batch = setup_.global_batch;
   r.run.precision = Precision::kFp32;
+  r.run.overlap = CommOverlap::none();  // every collective here blocks
   r.ranks = world_;
   r.ranks_per_node = ranks_per_node;
   return r;

@@ -42,6 +42,7 @@ struct RunOptions {
   double budget = 0;
   std::string precision = "bf16";
   std::string attention = "fused";
+  std::string comm_overlap = to_string(CommOverlap{});
   double routing_skew = 1.0;
   double memory_headroom = 0.10;
   int top = 5;
@@ -63,6 +64,9 @@ void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
   app.add_option("--budget", o.budget, "budget for time-budget, in the profile's currency");
   app.add_option("--precision", o.precision, "bf16 | fp8")->capture_default_str();
   app.add_option("--attention", o.attention, "attention kernel: fused (FlashAttention) | unfused")->capture_default_str();
+  app.add_option("--comm-overlap", o.comm_overlap,
+                 "communication the framework overlaps: none, or a list of grad_reduce, param_gather, tp_grad, tp_comm, p2p")
+      ->capture_default_str();
   app.add_option("--routing-skew", o.routing_skew, "busiest EP rank's tokens over the mean (>= 1)")->capture_default_str();
   app.add_option("--memory-headroom", o.memory_headroom, "fraction of device memory kept free")->capture_default_str();
   app.add_option("--top", o.top, "ranked layouts to keep")->capture_default_str();
@@ -151,6 +155,7 @@ TrainingRun training_run(const RunOptions& o) {
   run.tokens = o.tokens;
   run.precision = parse_precision(o.precision, "--precision", "");
   run.attention = parse_attention_kernel(o.attention, "--attention", "");
+  run.overlap = parse_comm_overlap(o.comm_overlap, "--comm-overlap", "");
   run.routing_skew = o.routing_skew;
   run.memory_headroom = o.memory_headroom;
   validate(run, "options");

@@ -52,6 +52,15 @@ void add_model(std::vector<std::string>& a, const ModelConfig& m, int seq_len) {
                      "--moe-aux-loss-coeff", "0.015", "--moe-z-loss-coeff", "1e-4", "--moe-grouped-gemm"});
 }
 
+// The run's communication overlap as Megatron-LM's switches (each where it applies).
+void add_overlap(std::vector<std::string>& a, const CommOverlap& o, const Layout& l) {
+  if (o.grad_reduce) a.push_back("--overlap-grad-reduce");
+  if (o.param_gather && l.optimizer_sharding) a.push_back("--overlap-param-gather");
+  if (!o.tp_grad && !o.tp_comm && l.tp > 1) a.push_back("--no-async-tensor-model-parallel-allreduce");
+  if (o.tp_comm && l.tp > 1) a.push_back("--tp-comm-overlap");
+  if (!o.p2p && l.vpp > 1) a.push_back("--no-overlap-p2p-communication");
+}
+
 void add_layout(std::vector<std::string>& a, const Plan& p) {
   const Layout& l = p.layout;
   add(a, "--tensor-model-parallel-size", l.tp);
@@ -70,7 +79,7 @@ void add_layout(std::vector<std::string>& a, const Plan& p) {
     a.insert(a.end(), {"--recompute-granularity", "full", "--recompute-method", "uniform", "--recompute-num-layers", "1"});
   }
   if (l.optimizer_sharding) a.push_back("--use-distributed-optimizer");
-  a.push_back("--overlap-grad-reduce");
+  add_overlap(a, p.run.overlap, l);
   // Megatron trains in fp32 unless told --bf16 (fp8 runs on top of bf16).
   if (p.run.precision != Precision::kFp32) a.push_back("--bf16");
   if (p.run.precision == Precision::kFp8) a.insert(a.end(), {"--fp8-format", "hybrid"});

@@ -65,6 +65,7 @@ PublishedRun read_run(const YamlFields& f) {
   r.model = read_model(f.section("model"), r.name);
   r.run.precision = parse_precision(f.text("precision"), f.source(), f.path("precision"));
   r.run.attention = parse_attention_kernel(f.text("attention"), f.source(), f.path("attention"));
+  r.run.overlap = parse_comm_overlap(f.text("comm_overlap"), f.source(), f.path("comm_overlap"));
   r.run.seq_len = f.integer("seq_len", 1);
   r.model.seq_len = r.run.seq_len;
   r.run.global_batch = f.integer("global_batch", 1);

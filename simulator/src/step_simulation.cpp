@@ -251,37 +251,36 @@ void StepSimulation::send_pipeline(const std::string& mailbox) {
   ++messages_;
 }
 
-// Compute of one forward or backward pass of one chunk, with its TP and EP traffic. Overlap f
-// (from the profile) lets that traffic run during the last fraction f of the compute.
+// Compute of one forward or backward pass of one chunk, with its TP and EP traffic: the exposed
+// collectives first, then the overlapped ones beside the part of the compute the cost model says
+// they overlap (one source for which collective overlaps what).
 void StepSimulation::pass(int rank, const PipelineOp& op, const StageContents& chunk, Account& account) {
   const Seconds compute = op.forward ? cost_.forward_seconds(chunk, l_) : cost_.backward_seconds(chunk, l_);
   const int layers = chunk.dense_layers + chunk.moe_layers;
-  const int collectives =
-      layers * (op.forward ? cost_.tp_collectives_forward() : cost_.tp_collectives_backward(l_));
+  const CostModel::TpCollectives tp_ops = cost_.tp_collectives(op.forward, l_);
   const int all_to_alls = cost_.model().is_moe()
       ? chunk.moe_layers * (op.forward ? cost_.ep_all_to_alls_forward() : cost_.ep_all_to_alls_backward(l_))
       : 0;
-  const Overlap& overlap = cost_.profile().overlap;
-  const double hidden = l_.ep > 1 && all_to_alls > 0 ? std::min(overlap.tp, overlap.ep) : overlap.tp;
+  const Seconds window = std::min(compute, cost_.tp_overlap_window(chunk, op.forward, l_));
   const std::string name = std::string(op.forward ? "F" : "B") + " mb" + std::to_string(op.micro_batch) + " c" +
                            std::to_string(op.chunk);
   const double start = sg4::Engine::get_clock();
-  sg4::this_actor::execute(compute * (1.0 - hidden) * kHostSpeed);
-  sg4::ExecPtr background = sg4::this_actor::exec_async(compute * hidden * kHostSpeed);
-  const double comm_start = sg4::Engine::get_clock();
-  const Seconds tp = tensor_parallel(rank, collectives);
+  const Seconds tp_waited = tensor_parallel(rank, layers * tp_ops.exposed);
   const Seconds ep = expert_parallel(rank, all_to_alls);
+  const double compute_start = sg4::Engine::get_clock();
+  sg4::this_actor::execute((compute - window) * kHostSpeed);
+  sg4::ExecPtr background = sg4::this_actor::exec_async(window * kHostSpeed);
+  const double beside_start = sg4::Engine::get_clock();
+  const Seconds tp_beside = tensor_parallel(rank, layers * tp_ops.overlapped);
   background->wait();
   const double end = sg4::Engine::get_clock();
-  spans_.push_back(TraceSpan{rank, "compute", name, start, compute});
-  // Exposed communication: what ran past the compute, split between TP and EP by duration.
-  const Seconds exposed = std::max(0.0, end - (start + compute));
-  if (tp + ep > 0) {
-    account.comm.tp += exposed * tp / (tp + ep);
-    account.comm.ep += exposed * ep / (tp + ep);
-    if (tp > 0) spans_.push_back(TraceSpan{rank, "tp", name + " tp", comm_start, tp});
-    if (ep > 0) spans_.push_back(TraceSpan{rank, "ep", name + " ep", comm_start + tp, ep});
-  }
+  spans_.push_back(TraceSpan{rank, "compute", name, compute_start, compute});
+  if (tp_waited > 0) spans_.push_back(TraceSpan{rank, "tp", name + " tp", start, tp_waited});
+  if (ep > 0) spans_.push_back(TraceSpan{rank, "ep", name + " ep", start + tp_waited, ep});
+  if (tp_beside > 0) spans_.push_back(TraceSpan{rank, "tp", name + " tp (overlapped)", beside_start, tp_beside});
+  // Exposed communication: all the pass did besides computing.
+  account.comm.tp += tp_waited + std::max(0.0, end - (compute_start + compute));
+  account.comm.ep += ep;
   account.busy += compute;
 }
 
@@ -331,7 +330,7 @@ void StepSimulation::device(int rank) {
     }
   }
   // Megatron's overlap_grad_reduce starts reducing a chunk's buckets while its last backward runs.
-  const bool overlap_dp = cost_.profile().overlap.dp > 0;
+  const bool overlap_dp = cost_.run().overlap.grad_reduce;
   std::vector<sg4::ActorPtr> syncs;
   for (size_t i = 0; i < ops.size(); ++i) {
     const PipelineOp& op = ops[i];

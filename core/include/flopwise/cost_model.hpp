@@ -84,10 +84,18 @@ class CostModel {
   Seconds forward_seconds(const StageContents& stage, const Layout& layout) const;
   // Backward of the same layers: twice the forward, plus what recompute repeats.
   Seconds backward_seconds(const StageContents& stage, const Layout& layout) const;
-  // TP collectives (all-gather or reduce-scatter of one activation buffer) per layer: forward,
-  // and backward (which repeats the forward's under full recompute).
-  int tp_collectives_forward() const { return 4; }
-  int tp_collectives_backward(const Layout& layout) const { return layout.recompute == Recompute::kFull ? 8 : 4; }
+  // TP collectives of one layer in one pass, counted in all-gathers or reduce-scatters of one
+  // activation buffer (an all-reduce is one of each): those the pass waits for, and those the
+  // framework runs beside the GEMMs of tp_overlap_window.
+  struct TpCollectives {
+    int exposed = 0, overlapped = 0;
+    int total() const { return exposed + overlapped; }
+  };
+  TpCollectives tp_collectives(bool forward, const Layout& layout) const;
+  // Compute seconds of a stage's pass that its overlapped TP collectives run beside.
+  Seconds tp_overlap_window(const StageContents& stage, bool forward, const Layout& layout) const;
+  // What a stage's pass waits for TP communication over one micro-batch.
+  Seconds tp_exposed_seconds(const StageContents& stage, bool forward, const Layout& layout) const;
   Bytes tp_collective_bytes(const Layout& layout) const;
   // EP all-to-alls per MoE layer (dispatch and combine), and each device's payload in one.
   int ep_all_to_alls_forward() const { return 2; }
@@ -97,6 +105,16 @@ class CostModel {
   // Gradients (fp32) and weights (bf16) one device synchronises over DP for these layers.
   double dense_params_per_device(const StageContents& stage, const Layout& layout) const;
   double expert_params_per_device(const StageContents& stage, const Layout& layout) const;
+  // DP traffic of a stage per step: the gradient reduction (all-reduce, or reduce-scatter with the
+  // distributed optimizer) and the updated weights' all-gather (distributed optimizer only).
+  struct DataParallelTraffic {
+    Seconds grads = 0, weights = 0;
+  };
+  DataParallelTraffic data_parallel_traffic(const StageContents& stage, const Layout& layout) const;
+  // Of that, what the step waits for when the framework overlaps it with one micro-batch's
+  // backward (gradients) and forward (weights), bucket by bucket.
+  Seconds data_parallel_exposed_seconds(const StageContents& stage, const Layout& layout, Seconds backward,
+                                        Seconds forward) const;
   Seconds optimizer_seconds(const StageContents& stage, const Layout& layout) const;
 
  private:
@@ -110,13 +128,14 @@ class CostModel {
   ComputeWork lm_head_work(Pass pass, const Layout& layout) const;
   ComputeWork layers_work(const StageContents& stage, Pass pass, const Layout& layout) const;
   ComputeWork stage_work(const StageContents& stage, Pass pass, const Layout& layout) const;
+  ComputeWork column_parallel_backward_work(bool moe_layer, const Layout& layout) const;
   struct RankTime {
-    Seconds compute = 0, tp = 0, ep = 0;
-    Seconds total() const { return compute + tp + ep; }
+    Seconds forward = 0, backward = 0, tp = 0, ep = 0;
+    Seconds compute() const { return forward + backward; }
+    Seconds total() const { return compute() + tp + ep; }
   };
   RankTime micro_batch_time(const StageContents& stage, const Layout& layout) const;
   MemoryBreakdown rank_memory(const StageContents& stage, int rank, const Layout& layout) const;
-  Seconds data_parallel_seconds(const StageContents& stage, const Layout& layout) const;
   double expert_skew(const Layout& layout) const;
   double micro_batch_tokens(const Layout& layout) const;
   double stage_dense_params(const StageContents& stage) const;

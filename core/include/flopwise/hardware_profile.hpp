@@ -83,14 +83,6 @@ struct CollectiveFigures {
   std::optional<LinkFigures> intra_node, inter_node;
 };
 
-// Fraction of each kind of communication hidden behind compute (0: fully exposed).
-struct Overlap {
-  double tp = 0;
-  double ep = 0;
-  double pp = 0;
-  double dp = 0;
-};
-
 struct HardwareProfile {
   std::string name;
   std::string description;
@@ -99,7 +91,6 @@ struct HardwareProfile {
   NodeSpec node;
   ClusterSpec cluster;
   Efficiency efficiency;
-  Overlap overlap;
   Overheads overheads;
   std::map<CollectiveAlgorithm, CollectiveFigures> collectives;
   Bytes runtime_reserved_bytes = 0;  // context, communicator and allocator overhead per device

@@ -14,12 +14,31 @@ enum class AttentionKernel { kFused, kUnfused };
 std::string to_string(AttentionKernel kernel);
 AttentionKernel parse_attention_kernel(const std::string& text, const std::string& source, const std::string& field);
 
+// Which communication the training framework runs beside compute: Megatron-LM's switches, a
+// property of the software, not of the hardware. The defaults are Megatron-Core's usual training
+// setup; flopwise-train blocks on every collective (none).
+struct CommOverlap {
+  bool grad_reduce = true;   // --overlap-grad-reduce (and PyTorch DDP): DP buckets reduce during backward
+  bool param_gather = true;  // --overlap-param-gather: sharded weights all-gather during the next forward
+  // Megatron-LM's asynchronous input-gradient all-reduce (reduce-scatter under SP) beside the
+  // column-parallel weight-gradient GEMM, on since 2021 (--no-async-tensor-model-parallel-allreduce).
+  bool tp_grad = true;
+  bool tp_comm = false;      // --tp-comm-overlap (Transformer Engine): every TP collective beside a GEMM
+  bool p2p = true;           // --overlap-p2p-communication: interleaved-schedule sends beside compute
+  static CommOverlap none() { return {false, false, false, false, false}; }
+  bool operator==(const CommOverlap&) const = default;
+};
+// "grad_reduce,param_gather,tp_grad,p2p", or "none"; parse takes the same list.
+std::string to_string(const CommOverlap& overlap);
+CommOverlap parse_comm_overlap(const std::string& text, const std::string& source, const std::string& field);
+
 struct TrainingRun {
   int global_batch = 8960;  // sequences per step (Ling report, section 3.4: 8,960 x 4K tokens)
   int seq_len = 4096;
   double tokens = 1e12;     // token budget the cost and days are reported for
   Precision precision = Precision::kBf16;
   AttentionKernel attention = AttentionKernel::kFused;
+  CommOverlap overlap;
   // Busiest EP rank's routed tokens over the mean; 1 is perfectly balanced routing.
   double routing_skew = 1.0;
   // Fraction of device memory kept free (fragmentation, spikes); a layout must fit in the rest.
