@@ -332,10 +332,10 @@ Bytes CostModel::pp_boundary_bytes(const Layout& l) const { return tp_collective
 // 4.2.2). Forward: an all-reduce after attention and after the MLP (with SP, an all-gather before
 // and a reduce-scatter after each block), 4 units the next layer waits for. Backward: the
 // column-parallel layers' input-gradient all-reduce (or reduce-scatter) runs beside their
-// weight-gradient GEMM (Megatron-LM's async all-reduce, switch tp_grad), and with SP the row-parallel layers'
-// output-gradient all-gathers are waited for while the column-parallel inputs are re-gathered
-// beside their input-gradient GEMM. Full recompute repeats the forward's. Transformer Engine's
-// TP overlap pipelines every one of them with the GEMM beside it.
+// weight-gradient GEMM (Megatron-LM's async all-reduce, switch tp_grad); with SP the row-parallel
+// layers' output-gradient all-gathers are waited for, while the column-parallel inputs are
+// re-gathered beside their input-gradient GEMM. Full recompute repeats the forward's. Transformer
+// Engine's TP overlap (tp_comm) pipelines every one of them with the GEMM beside it.
 CostModel::TpCollectives CostModel::tp_collectives(bool forward, const Layout& l) const {
   TpCollectives c;
   if (forward) {
