@@ -371,12 +371,10 @@ Seconds CostModel::tp_overlap_window(const StageContents& s, bool forward, const
   return compute_seconds(w);
 }
 
-Seconds CostModel::tp_exposed_seconds(const StageContents& s, bool forward, const Layout& l) const {
-  const RankGrid grid(l, profile_.node.devices);
-  const Seconds one = reduce_scatter_time(span(grid, GroupKind::kTp), tp_collective_bytes(l), network_);
+Seconds CostModel::tp_exposed_seconds(const StageContents& s, bool forward, const Layout& l, Seconds each) const {
   const TpCollectives c = tp_collectives(forward, l);
   const double layers = s.moe_layers + s.dense_layers;
-  return layers * c.exposed * one + std::max(0.0, layers * c.overlapped * one - tp_overlap_window(s, forward, l));
+  return layers * c.exposed * each + std::max(0.0, layers * c.overlapped * each - tp_overlap_window(s, forward, l));
 }
 
 CostModel::RankTime CostModel::micro_batch_time(const StageContents& s, const Layout& l) const {
@@ -384,7 +382,8 @@ CostModel::RankTime CostModel::micro_batch_time(const StageContents& s, const La
   RankTime t;
   t.forward = forward_seconds(s, l);
   t.backward = backward_seconds(s, l);
-  t.tp = tp_exposed_seconds(s, true, l) + tp_exposed_seconds(s, false, l);
+  const Seconds each = reduce_scatter_time(span(grid, GroupKind::kTp), tp_collective_bytes(l), network_);
+  t.tp = tp_exposed_seconds(s, true, l, each) + tp_exposed_seconds(s, false, l, each);
   if (model_.is_moe() && l.ep > 1) {
     const int a2a = ep_all_to_alls_forward() + ep_all_to_alls_backward(l);
     t.ep = s.moe_layers * a2a * all_to_all_time(span(grid, GroupKind::kEp), ep_payload_bytes(l), network_);

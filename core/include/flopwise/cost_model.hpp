@@ -94,8 +94,6 @@ class CostModel {
   TpCollectives tp_collectives(bool forward, const Layout& layout) const;
   // Compute seconds of a stage's pass that its overlapped TP collectives run beside.
   Seconds tp_overlap_window(const StageContents& stage, bool forward, const Layout& layout) const;
-  // What a stage's pass waits for TP communication over one micro-batch.
-  Seconds tp_exposed_seconds(const StageContents& stage, bool forward, const Layout& layout) const;
   Bytes tp_collective_bytes(const Layout& layout) const;
   // EP all-to-alls per MoE layer (dispatch and combine), and each device's payload in one.
   int ep_all_to_alls_forward() const { return 2; }
@@ -129,6 +127,8 @@ class CostModel {
   ComputeWork layers_work(const StageContents& stage, Pass pass, const Layout& layout) const;
   ComputeWork stage_work(const StageContents& stage, Pass pass, const Layout& layout) const;
   ComputeWork column_parallel_backward_work(bool moe_layer, const Layout& layout) const;
+  // What a stage's pass waits for TP communication over one micro-batch, given one collective's time.
+  Seconds tp_exposed_seconds(const StageContents& stage, bool forward, const Layout& layout, Seconds each) const;
   struct RankTime {
     Seconds forward = 0, backward = 0, tp = 0, ep = 0;
     Seconds compute() const { return forward + backward; }
