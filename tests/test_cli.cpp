@@ -71,8 +71,8 @@ TEST(Cli, PlanEvaluatesTheUsersLayoutBesideTheBest) {
 // 88 layers on 16 stages run in public with lighter ends (2 + 14 x 6 + 2): evaluated, not refused.
 TEST(Cli, PlanBalancesUnevenPipelineEnds) {
   const Outcome o = run({"plan", "--model", "ling-plus", "--profile", "h800-sxm", "--devices", "2048", "--tp", "2",
-                         "--pp", "16", "--vpp", "1", "--ep", "8", "--micro-batch", "1", "--recompute", "selective",
-                         "--optimizer-sharding", "true", "--objective", "time", "--json"});
+                         "--pp", "16", "--vpp", "1", "--ep", "8", "--dp", "64", "--micro-batch", "1", "--recompute",
+                         "selective", "--optimizer-sharding", "true", "--objective", "time", "--json"});
   ASSERT_EQ(o.code, 0) << o.err;
   const auto j = nlohmann::json::parse(o.out);
   EXPECT_EQ(j["layout"]["first_stage_layers"], 2);

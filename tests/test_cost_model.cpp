@@ -165,6 +165,61 @@ TEST(CostModel, RoutingSkewStretchesOnlyExpertWorkUnderEp) {
   EXPECT_EQ(b.evaluate(ep1).compute_s, a.evaluate(ep1).compute_s);
 }
 
+// MoE parallel folding on tp 2 x dp 2: unfolded, the experts run at etp 2 beside ep 2 and the
+// all-to-all dispatcher all-gathers the routed copies over the etp pair and reduce-scatters the
+// output back; folded (etp 1, ep 4) the same ranks hold half the experts each, whole, with no
+// gathers. Per device the expert FLOPs and weights are the same either way.
+TEST(CostModel, FoldedExpertsSkipTheExpertTensorParallelGathers) {
+  const ModelConfig model = testing::tiny_moe();
+  const CostModel cost(model, small_run(), testing::round_profile());
+  const Layout unfolded{2, 1, 1, 2, 2, 1, Recompute::kSelective, false};
+  Layout folded{2, 1, 1, 4, 2, 1, Recompute::kSelective, false};
+  folded.etp = 1;
+  const StageContents stage = stage_contents(model, unfolded)[0];
+  // 1,024 tokens / tp 2 x etp 2 x top-2 copies x 1,024 wide x 2 bytes.
+  EXPECT_DOUBLE_EQ(cost.expert_tp_collective_bytes(unfolded), 4194304.0);
+  EXPECT_EQ(cost.expert_tp_collectives(stage, true, unfolded), 8);  // 4 layers x (gather + scatter)
+  EXPECT_EQ(cost.expert_tp_collectives(stage, false, unfolded), 8);
+  EXPECT_EQ(cost.expert_tp_collectives(stage, true, folded), 0);
+  EXPECT_DOUBLE_EQ(cost.layer_forward_work(true, folded).matmul, cost.layer_forward_work(true, unfolded).matmul);
+  EXPECT_DOUBLE_EQ(cost.expert_params_per_device(stage, folded), 4 * 8 * kExpert / 4);
+  EXPECT_DOUBLE_EQ(cost.expert_params_per_device(stage, unfolded), 4 * 8 * kExpert / 4);
+  // Each device dispatches 512 tokens x 2 copies x 1,024 x 2 bytes; EP 2 strides over the TP pair
+  // (ranks 0 and 2), EP 4 is 4 adjacent ranks; 4 all-to-alls per layer, 2 micro-batches.
+  const Network network = Network::from(testing::round_profile());
+  const double a2a_pair = all_to_all_time(GroupSpan{2, 2}, 2097152.0, network);
+  const double a2a_four = all_to_all_time(GroupSpan{4, 4}, 2097152.0, network);
+  const double gather = 0.5 * 4194304.0 / 100e9 + 1e-6;
+  EXPECT_NEAR(cost.evaluate(unfolded).exposed_comm_s.ep, 2 * (16 * a2a_pair + 16 * gather), 1e-12);
+  EXPECT_NEAR(cost.evaluate(folded).exposed_comm_s.ep, 2 * 16 * a2a_four, 1e-12);
+  // Without EP the all-gather dispatcher gathers the tokens themselves, not their top-k copies.
+  const Layout no_ep{2, 1, 1, 1, 2, 1, Recompute::kSelective, false};
+  EXPECT_DOUBLE_EQ(cost.expert_tp_collective_bytes(no_ep), 2097152.0);
+}
+
+// Megatron-Core's capacity factor caps each expert at that multiple of its balanced share: the
+// busiest EP rank of a 1.5x skew works as if the skew were 1.2, and a cap above the skew is moot.
+TEST(CostModel, CapacityFactorCapsTheBusiestExpertRank) {
+  const Layout ep2{1, 1, 1, 2, 2, 1, Recompute::kSelective, false};
+  auto step = [&](double skew, double capacity) {
+    TrainingRun run = small_run();
+    run.routing_skew = skew;
+    run.moe_capacity_factor = capacity;
+    return CostModel(testing::tiny_moe(), run, testing::round_profile()).evaluate(ep2).step_time_s;
+  };
+  EXPECT_DOUBLE_EQ(step(1.5, 1.2), step(1.2, 0));
+  EXPECT_DOUBLE_EQ(step(1.5, 2.0), step(1.5, 0));
+  EXPECT_GT(step(1.5, 0), step(1.2, 0));
+  TrainingRun bad = small_run();
+  bad.moe_capacity_factor = -1;
+  try {
+    validate(bad, "run.yaml");
+    ADD_FAILURE() << "a negative capacity factor was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("run.yaml: moe_capacity_factor"), std::string::npos) << e.what();
+  }
+}
+
 TEST(CostModel, TensorParallelSplitsComputeAndAddsCollectives) {
   const CostModel cost(testing::tiny_moe(), small_run(), testing::round_profile());
   const StepCost one = cost.evaluate(Layout{1, 1, 1, 1, 1, 1, Recompute::kSelective, false});

@@ -51,6 +51,14 @@ TEST(ExecutorSpec, LayoutsTooBigForTheMachineAreScaledWithAMessage) {
   Layout fits{1, 1, 1, 1, 2, 1, Recompute::kNone, false};
   int same = 16;
   EXPECT_EQ(fit_layout(fits, same, m, 4), "");
+  // Folded experts (EP over TP ranks) are planned, not executed: they run at the attention's TP.
+  Layout folded{2, 1, 1, 2, 1, 1, Recompute::kNone, false};
+  folded.etp = 1;
+  int folded_batch = 16;
+  const std::string unfolded = fit_layout(folded, folded_batch, m, 4);
+  EXPECT_EQ(folded.etp, 0);
+  EXPECT_EQ(folded.dp % folded.ep, 0);
+  EXPECT_NE(unfolded.find("experts run at the attention's tp2 (etp1"), std::string::npos) << unfolded;
 }
 
 // Every layout the executor tests train (test_executor_training.cpp, test_executor_calibration.cpp),

@@ -26,7 +26,7 @@ TEST(Layout, EachRuleRemovesWhatBreaksIt) {
   EXPECT_EQ(violated(Layout{1, 2, 4, 1, 1, 1}), Constraint::kPpLayers);  // 2 x 4 > 4 layers
   EXPECT_EQ(violated(Layout{1, 1, 2, 1, 1, 1}), Constraint::kVirtualStages);  // interleaving without a pipeline
   EXPECT_EQ(violated(Layout{1, 2, 2, 3, 3, 1}), Constraint::kEpExperts);
-  EXPECT_EQ(violated(Layout{1, 1, 1, 4, 2, 1}), Constraint::kEpDp);
+  EXPECT_EQ(violated(Layout{1, 1, 1, 4, 2, 1}), Constraint::kExpertGrid);
   EXPECT_EQ(violated(Layout{1, 1, 1, 1, 3, 1}), Constraint::kGlobalBatch);
   EXPECT_EQ(violated(Layout{1, 2, 2, 1, 64, 1}), Constraint::kVirtualStages);  // 1 micro-batch, pp 2
   EXPECT_EQ(violated(Layout{1, 4, 1, 1, 1, 1}, 64, {8, 4096}), Constraint::kDevices);
@@ -70,17 +70,58 @@ TEST(RankGrid, GroupsFollowTheExportedOrder) {
 }
 
 TEST(RankGrid, EveryRankIsInExactlyOneGroupOfEachKind) {
-  const Layout l{2, 3, 1, 2, 4, 1};
-  const RankGrid grid(l, 8);
-  for (GroupKind kind : {GroupKind::kTp, GroupKind::kEp, GroupKind::kDp, GroupKind::kExpertDp, GroupKind::kPp}) {
-    std::vector<int> seen(l.devices(), 0);
-    for (int rank = 0; rank < l.devices(); ++rank) {
-      const auto members = grid.group(kind, rank);
-      EXPECT_NE(std::find(members.begin(), members.end(), rank), members.end());
-      for (int m : members) seen[m] += 1;
+  Layout folded{4, 3, 1, 4, 2, 1};
+  folded.etp = 2;
+  for (const Layout& l : {Layout{2, 3, 1, 2, 4, 1}, folded}) {
+    const RankGrid grid(l, 8);
+    for (GroupKind kind : kGroupKinds) {
+      std::vector<int> seen(l.devices(), 0);
+      for (int rank = 0; rank < l.devices(); ++rank) {
+        const auto members = grid.group(kind, rank);
+        EXPECT_NE(std::find(members.begin(), members.end(), rank), members.end());
+        for (int m : members) seen[m] += 1;
+      }
+      for (int count : seen) EXPECT_EQ(count, grid.size(kind)) << to_string(kind);
     }
-    for (int count : seen) EXPECT_EQ(count, grid.size(kind)) << to_string(kind);
   }
+}
+
+// MoE parallel folding: tp=2, dp=4 on a stage's 8 ranks; the experts regroup them as etp=1 x ep=4
+// x expert_dp=2 (Megatron-Core's expert rank generator, etp adjacent, then EP): EP spans the TP
+// pairs, so an EP group of 4 needs only 4 adjacent ranks where ep over DP would stride by tp.
+TEST(RankGrid, FoldedExpertGroupsSpanTensorParallelRanks) {
+  Layout l{2, 2, 1, 4, 4, 1};
+  l.etp = 1;
+  EXPECT_EQ(l.expert_dp(), 2);
+  const RankGrid grid(l, 8);
+  const RankCoords c = grid.coords(13);  // stage 1, in-stage rank 5
+  EXPECT_EQ(c.tp, 1);
+  EXPECT_EQ(c.dp, 2);
+  EXPECT_EQ(c.expert_tp, 0);
+  EXPECT_EQ(c.ep, 1);
+  EXPECT_EQ(c.expert_dp, 1);
+  EXPECT_EQ(grid.group(GroupKind::kEp, 13), (std::vector<int>{12, 13, 14, 15}));
+  EXPECT_EQ(grid.group(GroupKind::kExpertDp, 13), (std::vector<int>{9, 13}));
+  EXPECT_EQ(grid.group(GroupKind::kExpertTp, 13), (std::vector<int>{13}));
+  EXPECT_EQ(grid.group(GroupKind::kTp, 13), (std::vector<int>{12, 13}));
+  EXPECT_EQ(grid.members_per_node(GroupKind::kEp), 4);
+  // The default (etp = tp) is the unfolded grid: EP inside DP, stride tp.
+  l.etp = 0;
+  EXPECT_EQ(RankGrid(l, 8).group(GroupKind::kEp, 13), (std::vector<int>{9, 11, 13, 15}));
+}
+
+TEST(Layout, ExpertGridMustDivideTheStage) {
+  const HardwareProfile p = testing::round_profile();
+  const TrainingRun run;
+  Layout l{2, 1, 1, 8, 2, 1};  // tp x dp = 4 ranks cannot hold 8 EP ranks of etp 1
+  l.etp = 1;
+  EXPECT_EQ(violated_constraint(testing::tiny_moe(), run, p, {1, 4096}, l), Constraint::kExpertGrid);
+  EXPECT_EQ(explain(Constraint::kExpertGrid, testing::tiny_moe(), run, p, {1, 4096}, l),
+            "etp x ep = 8 must divide tp x dp = 4");
+  l.dp = 4;
+  EXPECT_FALSE(violated_constraint(testing::tiny_moe(), run, p, {1, 4096}, l));
+  l.etp = 3;  // 3 does not divide the 8 devices of a node
+  EXPECT_EQ(violated_constraint(testing::tiny_moe(), run, p, {1, 4096}, l), Constraint::kExpertGrid);
 }
 
 }  // namespace flopwise

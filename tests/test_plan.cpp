@@ -19,6 +19,12 @@ Plan ling_plus_plan() {
   return make_plan(cost, Candidate{l, cost.evaluate(l)}, Objective::kMinCostDeadline);
 }
 
+// The value after `flag` in Megatron's arguments, or "<absent>".
+std::string value_of(const std::vector<std::string>& args, const std::string& flag) {
+  const auto it = std::find(args.begin(), args.end(), flag);
+  return it == args.end() || it + 1 == args.end() ? std::string("<absent>") : *(it + 1);
+}
+
 std::string error_of(const nlohmann::json& j) {
   try {
     plan_from_json(j, "plan.json");
@@ -63,6 +69,39 @@ TEST(Plan, CarriesTheSketchedFields) {
   EXPECT_EQ(j["predicted"]["currency"], "RMB");
 }
 
+// MoE parallel folding and token dropping travel in the plan, and reach Megatron's arguments.
+TEST(Plan, FoldedExpertsAndCapacityRoundTripAndBecomeArguments) {
+  Plan plan = ling_plus_plan();
+  plan.layout.etp = 1;
+  plan.run.moe_capacity_factor = 1.25;
+  const nlohmann::json j = to_json(plan);
+  EXPECT_EQ(j["layout"]["etp"], 1);
+  EXPECT_EQ(j["moe_capacity_factor"], 1.25);
+  EXPECT_EQ(j["rank_map"]["strides"]["ep"], 1);
+  EXPECT_EQ(j["rank_map"]["sizes"]["expert_dp"], 16);  // 2 x 64 ranks of a stage over 8 EP ranks
+  const Plan back = plan_from_json(j, "plan.json");
+  EXPECT_EQ(back.layout, plan.layout);
+  EXPECT_EQ(back.run.moe_capacity_factor, 1.25);
+  const std::vector<std::string> args = megatron_args(plan);
+  EXPECT_EQ(value_of(args, "--expert-tensor-parallel-size"), "1");
+  EXPECT_EQ(value_of(args, "--moe-expert-capacity-factor"), "1.25");
+  EXPECT_EQ(value_of(args, "--moe-token-dispatcher-type"), "alltoall");
+  // A plan written before folding has no etp: its experts ran at the attention's TP.
+  nlohmann::json old = to_json(ling_plus_plan());
+  old["layout"].erase("etp");
+  old.erase("moe_capacity_factor");
+  const Plan read = plan_from_json(old, "old.json");
+  EXPECT_EQ(read.layout.expert_tp(), 2);
+  EXPECT_EQ(read.run.moe_capacity_factor, 0);
+  EXPECT_EQ(value_of(megatron_args(read), "--expert-tensor-parallel-size"), "2");
+  nlohmann::json bad = j;
+  bad["layout"]["ep"] = 256;
+  EXPECT_NE(error_of(bad).find("layout.ep"), std::string::npos) << error_of(bad);
+  bad = j;
+  bad["moe_capacity_factor"] = -1;
+  EXPECT_NE(error_of(bad).find("moe_capacity_factor"), std::string::npos) << error_of(bad);
+}
+
 TEST(Plan, BadPlansNameTheField) {
   nlohmann::json j = to_json(ling_plus_plan());
   nlohmann::json missing = j;
@@ -88,10 +127,7 @@ TEST(Plan, BadPlansNameTheField) {
 
 TEST(Plan, MegatronArgumentsCarryTheLayout) {
   const std::vector<std::string> args = megatron_args(ling_plus_plan());
-  auto value_of = [&](const std::string& flag) {
-    const auto it = std::find(args.begin(), args.end(), flag);
-    return it == args.end() || it + 1 == args.end() ? std::string("<absent>") : *(it + 1);
-  };
+  auto value_of = [&](const std::string& flag) { return flopwise::value_of(args, flag); };
   EXPECT_EQ(value_of("--tensor-model-parallel-size"), "2");
   EXPECT_EQ(value_of("--pipeline-model-parallel-size"), "8");
   EXPECT_EQ(value_of("--expert-model-parallel-size"), "8");

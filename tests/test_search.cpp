@@ -14,13 +14,22 @@ TrainingRun run_of(int global_batch) { return testing::tiny_run(global_batch, 1e
 
 long long total_rejected(const SearchResult& r) { return std::accumulate(r.rejected.begin(), r.rejected.end(), 0LL); }
 
+// Every layout of `devices` ranked by time, none cut off by top-k.
+SearchOptions all_layouts(DeviceRange devices) {
+  SearchOptions o;
+  o.devices = devices;
+  o.objective = Objective::kMinTime;
+  o.top_k = 1000000;
+  return o;
+}
+
 }  // namespace
 
 TEST(Search, FullyFixedLayoutIsEvaluatedAlone) {
   const CostModel cost(testing::tiny_moe(), run_of(64), testing::round_profile());
   SearchOptions o;
   o.devices = {8, 8};
-  o.tp = 2, o.pp = 2, o.vpp = 1, o.ep = 2, o.dp = 2, o.micro_batch = 1;
+  o.tp = 2, o.pp = 2, o.vpp = 1, o.ep = 2, o.etp = 2, o.dp = 2, o.micro_batch = 1;
   o.recompute = Recompute::kSelective;
   o.optimizer_sharding = true;
   const SearchResult r = search(cost, o);
@@ -29,13 +38,28 @@ TEST(Search, FullyFixedLayoutIsEvaluatedAlone) {
   EXPECT_EQ(r.considered, 1);
 }
 
+// With tp > 1 a MoE model's experts are tried at the attention's TP and folded (etp 1); a fixed
+// --etp is the only value tried.
+TEST(Search, TriesFoldedExpertsForMoeModels) {
+  const CostModel cost(testing::tiny_moe(), run_of(64), testing::round_profile());
+  SearchOptions o = all_layouts({8, 8});
+  o.tp = 2;
+  const SearchResult searched = search(cost, o);
+  bool folded = false;
+  for (const Candidate& c : searched.best) {
+    EXPECT_TRUE(c.layout.etp == 0 || c.layout.etp == 1) << c.layout.etp;
+    folded |= c.layout.etp == 1;
+  }
+  EXPECT_TRUE(folded);
+  o.etp = 2;
+  const SearchResult fixed = search(cost, o);
+  EXPECT_EQ(2 * fixed.considered, searched.considered);
+  for (const Candidate& c : fixed.best) EXPECT_EQ(c.layout.expert_tp(), 2);
+}
+
 TEST(Search, EveryEnumeratedLayoutIsCountedOnce) {
   const CostModel cost(testing::tiny_moe(), run_of(64), testing::round_profile());
-  SearchOptions o;
-  o.devices = {1, 64};
-  o.objective = Objective::kMinTime;
-  o.top_k = 1000000;
-  const SearchResult r = search(cost, o);
+  const SearchResult r = search(cost, all_layouts({1, 64}));
   EXPECT_EQ(r.considered, total_rejected(r) + static_cast<long long>(r.best.size()));
   EXPECT_GT(r.rejected[static_cast<size_t>(Constraint::kGlobalBatch)], 0);
   EXPECT_GT(r.rejected[static_cast<size_t>(Constraint::kPpLayers)], 0);

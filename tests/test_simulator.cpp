@@ -155,6 +155,28 @@ TEST(StepSimulation, HalvingSpineBandwidthSlowsOnlyCrossLeafAllToAll) {
   EXPECT_NEAR(ep_seconds("4.0", inside), ep_seconds("2.0", inside), 1e-12);
 }
 
+// Folded experts: the simulated slice closes every TP, expert-TP and EP group of its ranks, and the
+// expert-TP gathers and EP all-to-alls it runs cost what the analytic model says.
+TEST(StepSimulation, FoldedExpertLayoutsAgreeWithTheAnalyticModel) {
+  ModelConfig model = testing::tiny_moe();
+  model.kv_heads = 8;  // lets TP 4 split the KV heads
+  const CostModel cost(model, run_of(8), testing::round_profile());
+  Layout unfolded{2, 1, 1, 2, 4, 1, Recompute::kSelective, false};
+  Layout inside_tp{4, 1, 1, 2, 2, 1, Recompute::kSelective, false};
+  inside_tp.etp = 1;  // EP pairs inside each TP group of 4: the slice is one TP group
+  Layout across_tp{2, 1, 1, 8, 4, 1, Recompute::kSelective, false};
+  across_tp.etp = 1;  // one EP group over all 8 ranks of the stage
+  for (const Layout& l : {unfolded, inside_tp, across_tp}) {
+    const StepCost analytic = cost.evaluate(l);
+    const SimulationResult sim = simulate_step(cost, l, {});
+    EXPECT_NEAR(sim.exposed_comm_s.ep / analytic.exposed_comm_s.ep, 1.0, 0.02) << "etp " << l.expert_tp() << " ep " << l.ep;
+    EXPECT_NEAR(sim.step_time_s / analytic.step_time_s, 1.0, 0.05);
+  }
+  EXPECT_EQ(simulate_step(cost, inside_tp, {}).simulated_devices, 4);
+  EXPECT_EQ(simulate_step(cost, across_tp, {}).simulated_devices, 8);
+  EXPECT_GT(cost.evaluate(unfolded).exposed_comm_s.ep, 0);
+}
+
 TEST(StepSimulation, WritesAChromeTrace) {
   const CostModel cost(testing::tiny_moe(), run_of(8), testing::round_profile());
   const std::string path = ::testing::TempDir() + "/flopwise_trace.json";

@@ -106,8 +106,9 @@ double CostModel::micro_batch_tokens(const Layout& l) const {
 }
 
 double CostModel::expert_skew(const Layout& l) const {
-  // With EP = 1 every rank holds every expert, so skew between experts averages out.
-  return l.ep > 1 ? run_.routing_skew : 1.0;
+  // With EP = 1 every rank holds every expert, so skew between experts averages out; a capacity
+  // factor caps what the busiest rank takes.
+  return l.ep > 1 ? run_.expert_load() : 1.0;
 }
 
 // `count` GEMMs with rows x cols outputs over `inner`, on one device: the useful FLOPs over the
@@ -127,11 +128,13 @@ ComputeWork CostModel::gemm_work(double rows, double inner, double cols, double 
 
 // One weight matrix's GEMMs on one device for `rows` tokens: the forward (rows x outputs over the
 // inputs), or the backward's input gradient (rows x inputs over the outputs) and weight gradient
-// (inputs x outputs over the rows). Tensor parallelism splits outputs, inputs or the rows.
-ComputeWork CostModel::matrix_work(const WeightMatrix& w, double rows, double count, Pass pass, const Layout& l) const {
+// (inputs x outputs over the rows). Tensor parallelism (`tp` ways: the attention's or the experts')
+// splits outputs, inputs or the rows.
+ComputeWork CostModel::matrix_work(const WeightMatrix& w, double rows, double count, Pass pass, int tp,
+                                   const Layout& l) const {
   double in = w.inputs, out = w.outputs;
-  if (w.split == TpSplit::kOutputs) out /= l.tp;
-  if (w.split == TpSplit::kInputs) in /= l.tp;
+  if (w.split == TpSplit::kOutputs) out /= tp;
+  if (w.split == TpSplit::kInputs) in /= tp;
   if (w.split == TpSplit::kSequence) rows /= sequence_shards(l);
   if (pass == Pass::kForward) return gemm_work(rows, in, out, count);
   ComputeWork both = gemm_work(rows, out, in, count);
@@ -139,18 +142,27 @@ ComputeWork CostModel::matrix_work(const WeightMatrix& w, double rows, double co
   return both;
 }
 
-// Every token meets the shared matrices; each local expert sees its share of the EP group's
-// tokens, top_k copies each (stretched by routing skew), in one grouped GEMM.
+// Every token meets the shared matrices; each local expert sees its share of the tokens of its
+// etp x ep ranks (each holding 1/tp of a micro-batch), top_k copies each (stretched by routing
+// skew), in one grouped GEMM split etp ways.
 ComputeWork CostModel::layer_gemm_work(bool moe_layer, Pass pass, const Layout& l) const {
   const double tokens = micro_batch_tokens(l);
   const LayerMatrices& matrices = moe_layer ? moe_matrices_ : dense_matrices_;
   ComputeWork w;
-  for (const WeightMatrix& m : matrices.shared) w += matrix_work(m, tokens, 1.0, pass, l);
+  for (const WeightMatrix& m : matrices.shared) w += matrix_work(m, tokens, 1.0, pass, l.tp, l);
   if (!moe_layer || matrices.routed_expert.empty()) return w;
   const double local_experts = static_cast<double>(model_.routed_experts) / l.ep;
-  const double rows = tokens * model_.top_k * expert_skew(l) * l.ep / model_.routed_experts;
-  for (const WeightMatrix& m : matrices.routed_expert) w += matrix_work(m, rows, local_experts, pass, l);
+  const double rows = expert_rows_per_rank(l) * l.ep / model_.routed_experts;
+  for (const WeightMatrix& m : matrices.routed_expert) {
+    w += matrix_work(m, rows, local_experts, pass, l.expert_tp(), l);
+  }
   return w;
+}
+
+// Routed token copies one expert-TP group gathers: each of its etp members dispatches its 1/tp of
+// the micro-batch, top_k copies per token, and the busiest EP rank receives `skew` times the mean.
+double CostModel::expert_rows_per_rank(const Layout& l) const {
+  return micro_batch_tokens(l) / l.tp * l.expert_tp() * model_.top_k * expert_skew(l);
 }
 
 // Hockney's n_1/2 term: the sum over a layer's GEMMs of FLOPs per row (2 x weights on this device),
@@ -160,7 +172,7 @@ Flops CostModel::layer_matmul_per_row(bool moe_layer, const Layout& l) const {
   Flops per_row = f.dense_matmul / l.tp;
   if (moe_layer && model_.top_k > 0) {
     const double local_experts = static_cast<double>(model_.routed_experts) / l.ep;
-    per_row += f.expert_matmul / model_.top_k * local_experts / l.tp;
+    per_row += f.expert_matmul / model_.top_k * local_experts / l.expert_tp();
   }
   return per_row;
 }
@@ -237,6 +249,8 @@ Seconds CostModel::layer_forward_seconds(bool moe_layer, const Layout& l) const 
 // linear's input are split over TP only under sequence parallelism; everything else is TP-sharded.
 // Attention keeps Q/K/V, the core output and the fp32 softmax statistics; only the unfused kernel
 // without recompute also keeps the s x s probabilities, dropout mask and output (eq. 1: 5as^2b).
+// Routed experts keep the permuted tokens and the weighted output (h each, per token copy sent),
+// the input gathered over the expert-TP group (etp x h) and their SwiGLU's gate, up and product.
 Bytes CostModel::layer_activation_bytes(bool moe_layer, const Layout& l) const {
   const ModelConfig& m = model_;
   const double tokens = micro_batch_tokens(l);
@@ -253,7 +267,7 @@ Bytes CostModel::layer_activation_bytes(bool moe_layer, const Layout& l) const {
   if (!moe_layer) {
     sharded += a * 3.0 * m.dense_ffn;  // gate, up, activation
   } else {
-    const double routed = m.top_k * expert_skew(l) * (2.0 * h + 3.0 * m.expert_ffn + h);
+    const double routed = m.top_k * expert_skew(l) * ((l.expert_tp() + 2.0) * h + 3.0 * m.expert_ffn);
     sharded += a * (routed + 3.0 * m.shared_experts * m.shared_expert_ffn) +
                8.0 * m.routed_experts;  // fp32 router logits and probabilities
   }
@@ -267,7 +281,7 @@ ComputeWork CostModel::lm_head_work(Pass pass, const Layout& l) const {
   const double tokens = micro_batch_tokens(l);
   const double passes = passes_of(pass);
   const WeightMatrix head{static_cast<double>(model_.hidden), static_cast<double>(model_.vocab), TpSplit::kOutputs};
-  ComputeWork w = matrix_work(head, tokens, 1.0, pass, l);
+  ComputeWork w = matrix_work(head, tokens, 1.0, pass, l.tp, l);
   w.matmul_per_row = passes * lm_head_flops_ / l.tp;
   w.memory_traffic += passes * tokens * model_.vocab / l.tp * (bytes_.activation + 4.0 + 12.0);
   return w;
@@ -328,26 +342,51 @@ Bytes CostModel::ep_payload_bytes(const Layout& l) const {
 // Sequence parallelism lets each TP rank send only its 1/tp slice across a stage boundary.
 Bytes CostModel::pp_boundary_bytes(const Layout& l) const { return tp_collective_bytes(l) / l.tp; }
 
+// Blocks split over the attention's TP group: attention and MLP; in a MoE layer attention and the
+// shared experts (Megatron-Core's SharedExpertMLP gathers and scatters its own input), the routed
+// experts communicating through the token dispatcher instead.
+int CostModel::tp_blocks(const StageContents& s) const {
+  return 2 * s.dense_layers + (model_.shared_experts > 0 ? 2 : 1) * s.moe_layers;
+}
+
 // Megatron's TP (Shoeybi et al. 2019; with sequence parallelism, Korthikanti et al. 2022, sec.
-// 4.2.2). Forward: an all-reduce after attention and after the MLP (with SP, an all-gather before
-// and a reduce-scatter after each block), 4 units the next layer waits for. Backward: the
-// column-parallel layers' input-gradient all-reduce (or reduce-scatter) runs beside their
-// weight-gradient GEMM (Megatron-LM's async all-reduce, switch tp_grad); with SP the row-parallel
-// layers' output-gradient all-gathers are waited for, while the column-parallel inputs are
-// re-gathered beside their input-gradient GEMM. Full recompute repeats the forward's. Transformer
-// Engine's TP overlap (tp_comm) pipelines every one of them with the GEMM beside it.
-CostModel::TpCollectives CostModel::tp_collectives(bool forward, const Layout& l) const {
+// 4.2.2), per block. Forward: an all-reduce after it (with SP, an all-gather before and a
+// reduce-scatter after), 2 units the next block waits for. Backward: the column-parallel input
+// gradient's all-reduce (or reduce-scatter) runs beside the weight-gradient GEMM (Megatron-LM's
+// async all-reduce, switch tp_grad); with SP the row-parallel output gradient's all-gather is
+// waited for, while the column-parallel input is re-gathered beside the input-gradient GEMM. Full
+// recompute repeats the forward's. Transformer Engine's TP overlap (tp_comm) pipelines every one
+// of them with the GEMM beside it.
+CostModel::TpCollectives CostModel::tp_collectives(const StageContents& s, bool forward, const Layout& l) const {
   TpCollectives c;
   if (forward) {
-    c.exposed = 4;
+    c.exposed = 2;
   } else {
-    c.exposed = l.sequence_parallel ? 2 : 0;
-    c.overlapped = 4;
-    if (l.recompute == Recompute::kFull) c.exposed += 4;
+    c.exposed = l.sequence_parallel ? 1 : 0;
+    c.overlapped = 2;
+    if (l.recompute == Recompute::kFull) c.exposed += 2;
   }
+  const int blocks = tp_blocks(s);
+  c = {c.exposed * blocks, c.overlapped * blocks};
   if (run_.overlap.tp_comm) return {0, c.total()};
   if (!run_.overlap.tp_grad) return {c.total(), 0};
   return c;
+}
+
+// Megatron-Core's token dispatchers with expert TP: the all-to-all dispatcher (EP > 1) all-gathers
+// the routed copies it received over the etp group and reduce-scatters the experts' output back;
+// the all-gather dispatcher (EP 1) gathers the tokens themselves, before they are copied top_k
+// times. Backward runs the reverse pair, in line with the dispatch; full recompute repeats the
+// forward's pair.
+int CostModel::expert_tp_collectives(const StageContents& s, bool forward, const Layout& l) const {
+  if (l.expert_tp() < 2) return 0;
+  const int per_layer = forward || l.recompute != Recompute::kFull ? 2 : 4;
+  return s.moe_layers * per_layer;
+}
+
+Bytes CostModel::expert_tp_collective_bytes(const Layout& l) const {
+  const double copies = l.ep > 1 ? 1.0 : model_.top_k;
+  return bytes_.activation * expert_rows_per_rank(l) / copies * model_.hidden;
 }
 
 // The backward GEMMs of the matrices Megatron splits by output column (QKV, MLP up/gate, shared
@@ -356,7 +395,7 @@ ComputeWork CostModel::column_parallel_backward_work(bool moe_layer, const Layou
   const LayerMatrices& matrices = moe_layer ? moe_matrices_ : dense_matrices_;
   ComputeWork w;
   for (const WeightMatrix& m : matrices.shared) {
-    if (m.split == TpSplit::kOutputs) w += matrix_work(m, micro_batch_tokens(l), 1.0, Pass::kBackward, l);
+    if (m.split == TpSplit::kOutputs) w += matrix_work(m, micro_batch_tokens(l), 1.0, Pass::kBackward, l.tp, l);
   }
   return w;
 }
@@ -372,9 +411,8 @@ Seconds CostModel::tp_overlap_window(const StageContents& s, bool forward, const
 }
 
 Seconds CostModel::tp_exposed_seconds(const StageContents& s, bool forward, const Layout& l, Seconds each) const {
-  const TpCollectives c = tp_collectives(forward, l);
-  const double layers = s.moe_layers + s.dense_layers;
-  return layers * c.exposed * each + std::max(0.0, layers * c.overlapped * each - tp_overlap_window(s, forward, l));
+  const TpCollectives c = tp_collectives(s, forward, l);
+  return c.exposed * each + std::max(0.0, c.overlapped * each - tp_overlap_window(s, forward, l));
 }
 
 CostModel::RankTime CostModel::micro_batch_time(const StageContents& s, const Layout& l) const {
@@ -388,6 +426,10 @@ CostModel::RankTime CostModel::micro_batch_time(const StageContents& s, const La
     const int a2a = ep_all_to_alls_forward() + ep_all_to_alls_backward(l);
     t.ep = s.moe_layers * a2a * all_to_all_time(span(grid, GroupKind::kEp), ep_payload_bytes(l), network_);
   }
+  const int gathers = expert_tp_collectives(s, true, l) + expert_tp_collectives(s, false, l);
+  if (gathers > 0) {
+    t.ep += gathers * reduce_scatter_time(span(grid, GroupKind::kExpertTp), expert_tp_collective_bytes(l), network_);
+  }
   return t;
 }
 
@@ -396,7 +438,7 @@ double CostModel::dense_params_per_device(const StageContents& s, const Layout& 
 }
 
 double CostModel::expert_params_per_device(const StageContents& s, const Layout& l) const {
-  return stage_expert_params(s) / (l.tp * l.ep);  // experts are TP- and EP-sharded
+  return stage_expert_params(s) / (l.expert_tp() * l.ep);  // experts are expert-TP- and EP-sharded
 }
 
 Seconds CostModel::optimizer_seconds_at_peak(const StageContents& s, const Layout& l) const {
@@ -454,9 +496,15 @@ MemoryBreakdown CostModel::rank_memory(const StageContents& s, int rank, const L
 }
 
 MemoryBreakdown CostModel::memory(const Layout& l, int* busiest_rank) const {
-  const std::vector<StageContents> stages = stage_contents(model_, l);
+  return memory(l, stage_contents(model_, l), busiest_rank);
+}
+
+// In-flight micro-batches only fall with the pipeline rank, so of ranks holding the same layers
+// the first needs the most: one rank per run of equal stages is enough.
+MemoryBreakdown CostModel::memory(const Layout& l, const std::vector<StageContents>& stages, int* busiest_rank) const {
   MemoryBreakdown worst;
   for (int r = 0; r < l.pp; ++r) {
+    if (r > 0 && stages[r] == stages[r - 1]) continue;
     const MemoryBreakdown mem = rank_memory(stages[r], r, l);
     if (r == 0 || mem.total() > worst.total()) {
       worst = mem;
@@ -512,8 +560,9 @@ void CostModel::derive_totals(StepCost& c, const Layout& l) const {
   c.currency = profile_.device.currency;
 }
 
-StepCost CostModel::evaluate(const Layout& l) const {
-  const std::vector<StageContents> stages = stage_contents(model_, l);
+StepCost CostModel::evaluate(const Layout& l) const { return evaluate(l, stage_contents(model_, l)); }
+
+StepCost CostModel::evaluate(const Layout& l, const std::vector<StageContents>& stages) const {
   const int m = l.micro_batches(run_.global_batch);
   StepCost c;
   RankTime slowest, t;
@@ -544,7 +593,7 @@ StepCost CostModel::evaluate(const Layout& l) const {
   c.step_time_s = c.compute_s + c.exposed_comm_s.total() + c.bubble_s + c.optimizer_s + c.overhead_s;
 
   derive_totals(c, l);
-  c.memory_bytes = memory(l, &c.busiest_memory_rank);
+  c.memory_bytes = memory(l, stages, &c.busiest_memory_rank);
   c.usable_memory_bytes = usable_memory_;
   return c;
 }

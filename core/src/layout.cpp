@@ -29,7 +29,7 @@ std::string to_string(Constraint constraint) {
     case Constraint::kPpLayers: return "pp-x-vpp-divides-layers";
     case Constraint::kVirtualStages: return "virtual-stages";
     case Constraint::kEpExperts: return "ep-divides-experts";
-    case Constraint::kEpDp: return "ep-divides-dp";
+    case Constraint::kExpertGrid: return "expert-grid";
     case Constraint::kGlobalBatch: return "global-batch";
     case Constraint::kDevices: return "device-count";
     case Constraint::kMemory: return "memory";
@@ -46,6 +46,7 @@ std::string to_string(GroupKind kind) {
     case GroupKind::kDp: return "dp";
     case GroupKind::kExpertDp: return "expert_dp";
     case GroupKind::kPp: return "pp";
+    case GroupKind::kExpertTp: return "expert_tp";
   }
   return "tp";
 }
@@ -57,6 +58,12 @@ std::string str(int value) { return std::to_string(value); }
 int kv_groups(const ModelConfig& m) { return m.is_mla() ? m.heads : m.kv_heads; }  // MLA shares no KV heads
 int experts(const ModelConfig& m) { return m.is_moe() ? m.routed_experts : 1; }
 int max_devices(const HardwareProfile& p, const DeviceRange& r) { return std::min(r.max, p.cluster.max_devices); }
+
+// Megatron-Core's expert rank generator: etp x ep x expert_dp = tp x dp on every stage.
+bool expert_grid_fits(const Layout& l, int node_devices) {
+  const long long experts = static_cast<long long>(l.expert_tp()) * l.ep;
+  return node_devices % l.expert_tp() == 0 && (static_cast<long long>(l.tp) * l.dp) % experts == 0;
+}
 
 }  // namespace
 
@@ -100,10 +107,9 @@ bool balance_stages(int layers, Layout& l) {
   return false;
 }
 
-std::optional<Constraint> violated_constraint(const ModelConfig& m, const TrainingRun& run,
-                                              const HardwareProfile& profile, const DeviceRange& range,
-                                              const Layout& l) {
-  if (l.tp < 1 || l.pp < 1 || l.vpp < 1 || l.ep < 1 || l.dp < 1 || l.micro_batch < 1) {
+std::optional<Constraint> violated_degrees(const ModelConfig& m, const HardwareProfile& profile,
+                                           const DeviceRange& range, const Layout& l) {
+  if (l.tp < 1 || l.pp < 1 || l.vpp < 1 || l.ep < 1 || l.dp < 1 || l.micro_batch < 1 || l.etp < 0) {
     return Constraint::kDevices;
   }
   if (m.heads % l.tp != 0 || kv_groups(m) % l.tp != 0) return Constraint::kTpHeads;
@@ -112,13 +118,20 @@ std::optional<Constraint> violated_constraint(const ModelConfig& m, const Traini
   if (!stages_fit(m.layers, l)) return Constraint::kPpLayers;
   if (l.vpp > 1 && l.pp == 1) return Constraint::kVirtualStages;
   if (experts(m) % l.ep != 0) return Constraint::kEpExperts;
-  if (l.dp % l.ep != 0) return Constraint::kEpDp;
-  if (run.global_batch % (l.dp * l.micro_batch) != 0) return Constraint::kGlobalBatch;
-  // Megatron's interleaved schedule runs micro-batches in groups of pp.
-  if (l.vpp > 1 && l.micro_batches(run.global_batch) % l.pp != 0) return Constraint::kVirtualStages;
+  if (!expert_grid_fits(l, node)) return Constraint::kExpertGrid;
   const long long devices = static_cast<long long>(l.tp) * l.pp * l.dp;
   if (devices < range.min || devices > max_devices(profile, range)) return Constraint::kDevices;
   if (devices > profile.node.devices && profile.cluster.inter_bandwidth <= 0) return Constraint::kDevices;
+  return std::nullopt;
+}
+
+std::optional<Constraint> violated_constraint(const ModelConfig& m, const TrainingRun& run,
+                                              const HardwareProfile& profile, const DeviceRange& range,
+                                              const Layout& l) {
+  if (const auto c = violated_degrees(m, profile, range, l)) return c;
+  if (run.global_batch % (l.dp * l.micro_batch) != 0) return Constraint::kGlobalBatch;
+  // Megatron's interleaved schedule runs micro-batches in groups of pp.
+  if (l.vpp > 1 && l.micro_batches(run.global_batch) % l.pp != 0) return Constraint::kVirtualStages;
   return std::nullopt;
 }
 
@@ -143,8 +156,11 @@ std::string explain(Constraint c, const ModelConfig& m, const TrainingRun& run, 
                              ") divisible by pp=" + str(l.pp);
     case Constraint::kEpExperts:
       return "ep=" + str(l.ep) + " must divide routed experts (" + str(experts(m)) + ")";
-    case Constraint::kEpDp:
-      return "ep=" + str(l.ep) + " must divide dp=" + str(l.dp);
+    case Constraint::kExpertGrid:
+      if (profile.node.devices % l.expert_tp() != 0) {
+        return "etp=" + str(l.expert_tp()) + " must divide the " + str(profile.node.devices) + " devices of a node";
+      }
+      return "etp x ep = " + str(l.expert_tp() * l.ep) + " must divide tp x dp = " + str(l.tp * l.dp);
     case Constraint::kGlobalBatch:
       return "dp x micro_batch = " + str(l.dp * l.micro_batch) + " must divide the global batch (" +
              str(run.global_batch) + ")";
@@ -178,8 +194,10 @@ RankCoords RankGrid::coords(int rank) const {
   c.tp = rank % layout_.tp;
   c.dp = (rank / layout_.tp) % layout_.dp;
   c.pp = rank / (layout_.tp * layout_.dp);
-  c.ep = c.dp % layout_.ep;
-  c.expert_dp = c.dp / layout_.ep;
+  const int in_stage = rank % (layout_.tp * layout_.dp);
+  c.expert_tp = in_stage % layout_.expert_tp();
+  c.ep = (in_stage / layout_.expert_tp()) % layout_.ep;
+  c.expert_dp = in_stage / (layout_.expert_tp() * layout_.ep);
   return c;
 }
 
@@ -190,10 +208,11 @@ int RankGrid::rank_of(const RankCoords& c) const {
 int RankGrid::stride(GroupKind kind) const {
   switch (kind) {
     case GroupKind::kTp: return 1;
-    case GroupKind::kEp: return layout_.tp;
+    case GroupKind::kEp: return layout_.expert_tp();
     case GroupKind::kDp: return layout_.tp;
-    case GroupKind::kExpertDp: return layout_.tp * layout_.ep;
+    case GroupKind::kExpertDp: return layout_.expert_tp() * layout_.ep;
     case GroupKind::kPp: return layout_.tp * layout_.dp;
+    case GroupKind::kExpertTp: return 1;
   }
   return 1;
 }
@@ -205,22 +224,28 @@ int RankGrid::size(GroupKind kind) const {
     case GroupKind::kDp: return layout_.dp;
     case GroupKind::kExpertDp: return layout_.expert_dp();
     case GroupKind::kPp: return layout_.pp;
+    case GroupKind::kExpertTp: return layout_.expert_tp();
   }
   return 1;
 }
 
-std::vector<int> RankGrid::group(GroupKind kind, int rank) const {
-  const RankCoords c = coords(rank);
-  RankCoords first = c;
+int RankGrid::coordinate(const RankCoords& c, GroupKind kind) const {
   switch (kind) {
-    case GroupKind::kTp: first.tp = 0; break;
-    case GroupKind::kEp: first.dp = c.dp - c.ep; break;
-    case GroupKind::kDp: first.dp = 0; break;
-    case GroupKind::kExpertDp: first.dp = c.ep; break;
-    case GroupKind::kPp: first.pp = 0; break;
+    case GroupKind::kTp: return c.tp;
+    case GroupKind::kEp: return c.ep;
+    case GroupKind::kDp: return c.dp;
+    case GroupKind::kExpertDp: return c.expert_dp;
+    case GroupKind::kPp: return c.pp;
+    case GroupKind::kExpertTp: return c.expert_tp;
   }
+  return 0;
+}
+
+// Every group is an arithmetic progression of ranks: from the member whose coordinate is 0, in
+// steps of the group's stride.
+std::vector<int> RankGrid::group(GroupKind kind, int rank) const {
+  const int start = rank - coordinate(coords(rank), kind) * stride(kind);
   std::vector<int> members;
-  const int start = rank_of(first);
   for (int i = 0; i < size(kind); ++i) members.push_back(start + i * stride(kind));
   return members;
 }

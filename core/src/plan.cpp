@@ -37,7 +37,8 @@ json layout_to_json(const Layout& l) {
           {"optimizer_sharding", l.optimizer_sharding},
           {"sequence_parallel", l.tp > 1 && l.sequence_parallel},
           {"first_stage_layers", l.first_stage_layers},
-          {"last_stage_layers", l.last_stage_layers}};
+          {"last_stage_layers", l.last_stage_layers},
+          {"etp", l.expert_tp()}};
 }
 
 Layout layout_from_json(const json& j, const std::string& source, const std::string& path) {
@@ -55,7 +56,13 @@ Layout layout_from_json(const json& j, const std::string& source, const std::str
   l.sequence_parallel = l.tp == 1 || r.boolean("sequence_parallel");
   l.first_stage_layers = r.integer("first_stage_layers", 0, kMaxDegree);
   l.last_stage_layers = r.integer("last_stage_layers", 0, kMaxDegree);
-  if (l.dp % l.ep != 0) throw r.error("ep", "must divide dp (" + std::to_string(l.dp) + ")");
+  // Plans written before MoE parallel folding ran the experts at the attention's TP, which is
+  // also Megatron-Core's default.
+  if (r.has("etp")) l.etp = fold_expert_tp(r.integer("etp", 1, kMaxDegree), l.tp);
+  if ((static_cast<long long>(l.tp) * l.dp) % (static_cast<long long>(l.expert_tp()) * l.ep) != 0) {
+    throw r.error("ep", "etp x ep (" + std::to_string(l.expert_tp()) + " x " + std::to_string(l.ep) +
+                            ") must divide tp x dp (" + std::to_string(l.tp * l.dp) + ")");
+  }
   if (static_cast<long long>(l.tp) * l.pp * l.dp > kMaxDegree) throw r.error("dp", "tp x pp x dp exceeds 2^20 devices");
   return l;
 }
@@ -65,13 +72,13 @@ namespace {
 json rank_map_json(const Layout& l, int devices_per_node) {
   const RankGrid grid(l, devices_per_node);
   json strides, sizes;
-  for (GroupKind k : {GroupKind::kTp, GroupKind::kEp, GroupKind::kDp, GroupKind::kExpertDp, GroupKind::kPp}) {
+  for (GroupKind k : kGroupKinds) {
     strides[to_string(k)] = grid.stride(k);
     sizes[to_string(k)] = grid.size(k);
   }
   return {{"order", RankGrid::kOrder},
-          {"rule", "rank = tp_rank + tp * (dp_rank + dp * pp_rank); dp_rank = ep_rank + ep * expert_dp_rank; "
-                   "node = rank / devices_per_node"},
+          {"rule", "rank = tp_rank + tp * (dp_rank + dp * pp_rank) = expert_tp_rank + etp * (ep_rank + ep * "
+                   "(expert_dp_rank + expert_dp * pp_rank)); node = rank / devices_per_node"},
           {"devices_per_node", devices_per_node},
           {"strides", strides},
           {"sizes", sizes}};
@@ -114,6 +121,7 @@ json to_json(const Plan& p) {
   j["attention"] = to_string(p.run.attention);
   j["comm_overlap"] = to_string(p.run.overlap);
   j["routing_skew"] = p.run.routing_skew;
+  j["moe_capacity_factor"] = p.run.moe_capacity_factor;
   j["memory_headroom"] = p.run.memory_headroom;
   j["objective"] = to_string(p.objective);
   j["layout"] = layout_to_json(p.layout);
@@ -142,6 +150,8 @@ Plan plan_from_json(const json& j, const std::string& source) {
   p.run.attention = parse_attention_kernel(r.text("attention"), source, "attention");
   p.run.overlap = parse_comm_overlap(r.text("comm_overlap"), source, "comm_overlap");
   p.run.routing_skew = r.number("routing_skew");
+  // Plans written before capacity factors were dropless.
+  if (r.has("moe_capacity_factor")) p.run.moe_capacity_factor = r.number("moe_capacity_factor");
   p.run.memory_headroom = r.number("memory_headroom");
   validate(p.run, source);
   p.objective = parse_objective(r.text("objective"), source, "objective");

@@ -65,6 +65,9 @@ void validate(const TrainingRun& run, const std::string& source) {
   if (!(run.routing_skew >= 1.0)) {
     throw input_error(source, "routing_skew", "must be >= 1 (busiest EP rank's tokens over the mean)");
   }
+  if (!(run.moe_capacity_factor == 0 || (run.moe_capacity_factor > 0 && run.moe_capacity_factor <= 1e3))) {
+    throw input_error(source, "moe_capacity_factor", "must be 0 (dropless) or a positive factor of an expert's balanced share");
+  }
   if (!(run.memory_headroom >= 0.0 && run.memory_headroom < 1.0)) {
     throw input_error(source, "memory_headroom", "must be a fraction in [0, 1)");
   }

@@ -46,6 +46,11 @@ std::string fit_layout(Layout& l, int& global_batch, const ModelConfig& model, i
     l.vpp = 1;
     notes += "interleaving (vpp) runs as plain 1F1B; ";
   }
+  if (l.etp != 0) {
+    notes += "experts run at the attention's tp" + std::to_string(l.tp) + " (etp" + std::to_string(l.etp) +
+             " folding is planned, not executed by flopwise-train); ";
+    l.etp = 0;
+  }
   while (l.devices() > max_ranks) {
     if (l.dp > l.ep && l.dp % 2 == 0) {
       l.dp /= 2;

@@ -47,6 +47,10 @@ Setup reconcile(const TrainOptions& o, int world, int vocab) {
   if (o.scale >= 1.0) s.model.vocab = std::max(s.model.vocab, vocab);
   const std::string more = fit_layout(s.layout, s.global_batch, s.model, world);  // divisibility of the scaled shape
   if (!more.empty()) s.notes += (s.notes.empty() ? "" : "; ") + more;
+  if (s.plan.run.moe_capacity_factor > 0 && s.plan.model.is_moe()) {
+    s.notes += (s.notes.empty() ? "" : "; ") + std::string("the plan's capacity factor ") +
+               std::to_string(s.plan.run.moe_capacity_factor).substr(0, 4) + " is not applied: dispatch is dropless";
+  }
   // Its tensor parallelism all-reduces full activations (no sequence parallelism).
   s.layout.sequence_parallel = s.layout.tp == 1;
   const int plan_micro_batches = s.global_batch / (s.layout.dp * s.layout.micro_batch);

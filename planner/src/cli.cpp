@@ -44,10 +44,11 @@ struct RunOptions {
   std::string attention = "fused";
   std::string comm_overlap = to_string(CommOverlap{});
   double routing_skew = 1.0;
+  double moe_capacity_factor = 0;
   double memory_headroom = 0.10;
   int top = 5;
   int refine = 0;
-  int tp = 0, pp = 0, vpp = 0, ep = 0, dp = 0, micro_batch = 0, first_stage_layers = 0, last_stage_layers = 0;
+  int tp = 0, pp = 0, vpp = 0, ep = 0, etp = 0, dp = 0, micro_batch = 0, first_stage_layers = 0, last_stage_layers = 0;
   std::string recompute, optimizer_sharding;
   bool json = false;
   std::string out;
@@ -68,6 +69,9 @@ void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
                  "communication the framework overlaps: none, or a list of grad_reduce, param_gather, tp_grad, tp_comm, p2p")
       ->capture_default_str();
   app.add_option("--routing-skew", o.routing_skew, "busiest EP rank's tokens over the mean (>= 1)")->capture_default_str();
+  app.add_option("--moe-capacity-factor", o.moe_capacity_factor,
+                 "expert capacity over its balanced share; tokens past it are dropped (0: dropless)")
+      ->capture_default_str();
   app.add_option("--memory-headroom", o.memory_headroom, "fraction of device memory kept free")->capture_default_str();
   app.add_option("--top", o.top, "ranked layouts to keep")->capture_default_str();
   app.add_flag("--json", o.json, "machine-readable output");
@@ -78,6 +82,7 @@ void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
   app.add_option("--pp", o.pp, "fix pipeline stages");
   app.add_option("--vpp", o.vpp, "fix virtual stages per pipeline rank");
   app.add_option("--ep", o.ep, "fix expert parallel size");
+  app.add_option("--etp", o.etp, "fix expert tensor parallel size (default: searched; with a fixed layout, tp)");
   app.add_option("--dp", o.dp, "fix data parallel size");
   app.add_option("--micro-batch", o.micro_batch, "fix micro-batch size");
   app.add_option("--recompute", o.recompute, "fix recompute: none | selective | full");
@@ -122,6 +127,7 @@ SearchOptions search_options(const RunOptions& o) {
   s.pp = fixed(o.pp, "--pp");
   s.vpp = fixed(o.vpp, "--vpp");
   s.ep = fixed(o.ep, "--ep");
+  s.etp = fixed(o.etp, "--etp");
   s.dp = fixed(o.dp, "--dp");
   s.micro_batch = fixed(o.micro_batch, "--micro-batch");
   s.first_stage_layers = fixed(o.first_stage_layers, "--first-stage-layers");
@@ -137,12 +143,12 @@ SearchOptions search_options(const RunOptions& o) {
 }
 
 bool has_fixed_dims(const SearchOptions& s) {
-  return s.tp || s.pp || s.vpp || s.ep || s.dp || s.micro_batch || s.recompute || s.optimizer_sharding ||
+  return s.tp || s.pp || s.vpp || s.ep || s.etp || s.dp || s.micro_batch || s.recompute || s.optimizer_sharding ||
          s.first_stage_layers || s.last_stage_layers;
 }
 
 SearchOptions without_fixed_dims(SearchOptions s) {
-  s.tp = s.pp = s.vpp = s.ep = s.dp = s.micro_batch = s.first_stage_layers = s.last_stage_layers = std::nullopt;
+  s.tp = s.pp = s.vpp = s.ep = s.etp = s.dp = s.micro_batch = s.first_stage_layers = s.last_stage_layers = std::nullopt;
   s.recompute = std::nullopt;
   s.optimizer_sharding = std::nullopt;
   return s;
@@ -157,6 +163,7 @@ TrainingRun training_run(const RunOptions& o) {
   run.attention = parse_attention_kernel(o.attention, "--attention", "");
   run.overlap = parse_comm_overlap(o.comm_overlap, "--comm-overlap", "");
   run.routing_skew = o.routing_skew;
+  run.moe_capacity_factor = o.moe_capacity_factor;
   run.memory_headroom = o.memory_headroom;
   validate(run, "options");
   return run;

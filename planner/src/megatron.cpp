@@ -1,3 +1,4 @@
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -69,7 +70,17 @@ void add_layout(std::vector<std::string>& a, const Plan& p) {
   if (l.last_stage_layers > 0) add(a, "--decoder-last-pipeline-num-layers", l.last_stage_layers);
   // Layers per virtual stage of a middle pipeline rank (the ends split theirs the same way).
   if (l.vpp > 1) add(a, "--num-layers-per-virtual-pipeline-stage", rank_layer_count(p.model.layers, l, 1) / l.vpp);
-  if (p.model.is_moe()) add(a, "--expert-model-parallel-size", l.ep);
+  if (p.model.is_moe()) {
+    add(a, "--expert-model-parallel-size", l.ep);
+    add(a, "--expert-tensor-parallel-size", l.expert_tp());
+    // The dispatcher the cost model prices: all-to-all across EP ranks, all-gather without EP.
+    a.insert(a.end(), {"--moe-token-dispatcher-type", l.ep > 1 ? "alltoall" : "allgather"});
+    if (p.run.moe_capacity_factor > 0) {
+      char factor[32];
+      std::snprintf(factor, sizeof factor, "%g", p.run.moe_capacity_factor);
+      a.insert(a.end(), {"--moe-expert-capacity-factor", factor});
+    }
+  }
   if (l.tp > 1 && l.sequence_parallel) a.push_back("--sequence-parallel");
   add(a, "--micro-batch-size", l.micro_batch);
   add(a, "--global-batch-size", p.run.global_batch);

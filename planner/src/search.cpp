@@ -61,6 +61,17 @@ struct Space {
   std::vector<int> tp, pp, vpp, ep, dp, micro_batch;
   std::vector<Recompute> recompute;
   std::vector<bool> sharding;
+  bool moe = false;
+  std::optional<int> etp;
+
+  // Expert TP degrees to try under attention TP `tp`, as Layout::etp values: Megatron-Core's
+  // default (the same tp) and full folding (etp 1, EP spread over the TP ranks), the two the
+  // MoE parallel folding paper trains with (Liu et al. 2025, arXiv 2504.14960).
+  std::vector<int> expert_tp(int tp) const {
+    if (etp) return {fold_expert_tp(*etp, tp)};
+    if (!moe || tp == 1) return {0};
+    return {0, 1};
+  }
 };
 
 Space candidate_space(const CostModel& cost, const SearchOptions& o) {
@@ -79,6 +90,8 @@ Space candidate_space(const CostModel& cost, const SearchOptions& o) {
   s.micro_batch = fixed_or(o.micro_batch, {1, 2, 4, 8});
   s.recompute = fixed_or(o.recompute, {Recompute::kFull, Recompute::kSelective, Recompute::kNone});
   s.sharding = fixed_or(o.optimizer_sharding, {true, false});
+  s.moe = m.is_moe();
+  s.etp = o.etp;
   return s;
 }
 
@@ -88,9 +101,10 @@ class Ranker {
 
   // `message` is only worded for the first rejection of each kind.
   template <typename Message>
-  void reject(Constraint constraint, const Message& message) {
+  void reject(Constraint constraint, const Message& message, long long layouts = 1) {
     const auto index = static_cast<size_t>(constraint);
-    if (result_.rejected[index]++ == 0) result_.example[index] = message();
+    if (result_.rejected[index] == 0) result_.example[index] = message();
+    result_.rejected[index] += layouts;
   }
 
   void offer(const Layout& layout, const StepCost& cost) {
@@ -151,28 +165,44 @@ SearchResult search(const CostModel& cost, const SearchOptions& o) {
   for (int tp : s.tp) for (int pp : s.pp) for (int vpp : s.vpp) {
   Layout ends{1, pp, vpp};
   set_stage_ends(o, cost.model().layers, ends);
-  for (int dp : s.dp) for (int ep : s.ep)
+  // What each pipeline rank holds depends on pp, vpp and the ends alone.
+  const std::vector<StageContents> stages =
+      stages_fit(cost.model().layers, ends) ? stage_contents(cost.model(), ends) : std::vector<StageContents>{};
+  for (int dp : s.dp) for (int ep : s.ep) for (int etp : s.expert_tp(tp)) {
+  l = Layout{tp, pp, vpp, ep, dp};
+  l.first_stage_layers = ends.first_stage_layers;
+  l.last_stage_layers = ends.last_stage_layers;
+  l.etp = etp;
+  // Degrees that break a rule do so whatever the micro-batch, recompute and sharding: counted
+  // once for all of them, which keeps the five-device comparison's enumeration cheap.
+  if (const auto v = violated_degrees(cost.model(), cost.profile(), o.devices, l)) {
+    const long long inner = static_cast<long long>(s.micro_batch.size() * s.recompute.size() * s.sharding.size());
+    result.considered += inner;
+    ranker.reject(*v, [&] { return explain(*v, cost.model(), cost.run(), cost.profile(), o.devices, l); }, inner);
+    continue;
+  }
   for (int mb : s.micro_batch) for (Recompute rc : s.recompute) for (bool shard : s.sharding) {
-    l = Layout{tp, pp, vpp, ep, dp, mb, rc, shard};
-    l.first_stage_layers = ends.first_stage_layers;
-    l.last_stage_layers = ends.last_stage_layers;
+    l.micro_batch = mb;
+    l.recompute = rc;
+    l.optimizer_sharding = shard;
     ++result.considered;
     if (const auto v = violated_constraint(cost.model(), cost.run(), cost.profile(), o.devices, l)) {
       ranker.reject(*v, [&] { return explain(*v, cost.model(), cost.run(), cost.profile(), o.devices, l); });
       continue;
     }
-    const MemoryBreakdown mem = cost.memory(l);
+    const MemoryBreakdown mem = cost.memory(l, stages);
     if (mem.total() > cost.usable_memory_bytes()) {
       ranker.reject(Constraint::kMemory, [&] { return memory_violation(mem, cost.usable_memory_bytes()); });
       continue;
     }
     ++result.evaluated;
-    const StepCost c = cost.evaluate(l);
+    const StepCost c = cost.evaluate(l, stages);
     if (const std::string why = objective_violation(c, o); !why.empty()) {
       ranker.reject(Constraint::kObjective, [&] { return why; });
       continue;
     }
     ranker.offer(l, c);
+  }
   }
   }
   return result;
@@ -183,6 +213,7 @@ std::optional<Layout> fixed_layout(const SearchOptions& o, int layers) {
     return std::nullopt;
   }
   Layout l{*o.tp, *o.pp, *o.vpp, *o.ep, *o.dp, *o.micro_batch, *o.recompute, *o.optimizer_sharding};
+  if (o.etp) l.etp = fold_expert_tp(*o.etp, l.tp);
   set_stage_ends(o, layers, l);
   return l;
 }

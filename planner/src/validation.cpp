@@ -47,6 +47,7 @@ Layout read_layout(const YamlFields& f) {
   l.pp = f.integer("pp", 1);
   l.vpp = f.integer("vpp", 1);
   l.ep = f.has("ep") ? f.integer("ep", 1) : 1;
+  if (f.has("etp")) l.etp = fold_expert_tp(f.integer("etp", 1), l.tp);
   l.dp = f.integer("dp", 1);
   l.micro_batch = f.integer("micro_batch", 1);
   l.recompute = parse_recompute(f.text("recompute"), f.source(), f.path("recompute"));

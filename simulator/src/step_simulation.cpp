@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <numeric>
 #include <set>
 
 #include "flopwise/error.hpp"
@@ -48,6 +49,7 @@ class StepSimulation {
   SimulationResult run(const SimulationOptions& options);
 
  private:
+  int slice_width() const;
   void select_slice();
   void build_platform();
   void add_route(int from, int to);
@@ -56,7 +58,7 @@ class StepSimulation {
 
   void device(int rank);
   void pass(int rank, const PipelineOp& op, const StageContents& chunk, Account& account);
-  Seconds tensor_parallel(int rank, int collectives);
+  Seconds ring_collectives(int rank, GroupKind kind, int collectives, Bytes buffer);
   Seconds expert_parallel(int rank, int all_to_alls);
   void receive_pipeline(int rank, const std::string& mailbox, Account& account);
   void send_pipeline(const std::string& mailbox);
@@ -81,15 +83,19 @@ class StepSimulation {
   long long messages_ = 0;
 };
 
-// Data parallelism is symmetric: every expert-DP replica runs the same schedule on the same
-// kind of links. One replica's devices (dp ranks 0..ep-1 of every stage, all TP ranks) are enough
-// to see TP, EP and PP traffic in full; DP rings run to their real neighbours.
+// Data parallelism is symmetric: every replica runs the same schedule on the same kind of links.
+// The first slice_width() ranks of every stage close the TP and EP groups of their members, so
+// they see TP, expert-TP, EP and PP traffic in full; DP rings run to their real neighbours.
+int StepSimulation::slice_width() const {
+  return std::lcm(l_.tp, l_.expert_tp() * l_.ep);
+}
+
 void StepSimulation::select_slice() {
   std::vector<bool> active(l_.devices(), false);
   for (int rank = 0; rank < l_.devices(); ++rank) {
-    if (grid_.coords(rank).expert_dp != 0) continue;
+    if (rank % (l_.tp * l_.dp) >= slice_width()) continue;
     slice_.push_back(rank);
-    for (GroupKind kind : {GroupKind::kTp, GroupKind::kEp}) {
+    for (GroupKind kind : {GroupKind::kTp, GroupKind::kEp, GroupKind::kExpertTp}) {
       const auto members = grid_.group(kind, rank);
       for (int peer : members) pairs_.insert({rank, peer});
     }
@@ -178,19 +184,20 @@ void StepSimulation::ring(int rank, GroupKind kind, std::vector<std::pair<int, B
   }
 }
 
-// One pass's TP collectives, aggregated per ring step: `collectives` all-gathers or
-// reduce-scatters of one activation buffer, each (tp - 1) steps of buffer / tp to the next rank.
+// One pass's TP (or expert-TP) collectives, aggregated per ring step: `collectives` all-gathers or
+// reduce-scatters of one `buffer`, each (n - 1) steps of buffer / n to the next rank of the group.
 // The per-collective latency the aggregation hides is added back explicitly.
-Seconds StepSimulation::tensor_parallel(int rank, int collectives) {
-  const auto members = grid_.group(GroupKind::kTp, rank);
+Seconds StepSimulation::ring_collectives(int rank, GroupKind kind, int collectives, Bytes buffer) {
+  const auto members = grid_.group(kind, rank);
   const int tp = static_cast<int>(members.size());
   if (tp < 2 || collectives == 0) return 0;
   const double start = sg4::Engine::get_clock();
   const auto at = std::find(members.begin(), members.end(), rank) - members.begin();
   const int next = members[(at + 1) % tp], previous = members[(at + tp - 1) % tp];
-  const Bytes step_bytes = collectives * cost_.tp_collective_bytes(l_) / tp;
-  auto* out = sg4::Mailbox::by_name("tp:" + std::to_string(rank) + ">" + std::to_string(next));
-  auto* in = sg4::Mailbox::by_name("tp:" + std::to_string(previous) + ">" + std::to_string(rank));
+  const Bytes step_bytes = collectives * buffer / tp;
+  const std::string prefix = to_string(kind) + ":";
+  auto* out = sg4::Mailbox::by_name(prefix + std::to_string(rank) + ">" + std::to_string(next));
+  auto* in = sg4::Mailbox::by_name(prefix + std::to_string(previous) + ">" + std::to_string(rank));
   for (int s = 0; s < tp - 1; ++s) {
     sg4::CommPtr send = out->put_async(&g_token, static_cast<uint64_t>(step_bytes));
     in->get<int>();
@@ -228,7 +235,8 @@ Seconds StepSimulation::expert_parallel(int rank, int all_to_alls) {
   }
   sg4::Comm::wait_all(receives);
   sg4::Comm::wait_all(sends);
-  sg4::this_actor::sleep_for((all_to_alls - 1.0) * (ep - 1) * latency);
+  // The concurrent messages paid one latency; an all-to-all pays one per peer (NCCL's p2p steps).
+  sg4::this_actor::sleep_for((all_to_alls * (ep - 1.0) - 1.0) * latency);
   return sg4::Engine::get_clock() - start;
 }
 
@@ -256,8 +264,8 @@ void StepSimulation::send_pipeline(const std::string& mailbox) {
 // they overlap (one source for which collective overlaps what).
 void StepSimulation::pass(int rank, const PipelineOp& op, const StageContents& chunk, Account& account) {
   const Seconds compute = op.forward ? cost_.forward_seconds(chunk, l_) : cost_.backward_seconds(chunk, l_);
-  const int layers = chunk.dense_layers + chunk.moe_layers;
-  const CostModel::TpCollectives tp_ops = cost_.tp_collectives(op.forward, l_);
+  const CostModel::TpCollectives tp_ops = cost_.tp_collectives(chunk, op.forward, l_);
+  const int expert_gathers = cost_.expert_tp_collectives(chunk, op.forward, l_);
   const int all_to_alls = cost_.model().is_moe()
       ? chunk.moe_layers * (op.forward ? cost_.ep_all_to_alls_forward() : cost_.ep_all_to_alls_backward(l_))
       : 0;
@@ -265,13 +273,15 @@ void StepSimulation::pass(int rank, const PipelineOp& op, const StageContents& c
   const std::string name = std::string(op.forward ? "F" : "B") + " mb" + std::to_string(op.micro_batch) + " c" +
                            std::to_string(op.chunk);
   const double start = sg4::Engine::get_clock();
-  const Seconds tp_waited = tensor_parallel(rank, layers * tp_ops.exposed);
-  const Seconds ep = expert_parallel(rank, all_to_alls);
+  const Bytes tp_buffer = cost_.tp_collective_bytes(l_);
+  const Seconds tp_waited = ring_collectives(rank, GroupKind::kTp, tp_ops.exposed, tp_buffer);
+  const Seconds ep = expert_parallel(rank, all_to_alls) +
+                     ring_collectives(rank, GroupKind::kExpertTp, expert_gathers, cost_.expert_tp_collective_bytes(l_));
   const double compute_start = sg4::Engine::get_clock();
   sg4::this_actor::execute((compute - window) * kHostSpeed);
   sg4::ExecPtr background = sg4::this_actor::exec_async(window * kHostSpeed);
   const double beside_start = sg4::Engine::get_clock();
-  const Seconds tp_beside = tensor_parallel(rank, layers * tp_ops.overlapped);
+  const Seconds tp_beside = ring_collectives(rank, GroupKind::kTp, tp_ops.overlapped, tp_buffer);
   background->wait();
   const double end = sg4::Engine::get_clock();
   spans_.push_back(TraceSpan{rank, "compute", name, compute_start, compute});
@@ -388,9 +398,10 @@ SimulationResult StepSimulation::run(const SimulationOptions& options) {
   r.exposed_comm_s = critical.comm;
   r.bubble_s = critical.bubble;
   r.approximation = "simulated " + std::to_string(r.simulated_devices) + " of " + std::to_string(r.total_devices) +
-                    " devices: one expert-parallel slice (dp ranks 0.." + std::to_string(l_.ep - 1) +
-                    ") of every stage; the other data-parallel replicas mirror it, leaf uplinks carry the slice's "
-                    "share, DP rings run to their real neighbours; TP and EP traffic is aggregated per pass";
+                    " devices: the first " + std::to_string(slice_width()) +
+                    " ranks of every stage (whole TP and EP groups); the other data-parallel replicas mirror them, "
+                    "leaf uplinks carry the slice's share, DP rings run to their real neighbours; TP and EP traffic is "
+                    "aggregated per pass";
   if (!options.trace_path.empty()) write_trace(options.trace_path, spans_, cost_.profile().node.devices);
   r.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
   return r;

@@ -52,11 +52,16 @@ class CostModel {
   CostModel(const ModelConfig& model, const TrainingRun& run, const HardwareProfile& profile);
 
   StepCost evaluate(const Layout& layout) const;
+  // The same, given the layout's stage_contents (the search reuses them across micro-batch,
+  // recompute and sharding choices).
+  StepCost evaluate(const Layout& layout, const std::vector<StageContents>& stages) const;
   // Derives throughput, MFU, days, device-hours and cost from `cost.step_time_s`, e.g. after the
   // step simulation replaced the analytic step time.
   void derive_totals(StepCost& cost, const Layout& layout) const;
   // Memory alone, for early pruning in the search.
   MemoryBreakdown memory(const Layout& layout, int* busiest_rank = nullptr) const;
+  MemoryBreakdown memory(const Layout& layout, const std::vector<StageContents>& stages,
+                         int* busiest_rank = nullptr) const;
 
   const ModelConfig& model() const { return model_; }
   const TrainingRun& run() const { return run_; }
@@ -84,14 +89,18 @@ class CostModel {
   Seconds forward_seconds(const StageContents& stage, const Layout& layout) const;
   // Backward of the same layers: twice the forward, plus what recompute repeats.
   Seconds backward_seconds(const StageContents& stage, const Layout& layout) const;
-  // TP collectives of one layer in one pass, counted in all-gathers or reduce-scatters of one
-  // activation buffer (an all-reduce is one of each): those the pass waits for, and those the
+  // TP collectives of a stage's layers in one pass, counted in all-gathers or reduce-scatters of
+  // one activation buffer (an all-reduce is one of each): those the pass waits for, and those the
   // framework runs beside the GEMMs of tp_overlap_window.
   struct TpCollectives {
     int exposed = 0, overlapped = 0;
     int total() const { return exposed + overlapped; }
   };
-  TpCollectives tp_collectives(bool forward, const Layout& layout) const;
+  TpCollectives tp_collectives(const StageContents& stage, bool forward, const Layout& layout) const;
+  // The routed experts' all-gathers and reduce-scatters over the expert-TP group in one pass (all
+  // waited for), each over expert_tp_collective_bytes.
+  int expert_tp_collectives(const StageContents& stage, bool forward, const Layout& layout) const;
+  Bytes expert_tp_collective_bytes(const Layout& layout) const;
   // Compute seconds of a stage's pass that its overlapped TP collectives run beside.
   Seconds tp_overlap_window(const StageContents& stage, bool forward, const Layout& layout) const;
   Bytes tp_collective_bytes(const Layout& layout) const;
@@ -119,7 +128,10 @@ class CostModel {
   enum class Pass { kForward, kBackward };
   static double passes_of(Pass pass);
   ComputeWork gemm_work(double rows, double inner, double cols, double count) const;
-  ComputeWork matrix_work(const WeightMatrix& matrix, double rows, double count, Pass pass, const Layout& layout) const;
+  ComputeWork matrix_work(const WeightMatrix& matrix, double rows, double count, Pass pass, int tp,
+                          const Layout& layout) const;
+  double expert_rows_per_rank(const Layout& layout) const;
+  int tp_blocks(const StageContents& stage) const;
   ComputeWork layer_gemm_work(bool moe_layer, Pass pass, const Layout& layout) const;
   Flops layer_matmul_per_row(bool moe_layer, const Layout& layout) const;
   ComputeWork layer_work(bool moe_layer, Pass pass, const Layout& layout) const;

@@ -17,7 +17,7 @@ struct Layout {
   int tp = 1;          // tensor parallel
   int pp = 1;          // pipeline stages
   int vpp = 1;         // virtual stages (model chunks) per pipeline rank; > 1 is interleaved 1F1B
-  int ep = 1;          // expert parallel, carved out of the data-parallel dimension
+  int ep = 1;          // expert parallel, carved out of the TP x DP ranks of a stage
   int dp = 1;          // data parallel replicas
   int micro_batch = 1; // sequences per micro-batch
   Recompute recompute = Recompute::kNone;
@@ -31,12 +31,22 @@ struct Layout {
   // ends carry the embedding and the LM head, so fewer layers there balance the stages.
   int first_stage_layers = 0;
   int last_stage_layers = 0;
+  // MoE parallel folding (Megatron-Core's --expert-tensor-parallel-size): the experts' own tensor
+  // parallelism, 0 meaning the attention's tp (Megatron's default). The tp x dp ranks of a stage
+  // are regrouped for the experts as etp x ep x expert_dp, so EP may span TP ranks: with etp 1 an
+  // EP group of 8 stays inside an NVLink node where ep over DP alone would cross nodes.
+  int etp = 0;
 
   int devices() const { return tp * pp * dp; }
-  int expert_dp() const { return dp / ep; }
+  int expert_tp() const { return etp > 0 ? etp : tp; }
+  int expert_dp() const { return tp * dp / (expert_tp() * ep); }
   int micro_batches(int global_batch) const { return global_batch / (dp * micro_batch); }
   bool operator==(const Layout&) const = default;
 };
+
+// The layout's etp field for an expert TP degree: 0 when it equals tp, so that equal layouts
+// compare equal however they were written.
+inline int fold_expert_tp(int etp, int tp) { return etp == tp ? 0 : etp; }
 
 // Which layers model chunk `chunk` holds (chunk v * pp + r is virtual stage v of pipeline rank r;
 // layers go to chunks in chunk order). The one home of the rule; the layout must be valid.
@@ -60,9 +70,9 @@ enum class Constraint {
   kPpLayers,     // layers split over PP x virtual stages (evenly, or with set first/last stages)
   kVirtualStages,// interleaving needs PP > 1 and micro-batches divisible by PP
   kEpExperts,    // routed experts divisible by EP
-  kEpDp,         // EP divides DP
-  kGlobalBatch,  // global batch divisible by DP x micro-batch
+  kExpertGrid,   // etp x ep divides tp x dp, and an expert TP group stays inside one node
   kDevices,      // device count within the searched range and the cluster size
+  kGlobalBatch,  // global batch divisible by DP x micro-batch
   kMemory,       // fits the device with headroom
   kObjective,    // deadline or budget
   kCount
@@ -82,6 +92,10 @@ struct DeviceRange {
 
 // Structural checks (everything but memory and objective); nullopt when the layout is valid.
 // violated_constraint is the fast form the search calls millions of times; explain words it.
+// violated_degrees is its first part, the rules on the parallel degrees alone (not the
+// micro-batch, recompute or sharding), which the search checks once for all of those.
+std::optional<Constraint> violated_degrees(const ModelConfig& model, const HardwareProfile& profile,
+                                           const DeviceRange& range, const Layout& layout);
 std::optional<Constraint> violated_constraint(const ModelConfig& model, const TrainingRun& run,
                                               const HardwareProfile& profile, const DeviceRange& range,
                                               const Layout& layout);
@@ -91,13 +105,17 @@ std::optional<Violation> check_structure(const ModelConfig& model, const Trainin
                                          const HardwareProfile& profile, const DeviceRange& range,
                                          const Layout& layout);
 
-// Rank order "tp-ep-dp-pp": TP ranks are adjacent, then EP (inside DP), then the rest of DP,
-// then pipeline stages. Defined here once; the plan exports it and the executor follows it.
-enum class GroupKind { kTp, kEp, kDp, kExpertDp, kPp };
+// Rank order "tp-ep-dp-pp" (Megatron-Core's): TP ranks are adjacent, then DP, then pipeline
+// stages. The experts number the same tp x dp ranks of a stage as etp (adjacent), then EP, then
+// expert DP. Defined here once; the plan exports it and the executor follows it.
+enum class GroupKind { kTp, kEp, kDp, kExpertDp, kPp, kExpertTp };
 std::string to_string(GroupKind kind);
+// Every kind, in the order the plan's rank map lists them.
+inline constexpr GroupKind kGroupKinds[] = {GroupKind::kTp, GroupKind::kEp, GroupKind::kDp,
+                                            GroupKind::kExpertDp, GroupKind::kPp, GroupKind::kExpertTp};
 
 struct RankCoords {
-  int tp = 0, ep = 0, dp = 0, expert_dp = 0, pp = 0;
+  int tp = 0, ep = 0, dp = 0, expert_dp = 0, pp = 0, expert_tp = 0;
 };
 
 class RankGrid {
@@ -106,7 +124,7 @@ class RankGrid {
   static constexpr const char* kOrder = "tp-ep-dp-pp";
 
   RankCoords coords(int rank) const;
-  int rank_of(const RankCoords& coords) const;  // uses tp, dp and pp (ep is part of dp)
+  int rank_of(const RankCoords& coords) const;  // uses tp, dp and pp (the expert coordinates follow)
   int stride(GroupKind kind) const;             // rank distance between neighbours of a group
   int size(GroupKind kind) const;
   std::vector<int> group(GroupKind kind, int rank) const;
@@ -115,6 +133,8 @@ class RankGrid {
   int node_of(int rank) const { return rank / devices_per_node_; }
 
  private:
+  int coordinate(const RankCoords& c, GroupKind kind) const;
+
   Layout layout_;
   int devices_per_node_;
 };

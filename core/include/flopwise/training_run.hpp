@@ -1,5 +1,6 @@
 #pragma once
 // What the user wants trained, independent of how it is laid out.
+#include <algorithm>
 #include <string>
 
 #include "flopwise/hardware_profile.hpp"
@@ -41,6 +42,14 @@ struct TrainingRun {
   CommOverlap overlap;
   // Busiest EP rank's routed tokens over the mean; 1 is perfectly balanced routing.
   double routing_skew = 1.0;
+  // Megatron-Core's --moe-expert-capacity-factor: each expert takes at most this many times its
+  // balanced share of tokens and drops the rest, so the busiest EP rank's load is capped at it.
+  // 0 is dropless routing (every token reaches its experts, the skew as it comes).
+  double moe_capacity_factor = 0;
+  // What the busiest EP rank processes over the mean: the skew, capped by the capacity.
+  double expert_load() const {
+    return moe_capacity_factor > 0 ? std::min(routing_skew, moe_capacity_factor) : routing_skew;
+  }
   // Fraction of device memory kept free (fragmentation, spikes); a layout must fit in the rest.
   double memory_headroom = 0.10;
 
