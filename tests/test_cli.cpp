@@ -84,6 +84,18 @@ TEST(Cli, PlanBalancesUnevenPipelineEnds) {
   EXPECT_NE(given.err.find("first/last stage layers 3/0"), std::string::npos) << given.err;
 }
 
+TEST(Cli, CalibrateNeedsTracesOrPublishedRuns) {
+  const Outcome none = run({"calibrate", "--profile", "a100-80gb"});
+  EXPECT_EQ(none.code, 2);
+  EXPECT_NE(none.err.find("calibrate: give trace files, or --published"), std::string::npos) << none.err;
+  const Outcome both = run({"calibrate", "trace.json", "--published", "--profile", "a100-80gb"});
+  EXPECT_EQ(both.code, 2);
+  EXPECT_NE(both.err.find("--published: fits published runs; give no trace files with it"), std::string::npos) << both.err;
+  const Outcome held = run({"calibrate", "--published", "--profile", "a100-80gb", "--hold-out", "megatron-1T full"});
+  ASSERT_EQ(held.code, 0) << held.err;
+  EXPECT_NE(held.out.find("held-out mean |error| over 1 run(s)"), std::string::npos) << held.out;
+}
+
 TEST(Cli, CompareJsonHasAnEntryPerProfile) {
   const Outcome o = run({"compare", "--model", "ling-lite", "--profiles", "device-C,device-E", "--devices", "8:512",
                          "--json"});

@@ -1,6 +1,8 @@
 // flopwise validate: published measured runs predicted with the shipped profiles.
 #include <gtest/gtest.h>
 
+#include "flopwise/calibrate.hpp"
+#include "flopwise/catalog.hpp"
 #include "flopwise/error.hpp"
 #include "flopwise/validation.hpp"
 
@@ -67,6 +69,52 @@ TEST(Validation, BadRowsNameTheFileAndField) {
   split.replace(split.find("relu"), 4, "gelu");
   split.replace(split.find("tp: 1"), 5, "tp: 3");  // 4 heads over 3 ranks
   EXPECT_THROW(validate_runs(parse_published_runs(split, "runs.yaml")), InputError);
+}
+
+// Published step times made from a known profile (the shipped A100 with matmul efficiency 0.7,
+// memory 0.8 and 30 us per layer pass) are fitted back to it from the shipped figures, and
+// leave-one-out predicts each run to within rounding: the linearisation and Gauss-Newton settle.
+TEST(PublishedFit, RecoversTheProfileThatMadeTheStepTimes) {
+  const HardwareProfile shipped = resolve_profile("a100-80gb");
+  HardwareProfile truth = shipped;
+  truth.efficiency.matmul = 0.7;
+  truth.efficiency.memory = 0.8;
+  truth.overheads.per_layer_pass = 30e-6;
+  std::vector<PublishedRun> runs = shipped_published_runs();
+  for (PublishedRun& r : runs) r.measured_step_s = CostModel(r.model, r.run, truth).evaluate(r.layout).step_time_s;
+  const PublishedFit fit = fit_published_runs(shipped, runs, {});
+  EXPECT_TRUE(fit.leave_one_out);
+  EXPECT_NEAR(fit.calibration.after.efficiency.matmul, 0.7, 1e-4);
+  EXPECT_NEAR(fit.calibration.after.efficiency.memory, 0.8, 1e-3);
+  EXPECT_NEAR(fit.calibration.after.overheads.per_layer_pass, 30e-6, 1e-7);
+  EXPECT_EQ(fit.calibration.after.efficiency.attention, shipped.efficiency.attention);  // unfused rows: no term
+  ASSERT_EQ(fit.rows.size(), runs.size());
+  for (const PublishedFitRow& row : fit.rows) EXPECT_NEAR(row.after / row.measured, 1.0, 1e-4) << row.name;
+  EXPECT_EQ(fit.calibration.held_out.size(), runs.size());
+  // Held out by name: fitted to the rest, the held-out rows predicted by a fit that never saw them.
+  const PublishedFit held = fit_published_runs(shipped, runs, {"megatron-1T full", "gpt3-175B seqsel"});
+  EXPECT_FALSE(held.leave_one_out);
+  EXPECT_EQ(held.calibration.sources.size(), runs.size() - 2);
+  int held_out = 0;
+  for (const PublishedFitRow& row : held.rows) held_out += row.held_out;
+  EXPECT_EQ(held_out, 2);
+}
+
+TEST(PublishedFit, BadRequestsNameTheOption) {
+  const std::vector<PublishedRun> runs = shipped_published_runs();
+  auto error_of = [&](const std::string& profile, const std::vector<std::string>& held_out) {
+    try {
+      fit_published_runs(resolve_profile(profile), runs, held_out);
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_EQ(error_of("h100-sxm", {}), "--profile: no published run uses profile 'h100-sxm' (they use: a100-80gb)");
+  EXPECT_EQ(error_of("a100-80gb", {"nope"}), "--hold-out: no published run on a100-80gb is named 'nope'");
+  std::vector<std::string> all;
+  for (const PublishedRun& r : runs) all.push_back(r.name);
+  EXPECT_EQ(error_of("a100-80gb", all), "--hold-out: holds out every run: nothing left to fit");
 }
 
 }  // namespace flopwise

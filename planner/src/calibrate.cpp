@@ -1,128 +1,16 @@
 #include "flopwise/calibrate.hpp"
 
-#include <Eigen/Dense>
 #include <algorithm>
 #include <cmath>
 #include <functional>
 #include <map>
 
 #include "flopwise/error.hpp"
+#include "flopwise/least_squares.hpp"
 
 namespace flopwise {
 
 namespace {
-
-// ---------------------------------------------------------------- least squares
-
-// A linear model y = X theta in which some parameters may stay at their prior values.
-struct LinearSystem {
-  std::vector<std::vector<double>> rows;
-  std::vector<double> measured;
-  void add(std::vector<double> row, double y) {
-    rows.push_back(std::move(row));
-    measured.push_back(y);
-  }
-};
-
-// How one unknown maps to a profile field, and what values make sense.
-struct Unknown {
-  std::string field;
-  double prior = 0;      // theta from the profile before the fit
-  double min = 0, max = 0;  // physical range of theta
-};
-
-struct SolveResult {
-  std::vector<double> theta;
-  std::vector<bool> determined;
-  std::vector<std::string> notes;
-  double rms_relative = 0;
-  int points = 0;
-};
-
-int rank_of(const Eigen::MatrixXd& m) {
-  Eigen::ColPivHouseholderQR<Eigen::MatrixXd> qr(m);
-  qr.setThreshold(1e-6);
-  return static_cast<int>(qr.rank());
-}
-
-// Relative least squares (each point weighted by 1/measured, so short spans count as much as
-// long ones). Parameters join in `unknowns` order while they add rank; the rest, and any whose
-// fitted value leaves its physical range, keep their prior and say why.
-SolveResult solve(const LinearSystem& system, const std::vector<Unknown>& unknowns) {
-  const int n = static_cast<int>(unknowns.size());
-  std::vector<int> usable;
-  for (size_t i = 0; i < system.measured.size(); ++i) {
-    if (system.measured[i] > 0) usable.push_back(static_cast<int>(i));
-  }
-  SolveResult r;
-  r.points = static_cast<int>(usable.size());
-  r.determined.assign(n, false);
-  r.notes.assign(n, "");
-  r.theta.resize(n);
-  for (int j = 0; j < n; ++j) r.theta[j] = unknowns[j].prior;
-  Eigen::MatrixXd x(r.points, n);
-  Eigen::VectorXd y(r.points);
-  for (int i = 0; i < r.points; ++i) {
-    const int row = usable[i];
-    y(i) = 1.0;
-    for (int j = 0; j < n; ++j) x(i, j) = system.rows[row][j] / system.measured[row];
-  }
-  if (r.points == 0) {
-    for (int j = 0; j < n; ++j) r.notes[j] = "no measured points";
-    return r;
-  }
-  Eigen::VectorXd scale(n);
-  for (int j = 0; j < n; ++j) scale(j) = x.col(j).norm();
-  std::vector<bool> excluded(n, false);  // fitted outside their physical range once
-  std::vector<int> chosen;
-  for (;;) {
-    // Take parameters in order while each adds rank to the (column-normalised) system.
-    chosen.clear();
-    for (int j = 0; j < n; ++j) {
-      if (excluded[j]) continue;
-      if (scale(j) == 0) {
-        r.notes[j] = "the traces exercise no work of this kind";
-        continue;
-      }
-      std::vector<int> trial = chosen;
-      trial.push_back(j);
-      Eigen::MatrixXd sub(r.points, trial.size());
-      for (size_t k = 0; k < trial.size(); ++k) sub.col(k) = x.col(trial[k]) / scale(trial[k]);
-      if (rank_of(sub) == static_cast<int>(trial.size())) {
-        chosen.push_back(j);
-        r.notes[j].clear();
-      } else {
-        r.notes[j] = "under-determined: the traces do not vary it independently (add runs of other sizes)";
-      }
-    }
-    Eigen::VectorXd rhs = y;
-    for (int j = 0; j < n; ++j) {
-      r.theta[j] = unknowns[j].prior;
-      if (std::find(chosen.begin(), chosen.end(), j) == chosen.end()) rhs -= x.col(j) * unknowns[j].prior;
-    }
-    Eigen::MatrixXd sub(r.points, chosen.size());
-    for (size_t k = 0; k < chosen.size(); ++k) sub.col(k) = x.col(chosen[k]) / scale(chosen[k]);
-    const Eigen::VectorXd solution = chosen.empty() ? Eigen::VectorXd() : Eigen::VectorXd(sub.colPivHouseholderQr().solve(rhs));
-    bool dropped = false;
-    for (size_t k = 0; k < chosen.size() && !dropped; ++k) {
-      const int j = chosen[k];
-      const double value = solution(k) / scale(j);
-      r.theta[j] = value;
-      if (!(value >= unknowns[j].min && value <= unknowns[j].max)) {
-        char note[160];
-        std::snprintf(note, sizeof note, "fit gave %.4g, outside its physical range", value);
-        r.notes[j] = note;
-        excluded[j] = dropped = true;
-      }
-    }
-    if (!dropped) break;
-  }
-  for (int j : chosen) r.determined[j] = true;
-  Eigen::VectorXd theta(n);
-  for (int j = 0; j < n; ++j) theta(j) = r.theta[j];
-  r.rms_relative = std::sqrt((x * theta - y).squaredNorm() / r.points);
-  return r;
-}
 
 // ---------------------------------------------------------------- the fits
 
@@ -153,16 +41,6 @@ Seconds nested_comm(const TracedRun& run, const TraceSpan& pass) {
   return total;
 }
 
-FitGroup make_group(const std::string& name, const std::vector<Unknown>& unknowns, const SolveResult& r,
-                    const std::vector<std::function<double(const std::vector<double>&)>>& to_field,
-                    const std::vector<double>& field_before) {
-  FitGroup g{name, r.points, r.rms_relative, {}};
-  for (size_t j = 0; j < unknowns.size(); ++j) {
-    g.parameters.push_back({unknowns[j].field, field_before[j], to_field[j](r.theta), r.determined[j], r.notes[j]});
-  }
-  return g;
-}
-
 // Compute passes: time = (matmul + n_half x matmul_per_row) / (peak e_mm) + attention / (peak e_att)
 // + layer_passes x overhead + memory-bound bytes / (bandwidth e_mem), linear in
 // theta = (1/e_mm, n_half/e_mm, 1/e_att, overhead). `shape` prices the memory-bound kernels,
@@ -190,7 +68,7 @@ FitGroup fit_compute(const HardwareProfile& profile, const HardwareProfile& shap
                    w.memory_traffic / (shape.device.memory_bandwidth * shape.efficiency.memory));
   }
   const SolveResult r = solve(system, unknowns);
-  return make_group("compute passes", unknowns, r,
+  return make_fit_group("compute passes", unknowns, r,
                     {[](const std::vector<double>& t) { return 1.0 / t[0]; },
                      [](const std::vector<double>& t) { return 1.0 / t[1]; },
                      [](const std::vector<double>& t) { return t[2]; },
@@ -245,7 +123,7 @@ std::vector<FitGroup> fit_collectives(const HardwareProfile& profile, const std:
     const std::vector<Unknown> unknowns = {{prefix + "efficiency", 1.0 / efficiency, 1.0, 1000.0},
                                            {prefix + "latency", before.latency, 0.0, 10.0}};
     const SolveResult r = solve(system, unknowns);
-    groups.push_back(make_group(to_string(key.algorithm) + " (" + link + ")", unknowns, r,
+    groups.push_back(make_fit_group(to_string(key.algorithm) + " (" + link + ")", unknowns, r,
                                 {[](const std::vector<double>& t) { return 1.0 / t[0]; },
                                  [](const std::vector<double>& t) { return t[1]; }},
                                 {efficiency, before.latency}));
@@ -269,7 +147,7 @@ FitGroup fit_optimizer(const HardwareProfile& profile, const std::vector<Sample>
     system.add({cost.optimizer_seconds_at_peak(stage_contents(run.model, run.layout)[stage], run.layout)}, s.span->duration);
   }
   const std::vector<Unknown> unknowns = {{"efficiency.memory", 1.0 / profile.efficiency.memory, 1.0, 1000.0}};
-  return make_group("optimizer", unknowns, solve(system, unknowns), {[](const std::vector<double>& t) { return 1.0 / t[0]; }},
+  return make_fit_group("optimizer", unknowns, solve(system, unknowns), {[](const std::vector<double>& t) { return 1.0 / t[0]; }},
                     {profile.efficiency.memory});
 }
 
@@ -282,7 +160,7 @@ FitGroup fit_step_overhead(const HardwareProfile& profile, const std::vector<Tra
     }
   }
   const std::vector<Unknown> unknowns = {{"overheads.per_step", profile.overheads.per_step, 0.0, 1e4}};
-  return make_group("per-step overhead", unknowns, solve(system, unknowns), {[](const std::vector<double>& t) { return t[0]; }},
+  return make_fit_group("per-step overhead", unknowns, solve(system, unknowns), {[](const std::vector<double>& t) { return t[0]; }},
                     {profile.overheads.per_step});
 }
 

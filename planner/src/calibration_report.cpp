@@ -55,6 +55,7 @@ std::string calibrated_profile_yaml(const std::string& original_yaml, const std:
   record["date"] = date;
   record["from_profile"] = c.before.name;
   for (const std::string& s : c.sources) record["fitted_from"].push_back(s);
+  for (const std::string& s : c.held_out) record["predicts"].push_back(s);
   for (const FitGroup& g : c.groups) {
     YAML::Node group;
     group["points"] = g.points;
@@ -94,7 +95,7 @@ std::string calibrated_profile_yaml(const std::string& original_yaml, const std:
 }
 
 void print_fit(std::ostream& out, const Calibration& c) {
-  out << "calibrated " << c.before.name << " from " << c.sources.size() << " trace(s)\n";
+  out << "calibrated " << c.before.name << " from " << c.sources.size() << " measurement file(s) or run(s)\n";
   for (const FitGroup& g : c.groups) {
     char head[160];
     std::snprintf(head, sizeof head, "%s: %d points, rms relative residual %.1f%%\n", g.name.c_str(), g.points,

@@ -577,16 +577,40 @@ std::string today() {
   return date;
 }
 
-int cmd_calibrate(const std::vector<std::string>& traces, const std::string& profile_name, const std::string& out_path,
-                  bool report, std::ostream& out) {
+// What `calibrate` fits to: executor traces, or (--published) the published runs on the profile.
+struct CalibrateOptions {
+  std::vector<std::string> traces;
+  std::string profile, out;
+  bool report = false;
+  bool published = false;
+  std::string runs;  // published runs YAML; empty: the shipped set
+  std::vector<std::string> held_out;
+};
+
+Calibration calibrate_to_published(const CalibrateOptions& o, const HardwareProfile& profile, std::ostream& out) {
+  if (!o.traces.empty()) throw input_error("--published", "", "fits published runs; give no trace files with it");
+  if (o.report) throw input_error("--report", "", "reports traced steps; --published prints its own table");
+  const std::vector<PublishedRun> runs =
+      o.runs.empty() ? shipped_published_runs() : parse_published_runs(read_text_file(o.runs, "published runs"), o.runs);
+  const PublishedFit fit = fit_published_runs(profile, runs, o.held_out);
+  print_published_fit(out, fit);
+  return fit.calibration;
+}
+
+int cmd_calibrate(const CalibrateOptions& o, std::ostream& out) {
   std::string source;
-  const std::string text = profile_text(profile_name, source);
+  const std::string text = profile_text(o.profile, source);
   const HardwareProfile profile = parse_hardware_profile(text, source);
+  if (!o.published && !o.held_out.empty()) throw input_error("--hold-out", "", "applies to --published fits only");
+  if (!o.published && o.traces.empty()) throw input_error("calibrate", "", "give trace files, or --published");
   std::vector<TracedRun> runs;
-  for (const std::string& path : traces) runs.push_back(load_traced_run(path));
-  const Calibration calibration = calibrate(profile, runs);
-  print_fit(out, calibration);
-  if (report) print_report(out, runs, calibration);
+  if (!o.published) {
+    for (const std::string& path : o.traces) runs.push_back(load_traced_run(path));
+  }
+  const Calibration calibration = o.published ? calibrate_to_published(o, profile, out) : calibrate(profile, runs);
+  if (!o.published) print_fit(out, calibration);
+  if (o.report) print_report(out, runs, calibration);
+  const std::string& out_path = o.out;
   if (!out_path.empty()) {
     const std::string yaml = calibrated_profile_yaml(text, source, calibration, today());
     std::ofstream file(out_path);
@@ -657,14 +681,19 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   bool bench_simulation_too = false;
   bench->add_flag("--simulation", bench_simulation_too, "also time the step simulation at 128..4096 devices");
 
-  std::vector<std::string> calibrate_traces;
-  std::string calibrate_profile, calibrate_out;
-  bool calibrate_report = false;
-  CLI::App* calibrate_cmd = app.add_subcommand("calibrate", "fit a profile's efficiencies to executor traces (flopwise train --trace)");
-  calibrate_cmd->add_option("traces", calibrate_traces, "trace JSON files written by flopwise train --trace")->required();
-  calibrate_cmd->add_option("--profile", calibrate_profile, "profile to start from (name or YAML file)")->required();
-  calibrate_cmd->add_option("--out", calibrate_out, "write the calibrated profile YAML here");
-  calibrate_cmd->add_flag("--report", calibrate_report, "per traced step: measured vs predicted before and after the fit");
+  CalibrateOptions calibrate_options;
+  CLI::App* calibrate_cmd = app.add_subcommand(
+      "calibrate", "fit a profile's efficiencies to executor traces (flopwise train --trace) or to published runs");
+  calibrate_cmd->add_option("traces", calibrate_options.traces, "trace JSON files written by flopwise train --trace");
+  calibrate_cmd->add_option("--profile", calibrate_options.profile, "profile to start from (name or YAML file)")->required();
+  calibrate_cmd->add_option("--out", calibrate_options.out, "write the calibrated profile YAML here");
+  calibrate_cmd->add_flag("--report", calibrate_options.report, "per traced step: measured vs predicted before and after the fit");
+  calibrate_cmd->add_flag("--published", calibrate_options.published,
+                          "fit to the measured step times of the published runs on this profile");
+  calibrate_cmd->add_option("--runs", calibrate_options.runs, "published runs YAML for --published (default: the shipped set)");
+  calibrate_cmd->add_option("--hold-out", calibrate_options.held_out,
+                            "published runs kept out of the fit (default: leave-one-out over all)")
+      ->delimiter(',');
 
   std::vector<std::string> train_args;
   CLI::App* train = app.add_subcommand("train", "train a plan's model with LibTorch (runs flopwise-train; see its --help)");
@@ -693,7 +722,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     if (*validate_cmd) return cmd_validate(validate_file, validate_json, out);
     if (*simulate) return cmd_simulate(simulate_plan, simulate_profile, simulate_trace, simulate_json, out);
     if (*train) return cmd_train(train_args, argv[0]);
-    if (*calibrate_cmd) return cmd_calibrate(calibrate_traces, calibrate_profile, calibrate_out, calibrate_report, out);
+    if (*calibrate_cmd) return cmd_calibrate(calibrate_options, out);
     if (*bench) return cmd_bench(bench_options, bench_repeats, bench_simulation_too, out);
   } catch (const InputError& e) {
     // One line, whatever a quoted input value held.

@@ -7,31 +7,19 @@
 #include <vector>
 
 #include "flopwise/cost_model.hpp"
+#include "flopwise/least_squares.hpp"
 #include "flopwise/trace.hpp"
 #include "flopwise/traced_steps.hpp"
+#include "flopwise/validation.hpp"
 
 namespace flopwise {
-
-// One profile parameter a fit touched.
-struct ParameterFit {
-  std::string field;  // YAML path in the profile, e.g. "efficiency.matmul"
-  double before = 0, after = 0;
-  bool determined = false;
-  std::string note;  // why it was kept, when it was
-};
-
-// One least-squares system: its parameters, points and relative residual.
-struct FitGroup {
-  std::string name;
-  int points = 0;
-  double rms_relative_residual = 0;
-  std::vector<ParameterFit> parameters;
-};
 
 struct Calibration {
   HardwareProfile before, after;
   std::vector<FitGroup> groups;
   std::vector<std::string> sources;
+  // Measurements kept out of the fit, with how well the fitted profile predicts them.
+  std::vector<std::string> held_out;
 };
 
 Calibration calibrate(const HardwareProfile& profile, const std::vector<TracedRun>& runs);
@@ -42,6 +30,30 @@ std::string calibrated_profile_yaml(const std::string& original_yaml, const std:
                                     const Calibration& calibration, const std::string& date);
 
 void print_fit(std::ostream& out, const Calibration& calibration);
+
+// One published run in a fit to published step times: fitted or held out, its step time measured
+// and predicted before and after the fit (held out: by a fit that never saw it).
+struct PublishedFitRow {
+  std::string name;
+  bool held_out = false;
+  Seconds measured = 0, before = 0, after = 0;
+};
+
+struct PublishedFit {
+  Calibration calibration;  // fitted to every row not held out
+  std::vector<PublishedFitRow> rows;
+  bool leave_one_out = false;  // each row's `after` from the fit to all the others
+};
+
+// Fits a profile's efficiencies (matmul, memory, attention) and per-layer overhead to the measured
+// step times of the published runs on that profile (their `hardware` names it), with the same
+// least squares as the trace fit: the cost model's step time, linearised in the parameters by
+// finite differences, Gauss-Newton until it settles. Rows named in `held_out` stay out of the fit;
+// with none named, every row is predicted by a fit to all the others (leave-one-out). InputError
+// when no run uses the profile or a held-out name matches no run.
+PublishedFit fit_published_runs(const HardwareProfile& profile, const std::vector<PublishedRun>& runs,
+                                 const std::vector<std::string>& held_out);
+void print_published_fit(std::ostream& out, const PublishedFit& fit);
 // Per traced step and category: measured, predicted before and after the fit, relative errors.
 void print_report(std::ostream& out, const std::vector<TracedRun>& runs, const Calibration& calibration);
 
