@@ -302,6 +302,28 @@ TEST(CostModel, Fp8SpeedsUpMatmulsOnly) {
   EXPECT_GT(fp8_s, bf16_s / 2);  // the attention core stays at the bf16 rate
 }
 
+// An fp8 run's Transformer Engine GEMMs quantize their input (forward) and output gradient
+// (backward): 6 bytes per element at the memory rate. The LM head (Megatron's plain
+// ColumnParallelLinear) runs in bf16: 1,024 tokens x 1,024 x 1,000 x 2 FLOPs at the bf16 rate are
+// 2x their fp8-rate FLOPs, with no quantization.
+TEST(CostModel, Fp8QuantizesLayerGemmInputsAndKeepsTheHeadInBf16) {
+  TrainingRun fp8 = small_run();
+  fp8.precision = Precision::kFp8;
+  const Layout l{1, 1, 1, 1, 1, 1, Recompute::kSelective, false};
+  const CostModel bf16_cost(testing::tiny_moe(), small_run(), testing::round_profile());
+  const CostModel fp8_cost(testing::tiny_moe(), fp8, testing::round_profile());
+  const StageContents head{0, 0, false, true};
+  EXPECT_DOUBLE_EQ(fp8_cost.forward_work(head, l).matmul, 2 * 2.0 * 1024 * 1024 * 1000);
+  EXPECT_DOUBLE_EQ(fp8_cost.forward_work(head, l).memory_traffic, bf16_cost.forward_work(head, l).memory_traffic);
+  // One dense-free MoE layer forward: inputs of QKV (1,024), output projection (1,024), router
+  // (1,024), shared gate/up (1,024) and down (512) for every token, and each token's two expert
+  // copies' gate/up (1,024) and down (512): 4,608 + 2 x 1,536 = 7,680 elements per token. The
+  // memory-bound router reads its 1-byte operands (1,024 x 1,024 and 1,024 x 8): 1,056,768 fewer.
+  const double quantized = 6.0 * 1024 * (4608 + 2 * 1536) - 1024.0 * (1024 + 8);
+  const ComputeWork a = bf16_cost.layer_forward_work(true, l), b = fp8_cost.layer_forward_work(true, l);
+  EXPECT_NEAR(b.memory_traffic - a.memory_traffic, quantized, 1e-6 * quantized);
+}
+
 TEST(CostModel, ComputeTimeByHockneyHalfRowsAndOverhead) {
   // matmul rate 5e13: (1e12 + 1,000 rows x 1e9) / 5e13 = 40 ms; attention 5e11 / 5e13 = 10 ms;
   // two layer passes at 10 us; 1 GB through memory at 1 TB/s.

@@ -10,11 +10,15 @@ namespace flopwise {
 
 TEST(Validation, ShippedRunsCarryTheirSources) {
   const std::vector<PublishedRun> runs = shipped_published_runs();
-  ASSERT_EQ(runs.size(), 8u);
+  ASSERT_EQ(runs.size(), 15u);
   for (const PublishedRun& r : runs) {
-    EXPECT_NE(r.source.find("Table 5"), std::string::npos) << r.name;
+    const bool nemo = r.profile == "h100-sxm";
+    EXPECT_NE(r.source.find(nemo ? "NeMo 24.07" : "Table 5"), std::string::npos) << r.name;
     EXPECT_GT(r.measured_step_s, 0) << r.name;
   }
+  // NeMo's LLAMA2-70B row: 128 x 4,096 tokens at 1,707 tokens/s on each of 64 GPUs.
+  EXPECT_NEAR(runs[14].measured_step_s, 128 * 4096 / (1707.0 * 64), 1e-4);
+  EXPECT_EQ(runs[14].run.precision, Precision::kFp8);
   // 22B: GELU MLP of 24,576 as a SwiGLU of 2/3 the width, heads of 6144 / 64.
   EXPECT_EQ(runs[0].model.dense_ffn, 16384);
   EXPECT_EQ(runs[0].model.head_dim, 96);
@@ -25,16 +29,30 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
   EXPECT_EQ(runs[0].run.attention, AttentionKernel::kUnfused);
 }
 
-// The bound this project's cost model reaches today on the shipped set (mean 10.9%, worst 13.7%
-// when it was set; 8.6% / 12.1% before the framework's overlap of TP input gradients and the SP
-// re-gather were modelled, which made every row faster still; 9.2% and 18.8% before GEMM shapes,
-// memory-bound kernels and unfused attention). A change to the cost model or the profiles that
-// makes it worse fails here; one that improves it should tighten these bounds.
+// The bounds this project's cost model reaches today, per part of the shipped set. Korthikanti's
+// A100 rows: mean 10.9%, worst 13.7% when set (8.6% / 12.1% before the framework's overlap of TP
+// input gradients and the SP re-gather were modelled, which made every row faster still; 9.2% and
+// 18.8% before GEMM shapes, memory-bound kernels and unfused attention). NeMo's H100 fp8 rows:
+// mean 30.4%, worst 33.0% (37.5% / 40.3% before fp8 quantization traffic and the bf16 LM head).
+// A change to the cost model or the profiles that makes either worse fails here; one that
+// improves it should tighten these bounds.
 TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
   const Validation v = validate_runs(shipped_published_runs());
-  ASSERT_EQ(v.rows.size(), 8u);
-  EXPECT_LT(v.mean_error, 0.110);
-  EXPECT_LT(v.worst_error, 0.140);
+  ASSERT_EQ(v.rows.size(), 15u);
+  auto bounds_of = [&](const std::string& profile) {
+    double mean = 0, worst = 0, rows = 0;
+    for (const ValidationRow& row : v.rows) {
+      if (row.run.profile != profile) continue;
+      mean += row.relative_error;
+      worst = std::max(worst, row.relative_error);
+      ++rows;
+    }
+    return std::pair{mean / rows, worst};
+  };
+  EXPECT_LT(bounds_of("a100-80gb").first, 0.110);
+  EXPECT_LT(bounds_of("a100-80gb").second, 0.140);
+  EXPECT_LT(bounds_of("h100-sxm").first, 0.305);
+  EXPECT_LT(bounds_of("h100-sxm").second, 0.331);
   double mean = 0;
   for (const ValidationRow& row : v.rows) {
     EXPECT_NEAR(row.relative_error, std::abs(row.predicted_step_s / row.run.measured_step_s - 1), 1e-12);
@@ -81,6 +99,7 @@ TEST(PublishedFit, RecoversTheProfileThatMadeTheStepTimes) {
   truth.efficiency.memory = 0.8;
   truth.overheads.per_layer_pass = 30e-6;
   std::vector<PublishedRun> runs = shipped_published_runs();
+  std::erase_if(runs, [](const PublishedRun& r) { return r.profile != "a100-80gb"; });
   for (PublishedRun& r : runs) r.measured_step_s = CostModel(r.model, r.run, truth).evaluate(r.layout).step_time_s;
   const PublishedFit fit = fit_published_runs(shipped, runs, {});
   EXPECT_TRUE(fit.leave_one_out);
@@ -110,10 +129,13 @@ TEST(PublishedFit, BadRequestsNameTheOption) {
     }
     return std::string();
   };
-  EXPECT_EQ(error_of("h100-sxm", {}), "--profile: no published run uses profile 'h100-sxm' (they use: a100-80gb)");
+  EXPECT_EQ(error_of("h800-sxm", {}),
+            "--profile: no published run uses profile 'h800-sxm' (they use: a100-80gb, h100-sxm)");
   EXPECT_EQ(error_of("a100-80gb", {"nope"}), "--hold-out: no published run on a100-80gb is named 'nope'");
   std::vector<std::string> all;
-  for (const PublishedRun& r : runs) all.push_back(r.name);
+  for (const PublishedRun& r : runs) {
+    if (r.profile == "a100-80gb") all.push_back(r.name);
+  }
   EXPECT_EQ(error_of("a100-80gb", all), "--hold-out: holds out every run: nothing left to fit");
 }
 

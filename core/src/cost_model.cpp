@@ -114,9 +114,15 @@ double CostModel::expert_skew(const Layout& l) const {
 // `count` GEMMs with rows x cols outputs over `inner`, on one device: the useful FLOPs over the
 // busy fraction of the last wave of tiles; or, for a GEMM too thin to reuse its operands (a
 // roofline below the ridge), the bytes of reading both operands and writing the output once.
-ComputeWork CostModel::gemm_work(double rows, double inner, double cols, double count) const {
-  const Flops issued = 2.0 * rows * inner * cols * count / wave_efficiency(profile_.device.gemm, rows, cols, count);
-  const Bytes moved = bytes_.activation * count * (rows * inner + inner * cols + rows * cols);
+// `quantized`: an fp8 run's GEMM in a Transformer Engine layer, 1-byte operands at the fp8 peak;
+// any other GEMM of an fp8 run (the LM head, Megatron's plain ColumnParallelLinear) runs at the
+// bf16 peak, counted as the fp8-peak FLOPs that take the same time.
+ComputeWork CostModel::gemm_work(double rows, double inner, double cols, double count, bool quantized) const {
+  const double at_peak = quantized ? 1.0 : peak_ / attention_peak_;
+  const Flops issued =
+      at_peak * 2.0 * rows * inner * cols * count / wave_efficiency(profile_.device.gemm, rows, cols, count);
+  const Bytes operand = quantized && run_.precision == Precision::kFp8 ? 1.0 : bytes_.activation;
+  const Bytes moved = count * (operand * (rows * inner + inner * cols) + bytes_.activation * rows * cols);
   ComputeWork w;
   if (issued / matmul_rate_ >= moved / memory_rate_) {
     w.matmul = issued;
@@ -130,15 +136,28 @@ ComputeWork CostModel::gemm_work(double rows, double inner, double cols, double 
 // inputs), or the backward's input gradient (rows x inputs over the outputs) and weight gradient
 // (inputs x outputs over the rows). Tensor parallelism (`tp` ways: the attention's or the experts')
 // splits outputs, inputs or the rows.
+// In an fp8 run, Transformer Engine quantizes each GEMM's activation input (forward) and output
+// gradient (backward) with current scaling: an amax pass reads the bf16 tensor (2 bytes), the cast
+// reads it again and writes the fp8 copy and its transpose for the other GEMM (2 + 1 + 1): 6 bytes
+// per element, memory-bound (NVIDIA Transformer Engine, "Using FP8 with Transformer Engine":
+// per-tensor current scaling computes the scale from the tensor being cast). Weights are cast
+// once per step (first micro-batch) and left out.
 ComputeWork CostModel::matrix_work(const WeightMatrix& w, double rows, double count, Pass pass, int tp,
-                                   const Layout& l) const {
+                                   const Layout& l, bool quantized) const {
   double in = w.inputs, out = w.outputs;
   if (w.split == TpSplit::kOutputs) out /= tp;
   if (w.split == TpSplit::kInputs) in /= tp;
   if (w.split == TpSplit::kSequence) rows /= sequence_shards(l);
-  if (pass == Pass::kForward) return gemm_work(rows, in, out, count);
-  ComputeWork both = gemm_work(rows, out, in, count);
-  both += gemm_work(in, rows, out, count);
+  const bool fp8 = quantized && run_.precision == Precision::kFp8;
+  constexpr double kQuantizeBytes = 6.0;
+  if (pass == Pass::kForward) {
+    ComputeWork w1 = gemm_work(rows, in, out, count, quantized);
+    if (fp8) w1.memory_traffic += kQuantizeBytes * rows * in * count;
+    return w1;
+  }
+  ComputeWork both = gemm_work(rows, out, in, count, quantized);
+  both += gemm_work(in, rows, out, count, quantized);
+  if (fp8) both.memory_traffic += kQuantizeBytes * rows * out * count;
   return both;
 }
 
@@ -281,7 +300,7 @@ ComputeWork CostModel::lm_head_work(Pass pass, const Layout& l) const {
   const double tokens = micro_batch_tokens(l);
   const double passes = passes_of(pass);
   const WeightMatrix head{static_cast<double>(model_.hidden), static_cast<double>(model_.vocab), TpSplit::kOutputs};
-  ComputeWork w = matrix_work(head, tokens, 1.0, pass, l.tp, l);
+  ComputeWork w = matrix_work(head, tokens, 1.0, pass, l.tp, l, false);
   w.matmul_per_row = passes * lm_head_flops_ / l.tp;
   w.memory_traffic += passes * tokens * model_.vocab / l.tp * (bytes_.activation + 4.0 + 12.0);
   return w;

@@ -127,9 +127,9 @@ class CostModel {
  private:
   enum class Pass { kForward, kBackward };
   static double passes_of(Pass pass);
-  ComputeWork gemm_work(double rows, double inner, double cols, double count) const;
+  ComputeWork gemm_work(double rows, double inner, double cols, double count, bool quantized) const;
   ComputeWork matrix_work(const WeightMatrix& matrix, double rows, double count, Pass pass, int tp,
-                          const Layout& layout) const;
+                          const Layout& layout, bool quantized = true) const;
   double expert_rows_per_rank(const Layout& layout) const;
   int tp_blocks(const StageContents& stage) const;
   ComputeWork layer_gemm_work(bool moe_layer, Pass pass, const Layout& layout) const;
