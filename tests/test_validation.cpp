@@ -61,6 +61,55 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
   EXPECT_DOUBLE_EQ(v.mean_error, mean);
 }
 
+// MoE runs are rows too: routed experts by shape (with an explicit head_dim where heads x head_dim
+// is not the hidden size, as in Qwen3), or a model by preset name or config.json path.
+TEST(Validation, MoeRowsByShapeOrByName) {
+  const std::string rows = R"(runs:
+  - name: moe
+    source: "somewhere"
+    model: {layers: 4, hidden: 64, heads: 4, kv_heads: 2, head_dim: 32, vocab: 100, experts: 8, top_k: 2, expert_ffn: 48, shared_experts: 1, shared_expert_ffn: 96, first_dense_layers: 1, mlp: swiglu, ffn: 192}
+    hardware: a100-80gb
+    precision: bf16
+    attention: fused
+    comm_overlap: none
+    seq_len: 128
+    global_batch: 8
+    layout: {tp: 1, pp: 1, vpp: 1, ep: 2, etp: 1, dp: 2, micro_batch: 1, recompute: full, optimizer_sharding: false}
+    measured_step_time: "1 s"
+  - name: preset
+    source: "somewhere"
+    model: ling-lite
+    hardware: a100-80gb
+    precision: bf16
+    attention: fused
+    comm_overlap: none
+    seq_len: 4096
+    global_batch: 8
+    layout: {tp: 1, pp: 1, vpp: 1, ep: 8, dp: 8, micro_batch: 1, recompute: full, optimizer_sharding: true}
+    measured_step_time: "1 s"
+)";
+  const std::vector<PublishedRun> runs = parse_published_runs(rows, "runs.yaml");
+  ASSERT_EQ(runs.size(), 2u);
+  const ModelConfig& m = runs[0].model;
+  EXPECT_EQ(m.head_dim, 32);
+  EXPECT_EQ(m.routed_experts, 8);
+  EXPECT_EQ(m.top_k, 2);
+  EXPECT_EQ(m.expert_ffn, 48);
+  EXPECT_EQ(m.shared_expert_ffn, 96);
+  EXPECT_EQ(m.dense_layers(), 1);
+  EXPECT_EQ(m.dense_ffn, 192);
+  EXPECT_EQ(runs[1].model.routed_experts, 64);  // Ling-Lite's config
+  EXPECT_EQ(validate_runs(runs).rows.size(), 2u);
+  std::string unknown = rows;
+  unknown.replace(unknown.find("model: ling-lite"), 16, "model: ling-huge");
+  try {
+    parse_published_runs(unknown, "runs.yaml");
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("runs.yaml: runs[1].model: "), std::string::npos) << e.what();
+  }
+}
+
 TEST(Validation, BadRowsNameTheFileAndField) {
   const std::string row = R"(runs:
   - name: x

@@ -7,6 +7,7 @@
 #include "flopwise/catalog.hpp"
 #include "flopwise/cost_model.hpp"
 #include "flopwise/error.hpp"
+#include "flopwise/model_import.hpp"
 #include "flopwise/report.hpp"
 #include "flopwise/yaml_reader.hpp"
 
@@ -15,6 +16,31 @@ namespace flopwise {
 const std::vector<std::pair<std::string, std::string>>& builtin_validation_texts();
 
 namespace {
+
+int read_ffn(const YamlFields& f) {
+  const int ffn = f.integer("ffn", 1);
+  const std::string mlp = f.text("mlp");
+  if (mlp == "swiglu") return ffn;
+  // A GELU MLP (2 matrices of h x ffn) has the weights and FLOPs of a SwiGLU MLP (3 matrices) of
+  // 2/3 the width; flopwise models the latter.
+  if (mlp == "gelu") return static_cast<int>(std::lround(2.0 * ffn / 3.0));
+  throw input_error(f.source(), f.path("mlp"), "unknown MLP '" + mlp + "' (expected gelu or swiglu)");
+}
+
+// Routed experts (SwiGLU, as every MoE family flopwise imports): experts, top_k and expert_ffn,
+// optional shared experts and leading dense layers (those need the dense `ffn`).
+void read_experts(const YamlFields& f, ModelConfig& m) {
+  m.routed_experts = f.integer("experts", 1);
+  m.top_k = f.integer("top_k", 1);
+  if (m.top_k > m.routed_experts) throw input_error(f.source(), f.path("top_k"), "must not exceed experts");
+  m.expert_ffn = f.integer("expert_ffn", 1);
+  m.shared_experts = f.has("shared_experts") ? f.integer("shared_experts", 0) : 0;
+  if (m.shared_experts > 0) m.shared_expert_ffn = f.integer("shared_expert_ffn", 1);
+  m.first_dense_layers = f.has("first_dense_layers") ? f.integer("first_dense_layers", 0) : 0;
+  if (m.first_dense_layers >= m.layers) {
+    throw input_error(f.source(), f.path("first_dense_layers"), "must leave at least one MoE layer");
+  }
+}
 
 ModelConfig read_model(const YamlFields& f, const std::string& name) {
   ModelConfig m;
@@ -25,19 +51,15 @@ ModelConfig read_model(const YamlFields& f, const std::string& name) {
   m.heads = f.integer("heads", 1);
   m.kv_heads = f.integer("kv_heads", 1);
   m.vocab = f.integer("vocab", 1);
-  if (m.hidden % m.heads != 0) throw input_error(f.source(), f.path("heads"), "must divide hidden");
-  m.head_dim = m.hidden / m.heads;
-  const int ffn = f.integer("ffn", 1);
-  const std::string mlp = f.text("mlp");
-  if (mlp == "swiglu") {
-    m.dense_ffn = ffn;
-  } else if (mlp == "gelu") {
-    // A GELU MLP (2 matrices of h x ffn) has the weights and FLOPs of a SwiGLU MLP (3 matrices) of
-    // 2/3 the width; flopwise models the latter.
-    m.dense_ffn = static_cast<int>(std::lround(2.0 * ffn / 3.0));
+  if (f.has("head_dim")) {
+    m.head_dim = f.integer("head_dim", 1);
+  } else if (m.hidden % m.heads != 0) {
+    throw input_error(f.source(), f.path("heads"), "must divide hidden (or give head_dim)");
   } else {
-    throw input_error(f.source(), f.path("mlp"), "unknown MLP '" + mlp + "' (expected gelu or swiglu)");
+    m.head_dim = m.hidden / m.heads;
   }
+  if (f.has("experts")) read_experts(f, m);
+  if (m.dense_layers() > 0 || f.has("ffn")) m.dense_ffn = read_ffn(f);
   return m;
 }
 
@@ -63,7 +85,16 @@ PublishedRun read_run(const YamlFields& f) {
   r.name = f.text("name");
   r.source = f.text("source");
   r.profile = f.text("hardware");
-  r.model = read_model(f.section("model"), r.name);
+  // A model by shape, or (a string) a preset or HF config.json as `--model` takes it.
+  if (f.has("model") && f.node()["model"].IsScalar()) {
+    try {
+      r.model = resolve_model(f.text("model"));
+    } catch (const InputError& e) {
+      throw input_error(f.source(), f.path("model"), e.what());
+    }
+  } else {
+    r.model = read_model(f.section("model"), r.name);
+  }
   r.run.precision = parse_precision(f.text("precision"), f.source(), f.path("precision"));
   r.run.attention = parse_attention_kernel(f.text("attention"), f.source(), f.path("attention"));
   r.run.overlap = parse_comm_overlap(f.text("comm_overlap"), f.source(), f.path("comm_overlap"));
