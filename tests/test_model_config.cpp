@@ -72,6 +72,35 @@ TEST(ModelConfig, ImportedFamiliesMatchPublishedSizes) {
   EXPECT_EQ(llama.total, llama.active);
 }
 
+// One real config per further family (written from each model card's config.json numbers), and
+// the total its maker publishes, within 1%: Qwen2-7B 7.62B, Qwen3-8B 8.2B, Qwen3-30B-A3B 30.5B
+// (3.3B activated), Mistral-7B 7.24B, Gemma-2-9B 9.24B, Gemma-3-1B 1.0B (tied embeddings, as HF
+// defaults them for Gemma), OLMoE-1B-7B 6.9B (1.3B), Phi-3.5-MoE 41.9B (6.6B), Granite-3.0-3B-A800M
+// 3.3B, DBRX 132B, GLM-4.5 355B (with its multi-token-prediction layer, which flopwise leaves
+// out: 0.6% low). Kimi K2 is published as "1T total, 32B activated": the total rounded, so its
+// activated count is checked, without the input embedding (a lookup, not a matmul).
+TEST(ModelConfig, FurtherFamiliesMatchPublishedSizes) {
+  const std::vector<std::pair<std::string, double>> totals = {
+      {"qwen2-7b.json", 7.62e9},    {"qwen3-8b.json", 8.2e9},    {"qwen3-30b-a3b.json", 30.5e9},
+      {"mistral-7b.json", 7.24e9},  {"gemma2-9b.json", 9.24e9},  {"gemma3-1b.json", 1.0e9},
+      {"olmoe-1b-7b.json", 6.9e9},  {"phi-3.5-moe.json", 41.9e9}, {"granite-3.0-3b-a800m.json", 3.3e9},
+      {"dbrx.json", 132e9},         {"glm-4.5.json", 355e9}};
+  for (const auto& [file, total] : totals) {
+    const ModelConfig m = from_data("families/" + file);
+    EXPECT_NEAR(param_counts(m).total / total, 1.0, 0.01) << file << ": " << param_counts(m).total;
+  }
+  EXPECT_NEAR(param_counts(from_data("families/qwen3-30b-a3b.json")).active / 3.3e9, 1.0, 0.02);
+  EXPECT_NEAR(param_counts(from_data("families/olmoe-1b-7b.json")).active / 1.3e9, 1.0, 0.02);
+  EXPECT_NEAR(param_counts(from_data("families/phi-3.5-moe.json")).active / 6.6e9, 1.0, 0.01);
+  EXPECT_TRUE(from_data("families/gemma2-9b.json").tied_embeddings);
+  EXPECT_TRUE(from_data("families/qwen2-7b.json").qkv_bias);
+  EXPECT_EQ(from_data("families/dbrx.json").kv_heads, 8);
+  EXPECT_EQ(from_data("families/glm-4.5.json").first_dense_layers, 3);
+  const ParamCounts kimi = param_counts(from_data("families/kimi-k2.json"));
+  EXPECT_NEAR((kimi.active - kimi.embedding) / 32e9, 1.0, 0.01);
+  EXPECT_TRUE(from_data("families/kimi-k2.json").is_mla());
+}
+
 TEST(ModelConfig, TiedEmbeddingsDropTheHead) {
   ModelConfig m = testing::tiny_moe();
   const double untied = param_counts(m).total;

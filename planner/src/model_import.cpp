@@ -54,13 +54,8 @@ void read_bailing_moe(const ConfigReader& r, ModelConfig& m) {
   m.qkv_bias = r.boolean_or("use_qkv_bias", false);
 }
 
-void read_mixtral(const ConfigReader& r, ModelConfig& m) {
-  m.routed_experts = r.integer("num_local_experts");
-  m.top_k = r.integer("num_experts_per_tok");
-  m.expert_ffn = r.integer("intermediate_size");
-}
-
-void read_qwen2_moe(const ConfigReader& r, ModelConfig& m) {
+// Qwen's MoE layout (qwen2_moe, qwen3_moe): every layer MoE, an optional gated shared expert.
+void read_qwen_experts(const ConfigReader& r, ModelConfig& m) {
   if (r.integer_or("decoder_sparse_step", 1) != 1) {
     throw input_error(r.source(), "decoder_sparse_step", "only 1 (every layer MoE) is supported");
   }
@@ -73,13 +68,31 @@ void read_qwen2_moe(const ConfigReader& r, ModelConfig& m) {
   const int shared_ffn = r.integer_or("shared_expert_intermediate_size", 0);
   m.shared_experts = shared_ffn > 0 ? 1 : 0;
   m.shared_expert_ffn = shared_ffn;
+}
+
+void read_qwen2_moe(const ConfigReader& r, ModelConfig& m) {
+  read_qwen_experts(r, m);
   m.qkv_bias = true;  // Qwen2 attention has Q, K and V biases
 }
 
-void read_deepseek(const ConfigReader& r, ModelConfig& m) {
-  if (r.integer_or("moe_layer_freq", 1) != 1) {
-    throw input_error(r.source(), "moe_layer_freq", "only 1 (every layer after the dense ones) is supported");
-  }
+// Qwen3-MoE: no attention biases (its QK-norm weights are per head: too few to count).
+void read_qwen3_moe(const ConfigReader& r, ModelConfig& m) {
+  read_qwen_experts(r, m);
+  m.qkv_bias = r.boolean_or("attention_bias", false);
+}
+
+// Routed experts named as Mixtral names them (mixtral, phimoe, granitemoe), or OLMoE's num_experts;
+// the expert width is intermediate_size.
+void read_routed_experts(const ConfigReader& r, ModelConfig& m) {
+  m.routed_experts = r.integer_any({"num_local_experts", "num_experts"});
+  m.top_k = r.integer("num_experts_per_tok");
+  m.expert_ffn = r.integer("intermediate_size");
+  m.qkv_bias = r.boolean_or("attention_bias", false);
+}
+
+// DeepSeek's expert layout (deepseek_v2/v3, kimi_k2, glm4_moe): leading dense layers of
+// intermediate_size, then MoE layers with shared experts as wide as the routed ones.
+void read_deepseek_experts(const ConfigReader& r, ModelConfig& m) {
   m.routed_experts = r.integer("n_routed_experts");
   m.top_k = r.integer("num_experts_per_tok");
   m.expert_ffn = r.integer("moe_intermediate_size");
@@ -87,6 +100,19 @@ void read_deepseek(const ConfigReader& r, ModelConfig& m) {
   m.shared_expert_ffn = m.expert_ffn;
   m.first_dense_layers = r.integer_or("first_k_dense_replace", 0);
   m.dense_ffn = r.integer("intermediate_size");
+}
+
+// GLM-4.5 (glm4_moe): DeepSeek's expert layout with GQA attention and Q/K/V biases.
+void read_glm4_moe(const ConfigReader& r, ModelConfig& m) {
+  read_deepseek_experts(r, m);
+  m.qkv_bias = r.boolean_or("attention_bias", true);
+}
+
+void read_deepseek(const ConfigReader& r, ModelConfig& m) {
+  if (r.integer_or("moe_layer_freq", 1) != 1) {
+    throw input_error(r.source(), "moe_layer_freq", "only 1 (every layer after the dense ones) is supported");
+  }
+  read_deepseek_experts(r, m);
   m.q_lora_rank = r.integer_or("q_lora_rank", 0);  // null in V2-Lite: Q is a full projection
   m.kv_lora_rank = r.integer("kv_lora_rank");
   m.head_dim = r.integer("qk_nope_head_dim");
@@ -95,9 +121,39 @@ void read_deepseek(const ConfigReader& r, ModelConfig& m) {
   m.kv_heads = m.heads;
 }
 
+// Dense decoders with a gated MLP: llama, mistral, qwen3 (QK-norm weights too few to count).
 void read_llama(const ConfigReader& r, ModelConfig& m) {
   m.dense_ffn = r.integer("intermediate_size");
   m.qkv_bias = r.boolean_or("attention_bias", false);
+}
+
+void read_qwen2(const ConfigReader& r, ModelConfig& m) {
+  m.dense_ffn = r.integer("intermediate_size");
+  m.qkv_bias = true;  // Qwen2 attention has Q, K and V biases
+}
+
+// Gemma 2 and 3: GeGLU (the weights of a gated MLP) and, as HF defaults them, tied embeddings.
+void read_gemma(const ConfigReader& r, ModelConfig& m) {
+  m.dense_ffn = r.integer("intermediate_size");
+  m.tied_embeddings = r.boolean_or("tie_word_embeddings", true);
+}
+
+// DBRX names everything its own way: d_model, n_layers, n_heads, and nested attn_config and
+// ffn_config; its experts are gated MLPs of ffn_hidden_size.
+void read_dbrx(const ConfigReader& r, ModelConfig& m) {
+  m.layers = r.integer("n_layers");
+  m.hidden = r.integer("d_model");
+  m.heads = r.integer("n_heads");
+  if (m.heads <= 0) throw input_error(r.source(), "n_heads", "must be positive");
+  m.head_dim = m.hidden / m.heads;
+  m.vocab = r.integer("vocab_size");
+  m.tied_embeddings = r.boolean_or("tie_word_embeddings", false);
+  const ConfigReader attention(r.raw("attn_config"), r.source(), "attn_config");
+  m.kv_heads = attention.integer_or("kv_n_heads", m.heads);
+  const ConfigReader ffn(r.raw("ffn_config"), r.source(), "ffn_config");
+  m.routed_experts = ffn.integer("moe_num_experts");
+  m.top_k = ffn.integer("moe_top_k");
+  m.expert_ffn = ffn.integer("ffn_hidden_size");
 }
 
 }  // namespace
@@ -108,16 +164,20 @@ ModelConfig import_hf_config(const json& config, const std::string& source, cons
   m.name = name;
   m.family = r.text("model_type");
   using Reader = void (*)(const ConfigReader&, ModelConfig&);
-  const std::map<std::string, Reader> families = {{"bailing_moe", read_bailing_moe}, {"mixtral", read_mixtral},
-                                                  {"qwen2_moe", read_qwen2_moe},     {"deepseek_v2", read_deepseek},
-                                                  {"deepseek_v3", read_deepseek},    {"llama", read_llama}};
+  const std::map<std::string, Reader> families = {
+      {"bailing_moe", read_bailing_moe}, {"dbrx", read_dbrx},           {"deepseek_v2", read_deepseek},
+      {"deepseek_v3", read_deepseek},    {"gemma2", read_gemma},         {"gemma3_text", read_gemma},
+      {"glm4_moe", read_glm4_moe},       {"granitemoe", read_routed_experts}, {"kimi_k2", read_deepseek},
+      {"llama", read_llama},             {"mistral", read_llama},        {"mixtral", read_routed_experts},
+      {"olmoe", read_routed_experts},    {"phimoe", read_routed_experts}, {"qwen2", read_qwen2},
+      {"qwen2_moe", read_qwen2_moe},     {"qwen3", read_llama},          {"qwen3_moe", read_qwen3_moe}};
   const auto family = families.find(m.family);
   if (family == families.end()) {
-    throw input_error(source, "model_type", "unknown model type '" + m.family +
-                                                "' (supported: bailing_moe, deepseek_v2, deepseek_v3, llama, "
-                                                "mixtral, qwen2_moe)");
+    std::string supported;
+    for (const auto& [name, reader] : families) supported += (supported.empty() ? "" : ", ") + name;
+    throw input_error(source, "model_type", "unknown model type '" + m.family + "' (supported: " + supported + ")");
   }
-  read_common(r, m);
+  if (m.family != "dbrx") read_common(r, m);
   family->second(r, m);
   validate(m, source);
   return m;
