@@ -37,6 +37,7 @@ TEST(Cli, ModelJsonHasParameterCounts) {
   const auto j = nlohmann::json::parse(o.out);
   EXPECT_NEAR(j["total_params"].get<double>() / 1e9, 16.8, 0.05);
   EXPECT_NEAR(j["active_params"].get<double>() / 1e9, 2.75, 0.01);
+  EXPECT_LT(j["active_params_without_embeddings"].get<double>(), j["active_params"].get<double>());
   EXPECT_GT(j["training_flops_per_token"].get<double>(), 0);
 }
 

@@ -96,9 +96,43 @@ TEST(ModelConfig, FurtherFamiliesMatchPublishedSizes) {
   EXPECT_TRUE(from_data("families/qwen2-7b.json").qkv_bias);
   EXPECT_EQ(from_data("families/dbrx.json").kv_heads, 8);
   EXPECT_EQ(from_data("families/glm-4.5.json").first_dense_layers, 3);
+  EXPECT_NEAR(param_counts(from_data("families/granite-3.0-3b-a800m.json")).active_without_embeddings() / 0.8e9, 1.0,
+              0.015);
+  // gpt-oss-120b: 116.8B, 5.1B activated (OpenAI's model card counts the output head, not the
+  // input embedding).
+  const ParamCounts gpt_oss = param_counts(from_data("families/gpt-oss-120b.json"));
+  EXPECT_NEAR(gpt_oss.total / 116.8e9, 1.0, 0.01);
+  EXPECT_NEAR((gpt_oss.active - gpt_oss.embedding) / 5.13e9, 1.0, 0.01);
   const ParamCounts kimi = param_counts(from_data("families/kimi-k2.json"));
   EXPECT_NEAR((kimi.active - kimi.embedding) / 32e9, 1.0, 0.01);
   EXPECT_TRUE(from_data("families/kimi-k2.json").is_mla());
+}
+
+// Local attention: a query sees at most the window. Gemma-3-1B at 4,096 tokens: 22 of 26 layers
+// (every 6th global) see (512 x 513 / 2 + 3,584 x 512) / 4,096 = 480.06 keys on average, the
+// others 2,048.5; gpt-oss alternates windows of 128 with full layers (layer_types); Mistral's
+// window of 4,096 changes nothing at 4,096 tokens.
+TEST(ModelConfig, SlidingWindowLayersSeeTheirWindow) {
+  const ModelConfig gemma = from_data("families/gemma3-1b.json");
+  EXPECT_EQ(gemma.attention_window, 512);
+  EXPECT_EQ(gemma.windowed_layers, 22);
+  const double windowed = (512.0 * 513 / 2 + 3584.0 * 512) / 4096;
+  EXPECT_NEAR(mean_keys_seen(gemma, 4096), (22 * windowed + 4 * 2048.5) / 26, 1e-9);
+  const ModelConfig gpt_oss = from_data("families/gpt-oss-120b.json");
+  EXPECT_EQ(gpt_oss.windowed_layers, 18);
+  EXPECT_EQ(gpt_oss.attention_window, 128);
+  const ModelConfig mistral = from_data("families/mistral-7b.json");
+  EXPECT_EQ(mistral.windowed_layers, 32);
+  EXPECT_DOUBLE_EQ(mean_keys_seen(mistral, 4096), 2048.5);
+  EXPECT_LT(mean_keys_seen(mistral, 8192), 4096.5);
+  ModelConfig full = gemma;
+  full.windowed_layers = 0;
+  EXPECT_LT(training_flops_per_token(gemma, 4096), training_flops_per_token(full, 4096));
+  EXPECT_NE(error_of(R"({"model_type": "gpt_oss", "num_hidden_layers": 2, "hidden_size": 8, "num_attention_heads": 2,
+                         "vocab_size": 10, "num_local_experts": 2, "num_experts_per_tok": 1, "intermediate_size": 4,
+                         "sliding_window": 4, "layer_types": ["sliding_attention"]})")
+                .find("cfg.json: layer_types: expected one entry per hidden layer"),
+            std::string::npos);
 }
 
 TEST(ModelConfig, TiedEmbeddingsDropTheHead) {

@@ -90,6 +90,14 @@ void validate(const ModelConfig& m, const std::string& source) {
   require_non_negative(m.routed_experts, source, "routed_experts");
   require_non_negative(m.shared_experts, source, "shared_experts");
   require_non_negative(m.first_dense_layers, source, "first_dense_layers");
+  require_non_negative(m.attention_window, source, "attention_window");
+  require_non_negative(m.windowed_layers, source, "windowed_layers");
+  if (m.windowed_layers > m.layers) {
+    throw input_error(source, "windowed_layers", "exceeds layers (" + std::to_string(m.layers) + ")");
+  }
+  if (m.windowed_layers > 0 && m.attention_window == 0) {
+    throw input_error(source, "attention_window", "windowed layers need a window of at least 1 token");
+  }
   if (m.heads % m.kv_heads != 0) {
     throw input_error(source, "kv_heads", "must divide heads (" + std::to_string(m.heads) + ")");
   }
@@ -141,13 +149,22 @@ namespace {
 
 // QK^T and PV for one query token: 2 FLOPs per multiply-add over heads * (qk + v) dims and the
 // keys it sees; a causal mask lets a token see (seq_len + 1) / 2 keys on average, and fused
-// attention kernels skip the masked half (FlashAttention-2, Dao 2023, section 3.1).
+// attention kernels skip the masked half (FlashAttention-2, Dao 2023, section 3.1) and, for a
+// sliding window, the blocks outside it. Windowed and full layers are averaged over the model.
 Flops attention_core_flops(const ModelConfig& m, int seq_len) {
-  const double keys_seen = (seq_len + 1.0) / 2.0;
-  return 2.0 * m.heads * (m.qk_head_dim() + m.value_head_dim()) * keys_seen;
+  return 2.0 * m.heads * (m.qk_head_dim() + m.value_head_dim()) * mean_keys_seen(m, seq_len);
 }
 
 }  // namespace
+
+double mean_keys_seen(const ModelConfig& m, int seq_len) {
+  const double s = seq_len, full = (s + 1.0) / 2.0;
+  const double w = m.attention_window;
+  if (m.windowed_layers == 0 || w <= 0 || w >= s) return full;
+  const double windowed = (w * (w + 1.0) / 2.0 + (s - w) * w) / s;
+  const double share = static_cast<double>(m.windowed_layers) / m.layers;
+  return share * windowed + (1.0 - share) * full;
+}
 
 namespace {
 
@@ -202,6 +219,8 @@ nlohmann::json model_to_json(const ModelConfig& m) {
 #undef X
   j["qkv_bias"] = m.qkv_bias;
   j["tied_embeddings"] = m.tied_embeddings;
+  j["attention_window"] = m.attention_window;
+  j["windowed_layers"] = m.windowed_layers;
   return j;
 }
 
@@ -215,6 +234,9 @@ ModelConfig model_from_json(const nlohmann::json& j, const std::string& source, 
 #undef X
   m.qkv_bias = r.boolean("qkv_bias");
   m.tied_embeddings = r.boolean("tied_embeddings");
+  // Plans and traces written before local attention was costed ran full attention.
+  if (r.has("attention_window")) m.attention_window = r.integer("attention_window", 0, 1'000'000'000);
+  if (r.has("windowed_layers")) m.windowed_layers = r.integer("windowed_layers", 0, 1'000'000'000);
   validate(m, source + ": " + path);
   return m;
 }

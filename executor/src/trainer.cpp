@@ -47,6 +47,11 @@ Setup reconcile(const TrainOptions& o, int world, int vocab) {
   if (o.scale >= 1.0) s.model.vocab = std::max(s.model.vocab, vocab);
   const std::string more = fit_layout(s.layout, s.global_batch, s.model, world);  // divisibility of the scaled shape
   if (!more.empty()) s.notes += (s.notes.empty() ? "" : "; ") + more;
+  if (s.plan.model.windowed_layers > 0) {
+    s.notes += (s.notes.empty() ? "" : "; ") + std::string("local attention (a window of ") +
+               std::to_string(s.plan.model.attention_window) + " in " + std::to_string(s.plan.model.windowed_layers) +
+               " layers) runs as full causal attention";
+  }
   if (s.plan.run.moe_capacity_factor > 0 && s.plan.model.is_moe()) {
     s.notes += (s.notes.empty() ? "" : "; ") + std::string("the plan's capacity factor ") +
                std::to_string(s.plan.run.moe_capacity_factor).substr(0, 4) + " is not applied: dispatch is dropless";

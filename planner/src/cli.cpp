@@ -229,6 +229,7 @@ int cmd_model(const std::string& name, int seq_len, bool as_json, std::ostream& 
   json j = model_to_json(m);
   j["total_params"] = p.total;
   j["active_params"] = p.active;
+  j["active_params_without_embeddings"] = p.active_without_embeddings();
   j["expert_params"] = p.expert;
   j["embedding_params"] = p.embedding;
   j["lm_head_params"] = p.lm_head;

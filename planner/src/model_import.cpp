@@ -1,5 +1,6 @@
 #include "flopwise/model_import.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 
@@ -41,6 +42,26 @@ void read_common(const ConfigReader& r, ModelConfig& m) {
   m.tied_embeddings = r.boolean_or("tie_word_embeddings", false);
 }
 
+// Local attention: `sliding_window` tokens in the layers `layer_types` marks "sliding_attention"
+// (newer HF configs), or else in the family's own pattern (`windowed` layers).
+void read_window(const ConfigReader& r, ModelConfig& m, int windowed) {
+  if (!r.has("sliding_window")) return;  // null: full attention everywhere
+  m.attention_window = r.integer("sliding_window");
+  m.windowed_layers = windowed;
+  if (!r.has("layer_types")) return;
+  const nlohmann::json& types = r.raw("layer_types");
+  if (!types.is_array() || static_cast<int>(types.size()) != m.layers) {
+    throw input_error(r.source(), "layer_types", "expected one entry per hidden layer");
+  }
+  m.windowed_layers = static_cast<int>(std::count(types.begin(), types.end(), "sliding_attention"));
+}
+
+// Qwen's optional sliding window (use_sliding_window) leaves the first max_window_layers full.
+void read_qwen_window(const ConfigReader& r, ModelConfig& m) {
+  if (!r.boolean_or("use_sliding_window", false)) return;
+  read_window(r, m, std::max(0, m.layers - r.integer_or("max_window_layers", m.layers)));
+}
+
 void read_bailing_moe(const ConfigReader& r, ModelConfig& m) {
   m.routed_experts = r.integer_any({"num_experts", "n_routed_experts"});
   m.top_k = r.integer("num_experts_per_tok");
@@ -73,12 +94,14 @@ void read_qwen_experts(const ConfigReader& r, ModelConfig& m) {
 void read_qwen2_moe(const ConfigReader& r, ModelConfig& m) {
   read_qwen_experts(r, m);
   m.qkv_bias = true;  // Qwen2 attention has Q, K and V biases
+  read_qwen_window(r, m);
 }
 
 // Qwen3-MoE: no attention biases (its QK-norm weights are per head: too few to count).
 void read_qwen3_moe(const ConfigReader& r, ModelConfig& m) {
   read_qwen_experts(r, m);
   m.qkv_bias = r.boolean_or("attention_bias", false);
+  read_qwen_window(r, m);
 }
 
 // Routed experts named as Mixtral names them (mixtral, phimoe, granitemoe), or OLMoE's num_experts;
@@ -88,6 +111,15 @@ void read_routed_experts(const ConfigReader& r, ModelConfig& m) {
   m.top_k = r.integer("num_experts_per_tok");
   m.expert_ffn = r.integer("intermediate_size");
   m.qkv_bias = r.boolean_or("attention_bias", false);
+  read_window(r, m, m.layers);  // Mixtral's and Phi-MoE's window, where set, is every layer's
+}
+
+// gpt-oss: Mixtral's expert naming, biased attention, and (layer_types) banded sliding-window
+// layers alternating with full ones; its per-head attention sinks are too few weights to count.
+void read_gpt_oss(const ConfigReader& r, ModelConfig& m) {
+  read_routed_experts(r, m);
+  m.qkv_bias = r.boolean_or("attention_bias", true);
+  read_window(r, m, (m.layers + 1) / 2);
 }
 
 // DeepSeek's expert layout (deepseek_v2/v3, kimi_k2, glm4_moe): leading dense layers of
@@ -121,21 +153,29 @@ void read_deepseek(const ConfigReader& r, ModelConfig& m) {
   m.kv_heads = m.heads;
 }
 
-// Dense decoders with a gated MLP: llama, mistral, qwen3 (QK-norm weights too few to count).
+// Dense decoders with a gated MLP: llama, mistral (a sliding window, where set, in every layer).
 void read_llama(const ConfigReader& r, ModelConfig& m) {
   m.dense_ffn = r.integer("intermediate_size");
   m.qkv_bias = r.boolean_or("attention_bias", false);
+  read_window(r, m, m.layers);
 }
 
-void read_qwen2(const ConfigReader& r, ModelConfig& m) {
+// Qwen2 (Q, K and V biases) and Qwen3 (none; QK-norm weights too few to count).
+void read_qwen_dense(const ConfigReader& r, ModelConfig& m) {
   m.dense_ffn = r.integer("intermediate_size");
-  m.qkv_bias = true;  // Qwen2 attention has Q, K and V biases
+  m.qkv_bias = r.boolean_or("attention_bias", m.family == "qwen2");
+  read_qwen_window(r, m);
 }
 
 // Gemma 2 and 3: GeGLU (the weights of a gated MLP) and, as HF defaults them, tied embeddings.
+// Local layers: Gemma 2 alternates them with global ones (even layers local); Gemma 3 makes
+// every sliding_window_pattern-th layer global (default 6).
 void read_gemma(const ConfigReader& r, ModelConfig& m) {
   m.dense_ffn = r.integer("intermediate_size");
   m.tied_embeddings = r.boolean_or("tie_word_embeddings", true);
+  const int pattern = m.family == "gemma2" ? 2 : r.integer_or("sliding_window_pattern", 6);
+  if (pattern < 1) throw input_error(r.source(), "sliding_window_pattern", "must be at least 1");
+  read_window(r, m, m.layers - m.layers / pattern);
 }
 
 // DBRX names everything its own way: d_model, n_layers, n_heads, and nested attn_config and
@@ -167,10 +207,10 @@ ModelConfig import_hf_config(const json& config, const std::string& source, cons
   const std::map<std::string, Reader> families = {
       {"bailing_moe", read_bailing_moe}, {"dbrx", read_dbrx},           {"deepseek_v2", read_deepseek},
       {"deepseek_v3", read_deepseek},    {"gemma2", read_gemma},         {"gemma3_text", read_gemma},
-      {"glm4_moe", read_glm4_moe},       {"granitemoe", read_routed_experts}, {"kimi_k2", read_deepseek},
+      {"glm4_moe", read_glm4_moe},       {"gpt_oss", read_gpt_oss},       {"granitemoe", read_routed_experts}, {"kimi_k2", read_deepseek},
       {"llama", read_llama},             {"mistral", read_llama},        {"mixtral", read_routed_experts},
-      {"olmoe", read_routed_experts},    {"phimoe", read_routed_experts}, {"qwen2", read_qwen2},
-      {"qwen2_moe", read_qwen2_moe},     {"qwen3", read_llama},          {"qwen3_moe", read_qwen3_moe}};
+      {"olmoe", read_routed_experts},    {"phimoe", read_routed_experts}, {"qwen2", read_qwen_dense},
+      {"qwen2_moe", read_qwen2_moe},     {"qwen3", read_qwen_dense},          {"qwen3_moe", read_qwen3_moe}};
   const auto family = families.find(m.family);
   if (family == families.end()) {
     std::string supported;

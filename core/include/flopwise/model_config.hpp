@@ -35,6 +35,11 @@ struct ModelConfig {
   int dense_ffn = 0;
   int first_dense_layers = 0;
   bool tied_embeddings = false;
+  // Local attention (Mistral's and Gemma's sliding windows, gpt-oss's banded layers): in
+  // `windowed_layers` of the layers a token sees at most the last `attention_window` tokens;
+  // 0 / 0 is full causal attention everywhere.
+  int attention_window = 0;
+  int windowed_layers = 0;
 
   bool is_moe() const { return routed_experts > 0; }
   bool is_mla() const { return kv_lora_rank > 0; }
@@ -45,6 +50,10 @@ struct ModelConfig {
   int qk_head_dim() const { return head_dim + (is_mla() ? rope_head_dim : 0); }
   int value_head_dim() const { return is_mla() ? v_head_dim : head_dim; }
 };
+
+// Keys one query attends to on average over a causal sequence of `seq_len`, across the layers:
+// (s + 1) / 2 in full layers; with a window w < s, (w (w + 1) / 2 + (s - w) w) / s.
+double mean_keys_seen(const ModelConfig& model, int seq_len);
 
 // Throws InputError (naming `source` and the field) for shapes that cannot describe a model.
 void validate(const ModelConfig& model, const std::string& source);
@@ -71,6 +80,9 @@ struct ParamCounts {
   double lm_head = 0;     // output projection (0 when tied)
   double expert = 0;      // all routed-expert weights (sharded by EP)
   double non_expert = 0;  // everything else (replicated across EP)
+  // Makers publish activated counts both ways (Qwen3-30B-A3B's 3.3B with embeddings,
+  // Granite-3.0-3B-A800M's 800M without): the count without the input embedding and output head.
+  double active_without_embeddings() const { return active - embedding - lm_head; }
 };
 
 LayerParams layer_params(const ModelConfig& model);
