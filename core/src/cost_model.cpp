@@ -151,9 +151,9 @@ ComputeWork CostModel::matrix_work(const WeightMatrix& w, double rows, double co
   const bool fp8 = quantized && run_.precision == Precision::kFp8;
   constexpr double kQuantizeBytes = 6.0;
   if (pass == Pass::kForward) {
-    ComputeWork w1 = gemm_work(rows, in, out, count, quantized);
-    if (fp8) w1.memory_traffic += kQuantizeBytes * rows * in * count;
-    return w1;
+    ComputeWork forward = gemm_work(rows, in, out, count, quantized);
+    if (fp8) forward.memory_traffic += kQuantizeBytes * rows * in * count;
+    return forward;
   }
   ComputeWork both = gemm_work(rows, out, in, count, quantized);
   both += gemm_work(in, rows, out, count, quantized);

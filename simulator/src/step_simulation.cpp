@@ -189,22 +189,22 @@ void StepSimulation::ring(int rank, GroupKind kind, std::vector<std::pair<int, B
 // The per-collective latency the aggregation hides is added back explicitly.
 Seconds StepSimulation::ring_collectives(int rank, GroupKind kind, int collectives, Bytes buffer) {
   const auto members = grid_.group(kind, rank);
-  const int tp = static_cast<int>(members.size());
-  if (tp < 2 || collectives == 0) return 0;
+  const int n = static_cast<int>(members.size());
+  if (n < 2 || collectives == 0) return 0;
   const double start = sg4::Engine::get_clock();
   const auto at = std::find(members.begin(), members.end(), rank) - members.begin();
-  const int next = members[(at + 1) % tp], previous = members[(at + tp - 1) % tp];
-  const Bytes step_bytes = collectives * buffer / tp;
+  const int next = members[(at + 1) % n], previous = members[(at + n - 1) % n];
+  const Bytes step_bytes = collectives * buffer / n;
   const std::string prefix = to_string(kind) + ":";
   auto* out = sg4::Mailbox::by_name(prefix + std::to_string(rank) + ">" + std::to_string(next));
   auto* in = sg4::Mailbox::by_name(prefix + std::to_string(previous) + ">" + std::to_string(rank));
-  for (int s = 0; s < tp - 1; ++s) {
+  for (int s = 0; s < n - 1; ++s) {
     sg4::CommPtr send = out->put_async(&g_token, static_cast<uint64_t>(step_bytes));
     in->get<int>();
     send->wait();
     ++messages_;
   }
-  sg4::this_actor::sleep_for((collectives - 1.0) * (tp - 1) * route_latency(rank, next));
+  sg4::this_actor::sleep_for((collectives - 1.0) * (n - 1) * route_latency(rank, next));
   return sg4::Engine::get_clock() - start;
 }
 
