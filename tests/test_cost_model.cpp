@@ -220,6 +220,28 @@ TEST(CostModel, CapacityFactorCapsTheBusiestExpertRank) {
   }
 }
 
+// Multi-token prediction: each depth is one more MoE layer with the LM head, plus a 2h x h
+// projection and another pass of the head. tiny_moe at 1,024 tokens, per token forward: the layer
+// 2 x (attention 2,621,440 + router 8,192 + shared 1,572,864) + 2 experts x 2 x 1,572,864 + the
+// attention core 2 x 8 x 256 x 512.5 = 16,795,648, the projection 2 x 2 x 1,024^2 = 4,194,304 and
+// the head 2 x 1,000 x 1,024 = 2,048,000: 23,037,952 FLOPs, x3 for forward and backward.
+TEST(CostModel, MultiTokenPredictionAddsALayerAndAHeadPassToTheLastStage) {
+  ModelConfig mtp = testing::tiny_moe();
+  mtp.mtp_layers = 1;
+  EXPECT_DOUBLE_EQ(training_flops_per_token(mtp, 1024) - training_flops_per_token(testing::tiny_moe(), 1024),
+                   3 * 23037952.0);
+  const Layout l{1, 2, 1, 1, 1, 1, Recompute::kSelective, false};
+  const std::vector<StageContents> stages = stage_contents(mtp, l);
+  EXPECT_EQ(stages[0], (StageContents{0, 2, true, false, 0}));
+  EXPECT_EQ(stages[1], (StageContents{0, 3, false, true, 1}));
+  EXPECT_DOUBLE_EQ(param_counts(mtp).mtp, kAttention + kNorms + kRouter + kShared + 8 * kExpert + 2.0 * 1024 * 1024 + 2048);
+  EXPECT_DOUBLE_EQ(param_counts(mtp).total, param_counts(testing::tiny_moe()).total);
+  const CostModel with(mtp, small_run(), testing::round_profile());
+  const CostModel without(testing::tiny_moe(), small_run(), testing::round_profile());
+  EXPECT_GT(with.evaluate(l).step_time_s, without.evaluate(l).step_time_s);
+  EXPECT_EQ(with.evaluate(l).slowest_stage, 1);
+}
+
 TEST(CostModel, TensorParallelSplitsComputeAndAddsCollectives) {
   const CostModel cost(testing::tiny_moe(), small_run(), testing::round_profile());
   const StepCost one = cost.evaluate(Layout{1, 1, 1, 1, 1, 1, Recompute::kSelective, false});

@@ -67,6 +67,8 @@ TEST(ModelConfig, ImportedFamiliesMatchPublishedSizes) {
   const ParamCounts deepseek = param_counts(from_data("deepseek-v3.json"));
   EXPECT_NEAR(deepseek.total / 1e9, 671.0, 1.0);
   EXPECT_NEAR(deepseek.active / 1e9, 37.0, 1.0);
+  // Its MTP module: DeepSeek's 14B counts the embedding and head the module's checkpoint repeats.
+  EXPECT_NEAR((deepseek.mtp + deepseek.embedding + deepseek.lm_head) / 14e9, 1.0, 0.05);
   const ParamCounts llama = param_counts(from_data("llama-3-8b.json"));
   EXPECT_NEAR(llama.total / 1e9, 8.03, 0.01);
   EXPECT_EQ(llama.total, llama.active);

@@ -86,6 +86,11 @@ TEST(Plan, FoldedExpertsAndCapacityRoundTripAndBecomeArguments) {
   EXPECT_EQ(value_of(args, "--expert-tensor-parallel-size"), "1");
   EXPECT_EQ(value_of(args, "--moe-expert-capacity-factor"), "1.25");
   EXPECT_EQ(value_of(args, "--moe-token-dispatcher-type"), "alltoall");
+  EXPECT_EQ(value_of(args, "--mtp-num-layers"), "<absent>");
+  Plan mtp = plan;
+  mtp.model.mtp_layers = 1;
+  EXPECT_EQ(value_of(megatron_args(mtp), "--mtp-num-layers"), "1");
+  EXPECT_EQ(plan_from_json(to_json(mtp), "mtp.json").model.mtp_layers, 1);
   // A plan written before folding has no etp: its experts ran at the attention's TP.
   nlohmann::json old = to_json(ling_plus_plan());
   old["layout"].erase("etp");

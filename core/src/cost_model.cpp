@@ -56,6 +56,10 @@ StageContents chunk_contents(const ModelConfig& m, const Layout& l, int chunk) {
   c.moe_layers = range.count - dense;
   c.embedding = chunk == 0;
   c.lm_head = chunk == l.pp * l.vpp - 1;
+  if (c.lm_head) {
+    c.mtp_layers = m.mtp_layers;
+    (m.is_moe() ? c.moe_layers : c.dense_layers) += m.mtp_layers;
+  }
   return c;
 }
 
@@ -68,6 +72,7 @@ std::vector<StageContents> stage_contents(const ModelConfig& m, const Layout& l)
       stages[r].moe_layers += c.moe_layers;
       stages[r].embedding |= c.embedding;
       stages[r].lm_head |= c.lm_head;
+      stages[r].mtp_layers += c.mtp_layers;
     }
   }
   return stages;
@@ -306,9 +311,17 @@ ComputeWork CostModel::lm_head_work(Pass pass, const Layout& l) const {
   return w;
 }
 
+// Each MTP depth adds, beside its layer (counted with the stage's layers), the 2h x h projection
+// (column-parallel in Megatron-Core) and another pass of the shared LM head and its loss.
 ComputeWork CostModel::stage_work(const StageContents& s, Pass pass, const Layout& l) const {
   ComputeWork w = layers_work(s, pass, l);
   if (s.lm_head) w += lm_head_work(pass, l);
+  if (s.mtp_layers > 0) {
+    const double h = model_.hidden;
+    ComputeWork depth = matrix_work(WeightMatrix{2.0 * h, h, TpSplit::kOutputs}, micro_batch_tokens(l), 1.0, pass, l.tp, l);
+    depth += lm_head_work(pass, l);
+    w += depth.scaled(s.mtp_layers);
+  }
   return w;
 }
 
@@ -477,6 +490,7 @@ double CostModel::stage_dense_params(const StageContents& s) const {
                   s.moe_layers * (p.attention + p.norms + p.router + p.shared_experts);
   if (s.embedding) params += params_.embedding;
   if (s.lm_head) params += params_.lm_head + model_.hidden;
+  params += s.mtp_layers * mtp_projection_params(model_);
   return params;
 }
 
@@ -505,7 +519,7 @@ MemoryBreakdown CostModel::rank_memory(const StageContents& s, int rank, const L
     mem.activations += layer_activation_bytes(s.moe_layers > 0, stored);
   }
   // Vocab-parallel cross-entropy: bf16 logits plus their fp32 copy for the softmax.
-  if (s.lm_head) mem.activations += (bytes_.activation + 4.0) * tokens * model_.vocab / l.tp;
+  if (s.lm_head) mem.activations += (1.0 + s.mtp_layers) * (bytes_.activation + 4.0) * tokens * model_.vocab / l.tp;
   mem.buffers = profile_.runtime_reserved_bytes;
   if (s.moe_layers > 0) {
     // Send and receive buffers of the permuted tokens of one MoE layer.

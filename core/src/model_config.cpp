@@ -91,6 +91,7 @@ void validate(const ModelConfig& m, const std::string& source) {
   require_non_negative(m.shared_experts, source, "shared_experts");
   require_non_negative(m.first_dense_layers, source, "first_dense_layers");
   require_non_negative(m.attention_window, source, "attention_window");
+  require_non_negative(m.mtp_layers, source, "mtp_layers");
   require_non_negative(m.windowed_layers, source, "windowed_layers");
   if (m.windowed_layers > m.layers) {
     throw input_error(source, "windowed_layers", "exceeds layers (" + std::to_string(m.layers) + ")");
@@ -142,6 +143,8 @@ ParamCounts param_counts(const ModelConfig& m) {
                  c.lm_head + final_norm;
   c.total = c.expert + c.non_expert;
   c.active = c.non_expert + m.moe_layers() * m.top_k * p.routed_expert;
+  const double last_layer = m.is_moe() ? moe_shared_part + m.routed_experts * p.routed_expert : dense_layer;
+  c.mtp = m.mtp_layers * (last_layer + mtp_projection_params(m));
   return c;
 }
 
@@ -195,12 +198,19 @@ LayerFlops dense_layer_flops(const ModelConfig& m, int seq_len) {
 
 Flops lm_head_flops(const ModelConfig& m) { return 2.0 * m.vocab * static_cast<double>(m.hidden); }
 
+double mtp_projection_params(const ModelConfig& m) {
+  const double h = m.hidden;
+  return 2.0 * h * h + 2.0 * h;
+}
+
 Flops training_flops_per_token(const ModelConfig& m, int seq_len) {
   const LayerFlops moe = moe_layer_flops(m, seq_len);
   const LayerFlops dense = dense_layer_flops(m, seq_len);
-  const Flops forward = m.moe_layers() * (moe.dense_matmul + moe.expert_matmul + moe.attention_core) +
-                        m.dense_layers() * (dense.dense_matmul + dense.attention_core) +
-                        lm_head_flops(m);
+  const Flops moe_layer = moe.dense_matmul + moe.expert_matmul + moe.attention_core;
+  const Flops dense_layer = dense.dense_matmul + dense.attention_core;
+  const Flops mtp_depth = (m.is_moe() ? moe_layer : dense_layer) + 2.0 * 2.0 * m.hidden * m.hidden + lm_head_flops(m);
+  const Flops forward = m.moe_layers() * moe_layer + m.dense_layers() * dense_layer + lm_head_flops(m) +
+                        m.mtp_layers * mtp_depth;
   return 3.0 * forward;
 }
 
@@ -221,6 +231,7 @@ nlohmann::json model_to_json(const ModelConfig& m) {
   j["tied_embeddings"] = m.tied_embeddings;
   j["attention_window"] = m.attention_window;
   j["windowed_layers"] = m.windowed_layers;
+  j["mtp_layers"] = m.mtp_layers;
   return j;
 }
 
@@ -237,6 +248,7 @@ ModelConfig model_from_json(const nlohmann::json& j, const std::string& source, 
   // Plans and traces written before local attention was costed ran full attention.
   if (r.has("attention_window")) m.attention_window = r.integer("attention_window", 0, 1'000'000'000);
   if (r.has("windowed_layers")) m.windowed_layers = r.integer("windowed_layers", 0, 1'000'000'000);
+  if (r.has("mtp_layers")) m.mtp_layers = r.integer("mtp_layers", 0, 1'000);
   validate(m, source + ": " + path);
   return m;
 }

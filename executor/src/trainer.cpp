@@ -47,6 +47,10 @@ Setup reconcile(const TrainOptions& o, int world, int vocab) {
   if (o.scale >= 1.0) s.model.vocab = std::max(s.model.vocab, vocab);
   const std::string more = fit_layout(s.layout, s.global_batch, s.model, world);  // divisibility of the scaled shape
   if (!more.empty()) s.notes += (s.notes.empty() ? "" : "; ") + more;
+  if (s.plan.model.mtp_layers > 0) {
+    s.notes += (s.notes.empty() ? "" : "; ") + std::to_string(s.plan.model.mtp_layers) +
+               " multi-token-prediction depth(s) of the plan are not trained (next-token loss only)";
+  }
   if (s.plan.model.windowed_layers > 0) {
     s.notes += (s.notes.empty() ? "" : "; ") + std::string("local attention (a window of ") +
                std::to_string(s.plan.model.attention_window) + " in " + std::to_string(s.plan.model.windowed_layers) +

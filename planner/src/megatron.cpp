@@ -82,6 +82,7 @@ void add_layout(std::vector<std::string>& a, const Plan& p) {
     }
   }
   if (l.tp > 1 && l.sequence_parallel) a.push_back("--sequence-parallel");
+  if (p.model.mtp_layers > 0) add(a, "--mtp-num-layers", p.model.mtp_layers);
   add(a, "--micro-batch-size", l.micro_batch);
   add(a, "--global-batch-size", p.run.global_batch);
   if (l.recompute == Recompute::kSelective) {

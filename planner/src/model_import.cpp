@@ -40,6 +40,8 @@ void read_common(const ConfigReader& r, ModelConfig& m) {
   m.head_dim = r.integer_or("head_dim", m.hidden / m.heads);
   m.vocab = r.integer("vocab_size");
   m.tied_embeddings = r.boolean_or("tie_word_embeddings", false);
+  // DeepSeek-V3's name for its multi-token-prediction depths, kept by Kimi K2, GLM-4.5 and Ling 2.0.
+  m.mtp_layers = r.integer_or("num_nextn_predict_layers", 0);
 }
 
 // Local attention: `sliding_window` tokens in the layers `layer_types` marks "sliding_attention"

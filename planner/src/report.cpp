@@ -65,7 +65,9 @@ void print_model(std::ostream& out, const ModelConfig& m, int seq_len) {
   out << ", vocab " << m.vocab << "\n";
   out << "parameters: total " << format_count(p.total) << ", activated " << format_count(p.active) << " ("
       << format_count(p.active_without_embeddings()) << " without embedding and head; experts " << format_count(p.expert) << ", embedding " << format_count(p.embedding) << ", head "
-      << format_count(p.lm_head) << ")\n";
+      << format_count(p.lm_head) << ")";
+  if (p.mtp > 0) out << " + " << m.mtp_layers << " multi-token-prediction depth(s) " << format_count(p.mtp);
+  out << "\n";
   out << "training FLOPs per token at seq " << seq_len << ": "
       << printf_string("%.3e", training_flops_per_token(m, seq_len)) << " (6 x activated = "
       << printf_string("%.3e", 6.0 * p.active) << ")\n";

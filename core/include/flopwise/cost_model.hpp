@@ -11,10 +11,11 @@ namespace flopwise {
 
 // What one pipeline rank holds: its layers (by kind) and the ends of the model.
 struct StageContents {
-  int dense_layers = 0;
+  int dense_layers = 0;  // MTP layers included, by their kind
   int moe_layers = 0;
   bool embedding = false;
   bool lm_head = false;
+  int mtp_layers = 0;  // multi-token-prediction depths (Megatron-Core places them with the LM head)
   bool operator==(const StageContents&) const = default;
 };
 

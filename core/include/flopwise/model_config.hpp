@@ -40,6 +40,10 @@ struct ModelConfig {
   // 0 / 0 is full causal attention everywhere.
   int attention_window = 0;
   int windowed_layers = 0;
+  // Multi-token prediction (DeepSeek-V3, section 2.2; also GLM-4.5 and Ling 2.0): per depth one
+  // more transformer layer of the model's last kind, fed through a 2h x h projection of the
+  // normed hidden state and next token's embedding, with the shared LM head run again.
+  int mtp_layers = 0;
 
   bool is_moe() const { return routed_experts > 0; }
   bool is_mla() const { return kv_lora_rank > 0; }
@@ -80,6 +84,7 @@ struct ParamCounts {
   double lm_head = 0;     // output projection (0 when tied)
   double expert = 0;      // all routed-expert weights (sharded by EP)
   double non_expert = 0;  // everything else (replicated across EP)
+  double mtp = 0;         // the multi-token-prediction modules, outside `total` as makers count it
   // Makers publish activated counts both ways (Qwen3-30B-A3B's 3.3B with embeddings,
   // Granite-3.0-3B-A800M's 800M without): the count without the input embedding and output head.
   double active_without_embeddings() const { return active - embedding - lm_head; }
@@ -119,6 +124,8 @@ struct LayerFlops {
 LayerFlops moe_layer_flops(const ModelConfig& model, int seq_len);
 LayerFlops dense_layer_flops(const ModelConfig& model, int seq_len);
 Flops lm_head_flops(const ModelConfig& model);
+// An MTP depth's own weights: the 2h x h projection and the RMSNorms of its two inputs.
+double mtp_projection_params(const ModelConfig& model);
 
 // Model FLOPs per token of one training step (forward + backward, no recompute), the numerator
 // of MFU. Backward costs twice the forward (gradients w.r.t. inputs and weights).
