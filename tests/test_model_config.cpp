@@ -137,6 +137,28 @@ TEST(ModelConfig, SlidingWindowLayersSeeTheirWindow) {
             std::string::npos);
 }
 
+// Llama 4 nests its language model in text_config (the vision tower is left out, and said so),
+// interleaves dense and MoE layers (Maverick: every 2nd MoE) and attends in chunks of 8,192 in
+// the 36 RoPE layers: at 16,384 tokens those see 2 x 8,192 x 8,193 / 2 / 16,384 = 4,096.5 keys
+// on average, the 12 global layers 8,192.5: (36 x 4,096.5 + 12 x 8,192.5) / 48 = 5,120.5.
+// Published: Maverick 400B total, Scout and Maverick 17B activated.
+TEST(ModelConfig, Llama4InterleavesMoeLayersAndChunksAttention) {
+  const ModelConfig maverick = from_data("families/llama4-maverick.json");
+  EXPECT_EQ(maverick.family, "llama4_text");
+  EXPECT_NE(maverick.omitted.find("vision tower"), std::string::npos);
+  EXPECT_EQ(maverick.moe_layers(), 24);
+  EXPECT_TRUE(maverick.is_dense_layer(0));
+  EXPECT_FALSE(maverick.is_dense_layer(1));
+  EXPECT_EQ(maverick.moe_layers_in(0, 24), 12);
+  EXPECT_EQ(maverick.moe_layers_in(25, 3), 2);  // layers 25 and 27
+  EXPECT_NEAR(param_counts(maverick).total / 400e9, 1.0, 0.01);
+  EXPECT_NEAR(param_counts(maverick).active / 17e9, 1.0, 0.015);
+  EXPECT_NEAR(param_counts(from_data("families/llama4-scout.json")).active / 17e9, 1.0, 0.015);
+  EXPECT_EQ(maverick.chunked_layers, 36);
+  EXPECT_DOUBLE_EQ(mean_keys_seen(maverick, 16384), 5120.5);
+  EXPECT_DOUBLE_EQ(mean_keys_seen(maverick, 4096), 2048.5);  // one chunk holds the whole sequence
+}
+
 TEST(ModelConfig, TiedEmbeddingsDropTheHead) {
   ModelConfig m = testing::tiny_moe();
   const double untied = param_counts(m).total;

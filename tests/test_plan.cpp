@@ -91,6 +91,13 @@ TEST(Plan, FoldedExpertsAndCapacityRoundTripAndBecomeArguments) {
   mtp.model.mtp_layers = 1;
   EXPECT_EQ(value_of(megatron_args(mtp), "--mtp-num-layers"), "1");
   EXPECT_EQ(plan_from_json(to_json(mtp), "mtp.json").model.mtp_layers, 1);
+  // Interleaved dense and MoE layers become Megatron's per-layer pattern.
+  Plan interleaved = plan;
+  interleaved.model.layers = 4;
+  interleaved.model.moe_layer_step = 2;
+  EXPECT_EQ(value_of(megatron_args(interleaved), "--moe-layer-freq"), "[0,1,0,1]");
+  const std::vector<std::string> once = megatron_args(plan);
+  EXPECT_EQ(std::count(once.begin(), once.end(), "--moe-token-dispatcher-type"), 1);
   // A plan written before folding has no etp: its experts ran at the attention's TP.
   nlohmann::json old = to_json(ling_plus_plan());
   old["layout"].erase("etp");

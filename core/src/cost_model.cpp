@@ -8,10 +8,6 @@
 namespace flopwise {
 namespace {
 
-int clamp_layers(int first_dense, int chunk_start, int chunk_layers) {
-  return std::clamp(first_dense - chunk_start, 0, chunk_layers);
-}
-
 GroupSpan span(const RankGrid& grid, GroupKind kind) {
   return GroupSpan{grid.size(kind), grid.members_per_node(kind)};
 }
@@ -49,11 +45,9 @@ ComputeWork ComputeWork::scaled(double factor) const {
 
 StageContents chunk_contents(const ModelConfig& m, const Layout& l, int chunk) {
   const LayerRange range = chunk_layers(m.layers, l, chunk);
-  // Dense layers come first in every family we import.
-  const int dense = clamp_layers(m.dense_layers(), range.first, range.count);
   StageContents c;
-  c.dense_layers = dense;
-  c.moe_layers = range.count - dense;
+  c.moe_layers = m.moe_layers_in(range.first, range.count);
+  c.dense_layers = range.count - c.moe_layers;
   c.embedding = chunk == 0;
   c.lm_head = chunk == l.pp * l.vpp - 1;
   if (c.lm_head) {

@@ -1,5 +1,7 @@
 #include "flopwise/model_config.hpp"
 
+#include <cmath>
+
 #include "flopwise/error.hpp"
 #include "flopwise/json_reader.hpp"
 
@@ -92,6 +94,14 @@ void validate(const ModelConfig& m, const std::string& source) {
   require_non_negative(m.first_dense_layers, source, "first_dense_layers");
   require_non_negative(m.attention_window, source, "attention_window");
   require_non_negative(m.mtp_layers, source, "mtp_layers");
+  require_non_negative(m.attention_chunk, source, "attention_chunk");
+  if (m.moe_layer_step < 1) throw input_error(source, "moe_layer_step", "must be at least 1");
+  if (m.windowed_layers + m.chunked_layers > m.layers) {
+    throw input_error(source, "chunked_layers", "windowed and chunked layers exceed layers (" + std::to_string(m.layers) + ")");
+  }
+  if (m.chunked_layers > 0 && m.attention_chunk == 0) {
+    throw input_error(source, "attention_chunk", "chunked layers need a chunk of at least 1 token");
+  }
   require_non_negative(m.windowed_layers, source, "windowed_layers");
   if (m.windowed_layers > m.layers) {
     throw input_error(source, "windowed_layers", "exceeds layers (" + std::to_string(m.layers) + ")");
@@ -162,11 +172,15 @@ Flops attention_core_flops(const ModelConfig& m, int seq_len) {
 
 double mean_keys_seen(const ModelConfig& m, int seq_len) {
   const double s = seq_len, full = (s + 1.0) / 2.0;
-  const double w = m.attention_window;
-  if (m.windowed_layers == 0 || w <= 0 || w >= s) return full;
-  const double windowed = (w * (w + 1.0) / 2.0 + (s - w) * w) / s;
-  const double share = static_cast<double>(m.windowed_layers) / m.layers;
-  return share * windowed + (1.0 - share) * full;
+  const double w = m.attention_window, c = m.attention_chunk;
+  const double windowed = m.windowed_layers > 0 && w > 0 && w < s ? (w * (w + 1.0) / 2.0 + (s - w) * w) / s : full;
+  double chunked = full;
+  if (m.chunked_layers > 0 && c > 0 && c < s) {
+    const double whole = std::floor(s / c), rest = s - whole * c;
+    chunked = (whole * c * (c + 1.0) / 2.0 + rest * (rest + 1.0) / 2.0) / s;
+  }
+  const double local = m.windowed_layers + m.chunked_layers;
+  return (m.windowed_layers * windowed + m.chunked_layers * chunked + (m.layers - local) * full) / m.layers;
 }
 
 namespace {
@@ -232,6 +246,10 @@ nlohmann::json model_to_json(const ModelConfig& m) {
   j["attention_window"] = m.attention_window;
   j["windowed_layers"] = m.windowed_layers;
   j["mtp_layers"] = m.mtp_layers;
+  j["moe_layer_step"] = m.moe_layer_step;
+  j["attention_chunk"] = m.attention_chunk;
+  j["chunked_layers"] = m.chunked_layers;
+  if (!m.omitted.empty()) j["omitted"] = m.omitted;
   return j;
 }
 
@@ -249,6 +267,10 @@ ModelConfig model_from_json(const nlohmann::json& j, const std::string& source, 
   if (r.has("attention_window")) m.attention_window = r.integer("attention_window", 0, 1'000'000'000);
   if (r.has("windowed_layers")) m.windowed_layers = r.integer("windowed_layers", 0, 1'000'000'000);
   if (r.has("mtp_layers")) m.mtp_layers = r.integer("mtp_layers", 0, 1'000);
+  if (r.has("moe_layer_step")) m.moe_layer_step = r.integer("moe_layer_step", 1, 1'000);
+  if (r.has("attention_chunk")) m.attention_chunk = r.integer("attention_chunk", 0, 1'000'000'000);
+  if (r.has("chunked_layers")) m.chunked_layers = r.integer("chunked_layers", 0, 1'000'000'000);
+  if (r.has("omitted")) m.omitted = r.text("omitted");
   validate(m, source + ": " + path);
   return m;
 }

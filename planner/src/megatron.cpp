@@ -43,13 +43,14 @@ void add_model(std::vector<std::string>& a, const ModelConfig& m, int seq_len) {
   add(a, "--moe-router-topk", m.top_k);
   add(a, "--moe-ffn-hidden-size", m.expert_ffn);
   if (m.shared_experts > 0) add(a, "--moe-shared-expert-intermediate-size", static_cast<long long>(m.shared_experts) * m.shared_expert_ffn);
-  if (m.first_dense_layers > 0) {
+  if (m.dense_layers() > 0) {
     // Megatron's per-layer pattern: 0 = dense, 1 = MoE.
-    a.push_back("--moe-layer-freq");
-    a.push_back("([0]*" + std::to_string(m.first_dense_layers) + "+[1]*" + std::to_string(m.moe_layers()) + ")");
+    std::string pattern;
+    for (int layer = 0; layer < m.layers; ++layer) pattern += (layer ? "," : "[") + std::string(m.is_dense_layer(layer) ? "0" : "1");
+    a.insert(a.end(), {"--moe-layer-freq", pattern + "]"});
   }
   // Dropless routing with the Ling report's auxiliary losses (section 3.2).
-  a.insert(a.end(), {"--moe-token-dispatcher-type", "alltoall", "--moe-router-load-balancing-type", "aux_loss",
+  a.insert(a.end(), {"--moe-router-load-balancing-type", "aux_loss",
                      "--moe-aux-loss-coeff", "0.015", "--moe-z-loss-coeff", "1e-4", "--moe-grouped-gemm"});
 }
 

@@ -180,6 +180,29 @@ void read_gemma(const ConfigReader& r, ModelConfig& m) {
   read_window(r, m, m.layers - m.layers / pattern);
 }
 
+// Llama 4: routed experts of intermediate_size plus one shared expert, MoE every
+// interleave_moe_layer_step-th layer and dense layers of intermediate_size_mlp between; chunked
+// attention in the layers that use RoPE (no_rope_layers 1; by default all but every 4th).
+void read_llama4(const ConfigReader& r, ModelConfig& m) {
+  m.routed_experts = r.integer("num_local_experts");
+  m.top_k = r.integer("num_experts_per_tok");
+  m.expert_ffn = r.integer("intermediate_size");
+  m.shared_experts = 1;
+  m.shared_expert_ffn = m.expert_ffn;
+  m.moe_layer_step = r.integer_or("interleave_moe_layer_step", 1);
+  if (m.moe_layer_step < 1) throw input_error(r.source(), r.where("interleave_moe_layer_step"), "must be at least 1");
+  if (m.moe_layer_step > 1) m.dense_ffn = r.integer("intermediate_size_mlp");
+  if (!r.has("attention_chunk_size")) return;
+  m.attention_chunk = r.integer("attention_chunk_size");
+  m.chunked_layers = m.layers - m.layers / 4;
+  if (!r.has("no_rope_layers")) return;
+  const nlohmann::json& rope = r.raw("no_rope_layers");
+  if (!rope.is_array() || static_cast<int>(rope.size()) != m.layers) {
+    throw input_error(r.source(), r.where("no_rope_layers"), "expected one entry per hidden layer");
+  }
+  m.chunked_layers = static_cast<int>(std::count(rope.begin(), rope.end(), 1));
+}
+
 // DBRX names everything its own way: d_model, n_layers, n_heads, and nested attn_config and
 // ffn_config; its experts are gated MLPs of ffn_hidden_size.
 void read_dbrx(const ConfigReader& r, ModelConfig& m) {
@@ -201,10 +224,14 @@ void read_dbrx(const ConfigReader& r, ModelConfig& m) {
 }  // namespace
 
 ModelConfig import_hf_config(const json& config, const std::string& source, const std::string& name) {
-  const ConfigReader r(config, source);
+  // Multimodal checkpoints (Llama 4, Gemma 3) nest the language model in text_config; flopwise
+  // plans the language model and says what it left out.
+  const bool nested = config.is_object() && config.contains("text_config") && config["text_config"].is_object();
+  const ConfigReader r(nested ? config["text_config"] : config, source, nested ? "text_config" : "");
   ModelConfig m;
   m.name = name;
-  m.family = r.text("model_type");
+  m.family = r.has("model_type") || !nested ? r.text("model_type") : JsonFields(config, source).text("model_type") + "_text";
+  if (nested) m.omitted = "the vision tower and projector of " + JsonFields(config, source).text("model_type");
   using Reader = void (*)(const ConfigReader&, ModelConfig&);
   const std::map<std::string, Reader> families = {
       {"bailing_moe", read_bailing_moe}, {"dbrx", read_dbrx},           {"deepseek_v2", read_deepseek},
@@ -212,7 +239,8 @@ ModelConfig import_hf_config(const json& config, const std::string& source, cons
       {"glm4_moe", read_glm4_moe},       {"gpt_oss", read_gpt_oss},       {"granitemoe", read_routed_experts}, {"kimi_k2", read_deepseek},
       {"llama", read_llama},             {"mistral", read_llama},        {"mixtral", read_routed_experts},
       {"olmoe", read_routed_experts},    {"phimoe", read_routed_experts}, {"qwen2", read_qwen_dense},
-      {"qwen2_moe", read_qwen2_moe},     {"qwen3", read_qwen_dense},          {"qwen3_moe", read_qwen3_moe}};
+      {"qwen2_moe", read_qwen2_moe},     {"qwen3", read_qwen_dense},          {"qwen3_moe", read_qwen3_moe},
+      {"llama4_text", read_llama4}};
   const auto family = families.find(m.family);
   if (family == families.end()) {
     std::string supported;

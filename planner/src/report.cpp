@@ -63,6 +63,7 @@ void print_model(std::ostream& out, const ModelConfig& m, int seq_len) {
   }
   if (m.dense_layers() > 0) out << ", " << m.dense_layers() << " dense layers (ffn " << m.dense_ffn << ")";
   out << ", vocab " << m.vocab << "\n";
+  if (!m.omitted.empty()) out << "language model only: " << m.omitted << " left out\n";
   out << "parameters: total " << format_count(p.total) << ", activated " << format_count(p.active) << " ("
       << format_count(p.active_without_embeddings()) << " without embedding and head; experts " << format_count(p.expert) << ", embedding " << format_count(p.embedding) << ", head "
       << format_count(p.lm_head) << ")";

@@ -1,5 +1,6 @@
 #pragma once
 // The shape of a decoder-only transformer, dense or Mixture-of-Experts, and what it costs per token.
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -34,12 +35,21 @@ struct ModelConfig {
   // Dense MLP, used by dense models and by the first `first_dense_layers` layers of an MoE.
   int dense_ffn = 0;
   int first_dense_layers = 0;
+  // After the first dense layers, layer i is MoE when (i + 1) % moe_layer_step == 0 (Llama 4's
+  // interleave_moe_layer_step; 1: every layer), the others dense.
+  int moe_layer_step = 1;
   bool tied_embeddings = false;
   // Local attention (Mistral's and Gemma's sliding windows, gpt-oss's banded layers): in
   // `windowed_layers` of the layers a token sees at most the last `attention_window` tokens;
   // 0 / 0 is full causal attention everywhere.
   int attention_window = 0;
   int windowed_layers = 0;
+  // Chunked attention (Llama 4): in `chunked_layers` a token sees only the earlier tokens of its
+  // own chunk of `attention_chunk` tokens.
+  int attention_chunk = 0;
+  int chunked_layers = 0;
+  // What of the checkpoint is not modelled (a multimodal config's vision tower), for the reader.
+  std::string omitted;
   // Multi-token prediction (DeepSeek-V3, section 2.2; also GLM-4.5 and Ling 2.0): per depth one
   // more transformer layer of the model's last kind, fed through a 2h x h projection of the
   // normed hidden state and next token's embedding, with the shared LM head run again.
@@ -47,16 +57,25 @@ struct ModelConfig {
 
   bool is_moe() const { return routed_experts > 0; }
   bool is_mla() const { return kv_lora_rank > 0; }
-  int moe_layers() const { return is_moe() ? layers - first_dense_layers : 0; }
+  // MoE layers among layers [first, first + count).
+  int moe_layers_in(int first, int count) const {
+    if (!is_moe() || count <= 0) return 0;
+    const int from = std::max(first, first_dense_layers), to = first + count;
+    return from >= to ? 0 : to / moe_layer_step - from / moe_layer_step;
+  }
+  int moe_layers() const { return moe_layers_in(0, layers); }
   int dense_layers() const { return layers - moe_layers(); }
-  // Dense layers come first (DeepSeek's first_k_dense_replace).
-  bool is_dense_layer(int layer) const { return !is_moe() || layer < first_dense_layers; }
+  // Dense layers come first (DeepSeek's first_k_dense_replace), then every moe_layer_step-th is MoE.
+  bool is_dense_layer(int layer) const {
+    return !is_moe() || layer < first_dense_layers || (layer + 1) % moe_layer_step != 0;
+  }
   int qk_head_dim() const { return head_dim + (is_mla() ? rope_head_dim : 0); }
   int value_head_dim() const { return is_mla() ? v_head_dim : head_dim; }
 };
 
 // Keys one query attends to on average over a causal sequence of `seq_len`, across the layers:
-// (s + 1) / 2 in full layers; with a window w < s, (w (w + 1) / 2 + (s - w) w) / s.
+// (s + 1) / 2 in full layers; with a window w < s, (w (w + 1) / 2 + (s - w) w) / s; in chunks of
+// c, (s / c) c (c + 1) / 2 + r (r + 1) / 2 over s, r the last chunk's length.
 double mean_keys_seen(const ModelConfig& model, int seq_len);
 
 // Throws InputError (naming `source` and the field) for shapes that cannot describe a model.
