@@ -52,7 +52,7 @@ StageContents chunk_contents(const ModelConfig& m, const Layout& l, int chunk) {
   c.lm_head = chunk == l.pp * l.vpp - 1;
   if (c.lm_head) {
     c.mtp_layers = m.mtp_layers;
-    (m.is_moe() ? c.moe_layers : c.dense_layers) += m.mtp_layers;
+    (m.mtp_layer_is_moe() ? c.moe_layers : c.dense_layers) += m.mtp_layers;
   }
   return c;
 }

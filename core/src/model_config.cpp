@@ -153,7 +153,7 @@ ParamCounts param_counts(const ModelConfig& m) {
                  c.lm_head + final_norm;
   c.total = c.expert + c.non_expert;
   c.active = c.non_expert + m.moe_layers() * m.top_k * p.routed_expert;
-  const double last_layer = m.is_moe() ? moe_shared_part + m.routed_experts * p.routed_expert : dense_layer;
+  const double last_layer = m.mtp_layer_is_moe() ? moe_shared_part + m.routed_experts * p.routed_expert : dense_layer;
   c.mtp = m.mtp_layers * (last_layer + mtp_projection_params(m));
   return c;
 }
@@ -222,7 +222,7 @@ Flops training_flops_per_token(const ModelConfig& m, int seq_len) {
   const LayerFlops dense = dense_layer_flops(m, seq_len);
   const Flops moe_layer = moe.dense_matmul + moe.expert_matmul + moe.attention_core;
   const Flops dense_layer = dense.dense_matmul + dense.attention_core;
-  const Flops mtp_depth = (m.is_moe() ? moe_layer : dense_layer) + 2.0 * 2.0 * m.hidden * m.hidden + lm_head_flops(m);
+  const Flops mtp_depth = (m.mtp_layer_is_moe() ? moe_layer : dense_layer) + 2.0 * 2.0 * m.hidden * m.hidden + lm_head_flops(m);
   const Flops forward = m.moe_layers() * moe_layer + m.dense_layers() * dense_layer + lm_head_flops(m) +
                         m.mtp_layers * mtp_depth;
   return 3.0 * forward;

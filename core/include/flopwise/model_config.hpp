@@ -69,6 +69,8 @@ struct ModelConfig {
   bool is_dense_layer(int layer) const {
     return !is_moe() || layer < first_dense_layers || (layer + 1) % moe_layer_step != 0;
   }
+  // An MTP depth's layer is of the model's last layer's kind.
+  bool mtp_layer_is_moe() const { return !is_dense_layer(layers - 1); }
   int qk_head_dim() const { return head_dim + (is_mla() ? rope_head_dim : 0); }
   int value_head_dim() const { return is_mla() ? v_head_dim : head_dim; }
 };
