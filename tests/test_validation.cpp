@@ -136,6 +136,26 @@ TEST(Validation, BadRowsNameTheFileAndField) {
   split.replace(split.find("relu"), 4, "gelu");
   split.replace(split.find("tp: 1"), 5, "tp: 3");  // 4 heads over 3 ranks
   EXPECT_THROW(validate_runs(parse_published_runs(split, "runs.yaml")), InputError);
+  // A field flopwise does not know is an error, not silently dropped: a row with context
+  // parallelism would otherwise be predicted on half its devices.
+  auto error_of = [](std::string text, const std::string& from, const std::string& to) {
+    text.replace(text.find("relu"), 4, "gelu");
+    text.replace(text.find("precision: bf16"), 15, "precision: bf16\n    attention: fused\n    comm_overlap: none");
+    text.replace(text.find(from), from.size(), to);
+    try {
+      parse_published_runs(text, "runs.yaml");
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_EQ(error_of(row, "pp: 1,", "pp: 1, cp: 2,"),
+            "runs.yaml: runs[0].layout.cp: context parallelism (cp > 1) is not modelled; only cp: 1");
+  EXPECT_NE(error_of(row, "global_batch", "globl_batch").find("runs.yaml: runs[0].globl_batch: unknown field"),
+            std::string::npos);
+  EXPECT_NE(error_of(row, "kv_heads: 4", "kv_heads: 4, moe: true").find("runs[0].model.moe: unknown field"),
+            std::string::npos);
+  EXPECT_EQ(error_of(row, "pp: 1,", "pp: 1, cp: 1,").find("layout.cp"), std::string::npos);
 }
 
 // Published step times made from a known profile (the shipped A100 with matmul efficiency 0.7,

@@ -1,5 +1,7 @@
 #include "flopwise/yaml_reader.hpp"
 
+#include <algorithm>
+
 #include <cmath>
 #include <sstream>
 
@@ -36,6 +38,15 @@ std::vector<std::string> YamlFields::keys() const {
     result.push_back(entry.first.Scalar());
   }
   return result;
+}
+
+void YamlFields::allow_only(const std::vector<std::string>& known) const {
+  for (const std::string& key : keys()) {
+    if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+    std::string list;
+    for (const std::string& k : known) list += (list.empty() ? "" : ", ") + k;
+    throw input_error(source_, path(key), "unknown field (expected one of: " + list + ")");
+  }
 }
 
 YAML::Node YamlFields::require(const std::string& key) const {

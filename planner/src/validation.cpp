@@ -43,6 +43,8 @@ void read_experts(const YamlFields& f, ModelConfig& m) {
 }
 
 ModelConfig read_model(const YamlFields& f, const std::string& name) {
+  f.allow_only({"layers", "hidden", "heads", "kv_heads", "head_dim", "vocab", "mlp", "ffn", "experts", "top_k",
+                "expert_ffn", "shared_experts", "shared_expert_ffn", "first_dense_layers"});
   ModelConfig m;
   m.name = name;
   m.family = "published";
@@ -64,6 +66,11 @@ ModelConfig read_model(const YamlFields& f, const std::string& name) {
 }
 
 Layout read_layout(const YamlFields& f) {
+  f.allow_only({"tp", "pp", "vpp", "cp", "ep", "etp", "dp", "micro_batch", "recompute", "optimizer_sharding",
+                "sequence_parallel", "first_stage_layers", "last_stage_layers"});
+  if (f.has("cp") && f.integer("cp", 1) != 1) {
+    throw input_error(f.source(), f.path("cp"), "context parallelism (cp > 1) is not modelled; only cp: 1");
+  }
   Layout l;
   l.tp = f.integer("tp", 1);
   l.pp = f.integer("pp", 1);
@@ -81,6 +88,8 @@ Layout read_layout(const YamlFields& f) {
 }
 
 PublishedRun read_run(const YamlFields& f) {
+  f.allow_only({"name", "source", "model", "hardware", "precision", "attention", "comm_overlap", "seq_len",
+                "global_batch", "layout", "measured_step_time"});
   PublishedRun r;
   r.name = f.text("name");
   r.source = f.text("source");

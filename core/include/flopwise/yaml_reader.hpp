@@ -23,6 +23,9 @@ class YamlFields {
   std::vector<YamlFields> list(const std::string& key) const;
   // The keys of this map, in file order.
   std::vector<std::string> keys() const;
+  // Throws InputError naming the first key that is not in `known`: a misspelt or unsupported field
+  // must not be silently ignored.
+  void allow_only(const std::vector<std::string>& known) const;
 
   std::string text(const std::string& key) const;
   double number(const std::string& key, double min, double max) const;
