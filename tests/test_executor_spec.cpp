@@ -61,6 +61,21 @@ TEST(ExecutorSpec, LayoutsTooBigForTheMachineAreScaledWithAMessage) {
   EXPECT_NE(unfolded.find("experts run at the attention's tp2 (etp1"), std::string::npos) << unfolded;
 }
 
+// What the executor trains differently from the plan is said, not silently dropped.
+TEST(ExecutorSpec, FeaturesItDoesNotRunAreNamed) {
+  ModelConfig m = testing::ling_lite_shape();
+  TrainingRun run;
+  EXPECT_EQ(features_not_run(m, run), "");
+  m.mtp_layers = 1;
+  m.attention_window = 128;
+  m.windowed_layers = 2;
+  run.moe_capacity_factor = 1.25;
+  EXPECT_EQ(features_not_run(m, run),
+            "1 multi-token-prediction depth(s) are not trained (next-token loss only); local attention (windows of 128 "
+            "in 2 layers, chunks of 0 in 0) runs as full causal attention; the capacity factor 1.25 is not applied: "
+            "dispatch is dropless");
+}
+
 // Every layout the executor tests train (test_executor_training.cpp, test_executor_calibration.cpp),
 // and the larger ones fit_layout shrinks plans from: the executor's process groups are the core
 // rank grid's groups, and each kind of group partitions the world.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 namespace flopwise::executor {
 
@@ -94,6 +95,29 @@ std::string fit_layout(Layout& l, int& global_batch, const ModelConfig& model, i
              " sequences (" + std::to_string(micro_batches) + " micro-batches per replica kept); ";
   }
   return notes.empty() ? notes : notes.substr(0, notes.size() - 2);
+}
+
+void add_note(std::string& notes, const std::string& note) {
+  if (note.empty()) return;
+  notes += (notes.empty() ? "" : "; ") + note;
+}
+
+std::string features_not_run(const ModelConfig& m, const TrainingRun& run) {
+  std::string notes;
+  if (m.mtp_layers > 0) {
+    add_note(notes, std::to_string(m.mtp_layers) + " multi-token-prediction depth(s) are not trained (next-token loss only)");
+  }
+  if (m.windowed_layers > 0 || m.chunked_layers > 0) {
+    add_note(notes, "local attention (windows of " + std::to_string(m.attention_window) + " in " +
+                        std::to_string(m.windowed_layers) + " layers, chunks of " + std::to_string(m.attention_chunk) +
+                        " in " + std::to_string(m.chunked_layers) + ") runs as full causal attention");
+  }
+  if (run.moe_capacity_factor > 0 && m.is_moe()) {
+    char factor[32];
+    std::snprintf(factor, sizeof factor, "%g", run.moe_capacity_factor);
+    add_note(notes, std::string("the capacity factor ") + factor + " is not applied: dispatch is dropless");
+  }
+  return notes;
 }
 
 GroupMembers group_members(const Layout& layout, int rank) {

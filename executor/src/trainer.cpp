@@ -46,27 +46,15 @@ Setup reconcile(const TrainOptions& o, int world, int vocab) {
   s.model = o.scale >= 1.0 ? s.plan.model : scale_model(s.plan.model, o.scale, vocab, s.layout.pp);
   if (o.scale >= 1.0) s.model.vocab = std::max(s.model.vocab, vocab);
   const std::string more = fit_layout(s.layout, s.global_batch, s.model, world);  // divisibility of the scaled shape
-  if (!more.empty()) s.notes += (s.notes.empty() ? "" : "; ") + more;
-  if (s.plan.model.mtp_layers > 0) {
-    s.notes += (s.notes.empty() ? "" : "; ") + std::to_string(s.plan.model.mtp_layers) +
-               " multi-token-prediction depth(s) of the plan are not trained (next-token loss only)";
-  }
-  if (s.plan.model.windowed_layers > 0) {
-    s.notes += (s.notes.empty() ? "" : "; ") + std::string("local attention (a window of ") +
-               std::to_string(s.plan.model.attention_window) + " in " + std::to_string(s.plan.model.windowed_layers) +
-               " layers) runs as full causal attention";
-  }
-  if (s.plan.run.moe_capacity_factor > 0 && s.plan.model.is_moe()) {
-    s.notes += (s.notes.empty() ? "" : "; ") + std::string("the plan's capacity factor ") +
-               std::to_string(s.plan.run.moe_capacity_factor).substr(0, 4) + " is not applied: dispatch is dropless";
-  }
+  add_note(s.notes, more);
+  add_note(s.notes, features_not_run(s.plan.model, s.plan.run));
   // Its tensor parallelism all-reduces full activations (no sequence parallelism).
   s.layout.sequence_parallel = s.layout.tp == 1;
   const int plan_micro_batches = s.global_batch / (s.layout.dp * s.layout.micro_batch);
   if (o.micro_batches > 0 && o.micro_batches < plan_micro_batches) {
     s.global_batch = o.micro_batches * s.layout.dp * s.layout.micro_batch;
-    s.notes += (s.notes.empty() ? "" : "; ") + std::string("global batch ") + std::to_string(plan_micro_batches) +
-               " -> " + std::to_string(o.micro_batches) + " micro-batches per replica (--micro-batches)";
+    add_note(s.notes, "global batch " + std::to_string(plan_micro_batches) + " -> " + std::to_string(o.micro_batches) +
+                          " micro-batches per replica (--micro-batches)");
   }
   if (s.layout.devices() != world) {
     throw input_error("environment", "WORLD_SIZE", std::to_string(world) + " but the plan's layout scales to " +

@@ -17,6 +17,13 @@ ModelConfig scale_model(const ModelConfig& model, double fraction, int vocab, in
 // batch with it; returns what changed, in words, or "" when nothing did.
 std::string fit_layout(Layout& layout, int& global_batch, const ModelConfig& model, int max_ranks);
 
+// What of a planned model and run the executor trains differently (multi-token prediction, local
+// attention, a capacity factor), in words joined by "; ", or "".
+std::string features_not_run(const ModelConfig& model, const TrainingRun& run);
+
+// Appends `note` to a "; "-joined list of notes.
+void add_note(std::string& notes, const std::string& note);
+
 // The members of each group one rank joins, in group order: exactly the core RankGrid's groups,
 // which the plan's rank_map describes.
 struct GroupMembers {
