@@ -233,6 +233,11 @@ Flops training_flops_per_token(const ModelConfig& m, int seq_len) {
   X(layers) X(hidden) X(heads) X(kv_heads) X(head_dim) X(vocab) X(seq_len) X(q_lora_rank)        \
   X(kv_lora_rank) X(rope_head_dim) X(v_head_dim) X(routed_experts) X(top_k) X(expert_ffn)        \
   X(shared_experts) X(shared_expert_ffn) X(dense_ffn) X(first_dense_layers)
+// Integer fields added after plans and traces were first written: optional on reading, an absent
+// one keeping ModelConfig's default (full attention, no MTP, every layer MoE after the dense ones).
+#define FLOPWISE_MODEL_LATER_FIELDS(X)                                                           \
+  X(attention_window, 0, 1'000'000'000) X(windowed_layers, 0, 1'000'000'000) X(mtp_layers, 0, 1'000) \
+  X(moe_layer_step, 1, 1'000) X(attention_chunk, 0, 1'000'000'000) X(chunked_layers, 0, 1'000'000'000)
 
 nlohmann::json model_to_json(const ModelConfig& m) {
   nlohmann::json j;
@@ -243,12 +248,9 @@ nlohmann::json model_to_json(const ModelConfig& m) {
 #undef X
   j["qkv_bias"] = m.qkv_bias;
   j["tied_embeddings"] = m.tied_embeddings;
-  j["attention_window"] = m.attention_window;
-  j["windowed_layers"] = m.windowed_layers;
-  j["mtp_layers"] = m.mtp_layers;
-  j["moe_layer_step"] = m.moe_layer_step;
-  j["attention_chunk"] = m.attention_chunk;
-  j["chunked_layers"] = m.chunked_layers;
+#define X(field, min, max) j[#field] = m.field;
+  FLOPWISE_MODEL_LATER_FIELDS(X)
+#undef X
   if (!m.omitted.empty()) j["omitted"] = m.omitted;
   return j;
 }
@@ -263,13 +265,10 @@ ModelConfig model_from_json(const nlohmann::json& j, const std::string& source, 
 #undef X
   m.qkv_bias = r.boolean("qkv_bias");
   m.tied_embeddings = r.boolean("tied_embeddings");
-  // Plans and traces written before local attention was costed ran full attention.
-  if (r.has("attention_window")) m.attention_window = r.integer("attention_window", 0, 1'000'000'000);
-  if (r.has("windowed_layers")) m.windowed_layers = r.integer("windowed_layers", 0, 1'000'000'000);
-  if (r.has("mtp_layers")) m.mtp_layers = r.integer("mtp_layers", 0, 1'000);
-  if (r.has("moe_layer_step")) m.moe_layer_step = r.integer("moe_layer_step", 1, 1'000);
-  if (r.has("attention_chunk")) m.attention_chunk = r.integer("attention_chunk", 0, 1'000'000'000);
-  if (r.has("chunked_layers")) m.chunked_layers = r.integer("chunked_layers", 0, 1'000'000'000);
+#define X(field, min, max) \
+  if (r.has(#field)) m.field = r.integer(#field, min, max);
+  FLOPWISE_MODEL_LATER_FIELDS(X)
+#undef X
   if (r.has("omitted")) m.omitted = r.text("omitted");
   validate(m, source + ": " + path);
   return m;

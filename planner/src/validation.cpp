@@ -31,8 +31,7 @@ int read_ffn(const YamlFields& f) {
 // optional shared experts and leading dense layers (those need the dense `ffn`).
 void read_experts(const YamlFields& f, ModelConfig& m) {
   m.routed_experts = f.integer("experts", 1);
-  m.top_k = f.integer("top_k", 1);
-  if (m.top_k > m.routed_experts) throw input_error(f.source(), f.path("top_k"), "must not exceed experts");
+  m.top_k = f.integer("top_k", 1);  // validate(ModelConfig) holds it to at most the experts
   m.expert_ffn = f.integer("expert_ffn", 1);
   m.shared_experts = f.has("shared_experts") ? f.integer("shared_experts", 0) : 0;
   if (m.shared_experts > 0) m.shared_expert_ffn = f.integer("shared_expert_ffn", 1);
