@@ -10,7 +10,7 @@ cd "$(dirname "$0")"
 
 PACKAGES=(cmake g++ make pkg-config ccache libgtest-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
           libboost-graph-dev libsimgrid-dev libtorch-dev libgloo-dev qt6-base-dev qt6-charts-dev qt6-svg-dev
-          libqt6opengl6-dev libgl-dev libeigen3-dev)
+          libqt6opengl6-dev libgl-dev libeigen3-dev python3-torch shellcheck)
 
 install_packages() {
   local missing=()

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "executor_test_plans.hpp"
+#include "flopwise/launch.hpp"
 
 namespace {
 
@@ -203,6 +204,43 @@ TEST(ExecutorTraining, InjectedBadBatchIsSkippedAndReinjected) {
   EXPECT_GT(l.at(9), 1.25 * l.at(8));
   for (int step = 2; step <= 8; ++step) EXPECT_FALSE(skipped[step]) << step;
   EXPECT_NE(slurp(out).find("re-injected at step"), std::string::npos);
+}
+
+// `flopwise launch --torchrun` for two nodes, both on this machine (127.0.0.1): each generated line
+// runs as written, at once, and the ranks torchrun starts train exactly what one local launch does.
+TEST(ExecutorTraining, TwoNodeTorchrunLinesTrainAsOneLaunch) {
+  ASSERT_EQ(std::system("command -v torchrun > /dev/null"), 0) << "torchrun not found: apt-get install python3-torch";
+  const std::string plan = write_plan("launch", 1, 2, 4, false);  // 4 ranks: 2 nodes x 2
+  const std::string args = kCommon + " --steps 3 --micro-batches 4";
+  ASSERT_EQ(run(plan + args + " --loss-log " + temp("launch-single.loss"), temp("launch-single.out")), 0)
+      << slurp(temp("launch-single.out"));
+
+  flopwise::LaunchOptions o;
+  o.target = flopwise::LaunchTarget::kTorchrun;
+  o.plan_path = plan, o.program = FLOPWISE_TRAIN_BINARY;
+  o.nodes = 2, o.master_addr = "127.0.0.1", o.master_port = free_port();
+  std::istringstream words(args + " --loss-log " + temp("launch-nodes.loss"));
+  for (std::string word; words >> word;) o.extra_args.push_back(word);
+  std::istringstream lines(flopwise::torchrun_lines(flopwise::load_plan(plan), o));
+  std::vector<std::string> commands;
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.empty() && line[0] != '#') commands.push_back(line);
+  }
+  ASSERT_EQ(commands.size(), 2u);
+  std::vector<int> status(commands.size(), -1);
+  std::vector<std::thread> nodes;
+  for (std::size_t node = 0; node < commands.size(); ++node) {
+    const std::string out = temp("launch-node" + std::to_string(node) + ".out");
+    nodes.emplace_back([&, node, out] { status[node] = std::system(("(" + commands[node] + ") > " + out + " 2>&1").c_str()); });
+  }
+  for (std::thread& t : nodes) t.join();
+  for (std::size_t node = 0; node < commands.size(); ++node) {
+    EXPECT_EQ(status[node], 0) << commands[node] << "\n" << slurp(temp("launch-node" + std::to_string(node) + ".out"));
+  }
+  const auto single = losses(temp("launch-single.loss")), launched = losses(temp("launch-nodes.loss"));
+  ASSERT_EQ(single.size(), 3u);
+  EXPECT_EQ(launched, single);  // same ranks, same order of reductions: the same bits
+  EXPECT_NE(slurp(temp("launch-node0.out")).find("on 4 ranks: tp1 pp1 ep2 dp4"), std::string::npos);
 }
 
 TEST(ExecutorTraining, BadOptionsAndPlansFailCleanly) {

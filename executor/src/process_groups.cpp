@@ -55,14 +55,31 @@ int env_int(const char* name) {
   }
 }
 
-Groups build_groups(const Layout& layout, int rank, int world) {
+namespace {
+
+// The key-value store the groups meet in. Under torchrun's static rendezvous its agent on node 0
+// already serves a store at MASTER_ADDR:MASTER_PORT and says so (TORCHELASTIC_USE_AGENT_STORE,
+// as PyTorch's env:// rendezvous reads it): every rank joins that one as a client, under a prefix
+// per restart; otherwise rank 0 serves it.
+c10::intrusive_ptr<c10d::Store> rendezvous_store(int rank, int world) {
   const char* host = std::getenv("MASTER_ADDR");
-  c10d::TCPStoreOptions store_options;
-  store_options.port = static_cast<uint16_t>(env_int("MASTER_PORT"));
-  store_options.isServer = rank == 0;
-  store_options.numWorkers = world;
-  store_options.timeout = std::chrono::seconds(120);
-  auto store = c10::make_intrusive<c10d::TCPStore>(host ? host : "127.0.0.1", store_options);
+  const char* agent_store = std::getenv("TORCHELASTIC_USE_AGENT_STORE");
+  const bool use_agent_store = agent_store && std::string(agent_store) == "True";
+  c10d::TCPStoreOptions options;
+  options.port = static_cast<uint16_t>(env_int("MASTER_PORT"));
+  options.isServer = rank == 0 && !use_agent_store;
+  if (!use_agent_store) options.numWorkers = world;
+  options.timeout = std::chrono::seconds(120);
+  auto store = c10::make_intrusive<c10d::TCPStore>(host ? host : "127.0.0.1", options);
+  if (!use_agent_store) return store;
+  const char* restarts = std::getenv("TORCHELASTIC_RESTART_COUNT");
+  return c10::make_intrusive<c10d::PrefixStore>(std::string("/worker/attempt_") + (restarts ? restarts : "0"), store);
+}
+
+}  // namespace
+
+Groups build_groups(const Layout& layout, int rank, int world) {
+  const auto store = rendezvous_store(rank, world);
   Groups g;
   std::vector<int> everyone(world);
   std::iota(everyone.begin(), everyone.end(), 0);

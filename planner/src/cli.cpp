@@ -18,6 +18,7 @@
 #include "flopwise/comparison.hpp"
 #include "flopwise/error.hpp"
 #include "flopwise/json_reader.hpp"
+#include "flopwise/launch.hpp"
 #include "flopwise/model_import.hpp"
 #include "flopwise/plan_builder.hpp"
 #include "flopwise/report.hpp"
@@ -432,9 +433,12 @@ int cmd_simulate(const std::string& plan_path, const std::string& profile_overri
 
 // `flopwise train` hands over to flopwise-train, built beside this binary with the executor:
 // the planner never links LibTorch, the executor never links the planner.
+std::filesystem::path trainer_beside_this_program() {
+  return std::filesystem::read_symlink("/proc/self/exe").parent_path() / "flopwise-train";
+}
+
 int cmd_train(const std::vector<std::string>& args, const char* argv0) {
-  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe");
-  const std::filesystem::path trainer = self.parent_path() / "flopwise-train";
+  const std::filesystem::path trainer = trainer_beside_this_program();
   if (!std::filesystem::exists(trainer)) {
     throw input_error("train", "", std::string("flopwise-train is not built next to ") + argv0 +
                                        ": configure with -DFLOPWISE_BUILD_EXECUTOR=ON (needs libtorch-dev, libgloo-dev)");
@@ -445,6 +449,43 @@ int cmd_train(const std::vector<std::string>& args, const char* argv0) {
   std::cout.flush();
   ::execv(trainer.c_str(), argv.data());
   throw std::runtime_error("cannot start " + trainer.string());
+}
+
+struct LaunchCommand {
+  std::string plan, out;
+  bool slurm = false, torchrun = false, k8s = false;
+  LaunchOptions options;
+};
+
+// The launcher's text on stdout, or in --out (scripts made executable).
+int cmd_launch(LaunchCommand c, std::ostream& out) {
+  LaunchOptions& o = c.options;
+  o.target = c.slurm ? LaunchTarget::kSlurm : c.k8s ? LaunchTarget::kKubernetes : LaunchTarget::kTorchrun;
+  if (c.slurm + c.torchrun + c.k8s != 1) throw input_error("launch", "", "give exactly one of --slurm, --torchrun, --k8s");
+  if (o.master_port < 1 || o.master_port > 65535) throw input_error("--master-port", "", "must be a TCP port, 1..65535");
+  const Plan plan = load_plan(c.plan);
+  if (o.program.empty()) {
+    // The cluster sees this build through a shared file system; a container has it on its PATH.
+    o.program = o.target == LaunchTarget::kKubernetes ? "flopwise-train" : trainer_beside_this_program().string();
+  }
+  o.plan_path = std::filesystem::absolute(c.plan).string();
+  std::string text;
+  if (o.target == LaunchTarget::kSlurm) text = slurm_script(plan, o);
+  if (o.target == LaunchTarget::kTorchrun) text = torchrun_lines(plan, o);
+  if (o.target == LaunchTarget::kKubernetes) text = pytorchjob_manifest(plan, o, to_json(plan).dump(1));
+  if (c.out.empty()) {
+    out << text;
+    return 0;
+  }
+  std::ofstream file(c.out);
+  if (!(file << text)) throw input_error(c.out, "", "cannot write the launcher");
+  file.close();
+  if (o.target != LaunchTarget::kKubernetes) {
+    std::filesystem::permissions(c.out, std::filesystem::perms::owner_exec | std::filesystem::perms::group_exec,
+                                 std::filesystem::perm_options::add);
+  }
+  out << "launcher written to " << c.out << "\n";
+  return 0;
 }
 
 int cmd_validate(const std::string& path, bool as_json, std::ostream& out) {
@@ -696,6 +737,31 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
                             "published runs kept out of the fit (default: leave-one-out over all)")
       ->delimiter(',');
 
+  LaunchCommand launch_command;
+  LaunchOptions& lo = launch_command.options;
+  std::string megatron_path;
+  CLI::App* launch = app.add_subcommand("launch", "write the job that runs a plan on its nodes: sbatch script, torchrun lines or PyTorchJob");
+  launch->add_option("plan", launch_command.plan, "plan JSON written by plan or compare --out")->required();
+  launch->add_flag("--slurm", launch_command.slurm, "an sbatch script: srun starts torchrun on every node");
+  launch->add_flag("--torchrun", launch_command.torchrun, "one torchrun command line per node");
+  launch->add_flag("--k8s", launch_command.k8s, "a Kubeflow PyTorchJob manifest (with the plan in a ConfigMap)");
+  CLI::Option* nodes_option = launch->add_option("--nodes", lo.nodes, "nodes to spread the plan's ranks over (default: the plan's)");
+  bool nodes_from_plan = false;
+  launch->add_flag("--nodes-from-plan", nodes_from_plan, "the plan's device count over its devices per node (the default)")
+      ->excludes(nodes_option);
+  launch->add_option("--megatron", megatron_path, "Megatron-LM checkout: run its pretrain_gpt.py with the plan's arguments");
+  launch->add_option("--program", lo.program, "flopwise-train to run (default: the one beside this flopwise; --k8s: on the image's PATH)")
+      ->excludes("--megatron");
+  launch->add_option("--job-name", lo.job_name, "job name (default: flopwise-<model>)");
+  launch->add_option("--partition", lo.partition, "Slurm partition");
+  launch->add_option("--account", lo.account, "Slurm account");
+  launch->add_option("--time", lo.time_limit, "Slurm time limit, e.g. 7-00:00:00");
+  launch->add_option("--master-addr", lo.master_addr, "--torchrun: node 0's address (default: $MASTER_ADDR when run)");
+  launch->add_option("--master-port", lo.master_port, "rendezvous port")->capture_default_str();
+  launch->add_option("--image", lo.image, "--k8s: the container image");
+  launch->add_option("--out", launch_command.out, "write here instead of standard output");
+  launch->add_option("args", lo.extra_args, "after --: more arguments for the program");
+
   std::vector<std::string> train_args;
   CLI::App* train = app.add_subcommand("train", "train a plan's model with LibTorch (runs flopwise-train; see its --help)");
   train->allow_extras();
@@ -723,6 +789,10 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     if (*validate_cmd) return cmd_validate(validate_file, validate_json, out);
     if (*simulate) return cmd_simulate(simulate_plan, simulate_profile, simulate_trace, simulate_json, out);
     if (*train) return cmd_train(train_args, argv[0]);
+    if (*launch) {
+      if (!megatron_path.empty()) lo.program = megatron_path, lo.megatron = true;
+      return cmd_launch(launch_command, out);
+    }
     if (*calibrate_cmd) return cmd_calibrate(calibrate_options, out);
     if (*bench) return cmd_bench(bench_options, bench_repeats, bench_simulation_too, out);
   } catch (const InputError& e) {
