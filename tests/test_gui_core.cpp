@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "flopwise/error.hpp"
+#include "flopwise/gui/axis_scale.hpp"
 #include "flopwise/gui/scenario.hpp"
 #include "fuzz_mutations.hpp"
 
@@ -91,6 +92,67 @@ TEST(Scenario, MutatedFilesLoadOrNameTheFile) {
     }
   }
   EXPECT_GT(rejected, 150);
+}
+
+}  // namespace flopwise::gui
+
+namespace flopwise::gui {
+namespace {
+
+std::vector<std::string> labels(const AxisScale& scale) {
+  std::vector<std::string> out;
+  for (const AxisTick& tick : scale.ticks) out.push_back(tick.label);
+  return out;
+}
+
+}  // namespace
+
+TEST(AxisScale, ThousandsSeparatorsGroupByThree) {
+  EXPECT_EQ(with_thousands(0), "0");
+  EXPECT_EQ(with_thousands(999), "999");
+  EXPECT_EQ(with_thousands(1000), "1,000");
+  EXPECT_EQ(with_thousands(1792), "1,792");
+  EXPECT_EQ(with_thousands(1234567), "1,234,567");
+  EXPECT_EQ(with_thousands(-12345), "-12,345");
+}
+
+TEST(AxisScale, CountsGetIntegerTicksWithSeparators) {
+  // Devices 448..1,792 from zero: 1,792 / 5 = 358 -> step 500.
+  const AxisScale devices = axis_scale(0, 1792, AxisQuantity::kCount);
+  EXPECT_EQ(labels(devices), (std::vector<std::string>{"0", "500", "1,000", "1,500", "2,000"}));
+  EXPECT_EQ(devices.max, 2000);
+  // Training steps 0..8: step 2, never "2.0".
+  EXPECT_EQ(labels(axis_scale(0, 8, AxisQuantity::kCount)), (std::vector<std::string>{"0", "2", "4", "6", "8"}));
+  // Three steps: 3 / 5 = 0.6 would be a fractional step; counts step by 1.
+  EXPECT_EQ(labels(axis_scale(0, 3, AxisQuantity::kCount)), (std::vector<std::string>{"0", "1", "2", "3"}));
+  // Tokens/s 879.3..1,767.7: 888.4 / 5 = 178 -> step 200 from 800 to 1,800.
+  EXPECT_EQ(labels(axis_scale(879.3, 1767.7, AxisQuantity::kCount)),
+            (std::vector<std::string>{"800", "1,000", "1,200", "1,400", "1,600", "1,800"}));
+}
+
+TEST(AxisScale, MoneyCarriesItsCurrencyAndSuffix) {
+  // 0..5.38M: 1.08M -> step 2M.
+  EXPECT_EQ(labels(axis_scale(0, 5.38e6, AxisQuantity::kMoney, "RMB")),
+            (std::vector<std::string>{"0", "2M RMB", "4M RMB", "6M RMB"}));
+  // 0..2.39M: 0.478M -> step 0.5M, one decimal in millions.
+  EXPECT_EQ(labels(axis_scale(0, 2.39e6, AxisQuantity::kMoney, "RMB")),
+            (std::vector<std::string>{"0", "0.5M RMB", "1.0M RMB", "1.5M RMB", "2.0M RMB", "2.5M RMB"}));
+  EXPECT_EQ(labels(axis_scale(0, 45000, AxisQuantity::kMoney, "USD")),
+            (std::vector<std::string>{"0", "10K USD", "20K USD", "30K USD", "40K USD", "50K USD"}));
+  EXPECT_EQ(labels(axis_scale(0, 900, AxisQuantity::kMoney, "USD")),
+            (std::vector<std::string>{"0", "200 USD", "400 USD", "600 USD", "800 USD", "1,000 USD"}));
+}
+
+TEST(AxisScale, DecimalsFollowTheStep) {
+  EXPECT_EQ(labels(axis_scale(3.5, 6.0, AxisQuantity::kDecimal)),
+            (std::vector<std::string>{"3.5", "4.0", "4.5", "5.0", "5.5", "6.0"}));
+  EXPECT_EQ(labels(axis_scale(0, 32, AxisQuantity::kDecimal)), (std::vector<std::string>{"0", "10", "20", "30", "40"}));
+  EXPECT_EQ(labels(axis_scale(0, 0.12, AxisQuantity::kDecimal)),
+            (std::vector<std::string>{"0.00", "0.05", "0.10", "0.15"}));  // 0.024 -> step 0.05
+  // One point: a range around it rather than an empty axis.
+  const AxisScale one = axis_scale(5, 5, AxisQuantity::kDecimal);
+  EXPECT_LE(one.min, 5);
+  EXPECT_GT(one.max, 5);
 }
 
 }  // namespace flopwise::gui

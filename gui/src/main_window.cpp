@@ -11,6 +11,7 @@
 #include <QGridLayout>
 #include <QHBoxLayout>
 #include <QHeaderView>
+#include <QInputDialog>
 #include <QLabel>
 #include <QLineEdit>
 #include <QListWidget>
@@ -32,6 +33,7 @@
 #include <set>
 
 #include "flopwise/catalog.hpp"
+#include "flopwise/gui/axis_scale.hpp"
 #include "flopwise/error.hpp"
 #include "flopwise/model_import.hpp"
 #include "flopwise/report.hpp"
@@ -50,25 +52,62 @@ QChartView* new_chart_view(const QString& title) {
   return view;
 }
 
-// One bar per profile with a plan.
-void fill_bars(QChartView* view, const QStringList& names, const QList<qreal>& values, const QString& unit) {
+// What an axis shows: its title and how its ticks read.
+struct AxisMeaning {
+  AxisMeaning(const char* title, AxisQuantity quantity = AxisQuantity::kDecimal, std::string currency = "")
+      : title(title), quantity(quantity), currency(std::move(currency)) {}
+  QString title;
+  AxisQuantity quantity;
+  std::string currency;
+};
+
+// Replaces the chart's axis on `alignment` by round ticks over [low, high] (axis_scale's labels:
+// integers with separators, money with currency and K/M) and attaches every series to it.
+void set_value_axis(QChart* chart, Qt::Alignment alignment, double low, double high, const AxisMeaning& meaning) {
+  const Qt::Orientation orientation = alignment & (Qt::AlignLeft | Qt::AlignRight) ? Qt::Vertical : Qt::Horizontal;
+  for (QAbstractAxis* old : chart->axes(orientation)) {
+    chart->removeAxis(old);
+    delete old;
+  }
+  const AxisScale scale = axis_scale(low, high, meaning.quantity, meaning.currency);
+  auto* axis = new QCategoryAxis();
+  axis->setLabelsPosition(QCategoryAxis::AxisLabelsPositionOnValue);
+  axis->setStartValue(scale.min);
+  for (const AxisTick& tick : scale.ticks) axis->append(QString::fromStdString(tick.label), tick.value);
+  axis->setRange(scale.min, scale.max);
+  axis->setTitleText(meaning.title);
+  chart->addAxis(axis, alignment);
+  for (QAbstractSeries* series : chart->series()) series->attachAxis(axis);
+}
+
+// One bar per name, from zero.
+void fill_bars(QChartView* view, const QStringList& names, const QList<qreal>& values, const QString& names_title,
+               const AxisMeaning& meaning) {
   QChart* chart = view->chart();
   chart->removeAllSeries();
-  for (QAbstractAxis* axis : chart->axes()) chart->removeAxis(axis);
-  auto* set = new QBarSet(unit);
+  for (QAbstractAxis* axis : chart->axes()) {
+    chart->removeAxis(axis);
+    delete axis;
+  }
+  auto* set = new QBarSet(meaning.title);
   set->append(values);
   auto* series = new QBarSeries();
   series->append(set);
   chart->addSeries(series);
   auto* x = new QBarCategoryAxis();
   x->append(names);
+  x->setTitleText(names_title);
   chart->addAxis(x, Qt::AlignBottom);
   series->attachAxis(x);
-  auto* y = new QValueAxis();
-  y->setTitleText(unit);
-  y->setLabelFormat("%.3g");
-  chart->addAxis(y, Qt::AlignLeft);
-  series->attachAxis(y);
+  double low = 0, high = 0;
+  for (const qreal v : values) low = std::min(low, v), high = std::max(high, v);
+  set_value_axis(chart, Qt::AlignLeft, low, high, meaning);
+}
+
+// Training charts: steps so far across, the loss or tokens/s seen so far up.
+void set_training_axes(QChart* chart, double last_step, double low, double high, bool loss) {
+  set_value_axis(chart, Qt::AlignBottom, 0, std::max(1.0, last_step), {"step", AxisQuantity::kCount});
+  set_value_axis(chart, Qt::AlignLeft, low, high, loss ? AxisMeaning{"loss"} : AxisMeaning{"tokens per second", AxisQuantity::kCount});
 }
 
 QColor category_colour(const std::string& category) {
@@ -239,8 +278,8 @@ QWidget* MainWindow::build_training_tab() {
   throughput_series_ = new QLineSeries();
   loss_chart_->chart()->addSeries(loss_series_);
   throughput_chart_->chart()->addSeries(throughput_series_);
-  loss_chart_->chart()->createDefaultAxes();
-  throughput_chart_->chart()->createDefaultAxes();
+  set_training_axes(loss_chart_->chart(), 1, 0, 1, true);
+  set_training_axes(throughput_chart_->chart(), 1, 0, 1, false);
   layout->addWidget(loss_chart_);
   layout->addWidget(throughput_chart_);
   connect(launch_, &QPushButton::clicked, this, [this] { launch_training(); });
@@ -278,6 +317,7 @@ void MainWindow::build_menus() {
   file->addSeparator();
   file->addAction("Export plan JSON…", this, &MainWindow::export_plan);
   file->addAction("Export Megatron-LM arguments…", this, &MainWindow::export_megatron);
+  file->addAction("Export launcher (Slurm, torchrun, Kubernetes)…", this, &MainWindow::export_launcher);
   file->addAction("Export charts as PNG…", this, [this] { export_charts(false); });
   file->addAction("Export charts as SVG…", this, [this] { export_charts(true); });
 }
@@ -377,13 +417,14 @@ void MainWindow::show_outcomes(ScenarioResult result) {
       continue;
     }
     const StepCost& c = o.plan->predicted;
-    set(1, QString::number(o.plan->devices()));
+    const auto count = [](double value) { return QString::fromStdString(with_thousands(std::llround(value))); };
+    set(1, count(o.plan->devices()));
     set(2, plan_row_layout(*o.plan));
     set(3, QString::number(c.step_time_s, 'f', 2));
-    set(4, QString::number(c.tokens_per_s, 'f', 0));
+    set(4, count(c.tokens_per_s));
     set(5, QString::number(100 * c.mfu, 'f', 1) + "%");
     set(6, QString::number(c.days, 'f', 1));
-    set(7, QString::number(c.device_hours, 'f', 0));
+    set(7, count(c.device_hours));
     set(8, QString::fromStdString(format_money(c.cost, c.currency)));
   }
   status_->setText(cancel_requested_ ? "Cancelled: partial results." : "Done.");
@@ -403,19 +444,21 @@ void MainWindow::refresh_charts() {
   for (const ProfileOutcome& o : outcomes_) {
     if (!o.plan) continue;
     names << QString::fromStdString(o.profile);
-    cost << o.plan->predicted.cost / 1e6;
+    cost << o.plan->predicted.cost;
     days << o.plan->predicted.days;
     mfu << 100 * o.plan->predicted.mfu;
     devices << o.plan->devices();
     points.push_back({o.plan->predicted.days, o.plan->predicted.cost});
   }
-  const QString currency = outcomes_.empty() || !outcomes_.front().plan
-                               ? QString("cost")
-                               : QString::fromStdString(outcomes_.front().plan->predicted.currency);
-  fill_bars(cost_chart_, names, cost, "million " + currency);
-  fill_bars(days_chart_, names, days, "days");
-  fill_bars(mfu_chart_, names, mfu, "MFU %");
-  fill_bars(devices_chart_, names, devices, "devices");
+  std::string currency;
+  for (const ProfileOutcome& o : outcomes_) {
+    if (o.plan) currency = o.plan->predicted.currency;  // run_scenario refuses mixed currencies
+  }
+  const AxisMeaning money{"cost", AxisQuantity::kMoney, currency};
+  fill_bars(cost_chart_, names, cost, "hardware profile", money);
+  fill_bars(days_chart_, names, days, "hardware profile", {"days to train"});
+  fill_bars(mfu_chart_, names, mfu, "hardware profile", {"MFU (%)"});
+  fill_bars(devices_chart_, names, devices, "hardware profile", {"devices", AxisQuantity::kCount});
   QChart* chart = scatter_->chart();
   chart->removeAllSeries();
   for (QAbstractAxis* axis : chart->axes()) chart->removeAxis(axis);
@@ -423,26 +466,20 @@ void MainWindow::refresh_charts() {
   for (size_t i = 0; i < points.size(); ++i) {
     auto* point = new QScatterSeries();
     point->setName(names[static_cast<int>(i)]);
-    point->append(points[i].first, points[i].second / 1e6);
+    point->append(points[i].first, points[i].second);
     chart->addSeries(point);
   }
   auto* front = new QLineSeries();
   front->setName("Pareto front");
   front->setColor(Qt::red);
-  for (size_t i : pareto_front(points)) front->append(points[i].first, points[i].second / 1e6);
+  for (size_t i : pareto_front(points)) front->append(points[i].first, points[i].second);
   chart->addSeries(front);
-  chart->createDefaultAxes();
   chart->legend()->show();
-  if (points.empty()) return;
   // Axes from zero with a margin, so that no point sits on the frame.
   double max_days = 0, max_cost = 0;
-  for (const auto& [d, c] : points) max_days = std::max(max_days, d), max_cost = std::max(max_cost, c / 1e6);
-  QAbstractAxis* x = chart->axes(Qt::Horizontal).first();
-  QAbstractAxis* y = chart->axes(Qt::Vertical).first();
-  x->setRange(0.0, max_days * 1.15);
-  y->setRange(0.0, max_cost * 1.15);
-  x->setTitleText("days to train");
-  y->setTitleText("million " + currency);
+  for (const auto& [d, c] : points) max_days = std::max(max_days, d), max_cost = std::max(max_cost, c);
+  set_value_axis(chart, Qt::AlignBottom, 0, max_days * 1.15, {"days to train"});
+  set_value_axis(chart, Qt::AlignLeft, 0, max_cost * 1.15, money);
 }
 
 const Plan* MainWindow::selected_plan() const {
@@ -467,18 +504,18 @@ void MainWindow::select_plan(int row) {
   }
   QChart* memory = memory_chart_->chart();
   memory->removeAllSeries();
-  for (QAbstractAxis* axis : memory->axes()) memory->removeAxis(axis);
+  for (QAbstractAxis* axis : memory->axes()) {
+    memory->removeAxis(axis);
+    delete axis;
+  }
   memory->addSeries(stacked);
-  // The axis runs to the device's memory, so the bar reads against the capacity.
   auto* rank_axis = new QBarCategoryAxis();
   rank_axis->append(QString("rank %1").arg(c.busiest_memory_rank));
+  rank_axis->setTitleText("pipeline rank");
   memory->addAxis(rank_axis, Qt::AlignLeft);
   stacked->attachAxis(rank_axis);
-  auto* gib = new QValueAxis();
-  gib->setRange(0, plan->hardware.memory_bytes / kGiB);
-  gib->setTitleText("GiB (axis ends at the device's memory)");
-  memory->addAxis(gib, Qt::AlignBottom);
-  stacked->attachAxis(gib);
+  // The axis runs at least to the device's memory, so the bar reads against the capacity.
+  set_value_axis(memory, Qt::AlignBottom, 0, plan->hardware.memory_bytes / kGiB, {"GiB per device"});
   memory->legend()->show();
   memory->setTitle(QString("Memory per device, pipeline rank %1: %2 GiB of %3 GiB usable (%4 GiB on the device)")
                        .arg(c.busiest_memory_rank)
@@ -492,7 +529,7 @@ void MainWindow::select_plan(int row) {
     names << part.label;
     values << part.of(c);
   }
-  fill_bars(time_chart_, names, values, "seconds");
+  fill_bars(time_chart_, names, values, "part of the step", {"seconds"});
   time_chart_->chart()->setTitle(QString("Step time %1 s on %2 x %3, %4")
                                      .arg(c.step_time_s, 0, 'f', 2)
                                      .arg(plan->devices())
@@ -612,8 +649,7 @@ void MainWindow::read_training_output() {
       const auto points = series->points();
       double low = 1e300, high = -1e300;
       for (const QPointF& p : points) low = std::min(low, p.y()), high = std::max(high, p.y());
-      chart->axes(Qt::Horizontal).first()->setRange(0, std::max(1.0, step));
-      chart->axes(Qt::Vertical).first()->setRange(low * 0.9, high * 1.1);
+      set_training_axes(chart, step, low, high, view == loss_chart_);
     }
   }
 }
@@ -637,6 +673,44 @@ bool MainWindow::write_megatron(const QString& path) {
   std::ofstream out(path.toStdString());
   for (const std::string& arg : megatron_args(*plan)) out << arg << "\n";
   return static_cast<bool>(out);
+}
+
+// The launcher names its plan, so the plan is saved beside it (NAME-plan.json); flopwise-train is
+// the one beside this program, as `flopwise launch` takes the one beside flopwise.
+void MainWindow::export_launcher() {
+  if (!selected_plan()) return;
+  QString filter;
+  const QString path = QFileDialog::getSaveFileName(
+      this, "Launcher", "launch.sbatch", "Slurm sbatch script (*.sbatch);;torchrun lines, one per node (*.sh);;Kubeflow PyTorchJob (*.yaml)",
+      &filter);
+  if (path.isEmpty()) return;
+  const LaunchTarget target = filter.startsWith("Slurm")      ? LaunchTarget::kSlurm
+                              : filter.startsWith("torchrun") ? LaunchTarget::kTorchrun
+                                                              : LaunchTarget::kKubernetes;
+  QString image;
+  if (target == LaunchTarget::kKubernetes) {
+    image = QInputDialog::getText(this, "Container image", "Image with flopwise-train on its PATH:");
+    if (image.isEmpty()) return;
+  }
+  const QString error = write_launcher(path, target, image.toStdString());
+  if (!error.isEmpty()) QMessageBox::warning(this, "Launcher", error);
+}
+
+QString MainWindow::write_launcher(const QString& path, LaunchTarget target, const std::string& image) {
+  const Plan* plan = selected_plan();
+  if (!plan) return "no plan selected";
+  const QFileInfo info(path);
+  const std::string plan_path = (info.absolutePath() + "/" + info.completeBaseName() + "-plan.json").toStdString();
+  try {
+    LaunchOptions o;
+    o.target = target, o.image = image, o.plan_path = plan_path;
+    o.program = default_program(target, QCoreApplication::applicationDirPath().toStdString());
+    save_plan(*plan, plan_path);
+    flopwise::write_launcher(path.toStdString(), launcher_text(*plan, o), target);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
 }
 
 void MainWindow::export_charts(bool svg) {
@@ -678,7 +752,9 @@ bool MainWindow::export_all(const QString& dir) {
   if (!plan) return false;
   QDir().mkpath(dir);
   save_plan(*plan, (dir + "/plan.json").toStdString());
-  return write_megatron(dir + "/megatron-args.txt") && write_charts(dir, false) && write_charts(dir, true);
+  return write_megatron(dir + "/megatron-args.txt") && write_launcher(dir + "/launch.sbatch", LaunchTarget::kSlurm).isEmpty() &&
+         write_launcher(dir + "/launch-torchrun.sh", LaunchTarget::kTorchrun).isEmpty() && write_charts(dir, false) &&
+         write_charts(dir, true);
 }
 
 bool MainWindow::show_tab(const QString& title) {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "flopwise/gui/scenario.hpp"
+#include "flopwise/launch.hpp"
 #include "flopwise/trace.hpp"
 
 class QChartView;
@@ -68,6 +69,9 @@ class MainWindow : public QMainWindow {
   void export_megatron();
   void export_charts(bool svg);
   bool write_megatron(const QString& path);
+  void export_launcher();
+  // The launcher of the selected plan at `path`, with the plan saved beside it; "" or the error.
+  QString write_launcher(const QString& path, LaunchTarget target, const std::string& image = "");
   bool write_charts(const QString& dir, bool svg);
   const Plan* selected_plan() const;
 

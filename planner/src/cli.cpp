@@ -464,26 +464,14 @@ int cmd_launch(LaunchCommand c, std::ostream& out) {
   if (c.slurm + c.torchrun + c.k8s != 1) throw input_error("launch", "", "give exactly one of --slurm, --torchrun, --k8s");
   if (o.master_port < 1 || o.master_port > 65535) throw input_error("--master-port", "", "must be a TCP port, 1..65535");
   const Plan plan = load_plan(c.plan);
-  if (o.program.empty()) {
-    // The cluster sees this build through a shared file system; a container has it on its PATH.
-    o.program = o.target == LaunchTarget::kKubernetes ? "flopwise-train" : trainer_beside_this_program().string();
-  }
+  if (o.program.empty()) o.program = default_program(o.target, trainer_beside_this_program().parent_path().string());
   o.plan_path = std::filesystem::absolute(c.plan).string();
-  std::string text;
-  if (o.target == LaunchTarget::kSlurm) text = slurm_script(plan, o);
-  if (o.target == LaunchTarget::kTorchrun) text = torchrun_lines(plan, o);
-  if (o.target == LaunchTarget::kKubernetes) text = pytorchjob_manifest(plan, o, to_json(plan).dump(1));
+  const std::string text = launcher_text(plan, o);
   if (c.out.empty()) {
     out << text;
     return 0;
   }
-  std::ofstream file(c.out);
-  if (!(file << text)) throw input_error(c.out, "", "cannot write the launcher");
-  file.close();
-  if (o.target != LaunchTarget::kKubernetes) {
-    std::filesystem::permissions(c.out, std::filesystem::perms::owner_exec | std::filesystem::perms::group_exec,
-                                 std::filesystem::perm_options::add);
-  }
+  write_launcher(c.out, text, o.target);
   out << "launcher written to " << c.out << "\n";
   return 0;
 }

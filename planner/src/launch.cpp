@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include "flopwise/error.hpp"
@@ -215,6 +217,32 @@ std::string pytorchjob_manifest(const Plan& plan, const LaunchOptions& o, const 
   if (shape.nodes > 1) replica("Worker", shape.nodes - 1);
   y << YAML::EndMap << YAML::EndMap << YAML::EndMap;
   return header(plan, o, shape) + y.c_str() + "\n";
+}
+
+std::string launcher_text(const Plan& plan, const LaunchOptions& options) {
+  switch (options.target) {
+    case LaunchTarget::kSlurm:
+      return slurm_script(plan, options);
+    case LaunchTarget::kTorchrun:
+      return torchrun_lines(plan, options);
+    case LaunchTarget::kKubernetes:
+      return pytorchjob_manifest(plan, options, to_json(plan).dump(1));
+  }
+  return "";
+}
+
+std::string default_program(LaunchTarget target, const std::string& build_dir) {
+  return target == LaunchTarget::kKubernetes ? "flopwise-train" : (std::filesystem::path(build_dir) / "flopwise-train").string();
+}
+
+void write_launcher(const std::string& path, const std::string& text, LaunchTarget target) {
+  std::ofstream file(path);
+  if (!(file << text)) throw input_error(path, "", "cannot write the launcher");
+  file.close();
+  if (target == LaunchTarget::kKubernetes) return;
+  std::error_code ignored;  // a file system without permissions still has the script
+  std::filesystem::permissions(path, std::filesystem::perms::owner_exec | std::filesystem::perms::group_exec,
+                               std::filesystem::perm_options::add, ignored);
 }
 
 }  // namespace flopwise

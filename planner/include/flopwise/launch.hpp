@@ -39,6 +39,16 @@ struct LaunchOptions {
   std::vector<std::string> extra_args;  // appended to the program's arguments
 };
 
+// The launcher of `options.target` for the plan (the PyTorchJob with the plan embedded).
+std::string launcher_text(const Plan& plan, const LaunchOptions& options);
+
+// flopwise-train as the job finds it: the one in `build_dir` (a file system the nodes share), or
+// in a container, the one on its PATH.
+std::string default_program(LaunchTarget target, const std::string& build_dir);
+
+// Writes the launcher to `path`, executable when it is a script; an InputError when it cannot.
+void write_launcher(const std::string& path, const std::string& text, LaunchTarget target);
+
 // One word for a POSIX shell: bare when it holds only safe characters, else single-quoted.
 std::string shell_quote(const std::string& word);
 
