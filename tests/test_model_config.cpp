@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include "flopwise/error.hpp"
 #include "flopwise/model_import.hpp"
 #include "test_helpers.hpp"
@@ -81,6 +83,25 @@ TEST(ModelConfig, ImportedFamiliesMatchPublishedSizes) {
 // 3.3B, DBRX 132B, GLM-4.5 355B (with its multi-token-prediction layer, which flopwise leaves
 // out: 0.6% low). Kimi K2 is published as "1T total, 32B activated": the total rounded, so its
 // activated count is checked, without the input embedding (a lookup, not a matmul).
+TEST(ModelConfig, QkNormWeightsAreCountedWhereTheFamilyHasThem) {
+  const ModelConfig qwen3 = from_data("families/qwen3-8b.json");
+  EXPECT_EQ(qwen3.qk_norm_weights, 2 * 128);  // q_norm and k_norm of head_dim
+  ModelConfig without = qwen3;
+  without.qk_norm_weights = 0;
+  EXPECT_DOUBLE_EQ(param_counts(qwen3).total - param_counts(without).total, 36 * 256.0);
+  EXPECT_EQ(from_data("families/olmoe-1b-7b.json").qk_norm_weights, 2048 + 16 * 128);  // whole Q and K widths
+  EXPECT_EQ(from_data("families/qwen3-30b-a3b.json").qk_norm_weights, 2 * 128);
+  EXPECT_EQ(from_data("families/gemma3-1b.json").qk_norm_weights, 2 * 256);
+  EXPECT_EQ(from_data("families/qwen2-7b.json").qk_norm_weights, 0);
+  EXPECT_EQ(from_data("families/gemma2-9b.json").qk_norm_weights, 0);
+  EXPECT_EQ(from_data("families/llama4-scout.json").qk_norm_weights, 0);  // a weightless L2 norm
+  std::ifstream in(std::string(FLOPWISE_TEST_DATA) + "/families/glm-4.5.json");
+  nlohmann::json glm = nlohmann::json::parse(in);
+  EXPECT_EQ(import_hf_config(glm, "glm.json", "glm").qk_norm_weights, 0);
+  glm["use_qk_norm"] = true;
+  EXPECT_EQ(import_hf_config(glm, "glm.json", "glm").qk_norm_weights, 2 * 128);
+}
+
 TEST(ModelConfig, FurtherFamiliesMatchPublishedSizes) {
   const std::vector<std::pair<std::string, double>> totals = {
       {"qwen2-7b.json", 7.62e9},    {"qwen3-8b.json", 8.2e9},    {"qwen3-30b-a3b.json", 30.5e9},

@@ -94,6 +94,7 @@ void validate(const ModelConfig& m, const std::string& source) {
   require_non_negative(m.first_dense_layers, source, "first_dense_layers");
   require_non_negative(m.attention_window, source, "attention_window");
   require_non_negative(m.mtp_layers, source, "mtp_layers");
+  require_non_negative(m.qk_norm_weights, source, "qk_norm_weights");
   require_non_negative(m.attention_chunk, source, "attention_chunk");
   if (m.moe_layer_step < 1) throw input_error(source, "moe_layer_step", "must be at least 1");
   if (m.windowed_layers + m.chunked_layers > m.layers) {
@@ -130,7 +131,7 @@ void validate(const ModelConfig& m, const std::string& source) {
 LayerParams layer_params(const ModelConfig& m) {
   LayerParams p;
   p.attention = attention_params(m);
-  p.norms = 2.0 * m.hidden;
+  p.norms = 2.0 * m.hidden + m.qk_norm_weights;  // before attention and MLP, and QK-norm
   if (m.is_moe()) {
     p.router = static_cast<double>(m.hidden) * m.routed_experts;
     p.routed_expert = swiglu_params(m.hidden, m.expert_ffn);
@@ -237,7 +238,8 @@ Flops training_flops_per_token(const ModelConfig& m, int seq_len) {
 // one keeping ModelConfig's default (full attention, no MTP, every layer MoE after the dense ones).
 #define FLOPWISE_MODEL_LATER_FIELDS(X)                                                           \
   X(attention_window, 0, 1'000'000'000) X(windowed_layers, 0, 1'000'000'000) X(mtp_layers, 0, 1'000) \
-  X(moe_layer_step, 1, 1'000) X(attention_chunk, 0, 1'000'000'000) X(chunked_layers, 0, 1'000'000'000)
+  X(moe_layer_step, 1, 1'000) X(attention_chunk, 0, 1'000'000'000) X(chunked_layers, 0, 1'000'000'000) \
+  X(qk_norm_weights, 0, 1'000'000'000)
 
 nlohmann::json model_to_json(const ModelConfig& m) {
   nlohmann::json j;

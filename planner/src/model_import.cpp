@@ -99,7 +99,7 @@ void read_qwen2_moe(const ConfigReader& r, ModelConfig& m) {
   read_qwen_window(r, m);
 }
 
-// Qwen3-MoE: no attention biases (its QK-norm weights are per head: too few to count).
+// Qwen3-MoE: no attention biases.
 void read_qwen3_moe(const ConfigReader& r, ModelConfig& m) {
   read_qwen_experts(r, m);
   m.qkv_bias = r.boolean_or("attention_bias", false);
@@ -162,7 +162,7 @@ void read_llama(const ConfigReader& r, ModelConfig& m) {
   read_window(r, m, m.layers);
 }
 
-// Qwen2 (Q, K and V biases) and Qwen3 (none; QK-norm weights too few to count).
+// Qwen2 (Q, K and V biases) and Qwen3 (none).
 void read_qwen_dense(const ConfigReader& r, ModelConfig& m) {
   m.dense_ffn = r.integer("intermediate_size");
   m.qkv_bias = r.boolean_or("attention_bias", m.family == "qwen2");
@@ -221,6 +221,16 @@ void read_dbrx(const ConfigReader& r, ModelConfig& m) {
   m.expert_ffn = ffn.integer("ffn_hidden_size");
 }
 
+// QK-norm's weights per layer, by family: Qwen3 and Gemma 3 norm each head's query and key
+// (q_norm, k_norm of head_dim), GLM-4.5 the same when use_qk_norm is set, OLMoE the whole query
+// and key projections; Llama 4's QK-norm is a weightless L2 norm.
+int qk_norm_weights(const ConfigReader& r, const ModelConfig& m) {
+  if (m.family == "qwen3" || m.family == "qwen3_moe" || m.family == "gemma3_text") return 2 * m.head_dim;
+  if (m.family == "glm4_moe" && r.boolean_or("use_qk_norm", false)) return 2 * m.head_dim;
+  if (m.family == "olmoe") return m.hidden + m.kv_heads * m.head_dim;
+  return 0;
+}
+
 }  // namespace
 
 ModelConfig import_hf_config(const json& config, const std::string& source, const std::string& name) {
@@ -249,6 +259,7 @@ ModelConfig import_hf_config(const json& config, const std::string& source, cons
   }
   if (m.family != "dbrx") read_common(r, m);
   family->second(r, m);
+  m.qk_norm_weights = qk_norm_weights(r, m);
   validate(m, source);
   return m;
 }

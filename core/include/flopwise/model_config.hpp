@@ -54,6 +54,10 @@ struct ModelConfig {
   // more transformer layer of the model's last kind, fed through a 2h x h projection of the
   // normed hidden state and next token's embedding, with the shared LM head run again.
   int mtp_layers = 0;
+  // Per layer, the RMSNorm weights of QK-norm (Qwen3, Gemma 3: per head, 2 x head_dim; OLMoE:
+  // over the whole query and key projections). Counted in the parameters; their FLOPs are
+  // elementwise, like the other norms', and not counted.
+  int qk_norm_weights = 0;
 
   bool is_moe() const { return routed_experts > 0; }
   bool is_mla() const { return kv_lora_rank > 0; }
