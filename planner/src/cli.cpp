@@ -387,6 +387,10 @@ int cmd_simulate(const std::string& plan_path, const std::string& profile_overri
     }
   }();
   const CostModel cost(plan.model, plan.run, profile);
+  // A plan edited by hand may hold a layout its model or profile cannot take: say which file.
+  if (const auto v = check_structure(plan.model, plan.run, profile, {1, plan.devices()}, plan.layout)) {
+    throw input_error(plan_path, "layout", v->message);
+  }
   const StepCost analytic = cost.evaluate(plan.layout);
   const SimulationResult sim = simulate_step(cost, plan.layout, {trace});
   const StepCost simulated = simulated_cost(cost, plan.layout, analytic, sim);
