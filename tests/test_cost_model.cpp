@@ -72,7 +72,9 @@ TEST(CostModel, SingleDeviceComputeByHand) {
   EXPECT_NEAR(c.optimizer_s, 30 * params / 1e12, 1e-15);  // AdamW traffic over 1 TB/s
   EXPECT_NEAR(c.step_time_s, c.compute_s + c.optimizer_s, 1e-12);
   EXPECT_NEAR(c.tokens_per_s, 4 * 1024 / c.step_time_s, 1e-6);
-  EXPECT_NEAR(c.days, 1e9 / c.tokens_per_s / 86400, 1e-12);
+  EXPECT_NEAR(c.goodput.ideal_days, 1e9 / c.tokens_per_s / 86400, 1e-12);
+  EXPECT_NEAR(c.goodput.ideal_cost, c.goodput.ideal_device_hours * 2.0, 1e-9);
+  EXPECT_NEAR(c.days, c.goodput.ideal_days / c.goodput.fraction, 1e-12);  // failures priced in (test_goodput)
   EXPECT_NEAR(c.cost, c.device_hours * 2.0, 1e-9);
   EXPECT_NEAR(c.mfu, c.model_flops_per_step / (c.step_time_s * 100e12), 1e-12);
 }

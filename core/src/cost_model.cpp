@@ -1,6 +1,7 @@
 #include "flopwise/cost_model.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 #include "flopwise/error.hpp"
 #include "flopwise/schedule.hpp"
@@ -581,9 +582,22 @@ void CostModel::derive_totals(StepCost& c, const Layout& l) const {
   c.tokens_per_s = run_.tokens_per_step() / c.step_time_s;
   c.mfu = c.model_flops_per_step / (c.step_time_s * devices * peak_);
   const Seconds wall = run_.tokens / c.tokens_per_s;
-  c.days = wall / kSecondsPerDay;
-  c.device_hours = devices * wall / kSecondsPerHour;
-  c.cost = c.device_hours * profile_.device.price_per_device_hour;
+  // Checkpoints hold the weights and the optimizer state (master weights and moments) of the whole
+  // model, MTP layers included; each device saves its own weights and optimizer shard.
+  const Bytes state_per_param = bytes_.weight + bytes_.optimizer;
+  const int nodes = (l.devices() + profile_.node.devices - 1) / profile_.node.devices;
+  const CheckpointCost checkpoint =
+      checkpoint_cost((params_.total + params_.mtp) * state_per_param,
+                      c.memory_bytes.weights + c.memory_bytes.optimizer, nodes, profile_.reliability);
+  c.goodput = goodput(c.step_time_s, l.devices(), checkpoint, profile_.reliability);
+  c.goodput.ideal_days = wall / kSecondsPerDay;
+  c.goodput.ideal_device_hours = devices * wall / kSecondsPerHour;
+  c.goodput.ideal_cost = c.goodput.ideal_device_hours * profile_.device.price_per_device_hour;
+  // Expected figures: the ideal ones over the goodput (a run that cannot outpace its failures never ends).
+  const double fraction = c.goodput.fraction;
+  c.days = fraction > 0 ? c.goodput.ideal_days / fraction : INFINITY;
+  c.device_hours = fraction > 0 ? c.goodput.ideal_device_hours / fraction : INFINITY;
+  c.cost = fraction > 0 ? c.goodput.ideal_cost / fraction : INFINITY;
   c.currency = profile_.device.currency;
 }
 
@@ -619,9 +633,9 @@ StepCost CostModel::evaluate(const Layout& l, const std::vector<StageContents>& 
   c.overhead_s = profile_.overheads.per_step;
   c.step_time_s = c.compute_s + c.exposed_comm_s.total() + c.bubble_s + c.optimizer_s + c.overhead_s;
 
-  derive_totals(c, l);
   c.memory_bytes = memory(l, stages, &c.busiest_memory_rank);
   c.usable_memory_bytes = usable_memory_;
+  derive_totals(c, l);
   return c;
 }
 

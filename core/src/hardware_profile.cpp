@@ -192,6 +192,7 @@ HardwareProfile parse_hardware_profile(const std::string& yaml_text, const std::
   }
   if (root.has("overheads")) p.overheads = read_overheads(root.section("overheads"));
   if (root.has("collectives")) p.collectives = read_collectives(root.section("collectives"));
+  if (root.has("reliability")) p.reliability = read_reliability(root.section("reliability"));
   p.runtime_reserved_bytes = root.quantity("runtime_reserved", Dimension::kBytes);
   if (p.cluster.topology == TopologyKind::kFatTree && p.cluster.leaf_ports % p.node.devices != 0) {
     throw input_error(source, "cluster.leaf_ports",

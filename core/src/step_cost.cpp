@@ -80,6 +80,7 @@ nlohmann::json step_cost_to_json(const StepCost& c) {
   memory["usable"] = c.usable_memory_bytes;
   memory["rank"] = c.busiest_memory_rank;
   j["memory_bytes"] = memory;
+  j["goodput"] = to_json(c.goodput);
   return j;
 }
 
@@ -106,6 +107,11 @@ StepCost step_cost_from_json(const nlohmann::json& json, const std::string& sour
   for (const MemoryPart& part : memory_parts()) c.memory_bytes.*part.field = memory.number(part.key, 0);
   c.usable_memory_bytes = memory.number("usable", 0);
   c.busiest_memory_rank = memory.integer("rank", 0);
+  if (r.has("goodput")) {
+    c.goodput = goodput_from_json(r.get("goodput"), source, (path.empty() ? "" : path + ".") + "goodput");
+  } else {  // plans written before goodput was priced: ideal figures, nothing known of failures
+    c.goodput.ideal_days = c.days, c.goodput.ideal_device_hours = c.device_hours, c.goodput.ideal_cost = c.cost;
+  }
   return c;
 }
 

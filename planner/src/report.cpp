@@ -1,5 +1,6 @@
 #include "flopwise/report.hpp"
 
+#include <cmath>
 #include <cstdio>
 
 namespace flopwise {
@@ -9,6 +10,14 @@ std::string printf_string(const char* format, auto... values) {
   char buffer[256];
   std::snprintf(buffer, sizeof buffer, format, values...);
   return buffer;
+}
+
+// Durations of a run's life, from seconds to days.
+std::string duration(Seconds s) {
+  if (s < 120) return printf_string("%.0f s", s);
+  if (s < 2 * kSecondsPerHour) return printf_string("%.1f min", s / 60);
+  if (s < 2 * kSecondsPerDay) return printf_string("%.1f h", s / kSecondsPerHour);
+  return printf_string("%.1f days", s / kSecondsPerDay);
 }
 
 }  // namespace
@@ -25,8 +34,8 @@ std::string layout_label(const Layout& l) {
 }
 
 void print_plan_table(std::ostream& out, const std::vector<TableRow>& rows) {
-  out << printf_string("%-12s %7s  %-*s %9s %11s %6s %8s %12s %14s\n", "hardware", "devices", kLayoutColumn, "layout",
-                       "step (s)", "tokens/s", "MFU", "days", "device-h", "cost");
+  out << printf_string("%-12s %7s  %-*s %9s %11s %6s %8s %8s %12s %11s %14s\n", "hardware", "devices", kLayoutColumn,
+                       "layout", "step (s)", "tokens/s", "MFU", "goodput", "days", "device-h", "ideal", "cost");
   for (const TableRow& row : rows) {
     if (!row.candidate) {
       out << printf_string("%-12s %7s  %s\n", row.hardware.c_str(), "-", row.note.c_str());
@@ -34,15 +43,27 @@ void print_plan_table(std::ostream& out, const std::vector<TableRow>& rows) {
     }
     const Layout& l = row.candidate->layout;
     const StepCost& c = row.candidate->cost;
-    out << printf_string("%-12s %7d  %-*s %9.2f %11.0f %5.1f%% %8.1f %12.0f %10.2fM %s", row.hardware.c_str(),
-                         l.devices(), kLayoutColumn, layout_label(l).c_str(), c.step_time_s, c.tokens_per_s, 100.0 * c.mfu, c.days,
-                         c.device_hours, c.cost / 1e6, c.currency.c_str());
+    out << printf_string("%-12s %7d  %-*s %9.2f %11.0f %5.1f%% %7.1f%% %8.1f %12.0f %10.2fM %10.2fM %s", row.hardware.c_str(),
+                         l.devices(), kLayoutColumn, layout_label(l).c_str(), c.step_time_s, c.tokens_per_s, 100.0 * c.mfu,
+                         100.0 * c.goodput.fraction, c.days, c.device_hours, c.goodput.ideal_cost / 1e6, c.cost / 1e6,
+                         c.currency.c_str());
     out << (row.note.empty() ? "" : "  " + row.note) << "\n";
   }
+  out << "days, device-h and cost expected at the goodput (failures, restarts, checkpoint saves and loads); "
+         "ideal: the failure-free cost\n";
 }
 
 void print_breakdown(std::ostream& out, const Candidate& candidate) {
-  out << step_time_line(candidate.cost) << "\n" << memory_line(candidate.cost) << "\n";
+  out << step_time_line(candidate.cost) << "\n" << memory_line(candidate.cost) << "\n" << goodput_line(candidate.cost.goodput)
+      << "\n";
+}
+
+std::string goodput_line(const Goodput& g) {
+  const std::string mtbf = std::isinf(g.mtbf_s) ? "no failures" : "a failure every " + duration(g.mtbf_s);
+  return printf_string("goodput %.1f%%: %s; checkpoint %s every %d steps (%s), blocking %s, load %s; %s lost per failure",
+                       100.0 * g.fraction, mtbf.c_str(), format_bytes(g.checkpoint.bytes).c_str(), g.checkpoint_every_steps,
+                       duration(g.interval_s).c_str(), duration(g.checkpoint.blocking_s).c_str(),
+                       duration(g.checkpoint.load_s).c_str(), duration(g.lost_per_failure_s).c_str());
 }
 
 void print_rejections(std::ostream& out, const SearchResult& r) {

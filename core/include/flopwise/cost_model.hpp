@@ -56,8 +56,9 @@ class CostModel {
   // The same, given the layout's stage_contents (the search reuses them across micro-batch,
   // recompute and sharding choices).
   StepCost evaluate(const Layout& layout, const std::vector<StageContents>& stages) const;
-  // Derives throughput, MFU, days, device-hours and cost from `cost.step_time_s`, e.g. after the
-  // step simulation replaced the analytic step time.
+  // Derives throughput, MFU, the goodput, and days, device-hours and cost (ideal and expected)
+  // from `cost.step_time_s` and `cost.memory_bytes`, e.g. after the step simulation replaced the
+  // analytic step time.
   void derive_totals(StepCost& cost, const Layout& layout) const;
   // Memory alone, for early pruning in the search.
   MemoryBreakdown memory(const Layout& layout, int* busiest_rank = nullptr) const;

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "flopwise/gemm.hpp"
+#include "flopwise/goodput.hpp"
 #include "flopwise/units.hpp"
 
 namespace flopwise {
@@ -94,6 +95,7 @@ struct HardwareProfile {
   Overheads overheads;
   std::map<CollectiveAlgorithm, CollectiveFigures> collectives;
   Bytes runtime_reserved_bytes = 0;  // context, communicator and allocator overhead per device
+  Reliability reliability;           // optional section; the sourced defaults otherwise
 };
 
 // Why `profile` cannot train in `precision` (no peak stated, or fp8 switched off), one line naming

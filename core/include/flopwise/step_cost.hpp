@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "flopwise/goodput.hpp"
 #include "flopwise/units.hpp"
 
 namespace flopwise {
@@ -25,9 +26,11 @@ struct StepCost {
   Seconds step_time_s = 0;
   double tokens_per_s = 0;
   double mfu = 0;
+  // Expected with failures, restarts and checkpoints (the goodput's ideal_* are failure-free).
   double days = 0;
   double device_hours = 0;
   double cost = 0;
+  Goodput goodput;
   std::string currency;
   // Where the step time goes, on the slowest pipeline rank (the parts of step_time_parts()).
   Seconds compute_s = 0;
