@@ -2,6 +2,9 @@
 // checkpoint store, progress and loss log, data order.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <thread>
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -162,16 +165,35 @@ TEST(ExecutorAnomalyGuard, SpikesAreSkippedAndReinjectedThenAppliedAtHalfRate) {
 TEST(ExecutorCheckpointStore, TornFilesAreNotIntact) {
   const std::string root = ::testing::TempDir() + "/executor_store";
   std::filesystem::remove_all(root);
-  const CheckpointStore store(root, 0);
-  const auto write = [](const std::string& path) { std::ofstream(path) << "tensors"; };
-  store.save(2, write, {{"step", 2}});
-  store.save(10, write, {{"step", 10}});
+  CheckpointStore store(root, 0);
+  store.save_in_background(2, "tensors", {{"step", 2}});
+  store.save_in_background(10, "tensors", {{"step", 10}});  // waits for step 2's write first
+  EXPECT_EQ(store.finish().step, 10);
   EXPECT_EQ(store.steps_newest_first(), (std::vector<int>{10, 2}));
+  EXPECT_TRUE(store.intact(2));
   EXPECT_TRUE(store.intact(10));
   EXPECT_EQ(store.state(2)["step"], 2);
   std::ofstream(store.tensors_path(10), std::ios::app) << "torn";
   EXPECT_FALSE(store.intact(10));
   EXPECT_FALSE(CheckpointStore(root, 1).intact(2));  // no files of rank 1
+}
+
+TEST(ExecutorCheckpointStore, ABackgroundWriteIsNotIntactUntilItsManifest) {
+  const std::string root = ::testing::TempDir() + "/executor_store_async";
+  std::filesystem::remove_all(root);
+  CheckpointStore store(root, 0);
+  store.save_in_background(4, "tensors", {{"step", 4}}, 300);  // slow storage: 300 ms after the tensors
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!std::filesystem::exists(store.tensors_path(4)) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  ASSERT_TRUE(std::filesystem::exists(store.tensors_path(4)));
+  EXPECT_FALSE(store.intact(4));  // a run killed now resumes from an older checkpoint
+  const BackgroundWrite done = store.finish();
+  EXPECT_EQ(done.step, 4);
+  EXPECT_GE(done.seconds, 0.3);
+  EXPECT_TRUE(store.intact(4));
+  EXPECT_EQ(store.finish().step, -1);  // nothing in flight
 }
 
 StepReport report_of(int step, double loss) {

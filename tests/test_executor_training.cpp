@@ -10,6 +10,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 #include <nlohmann/json.hpp>
@@ -17,6 +18,7 @@
 #include <thread>
 
 #include "executor_test_plans.hpp"
+#include "flopwise/executor/checkpoint_store.hpp"
 #include "flopwise/launch.hpp"
 
 namespace {
@@ -105,17 +107,10 @@ TEST(ExecutorTraining, SingleDpEpAndPpGiveTheSameLosses) {
   EXPECT_LT(results["single"][3], results["single"][1]);  // it learns
 }
 
-TEST(ExecutorTraining, KilledRankResumesToTheSameLosses) {
-  const std::string plan = write_plan("resume", 1, 2, 2, true);
-  const std::string reference_dir = temp("ckpt_reference"), killed_dir = temp("ckpt_killed");
-  fs::remove_all(reference_dir);
-  fs::remove_all(killed_dir);
-  for (const char* log : {"reference.loss", "killed.loss", "resumed.loss"}) fs::remove(temp(log));
-  const std::string args = plan + kCommon + " --steps 8 --checkpoint-every 2 --micro-batches 2";
-  ASSERT_EQ(run(args + " --checkpoint-dir " + reference_dir + " --loss-log " + temp("reference.loss"), temp("reference.out")), 0)
-      << slurp(temp("reference.out"));
+namespace {
 
-  // Start both ranks by hand, as torchrun would, and kill rank 1 once step 4 is checkpointed.
+// Starts both ranks of `args` by hand, as torchrun would, output in temp(name + rank).
+std::vector<pid_t> start_two_ranks(const std::string& args, const std::string& name) {
   std::vector<pid_t> ranks;
   const std::string port = std::to_string(free_port());
   for (int rank = 0; rank < 2; ++rank) {
@@ -126,12 +121,12 @@ TEST(ExecutorTraining, KilledRankResumesToTheSameLosses) {
       setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
       setenv("MASTER_ADDR", "127.0.0.1", 1);
       setenv("MASTER_PORT", port.c_str(), 1);
-      const std::string log = temp("killed" + std::to_string(rank));
+      const std::string log = temp(name + std::to_string(rank));
       const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
       dup2(fd, 1);
       dup2(fd, 2);
       std::vector<std::string> words;
-      std::istringstream split(args + " --checkpoint-dir " + killed_dir + " --loss-log " + temp("killed.loss"));
+      std::istringstream split(args);
       for (std::string w; split >> w;) words.push_back(w);
       std::vector<char*> argv{const_cast<char*>(FLOPWISE_TRAIN_BINARY)};
       for (auto& w : words) argv.push_back(w.data());
@@ -141,27 +136,53 @@ TEST(ExecutorTraining, KilledRankResumesToTheSameLosses) {
     }
     ranks.push_back(pid);
   }
-  const fs::path manifest = fs::path(killed_dir) / "step-00000004" / "rank-1.manifest";
+  return ranks;
+}
+
+bool wait_for(const std::function<bool()>& condition) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (!fs::exists(manifest) && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  while (!condition() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
-  ASSERT_TRUE(fs::exists(manifest));
+  return condition();
+}
+
+// Trains 8 steps with checkpoints every 2 (extra options in `more`), kills both ranks once
+// `killable(checkpoint folder)` holds, resumes, and expects the uninterrupted run's losses, each step
+// logged once.
+void kill_and_resume(const std::string& name, const std::string& more, const std::function<bool(const fs::path&)>& killable,
+                     const std::string& resumed_from) {
+  const std::string plan = write_plan(name, 1, 2, 2, true);
+  const std::string reference_dir = temp(name + "_reference"), killed_dir = temp(name + "_killed");
+  fs::remove_all(reference_dir);
+  fs::remove_all(killed_dir);
+  for (const char* log : {".reference.loss", ".killed.loss"}) fs::remove(temp(name + log));
+  const std::string args = plan + kCommon + " --steps 8 --checkpoint-every 2 --micro-batches 2";
+  ASSERT_EQ(run(args + " --checkpoint-dir " + reference_dir + " --loss-log " + temp(name + ".reference.loss"),
+                temp(name + ".reference.out")),
+            0)
+      << slurp(temp(name + ".reference.out"));
+
+  std::vector<pid_t> ranks =
+      start_two_ranks(args + more + " --checkpoint-dir " + killed_dir + " --loss-log " + temp(name + ".killed.loss"), name);
+  ASSERT_TRUE(wait_for([&] { return killable(killed_dir); })) << slurp(temp(name + "0"));
   kill(ranks[1], SIGKILL);
   kill(ranks[0], SIGKILL);  // its peer is gone; the launcher stops the others the same way
   for (pid_t pid : ranks) waitpid(pid, nullptr, 0);
 
   // The resumed run keeps the killed run's loss log: steps trained again are logged once.
-  ASSERT_EQ(run(args + " --checkpoint-dir " + killed_dir + " --resume --loss-log " + temp("killed.loss"), temp("resumed.out")), 0)
-      << slurp(temp("resumed.out"));
-  EXPECT_NE(slurp(temp("resumed.out")).find("resumed from"), std::string::npos);
+  const std::string resumed_out = temp(name + ".resumed.out");
+  ASSERT_EQ(run(args + " --checkpoint-dir " + killed_dir + " --resume --loss-log " + temp(name + ".killed.loss"), resumed_out), 0)
+      << slurp(resumed_out);
+  EXPECT_NE(slurp(resumed_out).find("resumed from " + (fs::path(killed_dir) / resumed_from).string()), std::string::npos)
+      << slurp(resumed_out);
   std::map<int, int> lines_per_step;
-  std::istringstream log(slurp(temp("killed.loss")));
+  std::istringstream log(slurp(temp(name + ".killed.loss")));
   for (std::string line; std::getline(log, line);) ++lines_per_step[std::stoi(line)];
   EXPECT_EQ(lines_per_step.size(), 8u);
   for (const auto& [step, count] : lines_per_step) EXPECT_EQ(count, 1) << "step " << step << " logged " << count << " times";
-  const auto reference = losses(temp("reference.loss"));
-  const auto resumed = losses(temp("killed.loss"));
+  const auto reference = losses(temp(name + ".reference.loss"));
+  const auto resumed = losses(temp(name + ".killed.loss"));
   ASSERT_EQ(resumed.rbegin()->first, 8);
   int compared = 0;
   for (const auto& [step, loss] : resumed) {
@@ -169,6 +190,42 @@ TEST(ExecutorTraining, KilledRankResumesToTheSameLosses) {
     ++compared;
   }
   EXPECT_EQ(compared, 8);
+}
+
+}  // namespace
+
+TEST(ExecutorTraining, KilledRankResumesToTheSameLosses) {
+  // Training goes on while checkpoints are written: the newest intact one is step 4 or later.
+  kill_and_resume("resume", "", [](const fs::path& dir) { return fs::exists(dir / "step-00000004" / "rank-1.manifest"); },
+                  "step-0000000");
+}
+
+// Checkpoints are written in the background: a kill while step 4's tensors are on disk but its
+// manifest is not (slow storage, held 5 s) resumes from step 2 and still repeats the losses exactly.
+TEST(ExecutorTraining, KillDuringABackgroundWriteResumesFromThePreviousCheckpoint) {
+  kill_and_resume(
+      "kill_writing", " --checkpoint-write-delay-ms 5000",
+      [](const fs::path& dir) {
+        const fs::path step4 = dir / "step-00000004";
+        return fs::exists(step4 / "rank-1.pt") && fs::exists(dir / "step-00000002" / "rank-1.manifest") &&
+               !fs::exists(step4 / "rank-1.manifest");
+      },
+      "step-00000002");
+}
+
+// Without --checkpoint-every, the plan's goodput interval decides.
+TEST(ExecutorTraining, CheckpointIntervalComesFromThePlan) {
+  const std::string path = write_plan("interval", 1, 1, 1, false);
+  flopwise::Plan plan = flopwise::load_plan(path);
+  plan.predicted.goodput.checkpoint_every_steps = 3;
+  flopwise::save_plan(plan, path);
+  const std::string dir = temp("interval_ckpt"), out = temp("interval.out");
+  fs::remove_all(dir);
+  ASSERT_EQ(run(path + kCommon + " --steps 6 --micro-batches 2 --checkpoint-dir " + dir, out), 0) << slurp(out);
+  EXPECT_NE(slurp(out).find("checkpoints every 3 steps (the plan's interval"), std::string::npos) << slurp(out);
+  const flopwise::executor::CheckpointStore store(dir, 0);
+  EXPECT_EQ(store.steps_newest_first(), (std::vector<int>{6, 3}));
+  EXPECT_TRUE(store.intact(6));  // the last write finishes before the run ends
 }
 
 TEST(ExecutorTraining, CorruptCheckpointFallsBackToThePreviousOne) {

@@ -1,6 +1,7 @@
 #include "flopwise/executor/checkpoint_store.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -40,10 +41,30 @@ std::string CheckpointStore::file(int step, const std::string& suffix) const {
 
 std::string CheckpointStore::tensors_path(int step) const { return file(step, ".pt"); }
 
-void CheckpointStore::save(int step, const std::function<void(const std::string&)>& write_tensors,
-                           const json& state) const {
+void CheckpointStore::save_in_background(int step, std::string tensors, json state, int delay_ms) {
+  finish();
   fs::create_directories(folder(step));
-  write_atomically(file(step, ".pt"), write_tensors);
+  writing_step_ = step;
+  writer_ = std::thread([this, step, tensors = std::move(tensors), state = std::move(state), delay_ms] {
+    const auto start = std::chrono::steady_clock::now();
+    write_atomically(file(step, ".pt"), [&](const std::string& path) {
+      std::ofstream(path, std::ios::binary).write(tensors.data(), static_cast<std::streamsize>(tensors.size()));
+    });
+    if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    write_rest(step, state);
+    write_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  });
+}
+
+BackgroundWrite CheckpointStore::finish() {
+  if (!writer_.joinable()) return {};
+  writer_.join();
+  const BackgroundWrite done{writing_step_, write_seconds_};
+  writing_step_ = -1;
+  return done;
+}
+
+void CheckpointStore::write_rest(int step, const json& state) const {
   write_atomically(file(step, ".json"), [&](const std::string& path) { std::ofstream(path) << state.dump() << "\n"; });
   // The manifest comes last: a checkpoint without one, or whose files do not match it, is not used.
   write_atomically(file(step, ".manifest"), [&](const std::string& path) {

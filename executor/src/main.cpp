@@ -26,7 +26,9 @@ int main(int argc, char** argv) {
   app.add_option("--batch-warmup-steps", o.recipe.batch_warmup_steps, "batch-size warmup steps")->capture_default_str();
   app.add_option("--routing-warmup-steps", o.routing_warmup_steps, "Stochastic Routing Warmup steps W")->capture_default_str();
   app.add_option("--checkpoint-dir", o.checkpoint_dir, "where checkpoints go");
-  app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints");
+  app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints (default: the plan's)");
+  app.add_flag("--checkpoint-sync", o.checkpoint_sync, "block on each checkpoint write instead of writing it in the background");
+  app.add_option("--checkpoint-write-delay-ms", o.checkpoint_write_delay_ms, "hold each background write (testing)");
   app.add_flag("--resume", o.resume, "continue from the newest intact checkpoint");
   app.add_option("--trace", o.trace, "write measured spans as Chrome trace-event JSON");
   app.add_option("--loss-log", o.loss_log, "write 'step loss' lines to this file");
@@ -45,6 +47,7 @@ int main(int argc, char** argv) {
     if (o.recipe.steps < 1) throw flopwise::input_error("--steps", "", "must be at least 1");
     if (o.max_ranks < 1) throw flopwise::input_error("--max-ranks", "", "must be at least 1");
     if (o.resume && o.checkpoint_dir.empty()) throw flopwise::input_error("--resume", "", "needs --checkpoint-dir");
+    if (o.checkpoint_every < 0) throw flopwise::input_error("--checkpoint-every", "", "must be at least 1 step");
     if (std::getenv("RANK")) return run_worker(o, std::cout);
     std::vector<std::string> args(argv + 1, argv + argc);
     return launch_local(o, "/proc/self/exe", args, std::cout);

@@ -93,6 +93,7 @@ class Worker {
   double global_grad_norm();
   void optimizer_step(double lr, double scale);
   void save_checkpoint();
+  void report_write(const BackgroundWrite& write);
   bool restore_checkpoint();
   void write_trace();
   RunRecord run_record(int ranks_per_node) const;
@@ -118,6 +119,7 @@ class Worker {
   RunState state_;
   AnomalyGuard guard_;
   CheckpointStore checkpoints_;
+  int checkpoint_every_ = 0;
   TraceRecorder trace_;
 };
 
@@ -140,6 +142,8 @@ Worker::Worker(const TrainOptions& o, std::ostream& out)
   grid_ = RankGrid(setup_.layout, setup_.layout.devices());
   position_ = grid_.coords(rank_);
   groups_ = build_groups(setup_.layout, rank_, world_);
+  // The plan's checkpoint interval (Daly's optimum for the planned run) unless one is given.
+  checkpoint_every_ = o.checkpoint_every > 0 ? o.checkpoint_every : setup_.plan.predicted.goodput.checkpoint_every_steps;
   if (trace_.enabled()) trace_collectives(&trace_);
   build_model();
   build_optimizer();
@@ -362,22 +366,42 @@ void Worker::optimizer_step(double lr, double clip_scale) {
   }
 }
 
+// Training waits only for the snapshot: weights and optimizer state serialised into memory. A
+// background thread writes it (then the state and the manifest); the next save waits for it.
 void Worker::save_checkpoint() {
-  checkpoints_.save(
-      state_.step,
-      [&](const std::string& path) {
-        torch::serialize::OutputArchive archive;
-        stage_->save(archive);
-        torch::serialize::OutputArchive optimizer_archive;
-        optimizer_->save(optimizer_archive);
-        archive.write("optimizer", optimizer_archive);
-        archive.save_to(path);
-      },
-      state_.to_json());
+  const double start = trace_.now();
+  std::ostringstream snapshot;
+  torch::serialize::OutputArchive archive;
+  stage_->save(archive);
+  torch::serialize::OutputArchive optimizer_archive;
+  optimizer_->save(optimizer_archive);
+  archive.write("optimizer", optimizer_archive);
+  archive.save_to(snapshot);
+  std::string bytes = std::move(snapshot).str();
+  const double size = static_cast<double>(bytes.size());
+  report_write(checkpoints_.finish());
+  checkpoints_.save_in_background(state_.step, std::move(bytes), state_.to_json(), o_.checkpoint_write_delay_ms);
+  if (o_.checkpoint_sync) report_write(checkpoints_.finish());
+  const double blocked = trace_.now() - start;
+  trace_.record("checkpoint", "save", start, {{"pass", o_.checkpoint_sync ? "save" : "snapshot"}, {"bytes", size}});
+  if (rank_ == 0) {
+    char line[160];
+    std::snprintf(line, sizeof line, "checkpoint step %d: training blocked %.3f s (%s), %.1f MB per rank", state_.step,
+                  blocked, o_.checkpoint_sync ? "written" : "snapshot; written in the background", size / 1e6);
+    out_ << line << "\n";
+  }
+}
+
+void Worker::report_write(const BackgroundWrite& write) {
+  if (write.step < 0 || rank_ != 0) return;
+  char line[96];
+  std::snprintf(line, sizeof line, "checkpoint step %d written in %.3f s", write.step, write.seconds);
+  out_ << line << "\n";
 }
 
 // The newest step whose files are intact on every rank; corrupt newer ones are reported and skipped.
 bool Worker::restore_checkpoint() {
+  const double start = trace_.now();
   for (int step : checkpoints_.steps_newest_first()) {
     const bool valid = checkpoints_.intact(step);
     torch::Tensor everywhere = torch::full({1}, valid ? 1.0 : 0.0, torch::kFloat64);
@@ -398,7 +422,10 @@ bool Worker::restore_checkpoint() {
     archive.read("optimizer", optimizer_archive);
     optimizer_->load(optimizer_archive);
     state_ = RunState::from_json(checkpoints_.state(step), checkpoints_.folder(step));
-    if (rank_ == 0) out_ << "resumed from " << checkpoints_.folder(step) << "\n";
+    trace_.record("checkpoint", "load", start, {{"pass", "load"}});
+    if (rank_ == 0) {
+      out_ << "resumed from " << checkpoints_.folder(step) << " in " << trace_.now() - start << " s\n";
+    }
     return true;
   }
   return false;
@@ -501,6 +528,11 @@ int Worker::run() {
          << world_ << " ranks: tp" << l.tp << " pp" << l.pp << " ep" << l.ep << " dp" << l.dp << " mb" << l.micro_batch
          << ", global batch " << setup_.global_batch << ", data " << corpus_.source << "\n";
   }
+  if (rank_ == 0 && !o_.checkpoint_dir.empty()) {
+    out_ << (checkpoint_every_ > 0 ? "checkpoints every " + std::to_string(checkpoint_every_) + " steps" : std::string("no checkpoints"))
+         << (o_.checkpoint_every > 0 ? "" : " (the plan's interval; --checkpoint-every sets another)")
+         << (o_.checkpoint_sync ? ", each write blocking" : ", written in the background") << "\n";
+  }
   if (o_.resume && !o_.checkpoint_dir.empty()) restore_checkpoint();
   const double peak_flops = measure_matmul_flops();
   const int64_t seq = order_->seq_len();
@@ -521,8 +553,9 @@ int Worker::run() {
       out_ << (o_.progress_json ? report.to_json().dump() : report.human_line()) << "\n" << std::flush;
       loss_log.append(report);
     }
-    if (!o_.checkpoint_dir.empty() && o_.checkpoint_every > 0 && state_.step % o_.checkpoint_every == 0) save_checkpoint();
+    if (!o_.checkpoint_dir.empty() && checkpoint_every_ > 0 && state_.step % checkpoint_every_ == 0) save_checkpoint();
   }
+  report_write(checkpoints_.finish());
   if (rank_ == 0 && measured_seconds > 0) {
     const double tokens_per_s = measured_tokens / measured_seconds;
     const double flops = training_flops_per_token(setup_.model, static_cast<int>(seq)) * tokens_per_s;

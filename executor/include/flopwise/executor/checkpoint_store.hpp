@@ -3,6 +3,7 @@
 // manifest of FNV-1a checksums written last, so a checkpoint is either whole or recognisably not.
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -14,13 +15,26 @@ uint64_t fnv1a_file(const std::string& path);
 // Calls write(partial) and renames the partial file to `path`.
 void write_atomically(const std::string& path, const std::function<void(const std::string&)>& write);
 
+// How long the last background write took, measured in its thread.
+struct BackgroundWrite {
+  int step = -1;  // -1: none
+  double seconds = 0;
+};
+
 class CheckpointStore {
  public:
   CheckpointStore(std::string root, int rank) : root_(std::move(root)), rank_(rank) {}
+  CheckpointStore(const CheckpointStore&) = delete;
+  CheckpointStore& operator=(const CheckpointStore&) = delete;
+  ~CheckpointStore() { finish(); }
 
-  // This rank's files of `step`: the tensors through `write_tensors(path)`, the run state, and
-  // the manifest last.
-  void save(int step, const std::function<void(const std::string&)>& write_tensors, const nlohmann::json& state) const;
+  // This rank's files of `step`, written by a background thread: the serialised tensors (the
+  // snapshot, already in memory), the run state, then the manifest, each written then renamed.
+  // Waits first for the write before it (one in flight). `delay_ms` holds the thread between the
+  // tensors and the state, as slow storage would (testing).
+  void save_in_background(int step, std::string tensors, nlohmann::json state, int delay_ms = 0);
+  // Waits for the write in flight, if any, and says what it took.
+  BackgroundWrite finish();
   // True when this rank's files of `step` match their manifest.
   bool intact(int step) const;
   // Steps with a folder, newest first.
@@ -31,8 +45,12 @@ class CheckpointStore {
 
  private:
   std::string file(int step, const std::string& suffix) const;
+  void write_rest(int step, const nlohmann::json& state) const;  // the state, then the manifest
   std::string root_;
   int rank_;
+  std::thread writer_;
+  double write_seconds_ = 0;  // set by the writer thread, read after joining it
+  int writing_step_ = -1;
 };
 
 }  // namespace flopwise::executor

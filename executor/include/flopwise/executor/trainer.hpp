@@ -24,7 +24,9 @@ struct TrainOptions {
   SpikeRule spikes;
   int inject_bad_batch_at = -1;      // test hook: random tokens at this step
   std::string checkpoint_dir;
-  int checkpoint_every = 0;
+  int checkpoint_every = 0;         // 0: the plan's interval (its goodput's Daly optimum), when it has one
+  bool checkpoint_sync = false;      // wait for each write instead of writing in the background
+  int checkpoint_write_delay_ms = 0; // test hook: slow storage between a checkpoint's tensors and manifest
   bool resume = false;
   std::string trace;
   std::string loss_log;              // one line per step: step loss (rank 0)
