@@ -238,16 +238,18 @@ QWidget* MainWindow::build_editor() {
 QWidget* MainWindow::build_comparison_tab() {
   auto* tab = new QWidget();
   auto* layout = new QVBoxLayout(tab);
-  table_ = new QTableWidget(0, 9);
-  table_->setHorizontalHeaderLabels(
-      {"hardware", "devices", "layout", "step (s)", "tokens/s", "MFU", "days", "device-hours", "cost"});
+  // Days, device-hours and cost are expected at the goodput; "ideal cost" is failure-free.
+  const QStringList headers = {"hardware", "devices", "layout", "step (s)", "tokens/s", "MFU", "goodput",
+                               "days",     "device-hours", "ideal cost", "cost"};
+  table_ = new QTableWidget(0, static_cast<int>(headers.size()));
+  table_->setHorizontalHeaderLabels(headers);
   table_->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
   table_->setSelectionBehavior(QAbstractItemView::SelectRows);
   table_->setEditTriggers(QAbstractItemView::NoEditTriggers);
   connect(table_, &QTableWidget::currentCellChanged, this, [this](int row) { select_plan(row); });
   layout->addWidget(table_, 2);
   auto* grid = new QGridLayout();
-  cost_chart_ = new_chart_view("Cost");
+  cost_chart_ = new_chart_view("Cost, expected with failures and checkpoints");
   days_chart_ = new_chart_view("Days to train");
   mfu_chart_ = new_chart_view("MFU");
   devices_chart_ = new_chart_view("Devices");
@@ -411,7 +413,7 @@ void MainWindow::show_outcomes(ScenarioResult result) {
     const ProfileOutcome& o = outcomes_[row];
     auto set = [&](int column, const QString& text) { table_->setItem(row, column, new QTableWidgetItem(text)); };
     set(0, QString::fromStdString(o.profile));
-    for (int column = 1; column < 9; ++column) set(column, "");
+    for (int column = 1; column < table_->columnCount(); ++column) set(column, "");
     if (!o.plan) {
       set(2, QString::fromStdString(o.error));
       continue;
@@ -423,9 +425,11 @@ void MainWindow::show_outcomes(ScenarioResult result) {
     set(3, QString::number(c.step_time_s, 'f', 2));
     set(4, count(c.tokens_per_s));
     set(5, QString::number(100 * c.mfu, 'f', 1) + "%");
-    set(6, QString::number(c.days, 'f', 1));
-    set(7, count(c.device_hours));
-    set(8, QString::fromStdString(format_money(c.cost, c.currency)));
+    set(6, QString::number(100 * c.goodput.fraction, 'f', 1) + "%");
+    set(7, QString::number(c.days, 'f', 1));
+    set(8, count(c.device_hours));
+    set(9, QString::fromStdString(format_money(c.goodput.ideal_cost, c.currency)));
+    set(10, QString::fromStdString(format_money(c.cost, c.currency)));
   }
   status_->setText(cancel_requested_ ? "Cancelled: partial results." : "Done.");
   progress_->setRange(0, std::max<int>(1, static_cast<int>(outcomes_.size())));
