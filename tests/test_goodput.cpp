@@ -115,6 +115,22 @@ TEST(Goodput, BadReliabilityFiguresNameTheField) {
   EXPECT_NE(error_of("reliability:\n  restart: \"10 GB\"").find("reliability.restart"), std::string::npos);
   EXPECT_NE(error_of("reliability:\n  restart: \"-5 s\"").find("reliability.restart"), std::string::npos);
   EXPECT_NE(error_of("reliability:\n  mtbf: 3").find("reliability.mtbf"), std::string::npos);
+  EXPECT_NE(error_of("reliability:\n  checkpoint_interval: \"0 s\"").find("reliability.checkpoint_interval"),
+            std::string::npos);
+}
+
+TEST(Goodput, AFixedIntervalIsKeptButNotShorterThanAStep) {
+  Reliability r = small_case(false);
+  r.fixed_interval_s = 600;
+  r.source = "team.yaml";
+  const CheckpointCost c = checkpoint_cost(100e9, 10e9, 10, r);
+  EXPECT_EQ(goodput(2.0, 1000, c, r).checkpoint_every_steps, 300);
+  try {
+    goodput(900.0, 1000, c, r);
+    FAIL() << "an interval shorter than a step was accepted";
+  } catch (const InputError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind("team.yaml: reliability.checkpoint_interval: 600", 0), 0u) << e.what();
+  }
 }
 
 }  // namespace flopwise

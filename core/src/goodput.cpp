@@ -21,9 +21,14 @@ BytesPerSecond positive_bandwidth(const YamlFields& f, const std::string& key, B
 
 Reliability read_reliability(const YamlFields& f) {
   f.allow_only({"interruptions_per_1000_devices_per_day", "restart", "node_write_bandwidth", "node_read_bandwidth",
-                "async_checkpoint", "snapshot_bandwidth"});
+                "async_checkpoint", "snapshot_bandwidth", "checkpoint_interval"});
   Reliability r;
   r.from_profile = true;
+  r.source = f.source();
+  if (f.has("checkpoint_interval")) {
+    r.fixed_interval_s = f.quantity("checkpoint_interval", Dimension::kTime);
+    if (!(r.fixed_interval_s > 0)) throw input_error(f.source(), f.path("checkpoint_interval"), "must be a positive time");
+  }
   if (f.has("interruptions_per_1000_devices_per_day")) {
     // Above 1,000 per 1,000 devices a day every device fails daily: a typo, not a cluster.
     r.interruptions_per_device_day = f.number("interruptions_per_1000_devices_per_day", 0.0, 1000.0) / 1000.0;
@@ -62,7 +67,13 @@ Goodput goodput(Seconds step_s, int devices, const CheckpointCost& checkpoint, c
   const double failures_per_s = r.interruptions_per_device_day * devices / kSecondsPerDay;
   g.mtbf_s = failures_per_s > 0 ? 1 / failures_per_s : INFINITY;
   // An async save must finish writing before the next one starts.
-  Seconds interval = std::isinf(g.mtbf_s) ? INFINITY : daly_interval(checkpoint.blocking_s, g.mtbf_s);
+  if (r.fixed_interval_s > 0 && r.fixed_interval_s < step_s) {
+    throw input_error(r.source, "reliability.checkpoint_interval",
+                      std::to_string(r.fixed_interval_s) + " s is shorter than one training step (" + std::to_string(step_s) + " s)");
+  }
+  Seconds interval = r.fixed_interval_s > 0     ? r.fixed_interval_s
+                     : std::isinf(g.mtbf_s)     ? INFINITY
+                                                : daly_interval(checkpoint.blocking_s, g.mtbf_s);
   if (r.async_checkpoint) interval = std::max(interval, checkpoint.write_s);
   const double steps = std::isinf(interval) ? 1e9 : std::max(1.0, std::round(interval / step_s));
   g.checkpoint_every_steps = static_cast<int>(std::min(steps, 1e9));

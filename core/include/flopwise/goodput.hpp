@@ -36,7 +36,11 @@ struct Reliability {
   // ASSUMPTION: device-to-host copy of an async save at 25 GB/s per device (PCIe 4.0 x16 is 32 GB/s
   // per direction).
   BytesPerSecond snapshot_bytes_per_s = 25e9;
+  // A checkpoint interval the team keeps whatever the failure rate (0: Daly's optimum); it must
+  // not be shorter than a step.
+  Seconds fixed_interval_s = 0;
   bool from_profile = false;  // the profile's own section, not these defaults
+  std::string source;         // the profile file, for errors about these figures
 };
 
 // Reads a profile's optional `reliability:` section over the defaults; bad figures name the field.
