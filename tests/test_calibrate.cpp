@@ -147,6 +147,25 @@ TEST(Calibrate, SyntheticTracesGiveBackTheirEfficienciesWithinOnePercent) {
   EXPECT_GT(step_time_error(c.before, ep), 0.05);
 }
 
+// Checkpoint spans as flopwise-train writes them: a node's ranks write (and load) at once.
+TEST(Calibrate, CheckpointSpansGiveBackTheStorageBandwidthPerNode) {
+  std::vector<TracedRun> runs = varied_runs();
+  TracedRun& dp = runs.front();
+  // 100 MB per rank in 0.4 s, loads in 0.1 s, the node's ranks all at once: a node writes
+  // ranks_per_node x 100 MB / 0.4 s and reads four times as fast.
+  for (int rank = 0; rank < 2; ++rank) {
+    dp.spans.push_back({rank, "checkpoint", "write", 10.0, 0.4, {{"pass", "write"}, {"bytes", 100e6}}});
+    dp.spans.push_back({rank, "checkpoint", "load", 0.0, 0.1, {{"pass", "load"}, {"bytes", 100e6}}});
+  }
+  const double write = dp.ranks_per_node * 100e6 / 0.4;
+  const Calibration c = calibrate(testing::round_profile(), runs);
+  EXPECT_NEAR(find(c, "reliability.node_write_bandwidth").after, write, 1e-6 * write);
+  EXPECT_NEAR(find(c, "reliability.node_read_bandwidth").after, 4 * write, 4e-6 * write);
+  EXPECT_NEAR(c.after.reliability.node_write_bytes_per_s, write, 1e-6 * write);
+  const std::string yaml = calibrated_profile_yaml(testing::round_profile_yaml(), "round.yaml", c, "2026-11-22");
+  EXPECT_NEAR(parse_hardware_profile(yaml, "fitted.yaml").reliability.node_read_bytes_per_s, 4 * write, 1e-5 * write);
+}
+
 TEST(Calibrate, OneRunShapeCannotSeparateTermsAndKeepsThem) {
   const Calibration c = calibrate(testing::round_profile(), {load_traced_run(synthetic_trace("one", {layout(1, 1, 1, 2, 1), 256, 2}))});
   EXPECT_TRUE(find(c, "efficiency.matmul").determined);

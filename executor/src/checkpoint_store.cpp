@@ -44,23 +44,23 @@ std::string CheckpointStore::tensors_path(int step) const { return file(step, ".
 void CheckpointStore::save_in_background(int step, std::string tensors, json state, int delay_ms) {
   finish();
   fs::create_directories(folder(step));
-  writing_step_ = step;
+  writing_ = {step, 0, static_cast<double>(tensors.size()), std::chrono::steady_clock::now()};
   writer_ = std::thread([this, step, tensors = std::move(tensors), state = std::move(state), delay_ms] {
-    const auto start = std::chrono::steady_clock::now();
+    const auto start = writing_.started;
     write_atomically(file(step, ".pt"), [&](const std::string& path) {
       std::ofstream(path, std::ios::binary).write(tensors.data(), static_cast<std::streamsize>(tensors.size()));
     });
     if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
     write_rest(step, state);
-    write_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    writing_.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   });
 }
 
 BackgroundWrite CheckpointStore::finish() {
   if (!writer_.joinable()) return {};
   writer_.join();
-  const BackgroundWrite done{writing_step_, write_seconds_};
-  writing_step_ = -1;
+  const BackgroundWrite done = writing_;
+  writing_ = {};
   return done;
 }
 

@@ -383,7 +383,7 @@ void Worker::save_checkpoint() {
   checkpoints_.save_in_background(state_.step, std::move(bytes), state_.to_json(), o_.checkpoint_write_delay_ms);
   if (o_.checkpoint_sync) report_write(checkpoints_.finish());
   const double blocked = trace_.now() - start;
-  trace_.record("checkpoint", "save", start, {{"pass", o_.checkpoint_sync ? "save" : "snapshot"}, {"bytes", size}});
+  trace_.record("checkpoint", "save", start, {{"pass", "blocking"}, {"bytes", size}});
   if (rank_ == 0) {
     char line[160];
     std::snprintf(line, sizeof line, "checkpoint step %d: training blocked %.3f s (%s), %.1f MB per rank", state_.step,
@@ -392,8 +392,13 @@ void Worker::save_checkpoint() {
   }
 }
 
+// The write's own span (its thread's timing) goes into the trace: what `flopwise calibrate` fits the
+// storage bandwidth to.
 void Worker::report_write(const BackgroundWrite& write) {
-  if (write.step < 0 || rank_ != 0) return;
+  if (write.step < 0) return;
+  trace_.record_at("checkpoint", "write", write.started, write.seconds,
+                   {{"pass", "write"}, {"bytes", write.bytes}, {"checkpoint_step", write.step}});
+  if (rank_ != 0) return;
   char line[96];
   std::snprintf(line, sizeof line, "checkpoint step %d written in %.3f s", write.step, write.seconds);
   out_ << line << "\n";
@@ -422,7 +427,8 @@ bool Worker::restore_checkpoint() {
     archive.read("optimizer", optimizer_archive);
     optimizer_->load(optimizer_archive);
     state_ = RunState::from_json(checkpoints_.state(step), checkpoints_.folder(step));
-    trace_.record("checkpoint", "load", start, {{"pass", "load"}});
+    const double bytes = static_cast<double>(std::filesystem::file_size(checkpoints_.tensors_path(step)));
+    trace_.record("checkpoint", "load", start, {{"pass", "load"}, {"bytes", bytes}});
     if (rank_ == 0) {
       out_ << "resumed from " << checkpoints_.folder(step) << " in " << trace_.now() - start << " s\n";
     }

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <optional>
 
 #include "flopwise/error.hpp"
 #include "flopwise/least_squares.hpp"
@@ -164,6 +165,24 @@ FitGroup fit_step_overhead(const HardwareProfile& profile, const std::vector<Tra
                     {profile.overheads.per_step});
 }
 
+// Checkpoint writes and loads in the traces: the ranks of a node move their bytes at once, so the
+// node moves ranks_per_node x bytes in a span's time; theta is seconds per byte of one node.
+std::optional<FitGroup> fit_storage(const std::vector<TracedRun>& runs, const std::string& pass, const std::string& field,
+                                    BytesPerSecond before) {
+  LinearSystem system;
+  for (const TracedRun& run : runs) {
+    for (const TraceSpan& span : run.spans) {
+      const double bytes = number_arg(span, "bytes");
+      if (span.category != "checkpoint" || text_arg(span, "pass") != pass || bytes <= 0 || span.duration <= 0) continue;
+      system.add({bytes * run.ranks_per_node}, span.duration);
+    }
+  }
+  if (system.rows.empty()) return std::nullopt;
+  const std::vector<Unknown> unknowns = {{field, 1 / before, 1e-12, 1e-3}};  // 1 TB/s .. 1 KB/s per node
+  return make_fit_group("checkpoint " + pass + "s", unknowns, solve(system, unknowns),
+                        {[](const std::vector<double>& t) { return 1 / t[0]; }}, {before});
+}
+
 void apply(HardwareProfile& p, const ParameterFit& fit) {
   if (!fit.determined) return;
   const std::string& f = fit.field;
@@ -173,6 +192,8 @@ void apply(HardwareProfile& p, const ParameterFit& fit) {
   if (f == "efficiency.memory") p.efficiency.memory = fit.after;
   if (f == "overheads.per_layer_pass") p.overheads.per_layer_pass = fit.after;
   if (f == "overheads.per_step") p.overheads.per_step = fit.after;
+  if (f == "reliability.node_write_bandwidth") p.reliability.node_write_bytes_per_s = fit.after;
+  if (f == "reliability.node_read_bandwidth") p.reliability.node_read_bytes_per_s = fit.after;
 }
 
 }  // namespace
@@ -197,6 +218,9 @@ Calibration calibrate(const HardwareProfile& profile, const std::vector<TracedRu
   for (FitGroup& g : fit_collectives(profile, samples, c.after)) c.groups.push_back(std::move(g));
   c.groups.push_back(std::move(optimizer));
   c.groups.push_back(fit_step_overhead(profile, runs));
+  const Reliability& r = profile.reliability;
+  if (auto g = fit_storage(runs, "write", "reliability.node_write_bandwidth", r.node_write_bytes_per_s)) c.groups.push_back(*g);
+  if (auto g = fit_storage(runs, "load", "reliability.node_read_bandwidth", r.node_read_bytes_per_s)) c.groups.push_back(*g);
   // Collective figures are already in c.after; the scalar fields go in here.
   for (const FitGroup& g : c.groups) {
     for (const ParameterFit& p : g.parameters) apply(c.after, p);

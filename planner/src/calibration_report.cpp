@@ -24,7 +24,12 @@ std::string seconds_text(double seconds) {
 
 bool is_time(const std::string& field) { return field.find("latency") != std::string::npos || field.rfind("overheads.", 0) == 0; }
 
-std::string value_text(const ParameterFit& p, double value) { return is_time(p.field) ? seconds_text(value) : number_text(value); }
+bool is_bandwidth(const std::string& field) { return field.find("bandwidth") != std::string::npos; }
+
+std::string value_text(const ParameterFit& p, double value) {
+  if (is_bandwidth(p.field)) return number_text(value / 1e9) + " GB/s";
+  return is_time(p.field) ? seconds_text(value) : number_text(value);
+}
 
 // Writes `value` at the dotted `field` path of `root`, creating maps on the way.
 void set_path(YAML::Node root, const std::string& field, const std::string& value) {

@@ -1,6 +1,7 @@
 #pragma once
 // Checkpoints on disk, one folder per step and files per rank: written then renamed, with a
 // manifest of FNV-1a checksums written last, so a checkpoint is either whole or recognisably not.
+#include <chrono>
 #include <functional>
 #include <string>
 #include <thread>
@@ -19,6 +20,8 @@ void write_atomically(const std::string& path, const std::function<void(const st
 struct BackgroundWrite {
   int step = -1;  // -1: none
   double seconds = 0;
+  double bytes = 0;  // the tensors written
+  std::chrono::steady_clock::time_point started;
 };
 
 class CheckpointStore {
@@ -49,8 +52,7 @@ class CheckpointStore {
   std::string root_;
   int rank_;
   std::thread writer_;
-  double write_seconds_ = 0;  // set by the writer thread, read after joining it
-  int writing_step_ = -1;
+  BackgroundWrite writing_;  // seconds set by the writer thread, read after joining it
 };
 
 }  // namespace flopwise::executor

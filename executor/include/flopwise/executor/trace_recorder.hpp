@@ -25,6 +25,13 @@ class TraceRecorder {
                          int group_size) {
     record(category, collective, start_s, {{"collective", collective}, {"bytes", bytes}, {"group_size", group_size}});
   }
+  // A span measured elsewhere (another thread), from `start` for `seconds`.
+  void record_at(const std::string& category, const std::string& name, std::chrono::steady_clock::time_point start,
+                 double seconds, nlohmann::json args) {
+    if (!enabled_) return;
+    args["step"] = step_;
+    spans_.push_back({rank_, category, name, std::chrono::duration<double>(start - origin_).count(), seconds, std::move(args)});
+  }
   void set_step(int step) { step_ = step; }
   const std::vector<TraceSpan>& spans() const { return spans_; }
   bool enabled() const { return enabled_; }
