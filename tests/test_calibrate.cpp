@@ -166,6 +166,26 @@ TEST(Calibrate, CheckpointSpansGiveBackTheStorageBandwidthPerNode) {
   EXPECT_NEAR(parse_hardware_profile(yaml, "fitted.yaml").reliability.node_read_bytes_per_s, 4 * write, 1e-5 * write);
 }
 
+// A step taken while the machine had other work (every span of it 2x slower) is left out and
+// named; the fit still gives back the true figures, each within its reported interval.
+TEST(Calibrate, AnOutlierStepIsLeftOutAndTheFitStillRecoversTheProfile) {
+  std::vector<TracedRun> runs = varied_runs();
+  runs.front() = load_traced_run(synthetic_trace("dp-long", {layout(1, 1, 1, 2, 1), 256, 2}, 6));
+  for (TraceSpan& span : runs.front().spans) {
+    if (number_arg(span, "step") == 3) span.duration *= 2;
+  }
+  const Calibration c = calibrate(testing::round_profile(), runs);
+  ASSERT_EQ(c.dropped.size(), 1u);
+  EXPECT_NE(c.dropped[0].find("step 3: 2.0x the median step"), std::string::npos) << c.dropped[0];
+  for (const auto& [field, value] : std::vector<std::pair<std::string, double>>{
+           {"efficiency.matmul", 0.4}, {"efficiency.attention", 0.3}, {"overheads.per_step", 3e-3}}) {
+    const ParameterFit& fit = find(c, field);
+    ASSERT_TRUE(fit.determined) << field << ": " << fit.note;
+    EXPECT_NEAR(fit.after, value, 0.01 * value) << field;
+    EXPECT_LE(std::fabs(fit.after - value), fit.half_interval + 1e-9 * value) << field;
+  }
+}
+
 TEST(Calibrate, OneRunShapeCannotSeparateTermsAndKeepsThem) {
   const Calibration c = calibrate(testing::round_profile(), {load_traced_run(synthetic_trace("one", {layout(1, 1, 1, 2, 1), 256, 2}))});
   EXPECT_TRUE(find(c, "efficiency.matmul").determined);

@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 
 #include "flopwise/error.hpp"
 #include "flopwise/least_squares.hpp"
@@ -20,17 +22,32 @@ struct Sample {
   const TraceSpan* span;
 };
 
-// Spans of the steps after each trace's first (warm-up) step.
+// Spans of the steps after each trace's first (warm-up) step, outlier steps left out.
 std::vector<Sample> fit_spans(const std::vector<TracedRun>& runs) {
   std::vector<Sample> samples;
   for (const TracedRun& run : runs) {
-    double first = 1e300;
-    for (const TraceSpan& s : run.spans) first = std::min(first, number_arg(s, "step"));
+    std::set<int> kept;
+    for (const MeasuredStep& m : measured_steps(run)) {
+      if (!m.warmup && !m.outlier) kept.insert(m.step);
+    }
     for (const TraceSpan& s : run.spans) {
-      if (number_arg(s, "step") > first) samples.push_back({&run, &s});
+      if (kept.count(static_cast<int>(number_arg(s, "step")))) samples.push_back({&run, &s});
     }
   }
   return samples;
+}
+
+std::vector<std::string> outlier_steps(const std::vector<TracedRun>& runs) {
+  std::vector<std::string> dropped;
+  for (const TracedRun& run : runs) {
+    for (const MeasuredStep& m : measured_steps(run)) {
+      if (!m.outlier) continue;
+      char text[64];
+      std::snprintf(text, sizeof text, " step %d: %.1fx the median step", m.step, m.of_median);
+      dropped.push_back(run.source + text);
+    }
+  }
+  return dropped;
 }
 
 // Nested TP/EP time inside each pass span, by (run, rank).
@@ -157,7 +174,7 @@ FitGroup fit_step_overhead(const HardwareProfile& profile, const std::vector<Tra
   LinearSystem system;
   for (const TracedRun& run : runs) {
     for (const MeasuredStep& m : measured_steps(run)) {
-      if (!m.warmup) system.add({1.0}, m.times.other);
+      if (!m.warmup && !m.outlier) system.add({1.0}, m.times.other);
     }
   }
   const std::vector<Unknown> unknowns = {{"overheads.per_step", profile.overheads.per_step, 0.0, 1e4}};
@@ -202,6 +219,7 @@ Calibration calibrate(const HardwareProfile& profile, const std::vector<TracedRu
   Calibration c;
   c.before = profile;
   for (const TracedRun& run : runs) c.sources.push_back(run.source);
+  c.dropped = outlier_steps(runs);
   const std::vector<Sample> samples = fit_spans(runs);
   c.after = profile;
   FitGroup optimizer = fit_optimizer(profile, samples);

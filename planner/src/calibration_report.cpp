@@ -1,5 +1,6 @@
 #include <yaml-cpp/yaml.h>
 
+#include <cmath>
 #include <cstdio>
 #include <ostream>
 
@@ -29,6 +30,12 @@ bool is_bandwidth(const std::string& field) { return field.find("bandwidth") != 
 std::string value_text(const ParameterFit& p, double value) {
   if (is_bandwidth(p.field)) return number_text(value / 1e9) + " GB/s";
   return is_time(p.field) ? seconds_text(value) : number_text(value);
+}
+
+// " +- 0.012 (95%)", or " (no spare points for an interval)".
+std::string interval_text(const ParameterFit& p) {
+  if (std::isnan(p.half_interval)) return " (no spare points for an interval)";
+  return " +- " + value_text(p, p.half_interval) + " (95%)";
 }
 
 // Writes `value` at the dotted `field` path of `root`, creating maps on the way.
@@ -61,6 +68,7 @@ std::string calibrated_profile_yaml(const std::string& original_yaml, const std:
   record["from_profile"] = c.before.name;
   for (const std::string& s : c.sources) record["fitted_from"].push_back(s);
   for (const std::string& s : c.held_out) record["predicts"].push_back(s);
+  for (const std::string& s : c.dropped) record["dropped_outlier_steps"].push_back(s);
   for (const FitGroup& g : c.groups) {
     YAML::Node group;
     group["points"] = g.points;
@@ -70,6 +78,7 @@ std::string calibrated_profile_yaml(const std::string& original_yaml, const std:
       entry["before"] = value_text(p, p.before);
       entry["after"] = value_text(p, p.determined ? p.after : p.before);
       entry["status"] = p.determined ? "fitted" : "kept: " + p.note;
+      if (p.determined) entry["interval_95"] = interval_text(p).substr(1);
       group["parameters"][p.field] = entry;
       if (p.determined) set_path(root, p.field, value_text(p, p.after));
     }
@@ -101,6 +110,8 @@ std::string calibrated_profile_yaml(const std::string& original_yaml, const std:
 
 void print_fit(std::ostream& out, const Calibration& c) {
   out << "calibrated " << c.before.name << " from " << c.sources.size() << " measurement file(s) or run(s)\n";
+  if (!c.dropped.empty()) out << "left out " << c.dropped.size() << " outlier step(s):\n";
+  for (const std::string& d : c.dropped) out << "  " << d << "\n";
   for (const FitGroup& g : c.groups) {
     char head[160];
     std::snprintf(head, sizeof head, "%s: %d points, rms relative residual %.1f%%\n", g.name.c_str(), g.points,
@@ -109,7 +120,7 @@ void print_fit(std::ostream& out, const Calibration& c) {
     for (const ParameterFit& p : g.parameters) {
       out << "  " << p.field << ": " << value_text(p, p.before);
       if (p.determined) {
-        out << " -> " << value_text(p, p.after) << "\n";
+        out << " -> " << value_text(p, p.after) << interval_text(p) << "\n";
       } else {
         out << " kept (" << p.note << ")\n";
       }

@@ -14,6 +14,17 @@ int rank_of(const Eigen::MatrixXd& m) {
   return static_cast<int>(qr.rank());
 }
 
+// Standard deviations of the least-squares solution of a x = b: residual variance over the spare
+// points times the diagonal of (a^T a)^-1; NaN without spare points.
+Eigen::VectorXd standard_deviations(const Eigen::MatrixXd& a, const Eigen::VectorXd& b, const Eigen::VectorXd& x) {
+  const Eigen::Index p = a.cols(), m = a.rows();
+  if (p == 0) return Eigen::VectorXd();
+  if (m <= p) return Eigen::VectorXd::Constant(p, std::nan(""));
+  const double variance = (a * x - b).squaredNorm() / static_cast<double>(m - p);
+  const Eigen::MatrixXd inverse = (a.transpose() * a).inverse();
+  return (variance * inverse.diagonal()).cwiseSqrt();
+}
+
 }  // namespace
 
 SolveResult solve(const LinearSystem& system, const std::vector<Unknown>& unknowns) {
@@ -27,6 +38,7 @@ SolveResult solve(const LinearSystem& system, const std::vector<Unknown>& unknow
   r.determined.assign(n, false);
   r.notes.assign(n, "");
   r.theta.resize(n);
+  r.theta_sd.assign(n, 0.0);
   for (int j = 0; j < n; ++j) r.theta[j] = unknowns[j].prior;
   Eigen::MatrixXd x(r.points, n);
   Eigen::VectorXd y(r.points);
@@ -71,14 +83,21 @@ SolveResult solve(const LinearSystem& system, const std::vector<Unknown>& unknow
     Eigen::MatrixXd sub(r.points, chosen.size());
     for (size_t k = 0; k < chosen.size(); ++k) sub.col(k) = x.col(chosen[k]) / scale(chosen[k]);
     const Eigen::VectorXd solution = chosen.empty() ? Eigen::VectorXd() : Eigen::VectorXd(sub.colPivHouseholderQr().solve(rhs));
+    const Eigen::VectorXd sd = standard_deviations(sub, rhs, solution);
     bool dropped = false;
     for (size_t k = 0; k < chosen.size() && !dropped; ++k) {
       const int j = chosen[k];
       const double value = solution(k) / scale(j);
       r.theta[j] = value;
+      r.theta_sd[j] = sd(k) / scale(j);
+      char note[160];
       if (!(value >= unknowns[j].min && value <= unknowns[j].max)) {
-        char note[160];
         std::snprintf(note, sizeof note, "fit gave %.4g, outside its physical range", value);
+        r.notes[j] = note;
+        excluded[j] = dropped = true;
+      } else if (1.96 * r.theta_sd[j] > std::fabs(value)) {
+        std::snprintf(note, sizeof note, "fit gave %.4g +- %.2g (95%%): the interval is wider than the value", value,
+                      1.96 * r.theta_sd[j]);
         r.notes[j] = note;
         excluded[j] = dropped = true;
       }
@@ -97,7 +116,16 @@ FitGroup make_fit_group(const std::string& name, const std::vector<Unknown>& unk
                         const std::vector<double>& field_before) {
   FitGroup g{name, r.points, r.rms_relative, {}};
   for (size_t j = 0; j < unknowns.size(); ++j) {
-    g.parameters.push_back({unknowns[j].field, field_before[j], to_field[j](r.theta), r.determined[j], r.notes[j]});
+    ParameterFit fit{unknowns[j].field, field_before[j], to_field[j](r.theta), r.determined[j], r.notes[j]};
+    if (r.determined[j]) {
+      // The interval in the field's own unit: the field at theta +- 1.96 sd (fields are 1/theta,
+      // theta x constant, ...: monotonic), half the spread.
+      std::vector<double> low = r.theta, high = r.theta;
+      low[j] -= 1.96 * r.theta_sd[j];
+      high[j] += 1.96 * r.theta_sd[j];
+      fit.half_interval = std::isnan(r.theta_sd[j]) ? std::nan("") : std::fabs(to_field[j](high) - to_field[j](low)) / 2;
+    }
+    g.parameters.push_back(fit);
   }
   return g;
 }

@@ -87,12 +87,23 @@ std::vector<MeasuredStep> measured_steps(const TracedRun& run) {
     MeasuredStep& m = steps[step];
     const double busy = t.compute + t.tp + t.ep;
     if (m.times.step == 0 || busy > m.times.compute + m.times.tp + m.times.ep) {
-      m = MeasuredStep{step, micro_batches[key], rank, false, t};
+      m = MeasuredStep{step, micro_batches[key], rank, false, false, t};
     }
   }
   std::vector<MeasuredStep> result;
   for (auto& [step, m] : steps) result.push_back(m);
   if (!result.empty()) result.front().warmup = true;
+  std::vector<Seconds> times;
+  for (const MeasuredStep& m : result) {
+    if (!m.warmup) times.push_back(m.times.step);
+  }
+  if (times.size() < 3) return result;
+  std::sort(times.begin(), times.end());
+  const Seconds median = times.size() % 2 ? times[times.size() / 2] : (times[times.size() / 2 - 1] + times[times.size() / 2]) / 2;
+  for (MeasuredStep& m : result) {
+    m.of_median = m.times.step / median;
+    m.outlier = !m.warmup && m.of_median > kOutlierFactor;
+  }
   return result;
 }
 

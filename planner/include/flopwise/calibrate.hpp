@@ -20,6 +20,8 @@ struct Calibration {
   std::vector<std::string> sources;
   // Measurements kept out of the fit, with how well the fitted profile predicts them.
   std::vector<std::string> held_out;
+  // Outlier steps left out of the fit ("trace.json step 4: 1.7x the median step").
+  std::vector<std::string> dropped;
 };
 
 Calibration calibrate(const HardwareProfile& profile, const std::vector<TracedRun>& runs);

@@ -13,6 +13,7 @@ struct ParameterFit {
   double before = 0, after = 0;
   bool determined = false;
   std::string note;  // why it was kept, when it was
+  double half_interval = 0;  // 95% confidence half-width of `after`, in the field's unit; NaN: no spare points
 };
 
 // One least-squares system: its parameters, points and relative residual.
@@ -44,6 +45,7 @@ struct Unknown {
 
 struct SolveResult {
   std::vector<double> theta;
+  std::vector<double> theta_sd;  // standard deviation of each determined theta (NaN: as many points as unknowns)
   std::vector<bool> determined;
   std::vector<std::string> notes;
   double rms_relative = 0;
@@ -51,8 +53,9 @@ struct SolveResult {
 };
 
 // Relative least squares (each point weighted by 1/measured, so short points count as much as
-// long ones). Parameters join in `unknowns` order while they add rank; the rest, and any whose
-// fitted value leaves its physical range, keep their prior and say why.
+// long ones). Parameters join in `unknowns` order while they add rank; the rest, any whose fitted
+// value leaves its physical range, and any whose 95% interval (1.96 standard deviations from the
+// residual variance and (X^T X)^-1) is wider than the value itself, keep their prior and say why.
 SolveResult solve(const LinearSystem& system, const std::vector<Unknown>& unknowns);
 
 // The fit as the report and the written profile show it: each unknown's field value before and

@@ -23,8 +23,13 @@ struct MeasuredStep {
   int micro_batches = 0;
   int rank = 0;  // the busiest rank (most compute plus TP and EP), as the cost model reports
   bool warmup = false;  // the trace's first step: allocations and first-touch, kept out of fits
+  // More than kOutlierFactor x the median step of its run (after warm-up, with at least three
+  // steps): the machine had other work then (a shared core, a busy neighbour), kept out of fits.
+  bool outlier = false;
   CategoryTimes times;
+  double of_median = 0;  // step time over the run's median step (0: too few steps to say)
 };
+inline constexpr double kOutlierFactor = 1.5;
 std::vector<MeasuredStep> measured_steps(const TracedRun& run);
 
 // The cost model's figures for one step of the traced run (`micro_batches` per replica) on
