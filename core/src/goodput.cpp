@@ -66,7 +66,6 @@ Goodput goodput(Seconds step_s, int devices, const CheckpointCost& checkpoint, c
   g.checkpoint = checkpoint;
   const double failures_per_s = r.interruptions_per_device_day * devices / kSecondsPerDay;
   g.mtbf_s = failures_per_s > 0 ? 1 / failures_per_s : INFINITY;
-  // An async save must finish writing before the next one starts.
   if (r.fixed_interval_s > 0 && r.fixed_interval_s < step_s) {
     throw input_error(r.source, "reliability.checkpoint_interval",
                       std::to_string(r.fixed_interval_s) + " s is shorter than one training step (" + std::to_string(step_s) + " s)");
@@ -74,6 +73,7 @@ Goodput goodput(Seconds step_s, int devices, const CheckpointCost& checkpoint, c
   Seconds interval = r.fixed_interval_s > 0     ? r.fixed_interval_s
                      : std::isinf(g.mtbf_s)     ? INFINITY
                                                 : daly_interval(checkpoint.blocking_s, g.mtbf_s);
+  // An async save must finish writing before the next one starts.
   if (r.async_checkpoint) interval = std::max(interval, checkpoint.write_s);
   const double steps = std::isinf(interval) ? 1e9 : std::max(1.0, std::round(interval / step_s));
   g.checkpoint_every_steps = static_cast<int>(std::min(steps, 1e9));
