@@ -186,6 +186,25 @@ TEST(Calibrate, AnOutlierStepIsLeftOutAndTheFitStillRecoversTheProfile) {
   }
 }
 
+// The calibrated profile says how far its step-time predictions stray: 1.96 x the rms relative
+// error over the fitted steps, written into the profile and read back.
+TEST(Calibrate, TheFittedProfileCarriesItsStepTimeInterval) {
+  // The synthetic pp run has no bubble to match the model's: some scatter even without jitter.
+  std::vector<TracedRun> runs = varied_runs();
+  runs.front() = load_traced_run(synthetic_trace("dp-jitter", {layout(1, 1, 1, 2, 1), 256, 2}, 6));
+  const double steady = calibrate(testing::round_profile(), runs).after.step_time_interval;
+  EXPECT_GT(steady, 0.0);
+  for (TraceSpan& span : runs.front().spans) {
+    if (number_arg(span, "step") == 4) span.duration *= 1.2;  // jitter, below the outlier cut
+  }
+  const Calibration c = calibrate(testing::round_profile(), runs);
+  EXPECT_TRUE(c.dropped.empty());
+  EXPECT_GT(c.after.step_time_interval, steady);  // the jittery step widens it
+  EXPECT_LT(c.after.step_time_interval, 1.0);
+  const std::string yaml = calibrated_profile_yaml(testing::round_profile_yaml(), "round.yaml", c, "2026-11-22");
+  EXPECT_NEAR(parse_hardware_profile(yaml, "fitted.yaml").step_time_interval, c.after.step_time_interval, 1e-5);
+}
+
 TEST(Calibrate, OneRunShapeCannotSeparateTermsAndKeepsThem) {
   const Calibration c = calibrate(testing::round_profile(), {load_traced_run(synthetic_trace("one", {layout(1, 1, 1, 2, 1), 256, 2}))});
   EXPECT_TRUE(find(c, "efficiency.matmul").determined);

@@ -193,6 +193,9 @@ HardwareProfile parse_hardware_profile(const std::string& yaml_text, const std::
   if (root.has("overheads")) p.overheads = read_overheads(root.section("overheads"));
   if (root.has("collectives")) p.collectives = read_collectives(root.section("collectives"));
   if (root.has("reliability")) p.reliability = read_reliability(root.section("reliability"));
+  if (root.has("calibration") && root.section("calibration").has("step_time_interval_95")) {
+    p.step_time_interval = root.section("calibration").number("step_time_interval_95", 0.0, 10.0);
+  }
   p.runtime_reserved_bytes = root.quantity("runtime_reserved", Dimension::kBytes);
   if (p.cluster.topology == TopologyKind::kFatTree && p.cluster.leaf_ports % p.node.devices != 0) {
     throw input_error(source, "cluster.leaf_ports",

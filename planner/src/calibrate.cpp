@@ -200,6 +200,22 @@ std::optional<FitGroup> fit_storage(const std::vector<TracedRun>& runs, const st
                         {[](const std::vector<double>& t) { return 1 / t[0]; }}, {before});
 }
 
+// 1.96 x the rms relative error of the fitted profile's step time over the fitted steps (warm-up
+// and outliers left out): how far a prediction strays on this machine, jitter included.
+double step_time_interval(const HardwareProfile& fitted, const std::vector<TracedRun>& runs) {
+  double sum = 0;
+  int count = 0;
+  for (const TracedRun& run : runs) {
+    for (const MeasuredStep& m : measured_steps(run)) {
+      if (m.warmup || m.outlier || m.times.step <= 0) continue;
+      const double relative = (predicted_step(fitted, run, m.micro_batches).step - m.times.step) / m.times.step;
+      sum += relative * relative;
+      ++count;
+    }
+  }
+  return count > 0 ? 1.96 * std::sqrt(sum / count) : 0;
+}
+
 void apply(HardwareProfile& p, const ParameterFit& fit) {
   if (!fit.determined) return;
   const std::string& f = fit.field;
@@ -243,6 +259,7 @@ Calibration calibrate(const HardwareProfile& profile, const std::vector<TracedRu
   for (const FitGroup& g : c.groups) {
     for (const ParameterFit& p : g.parameters) apply(c.after, p);
   }
+  c.after.step_time_interval = step_time_interval(c.after, runs);
   return c;
 }
 

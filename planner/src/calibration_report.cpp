@@ -69,6 +69,7 @@ std::string calibrated_profile_yaml(const std::string& original_yaml, const std:
   for (const std::string& s : c.sources) record["fitted_from"].push_back(s);
   for (const std::string& s : c.held_out) record["predicts"].push_back(s);
   for (const std::string& s : c.dropped) record["dropped_outlier_steps"].push_back(s);
+  record["step_time_interval_95"] = number_text(c.after.step_time_interval);
   for (const FitGroup& g : c.groups) {
     YAML::Node group;
     group["points"] = g.points;
@@ -112,6 +113,12 @@ void print_fit(std::ostream& out, const Calibration& c) {
   out << "calibrated " << c.before.name << " from " << c.sources.size() << " measurement file(s) or run(s)\n";
   if (!c.dropped.empty()) out << "left out " << c.dropped.size() << " outlier step(s):\n";
   for (const std::string& d : c.dropped) out << "  " << d << "\n";
+  if (c.after.step_time_interval > 0) {
+    char interval[128];
+    std::snprintf(interval, sizeof interval, "predicted step times +- %.1f%% (95%%, from the errors of the fit)\n",
+                  100 * c.after.step_time_interval);
+    out << interval;
+  }
   for (const FitGroup& g : c.groups) {
     char head[160];
     std::snprintf(head, sizeof head, "%s: %d points, rms relative residual %.1f%%\n", g.name.c_str(), g.points,
@@ -130,7 +137,7 @@ void print_fit(std::ostream& out, const Calibration& c) {
 
 void print_report(std::ostream& out, const std::vector<TracedRun>& runs, const Calibration& c) {
   double before_sum = 0, after_sum = 0;
-  int count = 0;
+  int count = 0, before_inside = 0, after_inside = 0;
   for (const TracedRun& run : runs) {
     const Layout& l = run.layout;
     out << run.source << ": " << run.model.name << " (" << run.model.layers << " layers, hidden " << run.model.hidden
@@ -157,8 +164,12 @@ void print_report(std::ostream& out, const std::vector<TracedRun>& runs, const C
         out << line;
       }
       if (!m.warmup) {
-        before_sum += std::abs(before.back() - measured.back()) / measured.back();
-        after_sum += std::abs(after.back() - measured.back()) / measured.back();
+        const double before_error = std::abs(before.back() - measured.back()) / measured.back();
+        const double after_error = std::abs(after.back() - measured.back()) / measured.back();
+        before_sum += before_error;
+        after_sum += after_error;
+        before_inside += before_error <= c.before.step_time_interval;
+        after_inside += after_error <= c.after.step_time_interval;
         ++count;
       }
     }
@@ -168,6 +179,15 @@ void print_report(std::ostream& out, const std::vector<TracedRun>& runs, const C
     std::snprintf(line, sizeof line, "step time, mean |relative error| over %d steps: before %.1f%%, after %.1f%%\n", count,
                   100 * before_sum / count, 100 * after_sum / count);
     out << line;
+    // A calibrated profile carries how far its predictions stray (its fitted steps' scatter).
+    const auto inside = [&](const HardwareProfile& p, int n) -> std::string {
+      if (p.step_time_interval <= 0) return "no interval (not calibrated)";
+      char text[96];
+      std::snprintf(text, sizeof text, "%d of %d within +-%.1f%%", n, count, 100 * p.step_time_interval);
+      return text;
+    };
+    out << "measured step time inside the predicted interval: before " << inside(c.before, before_inside) << ", after "
+        << inside(c.after, after_inside) << "\n";
   }
 }
 

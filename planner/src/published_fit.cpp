@@ -160,6 +160,15 @@ PublishedFit fit_published_runs(const HardwareProfile& profile, const std::vecto
     }
     fit.rows.push_back(row);
   }
+  // How far the fit strays on runs it never saw: 1.96 x their rms relative error.
+  double sum = 0;
+  int scored = 0;
+  for (const PublishedFitRow& row : fit.rows) {
+    if (!row.held_out && !fit.leave_one_out) continue;
+    sum += (row.after / row.measured - 1) * (row.after / row.measured - 1);
+    ++scored;
+  }
+  c.after.step_time_interval = scored > 0 ? 1.96 * std::sqrt(sum / scored) : 0;
   return fit;
 }
 
