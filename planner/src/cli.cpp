@@ -435,14 +435,13 @@ int cmd_simulate(const std::string& plan_path, const std::string& profile_overri
   return 0;
 }
 
+// Where this flopwise lies: flopwise-train is built beside it.
+std::filesystem::path program_dir() { return std::filesystem::read_symlink("/proc/self/exe").parent_path(); }
+
 // `flopwise train` hands over to flopwise-train, built beside this binary with the executor:
 // the planner never links LibTorch, the executor never links the planner.
-std::filesystem::path trainer_beside_this_program() {
-  return std::filesystem::read_symlink("/proc/self/exe").parent_path() / "flopwise-train";
-}
-
 int cmd_train(const std::vector<std::string>& args, const char* argv0) {
-  const std::filesystem::path trainer = trainer_beside_this_program();
+  const std::filesystem::path trainer = program_dir() / "flopwise-train";
   if (!std::filesystem::exists(trainer)) {
     throw input_error("train", "", std::string("flopwise-train is not built next to ") + argv0 +
                                        ": configure with -DFLOPWISE_BUILD_EXECUTOR=ON (needs libtorch-dev, libgloo-dev)");
@@ -457,6 +456,7 @@ int cmd_train(const std::vector<std::string>& args, const char* argv0) {
 
 struct LaunchCommand {
   std::string plan, out;
+  std::string megatron;  // Megatron-LM checkout, or "" for flopwise-train
   bool slurm = false, torchrun = false, k8s = false;
   LaunchOptions options;
 };
@@ -468,7 +468,9 @@ int cmd_launch(LaunchCommand c, std::ostream& out) {
   if (c.slurm + c.torchrun + c.k8s != 1) throw input_error("launch", "", "give exactly one of --slurm, --torchrun, --k8s");
   if (o.master_port < 1 || o.master_port > 65535) throw input_error("--master-port", "", "must be a TCP port, 1..65535");
   const Plan plan = load_plan(c.plan);
-  if (o.program.empty()) o.program = default_program(o.target, trainer_beside_this_program().parent_path().string());
+  o.megatron = !c.megatron.empty();
+  if (o.megatron) o.program = c.megatron;
+  if (o.program.empty()) o.program = default_program(o.target, program_dir().string());
   o.plan_path = std::filesystem::absolute(c.plan).string();
   const std::string text = launcher_text(plan, o);
   if (c.out.empty()) {
@@ -731,7 +733,6 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
 
   LaunchCommand launch_command;
   LaunchOptions& lo = launch_command.options;
-  std::string megatron_path;
   CLI::App* launch = app.add_subcommand("launch", "write the job that runs a plan on its nodes: sbatch script, torchrun lines or PyTorchJob");
   launch->add_option("plan", launch_command.plan, "plan JSON written by plan or compare --out")->required();
   launch->add_flag("--slurm", launch_command.slurm, "an sbatch script: srun starts torchrun on every node");
@@ -741,7 +742,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   bool nodes_from_plan = false;
   launch->add_flag("--nodes-from-plan", nodes_from_plan, "the plan's device count over its devices per node (the default)")
       ->excludes(nodes_option);
-  launch->add_option("--megatron", megatron_path, "Megatron-LM checkout: run its pretrain_gpt.py with the plan's arguments");
+  launch->add_option("--megatron", launch_command.megatron, "Megatron-LM checkout: run its pretrain_gpt.py with the plan's arguments");
   launch->add_option("--program", lo.program, "flopwise-train to run (default: the one beside this flopwise; --k8s: on the image's PATH)")
       ->excludes("--megatron");
   launch->add_option("--job-name", lo.job_name, "job name (default: flopwise-<model>)");
@@ -781,10 +782,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     if (*validate_cmd) return cmd_validate(validate_file, validate_json, out);
     if (*simulate) return cmd_simulate(simulate_plan, simulate_profile, simulate_trace, simulate_json, out);
     if (*train) return cmd_train(train_args, argv[0]);
-    if (*launch) {
-      if (!megatron_path.empty()) lo.program = megatron_path, lo.megatron = true;
-      return cmd_launch(launch_command, out);
-    }
+    if (*launch) return cmd_launch(launch_command, out);
     if (*calibrate_cmd) return cmd_calibrate(calibrate_options, out);
     if (*bench) return cmd_bench(bench_options, bench_repeats, bench_simulation_too, out);
   } catch (const InputError& e) {
