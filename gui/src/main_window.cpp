@@ -61,14 +61,19 @@ struct AxisMeaning {
   std::string currency;
 };
 
+// Removes (and frees) the chart's axes of `orientations`.
+void remove_axes(QChart* chart, Qt::Orientations orientations = Qt::Horizontal | Qt::Vertical) {
+  for (QAbstractAxis* axis : chart->axes(orientations)) {
+    chart->removeAxis(axis);
+    delete axis;
+  }
+}
+
 // Replaces the chart's axis on `alignment` by round ticks over [low, high] (axis_scale's labels:
 // integers with separators, money with currency and K/M) and attaches every series to it.
 void set_value_axis(QChart* chart, Qt::Alignment alignment, double low, double high, const AxisMeaning& meaning) {
   const Qt::Orientation orientation = alignment & (Qt::AlignLeft | Qt::AlignRight) ? Qt::Vertical : Qt::Horizontal;
-  for (QAbstractAxis* old : chart->axes(orientation)) {
-    chart->removeAxis(old);
-    delete old;
-  }
+  remove_axes(chart, orientation);
   const AxisScale scale = axis_scale(low, high, meaning.quantity, meaning.currency);
   auto* axis = new QCategoryAxis();
   axis->setLabelsPosition(QCategoryAxis::AxisLabelsPositionOnValue);
@@ -85,10 +90,7 @@ void fill_bars(QChartView* view, const QStringList& names, const QList<qreal>& v
                const AxisMeaning& meaning) {
   QChart* chart = view->chart();
   chart->removeAllSeries();
-  for (QAbstractAxis* axis : chart->axes()) {
-    chart->removeAxis(axis);
-    delete axis;
-  }
+  remove_axes(chart);
   auto* set = new QBarSet(meaning.title);
   set->append(values);
   auto* series = new QBarSeries();
@@ -465,7 +467,7 @@ void MainWindow::refresh_charts() {
   fill_bars(devices_chart_, names, devices, "hardware profile", {"devices", AxisQuantity::kCount});
   QChart* chart = scatter_->chart();
   chart->removeAllSeries();
-  for (QAbstractAxis* axis : chart->axes()) chart->removeAxis(axis);
+  remove_axes(chart);
   // One series per profile, so the legend names the points.
   for (size_t i = 0; i < points.size(); ++i) {
     auto* point = new QScatterSeries();
@@ -508,10 +510,7 @@ void MainWindow::select_plan(int row) {
   }
   QChart* memory = memory_chart_->chart();
   memory->removeAllSeries();
-  for (QAbstractAxis* axis : memory->axes()) {
-    memory->removeAxis(axis);
-    delete axis;
-  }
+  remove_axes(memory);
   memory->addSeries(stacked);
   auto* rank_axis = new QBarCategoryAxis();
   rank_axis->append(QString("rank %1").arg(c.busiest_memory_rank));
