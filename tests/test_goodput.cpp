@@ -56,7 +56,7 @@ TEST(Goodput, FractionAndExpectedTimeByHand) {
   // 1,000 devices at 1 per 1,000 a day: M = 86,400 s. Daly 1,307.9 s = 654 steps of 2 s = 1,308 s.
   // Per failure: 600 restart + 5 load + (1,308 + 10) / 2 redone = 1,264 s.
   // goodput = 1,308 / 1,318 x (1 - 1,264 / 86,400) = 0.977894.
-  const Goodput g = goodput(2.0, 1000, checkpoint_cost(100e9, 10e9, 10, small_case(false)), small_case(false));
+  const Goodput g = goodput(2.0, 1000, 10, checkpoint_cost(100e9, 10e9, 10, small_case(false)), small_case(false));
   EXPECT_DOUBLE_EQ(g.mtbf_s, 86400.0);
   EXPECT_EQ(g.checkpoint_every_steps, 654);
   EXPECT_DOUBLE_EQ(g.interval_s, 1308.0);
@@ -64,17 +64,22 @@ TEST(Goodput, FractionAndExpectedTimeByHand) {
   EXPECT_NEAR(g.fraction, 0.9778941, 1e-7);
   // Async: blocks 2 s; Daly 586.5 s = 293 steps; a failure also loses the unfinished 10 s write:
   // 600 + 5 + 588 / 2 + 10 = 909 s; goodput = 586 / 588 x (1 - 909 / 86,400) = 0.986114.
-  const Goodput a = goodput(2.0, 1000, checkpoint_cost(100e9, 10e9, 10, small_case(true)), small_case(true));
+  const Goodput a = goodput(2.0, 1000, 10, checkpoint_cost(100e9, 10e9, 10, small_case(true)), small_case(true));
   EXPECT_EQ(a.checkpoint_every_steps, 293);
   EXPECT_DOUBLE_EQ(a.lost_per_failure_s, 909.0);
   EXPECT_NEAR(a.fraction, 0.9861136, 1e-7);
   // Twice the devices fail twice as often: less goodput.
-  EXPECT_LT(goodput(2.0, 2000, checkpoint_cost(100e9, 10e9, 10, small_case(false)), small_case(false)).fraction,
+  EXPECT_LT(goodput(2.0, 2000, 20, checkpoint_cost(100e9, 10e9, 10, small_case(false)), small_case(false)).fraction,
             g.fraction);
+  // Node failures on top: 1 per 1,000 devices a day on 1,000 devices + 10 per 1,000 nodes a day on
+  // 10 nodes = 1.1 a day: M = 86,400 / 1.1 = 78,545.45 s.
+  Reliability nodes = small_case(false);
+  nodes.interruptions_per_node_day = 0.01;
+  EXPECT_NEAR(goodput(2.0, 1000, 10, checkpoint_cost(100e9, 10e9, 10, nodes), nodes).mtbf_s, 78545.4545, 1e-3);
   // Nothing fails: one checkpoint at the end, all of the time useful but the saves' share.
   Reliability never = small_case(false);
   never.interruptions_per_device_day = 0;
-  EXPECT_TRUE(std::isinf(goodput(2.0, 1000, checkpoint_cost(100e9, 10e9, 10, never), never).mtbf_s));
+  EXPECT_TRUE(std::isinf(goodput(2.0, 1000, 10, checkpoint_cost(100e9, 10e9, 10, never), never).mtbf_s));
 }
 
 TEST(Goodput, CostModelPricesFailuresIntoDaysAndCost) {
@@ -124,9 +129,9 @@ TEST(Goodput, AFixedIntervalIsKeptButNotShorterThanAStep) {
   r.fixed_interval_s = 600;
   r.source = "team.yaml";
   const CheckpointCost c = checkpoint_cost(100e9, 10e9, 10, r);
-  EXPECT_EQ(goodput(2.0, 1000, c, r).checkpoint_every_steps, 300);
+  EXPECT_EQ(goodput(2.0, 1000, 10, c, r).checkpoint_every_steps, 300);
   try {
-    goodput(900.0, 1000, c, r);
+    goodput(900.0, 1000, 10, c, r);
     FAIL() << "an interval shorter than a step was accepted";
   } catch (const InputError& e) {
     EXPECT_EQ(std::string(e.what()).rfind("team.yaml: reliability.checkpoint_interval: 600", 0), 0u) << e.what();

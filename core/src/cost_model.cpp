@@ -589,7 +589,7 @@ void CostModel::derive_totals(StepCost& c, const Layout& l) const {
   const CheckpointCost checkpoint =
       checkpoint_cost((params_.total + params_.mtp) * state_per_param,
                       c.memory_bytes.weights + c.memory_bytes.optimizer, nodes, profile_.reliability);
-  c.goodput = goodput(c.step_time_s, l.devices(), checkpoint, profile_.reliability);
+  c.goodput = goodput(c.step_time_s, l.devices(), nodes, checkpoint, profile_.reliability);
   c.goodput.ideal_days = wall / kSecondsPerDay;
   c.goodput.ideal_device_hours = devices * wall / kSecondsPerHour;
   c.goodput.ideal_cost = c.goodput.ideal_device_hours * profile_.device.price_per_device_hour;

@@ -20,7 +20,7 @@ BytesPerSecond positive_bandwidth(const YamlFields& f, const std::string& key, B
 }  // namespace
 
 Reliability read_reliability(const YamlFields& f) {
-  f.allow_only({"interruptions_per_1000_devices_per_day", "restart", "node_write_bandwidth", "node_read_bandwidth",
+  f.allow_only({"interruptions_per_1000_devices_per_day", "interruptions_per_1000_nodes_per_day", "restart", "node_write_bandwidth", "node_read_bandwidth",
                 "async_checkpoint", "snapshot_bandwidth", "checkpoint_interval"});
   Reliability r;
   r.from_profile = true;
@@ -32,6 +32,9 @@ Reliability read_reliability(const YamlFields& f) {
   if (f.has("interruptions_per_1000_devices_per_day")) {
     // Above 1,000 per 1,000 devices a day every device fails daily: a typo, not a cluster.
     r.interruptions_per_device_day = f.number("interruptions_per_1000_devices_per_day", 0.0, 1000.0) / 1000.0;
+  }
+  if (f.has("interruptions_per_1000_nodes_per_day")) {
+    r.interruptions_per_node_day = f.number("interruptions_per_1000_nodes_per_day", 0.0, 1000.0) / 1000.0;
   }
   if (f.has("restart")) {
     r.restart_s = f.quantity("restart", Dimension::kTime);
@@ -61,10 +64,11 @@ Seconds daly_interval(Seconds d, Seconds m) {
   return std::sqrt(2 * d * m) * (1 + std::sqrt(x) / 3 + x / 9) - d;
 }
 
-Goodput goodput(Seconds step_s, int devices, const CheckpointCost& checkpoint, const Reliability& r) {
+Goodput goodput(Seconds step_s, int devices, int nodes, const CheckpointCost& checkpoint, const Reliability& r) {
   Goodput g;
   g.checkpoint = checkpoint;
-  const double failures_per_s = r.interruptions_per_device_day * devices / kSecondsPerDay;
+  const double failures_per_s =
+      (r.interruptions_per_device_day * devices + r.interruptions_per_node_day * nodes) / kSecondsPerDay;
   g.mtbf_s = failures_per_s > 0 ? 1 / failures_per_s : INFINITY;
   if (r.fixed_interval_s > 0 && r.fixed_interval_s < step_s) {
     throw input_error(r.source, "reliability.checkpoint_interval",

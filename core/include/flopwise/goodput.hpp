@@ -19,6 +19,9 @@ struct Reliability {
   // Llama 3 (Dubey et al. 2024, arXiv 2407.21783, section 3.3.4): 419 unexpected interruptions in
   // 54 days on 16,384 H100 GPUs, 0.47 per 1,000 devices per day (node failures included).
   double interruptions_per_device_day = 419.0 / 54.0 / 16384.0;
+  // Failures of whole nodes beyond those (switch, host, power), per node per day. Default 0: the
+  // Llama 3 count above already includes its node-level interruptions.
+  double interruptions_per_node_day = 0;
   // ASSUMPTION: 10 minutes to detect a failure, reschedule and re-initialise the job before the
   // checkpoint load. Published optimised restores: 150 s at 4,800 devices (FlashRecovery, arXiv
   // 2509.03047); ordinary restarts re-queue and rebuild every communicator.
@@ -66,7 +69,7 @@ CheckpointCost checkpoint_cost(Bytes checkpoint_bytes, Bytes device_bytes, int n
 Seconds daly_interval(Seconds blocking_s, Seconds mtbf_s);
 
 struct Goodput {
-  Seconds mtbf_s = 0;              // of the whole run: 1 / (failure rate per device x devices)
+  Seconds mtbf_s = 0;              // of the whole run: 1 / (rate per device x devices + rate per node x nodes)
   int checkpoint_every_steps = 0;  // Daly's interval rounded to whole steps (at least one)
   Seconds interval_s = 0;          // compute time between checkpoints: those steps
   CheckpointCost checkpoint;
@@ -80,7 +83,7 @@ struct Goodput {
 // fraction = interval / (interval + blocking) x (1 - lost_per_failure / mtbf) (first-order model,
 // Young 1974 and Daly 2006: each failure redoes on average half of the last interval and its save).
 // A fraction at or below zero means the run fails faster than it can checkpoint.
-Goodput goodput(Seconds step_s, int devices, const CheckpointCost& checkpoint, const Reliability& r);
+Goodput goodput(Seconds step_s, int devices, int nodes, const CheckpointCost& checkpoint, const Reliability& r);
 
 nlohmann::json to_json(const Goodput& goodput);
 Goodput goodput_from_json(const nlohmann::json& json, const std::string& source, const std::string& path);
