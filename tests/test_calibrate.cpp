@@ -277,4 +277,90 @@ TEST(Calibrate, TracesWithoutRunMetadataOrStepsAreRefusedByField) {
   }
 }
 
+// Ranks on one host line up on its monotonic clock; a rank on another host keeps its own origin
+// (the executor restarts every clock on leaving one barrier); a part without a clock stays put.
+TEST(Calibrate, RankTracesMergeOntoTheFirstRanksTimeAxis) {
+  auto part = [](int rank, const std::string& host, double origin) {
+    TraceFile f;
+    f.spans.push_back({rank, "compute", "F", 1.0, 0.5, json::object()});
+    if (!host.empty()) f.other_data = rank_clock_to_json({host, origin});
+    return f;
+  };
+  const std::vector<TraceSpan> merged =
+      merge_rank_traces({part(0, "a", 100.0), part(1, "a", 100.25), part(2, "b", 7.0), part(3, "", 0)});
+  ASSERT_EQ(merged.size(), 4u);
+  EXPECT_DOUBLE_EQ(merged[0].start, 1.0);
+  EXPECT_DOUBLE_EQ(merged[1].start, 1.25);  // started 0.25 s later on the same clock
+  EXPECT_DOUBLE_EQ(merged[2].start, 1.0);
+  EXPECT_DOUBLE_EQ(merged[3].start, 1.0);
+}
+
+// Rank 1 reaches every DP all-reduce `late` after rank 0, which waits for it: with a common clock
+// the waits are told apart from the transfers and the ring figures come back; without one, the
+// waits inflate the fitted transfer time.
+TEST(Calibrate, PeerWaitsAreNotFittedAsTransferTime) {
+  auto with_waits = [](bool common_clock) {
+    std::vector<TracedRun> runs = varied_runs();
+    for (TracedRun& run : runs) {
+      run.common_clock = common_clock;
+      for (TraceSpan& s : run.spans) {
+        if (s.category != "dp") continue;
+        const double late = 2 * s.duration;
+        if (s.rank % 2) s.start += late;  // arrives late, transfers as long as before
+        else s.duration += late;          // arrives on time and waits
+      }
+    }
+    return runs;
+  };
+  const Calibration c = calibrate(testing::round_profile(), with_waits(true));
+  const ParameterFit& efficiency = find(c, "collectives.ring.intra_node.efficiency");
+  ASSERT_TRUE(efficiency.determined) << efficiency.note;
+  EXPECT_NEAR(efficiency.after, 0.6, 0.01 * 0.6);
+  const std::vector<TracedRun> blind = with_waits(false);
+  const double blind_efficiency = find(calibrate(testing::round_profile(), blind), "collectives.ring.intra_node.efficiency").after;
+  EXPECT_LT(blind_efficiency, 0.55);
+  // The report counts the waits as their own category; the DP transfer stays the model's.
+  std::vector<Seconds> waits = peer_waits(with_waits(true).front());
+  double total = 0;
+  for (Seconds w : waits) total += w;
+  EXPECT_GT(total, 0.0);
+  EXPECT_EQ(peer_waits(blind.front()), std::vector<Seconds>(blind.front().spans.size(), 0.0));
+}
+
+// One stretched span (a preempted core during one micro-batch) is outvoted by the step's other
+// spans of the same kind: the fit takes their median.
+TEST(Calibrate, OneStretchedSpanDoesNotPullTheFit) {
+  std::vector<TracedRun> runs = varied_runs();
+  for (TraceSpan& s : runs.front().spans) {
+    if (s.category == "compute" && text_arg(s, "pass") == "forward" && s.rank == 0 && number_arg(s, "step") == 1) {
+      s.duration *= 1.4;  // below the outlier cut for the whole step
+      break;
+    }
+  }
+  const Calibration c = calibrate(testing::round_profile(), runs);
+  EXPECT_TRUE(c.dropped.empty());
+  EXPECT_NEAR(find(c, "efficiency.matmul").after, 0.4, 0.01 * 0.4);
+}
+
+// Expert rows counted by the executor give each rank's load over its EP group's mean; a step's
+// routing skew is its busiest rank's, and the prediction prices that skew.
+TEST(Calibrate, ExpertRowsGiveEachStepsRoutingSkew) {
+  TracedRun run = load_traced_run(synthetic_trace("skew", {layout(1, 1, 2, 2, 1), 512, 2}));
+  auto counts = [&](int rank, int step, double rows) {
+    run.spans.push_back({rank, "ep", "all_to_all", 0, 0, {{"step", step}, {"collective", "all_to_all"}, {"bytes", 8},
+                                                          {"group_size", 2}, {"expert_rows", rows}}});
+  };
+  counts(0, 1, 200), counts(0, 1, 100), counts(1, 1, 100);  // rank 0: 300 rows, rank 1: 100
+  counts(0, 2, 100), counts(1, 2, 100);
+  const auto loads = expert_loads(run);
+  EXPECT_DOUBLE_EQ(loads.at({1, 0}), 1.5);
+  EXPECT_DOUBLE_EQ(loads.at({1, 1}), 0.5);
+  EXPECT_DOUBLE_EQ(loads.at({2, 1}), 1.0);
+  const std::vector<MeasuredStep> steps = measured_steps(run);
+  EXPECT_DOUBLE_EQ(steps[1].routing_skew, 1.5);
+  EXPECT_DOUBLE_EQ(steps[2].routing_skew, 1.0);
+  EXPECT_DOUBLE_EQ(steps[0].routing_skew, 1.0);  // no counts: balanced
+  EXPECT_GT(predicted_step(truth(), run, steps[1]).compute, predicted_step(truth(), run, steps[2]).compute);
+}
+
 }  // namespace flopwise

@@ -88,7 +88,16 @@ TEST(Cli, PlanBalancesUnevenPipelineEnds) {
 TEST(Cli, CalibrateNeedsTracesOrPublishedRuns) {
   const Outcome none = run({"calibrate", "--profile", "a100-80gb"});
   EXPECT_EQ(none.code, 2);
-  EXPECT_NE(none.err.find("calibrate: give trace files, or --published"), std::string::npos) << none.err;
+  EXPECT_NE(none.err.find("calibrate: give trace files, --plan-runs or --published"), std::string::npos) << none.err;
+  const Outcome planned = run({"calibrate", "trace.json", "--plan-runs", "--profile", "cpu-core"});
+  EXPECT_EQ(planned.code, 2);
+  EXPECT_NE(planned.err.find("--plan-runs: makes its own traces; give no trace files with it"), std::string::npos) << planned.err;
+  const Outcome budget = run({"calibrate", "--plan-runs", "--budget", "0", "--profile", "cpu-core"});
+  EXPECT_EQ(budget.code, 2);
+  EXPECT_NE(budget.err.find("--budget: must be a positive number of seconds"), std::string::npos) << budget.err;
+  const Outcome ranks = run({"calibrate", "--plan-runs", "--ranks", "3", "--profile", "cpu-core"});
+  EXPECT_EQ(ranks.code, 2);
+  EXPECT_NE(ranks.err.find("--ranks: designed runs need an even rank count of at least 2"), std::string::npos) << ranks.err;
   const Outcome both = run({"calibrate", "trace.json", "--published", "--profile", "a100-80gb"});
   EXPECT_EQ(both.code, 2);
   EXPECT_NE(both.err.find("--published: fits published runs; give no trace files with it"), std::string::npos) << both.err;

@@ -1,6 +1,7 @@
 #include "flopwise/trace.hpp"
 
 #include <fstream>
+#include <optional>
 #include <set>
 
 #include "flopwise/error.hpp"
@@ -97,6 +98,35 @@ RunRecord run_record_from_json(const json& j, const std::string& source, const s
   return r;
 }
 
+json rank_clock_to_json(const RankClock& clock) { return {{"clock", {{"host", clock.host}, {"origin_s", clock.origin_s}}}}; }
+
+namespace {
+
+std::optional<RankClock> rank_clock(const json& other_data) {
+  if (!other_data.is_object() || !other_data.contains("clock")) return std::nullopt;
+  const json& c = other_data["clock"];
+  if (!c.is_object() || !c.contains("host") || !c["host"].is_string() || !c.contains("origin_s") || !c["origin_s"].is_number()) {
+    return std::nullopt;
+  }
+  return RankClock{c["host"].get<std::string>(), c["origin_s"].get<double>()};
+}
+
+}  // namespace
+
+std::vector<TraceSpan> merge_rank_traces(const std::vector<TraceFile>& parts) {
+  std::vector<TraceSpan> merged;
+  const std::optional<RankClock> first = parts.empty() ? std::nullopt : rank_clock(parts.front().other_data);
+  for (const TraceFile& part : parts) {
+    const std::optional<RankClock> clock = rank_clock(part.other_data);
+    const Seconds shift = first && clock && clock->host == first->host ? clock->origin_s - first->origin_s : 0;
+    for (TraceSpan span : part.spans) {
+      span.start += shift;
+      merged.push_back(std::move(span));
+    }
+  }
+  return merged;
+}
+
 TracedRun load_traced_run(const std::string& path) {
   TraceFile file = read_trace_file(path);
   if (!file.other_data.is_object() || !file.other_data.contains("flopwise_run")) {
@@ -106,6 +136,7 @@ TracedRun load_traced_run(const std::string& path) {
   TracedRun r;
   static_cast<RunRecord&>(r) = run_record_from_json(file.other_data["flopwise_run"], path, "otherData.flopwise_run");
   r.source = path;
+  r.common_clock = file.other_data.contains("clock");
   r.spans = std::move(file.spans);
   for (size_t i = 0; i < r.spans.size(); ++i) {
     const json& step = r.spans[i].args.contains("step") ? r.spans[i].args["step"] : json();

@@ -315,7 +315,6 @@ torch::Tensor MoEImpl::forward(const torch::Tensor& x, RoutingContext& context) 
     torch::Tensor counts_out = torch::tensor(counts, torch::kInt64), counts_in = torch::empty_like(counts_out);
     std::vector<int64_t> even;
     context.ep_group->alltoall_base(counts_in, counts_out, even, even)->wait();
-    if (context.trace) context.trace->record_collective("ep", "all_to_all", start, static_cast<double>(counts_out.nbytes()), ep);
     const std::vector<int64_t> incoming = to_vector(counts_in);  // [source][local expert]
     std::vector<int64_t> receive(ep, 0), per_expert(local, 0), offsets(ep * local, 0);
     int64_t running = 0;
@@ -326,6 +325,13 @@ torch::Tensor MoEImpl::forward(const torch::Tensor& x, RoutingContext& context) 
         receive[s] += incoming[s * local + j];
         per_expert[j] += incoming[s * local + j];
       }
+    }
+    // The rows this rank's experts take: over the EP group, the busiest rank's share over the
+    // mean is the routing skew the cost model prices.
+    if (context.trace) {
+      context.trace->record("ep", "all_to_all", start,
+                            {{"collective", "all_to_all"}, {"bytes", static_cast<double>(counts_out.nbytes())},
+                             {"group_size", ep}, {"expert_rows", running}});
     }
     const torch::Tensor received = all_to_all_rows(rows, context.ep_group, send, receive);
     // Regroup the received rows expert by expert, compute, and put them back in arrival order.

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <deque>
 #include <filesystem>
+#include <unistd.h>
 
 #include "flopwise/executor/checkpoint_store.hpp"
 #include "flopwise/executor/data.hpp"
@@ -144,7 +145,12 @@ Worker::Worker(const TrainOptions& o, std::ostream& out)
   groups_ = build_groups(setup_.layout, rank_, world_);
   // The plan's checkpoint interval (Daly's optimum for the planned run) unless one is given.
   checkpoint_every_ = o.checkpoint_every > 0 ? o.checkpoint_every : setup_.plan.predicted.goodput.checkpoint_every_steps;
-  if (trace_.enabled()) trace_collectives(&trace_);
+  if (trace_.enabled()) {
+    trace_collectives(&trace_);
+    // One time axis for all ranks, so that a collective's spans show who arrived last.
+    if (groups_.world) groups_.world->barrier()->wait();
+    trace_.restart_clock();
+  }
   build_model();
   build_optimizer();
 }
@@ -446,9 +452,15 @@ RunRecord Worker::run_record(int ranks_per_node) const {
   r.run.global_batch = setup_.global_batch;
   r.run.precision = Precision::kFp32;
   r.run.overlap = CommOverlap::none();  // every collective here blocks
+  r.run.attention = AttentionKernel::kUnfused;  // scores, softmax and context as separate LibTorch ops
   r.ranks = world_;
   r.ranks_per_node = ranks_per_node;
   return r;
+}
+
+std::string host_name() {
+  char name[256] = {};
+  return ::gethostname(name, sizeof name - 1) == 0 ? name : "";
 }
 
 // Each rank writes its spans, then rank 0 merges them into one file with the run's record.
@@ -457,15 +469,16 @@ void Worker::write_trace() {
   const char* local = std::getenv("LOCAL_WORLD_SIZE");
   const int per_node = local ? std::max(1, std::atoi(local)) : world_;
   const auto part = [&](int rank) { return o_.trace + ".rank" + std::to_string(rank); };
-  flopwise::write_trace(part(rank_), trace_.spans(), per_node);
+  flopwise::write_trace(part(rank_), trace_.spans(), per_node, rank_clock_to_json({host_name(), trace_.origin_on_host_clock()}));
   if (groups_.world) groups_.world->barrier()->wait();
   if (rank_ != 0) return;
-  std::vector<TraceSpan> merged;
+  std::vector<TraceFile> parts;
   for (int r = 0; r < world_; ++r) {
-    for (TraceSpan& span : read_trace(part(r))) merged.push_back(std::move(span));
+    parts.push_back(read_trace_file(part(r)));
     fs::remove(part(r));
   }
-  flopwise::write_trace(o_.trace, merged, per_node, {{"flopwise_run", run_record_to_json(run_record(per_node), o_.plan)}});
+  flopwise::write_trace(o_.trace, merge_rank_traces(parts), per_node,
+                        {{"flopwise_run", run_record_to_json(run_record(per_node), o_.plan)}, {"clock", kCommonClock}});
   out_ << "trace written to " << o_.trace << "\n";
 }
 

@@ -20,6 +20,9 @@ namespace {
 struct Sample {
   const TracedRun* run;
   const TraceSpan* span;
+  Seconds peer_wait = 0;  // of a collective: waiting for the group's last member, not transfer
+  int step = 0;
+  double expert_load = 1;  // the span's rank's expert rows over its EP group's mean in this step
 };
 
 // Spans of the steps after each trace's first (warm-up) step, outlier steps left out.
@@ -30,12 +33,49 @@ std::vector<Sample> fit_spans(const std::vector<TracedRun>& runs) {
     for (const MeasuredStep& m : measured_steps(run)) {
       if (!m.warmup && !m.outlier) kept.insert(m.step);
     }
-    for (const TraceSpan& s : run.spans) {
-      if (kept.count(static_cast<int>(number_arg(s, "step")))) samples.push_back({&run, &s});
+    const std::vector<Seconds> waits = peer_waits(run);
+    const std::map<std::pair<int, int>, double> loads = expert_loads(run);
+    for (size_t i = 0; i < run.spans.size(); ++i) {
+      const int step = static_cast<int>(number_arg(run.spans[i], "step"));
+      if (!kept.count(step)) continue;
+      const auto load = loads.find({step, run.spans[i].rank});
+      samples.push_back({&run, &run.spans[i], waits[i], step, load != loads.end() ? load->second : 1.0});
     }
   }
   return samples;
 }
+
+// Spans of one kind in one step do the same work (the key says which: run, step, stage, pass or
+// size), so the median over their ranks and micro-batches is one measurement: a span stretched by
+// a preempted core cannot pull the fit, and the step-to-step scatter that remains sets the intervals.
+class MedianRows {
+ public:
+  void add(const Sample& s, const std::string& what, std::vector<double> x, Seconds y, Seconds offset = 0) {
+    const std::string key = s.run->source + "|" + std::to_string(s.step) + "|" + what;
+    Row& row = rows_[key];
+    row.x = std::move(x);
+    row.offset = offset;
+    row.y.push_back(y);
+  }
+  LinearSystem system() const {
+    LinearSystem system;
+    for (const auto& [key, row] : rows_) system.add(row.x, median(row.y), row.offset);
+    return system;
+  }
+
+ private:
+  struct Row {
+    std::vector<double> x;
+    std::vector<Seconds> y;
+    Seconds offset = 0;
+  };
+  static Seconds median(std::vector<Seconds> y) {
+    std::sort(y.begin(), y.end());
+    const size_t n = y.size();
+    return n % 2 ? y[n / 2] : (y[n / 2 - 1] + y[n / 2]) / 2;
+  }
+  std::map<std::string, Row> rows_;
+};
 
 std::vector<std::string> outlier_steps(const std::vector<TracedRun>& runs) {
   std::vector<std::string> dropped;
@@ -71,21 +111,26 @@ FitGroup fit_compute(const HardwareProfile& profile, const HardwareProfile& shap
       {"overheads.per_layer_pass", profile.overheads.per_layer_pass, 0.0, 1.0},
       {"efficiency.matmul_half_rows", e.matmul_half_rows / e.matmul, 0.0, 1e12},
   };
-  LinearSystem system;
+  MedianRows rows;
   for (const Sample& s : samples) {
     const std::string pass = text_arg(*s.span, "pass");
     if (s.span->category != "compute" || (pass != "forward" && pass != "backward")) continue;
     const TracedRun& run = *s.run;
-    const CostModel cost(run.model, run.run, as_run(shape, run));
+    // Each rank's experts take their own share of the routed rows: with EP, ranks differ.
+    TrainingRun as_ran = run.run;
+    as_ran.routing_skew = s.expert_load;
+    const CostModel cost(run.model, as_ran, as_run(shape, run));
     const int stage = RankGrid(run.layout, run.ranks_per_node).coords(s.span->rank).pp;
     const StageContents contents = stage_contents(run.model, run.layout)[stage];
     const ComputeWork w = pass == "forward" ? cost.forward_work(contents, run.layout) : cost.backward_work(contents, run.layout);
-    system.add({w.matmul / cost.matmul_peak(), w.attention / cost.attention_peak(), w.layer_passes,
-                w.matmul_per_row / cost.matmul_peak()},
-               s.span->duration - nested_comm(run, *s.span) -
-                   w.memory_traffic / (shape.device.memory_bandwidth * shape.efficiency.memory));
+    const std::string rank = run.layout.ep > 1 ? " rank " + std::to_string(s.span->rank) : std::string();
+    rows.add(s, pass + " stage " + std::to_string(stage) + rank,
+             {w.matmul / cost.matmul_peak(), w.attention / cost.attention_peak(), w.layer_passes,
+              w.matmul_per_row / cost.matmul_peak()},
+             s.span->duration - nested_comm(run, *s.span) -
+                 w.memory_traffic / (shape.device.memory_bandwidth * shape.efficiency.memory));
   }
-  const SolveResult r = solve(system, unknowns);
+  const SolveResult r = solve(rows.system(), unknowns);
   return make_fit_group("compute passes", unknowns, r,
                     {[](const std::vector<double>& t) { return 1.0 / t[0]; },
                      [](const std::vector<double>& t) { return 1.0 / t[1]; },
@@ -110,7 +155,7 @@ double nominal_bandwidth(const HardwareProfile& p, bool intra) {
 
 std::vector<FitGroup> fit_collectives(const HardwareProfile& profile, const std::vector<Sample>& samples,
                                       HardwareProfile& after) {
-  std::map<CollectiveKey, LinearSystem> systems;
+  std::map<CollectiveKey, MedianRows> systems;
   for (const Sample& s : samples) {
     const std::string name = text_arg(*s.span, "collective");
     Collective c;
@@ -128,12 +173,15 @@ std::vector<FitGroup> fit_collectives(const HardwareProfile& profile, const std:
     const double nominal = (intra ? 1 : group.members_per_node) * nominal_bandwidth(profile, intra);
     if (nominal <= 0) continue;
     const AlphaBeta ab = alpha_beta(c, group.size);
-    systems[{algorithm_of(c), intra}].add({ab.bytes_factor * number_arg(*s.span, "bytes", 0) / nominal, ab.latency_steps},
-                                          s.span->duration);
+    const double bytes = number_arg(*s.span, "bytes", 0);
+    // The transfer only: time spent waiting for the group's last member is the peers' compute.
+    systems[{algorithm_of(c), intra}].add(s, s.span->category + " " + name + " " + std::to_string(bytes),
+                                          {ab.bytes_factor * bytes / nominal, ab.latency_steps}, s.span->duration - s.peer_wait);
   }
   std::vector<FitGroup> groups;
   const Network defaults = Network::from(profile);
-  for (const auto& [key, system] : systems) {
+  for (const auto& [key, rows] : systems) {
+    const LinearSystem system = rows.system();
     const std::string link = key.intra ? "intra_node" : "inter_node";
     const std::string prefix = "collectives." + to_string(key.algorithm) + "." + link + ".";
     const Link& before = key.intra ? defaults.intra_for(key.algorithm) : defaults.inter_for(key.algorithm);
@@ -156,16 +204,17 @@ std::vector<FitGroup> fit_collectives(const HardwareProfile& profile, const std:
 
 // Optimizer: time = traffic / (memory bandwidth e_mem), theta = 1/e_mem.
 FitGroup fit_optimizer(const HardwareProfile& profile, const std::vector<Sample>& samples) {
-  LinearSystem system;
+  MedianRows rows;
   for (const Sample& s : samples) {
     if (s.span->category != "compute" || text_arg(*s.span, "pass") != "optimizer") continue;
     const TracedRun& run = *s.run;
     const CostModel cost(run.model, run.run, as_run(profile, run));
     const int stage = RankGrid(run.layout, run.ranks_per_node).coords(s.span->rank).pp;
-    system.add({cost.optimizer_seconds_at_peak(stage_contents(run.model, run.layout)[stage], run.layout)}, s.span->duration);
+    rows.add(s, "optimizer stage " + std::to_string(stage),
+             {cost.optimizer_seconds_at_peak(stage_contents(run.model, run.layout)[stage], run.layout)}, s.span->duration);
   }
   const std::vector<Unknown> unknowns = {{"efficiency.memory", 1.0 / profile.efficiency.memory, 1.0, 1000.0}};
-  return make_fit_group("optimizer", unknowns, solve(system, unknowns), {[](const std::vector<double>& t) { return 1.0 / t[0]; }},
+  return make_fit_group("optimizer", unknowns, solve(rows.system(), unknowns), {[](const std::vector<double>& t) { return 1.0 / t[0]; }},
                     {profile.efficiency.memory});
 }
 
@@ -208,7 +257,7 @@ double step_time_interval(const HardwareProfile& fitted, const std::vector<Trace
   for (const TracedRun& run : runs) {
     for (const MeasuredStep& m : measured_steps(run)) {
       if (m.warmup || m.outlier || m.times.step <= 0) continue;
-      const double relative = (predicted_step(fitted, run, m.micro_batches).step - m.times.step) / m.times.step;
+      const double relative = (predicted_step(fitted, run, m).step - m.times.step) / m.times.step;
       sum += relative * relative;
       ++count;
     }

@@ -145,8 +145,8 @@ void print_report(std::ostream& out, const std::vector<TracedRun>& runs, const C
         << run.run.seq_len << ", " << run.ranks << " ranks\n";
     for (const MeasuredStep& m : measured_steps(run)) {
       const std::vector<Seconds> measured = as_list(m.times);
-      const std::vector<Seconds> before = as_list(predicted_step(c.before, run, m.micro_batches));
-      const std::vector<Seconds> after = as_list(predicted_step(c.after, run, m.micro_batches));
+      const std::vector<Seconds> before = as_list(predicted_step(c.before, run, m));
+      const std::vector<Seconds> after = as_list(predicted_step(c.after, run, m));
       out << "  step " << m.step << " (" << m.micro_batches << " micro-batches, rank " << m.rank
           << (m.warmup ? ", warm-up: not fitted" : "") << ")\n";
       out << "    category     measured     before    error      after    error\n";

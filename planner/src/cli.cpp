@@ -14,6 +14,7 @@
 #include <set>
 
 #include "flopwise/calibrate.hpp"
+#include "flopwise/calibration_runs.hpp"
 #include "flopwise/catalog.hpp"
 #include "flopwise/comparison.hpp"
 #include "flopwise/error.hpp"
@@ -440,12 +441,17 @@ std::filesystem::path program_dir() { return std::filesystem::read_symlink("/pro
 
 // `flopwise train` hands over to flopwise-train, built beside this binary with the executor:
 // the planner never links LibTorch, the executor never links the planner.
-int cmd_train(const std::vector<std::string>& args, const char* argv0) {
+std::filesystem::path trainer_program(const std::string& command) {
   const std::filesystem::path trainer = program_dir() / "flopwise-train";
   if (!std::filesystem::exists(trainer)) {
-    throw input_error("train", "", std::string("flopwise-train is not built next to ") + argv0 +
-                                       ": configure with -DFLOPWISE_BUILD_EXECUTOR=ON (needs libtorch-dev, libgloo-dev)");
+    throw input_error(command, "", "flopwise-train is not built next to " + program_dir().string() +
+                                       "/flopwise: configure with -DFLOPWISE_BUILD_EXECUTOR=ON (needs libtorch-dev, libgloo-dev)");
   }
+  return trainer;
+}
+
+int cmd_train(const std::vector<std::string>& args) {
+  const std::filesystem::path trainer = trainer_program("train");
   std::vector<char*> argv{const_cast<char*>(trainer.c_str())};
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
@@ -621,7 +627,27 @@ struct CalibrateOptions {
   bool published = false;
   std::string runs;  // published runs YAML; empty: the shipped set
   std::vector<std::string> held_out;
+  bool plan_runs = false;  // run flopwise-train over the designed short runs and fit those
+  std::string trace_dir = "flopwise-calibration";
+  int ranks = 2;
+  RunBudget budget;
 };
+
+// --plan-runs: the designed runs, repeated until the fit is tight or the budget is spent.
+Calibration calibrate_to_planned_runs(const CalibrateOptions& o, const HardwareProfile& profile, std::ostream& out) {
+  if (!o.traces.empty()) throw input_error("--plan-runs", "", "makes its own traces; give no trace files with it");
+  if (o.budget.seconds <= 0) throw input_error("--budget", "", "must be a positive number of seconds");
+  if (o.budget.target_relative <= 0) throw input_error("--target", "", "must be a positive fraction, e.g. 0.1");
+  const std::vector<ShortRun> designed = designed_runs(o.ranks);
+  const Trainer trainer{trainer_program("calibrate --plan-runs"), o.trace_dir};
+  const PlannedCalibration planned = calibrate_with_runs(profile, trainer, designed, o.budget, out);
+  char line[256];
+  std::snprintf(line, sizeof line, "%d runs in %d round(s), %.0f s, traces in %s: %s\n", planned.runs, planned.rounds,
+                planned.wall, o.trace_dir.c_str(),
+                planned.tight ? "every fitted parameter within the target" : "budget spent before every interval was tight");
+  out << line;
+  return planned.calibration;
+}
 
 Calibration calibrate_to_published(const CalibrateOptions& o, const HardwareProfile& profile, std::ostream& out) {
   if (!o.traces.empty()) throw input_error("--published", "", "fits published runs; give no trace files with it");
@@ -638,12 +664,23 @@ int cmd_calibrate(const CalibrateOptions& o, std::ostream& out) {
   const std::string text = profile_text(o.profile, source);
   const HardwareProfile profile = parse_hardware_profile(text, source);
   if (!o.published && !o.held_out.empty()) throw input_error("--hold-out", "", "applies to --published fits only");
-  if (!o.published && o.traces.empty()) throw input_error("calibrate", "", "give trace files, or --published");
+  if (o.published && o.plan_runs) throw input_error("--plan-runs", "", "fits executor runs; --published fits published ones");
+  if (!o.published && !o.plan_runs && o.traces.empty()) {
+    throw input_error("calibrate", "", "give trace files, --plan-runs or --published");
+  }
   std::vector<TracedRun> runs;
-  if (!o.published) {
+  if (!o.published && !o.plan_runs) {
     for (const std::string& path : o.traces) runs.push_back(load_traced_run(path));
   }
-  const Calibration calibration = o.published ? calibrate_to_published(o, profile, out) : calibrate(profile, runs);
+  Calibration calibration;
+  if (o.published) {
+    calibration = calibrate_to_published(o, profile, out);
+  } else if (o.plan_runs) {
+    calibration = calibrate_to_planned_runs(o, profile, out);
+    if (o.report) throw input_error("--report", "", "reports given trace files; calibrate them again with --report");
+  } else {
+    calibration = calibrate(profile, runs);
+  }
   if (!o.published) print_fit(out, calibration);
   if (o.report) print_report(out, runs, calibration);
   const std::string& out_path = o.out;
@@ -716,6 +753,12 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   bench->add_option("--repeats", bench_repeats, "runs of the comparison")->capture_default_str();
   bool bench_simulation_too = false;
   bench->add_flag("--simulation", bench_simulation_too, "also time the step simulation at 128..4096 devices");
+  bool bench_calibration_only = false, bench_busy = false;
+  std::string bench_calibration_profile = "cpu-core";
+  bench->add_flag("--calibration", bench_calibration_only,
+                  "instead: --repeats repetitions of fitting traced dp2 runs and predicting pp2 and ep2 runs (runs flopwise-train)");
+  bench->add_flag("--busy", bench_busy, "--calibration: with a second process keeping one core busy");
+  bench->add_option("--calibration-profile", bench_calibration_profile, "--calibration: the profile fitted")->capture_default_str();
 
   CalibrateOptions calibrate_options;
   CLI::App* calibrate_cmd = app.add_subcommand(
@@ -730,6 +773,15 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   calibrate_cmd->add_option("--hold-out", calibrate_options.held_out,
                             "published runs kept out of the fit (default: leave-one-out over all)")
       ->delimiter(',');
+  calibrate_cmd->add_flag("--plan-runs", calibrate_options.plan_runs,
+                          "run flopwise-train over designed short runs until the intervals are tight (or --budget runs out)");
+  calibrate_cmd->add_option("--trace-dir", calibrate_options.trace_dir, "--plan-runs: where plans, traces and logs go")
+      ->capture_default_str();
+  calibrate_cmd->add_option("--ranks", calibrate_options.ranks, "--plan-runs: ranks per run (one core each)")->capture_default_str();
+  calibrate_cmd->add_option("--budget", calibrate_options.budget.seconds, "--plan-runs: seconds of runs at most")->capture_default_str();
+  calibrate_cmd->add_option("--target", calibrate_options.budget.target_relative,
+                            "--plan-runs: stop when every interval is within this fraction of its value")
+      ->capture_default_str();
 
   LaunchCommand launch_command;
   LaunchOptions& lo = launch_command.options;
@@ -781,9 +833,15 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     if (*scaling) return cmd_scaling(scaling_file, scaling_compute, scaling_json, out);
     if (*validate_cmd) return cmd_validate(validate_file, validate_json, out);
     if (*simulate) return cmd_simulate(simulate_plan, simulate_profile, simulate_trace, simulate_json, out);
-    if (*train) return cmd_train(train_args, argv[0]);
+    if (*train) return cmd_train(train_args);
     if (*launch) return cmd_launch(launch_command, out);
     if (*calibrate_cmd) return cmd_calibrate(calibrate_options, out);
+    if (*bench && bench_calibration_only) {
+      const Trainer trainer{trainer_program("bench --calibration"), "flopwise-bench-calibration"};
+      bench_calibration(resolve_profile(bench_calibration_profile), trainer, bench_repeats, bench_busy, out);
+      return 0;
+    }
+    if (*bench && bench_busy) throw input_error("--busy", "", "applies to bench --calibration only");
     if (*bench) return cmd_bench(bench_options, bench_repeats, bench_simulation_too, out);
   } catch (const InputError& e) {
     // One line, whatever a quoted input value held.

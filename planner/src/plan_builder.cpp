@@ -5,17 +5,20 @@
 
 namespace flopwise {
 
+PlanHardware plan_hardware(const HardwareProfile& p, Precision precision) {
+  return PlanHardware{p.name,
+                      p.device.name,
+                      p.node.devices,
+                      p.device.peak_flops(precision) / 1e12,
+                      p.device.memory_bytes,
+                      p.device.price_per_device_hour,
+                      p.device.currency};
+}
+
 Plan make_plan(const CostModel& cost, const Candidate& candidate, Objective objective) {
-  const HardwareProfile& p = cost.profile();
   Plan plan;
   plan.model = cost.model();
-  plan.hardware = PlanHardware{p.name,
-                               p.device.name,
-                               p.node.devices,
-                               p.device.peak_flops(cost.run().precision) / 1e12,
-                               p.device.memory_bytes,
-                               p.device.price_per_device_hour,
-                               p.device.currency};
+  plan.hardware = plan_hardware(cost.profile(), cost.run().precision);
   plan.run = cost.run();
   plan.layout = candidate.layout;
   plan.objective = objective;

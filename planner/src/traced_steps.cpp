@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <tuple>
 
 #include "flopwise/error.hpp"
 
@@ -31,10 +32,33 @@ HardwareProfile as_run(const HardwareProfile& profile, const TracedRun& run) {
   return p;
 }
 
-TrainingRun step_run(const TracedRun& run, int micro_batches) {
+TrainingRun step_run(const TracedRun& run, const MeasuredStep& step) {
   TrainingRun r = run.run;
-  r.global_batch = micro_batches * run.layout.dp * run.layout.micro_batch;
+  r.global_batch = step.micro_batches * run.layout.dp * run.layout.micro_batch;
+  r.routing_skew = step.routing_skew;
   return r;
+}
+
+std::map<std::pair<int, int>, double> expert_loads(const TracedRun& run) {
+  std::map<int, std::map<int, double>> rows;  // step -> rank -> expert rows
+  for (const TraceSpan& s : run.spans) {
+    const double expert_rows = number_arg(s, "expert_rows");
+    if (s.category == "ep" && expert_rows >= 0) rows[static_cast<int>(number_arg(s, "step"))][s.rank] += expert_rows;
+  }
+  std::map<std::pair<int, int>, double> loads;
+  const RankGrid grid(run.layout, run.ranks_per_node);
+  for (const auto& [step, by_rank] : rows) {
+    for (const auto& [rank, own] : by_rank) {
+      double total = 0;
+      int members = 0;
+      for (int member : grid.group(GroupKind::kEp, rank)) {
+        const auto it = by_rank.find(member);
+        if (it != by_rank.end()) total += it->second, ++members;
+      }
+      if (total > 0) loads[{step, rank}] = own * members / total;
+    }
+  }
+  return loads;
 }
 
 // Which of the cost model's groups a measured collective span ran over.
@@ -49,17 +73,70 @@ GroupSpan group_of(const TracedRun& run, const TraceSpan& s) {
 }
 
 std::vector<Seconds> as_list(const CategoryTimes& t) {
-  return {t.compute, t.tp, t.ep, t.pp, t.dp, t.optimizer, t.other, t.step};
+  return {t.compute, t.tp, t.ep, t.pp, t.dp, t.wait, t.optimizer, t.other, t.step};
+}
+
+namespace {
+
+GroupKind kind_of(const RankGrid& grid, const TraceSpan& s) {
+  if (s.category == "tp") return GroupKind::kTp;
+  if (s.category == "ep") return GroupKind::kEp;
+  const int size = static_cast<int>(number_arg(s, "group_size", 1));
+  return size == grid.size(GroupKind::kDp) ? GroupKind::kDp : GroupKind::kExpertDp;
+}
+
+bool is_group_collective(const TraceSpan& s) {
+  return (s.category == "tp" || s.category == "ep" || s.category == "dp") && !text_arg(s, "collective").empty();
+}
+
+}  // namespace
+
+std::vector<Seconds> peer_waits(const TracedRun& run) {
+  std::vector<Seconds> waits(run.spans.size(), 0);
+  if (!run.common_clock) return waits;
+  const RankGrid grid(run.layout, run.ranks_per_node);
+  // One instance of a collective: its group (lowest member), step, kind and order in the step.
+  using Instance = std::tuple<int, int, std::string, std::string, int>;
+  std::vector<size_t> order;
+  for (size_t i = 0; i < run.spans.size(); ++i) {
+    if (is_group_collective(run.spans[i])) order.push_back(i);
+  }
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return run.spans[a].start < run.spans[b].start; });
+  std::map<std::tuple<int, int, std::string, std::string>, int> seen;  // per rank and step: instances so far
+  std::map<Instance, Seconds> last_arrival;
+  std::vector<Instance> instance_of(run.spans.size());
+  for (size_t i : order) {
+    const TraceSpan& s = run.spans[i];
+    const int step = static_cast<int>(number_arg(s, "step"));
+    const int size = static_cast<int>(number_arg(s, "group_size", 1));
+    const std::string kind = s.category + "/" + std::to_string(size);
+    const std::vector<int> members = grid.group(kind_of(grid, s), s.rank);
+    const int n = seen[{s.rank, step, kind, text_arg(s, "collective")}]++;
+    const Instance instance{*std::min_element(members.begin(), members.end()), step, kind, text_arg(s, "collective"), n};
+    instance_of[i] = instance;
+    Seconds& last = last_arrival.try_emplace(instance, s.start).first->second;
+    last = std::max(last, s.start);
+  }
+  for (size_t i : order) {
+    const TraceSpan& s = run.spans[i];
+    waits[i] = std::clamp(last_arrival[instance_of[i]] - s.start, 0.0, s.duration);
+  }
+  return waits;
 }
 
 std::vector<MeasuredStep> measured_steps(const TracedRun& run) {
   // (step, rank) -> times
   std::map<std::pair<int, int>, CategoryTimes> by;
   std::map<std::pair<int, int>, int> micro_batches;
-  for (const TraceSpan& s : run.spans) {
+  std::map<std::pair<int, int>, Seconds> nested_waits;  // inside the passes, like tp and ep
+  const std::vector<Seconds> waits = peer_waits(run);
+  for (size_t i = 0; i < run.spans.size(); ++i) {
+    const TraceSpan& s = run.spans[i];
     const int step = static_cast<int>(number_arg(s, "step"));
     CategoryTimes& t = by[{step, s.rank}];
     const std::string pass = text_arg(s, "pass");
+    t.wait += waits[i];
+    if (s.category == "tp" || s.category == "ep") nested_waits[{step, s.rank}] += waits[i];
     if (s.category == "step") {
       t.step += s.duration;
       micro_batches[{step, s.rank}] = static_cast<int>(number_arg(s, "micro_batches", 0));
@@ -68,26 +145,29 @@ std::vector<MeasuredStep> measured_steps(const TracedRun& run) {
     } else if (s.category == "compute") {
       t.compute += s.duration;
     } else if (s.category == "tp") {
-      t.tp += s.duration;
+      t.tp += s.duration - waits[i];
     } else if (s.category == "ep") {
-      t.ep += s.duration;
+      t.ep += s.duration - waits[i];
     } else if (s.category == "pp") {
       t.pp += s.duration;
     } else if (s.category == "dp") {
-      t.dp += s.duration;
+      t.dp += s.duration - waits[i];
     }
   }
+  std::map<int, double> skews;  // the busiest rank's load in each step
+  for (const auto& [key, load] : expert_loads(run)) skews[key.first] = std::max(skews[key.first], load);
   std::map<int, MeasuredStep> steps;
   for (auto& [key, t] : by) {
     if (t.step <= 0) continue;  // a step the trace did not finish
-    // TP and EP collectives run inside the passes: compute is what is left of them.
-    t.compute -= t.tp + t.ep;
-    t.other = t.step - (t.compute + t.tp + t.ep + t.pp + t.dp + t.optimizer);
+    // TP and EP collectives (and their waits) run inside the passes: compute is what is left of them.
+    t.compute -= t.tp + t.ep + nested_waits[key];
+    t.other = t.step - (t.compute + t.tp + t.ep + t.pp + t.dp + t.wait + t.optimizer);
     const auto [step, rank] = key;
     MeasuredStep& m = steps[step];
     const double busy = t.compute + t.tp + t.ep;
     if (m.times.step == 0 || busy > m.times.compute + m.times.tp + m.times.ep) {
       m = MeasuredStep{step, micro_batches[key], rank, false, false, t};
+      if (skews.count(step)) m.routing_skew = std::max(1.0, skews[step]);
     }
   }
   std::vector<MeasuredStep> result;
@@ -107,8 +187,8 @@ std::vector<MeasuredStep> measured_steps(const TracedRun& run) {
   return result;
 }
 
-CategoryTimes predicted_step(const HardwareProfile& profile, const TracedRun& run, int micro_batches) {
-  const CostModel cost(run.model, step_run(run, micro_batches), as_run(profile, run));
+CategoryTimes predicted_step(const HardwareProfile& profile, const TracedRun& run, const MeasuredStep& step) {
+  const CostModel cost(run.model, step_run(run, step), as_run(profile, run));
   const StepCost c = cost.evaluate(run.layout);
   CategoryTimes t;
   t.compute = c.compute_s;
@@ -127,7 +207,7 @@ double step_time_error(const HardwareProfile& profile, const TracedRun& run) {
   int count = 0;
   for (const MeasuredStep& m : measured_steps(run)) {
     if (m.warmup) continue;
-    const double predicted = predicted_step(profile, run, m.micro_batches).step;
+    const double predicted = predicted_step(profile, run, m).step;
     sum += std::abs(predicted - m.times.step) / m.times.step;
     ++count;
   }

@@ -32,6 +32,21 @@ void write_trace(const std::string& path, const std::vector<TraceSpan>& spans, i
 std::vector<TraceSpan> read_trace(const std::string& path);
 TraceFile read_trace_file(const std::string& path);
 
+// One rank's trace as the executor writes it before merging: its spans on its own clock, and where
+// that clock started on its host's monotonic clock.
+struct RankClock {
+  std::string host;
+  double origin_s = 0;  // the rank's time zero on the host's monotonic clock
+};
+nlohmann::json rank_clock_to_json(const RankClock& clock);
+// Merges the ranks' parts onto the first part's time axis: parts on the first part's host shift by
+// the difference of their origins (one clock, exact); parts on other hosts keep their own origin,
+// which the executor restarts on leaving a common barrier. Parts without a clock are not shifted.
+std::vector<TraceSpan> merge_rank_traces(const std::vector<TraceFile>& parts);
+// The merged trace's otherData.clock, saying the ranks share one time axis (collective spans can
+// then be matched across ranks: who arrived last, and how long the others waited).
+inline constexpr const char* kCommonClock = "ranks on one host share its monotonic clock; hosts meet at a barrier";
+
 // What a trace measured, in the plan's terms (otherData.flopwise_run, schema flopwise.run/1), so
 // that the cost model can predict exactly that run.
 struct RunRecord {
@@ -48,6 +63,7 @@ RunRecord run_record_from_json(const nlohmann::json& json, const std::string& so
 // One executor trace: what ran and what was measured; every span names its step.
 struct TracedRun : RunRecord {
   std::string source;
+  bool common_clock = false;  // otherData.clock: spans of different ranks can be compared in time
   std::vector<TraceSpan> spans;
 };
 TracedRun load_traced_run(const std::string& path);

@@ -12,6 +12,8 @@
 namespace flopwise {
 
 Plan make_plan(const CostModel& cost, const Candidate& candidate, Objective objective);
+// The hardware facts a plan carries, at the run's precision.
+PlanHardware plan_hardware(const HardwareProfile& profile, Precision precision);
 // Batch and learning rate for the run's compute budget (training FLOPs per token x tokens).
 Recommendation recommend(const ModelConfig& model, const TrainingRun& run, const ScalingFit& fit);
 

@@ -1,6 +1,7 @@
 #pragma once
 // Executor traces in the cost model's terms: measured time per step and category, the cost
 // model's prediction of the same step, and the span arguments and groups the fits read.
+#include <map>
 #include <string>
 #include <vector>
 
@@ -12,10 +13,13 @@ namespace flopwise {
 
 // Step time by category on one rank. `pp` holds time blocked in pipeline receives, which is the
 // transfer and the bubble together (a trace cannot tell them apart); predictions add pp and bubble.
+// With a common clock, tp, ep and dp hold the collectives' transfers and `wait` the time their
+// ranks spent waiting for the group's last member (load imbalance and jitter, which the cost model
+// does not predict); without one, the waits stay in the collectives.
 struct CategoryTimes {
-  Seconds compute = 0, tp = 0, ep = 0, pp = 0, dp = 0, optimizer = 0, other = 0, step = 0;
+  Seconds compute = 0, tp = 0, ep = 0, pp = 0, dp = 0, wait = 0, optimizer = 0, other = 0, step = 0;
 };
-inline constexpr const char* kCategoryNames[] = {"compute", "tp", "ep", "pp+bubble", "dp", "optimizer", "other", "step"};
+inline constexpr const char* kCategoryNames[] = {"compute", "tp", "ep", "pp+bubble", "dp", "peer wait", "optimizer", "other", "step"};
 std::vector<Seconds> as_list(const CategoryTimes& times);
 
 struct MeasuredStep {
@@ -28,13 +32,20 @@ struct MeasuredStep {
   bool outlier = false;
   CategoryTimes times;
   double of_median = 0;  // step time over the run's median step (0: too few steps to say)
+  // The busiest EP rank's expert rows over its group's mean in this step, as the executor counted
+  // them (1 without EP or without counts): an input of the step, like its micro-batch count.
+  double routing_skew = 1;
 };
 inline constexpr double kOutlierFactor = 1.5;
 std::vector<MeasuredStep> measured_steps(const TracedRun& run);
 
-// The cost model's figures for one step of the traced run (`micro_batches` per replica) on
-// `profile`, with the node size set to the ranks the run had per node.
-CategoryTimes predicted_step(const HardwareProfile& profile, const TracedRun& run, int micro_batches);
+// Per (step, rank): the rank's expert rows over its EP group's mean (from the executor's counts;
+// absent without EP). A rank's compute follows its own load; the step follows the busiest.
+std::map<std::pair<int, int>, double> expert_loads(const TracedRun& run);
+
+// The cost model's figures for one step of the traced run (its micro-batches per replica and its
+// routing skew) on `profile`, with the node size set to the ranks the run had per node.
+CategoryTimes predicted_step(const HardwareProfile& profile, const TracedRun& run, const MeasuredStep& step);
 
 // Mean absolute relative error of predicted step time over a run's steps after warm-up.
 double step_time_error(const HardwareProfile& profile, const TracedRun& run);
@@ -46,8 +57,12 @@ double number_arg(const TraceSpan& span, const char* key, double fallback = -1);
 bool in_span(const TraceSpan& inner, const TraceSpan& outer);
 // A profile for predicting a traced run: the machine as the run had it (its ranks per node).
 HardwareProfile as_run(const HardwareProfile& profile, const TracedRun& run);
-// The run of one traced step: `micro_batches` per replica.
-TrainingRun step_run(const TracedRun& run, int micro_batches);
+// The run of one traced step: its micro-batches per replica and its routing skew.
+TrainingRun step_run(const TracedRun& run, const MeasuredStep& step);
+// Per span of run.spans: how long a collective waited for the last member of its group to start
+// it (its transfer is the rest). Spans of one group are matched by step and by their order among
+// the rank's spans of that kind. Zero for other spans and for traces without a common clock.
+std::vector<Seconds> peer_waits(const TracedRun& run);
 // Which of the cost model's groups a measured collective span ran over.
 GroupSpan group_of(const TracedRun& run, const TraceSpan& span);
 

@@ -33,6 +33,12 @@ class TraceRecorder {
     spans_.push_back({rank_, category, name, std::chrono::duration<double>(start - origin_).count(), seconds, std::move(args)});
   }
   void set_step(int step) { step_ = step; }
+  // Restarts the clock; called by every rank on leaving one barrier, so that ranks on different
+  // hosts share a time origin to within the barrier's release skew.
+  void restart_clock() { origin_ = std::chrono::steady_clock::now(); }
+  // The origin on this host's monotonic clock, which every process of the host shares: ranks on
+  // one host line up exactly (trace merging shifts them by the difference of their origins).
+  double origin_on_host_clock() const { return std::chrono::duration<double>(origin_.time_since_epoch()).count(); }
   const std::vector<TraceSpan>& spans() const { return spans_; }
   bool enabled() const { return enabled_; }
 
