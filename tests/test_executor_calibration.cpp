@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "flopwise/calibrate.hpp"
+#include "flopwise/calibration_runs.hpp"
 #include "flopwise/catalog.hpp"
 #include "executor_test_plans.hpp"
 
@@ -53,6 +54,26 @@ TEST(ExecutorCalibration, FittingOneLayoutImprovesThePredictionOfAnother) {
   std::ostringstream report;
   print_report(report, {other}, calibration);
   EXPECT_NE(report.str().find("step 4 (4 micro-batches"), std::string::npos) << report.str();
+}
+
+// --plan-runs' loop on one real run: it always makes at least one run, reports it on the progress
+// bar, refits, and stops when the next run would pass the budget. The trace it fits has the
+// common clock that peer waits need.
+TEST(ExecutorCalibration, PlannedRunsStopAtTheBudget) {
+  const Trainer trainer{FLOPWISE_TRAIN_BINARY, temp("planned")};
+  const ShortRun first = designed_runs(2).front();
+  ASSERT_EQ(first.name, "dp2-s32");
+  std::ostringstream progress;
+  const PlannedCalibration planned =
+      calibrate_with_runs(resolve_profile("cpu-core"), trainer, {first}, RunBudget{0.5, 0.1, 3}, progress);
+  EXPECT_EQ(planned.runs, 1);
+  EXPECT_EQ(planned.rounds, 1);
+  EXPECT_NE(progress.str().find("round 1, run 1/1 dp2-s32"), std::string::npos) << progress.str();
+  EXPECT_NE(progress.str().find("round 1: widest interval"), std::string::npos) << progress.str();
+  const TracedRun run = load_traced_run(trainer.trace_dir / "dp2-s32-seed1.trace.json");
+  EXPECT_TRUE(run.common_clock);
+  EXPECT_EQ(run.run.attention, AttentionKernel::kUnfused);
+  EXPECT_EQ(run.run.seq_len, 32);
 }
 
 }  // namespace flopwise

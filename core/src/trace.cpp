@@ -80,7 +80,7 @@ json run_record_to_json(const RunRecord& r, const std::string& plan_path) {
           {"seq_len", r.run.seq_len},          {"global_batch", r.run.global_batch},
           {"precision", to_string(r.run.precision)}, {"ranks", r.ranks},
           {"ranks_per_node", r.ranks_per_node}, {"threads_per_rank", 1},
-          {"comm_overlap", to_string(r.run.overlap)}};
+          {"comm_overlap", to_string(r.run.overlap)}, {"attention", to_string(r.run.attention)}};
 }
 
 RunRecord run_record_from_json(const json& j, const std::string& source, const std::string& path) {
@@ -92,6 +92,8 @@ RunRecord run_record_from_json(const json& j, const std::string& source, const s
   r.run.global_batch = f.integer("global_batch", 1);
   r.run.precision = parse_precision(f.text("precision"), source, f.where("precision"));
   r.run.overlap = parse_comm_overlap(f.text("comm_overlap"), source, f.where("comm_overlap"));
+  // A later field: traces written before it are read as they were then, with fused attention.
+  if (f.has("attention")) r.run.attention = parse_attention_kernel(f.text("attention"), source, f.where("attention"));
   r.ranks = f.integer("ranks", 1);
   r.ranks_per_node = f.integer("ranks_per_node", 1);
   if (r.layout.devices() != r.ranks) throw f.error("ranks", "does not equal layout tp x pp x dp");

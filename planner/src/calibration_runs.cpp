@@ -178,6 +178,7 @@ PlannedCalibration calibrate_with_runs(const HardwareProfile& profile, const Tra
   std::map<std::string, Seconds> took;  // each run's last duration: will the next one fit the budget?
   for (int round = 1; round <= budget.max_rounds; ++round) {
     bool out_of_time = false;
+    const size_t before = traces.size();
     for (size_t i = 0; i < designed.size(); ++i) {
       const ShortRun& run = designed[i];
       if (!traces.empty() && since(start) + took[run.name] > budget.seconds) {
@@ -194,6 +195,7 @@ PlannedCalibration calibrate_with_runs(const HardwareProfile& profile, const Tra
                     designed.size(), run.name.c_str(), took[run.name]);
       progress << line << std::flush;
     }
+    if (traces.size() == before) break;  // no run of this round fitted the budget: the last fit stands
     result.rounds = round;
     result.calibration = calibrate(profile, traces);
     double widest = 0;
@@ -248,6 +250,7 @@ void bench_calibration(const HardwareProfile& profile, const Trainer& trainer, i
                   since(start));
     out << line << std::flush;
   }
+  out << "traces in " << trainer.trace_dir.string() << "\n";
   out << "held-out mean error <= 10% in " << good << " of " << repetitions
       << " repetitions; the interval held each held-out run's mean measured step in " << held << " of " << repetitions << "\n";
 }

@@ -837,7 +837,9 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     if (*launch) return cmd_launch(launch_command, out);
     if (*calibrate_cmd) return cmd_calibrate(calibrate_options, out);
     if (*bench && bench_calibration_only) {
-      const Trainer trainer{trainer_program("bench --calibration"), "flopwise-bench-calibration"};
+      // Loaded and unloaded repetitions keep their traces apart, for a look afterwards.
+      const Trainer trainer{trainer_program("bench --calibration"),
+                            bench_busy ? "flopwise-bench-calibration/busy" : "flopwise-bench-calibration/idle"};
       bench_calibration(resolve_profile(bench_calibration_profile), trainer, bench_repeats, bench_busy, out);
       return 0;
     }
