@@ -1,6 +1,8 @@
 // Calibration against synthetic executor traces whose every span follows known efficiencies.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -93,7 +95,8 @@ std::string synthetic_trace(const std::string& name, const RunShape& shape, int 
   json meta = {{"model", model_to_json(model)}, {"layout", layout}, {"seq_len", shape.seq_len},
                {"global_batch", run.global_batch}, {"precision", "bf16"}, {"ranks", l.devices()},
                {"ranks_per_node", p.node.devices}, {"comm_overlap", "none"}};
-  const std::string path = ::testing::TempDir() + "/flopwise_calibrate_" + name + ".json";
+  // One file per test process: ctest runs tests in parallel, each writing the same shapes.
+  const std::string path = ::testing::TempDir() + "/flopwise_calibrate_" + std::to_string(::getpid()) + "_" + name + ".json";
   std::ofstream(path) << json{{"traceEvents", w.events}, {"otherData", {{"flopwise_run", meta}}}}.dump();
   return path;
 }
@@ -223,7 +226,7 @@ TEST(Calibrate, OneRunShapeCannotSeparateTermsAndKeepsThem) {
   EXPECT_NEAR(written.efficiency.matmul, c.after.efficiency.matmul, 1e-5 * c.after.efficiency.matmul);
   EXPECT_DOUBLE_EQ(written.efficiency.attention, 0.5);
   EXPECT_NE(yaml.find("date: 2026-11-22"), std::string::npos);
-  EXPECT_NE(yaml.find("flopwise_calibrate_one.json"), std::string::npos);
+  EXPECT_NE(yaml.find("_one.json"), std::string::npos);  // the trace it was fitted from
   EXPECT_NE(yaml.find("kept: under-determined"), std::string::npos);
   EXPECT_NE(yaml.find("rms_relative_residual"), std::string::npos);
 }

@@ -95,6 +95,9 @@ TEST(Cli, CalibrateNeedsTracesOrPublishedRuns) {
   const Outcome budget = run({"calibrate", "--plan-runs", "--budget", "0", "--profile", "cpu-core"});
   EXPECT_EQ(budget.code, 2);
   EXPECT_NE(budget.err.find("--budget: must be a positive number of seconds"), std::string::npos) << budget.err;
+  const Outcome report = run({"calibrate", "--plan-runs", "--report", "--profile", "cpu-core"});
+  EXPECT_EQ(report.code, 2);
+  EXPECT_NE(report.err.find("--report: reports given trace files"), std::string::npos) << report.err;
   const Outcome ranks = run({"calibrate", "--plan-runs", "--ranks", "3", "--profile", "cpu-core"});
   EXPECT_EQ(ranks.code, 2);
   EXPECT_NE(ranks.err.find("--ranks: designed runs need an even rank count of at least 2"), std::string::npos) << ranks.err;

@@ -665,6 +665,7 @@ int cmd_calibrate(const CalibrateOptions& o, std::ostream& out) {
   const HardwareProfile profile = parse_hardware_profile(text, source);
   if (!o.published && !o.held_out.empty()) throw input_error("--hold-out", "", "applies to --published fits only");
   if (o.published && o.plan_runs) throw input_error("--plan-runs", "", "fits executor runs; --published fits published ones");
+  if (o.plan_runs && o.report) throw input_error("--report", "", "reports given trace files; calibrate the planned runs' traces with --report");
   if (!o.published && !o.plan_runs && o.traces.empty()) {
     throw input_error("calibrate", "", "give trace files, --plan-runs or --published");
   }
@@ -677,7 +678,6 @@ int cmd_calibrate(const CalibrateOptions& o, std::ostream& out) {
     calibration = calibrate_to_published(o, profile, out);
   } else if (o.plan_runs) {
     calibration = calibrate_to_planned_runs(o, profile, out);
-    if (o.report) throw input_error("--report", "", "reports given trace files; calibrate them again with --report");
   } else {
     calibration = calibrate(profile, runs);
   }
