@@ -61,15 +61,23 @@ std::map<std::pair<int, int>, double> expert_loads(const TracedRun& run) {
   return loads;
 }
 
+namespace {
+
+// The group a collective span ran over: TP, EP, or DP (the expert DP group when its size differs).
+GroupKind kind_of(const RankGrid& grid, const TraceSpan& s) {
+  if (s.category == "tp") return GroupKind::kTp;
+  if (s.category == "ep") return GroupKind::kEp;
+  const int size = static_cast<int>(number_arg(s, "group_size", 1));
+  return size == grid.size(GroupKind::kDp) ? GroupKind::kDp : GroupKind::kExpertDp;
+}
+
+}  // namespace
+
 // Which of the cost model's groups a measured collective span ran over.
 GroupSpan group_of(const TracedRun& run, const TraceSpan& s) {
   const RankGrid grid(run.layout, run.ranks_per_node);
   const int size = static_cast<int>(number_arg(s, "group_size", 1));
-  GroupKind kind = GroupKind::kDp;
-  if (s.category == "tp") kind = GroupKind::kTp;
-  if (s.category == "ep") kind = GroupKind::kEp;
-  if (s.category == "dp" && size != grid.size(GroupKind::kDp)) kind = GroupKind::kExpertDp;
-  return GroupSpan{size, std::min(size, grid.members_per_node(kind))};
+  return GroupSpan{size, std::min(size, grid.members_per_node(kind_of(grid, s)))};
 }
 
 std::vector<Seconds> as_list(const CategoryTimes& t) {
@@ -77,13 +85,6 @@ std::vector<Seconds> as_list(const CategoryTimes& t) {
 }
 
 namespace {
-
-GroupKind kind_of(const RankGrid& grid, const TraceSpan& s) {
-  if (s.category == "tp") return GroupKind::kTp;
-  if (s.category == "ep") return GroupKind::kEp;
-  const int size = static_cast<int>(number_arg(s, "group_size", 1));
-  return size == grid.size(GroupKind::kDp) ? GroupKind::kDp : GroupKind::kExpertDp;
-}
 
 bool is_group_collective(const TraceSpan& s) {
   return (s.category == "tp" || s.category == "ep" || s.category == "dp") && !text_arg(s, "collective").empty();
