@@ -231,3 +231,31 @@ TEST(Cli, FullyFixedLayoutIsEvaluatedEvenWhenItMissesTheDeadline) {
 }
 
 }  // namespace flopwise
+
+namespace flopwise {
+
+TEST(Cli, BadPoolsEndWithOneLineAndCodeTwo) {
+  expect_one_line_error(run({"plan", "--pool", "device-A:8", "--pool", "device-Z:8"}), "device-Z.profile");
+  expect_one_line_error(run({"plan", "--pool", "device-A:0"}), "must be positive");
+  expect_one_line_error(run({"plan", "--pool", "device-A:8", "--pool", "device-C:8", "--pool-link", "A-D:1Gb/s,1ms"}),
+                        "A-D: does not name two");
+  expect_one_line_error(run({"plan", "--pool", "device-A:8", "--pool", "a100-80gb:8"}), "a100-80gb.currency: prices in USD");
+  expect_one_line_error(run({"plan", "--pool", "device-A:8", "--profile", "device-A"}), "not both");
+  expect_one_line_error(run({"plan", "--profile", "device-A", "--pool-link", "A-C:1Gb/s,1ms"}), "need --pool");
+  expect_one_line_error(run({"plan", "--pool", "device-A:8", "--pool", "device-C:8", "--tp", "2"}), "fixed dimensions");
+}
+
+TEST(Cli, PlanOverPoolsWritesAMixedPlanThatSimulateRefuses) {
+  const std::string plan = ::testing::TempDir() + "/mixed.json";
+  const Outcome o = run({"plan", "--model", "ling-lite", "--tokens", "1e11", "--deadline-days", "3.5", "--pool",
+                         "device-A:32", "--pool", "device-C:32", "--out", plan});
+  ASSERT_EQ(o.code, 0) << o.err;
+  EXPECT_NE(o.out.find("single pool device-A"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("hetero DP"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("mixed plans costed: "), std::string::npos) << o.out;
+  const Plan written = load_plan(plan);
+  ASSERT_TRUE(written.mixed);
+  expect_one_line_error(run({"simulate", plan}), "takes single-pool plans only");
+}
+
+}  // namespace flopwise

@@ -1,16 +1,28 @@
 #pragma once
 // Small shared fixtures: a hand-checkable model and a profile with round numbers.
+#include <functional>
 #include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "flopwise/cli.hpp"
+#include "flopwise/error.hpp"
 #include "flopwise/hardware_profile.hpp"
 #include "flopwise/model_config.hpp"
 #include "flopwise/training_run.hpp"
 
 namespace flopwise::testing {
+
+// The InputError message `f` throws, or "" when it throws none.
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
 
 // What one `flopwise ...` command line printed and returned, run in this process.
 struct CliOutcome {

@@ -9,6 +9,7 @@
 #include "flopwise/catalog.hpp"
 #include "flopwise/error.hpp"
 #include "flopwise/launch.hpp"
+#include "test_helpers.hpp"
 #include "flopwise/model_import.hpp"
 #include "flopwise/plan_builder.hpp"
 
@@ -33,14 +34,7 @@ LaunchOptions options(LaunchTarget target) {
   return o;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 // shellcheck's verdict on `text` as a bash script: "" when clean.
 std::string shellcheck(const std::string& text, const std::string& name) {

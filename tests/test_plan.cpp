@@ -59,7 +59,7 @@ TEST(Plan, SavedFileLoadsBack) {
 
 TEST(Plan, CarriesTheSketchedFields) {
   const nlohmann::json j = to_json(ling_plus_plan());
-  EXPECT_EQ(j["schema"], "flopwise.plan/1");
+  EXPECT_EQ(j["schema"], "flopwise.plan/2");
   EXPECT_EQ(j["devices"], 1024);
   EXPECT_EQ(j["layout"]["ep"], 8);
   EXPECT_EQ(j["rank_map"]["order"], "tp-ep-dp-pp");

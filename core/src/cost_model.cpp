@@ -576,29 +576,43 @@ Seconds CostModel::data_parallel_exposed_seconds(const StageContents& s, const L
   return exposed(t.grads, run_.overlap.grad_reduce, backward) + exposed(t.weights, run_.overlap.param_gather, forward);
 }
 
-void CostModel::derive_totals(StepCost& c, const Layout& l) const {
-  const double devices = l.devices();
-  c.model_flops_per_step = run_.tokens_per_step() * training_flops_per_token(model_, run_.seq_len);
-  c.tokens_per_s = run_.tokens_per_step() / c.step_time_s;
-  c.mfu = c.model_flops_per_step / (c.step_time_s * devices * peak_);
-  const Seconds wall = run_.tokens / c.tokens_per_s;
+void derive_run_totals(StepCost& c, const ModelConfig& model, const TrainingRun& run, const ParamCounts& params,
+                       const Fleet& fleet) {
+  c.model_flops_per_step = run.tokens_per_step() * training_flops_per_token(model, run.seq_len);
+  c.tokens_per_s = run.tokens_per_step() / c.step_time_s;
+  c.mfu = c.model_flops_per_step / (c.step_time_s * fleet.peak);
+  const Seconds wall = run.tokens / c.tokens_per_s;
   // Checkpoints hold the weights and the optimizer state (master weights and moments) of the whole
   // model, MTP layers included; each device saves its own weights and optimizer shard.
-  const Bytes state_per_param = bytes_.weight + bytes_.optimizer;
-  const int nodes = (l.devices() + profile_.node.devices - 1) / profile_.node.devices;
+  const PrecisionBytes bytes = PrecisionBytes::of(run.precision);
   const CheckpointCost checkpoint =
-      checkpoint_cost((params_.total + params_.mtp) * state_per_param,
-                      c.memory_bytes.weights + c.memory_bytes.optimizer, nodes, profile_.reliability);
-  c.goodput = goodput(c.step_time_s, l.devices(), nodes, checkpoint, profile_.reliability);
+      checkpoint_cost((params.total + params.mtp) * (bytes.weight + bytes.optimizer),
+                      c.memory_bytes.weights + c.memory_bytes.optimizer, fleet.nodes, *fleet.reliability);
+  c.goodput = goodput(c.step_time_s, fleet.devices, fleet.nodes, checkpoint, *fleet.reliability);
   c.goodput.ideal_days = wall / kSecondsPerDay;
-  c.goodput.ideal_device_hours = devices * wall / kSecondsPerHour;
-  c.goodput.ideal_cost = c.goodput.ideal_device_hours * profile_.device.price_per_device_hour;
+  c.goodput.ideal_device_hours = fleet.devices * wall / kSecondsPerHour;
+  c.goodput.ideal_cost = c.goodput.ideal_device_hours * fleet.price_per_device_hour;
   // Expected figures: the ideal ones over the goodput (a run that cannot outpace its failures never ends).
   const double fraction = c.goodput.fraction;
   c.days = fraction > 0 ? c.goodput.ideal_days / fraction : INFINITY;
   c.device_hours = fraction > 0 ? c.goodput.ideal_device_hours / fraction : INFINITY;
   c.cost = fraction > 0 ? c.goodput.ideal_cost / fraction : INFINITY;
-  c.currency = profile_.device.currency;
+  c.currency = fleet.currency;
+}
+
+void CostModel::derive_totals(StepCost& c, const Layout& l) const {
+  Fleet fleet;
+  fleet.devices = l.devices();
+  fleet.nodes = (l.devices() + profile_.node.devices - 1) / profile_.node.devices;
+  fleet.peak = l.devices() * peak_;
+  fleet.price_per_device_hour = profile_.device.price_per_device_hour;
+  fleet.currency = profile_.device.currency;
+  fleet.reliability = &profile_.reliability;
+  derive_run_totals(c, model_, run_, params_, fleet);
+}
+
+Seconds CostModel::pp_message_seconds(const Layout& l) const {
+  return send_recv_time(span(RankGrid(l, profile_.node.devices), GroupKind::kPp), pp_boundary_bytes(l), network_);
 }
 
 StepCost CostModel::evaluate(const Layout& l) const { return evaluate(l, stage_contents(model_, l)); }
@@ -624,7 +638,7 @@ StepCost CostModel::evaluate(const Layout& l, const std::vector<StageContents>& 
   // Each micro-batch crosses every virtual-stage boundary forward and back. 1F1B's paired
   // send-and-receive blocks; the interleaved schedule's overlapped sends hide behind compute except
   // at the pipeline's fill and drain, one message each way.
-  const Seconds message = send_recv_time(span(grid, GroupKind::kPp), pp_boundary_bytes(l), network_);
+  const Seconds message = pp_message_seconds(l);
   const bool hidden = run_.overlap.p2p && l.vpp > 1;
   c.exposed_comm_s.pp = (hidden ? 2.0 : m * 2.0 * l.vpp) * message;
   const StageContents& dp_stage = stages[c.slowest_stage];

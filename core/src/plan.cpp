@@ -29,6 +29,28 @@ Objective parse_objective(const std::string& text, const std::string& source, co
                     "unknown objective '" + text + "' (expected cost, time, cost-deadline or time-budget)");
 }
 
+std::string to_string(PoolStrategy strategy) {
+  switch (strategy) {
+    case PoolStrategy::kHeteroDp: return "hetero-dp";
+    case PoolStrategy::kHeteroPipeline: return "hetero-pipeline";
+    case PoolStrategy::kLocalSgd: return "local-sgd";
+  }
+  return "hetero-dp";
+}
+
+PoolStrategy parse_pool_strategy(const std::string& text, const std::string& source, const std::string& field) {
+  for (PoolStrategy s : {PoolStrategy::kHeteroDp, PoolStrategy::kHeteroPipeline, PoolStrategy::kLocalSgd}) {
+    if (text == to_string(s)) return s;
+  }
+  throw input_error(source, field, "unknown strategy '" + text + "' (expected hetero-dp, hetero-pipeline or local-sgd)");
+}
+
+int MixedPlan::devices() const {
+  int total = 0;
+  for (const PlanPool& p : pools) total += p.devices();
+  return total;
+}
+
 json layout_to_json(const Layout& l) {
   return {{"tp", l.tp},           {"pp", l.pp},
           {"vpp", l.vpp},         {"ep", l.ep},
@@ -84,6 +106,16 @@ json rank_map_json(const Layout& l, int devices_per_node) {
           {"sizes", sizes}};
 }
 
+json hardware_json(const PlanHardware& h) {
+  return {{"profile", h.profile},
+          {"device", h.device},
+          {"devices_per_node", h.devices_per_node},
+          {"peak_tflops", h.peak_tflops},
+          {"memory_bytes", h.memory_bytes},
+          {"price_per_device_hour", h.price_per_device_hour},
+          {"currency", h.currency}};
+}
+
 PlanHardware read_hardware(const JsonFields& r) {
   return PlanHardware{r.text("profile"),
                       r.text("device"),
@@ -99,20 +131,96 @@ Recommendation read_recommendation(const JsonFields& r) {
           r.number("peak_lr", 0), r.text("source")};
 }
 
+void add_mixed_json(const MixedPlan& m, json& j) {
+  j["strategy"] = to_string(m.strategy);
+  j["pools"] = json::array();
+  for (const PlanPool& p : m.pools) {
+    j["pools"].push_back({{"name", p.name},
+                          {"hardware", hardware_json(p.hardware)},
+                          {"devices", p.devices()},
+                          {"first_rank", p.first_rank},
+                          {"layout", layout_to_json(p.layout)},
+                          {"rank_map", rank_map_json(p.layout, p.hardware.devices_per_node)},
+                          {"sequences", p.sequences},
+                          {"stage_layers", p.stage_layers},
+                          {"step_time_s", p.step_time_s}});
+  }
+  j["pool_links"] = json::array();
+  for (const PlanLink& l : m.links) {
+    j["pool_links"].push_back({{"between", {l.a, l.b}}, {"bandwidth_bytes_per_s", l.bandwidth},
+                               {"latency_s", l.latency}, {"stated", l.stated}});
+  }
+  j["cross_pool"] = {{"seconds_per_step", m.cross_pool_s}, {"bytes_per_link", m.cross_pool_bytes}};
+  if (m.strategy == PoolStrategy::kLocalSgd) {
+    j["local_sgd"] = {{"sync_every_steps", m.sync_every_steps}, {"sync_s", m.sync_s}};
+  }
+  if (!m.optimisation_note.empty()) j["optimisation_note"] = m.optimisation_note;
+}
+
+PlanPool read_pool(const JsonFields& r, int layers) {
+  PlanPool p;
+  p.name = r.text("name");
+  p.hardware = read_hardware(r.child("hardware"));
+  p.layout = layout_from_json(r.get("layout"), r.source(), r.where("layout"));
+  if (r.integer("devices", 1) != p.layout.devices()) throw r.error("devices", "does not equal layout tp x pp x dp");
+  p.first_rank = r.integer("first_rank", 0);
+  p.sequences = r.integer("sequences", 1);
+  const json& stages = r.get("stage_layers");
+  if (!stages.is_array()) throw r.error("stage_layers", "expected an array of layer counts");
+  for (const json& n : stages) {
+    if (!n.is_number_integer() || n.get<int>() < 0 || n.get<int>() > layers) {
+      throw r.error("stage_layers", "expected layer counts between 0 and the model's layers");
+    }
+    p.stage_layers.push_back(n.get<int>());
+  }
+  p.step_time_s = r.number("step_time_s", 0);
+  return p;
+}
+
+MixedPlan read_mixed(const JsonFields& r, int layers) {
+  MixedPlan m;
+  m.strategy = parse_pool_strategy(r.text("strategy"), r.source(), "strategy");
+  int next_rank = 0;
+  for (const JsonFields& pool : r.objects("pools")) {
+    m.pools.push_back(read_pool(pool, layers));
+    if (m.pools.back().first_rank != next_rank) throw pool.error("first_rank", "pools must number the ranks in order");
+    next_rank += m.pools.back().devices();
+  }
+  if (m.pools.empty()) throw r.error("pools", "a mixed plan needs at least one pool");
+  for (const JsonFields& link : r.objects("pool_links")) {
+    const std::vector<std::string> between = link.texts("between");
+    if (between.size() != 2) throw link.error("between", "expected two pool names");
+    m.links.push_back({between[0], between[1], link.number("bandwidth_bytes_per_s", 0), link.number("latency_s", 0),
+                       link.boolean("stated")});
+  }
+  if (m.links.size() + 1 != m.pools.size()) throw r.error("pool_links", "expected one link between consecutive pools");
+  if (m.strategy == PoolStrategy::kHeteroPipeline) {
+    int total = 0;
+    for (const PlanPool& p : m.pools) {
+      if (static_cast<int>(p.stage_layers.size()) != p.layout.pp) throw r.error("pools", "stage_layers must list each of a pool's pp stages");
+      for (int n : p.stage_layers) total += n;
+    }
+    if (total != layers) throw r.error("pools", "the stages' layers do not add up to the model's " + std::to_string(layers));
+  }
+  const JsonFields cross = r.child("cross_pool");
+  m.cross_pool_s = cross.number("seconds_per_step", 0);
+  m.cross_pool_bytes = cross.number("bytes_per_link", 0);
+  if (m.strategy == PoolStrategy::kLocalSgd) {
+    const JsonFields sync = r.child("local_sgd");
+    m.sync_every_steps = sync.integer("sync_every_steps", 1);
+    m.sync_s = sync.number("sync_s", 0);
+  }
+  if (r.has("optimisation_note")) m.optimisation_note = r.text("optimisation_note");
+  return m;
+}
+
 }  // namespace
 
 json to_json(const Plan& p) {
-  const PlanHardware& h = p.hardware;
   json j;
   j["schema"] = Plan::kSchema;
   j["model"] = model_to_json(p.model);
-  j["hardware"] = {{"profile", h.profile},
-                   {"device", h.device},
-                   {"devices_per_node", h.devices_per_node},
-                   {"peak_tflops", h.peak_tflops},
-                   {"memory_bytes", h.memory_bytes},
-                   {"price_per_device_hour", h.price_per_device_hour},
-                   {"currency", h.currency}};
+  j["hardware"] = hardware_json(p.hardware);
   j["devices"] = p.devices();
   j["precision"] = to_string(p.run.precision);
   j["global_batch"] = p.run.global_batch;
@@ -125,7 +233,8 @@ json to_json(const Plan& p) {
   j["memory_headroom"] = p.run.memory_headroom;
   j["objective"] = to_string(p.objective);
   j["layout"] = layout_to_json(p.layout);
-  j["rank_map"] = rank_map_json(p.layout, h.devices_per_node);
+  j["rank_map"] = rank_map_json(p.layout, p.hardware.devices_per_node);
+  if (p.mixed) add_mixed_json(*p.mixed, j);
   j["predicted"] = step_cost_to_json(p.predicted);
   if (p.simulated) j["simulated"] = step_cost_to_json(*p.simulated);
   j["recommended"] = {{"compute_flops", p.recommended.compute_flops}, {"batch_tokens", p.recommended.batch_tokens},
@@ -137,8 +246,9 @@ json to_json(const Plan& p) {
 Plan plan_from_json(const json& j, const std::string& source) {
   const JsonFields r(j, source);
   const std::string schema = r.text("schema");
-  if (schema != Plan::kSchema) {
-    throw input_error(source, "schema", "unsupported plan schema '" + schema + "' (expected " + Plan::kSchema + ")");
+  if (schema != Plan::kSchema && schema != "flopwise.plan/1") {
+    throw input_error(source, "schema", "unsupported plan schema '" + schema + "' (expected " + Plan::kSchema +
+                                            " or flopwise.plan/1)");
   }
   Plan p;
   p.model = model_from_json(r.get("model"), source);
@@ -156,15 +266,18 @@ Plan plan_from_json(const json& j, const std::string& source) {
   validate(p.run, source);
   p.objective = parse_objective(r.text("objective"), source, "objective");
   p.layout = layout_from_json(r.get("layout"), source, "layout");
-  if (!stages_fit(p.model.layers, p.layout)) {
+  if (r.has("strategy")) p.mixed = read_mixed(r, p.model.layers);
+  // A mixed plan's top-level layout is its first pool's, whose stages need not hold the whole model.
+  if (!p.mixed && !stages_fit(p.model.layers, p.layout)) {
     throw input_error(source, "layout.first_stage_layers",
                       "the pipeline split (first/last stage layers " + std::to_string(p.layout.first_stage_layers) + "/" +
                           std::to_string(p.layout.last_stage_layers) + ", pp " + std::to_string(p.layout.pp) + ", vpp " +
                           std::to_string(p.layout.vpp) + ") does not fit the model's " + std::to_string(p.model.layers) +
                           " layers");
   }
-  if (r.integer("devices") != p.layout.devices()) {
-    throw input_error(source, "devices", "does not equal layout tp x pp x dp (" + std::to_string(p.layout.devices()) + ")");
+  if (r.integer("devices") != p.devices()) {
+    throw input_error(source, "devices", p.mixed ? "does not equal the pools' devices (" + std::to_string(p.devices()) + ")"
+                                                 : "does not equal layout tp x pp x dp (" + std::to_string(p.devices()) + ")");
   }
   const JsonFields rank_map = r.child("rank_map");
   if (rank_map.text("order") != RankGrid::kOrder) {
@@ -175,6 +288,13 @@ Plan plan_from_json(const json& j, const std::string& source) {
   if (r.has("simulated")) p.simulated = step_cost_from_json(r.get("simulated"), source, "simulated");
   p.recommended = read_recommendation(r.child("recommended"));
   return p;
+}
+
+void require_single_pool(const Plan& plan, const std::string& source, const std::string& consumer) {
+  if (!plan.mixed) return;
+  throw input_error(source, "strategy", "a " + to_string(plan.mixed->strategy) + " plan over " +
+                                            std::to_string(plan.mixed->pools.size()) + " pools; " + consumer +
+                                            " takes single-pool plans only");
 }
 
 void save_plan(const Plan& plan, const std::string& path) {

@@ -54,6 +54,7 @@ void pin_to_core(int rank, int world) {
 int launch_local(const TrainOptions& options, const std::string& self_path, const std::vector<std::string>& args,
                  std::ostream& out) {
   const Plan plan = load_plan(options.plan);
+  require_single_pool(plan, options.plan, "flopwise-train");
   int batch = plan.run.global_batch;
   Layout layout = plan.layout;
   fit_layout(layout, batch, plan.model, options.max_ranks);

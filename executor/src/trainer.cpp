@@ -39,6 +39,7 @@ struct Setup {
 Setup reconcile(const TrainOptions& o, int world, int vocab) {
   Setup s;
   s.plan = load_plan(o.plan);
+  require_single_pool(s.plan, o.plan, "flopwise-train");
   s.layout = s.plan.layout;
   // The executor keeps every activation (no recomputation): the trace says so.
   s.layout.recompute = Recompute::kNone;

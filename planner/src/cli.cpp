@@ -22,6 +22,7 @@
 #include "flopwise/launch.hpp"
 #include "flopwise/model_import.hpp"
 #include "flopwise/plan_builder.hpp"
+#include "flopwise/pools_report.hpp"
 #include "flopwise/report.hpp"
 #include "flopwise/scaling.hpp"
 #include "flopwise/validation.hpp"
@@ -171,13 +172,13 @@ TrainingRun training_run(const RunOptions& o) {
   return run;
 }
 
-std::string header(const ModelConfig& m, const TrainingRun& run, const SearchOptions& s) {
+std::string header(const ModelConfig& m, const TrainingRun& run, const SearchOptions& s, bool devices = true) {
   std::string objective = to_string(s.objective);
   if (s.objective == Objective::kMinCostDeadline) objective += " (" + format_count(s.deadline_days) + " days)";
   if (s.objective == Objective::kMinTimeBudget) objective += " (" + format_count(s.budget) + ")";
   return m.name + " pre-training, " + format_count(run.tokens) + " tokens, global batch " +
          std::to_string(run.global_batch) + " x " + std::to_string(run.seq_len) + ", " + to_string(run.precision) +
-         ", devices " + std::to_string(s.devices.min) + ".." + std::to_string(s.devices.max) + ", objective " +
+         (devices ? ", devices " + std::to_string(s.devices.min) + ".." + std::to_string(s.devices.max) : "") + ", objective " +
          objective + ", routing skew " + format_count(run.routing_skew) + "\n";
 }
 
@@ -237,6 +238,78 @@ int cmd_model(const std::string& name, int seq_len, bool as_json, std::ostream& 
   j["lm_head_params"] = p.lm_head;
   j["training_flops_per_token"] = training_flops_per_token(m, m.seq_len);
   out << j.dump(2) << "\n";
+  return 0;
+}
+
+// `plan --pool ...`: device pools, from options or a file.
+struct PoolOptions {
+  std::vector<std::string> pools, links, exchange_rates;
+  std::string file, currency;
+  bool given() const { return !pools.empty() || !file.empty(); }
+};
+
+PoolsSpec pools_spec(const PoolOptions& o) {
+  if (!o.file.empty() && !o.pools.empty()) throw input_error("--pools", "", "give pools in a file or with --pool, not both");
+  PoolsSpec spec;
+  if (!o.file.empty()) spec = load_pools_file(o.file);
+  for (const std::string& text : o.pools) spec.pools.push_back(parse_pool_option(text));
+  for (const std::string& text : o.links) spec.links.push_back(parse_pool_link_option(text, spec.pools));
+  for (const std::string& text : o.exchange_rates) spec.exchange_rates.insert(parse_exchange_rate_option(text));
+  if (!o.currency.empty()) spec.currency = o.currency;
+  validate(spec);
+  return spec;
+}
+
+// Megatron-LM runs one device type per job: a local-SGD plan is one job per pool (the outer sync
+// runs beside them); hetero DP and pipelines have no Megatron form.
+void print_pool_megatron(const Plan& plan, std::ostream& out) {
+  if (!plan.mixed) {
+    out << "megatron:";
+    for (const std::string& arg : megatron_args(plan)) out << " " << arg;
+    out << "\n";
+    return;
+  }
+  if (plan.mixed->strategy != PoolStrategy::kLocalSgd) {
+    out << "megatron: none (Megatron-LM runs one device type per job; " << to_string(plan.mixed->strategy)
+        << " needs a heterogeneous trainer)\n";
+    return;
+  }
+  for (const PlanPool& pool : plan.mixed->pools) {
+    Plan own = plan;
+    own.mixed.reset();
+    own.hardware = pool.hardware;
+    own.layout = pool.layout;
+    own.run.global_batch = pool.sequences;
+    out << "megatron (" << pool.name << "):";
+    for (const std::string& arg : megatron_args(own)) out << " " << arg;
+    out << "\n";
+  }
+}
+
+int cmd_plan_pools(const RunOptions& o, const PoolOptions& po, bool megatron, std::ostream& out) {
+  const ModelConfig model = resolve_model(o.model);
+  const TrainingRun run = training_run(o);
+  SearchOptions options = search_options(o);
+  if (has_fixed_dims(options)) throw input_error("--pool", "", "mixed plans choose each pool's layout; drop the fixed dimensions");
+  if (o.refine > 0) throw input_error("--refine", "", "does not apply to plans over pools yet (simulate the written plan)");
+  const PoolSet set = resolve_pools(pools_spec(po), run.precision);
+  const PoolSearchResult result = plan_pools(model, run, options, set);
+  const bool mixed = mixed_wins(result, options.objective);
+  if (!mixed && result.best_single < 0) throw input_error("--pool", "", "no plan on these pools meets the objective");
+  std::optional<CostModel> single;
+  if (!mixed) single.emplace(model, run, set.pools[result.best_single].profile);
+  const Plan plan = mixed ? make_mixed_plan(model, run, result.mixed.front(), options.objective)
+                          : make_plan(*single, result.single[result.best_single], options.objective);
+  if (o.json) {
+    out << pool_plans_json(set, result, options.objective).dump(2) << "\n";
+  } else {
+    out << header(model, run, options, false);
+    print_pools(out, set);
+    print_pool_plans(out, set, result, options.objective);
+    if (!result.mixed.empty()) print_mixed_detail(out, result.mixed.front());
+    if (megatron) print_pool_megatron(plan, out);
+  }
+  write_plan_if_asked(o, plan, out);
   return 0;
 }
 
@@ -379,6 +452,7 @@ std::string printf_percent(double fraction) {
 int cmd_simulate(const std::string& plan_path, const std::string& profile_override, const std::string& trace,
                  bool as_json, std::ostream& out) {
   const Plan plan = load_plan(plan_path);
+  require_single_pool(plan, plan_path, "simulate");
   const HardwareProfile profile = [&] {
     if (!profile_override.empty()) return resolve_profile(profile_override);
     try {
@@ -474,6 +548,7 @@ int cmd_launch(LaunchCommand c, std::ostream& out) {
   if (c.slurm + c.torchrun + c.k8s != 1) throw input_error("launch", "", "give exactly one of --slurm, --torchrun, --k8s");
   if (o.master_port < 1 || o.master_port > 65535) throw input_error("--master-port", "", "must be a TCP port, 1..65535");
   const Plan plan = load_plan(c.plan);
+  require_single_pool(plan, c.plan, "launch");
   o.megatron = !c.megatron.empty();
   if (o.megatron) o.program = c.megatron;
   if (o.program.empty()) o.program = default_program(o.target, program_dir().string());
@@ -577,6 +652,27 @@ void bench_simulation(const ModelConfig& model, const TrainingRun& run, std::ost
 }
 
 // Throughput of the planner itself: the five-device Ling-Plus comparison over 1..8192 devices.
+// The mixed-pool search on the pools of the Ling report's devices A, C and D (600, 400 and 256,
+// A and C joined by a 100 Gb/s link), under the run options' objective.
+void bench_pools(const RunOptions& o, int repeats, std::ostream& out) {
+  const ModelConfig model = resolve_model(o.model);
+  const TrainingRun run = training_run(o);
+  const SearchOptions options = search_options(o);
+  PoolOptions po;
+  po.pools = {"device-A:600", "device-C:400", "device-D:256"};
+  po.links = {"A-C:100Gb/s,2ms"};
+  const PoolSet set = resolve_pools(pools_spec(po), run.precision);
+  double best = 1e30;
+  for (int i = 0; i < repeats; ++i) {
+    const PoolSearchResult r = plan_pools(model, run, options, set);
+    best = std::min(best, r.seconds);
+    out << "pools " << model.name << " (600 x device-A + 400 x device-C + 256 x device-D, objective "
+        << to_string(options.objective) << "): " << r.seconds << " s, mixed plans costed " << r.mixed_costed << ", best "
+        << (mixed_wins(r, options.objective) ? to_string(r.mixed.front().plan.strategy) : "single pool") << "\n";
+  }
+  out << "pools search: best of " << repeats << " runs " << best << " s\n";
+}
+
 int cmd_bench(const RunOptions& o, int repeats, bool simulation, std::ostream& out) {
   const ModelConfig model = resolve_model(o.model);
   const TrainingRun run = training_run(o);
@@ -713,8 +809,14 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   bool plan_megatron = false;
   CLI::App* plan = app.add_subcommand("plan", "best layouts of one model on one hardware profile");
   add_run_options(*plan, plan_options, true);
-  plan->add_option("--profile", plan_profile, "built-in profile name or YAML file")->required();
+  plan->add_option("--profile", plan_profile, "built-in profile name or YAML file (or give --pool)");
   plan->add_flag("--megatron", plan_megatron, "also print the best layout as Megatron-LM arguments");
+  PoolOptions pool_options;
+  plan->add_option("--pool", pool_options.pools, "[NAME=]PROFILE:COUNT, a pool of up to COUNT devices (repeat for more pools)");
+  plan->add_option("--pool-link", pool_options.links, "A-B:BANDWIDTH,LATENCY between two pools' clusters, e.g. A-C:100Gb/s,2ms");
+  plan->add_option("--pools", pool_options.file, "YAML file of pools, links and exchange rates");
+  plan->add_option("--exchange-rate", pool_options.exchange_rates, "CURRENCY=RATE: plan-currency units per unit of CURRENCY");
+  plan->add_option("--currency", pool_options.currency, "currency of a plan over pools (default: the first pool's)");
 
   RunOptions compare_options;
   std::string compare_profiles = joined_names(ling_report_devices());
@@ -753,6 +855,8 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   bench->add_option("--repeats", bench_repeats, "runs of the comparison")->capture_default_str();
   bool bench_simulation_too = false;
   bench->add_flag("--simulation", bench_simulation_too, "also time the step simulation at 128..4096 devices");
+  bool bench_pools_only = false;
+  bench->add_flag("--pools", bench_pools_only, "instead: time the mixed-pool search (600 A + 400 C + 256 D)");
   bool bench_calibration_only = false, bench_busy = false;
   std::string bench_calibration_profile = "cpu-core";
   bench->add_flag("--calibration", bench_calibration_only,
@@ -827,6 +931,14 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   }
   try {
     if (*model) return cmd_model(model_name, model_seq, model_json, out);
+    if (*plan && pool_options.given()) {
+      if (!plan_profile.empty()) throw input_error("--profile", "", "give --profile or pools, not both");
+      return cmd_plan_pools(plan_options, pool_options, plan_megatron, out);
+    }
+    if (*plan && plan_profile.empty()) throw input_error("--profile", "", "name a hardware profile (or give --pool)");
+    if (*plan && (!pool_options.links.empty() || !pool_options.exchange_rates.empty() || !pool_options.currency.empty())) {
+      throw input_error("--pool-link", "", "--pool-link, --exchange-rate and --currency need --pool or --pools");
+    }
     if (*plan) return cmd_plan(plan_options, plan_profile, plan_megatron, out);
     if (*compare) return cmd_compare(compare_options, compare_profiles, out);
     if (app.got_subcommand("profiles")) return cmd_profiles(out);
@@ -844,6 +956,10 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
       return 0;
     }
     if (*bench && bench_busy) throw input_error("--busy", "", "applies to bench --calibration only");
+    if (*bench && bench_pools_only) {
+      bench_pools(bench_options, bench_repeats, out);
+      return 0;
+    }
     if (*bench) return cmd_bench(bench_options, bench_repeats, bench_simulation_too, out);
   } catch (const InputError& e) {
     // One line, whatever a quoted input value held.

@@ -6,12 +6,6 @@
 namespace flopwise {
 namespace {
 
-std::string printf_string(const char* format, auto... values) {
-  char buffer[256];
-  std::snprintf(buffer, sizeof buffer, format, values...);
-  return buffer;
-}
-
 // Durations of a run's life, from seconds to days.
 std::string duration(Seconds s) {
   if (s < 120) return printf_string("%.0f s", s);

@@ -28,6 +28,19 @@ bool better(const StepCost& a, const StepCost& b, Objective objective) {
   return a.cost < b.cost;
 }
 
+std::string objective_violation(const StepCost& c, const SearchOptions& o) {
+  char text[160];
+  if (o.objective == Objective::kMinCostDeadline && c.days > o.deadline_days) {
+    std::snprintf(text, sizeof text, "takes %.1f days, over the %.1f-day deadline", c.days, o.deadline_days);
+    return text;
+  }
+  if (o.objective == Objective::kMinTimeBudget && c.cost > o.budget) {
+    std::snprintf(text, sizeof text, "costs %.0f %s, over the budget of %.0f", c.cost, c.currency.c_str(), o.budget);
+    return text;
+  }
+  return "";
+}
+
 namespace {
 
 std::vector<int> powers_of_two_up_to(int limit) {
@@ -123,19 +136,6 @@ class Ranker {
   const SearchOptions& options_;
   SearchResult& result_;
 };
-
-std::string objective_violation(const StepCost& c, const SearchOptions& o) {
-  char text[160];
-  if (o.objective == Objective::kMinCostDeadline && c.days > o.deadline_days) {
-    std::snprintf(text, sizeof text, "takes %.1f days, over the %.1f-day deadline", c.days, o.deadline_days);
-    return text;
-  }
-  if (o.objective == Objective::kMinTimeBudget && c.cost > o.budget) {
-    std::snprintf(text, sizeof text, "costs %.0f %s, over the budget of %.0f", c.cost, c.currency.c_str(), o.budget);
-    return text;
-  }
-  return "";
-}
 
 std::string memory_violation(const MemoryBreakdown& mem, Bytes usable) {
   return "needs " + format_bytes(mem.total()) + " per device, " + format_bytes(usable) + " usable";

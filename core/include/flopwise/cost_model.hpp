@@ -46,6 +46,22 @@ struct PrecisionBytes {
   static PrecisionBytes of(Precision precision);
 };
 
+// The devices a run's totals are priced over: one pool's, or several pools' together.
+struct Fleet {
+  int devices = 0;
+  int nodes = 0;
+  FlopsPerSecond peak = 0;           // all devices together, at the run's precision
+  double price_per_device_hour = 0;  // mean over the devices
+  std::string currency;
+  const Reliability* reliability = nullptr;
+};
+
+// Throughput, MFU, goodput, and days, device-hours and cost (ideal and expected) of a run whose
+// step takes `cost.step_time_s` on `fleet`; the checkpoint holds the whole model's weights and
+// optimizer state, each device saving its own (memory_bytes.weights + optimizer).
+void derive_run_totals(StepCost& cost, const ModelConfig& model, const TrainingRun& run, const ParamCounts& params,
+                       const Fleet& fleet);
+
 // Precomputes everything that does not depend on the layout, so that evaluate() is cheap
 // enough for the planner to call millions of times.
 class CostModel {
@@ -111,6 +127,8 @@ class CostModel {
   int ep_all_to_alls_backward(const Layout& layout) const { return layout.recompute == Recompute::kFull ? 4 : 2; }
   Bytes ep_payload_bytes(const Layout& layout) const;
   Bytes pp_boundary_bytes(const Layout& layout) const;
+  // One pipeline boundary message (activations forward, or their gradient backward) on this profile.
+  Seconds pp_message_seconds(const Layout& layout) const;
   // Gradients (fp32) and weights (bf16) one device synchronises over DP for these layers.
   double dense_params_per_device(const StageContents& stage, const Layout& layout) const;
   double expert_params_per_device(const StageContents& stage, const Layout& layout) const;
@@ -125,6 +143,16 @@ class CostModel {
   Seconds data_parallel_exposed_seconds(const StageContents& stage, const Layout& layout, Seconds backward,
                                         Seconds forward) const;
   Seconds optimizer_seconds(const StageContents& stage, const Layout& layout) const;
+  // One pipeline rank's work on one micro-batch, and its memory as pipeline rank `rank`: what the
+  // step is built from (public for plans whose stages run on different devices).
+  struct RankTime {
+    Seconds forward = 0, backward = 0, tp = 0, ep = 0;
+    Seconds compute() const { return forward + backward; }
+    Seconds total() const { return compute() + tp + ep; }
+  };
+  RankTime micro_batch_time(const StageContents& stage, const Layout& layout) const;
+  MemoryBreakdown rank_memory(const StageContents& stage, int rank, const Layout& layout) const;
+  const Network& network() const { return network_; }
 
  private:
   enum class Pass { kForward, kBackward };
@@ -143,13 +171,6 @@ class CostModel {
   ComputeWork column_parallel_backward_work(bool moe_layer, const Layout& layout) const;
   // What a stage's pass waits for TP communication over one micro-batch, given one collective's time.
   Seconds tp_exposed_seconds(const StageContents& stage, bool forward, const Layout& layout, Seconds each) const;
-  struct RankTime {
-    Seconds forward = 0, backward = 0, tp = 0, ep = 0;
-    Seconds compute() const { return forward + backward; }
-    Seconds total() const { return compute() + tp + ep; }
-  };
-  RankTime micro_batch_time(const StageContents& stage, const Layout& layout) const;
-  MemoryBreakdown rank_memory(const StageContents& stage, int rank, const Layout& layout) const;
   double expert_skew(const Layout& layout) const;
   double micro_batch_tokens(const Layout& layout) const;
   double stage_dense_params(const StageContents& stage) const;

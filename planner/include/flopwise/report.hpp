@@ -1,5 +1,6 @@
 #pragma once
 // Text output of the CLI: tables people read, with units in the headers.
+#include <cstdio>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -7,6 +8,14 @@
 #include "flopwise/plan_builder.hpp"
 
 namespace flopwise {
+
+// snprintf into a string, for table rows (one line, under 512 characters).
+template <typename... Values>
+std::string printf_string(const char* format, Values... values) {
+  char buffer[512];
+  std::snprintf(buffer, sizeof buffer, format, values...);
+  return buffer;
+}
 
 std::string layout_label(const Layout& layout);  // "tp8 pp4 vpp2 ep8 dp32 mb1 sel zero1"
 // Width of the layout column in every table, wide enough for "... zero1 nosp ends12/12".

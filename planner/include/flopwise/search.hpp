@@ -54,6 +54,9 @@ std::optional<Layout> fixed_layout(const SearchOptions& options, int layers);
 // What a structurally valid layout misses, in words: device memory, the deadline, the budget.
 std::vector<std::string> shortfalls(const CostModel& model, const StepCost& cost, const SearchOptions& options);
 
+// What a cost misses of the options' deadline or budget, in words; "" when it meets them.
+std::string objective_violation(const StepCost& cost, const SearchOptions& options);
+
 // True when `a` ranks before `b` under `objective`.
 bool better(const StepCost& a, const StepCost& b, Objective objective);
 
