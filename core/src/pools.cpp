@@ -31,6 +31,18 @@ bool ends_with(const std::string& text, const std::string& tail) {
   return text.size() >= tail.size() && text.compare(text.size() - tail.size(), tail.size(), tail) == 0;
 }
 
+// Quantities on the command line may omit the space before the unit ("100Gb/s").
+double parse_compact_quantity(const std::string& text, Dimension dimension, const std::string& source,
+                              const std::string& field) {
+  size_t unit = 0;
+  while (unit < text.size() && (std::isdigit(static_cast<unsigned char>(text[unit])) || text[unit] == '.')) ++unit;
+  if (unit == 0 || unit == text.size() || text[unit] == ' ') return parse_quantity(text, dimension, source, field);
+  std::string spaced = text.substr(0, unit);
+  spaced.push_back(' ');
+  spaced.append(text, unit, std::string::npos);
+  return parse_quantity(spaced, dimension, source, field);
+}
+
 }  // namespace
 
 const PoolSpec* find_pool(const std::vector<PoolSpec>& pools, const std::string& endpoint) {
@@ -62,16 +74,6 @@ PoolSpec parse_pool_option(const std::string& text) {
   if (pool.profile.empty()) throw input_error("--pool", "", "no profile named in '" + text + "'");
   pool.max_devices = parse_count(text.substr(colon + 1), "--pool", text);
   return pool;
-}
-
-// Quantities on the command line may omit the space before the unit ("100Gb/s").
-static double parse_compact_quantity(const std::string& text, Dimension dimension, const std::string& source,
-                                     const std::string& field) {
-  size_t unit = 0;
-  while (unit < text.size() && (std::isdigit(static_cast<unsigned char>(text[unit])) || text[unit] == '.')) ++unit;
-  std::string spaced = text;
-  if (unit > 0 && unit < text.size() && text[unit] != ' ') spaced.insert(unit, " ");
-  return parse_quantity(spaced, dimension, source, field);
 }
 
 PoolLinkSpec parse_pool_link_option(const std::string& text, const std::vector<PoolSpec>& pools) {
