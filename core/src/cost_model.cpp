@@ -44,18 +44,22 @@ ComputeWork ComputeWork::scaled(double factor) const {
           memory_traffic * factor};
 }
 
-StageContents chunk_contents(const ModelConfig& m, const Layout& l, int chunk) {
-  const LayerRange range = chunk_layers(m.layers, l, chunk);
+StageContents range_contents(const ModelConfig& m, int first, int count, bool embedding, bool lm_head) {
   StageContents c;
-  c.moe_layers = m.moe_layers_in(range.first, range.count);
-  c.dense_layers = range.count - c.moe_layers;
-  c.embedding = chunk == 0;
-  c.lm_head = chunk == l.pp * l.vpp - 1;
-  if (c.lm_head) {
+  c.moe_layers = m.moe_layers_in(first, count);
+  c.dense_layers = count - c.moe_layers;
+  c.embedding = embedding;
+  c.lm_head = lm_head;
+  if (lm_head) {
     c.mtp_layers = m.mtp_layers;
     (m.mtp_layer_is_moe() ? c.moe_layers : c.dense_layers) += m.mtp_layers;
   }
   return c;
+}
+
+StageContents chunk_contents(const ModelConfig& m, const Layout& l, int chunk) {
+  const LayerRange range = chunk_layers(m.layers, l, chunk);
+  return range_contents(m, range.first, range.count, chunk == 0, chunk == l.pp * l.vpp - 1);
 }
 
 std::vector<StageContents> stage_contents(const ModelConfig& m, const Layout& l) {

@@ -214,19 +214,6 @@ std::optional<MixedCandidate> evaluate_shares(const ModelConfig& model, const Tr
 
 namespace {
 
-StageContents stage_of(const ModelConfig& model, int first_layer, int count, bool first, bool last) {
-  StageContents s;
-  s.moe_layers = model.moe_layers_in(first_layer, count);
-  s.dense_layers = count - s.moe_layers;
-  s.embedding = first;
-  s.lm_head = last;
-  if (last) {
-    s.mtp_layers = model.mtp_layers;
-    (model.mtp_layer_is_moe() ? s.moe_layers : s.dense_layers) += model.mtp_layers;
-  }
-  return s;
-}
-
 Layout pipeline_layout(const Layout& common, int pp) {
   Layout l = common;
   l.pp = pp;
@@ -263,7 +250,7 @@ std::optional<MixedCandidate> evaluate_pipeline(const ModelConfig& model, const 
     const CostModel cost(model, run, pool.profile);
     PlanPool p{pool.name, plan_hardware(pool.profile, run.precision), own, first_rank, run.global_batch, {}, 0};
     for (int s = 0; s < stages[i]; ++s, ++r) {
-      const StageContents stage = stage_of(model, layer, stage_layers[r], r == 0, r == total_pp - 1);
+      const StageContents stage = range_contents(model, layer, stage_layers[r], r == 0, r == total_pp - 1);
       layer += stage_layers[r];
       p.stage_layers.push_back(stage_layers[r]);
       const CostModel::RankTime t = cost.micro_batch_time(stage, whole);
@@ -503,7 +490,7 @@ struct PoolStageModel {
     Layout l = layout;
     l.pp = in_flight;  // rank 0 of `in_flight` stages holds that many micro-batches (vpp 1)
     auto bytes = [&](int layers, bool embedding, bool head) {
-      return cost->rank_memory(stage_of(model, model.layers - layers, layers, embedding, head), 0, l).total();
+      return cost->rank_memory(range_contents(model, model.layers - layers, layers, embedding, head), 0, l).total();
     };
     StageModel s = unit;
     s.per_layer = bytes(2, false, false) - bytes(1, false, false);
@@ -600,8 +587,8 @@ void cost_pipelines(const ModelConfig& model, const TrainingRun& run, const Pool
     dense.dense_layers = 1;
     psm.unit.moe = time(moe) - time(StageContents{});
     psm.unit.dense = time(dense) - time(StageContents{});
-    psm.unit.embedding = time(stage_of(model, 0, 0, true, false));
-    psm.unit.head = time(stage_of(model, 0, 0, false, true));
+    psm.unit.embedding = time(range_contents(model, 0, 0, true, false));
+    psm.unit.head = time(range_contents(model, 0, 0, false, true));
     models.push_back(std::move(psm));
     options_per_pool.push_back(stage_counts(cap, model.layers));
   }

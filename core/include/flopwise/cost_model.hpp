@@ -19,6 +19,9 @@ struct StageContents {
   bool operator==(const StageContents&) const = default;
 };
 
+// What a stage holding layers first .. first + count - 1 holds: their kinds, and with the LM head
+// the MTP depths too (Megatron-Core places them with the head). The one home of the rule.
+StageContents range_contents(const ModelConfig& model, int first, int count, bool embedding, bool lm_head);
 // The layers of model chunk `chunk` (virtual stage; chunk v * pp + r runs on pipeline rank r).
 StageContents chunk_contents(const ModelConfig& model, const Layout& layout, int chunk);
 // The layers each pipeline rank holds, all its chunks together.
