@@ -90,8 +90,6 @@ int local_sgd_interval(Seconds sync_s, Seconds inner_step_s) {
 
 namespace {
 
-ParamCounts all_params(const ModelConfig& model) { return param_counts(model); }
-
 // Sequences a replica of `layout` adds to its pool's share at a time: whole micro-batches on every
 // DP rank, and with interleaving whole rounds of pp micro-batches.
 int batch_unit(const Layout& layout) {
@@ -112,7 +110,7 @@ void derive_mixed_totals(StepCost& cost, const ModelConfig& model, const Trainin
   fleet.price_per_device_hour = price / fleet.devices;
   fleet.currency = set.currency;
   fleet.reliability = &set.pools.front().profile.reliability;
-  derive_run_totals(cost, model, run, all_params(model), fleet);
+  derive_run_totals(cost, model, run, param_counts(model), fleet);
 }
 
 const Pool& pool_named(const PoolSet& set, const std::string& name) {
@@ -190,7 +188,7 @@ std::optional<MixedCandidate> evaluate_shares(const ModelConfig& model, const Tr
   if (sequences != run.global_batch) return std::nullopt;
   order_chain(set, out.plan.pools);
   out.plan.links = chain_links(set, out.plan.pools);
-  const ParamCounts params = all_params(model);
+  const ParamCounts params = param_counts(model);
   StepCost c = costs[critical];
   if (strategy == PoolStrategy::kLocalSgd) {
     // The outer step averages fp32 parameter deltas (DiLoCo, Algorithm 1), once every H steps.
@@ -239,6 +237,7 @@ std::optional<MixedCandidate> evaluate_pipeline(const ModelConfig& model, const 
   out.plan.strategy = PoolStrategy::kHeteroPipeline;
   CostModel::RankTime slowest;
   Seconds sum_of_stages = 0, dp_and_optimizer = 0, intra_message = 0, overhead = 0;
+  Bytes boundary_bytes = 0;
   double tightest = -1;
   int r = 0, layer = 0, first_rank = 0;
   StepCost c;
@@ -268,15 +267,16 @@ std::optional<MixedCandidate> evaluate_pipeline(const ModelConfig& model, const 
         c.slowest_stage = r;
       }
       p.step_time_s = std::max(p.step_time_s, t.total());
-      const Seconds tail = cost.data_parallel_exposed_seconds(stage, whole, t.backward, t.forward) +
-                           cost.optimizer_seconds(stage, whole);
-      if (tail > dp_and_optimizer) {
-        dp_and_optimizer = tail;
-        c.exposed_comm_s.dp = cost.data_parallel_exposed_seconds(stage, whole, t.backward, t.forward);
-        c.optimizer_s = cost.optimizer_seconds(stage, whole);
+      const Seconds dp = cost.data_parallel_exposed_seconds(stage, whole, t.backward, t.forward);
+      const Seconds optimizer = cost.optimizer_seconds(stage, whole);
+      if (dp + optimizer > dp_and_optimizer) {
+        dp_and_optimizer = dp + optimizer;
+        c.exposed_comm_s.dp = dp;
+        c.optimizer_s = optimizer;
       }
     }
     if (stages[i] > 1) intra_message = std::max(intra_message, cost.pp_message_seconds(whole));
+    boundary_bytes = cost.pp_boundary_bytes(whole);  // the model's and layout's, the same on every pool
     overhead = std::max(overhead, pool.profile.overheads.per_step);
     first_rank += own.devices();
     out.plan.pools.push_back(p);
@@ -287,8 +287,7 @@ std::optional<MixedCandidate> evaluate_pipeline(const ModelConfig& model, const 
   Seconds link_message = 0;
   for (PlanLink& link : out.plan.links) {
     link = link_between(set, pool_named(set, link.a), senders, pool_named(set, link.b), senders);
-    const CostModel any(model, run, pool_named(set, link.a).profile);
-    out.plan.cross_pool_bytes = senders * any.pp_boundary_bytes(whole);
+    out.plan.cross_pool_bytes = senders * boundary_bytes;
     link_message = std::max(link_message, out.plan.cross_pool_bytes / link.bandwidth + link.latency);
   }
   c.compute_s = m * slowest.compute();
@@ -476,6 +475,8 @@ namespace {
 struct StageModel {
   Seconds moe = 0, dense = 0, embedding = 0, head = 0;
   Bytes base = 0, per_layer = 0, embedding_bytes = 0, head_bytes = 0, usable = 0;
+  Seconds ends(bool first, bool last) const { return (first ? embedding : 0) + (last ? head : 0); }
+  Seconds layer(const ModelConfig& model, int index) const { return model.is_dense_layer(index) ? dense : moe; }
 };
 
 struct PoolStageModel {
@@ -512,12 +513,12 @@ std::optional<std::vector<int>> place_layers(const ModelConfig& model, const std
   for (int r = 0; r < n; ++r) {
     const StageModel& s = *stages[r];
     const bool first = r == 0, last = r == n - 1;
-    Seconds time = (first ? s.embedding : 0) + (last ? s.head : 0);
+    Seconds time = s.ends(first, last);
     Bytes bytes = s.base + (first ? s.embedding_bytes : 0) + (last ? s.head_bytes : 0);
     const int most = model.layers - layer - (n - 1 - r);
     int k = 0;
     while (k < most) {
-      const Seconds t = time + (model.is_dense_layer(layer + k) ? s.dense : s.moe);
+      const Seconds t = time + s.layer(model, layer + k);
       if (t > limit || bytes + s.per_layer > s.usable) break;
       time = t;
       bytes += s.per_layer;
@@ -616,8 +617,8 @@ void cost_pipelines(const ModelConfig& model, const TrainingRun& run, const Pool
     Seconds slowest = 0, sum = 0;
     int layer = 0;
     for (size_t r = 0; r < per_stage.size(); ++r) {
-      Seconds t = (r == 0 ? per_stage[r]->embedding : 0) + (r + 1 == per_stage.size() ? per_stage[r]->head : 0);
-      for (int k = 0; k < (*layers)[r]; ++k, ++layer) t += model.is_dense_layer(layer) ? per_stage[r]->dense : per_stage[r]->moe;
+      Seconds t = per_stage[r]->ends(r == 0, r + 1 == per_stage.size());
+      for (int k = 0; k < (*layers)[r]; ++k, ++layer) t += per_stage[r]->layer(model, layer);
       slowest = std::max(slowest, t);
       sum += t;
     }
