@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "flopwise/cli.hpp"
@@ -245,7 +246,7 @@ TEST(Cli, BadPoolsEndWithOneLineAndCodeTwo) {
   expect_one_line_error(run({"plan", "--pool", "device-A:8", "--pool", "device-C:8", "--tp", "2"}), "fixed dimensions");
 }
 
-TEST(Cli, PlanOverPoolsWritesAMixedPlanThatSimulateRefuses) {
+TEST(Cli, PlanOverPoolsWritesAMixedPlanThatSimulateRuns) {
   const std::string plan = ::testing::TempDir() + "/mixed.json";
   const Outcome o = run({"plan", "--model", "ling-lite", "--tokens", "1e11", "--deadline-days", "3.5", "--pool",
                          "device-A:32", "--pool", "device-C:32", "--out", plan});
@@ -255,7 +256,21 @@ TEST(Cli, PlanOverPoolsWritesAMixedPlanThatSimulateRefuses) {
   EXPECT_NE(o.out.find("mixed plans costed: "), std::string::npos) << o.out;
   const Plan written = load_plan(plan);
   ASSERT_TRUE(written.mixed);
-  expect_one_line_error(run({"simulate", plan}), "takes single-pool plans only");
+  const Outcome sim = run({"simulate", plan});
+  ASSERT_EQ(sim.code, 0) << sim.err;
+  EXPECT_NE(sim.out.find("over 2 pools (hetero-dp)"), std::string::npos) << sim.out;
+  EXPECT_NE(sim.out.find("cross-pool gradient reduction after the last pool arrived"), std::string::npos) << sim.out;
+  expect_one_line_error(run({"simulate", plan, "--profile", "device-D"}), "applies to single-pool plans");
+  expect_one_line_error(run({"plan", "--model", "ling-lite", "--pool", "device-A:32", "--pool", "device-C:32",
+                             "--strategy", "ring"}),
+                        "unknown strategy 'ring'");
+  expect_one_line_error(run({"plan", "--profile", "device-A", "--strategy", "local-sgd"}), "need --pool");
+  // A pool whose profile nobody knows: the plan's field is named.
+  std::ifstream in(plan);
+  nlohmann::json j = nlohmann::json::parse(in);
+  j["pools"][1]["hardware"]["profile"] = "device-Q";
+  const std::string edited = write_temp("mixed-unknown.json", j.dump());
+  expect_one_line_error(run({"simulate", edited}), "pools[1].hardware.profile");
 }
 
 }  // namespace flopwise

@@ -20,6 +20,7 @@
 #include "flopwise/error.hpp"
 #include "flopwise/json_reader.hpp"
 #include "flopwise/launch.hpp"
+#include "flopwise/mixed_simulation.hpp"
 #include "flopwise/model_import.hpp"
 #include "flopwise/plan_builder.hpp"
 #include "flopwise/pools_report.hpp"
@@ -245,6 +246,7 @@ int cmd_model(const std::string& name, int seq_len, bool as_json, std::ostream& 
 struct PoolOptions {
   std::vector<std::string> pools, links, exchange_rates;
   std::string file, currency;
+  std::string strategy;  // write the best plan of this strategy instead of the best overall
   bool given() const { return !pools.empty() || !file.empty(); }
 };
 
@@ -294,11 +296,20 @@ int cmd_plan_pools(const RunOptions& o, const PoolOptions& po, bool megatron, st
   if (o.refine > 0) throw input_error("--refine", "", "does not apply to plans over pools yet (simulate the written plan)");
   const PoolSet set = resolve_pools(pools_spec(po), run.precision);
   const PoolSearchResult result = plan_pools(model, run, options, set);
-  const bool mixed = mixed_wins(result, options.objective);
+  const MixedCandidate* chosen = result.mixed.empty() ? nullptr : &result.mixed.front();
+  if (!po.strategy.empty()) {
+    const PoolStrategy wanted = parse_pool_strategy(po.strategy, "--strategy", "");
+    chosen = nullptr;
+    for (const MixedCandidate& c : result.mixed) {
+      if (c.plan.strategy == wanted) chosen = &c;
+    }
+    if (!chosen) throw input_error("--strategy", "", "no " + po.strategy + " plan on these pools meets the objective");
+  }
+  const bool mixed = !po.strategy.empty() || mixed_wins(result, options.objective);
   if (!mixed && result.best_single < 0) throw input_error("--pool", "", "no plan on these pools meets the objective");
   std::optional<CostModel> single;
   if (!mixed) single.emplace(model, run, set.pools[result.best_single].profile);
-  const Plan plan = mixed ? make_mixed_plan(model, run, result.mixed.front(), options.objective)
+  const Plan plan = mixed ? make_mixed_plan(model, run, *chosen, options.objective)
                           : make_plan(*single, result.single[result.best_single], options.objective);
   if (o.json) {
     out << pool_plans_json(set, result, options.objective).dump(2) << "\n";
@@ -306,7 +317,7 @@ int cmd_plan_pools(const RunOptions& o, const PoolOptions& po, bool megatron, st
     out << header(model, run, options, false);
     print_pools(out, set);
     print_pool_plans(out, set, result, options.objective);
-    if (!result.mixed.empty()) print_mixed_detail(out, result.mixed.front());
+    if (chosen) print_mixed_detail(out, *chosen);
     if (megatron) print_pool_megatron(plan, out);
   }
   write_plan_if_asked(o, plan, out);
@@ -452,7 +463,19 @@ std::string printf_percent(double fraction) {
 int cmd_simulate(const std::string& plan_path, const std::string& profile_override, const std::string& trace,
                  bool as_json, std::ostream& out) {
   const Plan plan = load_plan(plan_path);
-  require_single_pool(plan, plan_path, "simulate");
+  if (plan.mixed) {
+    if (!profile_override.empty()) throw input_error("--profile", "", "applies to single-pool plans; this plan names a profile per pool");
+    const MixedSimulation sim = simulate_mixed_plan(plan, plan_path, trace);
+    if (as_json) {
+      json j = mixed_simulation_json(plan, sim);
+      if (!trace.empty()) j["trace"] = trace;
+      out << j.dump(2) << "\n";
+      return 0;
+    }
+    print_mixed_simulation(out, plan, sim);
+    if (!trace.empty()) out << "trace written to " << trace << " (open in Perfetto)\n";
+    return 0;
+  }
   const HardwareProfile profile = [&] {
     if (!profile_override.empty()) return resolve_profile(profile_override);
     try {
@@ -817,6 +840,8 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   plan->add_option("--pools", pool_options.file, "YAML file of pools, links and exchange rates");
   plan->add_option("--exchange-rate", pool_options.exchange_rates, "CURRENCY=RATE: plan-currency units per unit of CURRENCY");
   plan->add_option("--currency", pool_options.currency, "currency of a plan over pools (default: the first pool's)");
+  plan->add_option("--strategy", pool_options.strategy,
+                   "with pools: show and write the best plan of this strategy (hetero-dp, hetero-pipeline, local-sgd)");
 
   RunOptions compare_options;
   std::string compare_profiles = joined_names(ling_report_devices());
@@ -936,8 +961,9 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
       return cmd_plan_pools(plan_options, pool_options, plan_megatron, out);
     }
     if (*plan && plan_profile.empty()) throw input_error("--profile", "", "name a hardware profile (or give --pool)");
-    if (*plan && (!pool_options.links.empty() || !pool_options.exchange_rates.empty() || !pool_options.currency.empty())) {
-      throw input_error("--pool-link", "", "--pool-link, --exchange-rate and --currency need --pool or --pools");
+    if (*plan && (!pool_options.links.empty() || !pool_options.exchange_rates.empty() || !pool_options.currency.empty() ||
+                  !pool_options.strategy.empty())) {
+      throw input_error("--pool-link", "", "--pool-link, --exchange-rate, --currency and --strategy need --pool or --pools");
     }
     if (*plan) return cmd_plan(plan_options, plan_profile, plan_megatron, out);
     if (*compare) return cmd_compare(compare_options, compare_profiles, out);

@@ -24,6 +24,22 @@ static const char* kLocalSgdNote =
     "every H steps (outer Nesterov step). DiLoCo (arXiv 2311.08105) matched synchronous perplexity with 8 "
     "workers at H = 500 on models up to 400M parameters; the quality cost at this model's scale is unmeasured.";
 
+void derive_mixed_totals(StepCost& cost, const ModelConfig& model, const TrainingRun& run,
+                         const std::vector<PlanPool>& pools, const std::string& currency, const Reliability& reliability) {
+  Fleet fleet;
+  double price = 0;
+  for (const PlanPool& p : pools) {
+    fleet.devices += p.devices();
+    fleet.nodes += (p.devices() + p.hardware.devices_per_node - 1) / p.hardware.devices_per_node;
+    fleet.peak += p.devices() * p.hardware.peak_tflops * 1e12;
+    price += p.devices() * p.hardware.price_per_device_hour;
+  }
+  fleet.price_per_device_hour = price / fleet.devices;
+  fleet.currency = currency;
+  fleet.reliability = &reliability;
+  derive_run_totals(cost, model, run, param_counts(model), fleet);
+}
+
 PoolSet resolve_pools(const PoolsSpec& spec, Precision precision) {
   validate(spec);
   const std::string source = spec.source.empty() ? "--pool" : spec.source;
@@ -94,23 +110,6 @@ namespace {
 // DP rank, and with interleaving whole rounds of pp micro-batches.
 int batch_unit(const Layout& layout) {
   return layout.dp * layout.micro_batch * (layout.vpp > 1 ? layout.pp : 1);
-}
-
-// The run priced over the pools' devices, `cost` holding the step and its parts.
-void derive_mixed_totals(StepCost& cost, const ModelConfig& model, const TrainingRun& run, const PoolSet& set,
-                         const std::vector<PlanPool>& pools) {
-  Fleet fleet;
-  double price = 0;
-  for (const PlanPool& p : pools) {
-    fleet.devices += p.devices();
-    fleet.nodes += (p.devices() + p.hardware.devices_per_node - 1) / p.hardware.devices_per_node;
-    fleet.peak += p.devices() * p.hardware.peak_tflops * 1e12;
-    price += p.devices() * p.hardware.price_per_device_hour;
-  }
-  fleet.price_per_device_hour = price / fleet.devices;
-  fleet.currency = set.currency;
-  fleet.reliability = &set.pools.front().profile.reliability;
-  derive_run_totals(cost, model, run, param_counts(model), fleet);
 }
 
 const Pool& pool_named(const PoolSet& set, const std::string& name) {
@@ -205,7 +204,7 @@ std::optional<MixedCandidate> evaluate_shares(const ModelConfig& model, const Tr
   }
   c.exposed_comm_s.dp += out.plan.cross_pool_s;
   c.step_time_s += out.plan.cross_pool_s;
-  derive_mixed_totals(c, model, run, set, out.plan.pools);
+  derive_mixed_totals(c, model, run, out.plan.pools, set.currency, set.pools.front().profile.reliability);
   out.cost = c;
   return out;
 }
@@ -301,7 +300,7 @@ std::optional<MixedCandidate> evaluate_pipeline(const ModelConfig& model, const 
   out.plan.cross_pool_s = m * 2.0 * std::max(0.0, link_message - intra_message);
   c.overhead_s = overhead;
   c.step_time_s = c.compute_s + c.exposed_comm_s.total() + c.bubble_s + c.optimizer_s + c.overhead_s;
-  derive_mixed_totals(c, model, run, set, out.plan.pools);
+  derive_mixed_totals(c, model, run, out.plan.pools, set.currency, set.pools.front().profile.reliability);
   out.cost = c;
   return out;
 }
@@ -629,7 +628,7 @@ void cost_pipelines(const ModelConfig& model, const TrainingRun& run, const Pool
       pools.push_back({set.pools[order[p]].name, plan_hardware(set.pools[order[p]].profile, run.precision),
                        pipeline_layout(common, stages[p]), 0, 0, {}, 0});
     }
-    derive_mixed_totals(idea.estimate, model, run, set, pools);
+    derive_mixed_totals(idea.estimate, model, run, pools, set.currency, set.pools.front().profile.reliability);
     if (!objective_violation(idea.estimate, options).empty() && options.objective != Objective::kMinCostDeadline) return;
     ideas.push_back(std::move(idea));
   };

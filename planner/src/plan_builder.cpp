@@ -38,15 +38,22 @@ Recommendation recommend(const ModelConfig& model, const TrainingRun& run, const
   return r;
 }
 
-StepCost simulated_cost(const CostModel& cost, const Layout& layout, const StepCost& analytic,
-                        const SimulationResult& simulation) {
+StepCost with_simulated_step(const StepCost& analytic, const SimulationResult& simulation) {
   StepCost c = analytic;
   // The simulation times passes and messages; the per-step overhead comes on top.
   c.step_time_s = simulation.step_time_s + analytic.overhead_s;
   c.compute_s = simulation.compute_s;
   c.exposed_comm_s = simulation.exposed_comm_s;
+  // What crossing pools adds (zero for one pool) is on the critical path beside the pool's own DP.
+  c.exposed_comm_s.dp += simulation.cross_pool_s;
   c.bubble_s = simulation.bubble_s;
   c.optimizer_s = 0;  // inside compute_s on the simulated timeline
+  return c;
+}
+
+StepCost simulated_cost(const CostModel& cost, const Layout& layout, const StepCost& analytic,
+                        const SimulationResult& simulation) {
+  StepCost c = with_simulated_step(analytic, simulation);
   c.slowest_stage = RankGrid(layout, cost.profile().node.devices).coords(simulation.critical_rank).pp;
   cost.derive_totals(c, layout);
   return c;

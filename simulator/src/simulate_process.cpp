@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
@@ -19,8 +20,16 @@ using nlohmann::json;
 
 json to_json(const SimulationResult& r) {
   json devices = json::array();
-  for (const DeviceTimes& d : r.devices) devices.push_back({d.rank, d.busy_s, d.comm_s, d.bubble_s, d.idle_s});
-  return {{"step_time_s", r.step_time_s}, {"critical_rank", r.critical_rank}, {"compute_s", r.compute_s},
+  for (const DeviceTimes& d : r.devices) {
+    devices.push_back({d.rank, d.busy_s, d.comm_s, d.bubble_s, d.idle_s, d.cross_pool_s});
+  }
+  json pools = json::array();
+  for (const PoolTimes& p : r.pools) {
+    const CommBreakdown& c = p.exposed_comm_s;
+    pools.push_back({p.name, p.step_time_s, p.critical_rank, p.compute_s, p.bubble_s, c.tp, c.ep, c.pp, c.dp});
+  }
+  return {{"pools", pools}, {"cross_pool_s", r.cross_pool_s}, {"sync_s", r.sync_s},
+          {"sync_every_steps", r.sync_every_steps},{"step_time_s", r.step_time_s}, {"critical_rank", r.critical_rank}, {"compute_s", r.compute_s},
           {"comm", {r.exposed_comm_s.tp, r.exposed_comm_s.ep, r.exposed_comm_s.pp, r.exposed_comm_s.dp}},
           {"bubble_s", r.bubble_s}, {"devices", devices}, {"simulated_devices", r.simulated_devices},
           {"total_devices", r.total_devices}, {"messages", r.messages}, {"wall_s", r.wall_s},
@@ -35,7 +44,11 @@ SimulationResult from_json(const json& j) {
   const auto& c = j.at("comm");
   r.exposed_comm_s = {c[0], c[1], c[2], c[3]};
   r.bubble_s = j.at("bubble_s");
-  for (const auto& d : j.at("devices")) r.devices.push_back(DeviceTimes{d[0], d[1], d[2], d[3], d[4]});
+  for (const auto& d : j.at("devices")) r.devices.push_back(DeviceTimes{d[0], d[1], d[2], d[3], d[4], d[5]});
+  for (const auto& p : j.at("pools")) r.pools.push_back(PoolTimes{p[0], p[1], p[2], p[3], {p[5], p[6], p[7], p[8]}, p[4]});
+  r.cross_pool_s = j.at("cross_pool_s");
+  r.sync_s = j.at("sync_s");
+  r.sync_every_steps = j.at("sync_every_steps");
   r.simulated_devices = j.at("simulated_devices");
   r.total_devices = j.at("total_devices");
   r.messages = j.at("messages");
@@ -61,9 +74,8 @@ std::string read_all(int fd) {
   return text;
 }
 
-}  // namespace
-
-SimulationResult simulate_step(const CostModel& cost, const Layout& layout, const SimulationOptions& options) {
+// Runs `simulation` in a child process and brings its result back.
+SimulationResult in_child(const std::function<SimulationResult()>& simulation) {
   // Unflushed output would otherwise be written twice, once by each process.
   std::cout.flush();
   std::cerr.flush();
@@ -76,7 +88,7 @@ SimulationResult simulate_step(const CostModel& cost, const Layout& layout, cons
     ::close(fds[0]);
     json answer;
     try {
-      answer = {{"result", to_json(simulate_step_in_process(cost, layout, options))}};
+      answer = {{"result", to_json(simulation())}};
     } catch (const InputError& e) {
       answer = {{"input_error", e.what()}};
     } catch (const std::exception& e) {
@@ -99,6 +111,17 @@ SimulationResult simulate_step(const CostModel& cost, const Layout& layout, cons
   if (answer.contains("input_error")) throw InputError(answer["input_error"].get<std::string>());
   if (answer.contains("error")) throw std::runtime_error("simulation failed: " + answer["error"].get<std::string>());
   return from_json(answer.at("result"));
+}
+
+}  // namespace
+
+SimulationResult simulate_step(const CostModel& cost, const Layout& layout, const SimulationOptions& options) {
+  return in_child([&] { return simulate_step_in_process(cost, layout, options); });
+}
+
+SimulationResult simulate_mixed_step(const MixedPlan& plan, const std::vector<const CostModel*>& costs,
+                                     const SimulationOptions& options) {
+  return in_child([&] { return simulate_mixed_step_in_process(plan, costs, options); });
 }
 
 }  // namespace flopwise

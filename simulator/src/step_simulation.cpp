@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <memory>
 #include <numeric>
+#include <optional>
 #include <set>
 
 #include "flopwise/error.hpp"
@@ -20,12 +22,14 @@ namespace {
 
 // Host speed is nominal: every duration comes from the cost model, executed as seconds x speed.
 constexpr double kHostSpeed = 1e12;
+// Chunks the reduction across pools is streamed in: the stream's tail adds 1/64 of one link's time.
+constexpr int kCrossPoolChunks = 64;
 // SimGrid needs a non-null payload for messages whose content does not matter.
 int g_token = 0;
 
 // What one simulated device spent its step on.
 struct Account {
-  Seconds busy = 0, bubble = 0, end = 0;
+  Seconds busy = 0, bubble = 0, end = 0, cross_pool = 0;
   CommBreakdown comm;
 };
 
@@ -34,49 +38,110 @@ struct PipelineMessage {
   double sent_at = 0;
 };
 
+// One layout's ranks in the step: the whole single-pool step, one pool of a data-parallel mix, or
+// the pipeline across pools. Each pipeline stage knows its cost model (its pool's) and its layers.
+struct Part {
+  std::string name;  // mailbox prefix: the pool's name; empty for a single pool
+  Layout layout;
+  RankGrid grid;
+  int first_rank = 0;
+  int micro_batches = 0;
+  std::vector<const CostModel*> stage_cost;       // per pipeline stage (pp x vpp)
+  std::vector<StageContents> stage_chunk;         // per pipeline stage
+  std::vector<StageContents> optimizer_contents;  // per pipeline rank, all its chunks
+  std::vector<int> slice;                         // simulated ranks, global
+
+  const CostModel& cost_of(int stage) const { return *stage_cost.at(stage); }
+  int rank(int local) const { return first_rank + local; }
+  int local(int rank) const { return rank - first_rank; }
+  // Global ranks of `kind`'s group of `rank`.
+  std::vector<int> members(GroupKind kind, int rank) const {
+    std::vector<int> m = grid.group(kind, local(rank));
+    for (int& r : m) r += first_rank;
+    return m;
+  }
+};
+
+// A part over one cost model: its layout's own stages.
+Part uniform_part(const std::string& name, const CostModel& cost, const Layout& layout, int first_rank) {
+  Part p{name, layout, RankGrid(layout, cost.profile().node.devices), first_rank,
+         layout.micro_batches(cost.run().global_batch), {}, {}, stage_contents(cost.model(), layout), {}};
+  for (int stage = 0; stage < layout.pp * layout.vpp; ++stage) {
+    p.stage_cost.push_back(&cost);
+    p.stage_chunk.push_back(chunk_contents(cost.model(), layout, stage));
+  }
+  return p;
+}
+
+// What crosses pools in a data-parallel mix: each pool's gateway stands for its ranks, waits for
+// them, then reduces `bytes` along the chain of pools.
+struct CrossPool {
+  PoolStrategy strategy = PoolStrategy::kHeteroDp;
+  Bytes bytes = 0;
+  int sync_every_steps = 0;
+  std::vector<BytesPerSecond> link_bandwidth;      // pools[i] to pools[i + 1]
+  std::vector<sg4::BarrierPtr> arrived, released;  // per pool
+  double last_arrival = 0, done = 0;
+};
+
 class StepSimulation {
  public:
-  StepSimulation(const CostModel& cost, const Layout& layout)
-      : cost_(cost),
-        l_(layout),
-        grid_(layout, cost.profile().node.devices),
-        topology_(Topology::build(cost.profile(), layout.devices())),
-        micro_batches_(layout.micro_batches(cost.run().global_batch)) {
-    topology_.check_connected(cost.profile().source);
-    select_slice();
+  StepSimulation(std::vector<Part> parts, Topology topology, std::vector<std::string> pool_names,
+                 std::vector<int> pool_of_rank, std::optional<CrossPool> cross)
+      : parts_(std::move(parts)),
+        topology_(std::move(topology)),
+        pool_names_(std::move(pool_names)),
+        pool_of_rank_(std::move(pool_of_rank)),
+        cross_(std::move(cross)) {
+    std::vector<bool> active(topology_.devices(), false);
+    for (Part& part : parts_) select_slice(part);
+    for (const auto& [a, b] : pairs_) active[a] = active[b] = true;
+    topology_.scale_uplinks_to(active);
+    // Each pool's simulated ranks and its gateway meet before and after the reduction across pools.
+    for (size_t p = 0; cross_ && p < parts_.size(); ++p) {
+      cross_->arrived.push_back(sg4::Barrier::create(static_cast<unsigned>(parts_[p].slice.size() + 1)));
+      cross_->released.push_back(sg4::Barrier::create(static_cast<unsigned>(parts_[p].slice.size() + 1)));
+    }
   }
 
-  SimulationResult run(const SimulationOptions& options);
+  SimulationResult run(const SimulationOptions& options, int devices_per_node);
+  std::string slice_note() const;
+  static int slice_width(const Layout& l) { return std::lcm(l.tp, l.expert_tp() * l.ep); }
+  // The part of a stage's ranks the slice simulates.
+  static double stage_share(const Layout& l) { return std::min(1.0, slice_width(l) / double(l.tp * l.dp)); }
 
  private:
-  int slice_width() const;
-  void select_slice();
+  void select_slice(Part& part);
   void build_platform();
   void add_route(int from, int to);
   sg4::Link* link_of(TopologyEdgeId edge, bool forward);
   Seconds route_latency(int from, int to) const;
 
-  void device(int rank);
-  void pass(int rank, const PipelineOp& op, const StageContents& chunk, Account& account);
-  Seconds ring_collectives(int rank, GroupKind kind, int collectives, Bytes buffer);
-  Seconds expert_parallel(int rank, int all_to_alls);
+  void device(const Part& part, int rank);
+  void pass(const Part& part, int rank, const PipelineOp& op, int stage, Account& account);
+  Seconds ring_collectives(const Part& part, int rank, GroupKind kind, int collectives, Bytes buffer);
+  Seconds expert_parallel(const Part& part, int rank, const CostModel& cost, int all_to_alls);
   void receive_pipeline(int rank, const std::string& mailbox, Account& account);
-  void send_pipeline(const std::string& mailbox);
-  sg4::ActorPtr start_gradient_sync(int rank, const StageContents& chunk);
-  void ring(int rank, GroupKind kind, std::vector<std::pair<int, Bytes>> phases);
+  void send_pipeline(const std::string& mailbox, Bytes bytes);
+  sg4::ActorPtr start_gradient_sync(const Part& part, int rank, int stage);
+  void ring(const Part& part, int rank, GroupKind kind, std::vector<std::pair<int, Bytes>> phases);
+  void cross_pool_sync(int rank, Account& account);
+  void gateway(int pool);
+  static sg4::Mailbox* chain_box(const char* phase, int from, int to);
+  void forward_chunks(sg4::Mailbox* in, sg4::Mailbox* out, uint64_t chunk, BytesPerSecond bandwidth);
 
-  int neighbour(int rank, int pp_step) const;
-  std::string pipeline_mailbox(const char* kind, int virtual_stage, int micro_batch, int rank) const;
+  int neighbour(const Part& part, int rank, int pp_step) const;
+  std::string pipeline_mailbox(const Part& part, const char* kind, int virtual_stage, int micro_batch, int rank) const;
   void span(int rank, const char* category, std::string name, double start);
 
-  const CostModel& cost_;
-  Layout l_;
-  RankGrid grid_;
+  std::vector<Part> parts_;
   Topology topology_;
-  int micro_batches_;
-  std::vector<int> slice_;              // simulated ranks
+  std::vector<std::string> pool_names_;  // empty for a single pool
+  std::vector<int> pool_of_rank_;        // global rank -> pool
+  std::optional<CrossPool> cross_;
   std::set<std::pair<int, int>> pairs_;  // routes the step uses
   std::map<int, sg4::Host*> hosts_;
+  std::vector<sg4::Host*> gateways_;
   std::map<std::string, sg4::Link*> links_;
   std::map<int, Account> accounts_;
   std::vector<TraceSpan> spans_;
@@ -86,35 +151,43 @@ class StepSimulation {
 // Data parallelism is symmetric: every replica runs the same schedule on the same kind of links.
 // The first slice_width() ranks of every stage close the TP and EP groups of their members, so
 // they see TP, expert-TP, EP and PP traffic in full; DP rings run to their real neighbours.
-int StepSimulation::slice_width() const {
-  return std::lcm(l_.tp, l_.expert_tp() * l_.ep);
-}
-
-void StepSimulation::select_slice() {
-  std::vector<bool> active(l_.devices(), false);
-  for (int rank = 0; rank < l_.devices(); ++rank) {
-    if (rank % (l_.tp * l_.dp) >= slice_width()) continue;
-    slice_.push_back(rank);
+void StepSimulation::select_slice(Part& part) {
+  const Layout& l = part.layout;
+  for (int local = 0; local < l.devices(); ++local) {
+    if (local % (l.tp * l.dp) >= slice_width(l)) continue;
+    const int rank = part.rank(local);
+    part.slice.push_back(rank);
     for (GroupKind kind : {GroupKind::kTp, GroupKind::kEp, GroupKind::kExpertTp}) {
-      const auto members = grid_.group(kind, rank);
-      for (int peer : members) pairs_.insert({rank, peer});
+      for (int peer : part.members(kind, rank)) pairs_.insert({rank, peer});
     }
     for (GroupKind kind : {GroupKind::kDp, GroupKind::kExpertDp}) {
-      const auto members = grid_.group(kind, rank);
+      const auto members = part.members(kind, rank);
       const auto at = std::find(members.begin(), members.end(), rank) - members.begin();
       pairs_.insert({rank, members[(at + 1) % members.size()]});
     }
-    pairs_.insert({rank, neighbour(rank, +1)});
-    pairs_.insert({rank, neighbour(rank, -1)});
+    pairs_.insert({rank, neighbour(part, rank, +1)});
+    pairs_.insert({rank, neighbour(part, rank, -1)});
   }
-  for (const auto& [a, b] : pairs_) active[a] = active[b] = true;
-  topology_.scale_uplinks_to(active);
 }
 
-int StepSimulation::neighbour(int rank, int pp_step) const {
-  RankCoords c = grid_.coords(rank);
-  c.pp = (c.pp + pp_step + l_.pp) % l_.pp;
-  return grid_.rank_of(c);
+std::string StepSimulation::slice_note() const {
+  std::string widths;
+  int simulated = 0, total = 0;
+  for (const Part& part : parts_) {
+    widths += (widths.empty() ? "" : "/") + std::to_string(slice_width(part.layout));
+    simulated += static_cast<int>(part.slice.size());
+    total += part.layout.devices();
+  }
+  return "simulated " + std::to_string(simulated) + " of " + std::to_string(total) + " devices: the first " + widths +
+         " ranks of every stage (whole TP and EP groups); the other data-parallel replicas mirror them, "
+         "leaf uplinks carry the slice's share, DP rings run to their real neighbours; TP and EP traffic is "
+         "aggregated per pass";
+}
+
+int StepSimulation::neighbour(const Part& part, int rank, int pp_step) const {
+  RankCoords c = part.grid.coords(part.local(rank));
+  c.pp = (c.pp + pp_step + part.layout.pp) % part.layout.pp;
+  return part.rank(part.grid.rank_of(c));
 }
 
 sg4::Link* StepSimulation::link_of(TopologyEdgeId edge, bool forward) {
@@ -149,18 +222,37 @@ void StepSimulation::build_platform() {
   auto* zone = sg4::create_full_zone("cluster");
   for (const auto& [a, b] : pairs_) {
     for (int rank : {a, b}) {
-      if (!hosts_.count(rank)) hosts_[rank] = zone->create_host("dev" + std::to_string(rank), kHostSpeed)->seal();
+      if (!hosts_.count(rank)) {
+        hosts_[rank] = zone->create_host(topology_.graph()[topology_.device(rank)].name, kHostSpeed)->seal();
+      }
     }
   }
   for (const auto& [a, b] : pairs_) {
     if (a != b) add_route(a, b);
   }
+  if (cross_) {
+    for (size_t p = 0; p < pool_names_.size(); ++p) {
+      gateways_.push_back(zone->create_host(pool_names_[p] + "/gateway", kHostSpeed)->seal());
+    }
+    // Gateways of consecutive pools in the chain talk both ways.
+    for (size_t p = 0; p + 1 < gateways_.size(); ++p) {
+      for (auto [from, to] : {std::pair{p, p + 1}, std::pair{p + 1, p}}) {
+        std::vector<sg4::LinkInRoute> links;
+        for (const RouteHop& hop : topology_.route_between(topology_.gateway(static_cast<int>(from)),
+                                                           topology_.gateway(static_cast<int>(to)))) {
+          links.emplace_back(link_of(hop.edge, hop.forward));
+        }
+        zone->add_route(gateways_[from]->get_netpoint(), gateways_[to]->get_netpoint(), nullptr, nullptr, links, false);
+      }
+    }
+  }
   zone->seal();
 }
 
-std::string StepSimulation::pipeline_mailbox(const char* kind, int virtual_stage, int micro_batch, int rank) const {
-  const RankCoords c = grid_.coords(rank);
-  return std::string(kind) + ":" + std::to_string(virtual_stage) + ":" + std::to_string(micro_batch) + ":" +
+std::string StepSimulation::pipeline_mailbox(const Part& part, const char* kind, int virtual_stage, int micro_batch,
+                                             int rank) const {
+  const RankCoords c = part.grid.coords(part.local(rank));
+  return part.name + kind + ":" + std::to_string(virtual_stage) + ":" + std::to_string(micro_batch) + ":" +
          std::to_string(c.tp) + ":" + std::to_string(c.dp);
 }
 
@@ -171,8 +263,8 @@ void StepSimulation::span(int rank, const char* category, std::string name, doub
 
 // Ring steps to the next member of `kind`'s group: the alpha-beta ring with real messages, so
 // shared links slow it down. Each phase is (steps, bytes per step).
-void StepSimulation::ring(int rank, GroupKind kind, std::vector<std::pair<int, Bytes>> phases) {
-  const auto members = grid_.group(kind, rank);
+void StepSimulation::ring(const Part& part, int rank, GroupKind kind, std::vector<std::pair<int, Bytes>> phases) {
+  const auto members = part.members(kind, rank);
   if (members.size() < 2) return;
   const auto at = std::find(members.begin(), members.end(), rank) - members.begin();
   sg4::Host* next = hosts_.at(members[(at + 1) % members.size()]);
@@ -187,8 +279,8 @@ void StepSimulation::ring(int rank, GroupKind kind, std::vector<std::pair<int, B
 // One pass's TP (or expert-TP) collectives, aggregated per ring step: `collectives` all-gathers or
 // reduce-scatters of one `buffer`, each (n - 1) steps of buffer / n to the next rank of the group.
 // The per-collective latency the aggregation hides is added back explicitly.
-Seconds StepSimulation::ring_collectives(int rank, GroupKind kind, int collectives, Bytes buffer) {
-  const auto members = grid_.group(kind, rank);
+Seconds StepSimulation::ring_collectives(const Part& part, int rank, GroupKind kind, int collectives, Bytes buffer) {
+  const auto members = part.members(kind, rank);
   const int n = static_cast<int>(members.size());
   if (n < 2 || collectives == 0) return 0;
   const double start = sg4::Engine::get_clock();
@@ -210,12 +302,12 @@ Seconds StepSimulation::ring_collectives(int rank, GroupKind kind, int collectiv
 
 // One pass's EP dispatch and combine, aggregated: each device sends every peer its share of the
 // routed tokens of `all_to_alls` all-to-alls and waits for theirs.
-Seconds StepSimulation::expert_parallel(int rank, int all_to_alls) {
-  const auto members = grid_.group(GroupKind::kEp, rank);
+Seconds StepSimulation::expert_parallel(const Part& part, int rank, const CostModel& cost, int all_to_alls) {
+  const auto members = part.members(GroupKind::kEp, rank);
   const int ep = static_cast<int>(members.size());
   if (ep < 2 || all_to_alls == 0) return 0;
   const double start = sg4::Engine::get_clock();
-  const Bytes per_peer = all_to_alls * cost_.ep_payload_bytes(l_) / ep;
+  const Bytes per_peer = all_to_alls * cost.ep_payload_bytes(part.layout) / ep;
   std::vector<sg4::CommPtr> sends;
   Seconds latency = 0;
   for (int peer : members) {
@@ -253,35 +345,38 @@ void StepSimulation::receive_pipeline(int rank, const std::string& mailbox, Acco
   delete message;
 }
 
-void StepSimulation::send_pipeline(const std::string& mailbox) {
+void StepSimulation::send_pipeline(const std::string& mailbox, Bytes bytes) {
   auto* message = new PipelineMessage{sg4::Engine::get_clock()};
-  sg4::Mailbox::by_name(mailbox)->put_init(message, static_cast<uint64_t>(cost_.pp_boundary_bytes(l_)))->detach();
+  sg4::Mailbox::by_name(mailbox)->put_init(message, static_cast<uint64_t>(bytes))->detach();
   ++messages_;
 }
 
 // Compute of one forward or backward pass of one chunk, with its TP and EP traffic: the exposed
 // collectives first, then the overlapped ones beside the part of the compute the cost model says
 // they overlap (one source for which collective overlaps what).
-void StepSimulation::pass(int rank, const PipelineOp& op, const StageContents& chunk, Account& account) {
-  const Seconds compute = op.forward ? cost_.forward_seconds(chunk, l_) : cost_.backward_seconds(chunk, l_);
-  const CostModel::TpCollectives tp_ops = cost_.tp_collectives(chunk, op.forward, l_);
-  const int expert_gathers = cost_.expert_tp_collectives(chunk, op.forward, l_);
-  const int all_to_alls = cost_.model().is_moe()
-      ? chunk.moe_layers * (op.forward ? cost_.ep_all_to_alls_forward() : cost_.ep_all_to_alls_backward(l_))
+void StepSimulation::pass(const Part& part, int rank, const PipelineOp& op, int stage, Account& account) {
+  const CostModel& cost = part.cost_of(stage);
+  const StageContents& chunk = part.stage_chunk.at(stage);
+  const Layout& l = part.layout;
+  const Seconds compute = op.forward ? cost.forward_seconds(chunk, l) : cost.backward_seconds(chunk, l);
+  const CostModel::TpCollectives tp_ops = cost.tp_collectives(chunk, op.forward, l);
+  const int expert_gathers = cost.expert_tp_collectives(chunk, op.forward, l);
+  const int all_to_alls = cost.model().is_moe()
+      ? chunk.moe_layers * (op.forward ? cost.ep_all_to_alls_forward() : cost.ep_all_to_alls_backward(l))
       : 0;
-  const Seconds window = std::min(compute, cost_.tp_overlap_window(chunk, op.forward, l_));
+  const Seconds window = std::min(compute, cost.tp_overlap_window(chunk, op.forward, l));
   const std::string name = std::string(op.forward ? "F" : "B") + " mb" + std::to_string(op.micro_batch) + " c" +
                            std::to_string(op.chunk);
   const double start = sg4::Engine::get_clock();
-  const Bytes tp_buffer = cost_.tp_collective_bytes(l_);
-  const Seconds tp_waited = ring_collectives(rank, GroupKind::kTp, tp_ops.exposed, tp_buffer);
-  const Seconds ep = expert_parallel(rank, all_to_alls) +
-                     ring_collectives(rank, GroupKind::kExpertTp, expert_gathers, cost_.expert_tp_collective_bytes(l_));
+  const Bytes tp_buffer = cost.tp_collective_bytes(l);
+  const Seconds tp_waited = ring_collectives(part, rank, GroupKind::kTp, tp_ops.exposed, tp_buffer);
+  const Seconds ep = expert_parallel(part, rank, cost, all_to_alls) +
+                     ring_collectives(part, rank, GroupKind::kExpertTp, expert_gathers, cost.expert_tp_collective_bytes(l));
   const double compute_start = sg4::Engine::get_clock();
   sg4::this_actor::execute((compute - window) * kHostSpeed);
   sg4::ExecPtr background = sg4::this_actor::exec_async(window * kHostSpeed);
   const double beside_start = sg4::Engine::get_clock();
-  const Seconds tp_beside = ring_collectives(rank, GroupKind::kTp, tp_ops.overlapped, tp_buffer);
+  const Seconds tp_beside = ring_collectives(part, rank, GroupKind::kTp, tp_ops.overlapped, tp_buffer);
   background->wait();
   const double end = sg4::Engine::get_clock();
   spans_.push_back(TraceSpan{rank, "compute", name, compute_start, compute});
@@ -299,14 +394,17 @@ void StepSimulation::pass(int rank, const PipelineOp& op, const StageContents& c
 // the distributed optimizer, each at the precision's bytes (the cost model's PrecisionBytes, so
 // an fp32 run moves 4-byte weights); run by a helper actor so it can overlap the remaining
 // backward passes.
-sg4::ActorPtr StepSimulation::start_gradient_sync(int rank, const StageContents& chunk) {
-  const double dense = cost_.dense_params_per_device(chunk, l_);
-  const double expert = cost_.expert_params_per_device(chunk, l_);
-  const PrecisionBytes& bytes = cost_.bytes_per();
-  auto phases = [this, bytes](int n, double params) {
+sg4::ActorPtr StepSimulation::start_gradient_sync(const Part& part, int rank, int stage) {
+  const CostModel& cost = part.cost_of(stage);
+  const StageContents& chunk = part.stage_chunk.at(stage);
+  const Layout& l = part.layout;
+  const double dense = cost.dense_params_per_device(chunk, l);
+  const double expert = cost.expert_params_per_device(chunk, l);
+  const PrecisionBytes& bytes = cost.bytes_per();
+  auto phases = [&l, bytes](int n, double params) {
     std::vector<std::pair<int, Bytes>> p;
     if (n < 2) return p;
-    if (l_.optimizer_sharding) {
+    if (l.optimizer_sharding) {
       p.push_back({n - 1, bytes.grad * params / n});
       p.push_back({n - 1, bytes.weight * params / n});
     } else {
@@ -314,97 +412,267 @@ sg4::ActorPtr StepSimulation::start_gradient_sync(int rank, const StageContents&
     }
     return p;
   };
-  return sg4::Actor::create("dp" + std::to_string(rank), hosts_.at(rank), [this, rank, dense, expert, phases] {
+  return sg4::Actor::create("dp" + std::to_string(rank), hosts_.at(rank), [this, &part, rank, dense, expert, phases] {
     const double start = sg4::Engine::get_clock();
-    ring(rank, GroupKind::kDp, phases(l_.dp, dense));
-    ring(rank, GroupKind::kExpertDp, phases(l_.expert_dp(), expert));
+    ring(part, rank, GroupKind::kDp, phases(part.layout.dp, dense));
+    ring(part, rank, GroupKind::kExpertDp, phases(part.layout.expert_dp(), expert));
     span(rank, "dp", "gradient sync", start);
   });
 }
 
-void StepSimulation::device(int rank) {
+// Hetero DP: the device hands its pool's sum to the gateway and waits until the pools' sums have
+// met over the links (waiting for a slower pool included: the straggler shows here).
+void StepSimulation::cross_pool_sync(int rank, Account& account) {
+  const int pool = pool_of_rank_.at(rank);
+  const double start = sg4::Engine::get_clock();
+  cross_->arrived.at(pool)->wait();
+  cross_->released.at(pool)->wait();
+  account.cross_pool += sg4::Engine::get_clock() - start;
+  span(rank, "dp", "cross-pool reduction (waits for every pool and the link)", start);
+}
+
+// A pool's gateway: once its ranks arrived, reduces the pools' sums along the chain (pool 0 towards
+// the last) and broadcasts the result back, streamed in chunks as NCCL's pipelined rings do: the
+// first gateway sends chunks at its link's line rate, the others forward each chunk on arrival, so
+// every link carries the bytes once each way and a chain pays about one latency per hop each way.
+void StepSimulation::gateway(int pool) {
+  const int pools = static_cast<int>(gateways_.size());
+  const uint64_t chunk = static_cast<uint64_t>(cross_->bytes / kCrossPoolChunks);
+  // Chunks arriving before their gateway is ready wait in its buffer (eager receivers).
+  if (pool > 0) chain_box("up", pool - 1, pool)->set_receiver(sg4::Actor::self());
+  cross_->arrived.at(pool)->wait();
+  cross_->last_arrival = std::max(cross_->last_arrival, sg4::Engine::get_clock());
+  sg4::ActorPtr down;
+  if (pool + 1 < pools) {
+    down = sg4::Actor::create("down" + std::to_string(pool), gateways_[pool], [this, pool, chunk] {
+      forward_chunks(chain_box("down", pool + 1, pool), pool > 0 ? chain_box("down", pool, pool - 1) : nullptr, chunk,
+                     pool > 0 ? cross_->link_bandwidth.at(pool - 1) : 0);
+    });
+    chain_box("down", pool + 1, pool)->set_receiver(down);
+  }
+  if (pool == 0) {
+    std::vector<sg4::CommPtr> sends;
+    for (int c = 0; pools > 1 && c < kCrossPoolChunks; ++c) {
+      sends.push_back(chain_box("up", 0, 1)->put_async(&g_token, chunk));
+      ++messages_;
+      sg4::this_actor::sleep_for(chunk / cross_->link_bandwidth.at(0));
+    }
+    sg4::Comm::wait_all(sends);
+  } else {
+    // The last gateway turns the reduced chunks straight back down the chain.
+    forward_chunks(chain_box("up", pool - 1, pool),
+                   pool + 1 < pools ? chain_box("up", pool, pool + 1) : chain_box("down", pool, pool - 1), chunk,
+                   cross_->link_bandwidth.at(pool + 1 < pools ? pool : pool - 1));
+  }
+  if (down) down->join();
+  cross_->done = std::max(cross_->done, sg4::Engine::get_clock());
+  if (cross_->strategy == PoolStrategy::kHeteroDp) cross_->released.at(pool)->wait();
+}
+
+sg4::Mailbox* StepSimulation::chain_box(const char* phase, int from, int to) {
+  return sg4::Mailbox::by_name(std::string("cross:") + phase + ":" + std::to_string(from) + ">" + std::to_string(to));
+}
+
+// Receives the chain's chunks from `in` and sends each on to `out` (none: the chain ends here),
+// no faster than the outgoing link's line rate `bandwidth`: chunks already buffered leave one after
+// another, as a NIC serialises them, and each can be forwarded as soon as it arrives.
+void StepSimulation::forward_chunks(sg4::Mailbox* in, sg4::Mailbox* out, uint64_t chunk, BytesPerSecond bandwidth) {
+  std::vector<sg4::CommPtr> sends;
+  for (int c = 0; c < kCrossPoolChunks; ++c) {
+    in->get<int>();
+    if (!out) continue;
+    sends.push_back(out->put_async(&g_token, chunk));
+    ++messages_;
+    sg4::this_actor::sleep_for(chunk / bandwidth);
+  }
+  sg4::Comm::wait_all(sends);
+}
+
+void StepSimulation::device(const Part& part, int rank) {
   Account& account = accounts_[rank];
-  const RankCoords c = grid_.coords(rank);
-  const int stages = l_.pp * l_.vpp;
-  const std::vector<PipelineOp> ops = pipeline_schedule(l_.pp, l_.vpp, micro_batches_, c.pp);
-  std::vector<size_t> last_backward(l_.vpp, 0);
+  const Layout& l = part.layout;
+  const RankCoords c = part.grid.coords(part.local(rank));
+  const int stages = l.pp * l.vpp;
+  const std::vector<PipelineOp> ops = pipeline_schedule(l.pp, l.vpp, part.micro_batches, c.pp);
+  std::vector<size_t> last_backward(l.vpp, 0);
   for (size_t i = 0; i < ops.size(); ++i) {
     const PipelineOp& op = ops[i];
     if (!op.forward) last_backward[op.chunk] = i;
     // Receives are posted ahead (Megatron's batched isend/irecv): messages flow as soon as sent.
-    const int stage = op.chunk * l_.pp + c.pp;
+    const int stage = op.chunk * l.pp + c.pp;
     const bool receives = op.forward ? stage > 0 : stage < stages - 1;
     if (receives) {
-      sg4::Mailbox::by_name(pipeline_mailbox(op.forward ? "act" : "grad", stage, op.micro_batch, rank))
+      sg4::Mailbox::by_name(pipeline_mailbox(part, op.forward ? "act" : "grad", stage, op.micro_batch, rank))
           ->set_receiver(sg4::Actor::self());
     }
   }
   // Megatron's overlap_grad_reduce starts reducing a chunk's buckets while its last backward runs.
-  const bool overlap_dp = cost_.run().overlap.grad_reduce;
+  const bool overlap_dp = part.cost_of(c.pp).run().overlap.grad_reduce;
   std::vector<sg4::ActorPtr> syncs;
   for (size_t i = 0; i < ops.size(); ++i) {
     const PipelineOp& op = ops[i];
-    const int stage = op.chunk * l_.pp + c.pp;
-    const StageContents chunk = chunk_contents(cost_.model(), l_, stage);
+    const int stage = op.chunk * l.pp + c.pp;
+    const Bytes boundary = part.cost_of(stage).pp_boundary_bytes(l);
     if (op.forward) {
-      if (stage > 0) receive_pipeline(rank, pipeline_mailbox("act", stage, op.micro_batch, rank), account);
-      pass(rank, op, chunk, account);
-      if (stage < stages - 1) send_pipeline(pipeline_mailbox("act", stage + 1, op.micro_batch, rank));
+      if (stage > 0) receive_pipeline(rank, pipeline_mailbox(part, "act", stage, op.micro_batch, rank), account);
+      pass(part, rank, op, stage, account);
+      if (stage < stages - 1) send_pipeline(pipeline_mailbox(part, "act", stage + 1, op.micro_batch, rank), boundary);
     } else {
-      if (stage < stages - 1) receive_pipeline(rank, pipeline_mailbox("grad", stage, op.micro_batch, rank), account);
-      if (overlap_dp && i == last_backward[op.chunk]) syncs.push_back(start_gradient_sync(rank, chunk));
-      pass(rank, op, chunk, account);
-      if (stage > 0) send_pipeline(pipeline_mailbox("grad", stage - 1, op.micro_batch, rank));
+      if (stage < stages - 1) {
+        receive_pipeline(rank, pipeline_mailbox(part, "grad", stage, op.micro_batch, rank), account);
+      }
+      if (overlap_dp && i == last_backward[op.chunk]) syncs.push_back(start_gradient_sync(part, rank, stage));
+      pass(part, rank, op, stage, account);
+      if (stage > 0) send_pipeline(pipeline_mailbox(part, "grad", stage - 1, op.micro_batch, rank), boundary);
     }
   }
   if (!overlap_dp) {
-    for (int v = 0; v < l_.vpp; ++v) syncs.push_back(start_gradient_sync(rank, chunk_contents(cost_.model(), l_, v * l_.pp + c.pp)));
+    for (int v = 0; v < l.vpp; ++v) syncs.push_back(start_gradient_sync(part, rank, v * l.pp + c.pp));
   }
   const double waiting = sg4::Engine::get_clock();
   for (auto& sync : syncs) sync->join();
   account.comm.dp += sg4::Engine::get_clock() - waiting;
+  if (cross_ && cross_->strategy == PoolStrategy::kHeteroDp) cross_pool_sync(rank, account);
   const double optimizer_start = sg4::Engine::get_clock();
-  const Seconds optimizer = cost_.optimizer_seconds(stage_contents(cost_.model(), l_)[c.pp], l_);
+  const Seconds optimizer = part.cost_of(c.pp).optimizer_seconds(part.optimizer_contents.at(c.pp), l);
   sg4::this_actor::execute(optimizer * kHostSpeed);
   account.busy += optimizer;
   span(rank, "compute", "optimizer", optimizer_start);
   account.end = sg4::Engine::get_clock();
+  // Local SGD: the step is done; the gateway synchronises parameters once every pool's ranks are.
+  if (cross_ && cross_->strategy == PoolStrategy::kLocalSgd) cross_->arrived.at(pool_of_rank_.at(rank))->wait();
 }
 
-SimulationResult StepSimulation::run(const SimulationOptions& options) {
-  const auto wall_start = std::chrono::steady_clock::now();
-  build_platform();
-  for (int rank : slice_) {
-    sg4::Actor::create("device" + std::to_string(rank), hosts_.at(rank), [this, rank] { device(rank); });
-  }
-  sg4::Engine::get_instance()->run();
-
-  SimulationResult r;
-  r.total_devices = l_.devices();
-  r.simulated_devices = static_cast<int>(slice_.size());
-  r.messages = messages_;
-  for (const auto& [rank, a] : accounts_) r.step_time_s = std::max(r.step_time_s, a.end);
+// Fills the per-device and per-pool figures; the critical device is the one that ends last.
+void summarise(SimulationResult& r, const std::map<int, Account>& accounts, const std::vector<std::string>& pool_names,
+               const std::vector<int>& pool_of_rank) {
+  for (const auto& [rank, a] : accounts) r.step_time_s = std::max(r.step_time_s, a.end);
   bool found = false;
-  for (const auto& [rank, a] : accounts_) {
+  for (const auto& [rank, a] : accounts) {
     const Seconds comm = a.comm.total();
-    r.devices.push_back(DeviceTimes{rank, a.busy, comm, a.bubble, r.step_time_s - a.busy - comm});
+    r.devices.push_back(DeviceTimes{rank, a.busy, comm, a.bubble, r.step_time_s - a.busy - comm, a.cross_pool});
     if (!found && a.end == r.step_time_s) {
       r.critical_rank = rank;
       found = true;
     }
   }
-  const Account& critical = accounts_.at(r.critical_rank);
+  const Account& critical = accounts.at(r.critical_rank);
   r.compute_s = critical.busy;
   r.exposed_comm_s = critical.comm;
   r.bubble_s = critical.bubble;
-  r.approximation = "simulated " + std::to_string(r.simulated_devices) + " of " + std::to_string(r.total_devices) +
-                    " devices: the first " + std::to_string(slice_width()) +
-                    " ranks of every stage (whole TP and EP groups); the other data-parallel replicas mirror them, "
-                    "leaf uplinks carry the slice's share, DP rings run to their real neighbours; TP and EP traffic is "
-                    "aggregated per pass";
-  if (!options.trace_path.empty()) write_trace(options.trace_path, spans_, cost_.profile().node.devices);
+  for (size_t p = 0; p < pool_names.size(); ++p) {
+    PoolTimes pool{pool_names[p]};
+    for (const auto& [rank, a] : accounts) {
+      if (pool_of_rank.at(rank) != static_cast<int>(p)) continue;
+      const Seconds own = a.end - a.cross_pool;
+      if (own > pool.step_time_s) {
+        pool.step_time_s = own;
+        pool.critical_rank = rank;
+        pool.compute_s = a.busy;
+        pool.bubble_s = a.bubble;
+        pool.exposed_comm_s = a.comm;
+      }
+    }
+    r.pools.push_back(pool);
+  }
+}
+
+SimulationResult StepSimulation::run(const SimulationOptions& options, int devices_per_node) {
+  const auto wall_start = std::chrono::steady_clock::now();
+  build_platform();
+  for (const Part& part : parts_) {
+    for (int rank : part.slice) {
+      sg4::Actor::create("device" + std::to_string(rank), hosts_.at(rank), [this, &part, rank] { device(part, rank); });
+    }
+  }
+  for (size_t p = 0; p < gateways_.size(); ++p) {
+    sg4::Actor::create("gateway" + std::to_string(p), gateways_[p], [this, p] { gateway(static_cast<int>(p)); });
+  }
+  sg4::Engine::get_instance()->run();
+
+  SimulationResult r;
+  for (const Part& part : parts_) {
+    r.total_devices += part.layout.devices();
+    r.simulated_devices += static_cast<int>(part.slice.size());
+  }
+  summarise(r, accounts_, pool_names_, pool_of_rank_);
+  r.messages = messages_;
+  r.approximation = slice_note();
+  if (cross_) {
+    r.cross_pool_s = cross_->done - cross_->last_arrival;
+    if (cross_->strategy == PoolStrategy::kLocalSgd) {
+      r.sync_s = r.cross_pool_s;
+      r.sync_every_steps = cross_->sync_every_steps;
+      r.cross_pool_s = r.sync_s / cross_->sync_every_steps;
+      r.step_time_s += r.cross_pool_s;
+      r.approximation += "; local SGD: one inner step of every pool, then one parameter sync over the links, "
+                         "amortised over its interval";
+    } else {
+      r.approximation += "; each pool's gateway stands for its ranks in the reduction across pools";
+    }
+  }
+  if (!options.trace_path.empty()) write_trace(options.trace_path, spans_, devices_per_node);
   r.wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
   return r;
+}
+
+// SimGrid's engine (once per process) with the network model the analytic one matches: CM02
+// without TCP corrections, max-min fair sharing, latency and bandwidth as given, so that an
+// uncontended message costs exactly latency + bytes / bandwidth as in the analytic model.
+class EngineSession {
+ public:
+  EngineSession() {
+    for (auto& a : args_) argv_.push_back(a.data());
+    argc_ = static_cast<int>(argv_.size());
+    engine_ = std::make_unique<sg4::Engine>(&argc_, argv_.data());
+  }
+
+ private:
+  std::vector<std::string> args_ = {"flopwise-simulate",
+                                    "--cfg=network/model:CM02",
+                                    "--cfg=network/latency-factor:1.0",
+                                    "--cfg=network/bandwidth-factor:1.0",
+                                    "--cfg=network/weight-S:0",
+                                    "--cfg=network/crosstraffic:0",
+                                    "--cfg=network/TCP-gamma:0",
+                                    "--log=root.thres:critical"};
+  std::vector<char*> argv_;
+  int argc_ = 0;
+  std::unique_ptr<sg4::Engine> engine_;
+};
+
+// The heterogeneous pipeline as one part: the common layout over every pool's stages, each stage
+// with its pool's cost model and its own layers.
+Part pipeline_part(const MixedPlan& plan, const std::vector<const CostModel*>& costs) {
+  Layout whole = plan.pools.front().layout;
+  whole.pp = 0;
+  for (const PlanPool& pool : plan.pools) {
+    if (static_cast<int>(pool.stage_layers.size()) != pool.layout.pp) {
+      throw InputError("pool " + pool.name + ": stage_layers lists " + std::to_string(pool.stage_layers.size()) +
+                       " stages, its layout " + std::to_string(pool.layout.pp));
+    }
+    whole.pp += pool.layout.pp;
+  }
+  whole.vpp = 1;
+  whole.first_stage_layers = whole.last_stage_layers = 0;
+  const CostModel& first = *costs.front();
+  Part part{"", whole, RankGrid(whole, first.profile().node.devices), 0, whole.micro_batches(first.run().global_batch),
+            {}, {}, {}, {}};
+  int layer = 0;
+  for (size_t p = 0; p < plan.pools.size(); ++p) {
+    for (int layers : plan.pools[p].stage_layers) {
+      const int stage = static_cast<int>(part.stage_chunk.size());
+      part.stage_cost.push_back(costs[p]);
+      part.stage_chunk.push_back(range_contents(first.model(), layer, layers, stage == 0, stage == whole.pp - 1));
+      part.optimizer_contents.push_back(part.stage_chunk.back());
+      layer += layers;
+    }
+  }
+  if (layer != first.model().layers) {
+    throw InputError("mixed plan: the pools' stage_layers add up to " + std::to_string(layer) + " layers, the model has " +
+                     std::to_string(first.model().layers));
+  }
+  return part;
 }
 
 }  // namespace
@@ -414,22 +682,56 @@ SimulationResult simulate_step_in_process(const CostModel& cost, const Layout& l
   if (const auto v = check_structure(cost.model(), cost.run(), cost.profile(), {1, layout.devices()}, layout)) {
     throw InputError("layout: " + v->message);
   }
-  // CM02 without TCP corrections: max-min fair sharing, latency and bandwidth as given, so that
-  // an uncontended message costs exactly latency + bytes / bandwidth as in the analytic model.
-  std::vector<std::string> args = {"flopwise-simulate",
-                                   "--cfg=network/model:CM02",
-                                   "--cfg=network/latency-factor:1.0",
-                                   "--cfg=network/bandwidth-factor:1.0",
-                                   "--cfg=network/weight-S:0",
-                                   "--cfg=network/crosstraffic:0",
-                                   "--cfg=network/TCP-gamma:0",
-                                   "--log=root.thres:critical"};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  int argc = static_cast<int>(argv.size());
-  sg4::Engine engine(&argc, argv.data());
-  StepSimulation simulation(cost, layout);
-  return simulation.run(options);
+  Topology topology = Topology::build(cost.profile(), layout.devices());
+  topology.check_connected(cost.profile().source);
+  EngineSession engine;
+  StepSimulation simulation({uniform_part("", cost, layout, 0)}, std::move(topology), {},
+                            std::vector<int>(layout.devices(), 0), std::nullopt);
+  return simulation.run(options, cost.profile().node.devices);
+}
+
+SimulationResult simulate_mixed_step_in_process(const MixedPlan& plan, const std::vector<const CostModel*>& costs,
+                                                const SimulationOptions& options) {
+  if (costs.size() != plan.pools.size() || plan.pools.empty()) throw InputError("mixed plan: one cost model per pool");
+  std::vector<TopologyPool> topology_pools;
+  std::vector<std::string> names;
+  std::vector<int> pool_of_rank;
+  int devices_per_node = 0;
+  for (size_t p = 0; p < plan.pools.size(); ++p) {
+    const PlanPool& pool = plan.pools[p];
+    topology_pools.push_back({pool.name, &costs[p]->profile(), pool.devices()});
+    names.push_back(pool.name);
+    pool_of_rank.insert(pool_of_rank.end(), pool.devices(), static_cast<int>(p));
+    devices_per_node = std::gcd(devices_per_node, costs[p]->profile().node.devices);
+  }
+  std::vector<TopologyPoolLink> links;
+  for (size_t i = 0; i < plan.links.size(); ++i) {
+    links.push_back({static_cast<int>(i), static_cast<int>(i + 1), plan.links[i].bandwidth, plan.links[i].latency});
+  }
+  Topology topology = Topology::build_pools(topology_pools, links);
+  std::vector<Part> parts;
+  std::optional<CrossPool> cross;
+  if (plan.strategy == PoolStrategy::kHeteroPipeline) {
+    parts.push_back(pipeline_part(plan, costs));
+    // The slice's senders carry their share of the boundary traffic over the links between pools.
+    const Layout& l = parts.back().layout;
+    topology.scale_pool_links(StepSimulation::stage_share(l));
+  } else {
+    for (size_t p = 0; p < plan.pools.size(); ++p) {
+      const PlanPool& pool = plan.pools[p];
+      if (const auto v = check_structure(costs[p]->model(), costs[p]->run(), costs[p]->profile(),
+                                         {1, pool.devices()}, pool.layout)) {
+        throw InputError("pool " + pool.name + " layout: " + v->message);
+      }
+      parts.push_back(uniform_part(pool.name + ":", *costs[p], pool.layout, pool.first_rank));
+    }
+    cross = CrossPool{plan.strategy, plan.cross_pool_bytes, plan.sync_every_steps, {}, {}, {}, 0, 0};
+    for (const PlanLink& link : plan.links) cross->link_bandwidth.push_back(link.bandwidth);
+  }
+  topology.check_connected("mixed plan");
+  EngineSession engine;
+  StepSimulation simulation(std::move(parts), std::move(topology), names, pool_of_rank, std::move(cross));
+  return simulation.run(options, devices_per_node);
 }
 
 }  // namespace flopwise

@@ -35,7 +35,30 @@ struct NotThroughDevices {
 
 Topology Topology::build(const HardwareProfile& p, int devices) {
   Topology t;
-  TopologyGraph& g = t.graph_;
+  t.add_pool("", p, devices);
+  return t;
+}
+
+Topology Topology::build_pools(const std::vector<TopologyPool>& pools, const std::vector<TopologyPoolLink>& links) {
+  Topology t;
+  std::vector<TopologyVertexId> tops;
+  for (const TopologyPool& pool : pools) {
+    tops.push_back(t.add_pool(pool.name + "/", *pool.profile, pool.devices));
+    // Never the bottleneck: the pool's traffic spreads over all its NICs in a real reduction.
+    t.gateways_.push_back(add_vertex(t.graph_, VertexKind::kGateway, pool.name + "/gateway", static_cast<int>(tops.size()) - 1));
+    add_link(t.graph_, t.gateways_.back(), tops.back(), 1e18, 0.0);
+  }
+  for (const TopologyPoolLink& l : links) {
+    add_link(t.graph_, tops.at(l.a), tops.at(l.b), l.bandwidth, l.latency);
+    t.pool_links_.push_back(boost::edge(tops.at(l.a), tops.at(l.b), t.graph_).first);
+  }
+  return t;
+}
+
+// Adds one pool's devices (the next ranks), node switches, leaves and spine; returns the switch
+// on top of it (the spine, or the first node switch when the pool has no inter-node network).
+TopologyVertexId Topology::add_pool(const std::string& prefix, const HardwareProfile& p, int devices) {
+  TopologyGraph& g = graph_;
   const int per_node = p.node.devices;
   const int nodes = ceil_div(devices, per_node);
   const Network net = Network::from(p);
@@ -45,25 +68,29 @@ Topology Topology::build(const HardwareProfile& p, int devices) {
   const int nodes_per_group = rail ? p.cluster.leaf_ports : p.cluster.leaf_ports / per_node;
   const int groups = ceil_div(nodes, nodes_per_group);
   const bool networked = p.cluster.inter_bandwidth > 0;
+  const int first_rank = static_cast<int>(devices_.size());
 
   std::vector<TopologyVertexId> leaves;
+  TopologyVertexId top{};
   if (networked) {
-    const TopologyVertexId spine = add_vertex(g, VertexKind::kSpine, "spine", 0);
+    top = add_vertex(g, VertexKind::kSpine, prefix + "spine", 0);
     const int leaf_count = rail ? groups * per_node : groups;
     const double uplink = p.cluster.leaf_ports * p.cluster.inter_bandwidth * p.efficiency.inter_node_comm /
                           p.cluster.oversubscription;
     for (int i = 0; i < leaf_count; ++i) {
-      leaves.push_back(add_vertex(g, VertexKind::kLeaf, "leaf" + std::to_string(i), i));
-      add_link(g, leaves.back(), spine, uplink, 0.0);
+      leaves.push_back(add_vertex(g, VertexKind::kLeaf, prefix + "leaf" + std::to_string(i), leaves_ + i));
+      add_link(g, leaves.back(), top, uplink, 0.0);
     }
-    t.leaves_ = leaf_count;
+    leaves_ += leaf_count;
   }
   for (int n = 0; n < nodes; ++n) {
-    const TopologyVertexId node_switch = add_vertex(g, VertexKind::kNodeSwitch, "node" + std::to_string(n), n);
+    const TopologyVertexId node_switch =
+        add_vertex(g, VertexKind::kNodeSwitch, prefix + "node" + std::to_string(n), n);
+    if (!networked && n == 0) top = node_switch;
     for (int local = 0; local < per_node && n * per_node + local < devices; ++local) {
-      const int rank = n * per_node + local;
-      const TopologyVertexId dev = add_vertex(g, VertexKind::kDevice, "dev" + std::to_string(rank), rank);
-      t.devices_.push_back(dev);
+      const int rank = first_rank + n * per_node + local;
+      const TopologyVertexId dev = add_vertex(g, VertexKind::kDevice, prefix + "dev" + std::to_string(rank), rank);
+      devices_.push_back(dev);
       add_link(g, dev, node_switch, net.intra.bandwidth, nvlink_hop);
       if (!networked) continue;
       const int group = n / nodes_per_group;
@@ -71,11 +98,15 @@ Topology Topology::build(const HardwareProfile& p, int devices) {
       add_link(g, dev, leaves[leaf], p.cluster.inter_bandwidth * p.efficiency.inter_node_comm, nic_hop);
     }
   }
-  return t;
+  return top;
 }
 
 std::vector<RouteHop> Topology::route(int from_rank, int to_rank) const {
-  const TopologyVertexId source = device(from_rank), target = device(to_rank);
+  if (from_rank == to_rank) return {};
+  return route_between(device(from_rank), device(to_rank));
+}
+
+std::vector<RouteHop> Topology::route_between(TopologyVertexId source, TopologyVertexId target) const {
   const boost::filtered_graph<TopologyGraph, boost::keep_all, NotThroughDevices> view(
       graph_, boost::keep_all{}, NotThroughDevices{&graph_, source, target});
   std::vector<TopologyVertexId> parent(boost::num_vertices(graph_), boost::graph_traits<TopologyGraph>::null_vertex());
@@ -84,10 +115,9 @@ std::vector<RouteHop> Topology::route(int from_rank, int to_rank) const {
       view, source,
       boost::visitor(boost::make_bfs_visitor(boost::record_predecessors(parent.data(), boost::on_tree_edge{}))));
   std::vector<RouteHop> hops;
-  if (from_rank == to_rank) return hops;
+  if (source == target) return hops;
   if (parent[target] == boost::graph_traits<TopologyGraph>::null_vertex()) {
-    throw InputError("topology: device " + std::to_string(to_rank) + " unreachable from device " +
-                     std::to_string(from_rank));
+    throw InputError("topology: " + graph_[target].name + " unreachable from " + graph_[source].name);
   }
   for (TopologyVertexId v = target; v != source; v = parent[v]) {
     const TopologyEdgeId e = boost::edge(parent[v], v, graph_).first;
@@ -107,6 +137,10 @@ void Topology::check_connected(const std::string& source) const {
                         "cluster.inter_bandwidth is 0)");
     }
   }
+}
+
+void Topology::scale_pool_links(double share) {
+  for (const TopologyEdgeId& e : pool_links_) graph_[e].bandwidth *= share;
 }
 
 void Topology::scale_uplinks_to(const std::vector<bool>& active) {

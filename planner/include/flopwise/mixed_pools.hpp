@@ -25,6 +25,11 @@ struct PoolSet {
   std::string currency;
 };
 
+// The run's totals (throughput, MFU, days, cost with goodput) over the pools' devices, from
+// cost.step_time_s: prices are the pools' own (already in `currency`).
+void derive_mixed_totals(StepCost& cost, const ModelConfig& model, const TrainingRun& run,
+                         const std::vector<PlanPool>& pools, const std::string& currency, const Reliability& reliability);
+
 // Resolves each pool's profile and prices it in one currency. InputError for an unknown profile
 // (naming the pool), a profile that cannot run `precision`, and a currency without an exchange rate.
 PoolSet resolve_pools(const PoolsSpec& spec, Precision precision);

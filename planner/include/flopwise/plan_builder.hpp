@@ -19,6 +19,8 @@ Recommendation recommend(const ModelConfig& model, const TrainingRun& run, const
 
 // Re-ranks the first `k` candidates by simulated step time (SimGrid); the rest keep their order.
 void refine(const CostModel& cost, std::vector<Candidate>& candidates, int k, Objective objective);
+// `analytic` with the simulation's step time and breakdown (totals not yet derived again).
+StepCost with_simulated_step(const StepCost& analytic, const SimulationResult& simulation);
 // A StepCost whose step time and breakdown come from the simulation, the rest from `analytic`.
 StepCost simulated_cost(const CostModel& cost, const Layout& layout, const StepCost& analytic,
                         const SimulationResult& simulation);

@@ -8,7 +8,7 @@
 
 namespace flopwise {
 
-enum class VertexKind { kDevice, kNodeSwitch, kLeaf, kSpine };
+enum class VertexKind { kDevice, kNodeSwitch, kLeaf, kSpine, kGateway };
 
 struct TopologyVertex {
   VertexKind kind = VertexKind::kDevice;
@@ -28,6 +28,21 @@ using TopologyGraph =
 using TopologyVertexId = boost::graph_traits<TopologyGraph>::vertex_descriptor;
 using TopologyEdgeId = boost::graph_traits<TopologyGraph>::edge_descriptor;
 
+// One pool of a topology over several pools: its devices take the next ranks.
+struct TopologyPool {
+  std::string name;  // prefixes its vertex and link names
+  const HardwareProfile* profile = nullptr;
+  int devices = 0;
+};
+
+// The link between pools `a` and `b` (indices), joining their spines (or first node switch when a
+// pool has no inter-node network).
+struct TopologyPoolLink {
+  int a = 0, b = 0;
+  BytesPerSecond bandwidth = 0;  // achievable, each direction
+  Seconds latency = 0;
+};
+
 // One hop of a route: the link and whether it is crossed from its first end to the other.
 struct RouteHop {
   TopologyEdgeId edge;
@@ -43,6 +58,10 @@ struct RouteHop {
 class Topology {
  public:
   static Topology build(const HardwareProfile& profile, int devices);
+  // Several pools, each built as above, joined by `links`. Every pool also gets a gateway vertex
+  // on its top switch: the endpoint of traffic that stands for the whole pool (a reduction across
+  // pools), whose own link never limits it.
+  static Topology build_pools(const std::vector<TopologyPool>& pools, const std::vector<TopologyPoolLink>& links);
 
   const TopologyGraph& graph() const { return graph_; }
   int devices() const { return static_cast<int>(devices_.size()); }
@@ -52,14 +71,24 @@ class Topology {
   // Throws InputError naming the profile when some device cannot reach another.
   void check_connected(const std::string& source) const;
   int leaves() const { return leaves_; }
+  TopologyVertexId gateway(int pool) const { return gateways_.at(pool); }
+  // Shortest route between any two vertices, devices only as endpoints.
+  std::vector<RouteHop> route_between(TopologyVertexId source, TopologyVertexId target) const;
   // Gives each leaf uplink the share of its devices that `active` marks, at least one device's:
   // a simulated slice of a symmetric cluster then meets the contention the whole cluster makes.
   void scale_uplinks_to(const std::vector<bool>& active);
+  // Multiplies the bandwidth of the links between pools by `share` (a simulated slice's part of
+  // the traffic that crosses them).
+  void scale_pool_links(double share);
 
  private:
   TopologyGraph graph_;
   std::vector<TopologyVertexId> devices_;
   int leaves_ = 0;
+  std::vector<TopologyVertexId> gateways_;
+  std::vector<TopologyEdgeId> pool_links_;
+
+  TopologyVertexId add_pool(const std::string& prefix, const HardwareProfile& profile, int devices);
 };
 
 }  // namespace flopwise
