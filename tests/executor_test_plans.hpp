@@ -28,4 +28,27 @@ inline std::string write_ling_lite_plan(const std::string& path, int tp, int pp,
   return path;
 }
 
+// A plan of Ling-Lite's shape over two pools, "fast" and "slow", each ep2 dp4: hetero DP and local
+// SGD give "fast" three quarters of the batch (local SGD syncs every 50 steps); the pipeline puts
+// 12 layers on "fast"'s stage and 16 on "slow"'s.
+inline std::string write_two_pool_plan(const std::string& path, PoolStrategy strategy) {
+  Plan plan;
+  plan.model = ling_lite_shape();
+  plan.hardware = {"cpu-core", "one CPU core", 8, 0.134, 8e9, 0, "USD"};
+  plan.run.global_batch = 8960;
+  plan.run.seq_len = 4096;
+  plan.layout = Layout{1, 1, 1, 2, 4, 1, Recompute::kNone, false};
+  MixedPlan m;
+  m.strategy = strategy;
+  const bool pipeline = strategy == PoolStrategy::kHeteroPipeline;
+  m.pools = {PlanPool{"fast", plan.hardware, plan.layout, 0, pipeline ? 8960 : 6720, {}, 0},
+             PlanPool{"slow", plan.hardware, plan.layout, 4, pipeline ? 8960 : 2240, {}, 0}};
+  if (pipeline) m.pools[0].stage_layers = {12}, m.pools[1].stage_layers = {16};
+  m.links = {PlanLink{"fast", "slow", 1.25e9, 2e-3, true}};
+  if (strategy == PoolStrategy::kLocalSgd) m.sync_every_steps = 50;
+  plan.mixed = m;
+  save_plan(plan, path);
+  return path;
+}
+
 }  // namespace flopwise::testing

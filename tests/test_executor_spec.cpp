@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <set>
 
@@ -14,6 +15,7 @@
 #include "flopwise/executor/anomaly_guard.hpp"
 #include "flopwise/executor/checkpoint_store.hpp"
 #include "flopwise/executor/data.hpp"
+#include "flopwise/executor/mixed_run.hpp"
 #include "flopwise/executor/progress.hpp"
 #include "flopwise/executor/recipe.hpp"
 #include "flopwise/executor/spec.hpp"
@@ -254,6 +256,98 @@ TEST(ExecutorData, TextIsBytesAndBinIsUint16) {
   EXPECT_EQ(tokens.tokens, (std::vector<int32_t>{0x0201, 0x00FF}));
   EXPECT_EQ(tokens.vocab, 0x0202);
   EXPECT_THROW(SampleOrder(tokens, 8, 1), InputError);  // shorter than a sequence
+}
+
+namespace {
+
+FittedMixedRun fit_two_pools(PoolStrategy strategy, const MixedRunOptions& options) {
+  const std::string path = ::testing::TempDir() + "/two-pools-" + to_string(strategy) + ".json";
+  const Plan plan = load_plan(testing::write_two_pool_plan(path, strategy));
+  return fit_mixed_run(*plan.mixed, plan.model, options,
+                       [&](int pp) { return scale_model(plan.model, 1.0 / 16, 256, pp); });
+}
+
+}  // namespace
+
+// 4 ranks for 2 pools: each pool's ep2 dp4 shrinks to ep2 dp2; 2 micro-batches per DP rank on
+// average make 8 for the world, split 6720 : 2240 = 3 : 1, so 6 and 2, i.e. 3 and 1 per DP rank.
+TEST(ExecutorMixedRun, HeteroDpSplitsTheBatchByThePlansShares) {
+  MixedRunOptions o;
+  o.max_ranks = 4;
+  o.micro_batches = 2;
+  o.slowdowns = parse_slowdowns({"slow=3"});
+  const FittedMixedRun f = fit_two_pools(PoolStrategy::kHeteroDp, o);
+  EXPECT_EQ(f.layout.devices(), 4);
+  EXPECT_EQ(f.layout.dp, 4);
+  EXPECT_EQ(f.layout.ep, 2);
+  EXPECT_EQ(f.run.pool_dp, 2);
+  EXPECT_EQ(f.run.micro_batches_per_dp(4), (std::vector<int>{3, 3, 1, 1}));
+  EXPECT_EQ(f.global_batch, 8);
+  EXPECT_DOUBLE_EQ(f.run.pools[1].slowdown, 3.0);
+  EXPECT_DOUBLE_EQ(f.run.pools[0].slowdown, 1.0);
+  EXPECT_EQ(f.run.averaged_with(3, 4), (std::vector<int>{0, 1, 2, 3}));
+  // DP and expert DP stay in the pool; the same shard in the other pool is two DP places on.
+  const GroupMembers g = group_members(f.layout, 3, &f.run);
+  EXPECT_EQ(g.dp, (std::vector<int>{2, 3}));
+  EXPECT_EQ(g.cross_pool, (std::vector<int>{1, 3}));
+  EXPECT_EQ(g.replica.size(), 4u);
+  EXPECT_EQ(g.ep, (std::vector<int>{2, 3}));
+}
+
+TEST(ExecutorMixedRun, LocalSgdAveragesInsideEachPool) {
+  MixedRunOptions o;
+  o.max_ranks = 4;
+  o.micro_batches = 2;
+  o.sync_every_steps = 2;
+  const FittedMixedRun f = fit_two_pools(PoolStrategy::kLocalSgd, o);
+  EXPECT_EQ(f.run.sync_every_steps, 2);
+  EXPECT_EQ(f.run.averaged_with(3, 4), (std::vector<int>{2, 3}));
+  const GroupMembers g = group_members(f.layout, 0, &f.run);
+  EXPECT_EQ(g.replica, (std::vector<int>{0, 1}));
+  EXPECT_EQ(g.cross_pool, (std::vector<int>{0, 2}));
+  o.sync_every_steps = 0;
+  EXPECT_EQ(fit_two_pools(PoolStrategy::kLocalSgd, o).run.sync_every_steps, 50);  // the plan's H
+}
+
+// The pipeline: one stage per pool; the scaled model's 2 layers split 12 : 16 with at least one each.
+TEST(ExecutorMixedRun, PipelineGivesEachPoolAStageWithItsShareOfLayers) {
+  MixedRunOptions o;
+  o.max_ranks = 4;
+  o.micro_batches = 4;
+  const FittedMixedRun f = fit_two_pools(PoolStrategy::kHeteroPipeline, o);
+  EXPECT_EQ(f.layout.pp, 2);
+  EXPECT_EQ(f.layout.devices(), 4);
+  EXPECT_EQ(f.model.layers, 2);
+  EXPECT_EQ(f.run.pools[0].first_layer, 0);
+  EXPECT_EQ(f.run.pools[0].layers, 1);
+  EXPECT_EQ(f.run.pools[1].first_layer, 1);
+  EXPECT_EQ(f.run.pools[1].layers, 1);
+  EXPECT_EQ(f.global_batch, 8);  // 4 micro-batches on each of dp 2
+  RankCoords second_stage;
+  second_stage.pp = 1;
+  EXPECT_EQ(f.run.pool_of(second_stage), 1);
+  const GroupMembers g = group_members(f.layout, 2, &f.run);
+  EXPECT_EQ(g.cross_pool, (std::vector<int>{2}));
+}
+
+TEST(ExecutorMixedRun, BadSlowdownsAndTooFewRanksAreOneLineErrors) {
+  auto message = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message([] { parse_slowdowns({"slow"}); }).find("expected POOL=FACTOR"), std::string::npos);
+  EXPECT_NE(message([] { parse_slowdowns({"slow=fast"}); }).find("--slowdown"), std::string::npos);
+  EXPECT_NE(message([] { parse_slowdowns({"slow=0.5"}); }).find("at least 1"), std::string::npos);
+  MixedRunOptions o;
+  o.slowdowns = parse_slowdowns({"medium=2"});
+  EXPECT_NE(message([&] { fit_two_pools(PoolStrategy::kHeteroDp, o); }).find("pools: fast, slow"), std::string::npos);
+  MixedRunOptions one;
+  one.max_ranks = 1;
+  EXPECT_NE(message([&] { fit_two_pools(PoolStrategy::kHeteroDp, one); }).find("2 pools"), std::string::npos);
 }
 
 }  // namespace flopwise::executor

@@ -326,3 +326,71 @@ TEST(ExecutorTraining, TraceHasMeasuredSpansOfEveryRank) {
   for (const char* c : {"compute", "ep", "pp", "dp"}) EXPECT_TRUE(categories.count(c)) << c;
   EXPECT_EQ(ranks.size(), 4u);
 }
+
+// Plans over pools, scaled to 4 ranks with one pool's compute slowed: hetero DP (3 : 1 batch split,
+// the gradient summed in each pool and then across pools) and the pipeline across pools (one stage
+// each) train exactly the single-pool run of the same 8 sequences.
+TEST(ExecutorTraining, MixedPlansTrainTheSameLossesAsOnePool) {
+  const std::string single_log = temp("pools-single.loss");
+  ASSERT_EQ(run(write_plan("pools-single", 1, 1, 1, false) + kCommon + " --max-ranks 1 --steps 3 --micro-batches 8 --loss-log " +
+                    single_log, temp("pools-single.out")), 0)
+      << slurp(temp("pools-single.out"));
+  const auto single = losses(single_log);
+  struct Case {
+    flopwise::PoolStrategy strategy;
+    std::string micro_batches, expect;
+  };
+  for (const Case& c : {Case{flopwise::PoolStrategy::kHeteroDp, "2", "fast: DP ranks 0-1, 3 micro-batch(es) each; slow: DP ranks 2-3, 1"},
+                        Case{flopwise::PoolStrategy::kHeteroPipeline, "4", "fast: stage 0, layers 0-0; slow: stage 1, layers 1-1"}}) {
+    const std::string name = "pools-" + flopwise::to_string(c.strategy);
+    const std::string plan = flopwise::testing::write_two_pool_plan(temp(name + ".json"), c.strategy);
+    const std::string trace = temp(name + ".trace.json");
+    ASSERT_EQ(run(plan + kCommon + " --max-ranks 4 --steps 3 --micro-batches " + c.micro_batches +
+                      " --slowdown slow=3 --trace " + trace + " --loss-log " + temp(name + ".loss"), temp(name + ".out")), 0)
+        << slurp(temp(name + ".out"));
+    const std::string out = slurp(temp(name + ".out"));
+    EXPECT_NE(out.find(c.expect), std::string::npos) << out;
+    EXPECT_NE(out.find("compute slowed 3.00x"), std::string::npos) << out;
+    const auto mixed = losses(temp(name + ".loss"));
+    ASSERT_EQ(mixed.size(), 3u);
+    for (int step = 1; step <= 3; ++step) {
+      EXPECT_NEAR(mixed.at(step), single.at(step), 1e-5 * single.at(step)) << name << " step " << step;
+    }
+    // Hetero DP's reduction across pools is in every rank's timeline.
+    std::ifstream in(trace);
+    const nlohmann::json timeline = nlohmann::json::parse(in);
+    std::set<int> crossing;
+    for (const auto& e : timeline["traceEvents"]) {
+      if (e.value("name", "") == "cross-pool all_reduce") crossing.insert(e["tid"].get<int>());
+    }
+    EXPECT_EQ(crossing.size(), c.strategy == flopwise::PoolStrategy::kHeteroDp ? 4u : 0u) << name;
+  }
+}
+
+// Local SGD: each pool trains its own replica on its share (its own loss), and every 2 steps the
+// outer step leaves the pools' replicas identical.
+TEST(ExecutorTraining, LocalSgdSyncsEveryHStepsAndTheReplicasAgree) {
+  const std::string plan = flopwise::testing::write_two_pool_plan(temp("pools-local.json"), flopwise::PoolStrategy::kLocalSgd);
+  ASSERT_EQ(run(plan + kCommon + " --max-ranks 4 --steps 4 --micro-batches 2 --sync-every 2", temp("pools-local.out")), 0)
+      << slurp(temp("pools-local.out"));
+  std::istringstream lines(slurp(temp("pools-local.out")));
+  int syncs = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("step ", 0) != 0) continue;
+    EXPECT_NE(line.find("pools fast "), std::string::npos) << line;
+    const bool sync_step = line.find("step    2/4") == 0 || line.find("step    4/4") == 0;
+    const auto at = line.find("outer sync over 2 pools: replicas ");
+    EXPECT_EQ(at != std::string::npos, sync_step) << line;
+    if (at == std::string::npos) continue;
+    ++syncs;
+    double before = 0;
+    std::istringstream(line.substr(at + std::string("outer sync over 2 pools: replicas ").size())) >> before;
+    EXPECT_GT(before, 0) << line;
+    EXPECT_NE(line.find("apart before, 0 after]"), std::string::npos) << line;
+  }
+  EXPECT_EQ(syncs, 2);
+  EXPECT_EQ(run(plan + kCommon + " --max-ranks 4 --slowdown medium=2", temp("pools-bad.out")), 2);
+  EXPECT_NE(slurp(temp("pools-bad.out")).find("--slowdown: medium: no such pool"), std::string::npos)
+      << slurp(temp("pools-bad.out"));
+  EXPECT_EQ(run(write_plan("pools-one", 1, 1, 1, false) + " --slowdown a=2", temp("pools-one.out")), 2);
+}

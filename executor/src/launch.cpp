@@ -54,10 +54,14 @@ void pin_to_core(int rank, int world) {
 int launch_local(const TrainOptions& options, const std::string& self_path, const std::vector<std::string>& args,
                  std::ostream& out) {
   const Plan plan = load_plan(options.plan);
-  require_single_pool(plan, options.plan, "flopwise-train");
   int batch = plan.run.global_batch;
   Layout layout = plan.layout;
-  fit_layout(layout, batch, plan.model, options.max_ranks);
+  // The rank count does not depend on the tokenizer's vocabulary: any will do here.
+  if (plan.mixed) {
+    layout = fit_mixed_plan(options, plan, options.max_ranks, 256).layout;
+  } else {
+    fit_layout(layout, batch, plan.model, options.max_ranks);
+  }
   const int world = layout.devices();
   const int port = free_port();
   out << "launching " << world << " local ranks (MASTER_ADDR=127.0.0.1 MASTER_PORT=" << port << ")\n" << std::flush;

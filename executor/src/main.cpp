@@ -33,6 +33,8 @@ int main(int argc, char** argv) {
   app.add_option("--trace", o.trace, "write measured spans as Chrome trace-event JSON");
   app.add_option("--loss-log", o.loss_log, "write 'step loss' lines to this file");
   app.add_flag("--progress-json", o.progress_json, "print each step as one JSON object (flopwise.progress/1)");
+  app.add_option("--slowdown", o.slowdowns, "plans over pools: POOL=FACTOR pads that pool's compute to FACTOR x its time (repeat)");
+  app.add_option("--sync-every", o.sync_every_steps, "local-SGD plans: steps between outer syncs (default: the plan's H)");
   app.add_option("--inject-bad-batch-at", o.inject_bad_batch_at, "replace this step's batch with random tokens (testing)");
   try {
     app.parse(argc, argv);

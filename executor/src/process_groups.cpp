@@ -78,7 +78,7 @@ c10::intrusive_ptr<c10d::Store> rendezvous_store(int rank, int world) {
 
 }  // namespace
 
-Groups build_groups(const Layout& layout, int rank, int world) {
+Groups build_groups(const GroupMembers& members, int rank, int world) {
   const auto store = rendezvous_store(rank, world);
   Groups g;
   std::vector<int> everyone(world);
@@ -87,11 +87,12 @@ Groups build_groups(const Layout& layout, int rank, int world) {
   auto named = [&](const std::string& kind, const std::vector<int>& members) {
     return make_group(store, kind + "/" + std::to_string(members.front()), members, rank);
   };
-  const GroupMembers members = group_members(layout, rank);
   g.tp = named("tp", members.tp);
   g.dp = named("dp", members.dp);
   g.ep = named("ep", members.ep);
   g.expert_dp = named("edp", members.expert_dp);
+  g.cross_pool = named("xpool", members.cross_pool);
+  g.replica = static_cast<int>(members.replica.size()) == world ? g.world : named("replica", members.replica);
   return g;
 }
 

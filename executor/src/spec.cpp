@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <numeric>
 
 namespace flopwise::executor {
 
@@ -120,11 +121,29 @@ std::string features_not_run(const ModelConfig& m, const TrainingRun& run) {
   return notes;
 }
 
-GroupMembers group_members(const Layout& layout, int rank) {
+GroupMembers group_members(const Layout& layout, int rank, const MixedRun* mixed) {
   // Node size does not change membership; the whole world as one node keeps the grid valid.
   const RankGrid grid(layout, layout.devices());
-  return {grid.group(GroupKind::kTp, rank), grid.group(GroupKind::kDp, rank), grid.group(GroupKind::kEp, rank),
-          grid.group(GroupKind::kExpertDp, rank)};
+  GroupMembers g{grid.group(GroupKind::kTp, rank), grid.group(GroupKind::kDp, rank), grid.group(GroupKind::kEp, rank),
+                 grid.group(GroupKind::kExpertDp, rank), {rank}, {}};
+  g.replica.resize(layout.devices());
+  std::iota(g.replica.begin(), g.replica.end(), 0);
+  if (!mixed || !mixed->data_parallel()) return g;
+  const RankCoords own = grid.coords(rank);
+  const int pool = mixed->pool_of(own);
+  auto same_pool = [&](std::vector<int>& members) {
+    std::erase_if(members, [&](int r) { return mixed->pool_of(grid.coords(r)) != pool; });
+  };
+  same_pool(g.dp);
+  same_pool(g.expert_dp);
+  g.cross_pool.clear();
+  for (int p = 0; p < static_cast<int>(mixed->pools.size()); ++p) {
+    RankCoords c = own;
+    c.dp = p * mixed->pool_dp + own.dp % mixed->pool_dp;
+    g.cross_pool.push_back(grid.rank_of(c));
+  }
+  if (mixed->strategy == PoolStrategy::kLocalSgd) same_pool(g.replica);
+  return g;
 }
 
 }  // namespace flopwise::executor

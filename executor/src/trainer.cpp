@@ -3,6 +3,8 @@
 #include <chrono>
 #include <cmath>
 #include <deque>
+#include <numeric>
+#include <thread>
 #include <filesystem>
 #include <unistd.h>
 
@@ -34,12 +36,58 @@ struct Setup {
   Layout layout;
   int global_batch = 0;
   std::string notes;
+  std::optional<MixedRun> mixed;  // a plan over pools
 };
+
+Setup reconcile_mixed(Setup s, int world) {
+  if (s.layout.devices() != world) {
+    throw input_error("environment", "WORLD_SIZE", std::to_string(world) + " but the plan's pools scale to " +
+                                                       std::to_string(s.layout.devices()) + " ranks");
+  }
+  s.layout.sequence_parallel = s.layout.tp == 1;
+  add_note(s.notes, features_not_run(s.plan.model, s.plan.run));
+  return s;
+}
+
+// The pools and what each does, for the run's header.
+std::string pools_line(const MixedRun& run, const Layout& l) {
+  std::string line = "pools (" + to_string(run.strategy) + "):";
+  for (size_t p = 0; p < run.pools.size(); ++p) {
+    const PoolRun& pool = run.pools[p];
+    char part[200];
+    if (run.data_parallel()) {
+      std::snprintf(part, sizeof part, " %s: DP ranks %zu-%zu, %d micro-batch(es) each", pool.name.c_str(),
+                    p * run.pool_dp, (p + 1) * run.pool_dp - 1, pool.micro_batches);
+    } else {
+      std::snprintf(part, sizeof part, " %s: stage %zu, layers %d-%d", pool.name.c_str(), p, pool.first_layer,
+                    pool.first_layer + pool.layers - 1);
+    }
+    line += (p ? ";" : "") + std::string(part) + (pool.slowdown > 1 ? ", compute slowed " + std::to_string(pool.slowdown).substr(0, 4) + "x" : "");
+  }
+  if (run.strategy == PoolStrategy::kLocalSgd) {
+    line += "; outer sync every " + std::to_string(run.sync_every_steps) + " steps (DiLoCo's outer Nesterov step)";
+  }
+  return line + " [" + std::to_string(l.devices()) + " ranks]";
+}
 
 Setup reconcile(const TrainOptions& o, int world, int vocab) {
   Setup s;
   s.plan = load_plan(o.plan);
-  require_single_pool(s.plan, o.plan, "flopwise-train");
+  if (s.plan.mixed && s.plan.mixed->strategy == PoolStrategy::kLocalSgd && o.resume) {
+    throw input_error("--resume", "", "local SGD's outer state (synchronised parameters and momentum) is not checkpointed");
+  }
+  if (s.plan.mixed) {
+    FittedMixedRun f = fit_mixed_plan(o, s.plan, world, vocab);
+    s.model = f.model;
+    s.layout = f.layout;
+    s.global_batch = f.global_batch;
+    s.notes = f.notes;
+    s.mixed = f.run;
+    return reconcile_mixed(std::move(s), world);
+  }
+  if (!o.slowdowns.empty() || o.sync_every_steps > 0) {
+    throw input_error("--slowdown", "", "--slowdown and --sync-every apply to plans over pools; " + o.plan + " has one pool");
+  }
   s.layout = s.plan.layout;
   // The executor keeps every activation (no recomputation): the trace says so.
   s.layout.recompute = Recompute::kNone;
@@ -86,6 +134,16 @@ class Worker {
  private:
   void build_model();
   void build_optimizer();
+  // This step's micro-batches: the rank's own, those before its DP coordinate (its samples'
+  // offset), those averaged with its gradients, its pool's, and the world's.
+  struct BatchShare {
+    int own = 0, offset = 0, averaged = 0, pool = 0, world = 0;
+    int averaged_ranks = 0;  // DP coordinates whose gradients are averaged together
+  };
+  BatchShare batch_share() const;
+  void pad_compute(double start);
+  std::string outer_sync();
+  double replica_spread();
   torch::Tensor micro_batch_tokens(const std::vector<uint64_t>& positions, int micro, bool bad);
   struct StepLosses {
     double lm = 0, aux = 0;
@@ -116,6 +174,10 @@ class Worker {
   int first_layer_ = 0, layer_count_ = 0;
   Stage stage_{nullptr};
   std::vector<ParamInfo> params_;
+  GroupMembers members_;
+  int pool_ = 0;                    // plans over pools: this rank's pool
+  std::vector<int> full_micro_batches_;  // per DP coordinate, at the full batch
+  std::vector<torch::Tensor> anchor_, outer_momentum_;  // local SGD's outer step
   std::vector<size_t> owned_;  // params this rank updates (all of them without optimizer sharding)
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   RunState state_;
@@ -143,7 +205,16 @@ Worker::Worker(const TrainOptions& o, std::ostream& out)
   setup_.model.seq_len = order_->seq_len();
   grid_ = RankGrid(setup_.layout, setup_.layout.devices());
   position_ = grid_.coords(rank_);
-  groups_ = build_groups(setup_.layout, rank_, world_);
+  const MixedRun* mixed = setup_.mixed ? &*setup_.mixed : nullptr;
+  members_ = group_members(setup_.layout, rank_, mixed);
+  groups_ = build_groups(members_, rank_, world_);
+  if (mixed) {
+    pool_ = mixed->pool_of(position_);
+    full_micro_batches_ = mixed->micro_batches_per_dp(setup_.layout.dp);
+  } else {
+    const Layout& l = setup_.layout;
+    full_micro_batches_.assign(l.dp, setup_.global_batch / (l.dp * l.micro_batch));
+  }
   // The plan's checkpoint interval (Daly's optimum for the planned run) unless one is given.
   checkpoint_every_ = o.checkpoint_every > 0 ? o.checkpoint_every : setup_.plan.predicted.goodput.checkpoint_every_steps;
   if (trace_.enabled()) {
@@ -157,7 +228,11 @@ Worker::Worker(const TrainOptions& o, std::ostream& out)
 }
 
 void Worker::build_model() {
-  const LayerRange layers = chunk_layers(setup_.model.layers, setup_.layout, position_.pp);  // vpp is 1 here
+  LayerRange layers = chunk_layers(setup_.model.layers, setup_.layout, position_.pp);  // vpp is 1 here
+  if (setup_.mixed && !setup_.mixed->data_parallel()) {
+    const PoolRun& stage = setup_.mixed->pools.at(position_.pp);  // one stage per pool, its own layers
+    layers = {stage.first_layer, stage.layers};
+  }
   first_layer_ = layers.first;
   layer_count_ = layers.count;
   const bool first = position_.pp == 0, last = position_.pp == setup_.layout.pp - 1;
@@ -169,8 +244,8 @@ void Worker::build_model() {
   }
   // Distributed optimizer (ZeRO-1): whole parameters are dealt round-robin over the ranks that
   // hold their replicas; each rank keeps AdamW state for its own only.
-  const auto dense_members = grid_.group(GroupKind::kDp, rank_);
-  const auto expert_members = grid_.group(GroupKind::kExpertDp, rank_);
+  const auto& dense_members = members_.dp;
+  const auto& expert_members = members_.expert_dp;
   const int dense_index = static_cast<int>(std::find(dense_members.begin(), dense_members.end(), rank_) - dense_members.begin());
   const int expert_index = static_cast<int>(std::find(expert_members.begin(), expert_members.end(), rank_) - expert_members.begin());
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -193,19 +268,98 @@ void Worker::build_optimizer() {
   optimizer_ = std::make_unique<torch::optim::AdamW>(param_groups, options);
 }
 
+// DiLoCo's outer step (Douillard et al. 2023, arXiv 2311.08105, Algorithm 1): the pools' parameters
+// are averaged; their distance from the last synchronised parameters is the outer gradient, which
+// Nesterov momentum (the paper's learning rate 0.7 and momentum 0.9) applies to the synchronised
+// parameters; every pool continues from the result. Each pool keeps its own AdamW state.
+std::string Worker::outer_sync() {
+  constexpr double kOuterLr = 0.7, kOuterMomentum = 0.9;
+  torch::NoGradGuard no_grad;
+  const double start = trace_.now();
+  const double before = replica_spread();
+  std::vector<torch::Tensor> views;
+  for (const ParamInfo& p : params_) views.push_back(p.tensor.detach().reshape({-1}));
+  torch::Tensor average = torch::cat(views);
+  all_reduce(groups_.cross_pool, average);
+  average.div_(static_cast<double>(members_.cross_pool.size()));
+  int64_t offset = 0;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const int64_t n = params_[i].tensor.numel();
+    const torch::Tensor outer_grad = anchor_[i] - average.narrow(0, offset, n).view_as(anchor_[i]);
+    outer_momentum_[i].mul_(kOuterMomentum).add_(outer_grad);
+    anchor_[i].sub_(kOuterLr * (outer_grad + kOuterMomentum * outer_momentum_[i]));
+    params_[i].tensor.detach().copy_(anchor_[i]);
+    offset += n;
+  }
+  trace_.record("dp", "outer sync", start,
+                {{"collective", "all_reduce"}, {"bytes", static_cast<double>(average.nbytes())}, {"cross_pool", true}});
+  char line[160];
+  std::snprintf(line, sizeof line, "outer sync over %zu pools: replicas %.3g apart before, %.3g after",
+                members_.cross_pool.size(), before, replica_spread());
+  return line;
+}
+
+// How far the pools' copies of this rank's shard are apart (largest spread of a parameter
+// checksum over the pools, over every shard): 0 when the pools hold the same parameters.
+double Worker::replica_spread() {
+  double checksum = 0;
+  for (const ParamInfo& p : params_) checksum += p.tensor.detach().to(torch::kFloat64).sum().item<double>();
+  torch::Tensor extremes = torch::tensor({checksum, -checksum}, torch::kFloat64);
+  if (groups_.cross_pool) {
+    std::vector<torch::Tensor> tensors{extremes};
+    c10d::AllreduceOptions options;
+    options.reduceOp = c10d::ReduceOp::MAX;
+    groups_.cross_pool->allreduce(tensors, options)->wait();
+  }
+  torch::Tensor spread = torch::full({1}, extremes[0].item<double>() + extremes[1].item<double>(), torch::kFloat64);
+  if (groups_.world) {
+    std::vector<torch::Tensor> tensors{spread};
+    c10d::AllreduceOptions options;
+    options.reduceOp = c10d::ReduceOp::MAX;
+    groups_.world->allreduce(tensors, options)->wait();
+  }
+  return spread.item<double>();
+}
+
 int Worker::rank_at_stage(int stage) const {
   RankCoords c = position_;
   c.pp = stage;
   return grid_.rank_of(c);
 }
 
-// Micro-batch `micro` of this DP rank: global sample rows dp_rank x rows_per_rank + micro x mb ...
+Worker::BatchShare Worker::batch_share() const {
+  const int dp = setup_.layout.dp;
+  BatchShare b;
+  std::vector<int> averaged(dp);
+  std::iota(averaged.begin(), averaged.end(), 0);
+  if (setup_.mixed) averaged = setup_.mixed->averaged_with(position_.dp, dp);
+  for (int d = 0; d < dp; ++d) {
+    const int m = micro_batches_at(o_.recipe, state_.step, full_micro_batches_[d]);
+    if (d < position_.dp) b.offset += m;
+    if (d == position_.dp) b.own = m;
+    if (std::find(averaged.begin(), averaged.end(), d) != averaged.end()) b.averaged += m;
+    if (setup_.mixed && setup_.mixed->data_parallel() && d / setup_.mixed->pool_dp == pool_) b.pool += m;
+    b.world += m;
+  }
+  b.averaged_ranks = static_cast<int>(averaged.size());
+  return b;
+}
+
+// A slower pool's device: its compute takes `slowdown` times as long (the rest is padding).
+void Worker::pad_compute(double start) {
+  if (!setup_.mixed) return;
+  const double factor = setup_.mixed->pools.at(pool_).slowdown;
+  if (factor <= 1) return;
+  std::this_thread::sleep_for(std::chrono::duration<double>((factor - 1) * (trace_.now() - start)));
+}
+
+// Micro-batch `micro` of this DP rank: global sample rows (micro-batches of the DP ranks before it + micro) x mb ...
 torch::Tensor Worker::micro_batch_tokens(const std::vector<uint64_t>& positions, int micro, bool bad) {
   const int mb = setup_.layout.micro_batch;
-  const int per_rank = static_cast<int>(positions.size()) / setup_.layout.dp;
+  const int first = batch_share().offset;
   std::vector<int64_t> tokens;
   for (int i = 0; i < mb; ++i) {
-    const uint64_t position = positions[position_.dp * per_rank + micro * mb + i];
+    const uint64_t position = positions[(first + micro) * mb + i];
     std::vector<int32_t> sample = order_->sample(position);
     if (bad) {
       // Uniformly random tokens: nothing a language model can predict, a guaranteed loss spike.
@@ -229,6 +383,8 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
   std::vector<c10::intrusive_ptr<c10d::Work>> sends;
   std::vector<torch::Tensor> keep_alive;
   StepLosses losses;
+  const BatchShare share = batch_share();
+  const int first_micro = share.offset;  // the global index of this rank's first micro-batch
   auto forward = [&](int micro) {
     const double start = trace_.now();
     const torch::Tensor tokens = micro_batch_tokens(positions, micro, bad);
@@ -245,7 +401,7 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
     RoutingContext context;
     context.step = state_.step;
     context.warmup_steps = o_.routing_warmup_steps;
-    context.noise_seed = mix_seed(mix_seed(o_.seed, static_cast<uint64_t>(state_.step)), position_.dp * m + micro);
+    context.noise_seed = mix_seed(mix_seed(o_.seed, static_cast<uint64_t>(state_.step)), first_micro + micro);
     context.ep_group = groups_.ep;
     context.ep_size = l.ep;
     context.trace = &trace_;
@@ -264,6 +420,7 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
       std::vector<torch::Tensor> buffer{outgoing};
       sends.push_back(groups_.world->send(buffer, next, 2 * micro));
     }
+    pad_compute(compute_start);
     trace_.record("compute", "F mb" + std::to_string(micro), compute_start, {{"pass", "forward"}, {"micro_batch", micro}});
     in_flight.push_back(f);
   };
@@ -271,7 +428,9 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
     InFlight f = in_flight.front();
     in_flight.pop_front();
     double start = trace_.now();
-    const torch::Tensor scale = torch::full({}, 1.0 / m);
+    // Each micro-batch weighs 1 / (micro-batches averaged together), times the ranks the
+    // gradient sum is divided by: 1 / m when every rank trains m.
+    const torch::Tensor scale = torch::full({}, static_cast<double>(share.averaged_ranks) / share.averaged);
     if (last) {
       torch::autograd::backward({f.output + f.aux}, {scale});
     } else {
@@ -292,6 +451,7 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
       std::vector<torch::Tensor> buffer{outgoing};
       sends.push_back(groups_.world->send(buffer, previous, 2 * micro + 1));
     }
+    pad_compute(start);
     trace_.record("compute", "B mb" + std::to_string(micro), start, {{"pass", "backward"}, {"micro_batch", micro}});
   };
   // The core's 1F1B order (vpp = 1: fit_layout runs interleaved plans as plain 1F1B).
@@ -306,9 +466,12 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
   return losses;
 }
 
-// DP: dense gradients summed over the DP group, expert gradients over the expert-DP group; both
-// divided by DP, since each rank's loss is its own micro-batches' mean.
+// DP: dense gradients summed over the DP group, expert gradients over the expert-DP group, then
+// (hetero DP) over the same shard in every pool; divided by the ranks averaged together, since
+// each rank's loss was weighted by that count over the micro-batches averaged together.
 void Worker::synchronise_gradients() {
+  const bool across_pools = setup_.mixed && setup_.mixed->strategy == PoolStrategy::kHeteroDp;
+  const int averaged_ranks = batch_share().averaged_ranks;
   for (bool expert : {false, true}) {
     std::vector<torch::Tensor> grads;
     for (ParamInfo& p : params_) {
@@ -326,7 +489,14 @@ void Worker::synchronise_gradients() {
     const double start = trace_.now();
     all_reduce(group, flat);
     if (group) trace_.record_collective("dp", "all_reduce", start, static_cast<double>(flat.nbytes()), group->getSize());
-    flat.div_(setup_.layout.dp);
+    if (across_pools && groups_.cross_pool) {
+      const double cross_start = trace_.now();
+      all_reduce(groups_.cross_pool, flat);
+      trace_.record("dp", "cross-pool all_reduce", cross_start,
+                    {{"collective", "all_reduce"}, {"bytes", static_cast<double>(flat.nbytes())},
+                     {"group_size", groups_.cross_pool->getSize()}, {"cross_pool", true}});
+    }
+    flat.div_(averaged_ranks);
     int64_t offset = 0;
     for (auto& g : grads) {
       g.copy_(flat.narrow(0, offset, g.numel()).view_as(g));
@@ -338,13 +508,15 @@ void Worker::synchronise_gradients() {
 // Global L2 norm: each replica counted once (a parameter on r ranks contributes 1/r per rank).
 double Worker::global_grad_norm() {
   const Layout& l = setup_.layout;
+  // Over the ranks training one copy of the model: with local SGD each pool has its own norm.
+  const int dp = batch_share().averaged_ranks;
   double local = 0;
   for (const ParamInfo& p : params_) {
-    const double replicas = (p.expert ? l.dp / l.ep : l.dp) * (is_tensor_parallel_parameter(p.name) ? 1 : l.tp);
+    const double replicas = (p.expert ? dp / l.ep : dp) * (is_tensor_parallel_parameter(p.name) ? 1 : l.tp);
     local += p.tensor.grad().pow(2).sum().item<double>() / replicas;
   }
   torch::Tensor total = torch::full({1}, local, torch::kFloat64);
-  all_reduce(groups_.world, total);
+  all_reduce(groups_.replica, total);
   return std::sqrt(total.item<double>());
 }
 
@@ -358,8 +530,8 @@ void Worker::optimizer_step(double lr, double clip_scale) {
   trace_.record("compute", "optimizer", start, {{"pass", "optimizer"}});
   if (!setup_.layout.optimizer_sharding) return;
   // Each owner hands its updated parameters to the other replicas.
-  const auto dense_members = grid_.group(GroupKind::kDp, rank_);
-  const auto expert_members = grid_.group(GroupKind::kExpertDp, rank_);
+  const auto& dense_members = members_.dp;
+  const auto& expert_members = members_.expert_dp;
   for (size_t i = 0; i < params_.size(); ++i) {
     const Group& group = params_[i].expert ? groups_.expert_dp : groups_.dp;
     if (!group) continue;
@@ -502,8 +674,9 @@ StepReport Worker::train_step(double peak_flops) {
   const auto step_start = std::chrono::steady_clock::now();
   const double step_trace_start = trace_.now();
   trace_.set_step(state_.step);
-  const int m = micro_batches_at(o_.recipe, state_.step, setup_.global_batch / (l.dp * l.micro_batch));
-  const int samples = m * l.dp * l.micro_batch;
+  const BatchShare share = batch_share();
+  const int m = share.own;
+  const int samples = share.world * l.micro_batch;
   const std::vector<uint64_t> positions = AnomalyGuard::positions_for(state_, samples);
   optimizer_->zero_grad();
   for (ParamInfo& p : params_) {
@@ -512,21 +685,35 @@ StepReport Worker::train_step(double peak_flops) {
   const StepLosses losses = forward_backward(positions, m, state_.step == o_.inject_bad_batch_at);
   stage_->update_routing_statistics(groups_.dp);
   synchronise_gradients();
-  // The LM loss lives on the last stage, aux losses on every stage: average over DP, sum over PP.
+  // The LM loss lives on the last stage, aux losses on every stage: average over DP (each rank
+  // weighted by its micro-batches), sum over PP; with pools, also each pool's own LM loss.
   const bool last = position_.pp == l.pp - 1;
-  torch::Tensor reduced = torch::tensor({last && position_.tp == 0 ? losses.lm / l.dp : 0.0,
-                                         position_.tp == 0 ? losses.aux / l.dp : 0.0},
-                                        torch::kFloat64);
+  const double weight = static_cast<double>(share.own) / share.world;
+  const bool per_pool = setup_.mixed && setup_.mixed->data_parallel();
+  std::vector<double> values = {last && position_.tp == 0 ? losses.lm * weight : 0.0,
+                                position_.tp == 0 ? losses.aux * weight : 0.0};
+  if (per_pool) {
+    values.resize(2 + setup_.mixed->pools.size(), 0.0);
+    if (last && position_.tp == 0) values[2 + pool_] = losses.lm * share.own / share.pool;
+  }
+  torch::Tensor reduced = torch::tensor(values, torch::kFloat64);
   all_reduce(groups_.world, reduced);
   StepReport report;
   report.loss = reduced[0].item<double>();
   report.aux = reduced[1].item<double>();
+  for (size_t p = 0; per_pool && p < setup_.mixed->pools.size(); ++p) {
+    report.pool_losses.push_back({setup_.mixed->pools[p].name, reduced[2 + p].item<double>()});
+  }
   report.grad_norm = global_grad_norm();
   const StepVerdict verdict = guard_.judge(state_, report.loss, report.aux, report.grad_norm, positions);
   report.lr = learning_rate(o_.recipe, state_.step) * verdict.lr_factor;
   report.applied = verdict.apply;
   report.event = verdict.event;
   if (verdict.apply) optimizer_step(report.lr, report.grad_norm > o_.clip_norm ? o_.clip_norm / report.grad_norm : 1.0);
+  const bool local_sgd = setup_.mixed && setup_.mixed->strategy == PoolStrategy::kLocalSgd;
+  if (local_sgd && (state_.step + 1) % setup_.mixed->sync_every_steps == 0) {
+    report.event += (report.event.empty() ? "" : "; ") + outer_sync();
+  }
   trace_.record("step", "step " + std::to_string(state_.step), step_trace_start, {{"micro_batches", m}});
   ++state_.step;
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count();
@@ -547,6 +734,7 @@ int Worker::run() {
          << setup_.model.hidden << ", " << setup_.model.routed_experts << " experts top-" << setup_.model.top_k << ") on "
          << world_ << " ranks: tp" << l.tp << " pp" << l.pp << " ep" << l.ep << " dp" << l.dp << " mb" << l.micro_batch
          << ", global batch " << setup_.global_batch << ", data " << corpus_.source << "\n";
+    if (setup_.mixed) out_ << pools_line(*setup_.mixed, l) << "\n";
   }
   if (rank_ == 0 && !o_.checkpoint_dir.empty()) {
     out_ << (checkpoint_every_ > 0 ? "checkpoints every " + std::to_string(checkpoint_every_) + " steps" : std::string("no checkpoints"))
@@ -554,6 +742,12 @@ int Worker::run() {
          << (o_.checkpoint_sync ? ", each write blocking" : ", written in the background") << "\n";
   }
   if (o_.resume && !o_.checkpoint_dir.empty()) restore_checkpoint();
+  if (setup_.mixed && setup_.mixed->strategy == PoolStrategy::kLocalSgd) {
+    for (const ParamInfo& p : params_) {
+      anchor_.push_back(p.tensor.detach().clone());
+      outer_momentum_.push_back(torch::zeros_like(p.tensor.detach()));
+    }
+  }
   const double peak_flops = measure_matmul_flops();
   const int64_t seq = order_->seq_len();
   LossLog loss_log;
@@ -593,6 +787,22 @@ int Worker::run() {
 }
 
 }  // namespace
+
+FittedMixedRun fit_mixed_plan(const TrainOptions& o, const Plan& plan, int max_ranks, int vocab) {
+  MixedRunOptions options{max_ranks, o.micro_batches, parse_slowdowns(o.slowdowns), o.sync_every_steps};
+  if (o.sync_every_steps < 0) throw input_error("--sync-every", "", "must be at least 1 step");
+  auto scale = [&](int pp) {
+    if (o.scale < 1.0) return scale_model(plan.model, o.scale, vocab, pp);
+    ModelConfig m = plan.model;
+    m.vocab = std::max(m.vocab, vocab);
+    return m;
+  };
+  FittedMixedRun f = fit_mixed_run(*plan.mixed, plan.model, options, scale);
+  if (f.run.strategy == PoolStrategy::kLocalSgd && f.run.sync_every_steps < 1) {
+    throw input_error(o.plan, "local_sgd.sync_every_steps", "must be at least 1 (or give --sync-every)");
+  }
+  return f;
+}
 
 int run_worker(const TrainOptions& options, std::ostream& out) {
   Worker worker(options, out);

@@ -3,6 +3,8 @@
 // (--progress-json, which the studio reads), and the loss log.
 #include <iosfwd>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -15,6 +17,7 @@ struct StepReport {
   double tokens = 0, seconds = 0;  // trained this step, and its wall time
   bool applied = true;  // false when the guard skipped the update
   std::string event;
+  std::vector<std::pair<std::string, double>> pool_losses;  // plans over pools: each pool's LM loss
 
   std::string human_line() const;
   nlohmann::json to_json() const;  // schema flopwise.progress/1

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "flopwise/error.hpp"
+#include "flopwise/executor/mixed_run.hpp"
 #include "flopwise/layout.hpp"
 
 namespace flopwise::executor {
@@ -26,9 +27,12 @@ void add_note(std::string& notes, const std::string& note);
 
 // The members of each group one rank joins, in group order: exactly the core RankGrid's groups,
 // which the plan's rank_map describes.
+// With a plan over pools (`mixed`), DP and expert-DP stay inside the rank's pool; `cross_pool`
+// joins the ranks holding the same shard in every pool (tp, pp and DP place inside the pool), and
+// `replica` the ranks that train one copy of the model together (local SGD: the pool; else all).
 struct GroupMembers {
-  std::vector<int> tp, dp, ep, expert_dp;
+  std::vector<int> tp, dp, ep, expert_dp, cross_pool, replica;
 };
-GroupMembers group_members(const Layout& layout, int rank);
+GroupMembers group_members(const Layout& layout, int rank, const MixedRun* mixed = nullptr);
 
 }  // namespace flopwise::executor

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "flopwise/executor/anomaly_guard.hpp"
+#include "flopwise/executor/mixed_run.hpp"
 #include "flopwise/executor/recipe.hpp"
 
 namespace flopwise::executor {
@@ -31,7 +32,12 @@ struct TrainOptions {
   std::string trace;
   std::string loss_log;              // one line per step: step loss (rank 0)
   bool progress_json = false;        // step lines as JSON objects (flopwise.progress/1) on stdout
+  std::vector<std::string> slowdowns;  // plans over pools: POOL=FACTOR, that pool's compute padded
+  int sync_every_steps = 0;          // local SGD: steps between outer syncs; 0: the plan's H
 };
+
+// A plan over pools fitted to `max_ranks` local ranks, its model scaled as `o` says.
+FittedMixedRun fit_mixed_plan(const TrainOptions& o, const Plan& plan, int max_ranks, int vocab);
 
 // Runs one rank under RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT.
 int run_worker(const TrainOptions& options, std::ostream& out);
