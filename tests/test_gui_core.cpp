@@ -59,6 +59,53 @@ TEST(Scenario, RunsEveryProfileAndReportsProgress) {
   EXPECT_TRUE(run_scenario(s, {}, &cancel).outcomes.empty());
 }
 
+TEST(Scenario, PoolsRoundTripAndVersionOneFilesStillRead) {
+  Scenario s;
+  s.pools = {"device-A:600", "slow=device-C:400"};
+  s.pool_links = {"A-C:100Gb/s,2ms"};
+  const std::string path = ::testing::TempDir() + "/flopwise_gui_pools.json";
+  save_scenario(s, path);
+  EXPECT_EQ(load_scenario(path), s);
+  nlohmann::json v1 = to_json(Scenario{});
+  v1["schema"] = "flopwise.scenario/1";
+  v1.erase("pools");
+  v1.erase("pool_links");
+  EXPECT_TRUE(scenario_from_json(v1, "v1.json").pools.empty());
+}
+
+// Ling-Lite on 1e11 tokens in 3.5 days: neither 32 device-A nor 32 device-C alone makes it (the
+// planner's pool tests), both pools together do, so the mixed row is the winner.
+TEST(Scenario, PoolsAddTheirMixedPlansBesideTheProfiles) {
+  Scenario s;
+  s.model = "ling-lite";
+  s.profiles = {"device-A", "device-C"};
+  s.devices = {1, 32};
+  s.tokens = 1e11;
+  s.objective = Objective::kMinCostDeadline;
+  s.deadline_days = 3.5;
+  s.pools = {"device-A:32", "device-C:32"};
+  int last_total = 0;
+  const ScenarioResult r = run_scenario(s, [&](int, int total) { last_total = total; });
+  EXPECT_EQ(last_total, 3);
+  ASSERT_GT(r.outcomes.size(), 2u);
+  ASSERT_GE(r.best, 2);
+  const ProfileOutcome& best = r.outcomes[r.best];
+  ASSERT_TRUE(best.plan && best.plan->mixed);
+  EXPECT_LE(best.plan->predicted.days, 3.5);
+  EXPECT_EQ(best.profile.rfind(to_string(best.plan->mixed->strategy) + ": device-", 0), 0u) << best.profile;
+  EXPECT_NE(pools_detail(*best.plan).find("ranks"), std::string::npos);
+  for (const ProfileOutcome& o : r.outcomes) {
+    if (o.plan && !o.plan->mixed) EXPECT_TRUE(pools_detail(*o.plan).empty()) << o.profile;
+  }
+  s.pools = {"device-Q:8"};
+  try {
+    run_scenario(s);
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("device-Q"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ParetoFront, KeepsOnlyUnbeatenPoints) {
   // (days, cost): B is beaten by A on both; D is fastest, A cheapest, C between them.
   const std::vector<std::pair<double, double>> points = {{24, 2.5}, {25, 4.2}, {10, 3.0}, {3.8, 4.4}};

@@ -51,23 +51,34 @@ Setup reconcile_mixed(Setup s, int world) {
 
 // The pools and what each does, for the run's header.
 std::string pools_line(const MixedRun& run, const Layout& l) {
-  std::string line = "pools (" + to_string(run.strategy) + "):";
+  std::string line = "pools (";
+  line += to_string(run.strategy);
+  line += "):";
   for (size_t p = 0; p < run.pools.size(); ++p) {
     const PoolRun& pool = run.pools[p];
-    char part[200];
+    char part[240];
     if (run.data_parallel()) {
-      std::snprintf(part, sizeof part, " %s: DP ranks %zu-%zu, %d micro-batch(es) each", pool.name.c_str(),
+      std::snprintf(part, sizeof part, "%s %s: DP ranks %zu-%zu, %d micro-batch(es) each", p ? ";" : "", pool.name.c_str(),
                     p * run.pool_dp, (p + 1) * run.pool_dp - 1, pool.micro_batches);
     } else {
-      std::snprintf(part, sizeof part, " %s: stage %zu, layers %d-%d", pool.name.c_str(), p, pool.first_layer,
-                    pool.first_layer + pool.layers - 1);
+      std::snprintf(part, sizeof part, "%s %s: stage %zu, layers %d-%d", p ? ";" : "", pool.name.c_str(), p,
+                    pool.first_layer, pool.first_layer + pool.layers - 1);
     }
-    line += (p ? ";" : "") + std::string(part) + (pool.slowdown > 1 ? ", compute slowed " + std::to_string(pool.slowdown).substr(0, 4) + "x" : "");
+    line += part;
+    if (pool.slowdown > 1) {
+      std::snprintf(part, sizeof part, ", compute slowed %.2fx", pool.slowdown);
+      line += part;
+    }
   }
   if (run.strategy == PoolStrategy::kLocalSgd) {
-    line += "; outer sync every " + std::to_string(run.sync_every_steps) + " steps (DiLoCo's outer Nesterov step)";
+    line += "; outer sync every ";
+    line += std::to_string(run.sync_every_steps);
+    line += " steps (DiLoCo's outer Nesterov step)";
   }
-  return line + " [" + std::to_string(l.devices()) + " ranks]";
+  line += " [";
+  line += std::to_string(l.devices());
+  line += " ranks]";
+  return line;
 }
 
 Setup reconcile(const TrainOptions& o, int world, int vocab) {
@@ -712,7 +723,8 @@ StepReport Worker::train_step(double peak_flops) {
   if (verdict.apply) optimizer_step(report.lr, report.grad_norm > o_.clip_norm ? o_.clip_norm / report.grad_norm : 1.0);
   const bool local_sgd = setup_.mixed && setup_.mixed->strategy == PoolStrategy::kLocalSgd;
   if (local_sgd && (state_.step + 1) % setup_.mixed->sync_every_steps == 0) {
-    report.event += (report.event.empty() ? "" : "; ") + outer_sync();
+    if (!report.event.empty()) report.event += "; ";
+    report.event += outer_sync();
   }
   trace_.record("step", "step " + std::to_string(state_.step), step_trace_start, {{"micro_batches", m}});
   ++state_.step;

@@ -35,7 +35,9 @@
 #include "flopwise/catalog.hpp"
 #include "flopwise/gui/axis_scale.hpp"
 #include "flopwise/error.hpp"
+#include "flopwise/mixed_simulation.hpp"
 #include "flopwise/model_import.hpp"
+#include "flopwise/pools.hpp"
 #include "flopwise/report.hpp"
 #include "flopwise/trace.hpp"
 
@@ -121,7 +123,20 @@ QColor category_colour(const std::string& category) {
   return QColor(200, 200, 200);  // bubble
 }
 
-QString plan_row_layout(const Plan& plan) { return QString::fromStdString(layout_label(plan.layout)); }
+// A mixed plan's layout and hardware are per pool: the row and titles name the pools' instead.
+QString plan_row_layout(const Plan& plan) {
+  if (!plan.mixed) return QString::fromStdString(layout_label(plan.layout));
+  QStringList parts;
+  for (const PlanPool& p : plan.mixed->pools) parts << QString::fromStdString(p.name + ": " + layout_label(p.layout));
+  return parts.join("; ");
+}
+
+QString hardware_label(const Plan& plan) {
+  if (!plan.mixed) return QString::fromStdString(plan.hardware.profile);
+  QStringList parts;
+  for (const PlanPool& p : plan.mixed->pools) parts << QString::fromStdString(p.hardware.profile);
+  return parts.join(" + ");
+}
 
 }  // namespace
 
@@ -137,6 +152,11 @@ MainWindow::MainWindow() {
   auto* plan_layout = new QVBoxLayout(plan_tab);
   memory_chart_ = new_chart_view("Memory per device");
   time_chart_ = new_chart_view("Step time");
+  pools_note_ = new QLabel();
+  pools_note_->setWordWrap(true);
+  pools_note_->setFont(QFontDatabase::systemFont(QFontDatabase::FixedFont));
+  pools_note_->setTextInteractionFlags(Qt::TextSelectableByMouse);
+  plan_layout->addWidget(pools_note_);
   plan_layout->addWidget(memory_chart_);
   plan_layout->addWidget(time_chart_);
   tabs_->addTab(plan_tab, "Selected plan");
@@ -219,6 +239,10 @@ QWidget* MainWindow::build_editor() {
   precision_ = new QComboBox();
   precision_->addItems({"bf16", "fp8", "fp32"});
   form->addRow("Precision", precision_);
+  form->addRow("Pools", build_pools_editor());
+  pool_links_ = new QLineEdit();
+  pool_links_->setPlaceholderText("A-C:100Gb/s,2ms; ... (other pools share a cluster network)");
+  form->addRow("Pool links", pool_links_);
   run_ = new QPushButton("Compare");
   cancel_ = new QPushButton("Cancel");
   cancel_->setEnabled(false);
@@ -235,6 +259,46 @@ QWidget* MainWindow::build_editor() {
   form->addRow(status_);
   set_scenario(Scenario{});
   return editor;
+}
+
+// Pools of devices one run may use together: a profile and a device count per row.
+QWidget* MainWindow::build_pools_editor() {
+  auto* box = new QWidget();
+  auto* layout = new QVBoxLayout(box);
+  layout->setContentsMargins(0, 0, 0, 0);
+  pools_ = new QTableWidget(0, 2);
+  pools_->setHorizontalHeaderLabels({"profile", "devices"});
+  pools_->horizontalHeader()->setSectionResizeMode(QHeaderView::Stretch);
+  pools_->setMaximumHeight(120);
+  auto* add = new QPushButton("Add pool");
+  auto* remove = new QPushButton("Remove pool");
+  connect(add, &QPushButton::clicked, this, [this] { add_pool_row("device-A:64"); });
+  connect(remove, &QPushButton::clicked, this, [this] {
+    if (pools_->rowCount() > 0) pools_->removeRow(pools_->currentRow() >= 0 ? pools_->currentRow() : pools_->rowCount() - 1);
+  });
+  auto* buttons = new QHBoxLayout();
+  buttons->addWidget(add);
+  buttons->addWidget(remove);
+  layout->addWidget(pools_);
+  layout->addLayout(buttons);
+  return box;
+}
+
+// One pool row from a --pool option ("[NAME=]PROFILE:COUNT"); the row keeps the name, if any.
+void MainWindow::add_pool_row(const std::string& option) {
+  const PoolSpec pool = parse_pool_option(option);
+  const int row = pools_->rowCount();
+  pools_->insertRow(row);
+  auto* profile = new QComboBox();
+  profile->setEditable(true);
+  for (const std::string& name : builtin_profile_names()) profile->addItem(QString::fromStdString(name));
+  profile->setCurrentText(QString::fromStdString(pool.profile));
+  profile->setProperty("pool_name", QString::fromStdString(pool.name == pool.profile ? "" : pool.name));
+  auto* devices = new QSpinBox();
+  devices->setRange(1, 1 << 20);
+  devices->setValue(pool.max_devices);
+  pools_->setCellWidget(row, 0, profile);
+  pools_->setCellWidget(row, 1, devices);
 }
 
 QWidget* MainWindow::build_comparison_tab() {
@@ -349,6 +413,11 @@ void MainWindow::set_scenario(const Scenario& s) {
   deadline_->setValue(s.deadline_days);
   budget_->setValue(s.budget);
   precision_->setCurrentText(QString::fromStdString(to_string(s.precision)));
+  pools_->setRowCount(0);
+  for (const std::string& pool : s.pools) add_pool_row(pool);
+  QStringList links;
+  for (const std::string& link : s.pool_links) links << QString::fromStdString(link);
+  pool_links_->setText(links.join("; "));
 }
 
 Scenario MainWindow::scenario() const {
@@ -368,6 +437,16 @@ Scenario MainWindow::scenario() const {
   s.deadline_days = deadline_->value();
   s.budget = budget_->value();
   s.precision = parse_precision(precision_->currentText().toStdString(), "scenario", "precision");
+  for (int row = 0; row < pools_->rowCount(); ++row) {
+    const auto* profile = static_cast<QComboBox*>(pools_->cellWidget(row, 0));
+    const auto* devices = static_cast<QSpinBox*>(pools_->cellWidget(row, 1));
+    const QString name = profile->property("pool_name").toString();
+    s.pools.push_back(((name.isEmpty() ? "" : name + "=") + profile->currentText() + ":" + QString::number(devices->value()))
+                          .toStdString());
+  }
+  for (const QString& link : pool_links_->text().split(';', Qt::SkipEmptyParts)) {
+    if (!link.trimmed().isEmpty()) s.pool_links.push_back(link.trimmed().toStdString());
+  }
   if (s.profiles.empty()) throw input_error("scenario", "profiles", "tick at least one hardware profile");
   return s;
 }
@@ -386,7 +465,7 @@ void MainWindow::start_run() {
   cancel_requested_ = false;
   run_->setEnabled(false);
   cancel_->setEnabled(true);
-  progress_->setRange(0, static_cast<int>(s.profiles.size()));
+  progress_->setRange(0, static_cast<int>(s.profiles.size() + (s.pools.empty() ? 0 : 1)));
   progress_->setValue(0);
   status_->setText("Planning…");
   QThread* worker = QThread::create([this, s] {
@@ -498,6 +577,8 @@ void MainWindow::select_plan(int row) {
   const Plan* plan = selected_plan();
   if (!plan) return;
   const StepCost& c = plan->predicted;
+  pools_note_->setText(QString::fromStdString(pools_detail(*plan)));
+  pools_note_->setVisible(plan->mixed.has_value());
   const MemoryBreakdown& m = c.memory_bytes;
   auto stacked = new QHorizontalStackedBarSeries();
   const std::pair<const char*, double> parts[] = {{"weights", m.weights},         {"grads", m.grads},
@@ -517,14 +598,20 @@ void MainWindow::select_plan(int row) {
   rank_axis->setTitleText("pipeline rank");
   memory->addAxis(rank_axis, Qt::AlignLeft);
   stacked->attachAxis(rank_axis);
-  // The axis runs at least to the device's memory, so the bar reads against the capacity.
-  set_value_axis(memory, Qt::AlignBottom, 0, plan->hardware.memory_bytes / kGiB, {"GiB per device"});
+  // The axis runs at least to the device's memory (a mixed plan's largest), so the bar reads
+  // against the capacity.
+  Bytes device_memory = plan->hardware.memory_bytes;
+  for (const PlanPool& p : plan->mixed ? plan->mixed->pools : std::vector<PlanPool>{}) {
+    device_memory = std::max(device_memory, p.hardware.memory_bytes);
+  }
+  set_value_axis(memory, Qt::AlignBottom, 0, std::max(device_memory, m.total()) / kGiB, {"GiB per device"});
   memory->legend()->show();
-  memory->setTitle(QString("Memory per device, pipeline rank %1: %2 GiB of %3 GiB usable (%4 GiB on the device)")
+  memory->setTitle(QString("Memory per device%5, pipeline rank %1: %2 GiB of %3 GiB usable (%4 GiB on the device)")
                        .arg(c.busiest_memory_rank)
                        .arg(m.total() / kGiB, 0, 'f', 1)
                        .arg(c.usable_memory_bytes / kGiB, 0, 'f', 1)
-                       .arg(plan->hardware.memory_bytes / kGiB, 0, 'f', 1));
+                       .arg(device_memory / kGiB, 0, 'f', 1)
+                       .arg(plan->mixed ? " on the critical pool" : ""));
   // The step cost's field list: every additive part, so the bars add up to the step time.
   QStringList names;
   QList<qreal> values;
@@ -536,7 +623,7 @@ void MainWindow::select_plan(int row) {
   time_chart_->chart()->setTitle(QString("Step time %1 s on %2 x %3, %4")
                                      .arg(c.step_time_s, 0, 'f', 2)
                                      .arg(plan->devices())
-                                     .arg(QString::fromStdString(plan->hardware.profile))
+                                     .arg(hardware_label(*plan))
                                      .arg(plan_row_layout(*plan)));
 }
 
@@ -555,8 +642,13 @@ void MainWindow::simulate_selected() {
   const std::string trace = QDir::temp().filePath("flopwise-studio-trace.json").toStdString();
   QThread* worker = QThread::create([this, copy, trace] {
     try {
-      const CostModel cost(copy.model, copy.run, resolve_profile(copy.hardware.profile));
-      const SimulationResult r = simulate_step(cost, copy.layout, {trace});
+      SimulationResult r;
+      if (copy.mixed) {
+        r = simulate_mixed_plan(copy, "selected plan", trace).result;
+      } else {
+        const CostModel cost(copy.model, copy.run, resolve_profile(copy.hardware.profile));
+        r = simulate_step(cost, copy.layout, {trace});
+      }
       std::vector<TraceSpan> spans = read_trace(trace);
       QMetaObject::invokeMethod(this, [this, copy, r, spans] { draw_timeline(copy, r, spans); });
     } catch (const std::exception& e) {
@@ -674,7 +766,12 @@ bool MainWindow::write_megatron(const QString& path) {
   const Plan* plan = selected_plan();
   if (!plan) return false;
   std::ofstream out(path.toStdString());
-  for (const std::string& arg : megatron_args(*plan)) out << arg << "\n";
+  const std::vector<MegatronJob> jobs = megatron_jobs(*plan);
+  if (jobs.empty()) out << "# no Megatron-LM form: " << to_string(plan->mixed->strategy) << " needs a heterogeneous trainer\n";
+  for (const MegatronJob& job : jobs) {
+    if (!job.pool.empty()) out << "# pool " << job.pool << "\n";
+    for (const std::string& arg : job.args) out << arg << "\n";
+  }
   return static_cast<bool>(out);
 }
 
@@ -755,9 +852,10 @@ bool MainWindow::export_all(const QString& dir) {
   if (!plan) return false;
   QDir().mkpath(dir);
   save_plan(*plan, (dir + "/plan.json").toStdString());
-  return write_megatron(dir + "/megatron-args.txt") && write_launcher(dir + "/launch.sbatch", LaunchTarget::kSlurm).isEmpty() &&
-         write_launcher(dir + "/launch-torchrun.sh", LaunchTarget::kTorchrun).isEmpty() && write_charts(dir, false) &&
-         write_charts(dir, true);
+  // `flopwise launch` takes single-pool plans only: a mixed plan exports no launchers.
+  const bool launchers = plan->mixed || (write_launcher(dir + "/launch.sbatch", LaunchTarget::kSlurm).isEmpty() &&
+                                         write_launcher(dir + "/launch-torchrun.sh", LaunchTarget::kTorchrun).isEmpty());
+  return write_megatron(dir + "/megatron-args.txt") && launchers && write_charts(dir, false) && write_charts(dir, true);
 }
 
 bool MainWindow::show_tab(const QString& title) {

@@ -57,6 +57,8 @@ class MainWindow : public QMainWindow {
  private:
   void draw_timeline(const Plan& plan, const SimulationResult& result, const std::vector<TraceSpan>& spans);
   QWidget* build_editor();
+  QWidget* build_pools_editor();
+  void add_pool_row(const std::string& option);
   QWidget* build_comparison_tab();
   QWidget* build_training_tab();
   void build_menus();
@@ -82,6 +84,8 @@ class MainWindow : public QMainWindow {
   QLineEdit* tokens_ = nullptr;
   QComboBox *objective_ = nullptr, *precision_ = nullptr;
   QDoubleSpinBox *deadline_ = nullptr, *budget_ = nullptr;
+  QTableWidget* pools_ = nullptr;  // profile and device count per pool
+  QLineEdit* pool_links_ = nullptr;
   QPushButton *run_ = nullptr, *cancel_ = nullptr;
   QProgressBar* progress_ = nullptr;
   QLabel* status_ = nullptr;
@@ -90,6 +94,7 @@ class MainWindow : public QMainWindow {
   QTableWidget* table_ = nullptr;
   QChartView *cost_chart_ = nullptr, *days_chart_ = nullptr, *mfu_chart_ = nullptr, *devices_chart_ = nullptr;
   QChartView *scatter_ = nullptr, *memory_chart_ = nullptr, *time_chart_ = nullptr;
+  QLabel* pools_note_ = nullptr;  // which pool does what in the selected mixed plan
   QGraphicsScene* timeline_ = nullptr;
   QLabel* timeline_note_ = nullptr;
   // Training.

@@ -2,19 +2,24 @@
 
 #include <algorithm>
 #include <fstream>
+#include <sstream>
 
 #include "flopwise/catalog.hpp"
 #include "flopwise/comparison.hpp"
 #include "flopwise/error.hpp"
 #include "flopwise/json_reader.hpp"
+#include "flopwise/mixed_pools.hpp"
 #include "flopwise/model_import.hpp"
+#include "flopwise/pools_report.hpp"
 
 namespace flopwise::gui {
 
 using nlohmann::json;
 
 json to_json(const Scenario& s) {
-  return {{"schema", "flopwise.scenario/1"},
+  return {{"schema", "flopwise.scenario/2"},
+          {"pools", s.pools},
+          {"pool_links", s.pool_links},
           {"model", s.model},
           {"profiles", s.profiles},
           {"devices", {{"min", s.devices.min}, {"max", s.devices.max}}},
@@ -29,8 +34,15 @@ json to_json(const Scenario& s) {
 
 Scenario scenario_from_json(const json& j, const std::string& source) {
   const JsonFields f(j, source);
-  if (f.text("schema") != "flopwise.scenario/1") throw f.error("schema", "expected flopwise.scenario/1");
+  const std::string schema = f.text("schema");
+  if (schema != "flopwise.scenario/1" && schema != "flopwise.scenario/2") {
+    throw f.error("schema", "expected flopwise.scenario/2 (or /1)");
+  }
   Scenario s;
+  if (schema == "flopwise.scenario/2") {
+    s.pools = f.texts("pools");
+    s.pool_links = f.texts("pool_links");
+  }
   s.model = f.text("model");
   s.profiles = f.texts("profiles");
   if (s.profiles.empty()) throw f.error("profiles", "name at least one profile");
@@ -55,6 +67,38 @@ void save_scenario(const Scenario& scenario, const std::string& path) {
 
 Scenario load_scenario(const std::string& path) { return scenario_from_json(load_json_file(path), path); }
 
+namespace {
+
+std::string strategy_row(const MixedPlan& m) {
+  std::string pools;
+  for (const PlanPool& p : m.pools) pools += (pools.empty() ? "" : " + ") + p.name + " " + std::to_string(p.devices());
+  return to_string(m.strategy) + ": " + pools;
+}
+
+// The mixed plans over the scenario's pools, one per strategy that meets the objective.
+std::vector<ProfileOutcome> pool_outcomes(const Scenario& s, const ModelConfig& model, const TrainingRun& run,
+                                          const SearchOptions& options) {
+  PoolsSpec spec;
+  spec.source = "scenario";
+  try {
+    for (const std::string& text : s.pools) spec.pools.push_back(parse_pool_option(text));
+    for (const std::string& text : s.pool_links) spec.links.push_back(parse_pool_link_option(text, spec.pools));
+  } catch (const InputError& e) {
+    throw input_error("scenario", "pools", e.what());
+  }
+  const PoolSet set = resolve_pools(spec, run.precision);
+  SearchOptions pooled = options;
+  pooled.devices = {1, 1 << 30};  // each pool's own count bounds it
+  std::vector<ProfileOutcome> outcomes;
+  for (const MixedCandidate& c : plan_pools(model, run, pooled, set).mixed) {
+    outcomes.push_back({strategy_row(c.plan), make_mixed_plan(model, run, c, options.objective), ""});
+  }
+  if (outcomes.empty()) outcomes.push_back({"mixed pools", std::nullopt, "no mixed plan meets the objective"});
+  return outcomes;
+}
+
+}  // namespace
+
 ScenarioResult run_scenario(const Scenario& s, const std::function<void(int, int)>& progress,
                             const std::atomic<bool>* cancel) {
   const ModelConfig model = resolve_model(s.model);
@@ -69,7 +113,11 @@ ScenarioResult run_scenario(const Scenario& s, const std::function<void(int, int
   options.deadline_days = s.deadline_days;
   options.budget = s.budget;
   options.top_k = 1;
-  const Comparison c = compare_profiles(model, run, options, s.profiles, 0, {progress, cancel});
+  const int steps = static_cast<int>(s.profiles.size()) + (s.pools.empty() ? 0 : 1);
+  const auto profile_progress = [&](int done, int) {
+    if (progress) progress(done, steps);
+  };
+  const Comparison c = compare_profiles(model, run, options, s.profiles, 0, {profile_progress, cancel});
   ScenarioResult result;
   result.best = c.best;
   for (const ProfileResult& e : c.entries) {
@@ -82,6 +130,20 @@ ScenarioResult run_scenario(const Scenario& s, const std::function<void(int, int
     }
     result.outcomes.push_back(std::move(outcome));
   }
+  const bool finished = static_cast<int>(result.outcomes.size()) == static_cast<int>(s.profiles.size());
+  if (s.pools.empty() || !finished || (cancel && *cancel)) return result;
+  for (ProfileOutcome& mixed : pool_outcomes(s, model, run, options)) {
+    if (mixed.plan && result.best >= 0 && result.outcomes[result.best].plan &&
+        mixed.plan->predicted.currency != result.outcomes[result.best].plan->predicted.currency) {
+      throw input_error("scenario", "pools", "priced in " + mixed.plan->predicted.currency + ", the profiles in " +
+                                                 result.outcomes[result.best].plan->predicted.currency);
+    }
+    const bool wins = mixed.plan && (result.best < 0 || !result.outcomes[result.best].plan ||
+                                     better(mixed.plan->predicted, result.outcomes[result.best].plan->predicted, s.objective));
+    result.outcomes.push_back(std::move(mixed));
+    if (wins) result.best = static_cast<int>(result.outcomes.size()) - 1;
+  }
+  if (progress) progress(steps, steps);
   return result;
 }
 
@@ -103,6 +165,13 @@ std::vector<size_t> pareto_front(const std::vector<std::pair<double, double>>& p
 
 std::string format_money(double amount, const std::string& currency) {
   return format_count(amount) + " " + currency;
+}
+
+std::string pools_detail(const Plan& plan) {
+  if (!plan.mixed) return "";
+  std::ostringstream text;
+  print_mixed_detail(text, MixedCandidate{*plan.mixed, plan.predicted});
+  return text.str();
 }
 
 }  // namespace flopwise::gui

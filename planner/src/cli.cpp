@@ -262,28 +262,16 @@ PoolsSpec pools_spec(const PoolOptions& o) {
   return spec;
 }
 
-// Megatron-LM runs one device type per job: a local-SGD plan is one job per pool (the outer sync
-// runs beside them); hetero DP and pipelines have no Megatron form.
+// One argument line per Megatron-LM job of the plan (see megatron_jobs).
 void print_pool_megatron(const Plan& plan, std::ostream& out) {
-  if (!plan.mixed) {
-    out << "megatron:";
-    for (const std::string& arg : megatron_args(plan)) out << " " << arg;
-    out << "\n";
-    return;
-  }
-  if (plan.mixed->strategy != PoolStrategy::kLocalSgd) {
+  const std::vector<MegatronJob> jobs = megatron_jobs(plan);
+  if (jobs.empty()) {
     out << "megatron: none (Megatron-LM runs one device type per job; " << to_string(plan.mixed->strategy)
         << " needs a heterogeneous trainer)\n";
-    return;
   }
-  for (const PlanPool& pool : plan.mixed->pools) {
-    Plan own = plan;
-    own.mixed.reset();
-    own.hardware = pool.hardware;
-    own.layout = pool.layout;
-    own.run.global_batch = pool.sequences;
-    out << "megatron (" << pool.name << "):";
-    for (const std::string& arg : megatron_args(own)) out << " " << arg;
+  for (const MegatronJob& job : jobs) {
+    out << "megatron" << (job.pool.empty() ? "" : " (" + job.pool + ")") << ":";
+    for (const std::string& arg : job.args) out << " " << arg;
     out << "\n";
   }
 }

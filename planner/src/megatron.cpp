@@ -112,4 +112,19 @@ std::vector<std::string> megatron_args(const Plan& p) {
   return args;
 }
 
+std::vector<MegatronJob> megatron_jobs(const Plan& plan) {
+  if (!plan.mixed) return {{"", megatron_args(plan)}};
+  std::vector<MegatronJob> jobs;
+  if (plan.mixed->strategy != PoolStrategy::kLocalSgd) return jobs;
+  for (const PlanPool& pool : plan.mixed->pools) {
+    Plan own = plan;
+    own.mixed.reset();
+    own.hardware = pool.hardware;
+    own.layout = pool.layout;
+    own.run.global_batch = pool.sequences;
+    jobs.push_back({pool.name, megatron_args(own)});
+  }
+  return jobs;
+}
+
 }  // namespace flopwise

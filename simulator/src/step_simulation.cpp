@@ -174,7 +174,8 @@ std::string StepSimulation::slice_note() const {
   std::string widths;
   int simulated = 0, total = 0;
   for (const Part& part : parts_) {
-    widths += (widths.empty() ? "" : "/") + std::to_string(slice_width(part.layout));
+    if (!widths.empty()) widths += '/';
+    widths += std::to_string(slice_width(part.layout));
     simulated += static_cast<int>(part.slice.size());
     total += part.layout.devices();
   }
@@ -444,7 +445,7 @@ void StepSimulation::gateway(int pool) {
   cross_->last_arrival = std::max(cross_->last_arrival, sg4::Engine::get_clock());
   sg4::ActorPtr down;
   if (pool + 1 < pools) {
-    down = sg4::Actor::create("down" + std::to_string(pool), gateways_[pool], [this, pool, chunk] {
+    down = sg4::Actor::create(std::string("down") + std::to_string(pool), gateways_[pool], [this, pool, chunk] {
       forward_chunks(chain_box("down", pool + 1, pool), pool > 0 ? chain_box("down", pool, pool - 1) : nullptr, chunk,
                      pool > 0 ? cross_->link_bandwidth.at(pool - 1) : 0);
     });
@@ -561,7 +562,8 @@ void summarise(SimulationResult& r, const std::map<int, Account>& accounts, cons
   r.exposed_comm_s = critical.comm;
   r.bubble_s = critical.bubble;
   for (size_t p = 0; p < pool_names.size(); ++p) {
-    PoolTimes pool{pool_names[p]};
+    PoolTimes pool;
+    pool.name = pool_names[p];
     for (const auto& [rank, a] : accounts) {
       if (pool_of_rank.at(rank) != static_cast<int>(p)) continue;
       const Seconds own = a.end - a.cross_pool;
@@ -586,7 +588,7 @@ SimulationResult StepSimulation::run(const SimulationOptions& options, int devic
     }
   }
   for (size_t p = 0; p < gateways_.size(); ++p) {
-    sg4::Actor::create("gateway" + std::to_string(p), gateways_[p], [this, p] { gateway(static_cast<int>(p)); });
+    sg4::Actor::create(std::string("gateway") + std::to_string(p), gateways_[p], [this, p] { gateway(static_cast<int>(p)); });
   }
   sg4::Engine::get_instance()->run();
 
@@ -669,7 +671,7 @@ Part pipeline_part(const MixedPlan& plan, const std::vector<const CostModel*>& c
     }
   }
   if (layer != first.model().layers) {
-    throw InputError("mixed plan: the pools' stage_layers add up to " + std::to_string(layer) + " layers, the model has " +
+    throw InputError(std::string("mixed plan: the pools' stage_layers add up to ") + std::to_string(layer) + " layers, the model has " +
                      std::to_string(first.model().layers));
   }
   return part;

@@ -27,5 +27,13 @@ StepCost simulated_cost(const CostModel& cost, const Layout& layout, const StepC
 
 // The same layout as Megatron-LM (Megatron-Core) pretrain_gpt.py arguments.
 std::vector<std::string> megatron_args(const Plan& plan);
+// Megatron-LM runs one device type per job: one job for a single-pool plan, one per pool for
+// local SGD (each pool its own job; the outer sync runs beside them); none for hetero DP and
+// heterogeneous pipelines. `pool` is empty for a single-pool plan.
+struct MegatronJob {
+  std::string pool;
+  std::vector<std::string> args;
+};
+std::vector<MegatronJob> megatron_jobs(const Plan& plan);
 
 }  // namespace flopwise

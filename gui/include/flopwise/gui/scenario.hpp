@@ -12,7 +12,8 @@
 
 namespace flopwise::gui {
 
-// One comparison the user sets up: a model on several hardware offers, one training run.
+// One comparison the user sets up: a model on several hardware offers, one training run; with
+// pools, also the mixed plans over them (flopwise plan --pool).
 struct Scenario {
   std::string model = "ling-plus";  // preset name or path to a HF config.json
   std::vector<std::string> profiles = {"device-A", "device-B", "device-C", "device-D", "device-E"};
@@ -24,16 +25,20 @@ struct Scenario {
   double deadline_days = 30;
   double budget = 0;
   Precision precision = Precision::kBf16;
+  std::vector<std::string> pools;       // "[NAME=]PROFILE:COUNT", as --pool takes them
+  std::vector<std::string> pool_links;  // "A-B:BANDWIDTH,LATENCY", as --pool-link takes them
   bool operator==(const Scenario&) const = default;
 };
 
+// Schema flopwise.scenario/2 (pools and pool_links added); /1 files still read, without pools.
 nlohmann::json to_json(const Scenario& scenario);
 // Every field is required; errors name the file and the field.
 Scenario scenario_from_json(const nlohmann::json& json, const std::string& source);
 void save_scenario(const Scenario& scenario, const std::string& path);
 Scenario load_scenario(const std::string& path);
 
-// The best layout of one profile, or why there is none.
+// The best layout of one profile, or why there is none; or the best mixed plan of one strategy
+// over the scenario's pools (`profile` then names the strategy and the pools it uses).
 struct ProfileOutcome {
   std::string profile;
   std::optional<Plan> plan;
@@ -45,9 +50,10 @@ struct ScenarioResult {
   int best = -1;                         // the winner, as flopwise compare picks it
 };
 
-// Plans the comparison (planner's compare_profiles); `progress(done, total)` after each profile,
-// and a set `cancel` stops before the next. Input errors (unknown model, bad profile, currencies
-// that differ) throw.
+// Plans the comparison (planner's compare_profiles) and, with pools, the mixed plans over them
+// (plan_pools), one row per strategy after the profiles; `progress(done, total)` after each
+// profile and after the pools, and a set `cancel` stops before the next. Input errors (unknown
+// model, bad profile or pool, currencies that differ) throw.
 ScenarioResult run_scenario(const Scenario& scenario, const std::function<void(int, int)>& progress = {},
                             const std::atomic<bool>* cancel = nullptr);
 
@@ -56,5 +62,9 @@ std::vector<size_t> pareto_front(const std::vector<std::pair<double, double>>& p
 
 // "4.39M RMB", "1.2K USD".
 std::string format_money(double amount, const std::string& currency);
+
+// Which pool does what in a mixed plan (ranks, layout, batch share or layers, links, step and
+// memory), as `flopwise plan --pool` prints it; "" for a single-pool plan.
+std::string pools_detail(const Plan& plan);
 
 }  // namespace flopwise::gui
