@@ -803,6 +803,9 @@ int Worker::run() {
 FittedMixedRun fit_mixed_plan(const TrainOptions& o, const Plan& plan, int max_ranks, int vocab) {
   MixedRunOptions options{max_ranks, o.micro_batches, parse_slowdowns(o.slowdowns), o.sync_every_steps};
   if (o.sync_every_steps < 0) throw input_error("--sync-every", "", "must be at least 1 step");
+  if (o.sync_every_steps > 0 && plan.mixed->strategy != PoolStrategy::kLocalSgd) {
+    throw input_error("--sync-every", "", "applies to local-SGD plans; " + o.plan + " is " + to_string(plan.mixed->strategy));
+  }
   auto scale = [&](int pp) {
     if (o.scale < 1.0) return scale_model(plan.model, o.scale, vocab, pp);
     ModelConfig m = plan.model;

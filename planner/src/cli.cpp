@@ -662,10 +662,28 @@ void bench_simulation(const ModelConfig& model, const TrainingRun& run, std::ost
   }
 }
 
-// Throughput of the planner itself: the five-device Ling-Plus comparison over 1..8192 devices.
+// The best mixed plan of each strategy, simulated on SimGrid beside its analytic step.
+void bench_pools_simulation(const ModelConfig& model, const TrainingRun& run, const PoolSearchResult& r,
+                            Objective objective, std::ostream& out) {
+  out << "strategy          devices  analytic step  simulated step  sim/analytic  cross-pool analytic / simulated  wall\n";
+  for (const MixedCandidate& c : r.mixed) {
+    const Plan plan = make_mixed_plan(model, run, c, objective);
+    const MixedSimulation sim = simulate_mixed_plan(plan, "bench", "");
+    const bool local_sgd = c.plan.strategy == PoolStrategy::kLocalSgd;
+    const std::string cross = c.plan.strategy == PoolStrategy::kHeteroPipeline
+        ? "    (in the pp and bubble times)"
+        : printf_string("%13.3f s / %.3f s%s", local_sgd ? c.plan.sync_s : c.plan.cross_pool_s,
+                        local_sgd ? sim.result.sync_s : sim.result.cross_pool_s, local_sgd ? " (sync)" : "       ");
+    out << printf_string("%-16s %8d %12.2f s %13.2f s %12.3f  %-33s %5.0f s\n", to_string(c.plan.strategy).c_str(),
+                         c.plan.devices(), plan.predicted.step_time_s, sim.simulated.step_time_s,
+                         sim.simulated.step_time_s / plan.predicted.step_time_s, cross.c_str(), sim.result.wall_s);
+  }
+}
+
 // The mixed-pool search on the pools of the Ling report's devices A, C and D (600, 400 and 256,
-// A and C joined by a 100 Gb/s link), under the run options' objective.
-void bench_pools(const RunOptions& o, int repeats, std::ostream& out) {
+// A and C joined by a 100 Gb/s link), under the run options' objective; with `simulation`, the
+// best plan of each strategy simulated afterwards.
+void bench_pools(const RunOptions& o, int repeats, bool simulation, std::ostream& out) {
   const ModelConfig model = resolve_model(o.model);
   const TrainingRun run = training_run(o);
   const SearchOptions options = search_options(o);
@@ -682,8 +700,10 @@ void bench_pools(const RunOptions& o, int repeats, std::ostream& out) {
         << (mixed_wins(r, options.objective) ? to_string(r.mixed.front().plan.strategy) : "single pool") << "\n";
   }
   out << "pools search: best of " << repeats << " runs " << best << " s\n";
+  if (simulation) bench_pools_simulation(model, run, plan_pools(model, run, options, set), options.objective, out);
 }
 
+// Throughput of the planner itself: the five-device Ling-Plus comparison over 1..8192 devices.
 int cmd_bench(const RunOptions& o, int repeats, bool simulation, std::ostream& out) {
   const ModelConfig model = resolve_model(o.model);
   const TrainingRun run = training_run(o);
@@ -867,7 +887,8 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
   add_run_options(*bench, bench_options, false);
   bench->add_option("--repeats", bench_repeats, "runs of the comparison")->capture_default_str();
   bool bench_simulation_too = false;
-  bench->add_flag("--simulation", bench_simulation_too, "also time the step simulation at 128..4096 devices");
+  bench->add_flag("--simulation", bench_simulation_too,
+                  "also time the step simulation at 128..4096 devices (with --pools: simulate each strategy's best plan)");
   bool bench_pools_only = false;
   bench->add_flag("--pools", bench_pools_only, "instead: time the mixed-pool search (600 A + 400 C + 256 D)");
   bool bench_calibration_only = false, bench_busy = false;
@@ -971,7 +992,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     }
     if (*bench && bench_busy) throw input_error("--busy", "", "applies to bench --calibration only");
     if (*bench && bench_pools_only) {
-      bench_pools(bench_options, bench_repeats, out);
+      bench_pools(bench_options, bench_repeats, bench_simulation_too, out);
       return 0;
     }
     if (*bench) return cmd_bench(bench_options, bench_repeats, bench_simulation_too, out);
