@@ -425,13 +425,15 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
       const torch::Tensor lm = torch::nn::functional::cross_entropy(f.output.reshape({-1, f.output.size(-1)}), targets);
       losses.lm += lm.item<double>() / m;
       f.output = lm;
-    } else {
+    }
+    // A slowed pool's stage hands its activations on only after its padded time.
+    pad_compute(compute_start);
+    if (!last) {
       const torch::Tensor outgoing = f.output.detach().contiguous();
       keep_alive.push_back(outgoing);
       std::vector<torch::Tensor> buffer{outgoing};
       sends.push_back(groups_.world->send(buffer, next, 2 * micro));
     }
-    pad_compute(compute_start);
     trace_.record("compute", "F mb" + std::to_string(micro), compute_start, {{"pass", "forward"}, {"micro_batch", micro}});
     in_flight.push_back(f);
   };
@@ -456,13 +458,13 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
         torch::autograd::backward({f.output}, {grad});
       }
     }
+    pad_compute(start);
     if (!first) {
       const torch::Tensor outgoing = f.input.grad().contiguous();
       keep_alive.push_back(outgoing);
       std::vector<torch::Tensor> buffer{outgoing};
       sends.push_back(groups_.world->send(buffer, previous, 2 * micro + 1));
     }
-    pad_compute(start);
     trace_.record("compute", "B mb" + std::to_string(micro), start, {{"pass", "backward"}, {"micro_batch", micro}});
   };
   // The core's 1F1B order (vpp = 1: fit_layout runs interleaved plans as plain 1F1B).
