@@ -103,6 +103,18 @@ TEST(FuzzInputs, Plans) {
        300, 3);
 }
 
+// Plans over pools: simulate reads each pool's fields and simulates every pool at once.
+TEST(FuzzInputs, MixedPlans) {
+  for (const char* strategy : {"hetero-dp", "hetero-pipeline"}) {
+    const std::string plan = ::testing::TempDir() + "/fuzz-seed-" + strategy + ".json";
+    ASSERT_EQ(run({"plan", "--model", "ling-lite", "--tokens", "1e11", "--objective", "time", "--pool", "device-A:16",
+                   "--pool", "device-C:16", "--strategy", strategy, "--out", plan}).code, 0);
+    fuzz({std::string(strategy) + ".json", slurp(plan), false,
+          [](const std::string& p) { return std::vector<std::string>{"simulate", p}; }},
+         150, 5);
+  }
+}
+
 TEST(FuzzInputs, ExecutorTraces) {
   fuzz({"trace.json", slurp(std::string(FLOPWISE_TEST_DATA) + "/tp2-trace.json"), false,
         [](const std::string& p) { return std::vector<std::string>{"calibrate", p, "--profile", "cpu-core", "--report"}; }},

@@ -649,6 +649,11 @@ Part pipeline_part(const MixedPlan& plan, const std::vector<const CostModel*>& c
   Layout whole = plan.pools.front().layout;
   whole.pp = 0;
   for (const PlanPool& pool : plan.pools) {
+    const Layout& l = pool.layout;
+    if (l.tp != whole.tp || l.ep != whole.ep || l.etp != whole.etp || l.dp != whole.dp || l.micro_batch != whole.micro_batch) {
+      throw InputError("pool " + pool.name + " layout: a hetero pipeline runs the first pool's tp, ep, etp, dp and "
+                       "micro-batch on every pool");
+    }
     if (static_cast<int>(pool.stage_layers.size()) != pool.layout.pp) {
       throw InputError("pool " + pool.name + ": stage_layers lists " + std::to_string(pool.stage_layers.size()) +
                        " stages, its layout " + std::to_string(pool.layout.pp));
@@ -658,6 +663,12 @@ Part pipeline_part(const MixedPlan& plan, const std::vector<const CostModel*>& c
   whole.vpp = 1;
   whole.first_stage_layers = whole.last_stage_layers = 0;
   const CostModel& first = *costs.front();
+  // The degrees against the model and batch; the layers per stage are the plan's own.
+  Layout one_stage = whole;
+  one_stage.pp = 1;
+  if (const auto v = check_structure(first.model(), first.run(), first.profile(), {1, one_stage.devices()}, one_stage)) {
+    throw InputError("layout: " + v->message);
+  }
   Part part{"", whole, RankGrid(whole, first.profile().node.devices), 0, whole.micro_batches(first.run().global_batch),
             {}, {}, {}, {}};
   int layer = 0;
