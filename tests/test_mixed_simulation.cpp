@@ -2,6 +2,7 @@
 // links, stragglers waiting at the reduction across pools, and agreement with the analytic plan.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <set>
 
 #include "flopwise/catalog.hpp"
@@ -10,6 +11,7 @@
 #include "flopwise/model_import.hpp"
 #include "flopwise/step_simulation.hpp"
 #include "flopwise/topology.hpp"
+#include "flopwise/trace.hpp"
 #include "test_helpers.hpp"
 
 namespace flopwise {
@@ -112,6 +114,26 @@ TEST(MixedSimulation, HeteroDpStragglerAndTheLinkByHand) {
               (pool(r, "slow").step_time_s - pool(r, "fast").step_time_s) + kChainSeconds, 2 * optimizer + 1e-6);
 }
 
+// The timeline shows the straggler's wait on the fast device and each gateway on a lane after the
+// devices: the slow pool's gateway (first in the chain) is busy for the stream's whole length.
+TEST(MixedSimulation, TraceShowsTheWaitAndTheGateways) {
+  const HardwareProfile slow = compute_only("{bf16: 50, fp8: 100}", "slow.yaml");
+  const HardwareProfile fast = compute_only("{bf16: 100, fp8: 200}", "fast.yaml");
+  const CostModel slow_cost(testing::tiny_moe(), testing::tiny_run(2), slow);
+  const CostModel fast_cost(testing::tiny_moe(), testing::tiny_run(2), fast);
+  const std::string path = ::testing::TempDir() + "/flopwise_mixed_trace.json";
+  simulate_mixed_step(two_pool_plan(PoolStrategy::kHeteroDp), {&slow_cost, &fast_cost}, {path});
+  std::map<int, double> cross;  // lane -> seconds in cross-pool spans
+  for (const TraceSpan& s : read_trace(path)) {
+    const bool crossing = s.name.find("cross-pool") != std::string::npos || s.name.find("across pools") != std::string::npos;
+    if (crossing) cross[s.rank] += s.duration;
+  }
+  ASSERT_TRUE(cross.count(1) && cross.count(2) && cross.count(3)) << "fast device 1, gateways on lanes 2 and 3";
+  EXPECT_NEAR(cross[2], kChainSeconds, 1e-6);  // the slow pool arrives last: its gateway's span is the stream
+  EXPECT_GT(cross[3], cross[2]);               // the fast pool's gateway also waited for the slow pool
+  EXPECT_GT(cross[1], cross[2]);
+}
+
 // Local SGD: no reduction inside the step; one parameter sync over the link, amortised over H.
 TEST(MixedSimulation, LocalSgdAmortisesOneSyncOverItsInterval) {
   const HardwareProfile slow = compute_only("{bf16: 50, fp8: 100}", "slow.yaml");
@@ -149,7 +171,9 @@ TEST(MixedSimulation, AgreesWithTheAnalyticPlans) {
     seen.insert(c.plan.strategy);
     EXPECT_NEAR(sim.simulated.step_time_s / plan.predicted.step_time_s, 1.0, 0.15) << to_string(c.plan.strategy);
     EXPECT_EQ(sim.result.pools.size(), c.plan.pools.size());
-    if (c.plan.strategy == PoolStrategy::kLocalSgd) EXPECT_NEAR(sim.result.sync_s / c.plan.sync_s, 1.0, 0.05);
+    if (c.plan.strategy == PoolStrategy::kLocalSgd) {
+      EXPECT_NEAR(sim.result.sync_s / c.plan.sync_s, 1.0, 0.05);
+    }
     // The simulated totals follow the simulated step.
     EXPECT_NEAR(sim.simulated.days / plan.predicted.days,
                 sim.simulated.step_time_s / plan.predicted.step_time_s, 0.01);

@@ -442,7 +442,8 @@ void StepSimulation::gateway(int pool) {
   // Chunks arriving before their gateway is ready wait in its buffer (eager receivers).
   if (pool > 0) chain_box("up", pool - 1, pool)->set_receiver(sg4::Actor::self());
   cross_->arrived.at(pool)->wait();
-  cross_->last_arrival = std::max(cross_->last_arrival, sg4::Engine::get_clock());
+  const double arrived = sg4::Engine::get_clock();
+  cross_->last_arrival = std::max(cross_->last_arrival, arrived);
   sg4::ActorPtr down;
   if (pool + 1 < pools) {
     down = sg4::Actor::create(std::string("down") + std::to_string(pool), gateways_[pool], [this, pool, chunk] {
@@ -467,6 +468,12 @@ void StepSimulation::gateway(int pool) {
   }
   if (down) down->join();
   cross_->done = std::max(cross_->done, sg4::Engine::get_clock());
+  // The gateway's own lane after the devices': from its pool's arrival to the end of the stream,
+  // waiting for slower pools included, so the link's share of the step reads in the timeline.
+  std::string name = pool_names_.at(pool);
+  name += " gateway: ";
+  name += cross_->strategy == PoolStrategy::kHeteroDp ? "gradient reduction across pools" : "parameter sync across pools";
+  span(topology_.devices() + pool, "dp", std::move(name), arrived);
   if (cross_->strategy == PoolStrategy::kHeteroDp) cross_->released.at(pool)->wait();
 }
 
