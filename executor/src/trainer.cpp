@@ -39,14 +39,27 @@ struct Setup {
   std::optional<MixedRun> mixed;  // a plan over pools
 };
 
-Setup reconcile_mixed(Setup s, int world) {
+// The model as it trains here: the plan's, scaled to --scale with a depth pp divides, with the
+// tokenizer's vocabulary.
+ModelConfig scaled_model(const TrainOptions& o, const ModelConfig& planned, int vocab, int pp) {
+  if (o.scale < 1.0) return scale_model(planned, o.scale, vocab, pp);
+  ModelConfig m = planned;
+  m.vocab = std::max(m.vocab, vocab);
+  return m;
+}
+
+// What every setup says and sets once its layout is fitted: the features trained differently,
+// and full-activation TP all-reduces (no sequence parallelism).
+void note_features(Setup& s) {
+  add_note(s.notes, features_not_run(s.plan.model, s.plan.run));
+  s.layout.sequence_parallel = s.layout.tp == 1;
+}
+
+void check_world(const Setup& s, int world) {
   if (s.layout.devices() != world) {
-    throw input_error("environment", "WORLD_SIZE", std::to_string(world) + " but the plan's pools scale to " +
+    throw input_error("environment", "WORLD_SIZE", std::to_string(world) + " but the plan's layout scales to " +
                                                        std::to_string(s.layout.devices()) + " ranks");
   }
-  s.layout.sequence_parallel = s.layout.tp == 1;
-  add_note(s.notes, features_not_run(s.plan.model, s.plan.run));
-  return s;
 }
 
 // The pools and what each does, for the run's header.
@@ -94,7 +107,9 @@ Setup reconcile(const TrainOptions& o, int world, int vocab) {
     s.global_batch = f.global_batch;
     s.notes = f.notes;
     s.mixed = f.run;
-    return reconcile_mixed(std::move(s), world);
+    note_features(s);
+    check_world(s, world);
+    return s;
   }
   if (!o.slowdowns.empty() || o.sync_every_steps > 0) {
     throw input_error("--slowdown", "", "--slowdown and --sync-every apply to plans over pools; " + o.plan + " has one pool");
@@ -104,23 +119,17 @@ Setup reconcile(const TrainOptions& o, int world, int vocab) {
   s.layout.recompute = Recompute::kNone;
   s.global_batch = s.plan.run.global_batch;
   s.notes = fit_layout(s.layout, s.global_batch, s.plan.model, world);
-  s.model = o.scale >= 1.0 ? s.plan.model : scale_model(s.plan.model, o.scale, vocab, s.layout.pp);
-  if (o.scale >= 1.0) s.model.vocab = std::max(s.model.vocab, vocab);
+  s.model = scaled_model(o, s.plan.model, vocab, s.layout.pp);
   const std::string more = fit_layout(s.layout, s.global_batch, s.model, world);  // divisibility of the scaled shape
   add_note(s.notes, more);
-  add_note(s.notes, features_not_run(s.plan.model, s.plan.run));
-  // Its tensor parallelism all-reduces full activations (no sequence parallelism).
-  s.layout.sequence_parallel = s.layout.tp == 1;
+  note_features(s);
   const int plan_micro_batches = s.global_batch / (s.layout.dp * s.layout.micro_batch);
   if (o.micro_batches > 0 && o.micro_batches < plan_micro_batches) {
     s.global_batch = o.micro_batches * s.layout.dp * s.layout.micro_batch;
     add_note(s.notes, "global batch " + std::to_string(plan_micro_batches) + " -> " + std::to_string(o.micro_batches) +
                           " micro-batches per replica (--micro-batches)");
   }
-  if (s.layout.devices() != world) {
-    throw input_error("environment", "WORLD_SIZE", std::to_string(world) + " but the plan's layout scales to " +
-                                                       std::to_string(s.layout.devices()) + " ranks");
-  }
+  check_world(s, world);
   return s;
 }
 
@@ -808,13 +817,8 @@ FittedMixedRun fit_mixed_plan(const TrainOptions& o, const Plan& plan, int max_r
   if (o.sync_every_steps > 0 && plan.mixed->strategy != PoolStrategy::kLocalSgd) {
     throw input_error("--sync-every", "", "applies to local-SGD plans; " + o.plan + " is " + to_string(plan.mixed->strategy));
   }
-  auto scale = [&](int pp) {
-    if (o.scale < 1.0) return scale_model(plan.model, o.scale, vocab, pp);
-    ModelConfig m = plan.model;
-    m.vocab = std::max(m.vocab, vocab);
-    return m;
-  };
-  FittedMixedRun f = fit_mixed_run(*plan.mixed, plan.model, options, scale);
+  FittedMixedRun f = fit_mixed_run(*plan.mixed, plan.model, options,
+                                   [&](int pp) { return scaled_model(o, plan.model, vocab, pp); });
   if (f.run.strategy == PoolStrategy::kLocalSgd && f.run.sync_every_steps < 1) {
     throw input_error(o.plan, "local_sgd.sync_every_steps", "must be at least 1 (or give --sync-every)");
   }
