@@ -69,11 +69,7 @@ Scenario load_scenario(const std::string& path) { return scenario_from_json(load
 
 namespace {
 
-std::string strategy_row(const MixedPlan& m) {
-  std::string pools;
-  for (const PlanPool& p : m.pools) pools += (pools.empty() ? "" : " + ") + p.name + " " + std::to_string(p.devices());
-  return to_string(m.strategy) + ": " + pools;
-}
+std::string strategy_row(const MixedPlan& m) { return to_string(m.strategy) + ": " + pools_label(m); }
 
 // The mixed plans over the scenario's pools, one per strategy that meets the objective.
 std::vector<ProfileOutcome> pool_outcomes(const Scenario& s, const ModelConfig& model, const TrainingRun& run,

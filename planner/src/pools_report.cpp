@@ -16,12 +16,6 @@ std::string strategy_label(const MixedPlan& m) {
   return "";
 }
 
-std::string pools_label(const MixedPlan& m) {
-  std::string label;
-  for (const PlanPool& p : m.pools) label += (label.empty() ? "" : " + ") + p.name + " " + std::to_string(p.devices());
-  return label;
-}
-
 std::string bandwidth_label(BytesPerSecond bytes_per_s) { return printf_string("%.1f Gb/s", bytes_per_s * 8 / 1e9); }
 
 void print_row(std::ostream& out, const std::string& plan, const std::string& devices, int count, const StepCost& c,
@@ -31,6 +25,12 @@ void print_row(std::ostream& out, const std::string& plan, const std::string& de
 }
 
 }  // namespace
+
+std::string pools_label(const MixedPlan& m) {
+  std::string label;
+  for (const PlanPool& p : m.pools) label += (label.empty() ? "" : " + ") + p.name + " " + std::to_string(p.devices());
+  return label;
+}
 
 bool mixed_wins(const PoolSearchResult& r, Objective objective) {
   if (r.mixed.empty()) return false;

@@ -8,6 +8,9 @@
 
 namespace flopwise {
 
+// "device-A 512 + device-C 256": the pools a mixed plan uses and their device counts.
+std::string pools_label(const MixedPlan& plan);
+
 // True when the best mixed plan ranks before the best single-pool plan.
 bool mixed_wins(const PoolSearchResult& result, Objective objective);
 
