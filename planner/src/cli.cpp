@@ -692,15 +692,16 @@ void bench_pools(const RunOptions& o, int repeats, bool simulation, std::ostream
   po.links = {"A-C:100Gb/s,2ms"};
   const PoolSet set = resolve_pools(pools_spec(po), run.precision);
   double best = 1e30;
+  PoolSearchResult r;
   for (int i = 0; i < repeats; ++i) {
-    const PoolSearchResult r = plan_pools(model, run, options, set);
+    r = plan_pools(model, run, options, set);
     best = std::min(best, r.seconds);
     out << "pools " << model.name << " (600 x device-A + 400 x device-C + 256 x device-D, objective "
         << to_string(options.objective) << "): " << r.seconds << " s, mixed plans costed " << r.mixed_costed << ", best "
         << (mixed_wins(r, options.objective) ? to_string(r.mixed.front().plan.strategy) : "single pool") << "\n";
   }
   out << "pools search: best of " << repeats << " runs " << best << " s\n";
-  if (simulation) bench_pools_simulation(model, run, plan_pools(model, run, options, set), options.objective, out);
+  if (simulation) bench_pools_simulation(model, run, r, options.objective, out);
 }
 
 // Throughput of the planner itself: the five-device Ling-Plus comparison over 1..8192 devices.
@@ -983,6 +984,7 @@ int run_cli(int argc, const char* const* argv, std::ostream& out, std::ostream& 
     if (*train) return cmd_train(train_args);
     if (*launch) return cmd_launch(launch_command, out);
     if (*calibrate_cmd) return cmd_calibrate(calibrate_options, out);
+    if (*bench && bench_repeats < 1) throw input_error("--repeats", "", "must be at least 1");
     if (*bench && bench_calibration_only) {
       // Loaded and unloaded repetitions keep their traces apart, for a look afterwards.
       const Trainer trainer{trainer_program("bench --calibration"),
