@@ -153,6 +153,11 @@ PoolsSpec parse_pools_yaml(const std::string& yaml_text, const std::string& sour
   return spec;
 }
 
+void add_pool_options(PoolsSpec& spec, const std::vector<std::string>& pools, const std::vector<std::string>& links) {
+  for (const std::string& text : pools) spec.pools.push_back(parse_pool_option(text));
+  for (const std::string& text : links) spec.links.push_back(parse_pool_link_option(text, spec.pools));
+}
+
 PoolsSpec load_pools_file(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw input_error(path, "", "cannot read the pools file");

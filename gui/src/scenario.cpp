@@ -77,8 +77,7 @@ std::vector<ProfileOutcome> pool_outcomes(const Scenario& s, const ModelConfig& 
   PoolsSpec spec;
   spec.source = "scenario";
   try {
-    for (const std::string& text : s.pools) spec.pools.push_back(parse_pool_option(text));
-    for (const std::string& text : s.pool_links) spec.links.push_back(parse_pool_link_option(text, spec.pools));
+    add_pool_options(spec, s.pools, s.pool_links);
   } catch (const InputError& e) {
     throw input_error("scenario", "pools", e.what());
   }

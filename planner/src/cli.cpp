@@ -254,8 +254,7 @@ PoolsSpec pools_spec(const PoolOptions& o) {
   if (!o.file.empty() && !o.pools.empty()) throw input_error("--pools", "", "give pools in a file or with --pool, not both");
   PoolsSpec spec;
   if (!o.file.empty()) spec = load_pools_file(o.file);
-  for (const std::string& text : o.pools) spec.pools.push_back(parse_pool_option(text));
-  for (const std::string& text : o.links) spec.links.push_back(parse_pool_link_option(text, spec.pools));
+  add_pool_options(spec, o.pools, o.links);
   for (const std::string& text : o.exchange_rates) spec.exchange_rates.insert(parse_exchange_rate_option(text));
   if (!o.currency.empty()) spec.currency = o.currency;
   validate(spec);

@@ -44,6 +44,9 @@ PoolSpec parse_pool_option(const std::string& text);
 PoolLinkSpec parse_pool_link_option(const std::string& text, const std::vector<PoolSpec>& pools);
 // "USD=7.2"
 std::pair<std::string, double> parse_exchange_rate_option(const std::string& text);
+// Adds pools and links given in the option syntax above (--pool, --pool-link, a studio scenario)
+// to `spec`: the pools first, so that links can name them.
+void add_pool_options(PoolsSpec& spec, const std::vector<std::string>& pools, const std::vector<std::string>& links);
 // A pools file: `pools:` (name, profile, devices), optional `links:` (between: [a, b], bandwidth,
 // latency), `currency:` and `exchange_rates:`.
 PoolsSpec parse_pools_yaml(const std::string& yaml_text, const std::string& source);
