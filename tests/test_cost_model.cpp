@@ -21,6 +21,22 @@ constexpr double kRouterGemmSeconds = 2 * (1024.0 * 1024 + 2 * 8 * 1024) / 1e12;
 // two experts' activations and permutation 2 x (3 x 512 + 2 x 1,024), un-permute 2 x 1,024, the
 // shared expert's activation 3 x 512: 20,992 bf16 values.
 constexpr double kLayerTrafficBytes = 2 * 20992.0;
+// GEMM epilogues of a tiny_moe layer and micro-batch of 1,024 tokens at tp 1 (the router's
+// aside): bf16 outputs, and the weight gradients' fp32 main gradient read and written (8 bytes).
+// Forward: 1,024 x (1,536 + 1,024 + 1,024 + 1,024) outputs of QKV, attention out, shared gate/up
+// and down, plus top-2 copies of 1,024 tokens through the experts' 1,024 + 1,024 outputs.
+constexpr double kForwardEpilogueBytes = 2 * (1024.0 * (1536 + 1024 + 1024 + 1024) + 2 * 1024 * (1024 + 1024));
+// Backward: input gradients of 1,024 x (1,024 + 1,024 + 1,024 + 512) and 2,048 expert rows x
+// (1,024 + 512); weight gradients of every weight the layer holds (8 experts).
+constexpr double kBackwardEpilogueBytes = 2 * (1024.0 * (1024 + 1024 + 1024 + 512) + 2 * 1024 * (1024 + 512)) +
+                                          8 * (kAttention + kShared + 8 * kExpert);
+// The router's backward: its input gradient (1,024 x 1,024 over 8) is compute-bound and writes
+// 1,024 x 1,024 bf16; its weight gradient (1,024 x 8 over 1,024 tokens) reads both operands and
+// writes 1,024 x 8 fp32 twice. (Its forward, kRouterGemmSeconds, reads and writes as before.)
+constexpr double kRouterBackwardSeconds =
+    2 * 1024.0 * 8 * 1024 / kRate + (2 * 1024.0 * 1024 + 2 * (1024.0 * 1024 + 8 * 1024) + 8 * 1024 * 8) / 1e12;
+// The LM head's (1,024 x 1,000 over 1,024): logits, input gradient, fp32 weight gradient.
+constexpr double kHeadEpilogueBytes = 2 * 1024.0 * 1000 + 2 * 1024.0 * 1024 + 8 * 1024.0 * 1000;
 
 }  // namespace
 
@@ -61,10 +77,11 @@ TEST(CostModel, SingleDeviceComputeByHand) {
   const double core = 2 * 8 * 256 * (1025 / 2.0);
   const double head = 2 * 1000.0 * 1024;
   // Forward + backward (3x) of GEMMs, memory-bound kernels and the cross-entropy's 18 bytes per
-  // logit; the recomputed attention core; the LM head; 4 micro-batches.
+  // logit; the GEMMs' epilogues; the recomputed attention core; the LM head; 4 micro-batches.
   const double traffic_s = 3 * tokens * (4 * kLayerTrafficBytes + 18 * 1000) / 1e12;
+  const double epilogue_s = (4 * (kForwardEpilogueBytes + kBackwardEpilogueBytes) + kHeadEpilogueBytes) / 1e12;
   const double per_micro_batch = tokens * (3 * 4 * (layer_flops + core) + 4 * core + 3 * head) / kRate +
-                                 3 * 4 * kRouterGemmSeconds + traffic_s;
+                                 4 * (kRouterGemmSeconds + kRouterBackwardSeconds) + traffic_s + epilogue_s;
   EXPECT_NEAR(c.compute_s, 4 * per_micro_batch, 1e-12);
   EXPECT_EQ(c.bubble_s, 0.0);
   EXPECT_EQ(c.exposed_comm_s.total(), 0.0);
@@ -159,8 +176,11 @@ TEST(CostModel, RoutingSkewStretchesOnlyExpertWorkUnderEp) {
   const CostModel b(testing::tiny_moe(), skewed, testing::round_profile());
   const Layout ep2{1, 1, 1, 2, 2, 1, Recompute::kSelective, false};
   // Two experts' GEMMs and their activation and permutation bytes (2 x (3 x 512 + 2 x 1,024) bf16
-  // values per token), forward and backward, 4 layers, 2 micro-batches.
-  const double expert_seconds = 2 * 3 * 4 * 1024 * ((2 * 2 * kExpert) / kRate + 2 * 2 * (3 * 512 + 2 * 1024) / 1e12);
+  // values per token), forward and backward, 4 layers, 2 micro-batches; and the epilogues that
+  // grow with the rows (outputs of 1,024 + 1,024 forward, input gradients of 1,024 + 512), not
+  // the weight gradients'.
+  const double expert_seconds = 2 * 3 * 4 * 1024 * ((2 * 2 * kExpert) / kRate + 2 * 2 * (3 * 512 + 2 * 1024) / 1e12) +
+                                2 * 4 * 1024 * 2 * 2 * (2048 + 1536) / 1e12;
   EXPECT_NEAR(b.evaluate(ep2).compute_s - a.evaluate(ep2).compute_s, 0.5 * expert_seconds, 1e-12);
   EXPECT_GT(b.evaluate(ep2).exposed_comm_s.ep, a.evaluate(ep2).exposed_comm_s.ep);
   const Layout ep1{1, 1, 1, 1, 2, 1, Recompute::kSelective, false};
@@ -262,8 +282,10 @@ TEST(CostModel, TensorParallelSplitsComputeAndAddsCollectives) {
 // Megatron's asynchronous input-gradient collectives run beside the column-parallel layers'
 // backward GEMMs: QKV (1,024 x 1,536) and the shared expert's gate and up (1,024 x 1,024), split
 // over TP 2, input and weight gradients for 1,024 tokens: 4 x 1,024 x 2,621,440 / 2 FLOPs at
-// 50 TFLOPS = 107 us a layer, more than the 4 collectives' 46 us, which hide completely. What
-// stays: the forward's 4 and the backward's 2 output-gradient all-gathers.
+// 50 TFLOPS = 107 us a layer, plus their epilogues (two 1,024 x 1,024 bf16 input gradients and
+// 1,024 x (768 + 512) fp32 weight gradients read and written, 14.7 MB at 1 TB/s), more than the 4
+// collectives' 46 us, which hide completely. What stays: the forward's 4 and the backward's 2
+// output-gradient all-gathers.
 TEST(CostModel, AsyncInputGradientCollectivesHideBehindWeightGradients) {
   TrainingRun run = small_run();
   run.overlap.tp_grad = true;
@@ -271,7 +293,7 @@ TEST(CostModel, AsyncInputGradientCollectivesHideBehindWeightGradients) {
   const Layout l{2, 1, 1, 1, 1, 1, Recompute::kSelective, false};
   const double each = 0.5 * 2.0 * 1024 * 1024 / 100e9 + 1e-6;
   EXPECT_NEAR(cost.tp_overlap_window(stage_contents(testing::tiny_moe(), l)[0], false, l),
-              4 * 4 * 1024 * 2621440.0 / 2 / 50e12, 1e-15);
+              4 * (4 * 1024 * 2621440.0 / 2 / 50e12 + (2 * 2 * 1024 * 1024.0 + 8 * 1024 * 1280.0) / 1e12), 1e-15);
   EXPECT_NEAR(cost.evaluate(l).exposed_comm_s.tp, 4 * 4 * 6 * each, 1e-12);
   // Plain TP (no SP): the backward's all-reduces all run beside GEMMs; only the forward's wait.
   Layout plain = l;
@@ -367,8 +389,9 @@ TEST(CostModel, LayerWorkCountsLocalExpertsOnce) {
   EXPECT_DOUBLE_EQ(w.matmul_per_row, 2 * (kAttention + kRouter + kShared) + 4 * 2 * kExpert);
   // FLOPs: 1,024 tokens through the dense part and top-2 experts.
   EXPECT_DOUBLE_EQ(w.matmul, 1024 * (2 * (kAttention + kShared) + 2 * 2 * kExpert));
-  // Bytes: the memory-bound router GEMM and the layer's norms, activations and permutation.
-  EXPECT_DOUBLE_EQ(w.memory_traffic, kRouterGemmSeconds * 1e12 + 1024 * kLayerTrafficBytes);
+  // Bytes: the memory-bound router GEMM, the layer's norms, activations and permutation, and the
+  // GEMMs' outputs (4 local experts of 512 rows write what 8 of 256 did).
+  EXPECT_DOUBLE_EQ(w.memory_traffic, kRouterGemmSeconds * 1e12 + 1024 * kLayerTrafficBytes + kForwardEpilogueBytes);
   EXPECT_DOUBLE_EQ(w.layer_passes, 1);
   // Backward without recompute is twice the forward in every term.
   const StageContents stage{0, 4, true, true};

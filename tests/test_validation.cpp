@@ -30,10 +30,12 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 }
 
 // The bounds this project's cost model reaches today, per part of the shipped set. Korthikanti's
-// A100 rows: mean 10.9%, worst 13.7% when set (8.6% / 12.1% before the framework's overlap of TP
-// input gradients and the SP re-gather were modelled, which made every row faster still; 9.2% and
-// 18.8% before GEMM shapes, memory-bound kernels and unfused attention). NeMo's H100 fp8 rows:
-// mean 30.4%, worst 33.0% (37.5% / 40.3% before fp8 quantization traffic and the bf16 LM head).
+// A100 rows: mean 5.3%, worst 11.2% since GEMM epilogues (outputs, fp32 weight-gradient
+// accumulation) run after their main loops (10.9% / 13.7% before; 8.6% / 12.1% before the
+// framework's overlap of TP input gradients and the SP re-gather were modelled, which made every
+// row faster still; 9.2% and 18.8% before GEMM shapes, memory-bound kernels and unfused attention).
+// NeMo's H100 fp8 rows: mean 20.2%, worst 25.3% with the epilogues (30.4% / 33.0% before; 37.5% /
+// 40.3% before fp8 quantization traffic and the bf16 LM head).
 // A change to the cost model or the profiles that makes either worse fails here; one that
 // improves it should tighten these bounds.
 TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
@@ -49,10 +51,10 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
     }
     return std::pair{mean / rows, worst};
   };
-  EXPECT_LT(bounds_of("a100-80gb").first, 0.110);
-  EXPECT_LT(bounds_of("a100-80gb").second, 0.140);
-  EXPECT_LT(bounds_of("h100-sxm").first, 0.305);
-  EXPECT_LT(bounds_of("h100-sxm").second, 0.331);
+  EXPECT_LT(bounds_of("a100-80gb").first, 0.054);
+  EXPECT_LT(bounds_of("a100-80gb").second, 0.113);
+  EXPECT_LT(bounds_of("h100-sxm").first, 0.203);
+  EXPECT_LT(bounds_of("h100-sxm").second, 0.254);
   double mean = 0;
   for (const ValidationRow& row : v.rows) {
     EXPECT_NEAR(row.relative_error, std::abs(row.predicted_step_s / row.run.measured_step_s - 1), 1e-12);

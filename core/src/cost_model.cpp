@@ -115,31 +115,40 @@ double CostModel::expert_skew(const Layout& l) const {
   return l.ep > 1 ? run_.expert_load() : 1.0;
 }
 
-// `count` GEMMs with rows x cols outputs over `inner`, on one device: the useful FLOPs over the
-// busy fraction of the last wave of tiles; or, for a GEMM too thin to reuse its operands (a
-// roofline below the ridge), the bytes of reading both operands and writing the output once.
+// `count` GEMMs with rows x cols outputs over `inner`, on one device. The main loop runs at the
+// useful FLOPs over the busy fraction of the last wave of tiles, or, for a GEMM too thin to reuse
+// its operands (a roofline below the ridge), at the bytes of reading both operands once. Each
+// tile's epilogue then writes its outputs (`output_bytes` per element) after its main loop, not
+// beside it: on DeepGEMM's H800 FP8 table (deepseek-ai/DeepGEMM#73, M = 4096) the time of K = 512,
+// 1536, 2048 and 16384 GEMMs is the main loop at one rate plus the output write at HBM speed (748,
+// 1166, 1204, 1470 TFLOPS measured against 757, 1124, 1196, 1440 so predicted at 0.75 of peak),
+// where a roofline max would give one figure for all four.
 // `quantized`: an fp8 run's GEMM in a Transformer Engine layer, 1-byte operands at the fp8 peak;
 // any other GEMM of an fp8 run (the LM head, Megatron's plain ColumnParallelLinear) runs at the
 // bf16 peak, counted as the fp8-peak FLOPs that take the same time.
-ComputeWork CostModel::gemm_work(double rows, double inner, double cols, double count, bool quantized) const {
+ComputeWork CostModel::gemm_work(double rows, double inner, double cols, double count, bool quantized,
+                                 Bytes output_bytes) const {
   const double at_peak = quantized ? 1.0 : peak_ / attention_peak_;
   const Flops issued =
       at_peak * 2.0 * rows * inner * cols * count / wave_efficiency(profile_.device.gemm, rows, cols, count);
   const Bytes operand = quantized && run_.precision == Precision::kFp8 ? 1.0 : bytes_.activation;
-  const Bytes moved = count * (operand * (rows * inner + inner * cols) + bytes_.activation * rows * cols);
+  const Bytes read = count * operand * (rows * inner + inner * cols);
   ComputeWork w;
-  if (issued / matmul_rate_ >= moved / memory_rate_) {
+  if (issued / matmul_rate_ >= read / memory_rate_) {
     w.matmul = issued;
   } else {
-    w.memory_traffic = moved;
+    w.memory_traffic = read;
   }
+  w.memory_traffic += count * rows * cols * output_bytes;
   return w;
 }
 
 // One weight matrix's GEMMs on one device for `rows` tokens: the forward (rows x outputs over the
 // inputs), or the backward's input gradient (rows x inputs over the outputs) and weight gradient
 // (inputs x outputs over the rows). Tensor parallelism (`tp` ways: the attention's or the experts')
-// splits outputs, inputs or the rows.
+// splits outputs, inputs or the rows. The weight gradient is accumulated into the fp32 main
+// gradient in the GEMM's epilogue (Megatron-LM's --gradient-accumulation-fusion, on by default,
+// and Transformer Engine's fuse_wgrad_accumulation): each element is read and written again.
 // In an fp8 run, Transformer Engine quantizes each GEMM's activation input (forward) and output
 // gradient (backward) with current scaling: an amax pass reads the bf16 tensor (2 bytes), the cast
 // reads it again and writes the fp8 copy and its transpose for the other GEMM (2 + 1 + 1): 6 bytes
@@ -155,12 +164,12 @@ ComputeWork CostModel::matrix_work(const WeightMatrix& w, double rows, double co
   const bool fp8 = quantized && run_.precision == Precision::kFp8;
   constexpr double kQuantizeBytes = 6.0;
   if (pass == Pass::kForward) {
-    ComputeWork forward = gemm_work(rows, in, out, count, quantized);
+    ComputeWork forward = gemm_work(rows, in, out, count, quantized, bytes_.activation);
     if (fp8) forward.memory_traffic += kQuantizeBytes * rows * in * count;
     return forward;
   }
-  ComputeWork both = gemm_work(rows, out, in, count, quantized);
-  both += gemm_work(in, rows, out, count, quantized);
+  ComputeWork both = gemm_work(rows, out, in, count, quantized, bytes_.activation);
+  both += gemm_work(in, rows, out, count, quantized, 2.0 * bytes_.grad);
   if (fp8) both.memory_traffic += kQuantizeBytes * rows * out * count;
   return both;
 }

@@ -8,9 +8,12 @@
 namespace flopwise {
 namespace {
 
+// Columns (normalised) that a combination of the others matches to within 1% are not measured
+// independently: measured step times scatter by percents, so such a difference is noise, and an
+// exact fit through it trades one term for another (a tiny GEMM's epilogue did so once).
 int rank_of(const Eigen::MatrixXd& m) {
   Eigen::ColPivHouseholderQR<Eigen::MatrixXd> qr(m);
-  qr.setThreshold(1e-6);
+  qr.setThreshold(1e-2);
   return static_cast<int>(qr.rank());
 }
 
@@ -94,6 +97,11 @@ SolveResult solve(const LinearSystem& system, const std::vector<Unknown>& unknow
       if (!(value >= unknowns[j].min && value <= unknowns[j].max)) {
         std::snprintf(note, sizeof note, "fit gave %.4g, outside its physical range", value);
         r.notes[j] = note;
+        excluded[j] = dropped = true;
+      } else if (!std::isfinite(r.theta_sd[j])) {
+        // As many unknowns as points fit any data exactly; a near-collinear pair then trades
+        // one term for another unseen, so a figure without an interval is not a measurement.
+        r.notes[j] = "under-determined: no measured point to spare for its interval (add runs of other sizes)";
         excluded[j] = dropped = true;
       } else if (1.96 * r.theta_sd[j] > std::fabs(value)) {
         std::snprintf(note, sizeof note, "fit gave %.4g +- %.2g (95%%): the interval is wider than the value", value,

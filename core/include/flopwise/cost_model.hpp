@@ -160,7 +160,8 @@ class CostModel {
  private:
   enum class Pass { kForward, kBackward };
   static double passes_of(Pass pass);
-  ComputeWork gemm_work(double rows, double inner, double cols, double count, bool quantized) const;
+  ComputeWork gemm_work(double rows, double inner, double cols, double count, bool quantized,
+                        Bytes output_bytes) const;
   ComputeWork matrix_work(const WeightMatrix& matrix, double rows, double count, Pass pass, int tp,
                           const Layout& layout, bool quantized = true) const;
   double expert_rows_per_rank(const Layout& layout) const;
