@@ -119,10 +119,10 @@ double CostModel::expert_skew(const Layout& l) const {
 // useful FLOPs over the busy fraction of the last wave of tiles, or, for a GEMM too thin to reuse
 // its operands (a roofline below the ridge), at the bytes of reading both operands once. Each
 // tile's epilogue then writes its outputs (`output_bytes` per element) after its main loop, not
-// beside it: on DeepGEMM's H800 FP8 table (deepseek-ai/DeepGEMM#73, M = 4096) the time of K = 512,
-// 1536, 2048 and 16384 GEMMs is the main loop at one rate plus the output write at HBM speed (748,
-// 1166, 1204, 1470 TFLOPS measured against 757, 1124, 1196, 1440 so predicted at 0.75 of peak),
-// where a roofline max would give one figure for all four.
+// beside it: on DeepGEMM's H800 FP8 table (deepseek-ai/DeepGEMM#73, M = 4096, bf16 outputs) the
+// K = 512, 1536, 2048 and 16384 GEMMs ran at 748, 1166, 1204 and 1470 TFLOPS; the main loop at
+// 0.75 of the 1979 TFLOPS peak plus the output written at 90% of 3.35 TB/s gives 757, 1124, 1196
+// and 1440, where a roofline max of the two would give 1442 to 1484 for all four.
 // `quantized`: an fp8 run's GEMM in a Transformer Engine layer, 1-byte operands at the fp8 peak;
 // any other GEMM of an fp8 run (the LM head, Megatron's plain ColumnParallelLinear) runs at the
 // bf16 peak, counted as the fp8-peak FLOPs that take the same time.
