@@ -77,10 +77,11 @@ TEST(CostModel, SingleDeviceComputeByHand) {
   const double core = 2 * 8 * 256 * (1025 / 2.0);
   const double head = 2 * 1000.0 * 1024;
   // Forward + backward (3x) of GEMMs, memory-bound kernels and the cross-entropy's 18 bytes per
-  // logit; the GEMMs' epilogues; the recomputed attention core; the LM head; 4 micro-batches.
+  // logit; the fused attention core's forward + backward (1 + 2.5x: the backward recomputes the
+  // scores) and its selective recompute (1x); the GEMMs' epilogues; the LM head; 4 micro-batches.
   const double traffic_s = 3 * tokens * (4 * kLayerTrafficBytes + 18 * 1000) / 1e12;
   const double epilogue_s = (4 * (kForwardEpilogueBytes + kBackwardEpilogueBytes) + kHeadEpilogueBytes) / 1e12;
-  const double per_micro_batch = tokens * (3 * 4 * (layer_flops + core) + 4 * core + 3 * head) / kRate +
+  const double per_micro_batch = tokens * (3 * 4 * layer_flops + 3.5 * 4 * core + 4 * core + 3 * head) / kRate +
                                  4 * (kRouterGemmSeconds + kRouterBackwardSeconds) + traffic_s + epilogue_s;
   EXPECT_NEAR(c.compute_s, 4 * per_micro_batch, 1e-12);
   EXPECT_EQ(c.bubble_s, 0.0);
@@ -368,6 +369,27 @@ TEST(CostModel, Fp8QuantizesLayerGemmInputsAndKeepsTheHeadInBf16) {
   const double quantized = 6.0 * 1024 * (4608 + 2 * 1536) - 1024.0 * (1024 + 8);
   const ComputeWork a = bf16_cost.layer_forward_work(true, l), b = fp8_cost.layer_forward_work(true, l);
   EXPECT_NEAR(b.memory_traffic - a.memory_traffic, quantized, 1e-6 * quantized);
+}
+
+// With matmul_fp8 0.25 (fp8 rate 200 x 0.25 = 50 TFLOPS, bf16 rate 100 x 0.5 = 50 TFLOPS) an fp8
+// layer GEMM costs what the bf16 one does; the LM head stays at the bf16 rate, now the same as
+// the fp8 one: 2 x 1,024 x 1,024 x 1,000 FLOPs counted once. The unfused attention core's batched
+// GEMMs stay in bf16 too: 2 x 1,024 queries x 8 heads x 1,024 keys x (128 + 128) FLOPs.
+TEST(CostModel, Fp8GemmsRunAtTheirOwnMeasuredEfficiency) {
+  TrainingRun fp8 = small_run();
+  fp8.precision = Precision::kFp8;
+  const HardwareProfile p = testing::round_profile_edited({{"matmul: 0.5,", "matmul: 0.5, matmul_fp8: 0.25,"}}, "p.yaml");
+  EXPECT_DOUBLE_EQ(p.efficiency.matmul_of(Precision::kFp8), 0.25);
+  EXPECT_DOUBLE_EQ(p.efficiency.matmul_of(Precision::kBf16), 0.5);
+  const Layout l{1, 1, 1, 1, 1, 1, Recompute::kSelective, false};
+  const CostModel bf16_cost(testing::tiny_moe(), small_run(), p), fp8_cost(testing::tiny_moe(), fp8, p);
+  const StageContents head{0, 0, false, true};
+  EXPECT_DOUBLE_EQ(fp8_cost.forward_work(head, l).matmul, 2.0 * 1024 * 1024 * 1000);
+  EXPECT_DOUBLE_EQ(fp8_cost.layer_forward_work(true, l).matmul, bf16_cost.layer_forward_work(true, l).matmul);
+  fp8.attention = AttentionKernel::kUnfused;
+  const CostModel unfused(testing::tiny_moe(), fp8, p);
+  const double core = 2.0 * 1024 * 8 * 1024 * (128 + 128);
+  EXPECT_DOUBLE_EQ(unfused.layer_forward_work(true, l).matmul - fp8_cost.layer_forward_work(true, l).matmul, core);
 }
 
 TEST(CostModel, ComputeTimeByHockneyHalfRowsAndOverhead) {

@@ -98,7 +98,9 @@ CostModel::CostModel(const ModelConfig& model, const TrainingRun& run, const Har
   peak_ = profile.device.peak_flops(run.precision);
   // FP8 speeds up the GEMMs; attention's softmax path stays in bf16 (Transformer Engine recipe).
   attention_peak_ = run.precision == Precision::kFp8 ? profile.device.peak_flops(Precision::kBf16) : peak_;
-  matmul_rate_ = peak_ * profile.efficiency.matmul;
+  matmul_rate_ = peak_ * profile.efficiency.matmul_of(run.precision);
+  // GEMMs an fp8 run leaves in bf16 run at the bf16 peak and the bf16 efficiency.
+  bf16_matmul_rate_ = attention_peak_ * profile.efficiency.matmul;
   attention_rate_ = attention_peak_ * profile.efficiency.attention;
   memory_rate_ = profile.device.memory_bandwidth * profile.efficiency.memory;
   bytes_ = PrecisionBytes::of(run.precision);
@@ -123,12 +125,12 @@ double CostModel::expert_skew(const Layout& l) const {
 // K = 512, 1536, 2048 and 16384 GEMMs ran at 748, 1166, 1204 and 1470 TFLOPS; the main loop at
 // 0.75 of the 1979 TFLOPS peak plus the output written at 90% of 3.35 TB/s gives 757, 1124, 1196
 // and 1440, where a roofline max of the two would give 1442 to 1484 for all four.
-// `quantized`: an fp8 run's GEMM in a Transformer Engine layer, 1-byte operands at the fp8 peak;
+// `quantized`: an fp8 run's GEMM in a Transformer Engine layer, 1-byte operands at the fp8 rate;
 // any other GEMM of an fp8 run (the LM head, Megatron's plain ColumnParallelLinear) runs at the
-// bf16 peak, counted as the fp8-peak FLOPs that take the same time.
+// bf16 rate, counted as the fp8-rate FLOPs that take the same time.
 ComputeWork CostModel::gemm_work(double rows, double inner, double cols, double count, bool quantized,
                                  Bytes output_bytes) const {
-  const double at_peak = quantized ? 1.0 : peak_ / attention_peak_;
+  const double at_peak = quantized ? 1.0 : matmul_rate_ / bf16_matmul_rate_;
   const Flops issued =
       at_peak * 2.0 * rows * inner * cols * count / wave_efficiency(profile_.device.gemm, rows, cols, count);
   const Bytes operand = quantized && run_.precision == Precision::kFp8 ? 1.0 : bytes_.activation;
@@ -213,9 +215,18 @@ Flops CostModel::layer_matmul_per_row(bool moe_layer, const Layout& l) const {
 // the forward's FLOPs, and moves twice its bytes.
 double CostModel::passes_of(Pass pass) { return pass == Pass::kForward ? 1.0 : 2.0; }
 
+// A fused kernel stores no s x s probabilities, so its backward recomputes QK^T and runs five
+// GEMMs where the forward runs two: 2.5 forward passes (FlashAttention's own FLOP count,
+// Dao-AILab/flash-attention benchmarks/benchmark_flash_attention.py, `flops`, mode "bwd"). The
+// unfused backward reads the stored probabilities: four GEMMs, twice the forward.
+double CostModel::attention_passes_of(Pass pass) const {
+  if (pass == Pass::kForward) return 1.0;
+  return run_.attention == AttentionKernel::kFused ? 2.5 : 2.0;
+}
+
 ComputeWork CostModel::layer_work(bool moe_layer, Pass pass, const Layout& l) const {
   const double passes = passes_of(pass);
-  ComputeWork w = attention_core_work(l).scaled(passes);
+  ComputeWork w = attention_core_work(l).scaled(attention_passes_of(pass));
   w += layer_gemm_work(moe_layer, pass, l);
   w.matmul_per_row = passes * layer_matmul_per_row(moe_layer, l);
   w.memory_traffic += passes * micro_batch_tokens(l) * elementwise_bytes_per_token(moe_layer, l);
@@ -231,7 +242,8 @@ ComputeWork CostModel::layer_forward_work(bool moe_layer, const Layout& l) const
 // unfused path runs QK^T and PV as batched GEMMs over all s x s scores, and per score writes QK^T
 // (a bytes), reads and writes it in the fused scale-mask-softmax (2a), reads it, writes the output
 // and a 1-byte mask in dropout (2a + 1) and reads it in PV (a): 6a + 1 bytes (the 5as^2b bytes it
-// stores are Korthikanti et al. 2022, eq. 1). Heads are TP-sharded.
+// stores are Korthikanti et al. 2022, eq. 1); its batched GEMMs stay in bf16 in an fp8 run. Heads
+// are TP-sharded.
 ComputeWork CostModel::attention_core_work(const Layout& l) const {
   const ModelConfig& m = model_;
   const double queries = micro_batch_tokens(l) / l.tp;
@@ -241,7 +253,7 @@ ComputeWork CostModel::attention_core_work(const Layout& l) const {
     return w;
   }
   const double scores = queries * m.heads * run_.seq_len;
-  w.matmul = scores * 2.0 * (m.qk_head_dim() + m.value_head_dim());
+  w.matmul = scores * 2.0 * (m.qk_head_dim() + m.value_head_dim()) * matmul_rate_ / bf16_matmul_rate_;
   w.memory_traffic = scores * (6.0 * bytes_.activation + 1.0);
   return w;
 }

@@ -126,6 +126,7 @@ constexpr double kMinEfficiency = 0.001;
 Efficiency read_efficiency(const Fields& f) {
   Efficiency e;
   e.matmul = f.number("matmul", kMinEfficiency, 1.0);
+  if (f.has("matmul_fp8")) e.matmul_fp8 = f.number("matmul_fp8", kMinEfficiency, 1.0);
   if (f.has("matmul_half_rows")) e.matmul_half_rows = f.number("matmul_half_rows", 0.0, 1e9);
   e.attention = f.number("attention", kMinEfficiency, 1.0);
   if (f.has("memory")) e.memory = f.number("memory", kMinEfficiency, 1.0);
@@ -184,6 +185,9 @@ HardwareProfile parse_hardware_profile(const std::string& yaml_text, const std::
   p.node = read_node(root.section("node"));
   p.cluster = read_cluster(root.section("cluster"));
   p.efficiency = read_efficiency(root.section("efficiency"));
+  if (p.efficiency.matmul_fp8 > 0 && !p.device.fp8) {
+    throw input_error(source, "efficiency.matmul_fp8", "is set but device.fp8 is false: nothing runs in fp8");
+  }
   if (root.has("overlap")) {
     // Overlap used to be a profile section; it is how the framework schedules, not the hardware.
     throw input_error(source, "overlap",

@@ -160,6 +160,7 @@ class CostModel {
  private:
   enum class Pass { kForward, kBackward };
   static double passes_of(Pass pass);
+  double attention_passes_of(Pass pass) const;
   ComputeWork gemm_work(double rows, double inner, double cols, double count, bool quantized,
                         Bytes output_bytes) const;
   ComputeWork matrix_work(const WeightMatrix& matrix, double rows, double count, Pass pass, int tp,
@@ -189,7 +190,7 @@ class CostModel {
   LayerFlops moe_flops_, dense_flops_;
   LayerMatrices moe_matrices_, dense_matrices_;
   Flops lm_head_flops_;
-  FlopsPerSecond matmul_rate_, attention_rate_, peak_, attention_peak_;
+  FlopsPerSecond matmul_rate_, bf16_matmul_rate_, attention_rate_, peak_, attention_peak_;
   BytesPerSecond memory_rate_;
   PrecisionBytes bytes_;
   Bytes usable_memory_;

@@ -53,6 +53,12 @@ struct ClusterSpec {
 // and what `calibrate` fits from measured traces.
 struct Efficiency {
   double matmul = 0;  // large GEMMs' fraction of peak
+  // fp8 GEMMs' fraction of the fp8 peak, measured on its own: Hopper's fp8 tensor cores reach a
+  // smaller fraction of their doubled peak than bf16 does of its own (0: the same as `matmul`).
+  double matmul_fp8 = 0;
+  double matmul_of(Precision precision) const {
+    return precision == Precision::kFp8 && matmul_fp8 > 0 ? matmul_fp8 : matmul;
+  }
   // Hockney's n_1/2: the GEMM row count at which half of `matmul` is reached (0: size does not
   // matter). Small GEMMs (few tokens per expert) pay a fixed cost per weight they read.
   double matmul_half_rows = 0;
