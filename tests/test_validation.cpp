@@ -203,6 +203,28 @@ TEST(PublishedFit, RecoversTheProfileThatMadeTheStepTimes) {
   EXPECT_EQ(held_out, 2);
 }
 
+// On H100 the fp8 rows' GEMMs run at matmul_fp8 and the bf16 rows' at matmul: step times made
+// with each moved (0.6 and 0.7) are fitted back to both, with a fused attention of 0.4, without
+// a per-layer overhead. (Only a device with fp8 gets the matmul_fp8 parameter: the A100 fit above
+// lists none.)
+TEST(PublishedFit, SeparatesFp8AndBf16GemmEfficiency) {
+  const HardwareProfile shipped = resolve_profile("h100-sxm");
+  HardwareProfile truth = shipped;
+  truth.efficiency.matmul = 0.7;
+  truth.efficiency.matmul_fp8 = 0.6;
+  truth.efficiency.attention = 0.4;
+  std::vector<PublishedRun> runs = shipped_published_runs();
+  std::erase_if(runs, [](const PublishedRun& r) { return r.profile != "h100-sxm"; });
+  for (PublishedRun& r : runs) r.measured_step_s = CostModel(r.model, r.run, truth).evaluate(r.layout).step_time_s;
+  const PublishedFit fit = fit_published_runs(shipped, runs, {"mcore 462B"});
+  EXPECT_NEAR(fit.calibration.after.efficiency.matmul, 0.7, 1e-3);
+  EXPECT_NEAR(fit.calibration.after.efficiency.matmul_fp8, 0.6, 1e-3);
+  EXPECT_NEAR(fit.calibration.after.efficiency.attention, 0.4, 1e-3);
+  EXPECT_NEAR(fit.calibration.after.efficiency.memory, 0.9, 1e-3);
+  const PublishedFit a100 = fit_published_runs(resolve_profile("a100-80gb"), shipped_published_runs(), {"megatron-1T full"});
+  for (const ParameterFit& f : a100.calibration.groups.front().parameters) EXPECT_NE(f.field, "efficiency.matmul_fp8");
+}
+
 TEST(PublishedFit, BadRequestsNameTheOption) {
   const std::vector<PublishedRun> runs = shipped_published_runs();
   auto error_of = [&](const std::string& profile, const std::vector<std::string>& held_out) {

@@ -269,6 +269,7 @@ void apply(HardwareProfile& p, const ParameterFit& fit) {
   if (!fit.determined) return;
   const std::string& f = fit.field;
   if (f == "efficiency.matmul") p.efficiency.matmul = fit.after;
+  if (f == "efficiency.matmul_fp8") p.efficiency.matmul_fp8 = fit.after;
   if (f == "efficiency.attention") p.efficiency.attention = fit.after;
   if (f == "efficiency.matmul_half_rows") p.efficiency.matmul_half_rows = fit.after;
   if (f == "efficiency.memory") p.efficiency.memory = fit.after;

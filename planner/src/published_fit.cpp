@@ -11,14 +11,20 @@ namespace flopwise {
 namespace {
 
 // theta = (1 / efficiency.matmul, 1 / efficiency.memory, 1 / efficiency.attention,
-// overheads.per_layer_pass): the step time's compute terms are linear in these.
-constexpr int kParameters = 4;
-const char* const kFields[kParameters] = {"efficiency.matmul", "efficiency.memory", "efficiency.attention",
-                                          "overheads.per_layer_pass"};
+// overheads.per_layer_pass, 1 / efficiency.matmul_fp8): the step time's compute terms are linear
+// in these. The last only for a device with fp8 (rows without fp8 GEMMs then leave it
+// under-determined, and so kept).
+constexpr int kFp8 = 4;
+const char* const kFields[] = {"efficiency.matmul", "efficiency.memory", "efficiency.attention",
+                               "overheads.per_layer_pass", "efficiency.matmul_fp8"};
+
+int parameters_of(const HardwareProfile& p) { return p.device.fp8 ? kFp8 + 1 : kFp8; }
 
 std::vector<double> theta_of(const HardwareProfile& p) {
-  return {1.0 / p.efficiency.matmul, 1.0 / p.efficiency.memory, 1.0 / p.efficiency.attention,
-          p.overheads.per_layer_pass};
+  std::vector<double> theta{1.0 / p.efficiency.matmul, 1.0 / p.efficiency.memory, 1.0 / p.efficiency.attention,
+                            p.overheads.per_layer_pass, 1.0 / p.efficiency.matmul_of(Precision::kFp8)};
+  theta.resize(parameters_of(p));
+  return theta;
 }
 
 HardwareProfile with_theta(HardwareProfile p, const std::vector<double>& theta) {
@@ -26,6 +32,7 @@ HardwareProfile with_theta(HardwareProfile p, const std::vector<double>& theta) 
   p.efficiency.memory = 1.0 / theta[1];
   p.efficiency.attention = 1.0 / theta[2];
   p.overheads.per_layer_pass = theta[3];
+  if (theta.size() > kFp8) p.efficiency.matmul_fp8 = 1.0 / theta[kFp8];
   return p;
 }
 
@@ -40,9 +47,9 @@ LinearSystem linearised(const std::vector<const PublishedRun*>& rows, const Hard
   LinearSystem system;
   for (const PublishedRun* run : rows) {
     const Seconds at = step_time(*run, with_theta(base, theta));
-    std::vector<double> slope(kParameters);
+    std::vector<double> slope(theta.size());
     double offset = at;
-    for (int j = 0; j < kParameters; ++j) {
+    for (size_t j = 0; j < theta.size(); ++j) {
       std::vector<double> moved = theta;
       const double h = theta[j] > 0 ? 1e-4 * theta[j] : 1e-7;
       moved[j] += h;
@@ -67,12 +74,13 @@ RowsFit fit_rows(const HardwareProfile& profile, const std::vector<const Publish
   SolveResult result;
   for (int round = 0; round < 8; ++round) {
     unknowns.clear();
-    for (int j = 0; j < kParameters; ++j) {
-      unknowns.push_back({kFields[j], theta[j], j < 3 ? 1.0 : 0.0, j < 3 ? 1000.0 : 1.0});
+    for (size_t j = 0; j < theta.size(); ++j) {
+      const bool efficiency = j != 3;
+      unknowns.push_back({kFields[j], theta[j], efficiency ? 1.0 : 0.0, efficiency ? 1000.0 : 1.0});
     }
     result = solve(linearised(rows, profile, theta), unknowns);
     double moved = 0;
-    for (int j = 0; j < kParameters; ++j) {
+    for (size_t j = 0; j < theta.size(); ++j) {
       moved = std::max(moved, std::abs(result.theta[j] - theta[j]) / std::max(std::abs(theta[j]), 1e-9));
     }
     theta = result.theta;
@@ -80,15 +88,17 @@ RowsFit fit_rows(const HardwareProfile& profile, const std::vector<const Publish
   }
   // Undetermined parameters keep the profile's value.
   const std::vector<double> prior = theta_of(profile);
-  for (int j = 0; j < kParameters; ++j) {
+  for (size_t j = 0; j < theta.size(); ++j) {
     if (!result.determined[j]) theta[j] = prior[j];
   }
   RowsFit fit{with_theta(profile, theta), {}};
   auto inverse = [](int j) { return [j](const std::vector<double>& t) { return 1.0 / t[j]; }; };
+  // (Fields past the profile's parameters are never read: the group has one per unknown.)
   fit.group = make_fit_group("published step times", unknowns, result,
-                             {inverse(0), inverse(1), inverse(2), [](const std::vector<double>& t) { return t[3]; }},
+                             {inverse(0), inverse(1), inverse(2), [](const std::vector<double>& t) { return t[3]; },
+                              inverse(kFp8)},
                              {profile.efficiency.matmul, profile.efficiency.memory, profile.efficiency.attention,
-                              profile.overheads.per_layer_pass});
+                              profile.overheads.per_layer_pass, profile.efficiency.matmul_of(Precision::kFp8)});
   // The residual of the real (not linearised) model at the fitted values.
   double squares = 0;
   for (const PublishedRun* run : rows) {
