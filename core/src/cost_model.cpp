@@ -99,8 +99,9 @@ CostModel::CostModel(const ModelConfig& model, const TrainingRun& run, const Har
   // FP8 speeds up the GEMMs; attention's softmax path stays in bf16 (Transformer Engine recipe).
   attention_peak_ = run.precision == Precision::kFp8 ? profile.device.peak_flops(Precision::kBf16) : peak_;
   matmul_rate_ = peak_ * profile.efficiency.matmul_of(run.precision);
-  // GEMMs an fp8 run leaves in bf16 run at the bf16 peak and the bf16 efficiency.
-  bf16_matmul_rate_ = attention_peak_ * profile.efficiency.matmul;
+  // GEMMs an fp8 run leaves in bf16 run at the bf16 peak and the bf16 efficiency: each of their
+  // FLOPs takes as long as this many at the run's matmul rate (1 outside fp8 runs).
+  bf16_gemm_flops_ = matmul_rate_ / (attention_peak_ * profile.efficiency.matmul);
   attention_rate_ = attention_peak_ * profile.efficiency.attention;
   memory_rate_ = profile.device.memory_bandwidth * profile.efficiency.memory;
   bytes_ = PrecisionBytes::of(run.precision);
@@ -130,7 +131,7 @@ double CostModel::expert_skew(const Layout& l) const {
 // bf16 rate, counted as the fp8-rate FLOPs that take the same time.
 ComputeWork CostModel::gemm_work(double rows, double inner, double cols, double count, bool quantized,
                                  Bytes output_bytes) const {
-  const double at_peak = quantized ? 1.0 : matmul_rate_ / bf16_matmul_rate_;
+  const double at_peak = quantized ? 1.0 : bf16_gemm_flops_;
   const Flops issued =
       at_peak * 2.0 * rows * inner * cols * count / wave_efficiency(profile_.device.gemm, rows, cols, count);
   const Bytes operand = quantized && run_.precision == Precision::kFp8 ? 1.0 : bytes_.activation;
@@ -253,7 +254,7 @@ ComputeWork CostModel::attention_core_work(const Layout& l) const {
     return w;
   }
   const double scores = queries * m.heads * run_.seq_len;
-  w.matmul = scores * 2.0 * (m.qk_head_dim() + m.value_head_dim()) * matmul_rate_ / bf16_matmul_rate_;
+  w.matmul = scores * 2.0 * (m.qk_head_dim() + m.value_head_dim()) * bf16_gemm_flops_;
   w.memory_traffic = scores * (6.0 * bytes_.activation + 1.0);
   return w;
 }

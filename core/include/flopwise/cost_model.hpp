@@ -190,7 +190,8 @@ class CostModel {
   LayerFlops moe_flops_, dense_flops_;
   LayerMatrices moe_matrices_, dense_matrices_;
   Flops lm_head_flops_;
-  FlopsPerSecond matmul_rate_, bf16_matmul_rate_, attention_rate_, peak_, attention_peak_;
+  FlopsPerSecond matmul_rate_, attention_rate_, peak_, attention_peak_;
+  double bf16_gemm_flops_;  // a bf16 GEMM FLOP in matmul-rate FLOPs
   BytesPerSecond memory_rate_;
   PrecisionBytes bytes_;
   Bytes usable_memory_;
