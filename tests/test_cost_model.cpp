@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "flopwise/cost_model.hpp"
+#include "flopwise/schedule.hpp"
 #include "flopwise/error.hpp"
 #include "test_helpers.hpp"
 
@@ -145,15 +146,24 @@ TEST(CostModel, InFlightMicroBatchesOfOneFOneBAndInterleaved) {
   EXPECT_EQ(in_flight_chunks(Layout{1, 4, 2, 1, 1, 1}, 3, 8), 5);
 }
 
-// 1F1B with p stages and m micro-batches idles (p - 1) / (m + p - 1) of the step.
+// 1F1B: the slowest stage runs all m micro-batches; filling and draining the pipeline takes one
+// micro-batch through every other stage (over vpp with interleaving). The tiny model's first stage
+// carries the embedding and its last the LM head, so the stages differ.
 TEST(CostModel, PipelineBubbleOfOneFOneB) {
   TrainingRun run = small_run();
   run.global_batch = 8;
   const CostModel cost(testing::tiny_moe(), run, testing::round_profile());
-  const StepCost c = cost.evaluate(Layout{1, 4, 1, 1, 1, 1, Recompute::kSelective, false});
-  EXPECT_NEAR(c.bubble_s / (c.compute_s + c.bubble_s), 3.0 / (8 + 3), 1e-12);
-  const StepCost interleaved = cost.evaluate(Layout{1, 2, 2, 1, 1, 1, Recompute::kSelective, false});
-  EXPECT_NEAR(interleaved.bubble_s, 0.5 * interleaved.compute_s / 8, 1e-12);  // (p - 1) / vpp = 1/2
+  const Layout l{1, 4, 1, 1, 1, 1, Recompute::kSelective, false};
+  std::vector<double> stage;
+  for (const StageContents& s : stage_contents(testing::tiny_moe(), l)) stage.push_back(cost.micro_batch_time(s, l).total());
+  const double slowest = *std::max_element(stage.begin(), stage.end());
+  const StepCost c = cost.evaluate(l);
+  EXPECT_NEAR(c.bubble_s, stage[0] + stage[1] + stage[2] + stage[3] - slowest, 1e-12);
+  EXPECT_LT(c.bubble_s, 3 * slowest);  // lighter than Narayanan's (p - 1) t of equal stages
+  EXPECT_GT(c.bubble_s, 2.5 * slowest);
+  // Equal stages: exactly (p - 1) / vpp micro-batch times.
+  EXPECT_DOUBLE_EQ(pipeline_bubble_seconds(4 * 0.1, 0.1, 1), 3 * 0.1);
+  EXPECT_DOUBLE_EQ(pipeline_bubble_seconds(2 * 0.1, 0.1, 2), 0.5 * 0.1);
 }
 
 TEST(CostModel, StagesSplitLayersAndEnds) {

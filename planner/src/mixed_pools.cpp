@@ -10,6 +10,7 @@
 
 #include "flopwise/catalog.hpp"
 #include "flopwise/error.hpp"
+#include "flopwise/schedule.hpp"
 #include "flopwise/plan_builder.hpp"
 
 namespace flopwise {
@@ -292,9 +293,7 @@ std::optional<MixedCandidate> evaluate_pipeline(const ModelConfig& model, const 
   c.compute_s = m * slowest.compute();
   c.exposed_comm_s.tp = m * slowest.tp;
   c.exposed_comm_s.ep = m * slowest.ep;
-  // 1F1B over unequal stages: the slowest stage runs every micro-batch; the others fill and drain
-  // the pipeline once (Narayanan et al. 2021's (pp - 1) x t bubble when the stages are equal).
-  c.bubble_s = sum_of_stages - slowest.total();
+  c.bubble_s = pipeline_bubble_seconds(sum_of_stages, slowest.total(), 1);
   // Paired blocking sends, as in the single-pool model: the slowest boundary sets the pace.
   c.exposed_comm_s.pp = m * 2.0 * std::max(intra_message, link_message);
   out.plan.cross_pool_s = m * 2.0 * std::max(0.0, link_message - intra_message);

@@ -19,4 +19,12 @@ struct PipelineOp {
 int warmup_forwards(int pp, int vpp, int rank);
 std::vector<PipelineOp> pipeline_schedule(int pp, int vpp, int micro_batches, int rank);
 
+// The pipeline's idle time beyond m micro-batches on its slowest stage: the fill and drain take
+// one micro-batch through each other stage, over vpp with interleaving. Identical micro-batches
+// through stages in series take sum_s T_s + (m - 1) max_s T_s (the flow-shop makespan); with equal
+// stages this is Narayanan et al. 2021's (pp - 1) / vpp micro-batch times (section 2.2), and a
+// light first or last stage (embedding, few layers) adds less than the slowest stage's time.
+// `all_stages`: one micro-batch's time summed over the pp stages; `slowest`: the largest of them.
+inline double pipeline_bubble_seconds(double all_stages, double slowest, int vpp) { return (all_stages - slowest) / vpp; }
+
 }  // namespace flopwise
