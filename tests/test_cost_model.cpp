@@ -146,24 +146,28 @@ TEST(CostModel, InFlightMicroBatchesOfOneFOneBAndInterleaved) {
   EXPECT_EQ(in_flight_chunks(Layout{1, 4, 2, 1, 1, 1}, 3, 8), 5);
 }
 
-// 1F1B: the slowest stage runs all m micro-batches; filling and draining the pipeline takes one
-// micro-batch through every other stage (over vpp with interleaving). The tiny model's first stage
-// carries the embedding and its last the LM head, so the stages differ.
+// The busiest stage's idle time in 1F1B, by hand: (forward, backward) per micro-batch and stage.
 TEST(CostModel, PipelineBubbleOfOneFOneB) {
+  using P = StagePasses;
+  // Equal stages: Narayanan et al.'s (p - 1) / vpp micro-batch times.
+  EXPECT_DOUBLE_EQ(pipeline_bubble_seconds({P{1, 2}, P{1, 2}, P{1, 2}, P{1, 2}}, 1), 3 * 3.0);
+  EXPECT_DOUBLE_EQ(pipeline_bubble_seconds({P{1, 2}, P{1, 2}}, 2), 3.0 / 2);
+  // The measured CPU pp2 run: first stage 29.5 + 56.5 ms, second 20 + 39 ms; (59 - 29.5) + (59 - 56.5).
+  EXPECT_NEAR(pipeline_bubble_seconds({P{29.5, 56.5}, P{20, 39}}, 1), 32.0, 1e-12);
+  // The busiest stage last (an LM head): one micro-batch through each stage before it.
+  EXPECT_DOUBLE_EQ(pipeline_bubble_seconds({P{1, 2}, P{1, 2}, P{2, 4}}, 1), 6.0);
+  // A stage after the busiest one so light that the warm-up forward hides it.
+  EXPECT_DOUBLE_EQ(pipeline_bubble_seconds({P{10, 20}, P{1, 2}}, 1), 0.0);
+  EXPECT_DOUBLE_EQ(pipeline_bubble_seconds({}, 1), 0.0);
+  // The cost model prices its stages so: the tiny model's first stage carries the embedding, its
+  // last the LM head, so the stages differ.
   TrainingRun run = small_run();
   run.global_batch = 8;
   const CostModel cost(testing::tiny_moe(), run, testing::round_profile());
   const Layout l{1, 4, 1, 1, 1, 1, Recompute::kSelective, false};
-  std::vector<double> stage;
-  for (const StageContents& s : stage_contents(testing::tiny_moe(), l)) stage.push_back(cost.micro_batch_time(s, l).total());
-  const double slowest = *std::max_element(stage.begin(), stage.end());
-  const StepCost c = cost.evaluate(l);
-  EXPECT_NEAR(c.bubble_s, stage[0] + stage[1] + stage[2] + stage[3] - slowest, 1e-12);
-  EXPECT_LT(c.bubble_s, 3 * slowest);  // lighter than Narayanan's (p - 1) t of equal stages
-  EXPECT_GT(c.bubble_s, 2.5 * slowest);
-  // Equal stages: exactly (p - 1) / vpp micro-batch times.
-  EXPECT_DOUBLE_EQ(pipeline_bubble_seconds(4 * 0.1, 0.1, 1), 3 * 0.1);
-  EXPECT_DOUBLE_EQ(pipeline_bubble_seconds(2 * 0.1, 0.1, 2), 0.5 * 0.1);
+  std::vector<StagePasses> stages;
+  for (const StageContents& s : stage_contents(testing::tiny_moe(), l)) stages.push_back(cost.micro_batch_time(s, l).passes());
+  EXPECT_NEAR(cost.evaluate(l).bubble_s, pipeline_bubble_seconds(stages, 1), 1e-15);
 }
 
 TEST(CostModel, StagesSplitLayersAndEnds) {

@@ -647,11 +647,11 @@ StepCost CostModel::evaluate(const Layout& l, const std::vector<StageContents>& 
   const int m = l.micro_batches(run_.global_batch);
   StepCost c;
   RankTime slowest, t;
-  Seconds all_stages = 0;  // one micro-batch through every stage, forward and backward
+  std::vector<StagePasses> passes;
   for (int r = 0; r < l.pp; ++r) {
     // Middle ranks usually hold the same layers: cost each distinct stage once.
     if (r == 0 || !(stages[r] == stages[r - 1])) t = micro_batch_time(stages[r], l);
-    all_stages += t.total();
+    passes.push_back(t.passes());
     if (r == 0 || t.total() > slowest.total()) {
       slowest = t;
       c.slowest_stage = r;
@@ -661,7 +661,7 @@ StepCost CostModel::evaluate(const Layout& l, const std::vector<StageContents>& 
   c.compute_s = m * slowest.compute();
   c.exposed_comm_s.tp = m * slowest.tp;
   c.exposed_comm_s.ep = m * slowest.ep;
-  c.bubble_s = pipeline_bubble_seconds(all_stages, slowest.total(), l.vpp);
+  c.bubble_s = pipeline_bubble_seconds(passes, l.vpp);
   // Each micro-batch crosses every virtual-stage boundary forward and back. 1F1B's paired
   // send-and-receive blocks; the interleaved schedule's overlapped sends hide behind compute except
   // at the pipeline's fill and drain, one message each way.

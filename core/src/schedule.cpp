@@ -38,4 +38,20 @@ std::vector<PipelineOp> pipeline_schedule(int pp, int vpp, int micro_batches, in
   return ops;
 }
 
+Seconds pipeline_bubble_seconds(const std::vector<StagePasses>& stages, int vpp) {
+  if (stages.empty()) return 0;
+  size_t busiest = 0;
+  for (size_t s = 1; s < stages.size(); ++s) {
+    if (stages[s].total() > stages[busiest].total()) busiest = s;
+  }
+  Seconds before = 0, after = 0;
+  for (size_t s = 0; s < stages.size(); ++s) {
+    if (s < busiest) before += stages[s].total();
+    if (s > busiest) after += stages[s].total();
+  }
+  const double k = static_cast<double>(stages.size() - busiest - 1);
+  const StagePasses& own = stages[busiest];
+  return (before + std::max(0.0, after - k * own.forward) + std::max(0.0, after - k * own.backward)) / vpp;
+}
+
 }  // namespace flopwise

@@ -236,7 +236,8 @@ std::optional<MixedCandidate> evaluate_pipeline(const ModelConfig& model, const 
   MixedCandidate out;
   out.plan.strategy = PoolStrategy::kHeteroPipeline;
   CostModel::RankTime slowest;
-  Seconds sum_of_stages = 0, dp_and_optimizer = 0, intra_message = 0, overhead = 0;
+  std::vector<StagePasses> passes;
+  Seconds dp_and_optimizer = 0, intra_message = 0, overhead = 0;
   Bytes boundary_bytes = 0;
   double tightest = -1;
   int r = 0, layer = 0, first_rank = 0;
@@ -261,7 +262,7 @@ std::optional<MixedCandidate> evaluate_pipeline(const ModelConfig& model, const 
         c.usable_memory_bytes = cost.usable_memory_bytes();
         c.busiest_memory_rank = r;
       }
-      sum_of_stages += t.total();
+      passes.push_back(t.passes());
       if (t.total() > slowest.total()) {
         slowest = t;
         c.slowest_stage = r;
@@ -293,7 +294,7 @@ std::optional<MixedCandidate> evaluate_pipeline(const ModelConfig& model, const 
   c.compute_s = m * slowest.compute();
   c.exposed_comm_s.tp = m * slowest.tp;
   c.exposed_comm_s.ep = m * slowest.ep;
-  c.bubble_s = pipeline_bubble_seconds(sum_of_stages, slowest.total(), 1);
+  c.bubble_s = pipeline_bubble_seconds(passes, 1);
   // Paired blocking sends, as in the single-pool model: the slowest boundary sets the pace.
   c.exposed_comm_s.pp = m * 2.0 * std::max(intra_message, link_message);
   out.plan.cross_pool_s = m * 2.0 * std::max(0.0, link_message - intra_message);

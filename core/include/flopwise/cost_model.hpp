@@ -5,6 +5,7 @@
 
 #include "flopwise/collectives.hpp"
 #include "flopwise/layout.hpp"
+#include "flopwise/schedule.hpp"
 #include "flopwise/step_cost.hpp"
 
 namespace flopwise {
@@ -152,6 +153,8 @@ class CostModel {
     Seconds forward = 0, backward = 0, tp = 0, ep = 0;
     Seconds compute() const { return forward + backward; }
     Seconds total() const { return compute() + tp + ep; }
+    // Megatron's TP and EP layers communicate as much in the backward pass as in the forward.
+    StagePasses passes() const { return {forward + (tp + ep) / 2, backward + (tp + ep) / 2}; }
   };
   RankTime micro_batch_time(const StageContents& stage, const Layout& layout) const;
   MemoryBreakdown rank_memory(const StageContents& stage, int rank, const Layout& layout) const;

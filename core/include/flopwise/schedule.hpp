@@ -2,6 +2,8 @@
 // The order in which one pipeline rank runs forward and backward passes.
 #include <vector>
 
+#include "flopwise/units.hpp"
+
 namespace flopwise {
 
 struct PipelineOp {
@@ -19,12 +21,21 @@ struct PipelineOp {
 int warmup_forwards(int pp, int vpp, int rank);
 std::vector<PipelineOp> pipeline_schedule(int pp, int vpp, int micro_batches, int rank);
 
-// The pipeline's idle time beyond m micro-batches on its slowest stage: the fill and drain take
-// one micro-batch through each other stage, over vpp with interleaving. Identical micro-batches
-// through stages in series take sum_s T_s + (m - 1) max_s T_s (the flow-shop makespan); with equal
-// stages this is Narayanan et al. 2021's (pp - 1) / vpp micro-batch times (section 2.2), and a
-// light first or last stage (embedding, few layers) adds less than the slowest stage's time.
-// `all_stages`: one micro-batch's time summed over the pp stages; `slowest`: the largest of them.
-inline double pipeline_bubble_seconds(double all_stages, double slowest, int vpp) { return (all_stages - slowest) / vpp; }
+// One micro-batch on one pipeline stage: its forward and its backward pass.
+struct StagePasses {
+  Seconds forward = 0, backward = 0;
+  Seconds total() const { return forward + backward; }
+};
+
+// The busiest stage's idle time in a 1F1B step beyond its own m micro-batches: the fill, one forward
+// through each stage before it, and the drain, one backward through each; and, for the stages
+// after it (together D, forward and backward), the wait for the first micro-batch's gradient
+// beyond its k = pp - s - 1 warm-up forwards, D - k f, and for the last one's beyond its k
+// cool-down backwards, D - k b. With equal stages this is Narayanan et al. 2021's (pp - 1)
+// micro-batch times (section 2.2); a light stage after the busiest one fills partly in the
+// busiest one's own passes (measured: a pp2 CPU run whose second stage took 59 ms a micro-batch
+// against the first's 86 ms waited 33 ms a step; 2 x 59 - 86 = 32). Interleaving divides it by vpp,
+// exact for equal stages. Empty `stages`: no bubble.
+Seconds pipeline_bubble_seconds(const std::vector<StagePasses>& stages, int vpp);
 
 }  // namespace flopwise
