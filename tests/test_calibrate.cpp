@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -21,7 +22,13 @@ struct RunShape {
   Layout layout;
   int seq_len = 0;
   int micro_batches = 0;
+  // With it, each step and pass starts with the executor's speed probe, and each rank's compute
+  // runs at speed(step, rank) of the truth profile's peaks.
+  std::function<double(int step, int rank)> speed = nullptr;
 };
+
+// The speed probe's FLOPs and its rate at full speed in the synthetic traces.
+constexpr double kProbeFlops = 4.2e6, kProbeRate = 5e9;
 
 // The profile the synthetic spans are generated from: every figure calibration fits, and none
 // equal to the round profile's, which the fit starts from.
@@ -56,6 +63,12 @@ std::string synthetic_trace(const std::string& name, const RunShape& shape, int 
   run.seq_len = shape.seq_len;
   const CostModel cost(model, run, p);
   const Network net = Network::from(p);
+  const auto probe = [&](SpanWriter& w, int step, int rank, double& t) {
+    if (!shape.speed) return;
+    const double d = kProbeFlops / (kProbeRate * shape.speed(step, rank));
+    w.add("probe", "speed probe", rank, t, d, {{"step", step}, {"flops", kProbeFlops}});
+    t += d;
+  };
   const RankGrid grid(l, p.node.devices);
   SpanWriter w;
   for (int step = 0; step < steps; ++step) {
@@ -63,6 +76,8 @@ std::string synthetic_trace(const std::string& name, const RunShape& shape, int 
       const StageContents stage = stage_contents(model, l)[grid.coords(rank).pp];
       double t = step * 100.0;
       const double step_start = t;
+      const CostModel at_rank_speed(model, run, at_speed(p, shape.speed ? shape.speed(step, rank) : 1.0));
+      probe(w, step, rank, t);
       auto collective = [&](const std::string& category, const std::string& kind, double bytes, int size) {
         if (size < 2 || bytes <= 0) return;
         const double d = kind == "all_reduce" ? all_reduce_time(GroupSpan{size, size}, bytes, net)
@@ -73,8 +88,10 @@ std::string synthetic_trace(const std::string& name, const RunShape& shape, int 
       const int layers = stage.dense_layers + stage.moe_layers;
       for (int micro = 0; micro < shape.micro_batches; ++micro) {
         for (const std::string pass : {"forward", "backward"}) {
+          probe(w, step, rank, t);
           const double start = t;
-          t += cost.compute_seconds(pass == "forward" ? cost.forward_work(stage, l) : cost.backward_work(stage, l));
+          const CostModel& c = at_rank_speed;
+          t += c.compute_seconds(pass == "forward" ? c.forward_work(stage, l) : c.backward_work(stage, l));
           // Two all-reduces per layer and pass move what the model's four reduce-scatters move.
           for (int i = 0; i < 2 * layers; ++i) collective("tp", "all_reduce", cost.tp_collective_bytes(l), l.tp);
           for (int i = 0; i < 2 * stage.moe_layers; ++i) collective("ep", "all_to_all", cost.ep_payload_bytes(l), l.ep);
@@ -369,6 +386,59 @@ TEST(Calibrate, ExpertRowsGiveEachStepsRoutingSkew) {
   EXPECT_DOUBLE_EQ(steps[2].routing_skew, 1.0);
   EXPECT_DOUBLE_EQ(steps[0].routing_skew, 1.0);  // no counts: balanced
   EXPECT_GT(predicted_step(truth(), run, steps[1]).compute, predicted_step(truth(), run, steps[2]).compute);
+}
+
+// A core slowed to half speed for a whole run (a neighbour on its physical core) is seen by its
+// speed probes: the fit still gives back the truth's efficiencies, the slowed steps are predicted
+// at their own speed, and the profile records the reference rate its figures hold at. Without the
+// probes the same spans pull the matmul efficiency down.
+TEST(Calibrate, SpeedProbesTellASlowCoreFromTheEfficiencies) {
+  std::vector<TracedRun> runs = varied_runs();
+  RunShape slowed{layout(1, 1, 1, 2, 1), 256, 2, [](int, int rank) { return rank == 1 ? 0.5 : 1.0; }};
+  runs.front() = load_traced_run(synthetic_trace("dp-slowed", slowed, 4));
+  const auto unslowed = [](int, int) { return 1.0; };
+  runs.back() = load_traced_run(synthetic_trace("tp-probed", {layout(2, 1, 1, 1, 1), 512, 2, unslowed}, 4));
+  const Calibration c = calibrate(testing::round_profile(), runs);
+  EXPECT_NEAR(c.after.reference_probe_rate, kProbeRate, 1e-6 * kProbeRate);  // most probed steps ran at full speed
+  EXPECT_NEAR(find(c, "efficiency.matmul").after, 0.4, 0.01 * 0.4);
+  EXPECT_NEAR(find(c, "efficiency.attention").after, 0.3, 0.01 * 0.3);
+  const std::vector<MeasuredStep> steps = measured_steps(runs.front());
+  EXPECT_DOUBLE_EQ(steps[1].probe_rate, kProbeRate / 2);  // the slowest rank's
+  EXPECT_DOUBLE_EQ(machine_speed(c.after, steps[1].probe_rate), 0.5);
+  EXPECT_NEAR(step_time_error(c.after, runs.front()), 0.0, 0.01);
+  // Written into the profile and read back.
+  const std::string yaml = calibrated_profile_yaml(testing::round_profile_yaml(), "round.yaml", c, "2026-11-22");
+  EXPECT_NEAR(parse_hardware_profile(yaml, "fitted.yaml").reference_probe_rate, kProbeRate, 1e-5 * kProbeRate);
+  // The same spans without their probes: the slow core's time is taken for the device's.
+  for (TracedRun& run : runs) {
+    run.spans.erase(std::remove_if(run.spans.begin(), run.spans.end(), [](const TraceSpan& s) { return s.category == "probe"; }),
+                    run.spans.end());
+  }
+  const Calibration blind = calibrate(testing::round_profile(), runs);
+  EXPECT_EQ(blind.after.reference_probe_rate, 0.0);
+  EXPECT_GT(std::abs(find(blind, "efficiency.matmul").after - 0.4), 0.02);
+  EXPECT_GT(step_time_error(blind.after, runs.front()), 0.1);
+}
+
+// A step's speed is the trimmed mean of its probes (one preempted probe does not count), and the
+// probes' own time is taken out of the measured step.
+TEST(Calibrate, ProbesGiveEachStepsSpeedAndLeaveItsTime) {
+  TracedRun run = load_traced_run(synthetic_trace("probes", {layout(1, 1, 1, 2, 1), 256, 2}));
+  const Seconds step_before = measured_steps(run)[1].times.step;
+  for (double us : {10.0, 10.0, 20.0, 20.0, 500.0}) {  // the 500 us one was preempted
+    for (int rank : {0, 1}) run.spans.push_back({rank, "probe", "speed probe", 100, us * 1e-6, {{"step", 1}, {"flops", 3e6}}});
+  }
+  const auto rates = probe_rates(run);
+  EXPECT_DOUBLE_EQ(rates.at({1, 0}), 3e6 / (50e-6 / 3));  // 10, 20, 20 us kept
+  const MeasuredStep step = measured_steps(run)[1];
+  EXPECT_NEAR(step.times.step, step_before - 560e-6, 1e-12);
+  EXPECT_DOUBLE_EQ(step.probe_rate, rates.at({1, 0}));
+  EXPECT_DOUBLE_EQ(measured_steps(run)[0].probe_rate, 0.0);  // no probes in step 0
+  HardwareProfile uncalibrated = truth();
+  EXPECT_DOUBLE_EQ(machine_speed(uncalibrated, step.probe_rate), 1.0);  // no reference: as profiled
+  uncalibrated.reference_probe_rate = 2 * step.probe_rate;
+  EXPECT_DOUBLE_EQ(machine_speed(uncalibrated, step.probe_rate), 0.5);
+  EXPECT_NEAR(predicted_step(uncalibrated, run, step).compute, predicted_step(at_speed(truth(), 0.5), run, step).compute, 1e-12);
 }
 
 }  // namespace flopwise

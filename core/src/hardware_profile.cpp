@@ -200,6 +200,9 @@ HardwareProfile parse_hardware_profile(const std::string& yaml_text, const std::
   if (root.has("calibration") && root.section("calibration").has("step_time_interval_95")) {
     p.step_time_interval = root.section("calibration").number("step_time_interval_95", 0.0, 10.0);
   }
+  if (root.has("calibration") && root.section("calibration").has("probe_flops_per_s")) {
+    p.reference_probe_rate = root.section("calibration").number("probe_flops_per_s", 1.0, 1e18);
+  }
   p.runtime_reserved_bytes = root.quantity("runtime_reserved", Dimension::kBytes);
   if (p.cluster.topology == TopologyKind::kFatTree && p.cluster.leaf_ports % p.node.devices != 0) {
     throw input_error(source, "cluster.leaf_ports",

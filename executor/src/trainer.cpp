@@ -178,6 +178,7 @@ class Worker {
   void write_trace();
   RunRecord run_record(int ranks_per_node) const;
   double measure_matmul_flops();
+  void probe_speed();
   int rank_at_stage(int stage) const;
   // One step: forward, backward, synchronisation, the guard's verdict and the update.
   StepReport train_step(double peak_flops);
@@ -198,6 +199,7 @@ class Worker {
   int pool_ = 0;                    // plans over pools: this rank's pool
   std::vector<int> full_micro_batches_;  // per DP coordinate, at the full batch
   std::vector<torch::Tensor> anchor_, outer_momentum_;  // local SGD's outer step
+  torch::Tensor probe_a_, probe_b_;  // the speed probe's operands
   std::vector<size_t> owned_;  // params this rank updates (all of them without optimizer sharding)
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   RunState state_;
@@ -406,6 +408,7 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
   const BatchShare share = batch_share();
   const int first_micro = share.offset;  // the global index of this rank's first micro-batch
   auto forward = [&](int micro) {
+    probe_speed();
     const double start = trace_.now();
     const torch::Tensor tokens = micro_batch_tokens(positions, micro, bad);
     InFlight f;
@@ -447,6 +450,7 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
     in_flight.push_back(f);
   };
   auto backward = [&](int micro) {
+    probe_speed();
     InFlight f = in_flight.front();
     in_flight.pop_front();
     double start = trace_.now();
@@ -677,18 +681,41 @@ void Worker::write_trace() {
   out_ << "trace written to " << o_.trace << "\n";
 }
 
+namespace {
+
+// How long a x b takes on this core.
+Seconds timed_matmul(const torch::Tensor& a, const torch::Tensor& b) {
+  const auto start = std::chrono::steady_clock::now();
+  torch::matmul(a, b);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
 // Single-thread fp32 matmul throughput of this core, the denominator of the MFU estimate.
 double Worker::measure_matmul_flops() {
   torch::NoGradGuard no_grad;
   const torch::Tensor a = torch::randn({256, 256}), b = torch::randn({256, 256});
   torch::matmul(a, b);
-  const auto start = std::chrono::steady_clock::now();
+  Seconds spent = 0;
   int runs = 0;
-  while (std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < 0.2) {
-    torch::matmul(a, b);
-    ++runs;
-  }
-  return runs * 2.0 * 256 * 256 * 256 / std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (; spent < 0.2; ++runs) spent += timed_matmul(a, b);
+  return runs * 2.0 * 256 * 256 * 256 / spent;
+}
+
+// Shared and virtual machines change a core's speed for seconds at a time (on this project's VMs a
+// neighbour on the same physical core halves the matmul rate for 10-60 s, in bursts). A traced rank
+// times one small fixed matmul at the start of each step and of each pass, so that calibration can
+// tell the machine's speed in that step from the model's efficiencies: about 0.3-0.6 ms each,
+// spans that calibration takes out of the step.
+void Worker::probe_speed() {
+  if (!trace_.enabled()) return;
+  constexpr int n = 128;  // the width of the scaled-down models calibration trains
+  torch::NoGradGuard no_grad;
+  if (!probe_a_.defined()) probe_a_ = torch::randn({n, n}), probe_b_ = torch::randn({n, n});
+  const double start = trace_.now();
+  torch::matmul(probe_a_, probe_b_);
+  trace_.record(kProbeCategory, "speed probe", start, {{"flops", 2.0 * n * n * n}});
 }
 
 StepReport Worker::train_step(double peak_flops) {
@@ -696,6 +723,7 @@ StepReport Worker::train_step(double peak_flops) {
   const auto step_start = std::chrono::steady_clock::now();
   const double step_trace_start = trace_.now();
   trace_.set_step(state_.step);
+  probe_speed();
   const BatchShare share = batch_share();
   const int m = share.own;
   const int samples = share.world * l.micro_batch;

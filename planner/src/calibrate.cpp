@@ -23,23 +23,49 @@ struct Sample {
   Seconds peer_wait = 0;  // of a collective: waiting for the group's last member, not transfer
   int step = 0;
   double expert_load = 1;  // the span's rank's expert rows over its EP group's mean in this step
+  double speed = 1;        // its rank's machine speed in this step, relative to the fit's reference
 };
 
-// Spans of the steps after each trace's first (warm-up) step, outlier steps left out.
-std::vector<Sample> fit_spans(const std::vector<TracedRun>& runs) {
+std::set<int> kept_steps(const TracedRun& run) {
+  std::set<int> kept;
+  for (const MeasuredStep& m : measured_steps(run)) {
+    if (!m.warmup && !m.outlier) kept.insert(m.step);
+  }
+  return kept;
+}
+
+// The median speed-probe rate over the fitted steps and ranks (0 without probes): the machine speed
+// the fitted figures hold at, whatever share of the runs a shared core slowed.
+FlopsPerSecond reference_probe_rate(const std::vector<TracedRun>& runs) {
+  std::vector<FlopsPerSecond> rates;
+  for (const TracedRun& run : runs) {
+    const std::set<int> kept = kept_steps(run);
+    for (const auto& [key, rate] : probe_rates(run)) {
+      if (kept.count(key.first)) rates.push_back(rate);
+    }
+  }
+  if (rates.empty()) return 0;
+  std::sort(rates.begin(), rates.end());
+  const size_t n = rates.size();
+  return n % 2 ? rates[n / 2] : (rates[n / 2 - 1] + rates[n / 2]) / 2;
+}
+
+// Spans of the steps after each trace's first (warm-up) step, outlier steps left out; `reference`
+// says how fast each span's core ran (machine_speed of its probe).
+std::vector<Sample> fit_spans(const std::vector<TracedRun>& runs, const HardwareProfile& reference) {
   std::vector<Sample> samples;
   for (const TracedRun& run : runs) {
-    std::set<int> kept;
-    for (const MeasuredStep& m : measured_steps(run)) {
-      if (!m.warmup && !m.outlier) kept.insert(m.step);
-    }
+    const std::set<int> kept = kept_steps(run);
     const std::vector<Seconds> waits = peer_waits(run);
     const std::map<std::pair<int, int>, double> loads = expert_loads(run);
+    const std::map<std::pair<int, int>, FlopsPerSecond> rates = probe_rates(run);
     for (size_t i = 0; i < run.spans.size(); ++i) {
       const int step = static_cast<int>(number_arg(run.spans[i], "step"));
       if (!kept.count(step)) continue;
       const auto load = loads.find({step, run.spans[i].rank});
-      samples.push_back({&run, &run.spans[i], waits[i], step, load != loads.end() ? load->second : 1.0});
+      const auto rate = rates.find({step, run.spans[i].rank});
+      samples.push_back({&run, &run.spans[i], waits[i], step, load != loads.end() ? load->second : 1.0,
+                         machine_speed(reference, rate != rates.end() ? rate->second : 0.0)});
     }
   }
   return samples;
@@ -119,11 +145,13 @@ FitGroup fit_compute(const HardwareProfile& profile, const HardwareProfile& shap
     // Each rank's experts take their own share of the routed rows: with EP, ranks differ.
     TrainingRun as_ran = run.run;
     as_ran.routing_skew = s.expert_load;
-    const CostModel cost(run.model, as_ran, as_run(shape, run));
+    const CostModel cost(run.model, as_ran, at_speed(as_run(shape, run), s.speed));
     const int stage = RankGrid(run.layout, run.ranks_per_node).coords(s.span->rank).pp;
     const StageContents contents = stage_contents(run.model, run.layout)[stage];
     const ComputeWork w = pass == "forward" ? cost.forward_work(contents, run.layout) : cost.backward_work(contents, run.layout);
-    const std::string rank = run.layout.ep > 1 ? " rank " + std::to_string(s.span->rank) : std::string();
+    // Ranks differ with EP (their experts' loads) and with probes (their cores' speeds).
+    const bool per_rank = run.layout.ep > 1 || s.speed != 1.0;
+    const std::string rank = per_rank ? " rank " + std::to_string(s.span->rank) : std::string();
     rows.add(s, pass + " stage " + std::to_string(stage) + rank,
              {w.matmul / cost.matmul_peak(), w.attention / cost.attention_peak(), w.layer_passes,
               w.matmul_per_row / cost.matmul_peak()},
@@ -286,8 +314,9 @@ Calibration calibrate(const HardwareProfile& profile, const std::vector<TracedRu
   c.before = profile;
   for (const TracedRun& run : runs) c.sources.push_back(run.source);
   c.dropped = outlier_steps(runs);
-  const std::vector<Sample> samples = fit_spans(runs);
   c.after = profile;
+  c.after.reference_probe_rate = reference_probe_rate(runs);
+  const std::vector<Sample> samples = fit_spans(runs, c.after);
   FitGroup optimizer = fit_optimizer(profile, samples);
   // Which GEMMs are memory-bound depends on the efficiencies being fitted: refit with the fitted
   // ones a few rounds, so that the split follows the measured device rather than the starting guess.

@@ -70,6 +70,7 @@ std::string calibrated_profile_yaml(const std::string& original_yaml, const std:
   for (const std::string& s : c.held_out) record["predicts"].push_back(s);
   for (const std::string& s : c.dropped) record["dropped_outlier_steps"].push_back(s);
   record["step_time_interval_95"] = number_text(c.after.step_time_interval);
+  if (c.after.reference_probe_rate > 0) record["probe_flops_per_s"] = number_text(c.after.reference_probe_rate);
   for (const FitGroup& g : c.groups) {
     YAML::Node group;
     group["points"] = g.points;
@@ -119,6 +120,14 @@ void print_fit(std::ostream& out, const Calibration& c) {
                   100 * c.after.step_time_interval);
     out << interval;
   }
+  if (c.after.reference_probe_rate > 0) {
+    char speed[200];
+    std::snprintf(speed, sizeof speed,
+                  "machine speed: the figures hold at a speed-probe rate of %.2f GFLOP/s (median of the fitted steps); "
+                  "a traced step is predicted at its own probe's speed\n",
+                  c.after.reference_probe_rate / 1e9);
+    out << speed;
+  }
   for (const FitGroup& g : c.groups) {
     char head[160];
     std::snprintf(head, sizeof head, "%s: %d points, rms relative residual %.1f%%\n", g.name.c_str(), g.points,
@@ -135,6 +144,18 @@ void print_fit(std::ostream& out, const Calibration& c) {
   }
 }
 
+namespace {
+
+// ", machine at 0.55x": how fast the step's slowest core ran against the calibrated reference.
+std::string speed_note(const HardwareProfile& calibrated, const MeasuredStep& m) {
+  if (calibrated.reference_probe_rate <= 0 || m.probe_rate <= 0) return "";
+  char text[48];
+  std::snprintf(text, sizeof text, ", machine at %.2fx", machine_speed(calibrated, m.probe_rate));
+  return text;
+}
+
+}  // namespace
+
 void print_report(std::ostream& out, const std::vector<TracedRun>& runs, const Calibration& c) {
   double before_sum = 0, after_sum = 0;
   int count = 0, before_inside = 0, after_inside = 0;
@@ -148,7 +169,7 @@ void print_report(std::ostream& out, const std::vector<TracedRun>& runs, const C
       const std::vector<Seconds> before = as_list(predicted_step(c.before, run, m));
       const std::vector<Seconds> after = as_list(predicted_step(c.after, run, m));
       out << "  step " << m.step << " (" << m.micro_batches << " micro-batches, rank " << m.rank
-          << (m.warmup ? ", warm-up: not fitted" : "") << ")\n";
+          << (m.warmup ? ", warm-up: not fitted" : "") << speed_note(c.after, m) << ")\n";
       out << "    category     measured     before    error      after    error\n";
       for (size_t i = 0; i < measured.size(); ++i) {
         auto error = [&](double predicted) -> std::string {

@@ -226,30 +226,37 @@ void bench_calibration(const HardwareProfile& profile, const Trainer& trainer, i
   const std::vector<ShortRun> held_runs = {short_run("pp2", 2, 128), short_run("ep2", 2, 128)};
   out << "calibration repeatability: fit " << profile.name << " to dp2 at sequence 64 and 128, predict pp2 and ep2 at 128 ("
       << trainer.steps << " steps each" << (busy ? ", a second process keeping one core busy" : "") << ")\n";
-  out << "  rep  interval  held-out error  steps inside  mean inside  dropped    wall\n";
+  out << "  rep  interval  held-out error  steps inside  mean inside  dropped    wall  error at reference speed\n";
   int good = 0, held = 0;
   for (int rep = 1; rep <= repetitions; ++rep) {
     const Clock::time_point start = Clock::now();
     std::vector<TracedRun> fitted_on;
     for (const ShortRun& r : fit_runs) fitted_on.push_back(run_traced(trainer, profile, r, rep));
     const Calibration c = calibrate(profile, fitted_on);
-    double error = 0;
+    // The same fit blind to the speed probes: what the held-out runs would be predicted to take had
+    // the machine run at the fitted runs' median speed.
+    HardwareProfile blind = c.after;
+    blind.reference_probe_rate = 0;
+    double error = 0, blind_error = 0;
     int steps = 0, inside = 0;
     bool mean_inside = true;
     for (const ShortRun& r : held_runs) {
-      const HeldOut h = held_out(c.after, run_traced(trainer, profile, r, rep));
+      const TracedRun traced = run_traced(trainer, profile, r, rep);
+      const HeldOut h = held_out(c.after, traced);
       error += h.mean_error * h.steps;
+      blind_error += held_out(blind, traced).mean_error * h.steps;
       steps += h.steps;
       inside += h.inside;
       mean_inside = mean_inside && std::abs(h.predicted - h.measured) <= c.after.step_time_interval * h.measured;
     }
     error /= steps;
+    blind_error /= steps;
     good += error <= 0.10;
     held += mean_inside;
-    char line[160];
-    std::snprintf(line, sizeof line, "  %3d  +-%5.1f%%  %13.1f%%  %6d of %2d  %11s  %7zu  %5.0f s\n", rep,
+    char line[192];
+    std::snprintf(line, sizeof line, "  %3d  +-%5.1f%%  %13.1f%%  %6d of %2d  %11s  %7zu  %5.0f s  %23.1f%%\n", rep,
                   100 * c.after.step_time_interval, 100 * error, inside, steps, mean_inside ? "yes" : "no", c.dropped.size(),
-                  since(start));
+                  since(start), 100 * blind_error);
     out << line << std::flush;
   }
   out << "traces in " << trainer.trace_dir.string() << "\n";

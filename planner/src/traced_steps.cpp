@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <numeric>
 #include <tuple>
 
 #include "flopwise/error.hpp"
@@ -59,6 +60,36 @@ std::map<std::pair<int, int>, double> expert_loads(const TracedRun& run) {
     }
   }
   return loads;
+}
+
+std::map<std::pair<int, int>, FlopsPerSecond> probe_rates(const TracedRun& run) {
+  std::map<std::pair<int, int>, std::vector<Seconds>> seconds;
+  double flops = 0;
+  for (const TraceSpan& s : run.spans) {
+    if (s.category != kProbeCategory || number_arg(s, "flops") <= 0 || s.duration <= 0) continue;
+    flops = number_arg(s, "flops");
+    seconds[{static_cast<int>(number_arg(s, "step")), s.rank}].push_back(s.duration);
+  }
+  // The step's work runs at the mean of its probes' speeds over time; the slowest and the fastest
+  // probe are dropped first, so that one preempted probe does not count.
+  std::map<std::pair<int, int>, FlopsPerSecond> rates;
+  for (auto& [key, t] : seconds) {
+    std::sort(t.begin(), t.end());
+    const size_t trim = t.size() >= 5 ? 1 : 0;
+    const Seconds sum = std::accumulate(t.begin() + trim, t.end() - trim, 0.0);
+    rates[key] = flops * (t.size() - 2 * trim) / sum;
+  }
+  return rates;
+}
+
+double machine_speed(const HardwareProfile& profile, FlopsPerSecond probe_rate) {
+  return profile.reference_probe_rate > 0 && probe_rate > 0 ? probe_rate / profile.reference_probe_rate : 1.0;
+}
+
+HardwareProfile at_speed(const HardwareProfile& profile, double speed) {
+  HardwareProfile p = profile;
+  for (auto& [dtype, tflops] : p.device.peak_tflops) tflops *= speed;
+  return p;
 }
 
 namespace {
@@ -138,7 +169,9 @@ std::vector<MeasuredStep> measured_steps(const TracedRun& run) {
     const std::string pass = text_arg(s, "pass");
     t.wait += waits[i];
     if (s.category == "tp" || s.category == "ep") nested_waits[{step, s.rank}] += waits[i];
-    if (s.category == "step") {
+    if (s.category == kProbeCategory) {
+      t.step -= s.duration;  // instrumentation inside the step, not its work
+    } else if (s.category == "step") {
       t.step += s.duration;
       micro_batches[{step, s.rank}] = static_cast<int>(number_arg(s, "micro_batches", 0));
     } else if (s.category == "compute" && pass == "optimizer") {
@@ -157,6 +190,11 @@ std::vector<MeasuredStep> measured_steps(const TracedRun& run) {
   }
   std::map<int, double> skews;  // the busiest rank's load in each step
   for (const auto& [key, load] : expert_loads(run)) skews[key.first] = std::max(skews[key.first], load);
+  std::map<int, FlopsPerSecond> slowest;  // a step waits for its slowest core
+  for (const auto& [key, rate] : probe_rates(run)) {
+    FlopsPerSecond& r = slowest[key.first];
+    r = r > 0 ? std::min(r, rate) : rate;
+  }
   std::map<int, MeasuredStep> steps;
   for (auto& [key, t] : by) {
     if (t.step <= 0) continue;  // a step the trace did not finish
@@ -169,6 +207,7 @@ std::vector<MeasuredStep> measured_steps(const TracedRun& run) {
     if (m.times.step == 0 || busy > m.times.compute + m.times.tp + m.times.ep) {
       m = MeasuredStep{step, micro_batches[key], rank, false, false, t};
       if (skews.count(step)) m.routing_skew = std::max(1.0, skews[step]);
+      m.probe_rate = slowest[step];
     }
   }
   std::vector<MeasuredStep> result;
@@ -189,7 +228,7 @@ std::vector<MeasuredStep> measured_steps(const TracedRun& run) {
 }
 
 CategoryTimes predicted_step(const HardwareProfile& profile, const TracedRun& run, const MeasuredStep& step) {
-  const CostModel cost(run.model, step_run(run, step), as_run(profile, run));
+  const CostModel cost(run.model, step_run(run, step), at_speed(as_run(profile, run), machine_speed(profile, step.probe_rate)));
   const StepCost c = cost.evaluate(run.layout);
   CategoryTimes t;
   t.compute = c.compute_s;

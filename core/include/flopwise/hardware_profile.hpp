@@ -105,6 +105,10 @@ struct HardwareProfile {
   // A calibrated profile's 95% interval of a predicted step time, relative (0.08: +-8%), from the
   // scatter of the steps it was fitted to (calibration.step_time_interval_95); 0: not calibrated.
   double step_time_interval = 0;
+  // A profile calibrated to executor traces holds at this speed of the executor's probe matmul (the
+  // median over the fitted steps, calibration.probe_flops_per_s): a traced step whose probe ran
+  // slower or faster is predicted with the compute peaks scaled by the same ratio. 0: none.
+  FlopsPerSecond reference_probe_rate = 0;
 };
 
 // Why `profile` cannot train in `precision` (no peak stated, or fp8 switched off), one line naming

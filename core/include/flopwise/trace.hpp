@@ -32,6 +32,10 @@ void write_trace(const std::string& path, const std::vector<TraceSpan>& spans, i
 std::vector<TraceSpan> read_trace(const std::string& path);
 TraceFile read_trace_file(const std::string& path);
 
+// The executor's speed probes, at the start of each traced step and pass: a fixed matmul of
+// args.flops FLOPs on that rank's core; instrumentation, not part of the step's work.
+inline constexpr const char* kProbeCategory = "probe";
+
 // One rank's trace as the executor writes it before merging: its spans on its own clock, and where
 // that clock started on its host's monotonic clock.
 struct RankClock {

@@ -35,6 +35,9 @@ struct MeasuredStep {
   // The busiest EP rank's expert rows over its group's mean in this step, as the executor counted
   // them (1 without EP or without counts): an input of the step, like its micro-batch count.
   double routing_skew = 1;
+  // The slowest rank's speed-probe rate in this step (0: the trace has no probes): with a
+  // calibrated profile's reference rate, the machine's speed in this step, an input like the skew.
+  FlopsPerSecond probe_rate = 0;
 };
 inline constexpr double kOutlierFactor = 1.5;
 std::vector<MeasuredStep> measured_steps(const TracedRun& run);
@@ -43,8 +46,18 @@ std::vector<MeasuredStep> measured_steps(const TracedRun& run);
 // absent without EP). A rank's compute follows its own load; the step follows the busiest.
 std::map<std::pair<int, int>, double> expert_loads(const TracedRun& run);
 
+// Per (step, rank): the FLOP rate of the executor's speed probes in that step (a trimmed mean).
+std::map<std::pair<int, int>, FlopsPerSecond> probe_rates(const TracedRun& run);
+// How fast the machine ran, relative to the speed `profile` was calibrated at: a probe rate over
+// the profile's reference rate; 1 when either is missing.
+double machine_speed(const HardwareProfile& profile, FlopsPerSecond probe_rate);
+// The profile with its compute peaks scaled by `speed` (memory and links as they are: a busy
+// neighbour on the core slows a matmul about 2x and a memory copy about 1.25x on this project's VMs).
+HardwareProfile at_speed(const HardwareProfile& profile, double speed);
+
 // The cost model's figures for one step of the traced run (its micro-batches per replica and its
-// routing skew) on `profile`, with the node size set to the ranks the run had per node.
+// routing skew) on `profile`, with the node size set to the ranks the run had per node and the
+// compute at the step's machine speed.
 CategoryTimes predicted_step(const HardwareProfile& profile, const TracedRun& run, const MeasuredStep& step);
 
 // Mean absolute relative error of predicted step time over a run's steps after warm-up.
