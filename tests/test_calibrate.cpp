@@ -420,6 +420,31 @@ TEST(Calibrate, SpeedProbesTellASlowCoreFromTheEfficiencies) {
   EXPECT_GT(step_time_error(blind.after, runs.front()), 0.1);
 }
 
+// A pipeline's stages can run on cores of different speeds: each stage is priced at its own, so the
+// bubble behind a fast stage stays short while the slow stage paces the micro-batches.
+TEST(Calibrate, EachPipelineStageIsPredictedAtItsOwnCoresSpeed) {
+  const RunShape shape{layout(1, 2, 1, 1, 1), 512, 3, [](int, int rank) { return rank == 1 ? 0.5 : 1.0; }};
+  const TracedRun run = load_traced_run(synthetic_trace("pp-probed", shape));
+  HardwareProfile calibrated = truth();
+  calibrated.reference_probe_rate = kProbeRate;
+  const MeasuredStep step = measured_steps(run)[1];
+  ASSERT_EQ(step.stage_probe_rates, (std::vector<FlopsPerSecond>{kProbeRate, kProbeRate / 2}));
+  EXPECT_DOUBLE_EQ(step.probe_rate, kProbeRate / 2);
+  const Layout& l = run.layout;
+  const std::vector<StageContents> stages = stage_contents(run.model, l);
+  const TrainingRun as_ran = step_run(run, step);
+  const HardwareProfile machine = as_run(truth(), run);
+  const CostModel::RankTime fast = CostModel(run.model, as_ran, machine).micro_batch_time(stages[0], l);
+  const CostModel::RankTime slow = CostModel(run.model, as_ran, at_speed(machine, 0.5)).micro_batch_time(stages[1], l);
+  const CategoryTimes t = predicted_step(calibrated, run, step);
+  EXPECT_NEAR(t.compute, 3 * std::max(fast, slow, [](auto& a, auto& b) { return a.total() < b.total(); }).compute(), 1e-12);
+  const StepCost by_hand = CostModel(run.model, as_ran, at_speed(machine, 0.5)).evaluate(l, stages, {fast, slow});
+  EXPECT_NEAR(by_hand.bubble_s, pipeline_bubble_seconds({fast.passes(), slow.passes()}, 1), 1e-15);
+  EXPECT_NEAR(t.step, by_hand.step_time_s, 1e-12);
+  // Both stages at the slow core's speed would make the bubble, and the step, longer.
+  EXPECT_GT(predicted_step(at_speed(truth(), 0.5), run, step).step, t.step);
+}
+
 // A step's speed is the trimmed mean of its probes (one preempted probe does not count), and the
 // probes' own time is taken out of the measured step.
 TEST(Calibrate, ProbesGiveEachStepsSpeedAndLeaveItsTime) {

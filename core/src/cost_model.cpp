@@ -644,16 +644,23 @@ Seconds CostModel::pp_message_seconds(const Layout& l) const {
 StepCost CostModel::evaluate(const Layout& l) const { return evaluate(l, stage_contents(model_, l)); }
 
 StepCost CostModel::evaluate(const Layout& l, const std::vector<StageContents>& stages) const {
-  const int m = l.micro_batches(run_.global_batch);
-  StepCost c;
-  RankTime slowest, t;
-  std::vector<StagePasses> passes;
+  std::vector<RankTime> times;
   for (int r = 0; r < l.pp; ++r) {
     // Middle ranks usually hold the same layers: cost each distinct stage once.
-    if (r == 0 || !(stages[r] == stages[r - 1])) t = micro_batch_time(stages[r], l);
-    passes.push_back(t.passes());
-    if (r == 0 || t.total() > slowest.total()) {
-      slowest = t;
+    times.push_back(r == 0 || !(stages[r] == stages[r - 1]) ? micro_batch_time(stages[r], l) : times.back());
+  }
+  return evaluate(l, stages, times);
+}
+
+StepCost CostModel::evaluate(const Layout& l, const std::vector<StageContents>& stages, const std::vector<RankTime>& times) const {
+  const int m = l.micro_batches(run_.global_batch);
+  StepCost c;
+  RankTime slowest;
+  std::vector<StagePasses> passes;
+  for (int r = 0; r < l.pp; ++r) {
+    passes.push_back(times[r].passes());
+    if (r == 0 || times[r].total() > slowest.total()) {
+      slowest = times[r];
       c.slowest_stage = r;
     }
   }

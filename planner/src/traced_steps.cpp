@@ -190,9 +190,13 @@ std::vector<MeasuredStep> measured_steps(const TracedRun& run) {
   }
   std::map<int, double> skews;  // the busiest rank's load in each step
   for (const auto& [key, load] : expert_loads(run)) skews[key.first] = std::max(skews[key.first], load);
-  std::map<int, FlopsPerSecond> slowest;  // a step waits for its slowest core
+  // A step waits for its slowest core; each pipeline stage for its own slowest.
+  std::map<int, std::vector<FlopsPerSecond>> stage_rates;
+  const RankGrid grid(run.layout, run.ranks_per_node);
   for (const auto& [key, rate] : probe_rates(run)) {
-    FlopsPerSecond& r = slowest[key.first];
+    std::vector<FlopsPerSecond>& stages = stage_rates[key.first];
+    stages.resize(run.layout.pp, 0);
+    FlopsPerSecond& r = stages[grid.coords(key.second).pp];
     r = r > 0 ? std::min(r, rate) : rate;
   }
   std::map<int, MeasuredStep> steps;
@@ -207,7 +211,10 @@ std::vector<MeasuredStep> measured_steps(const TracedRun& run) {
     if (m.times.step == 0 || busy > m.times.compute + m.times.tp + m.times.ep) {
       m = MeasuredStep{step, micro_batches[key], rank, false, false, t};
       if (skews.count(step)) m.routing_skew = std::max(1.0, skews[step]);
-      m.probe_rate = slowest[step];
+      m.stage_probe_rates = stage_rates[step];
+      for (FlopsPerSecond r : m.stage_probe_rates) {
+        if (r > 0 && (m.probe_rate == 0 || r < m.probe_rate)) m.probe_rate = r;
+      }
     }
   }
   std::vector<MeasuredStep> result;
@@ -227,9 +234,28 @@ std::vector<MeasuredStep> measured_steps(const TracedRun& run) {
   return result;
 }
 
+namespace {
+
+// The step on `profile` with each pipeline stage's compute at its own cores' speed; the rest (DP,
+// optimizer) at the slowest core's, which the step waits for.
+StepCost step_at_stage_speeds(const HardwareProfile& profile, const TracedRun& run, const MeasuredStep& step) {
+  const HardwareProfile machine = as_run(profile, run);
+  const TrainingRun as_ran = step_run(run, step);
+  const CostModel slowest(run.model, as_ran, at_speed(machine, machine_speed(profile, step.probe_rate)));
+  const std::vector<StageContents> stages = stage_contents(run.model, run.layout);
+  if (step.stage_probe_rates.size() != stages.size() || stages.size() < 2) return slowest.evaluate(run.layout, stages);
+  std::vector<CostModel::RankTime> times;
+  for (size_t r = 0; r < stages.size(); ++r) {
+    const CostModel own(run.model, as_ran, at_speed(machine, machine_speed(profile, step.stage_probe_rates[r])));
+    times.push_back(own.micro_batch_time(stages[r], run.layout));
+  }
+  return slowest.evaluate(run.layout, stages, times);
+}
+
+}  // namespace
+
 CategoryTimes predicted_step(const HardwareProfile& profile, const TracedRun& run, const MeasuredStep& step) {
-  const CostModel cost(run.model, step_run(run, step), at_speed(as_run(profile, run), machine_speed(profile, step.probe_rate)));
-  const StepCost c = cost.evaluate(run.layout);
+  const StepCost c = step_at_stage_speeds(profile, run, step);
   CategoryTimes t;
   t.compute = c.compute_s;
   t.tp = c.exposed_comm_s.tp;

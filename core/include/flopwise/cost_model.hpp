@@ -157,6 +157,9 @@ class CostModel {
     StagePasses passes() const { return {forward + (tp + ep) / 2, backward + (tp + ep) / 2}; }
   };
   RankTime micro_batch_time(const StageContents& stage, const Layout& layout) const;
+  // The step from each pipeline stage's micro-batch time, which the caller may have priced on other
+  // figures (a traced stage on a core that ran slower than the others).
+  StepCost evaluate(const Layout& layout, const std::vector<StageContents>& stages, const std::vector<RankTime>& times) const;
   MemoryBreakdown rank_memory(const StageContents& stage, int rank, const Layout& layout) const;
   const Network& network() const { return network_; }
 

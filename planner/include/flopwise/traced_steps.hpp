@@ -38,6 +38,9 @@ struct MeasuredStep {
   // The slowest rank's speed-probe rate in this step (0: the trace has no probes): with a
   // calibrated profile's reference rate, the machine's speed in this step, an input like the skew.
   FlopsPerSecond probe_rate = 0;
+  // The same per pipeline stage (its slowest rank): a pipeline's stages may run on cores of
+  // different speeds, and its bubble follows each stage's own.
+  std::vector<FlopsPerSecond> stage_probe_rates;
 };
 inline constexpr double kOutlierFactor = 1.5;
 std::vector<MeasuredStep> measured_steps(const TracedRun& run);
