@@ -159,6 +159,7 @@ TEST(CostModel, PipelineBubbleOfOneFOneB) {
   // A stage after the busiest one so light that the warm-up forward hides it.
   EXPECT_DOUBLE_EQ(pipeline_bubble_seconds({P{10, 20}, P{1, 2}}, 1), 0.0);
   EXPECT_DOUBLE_EQ(pipeline_bubble_seconds({}, 1), 0.0);
+  EXPECT_EQ(busiest_stage({P{1, 2}, P{2, 4}, P{2, 4}}), 1u);  // the first of equals paces it
   // The cost model prices its stages so: the tiny model's first stage carries the embedding, its
   // last the LM head, so the stages differ.
   TrainingRun run = small_run();

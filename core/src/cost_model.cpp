@@ -655,15 +655,10 @@ StepCost CostModel::evaluate(const Layout& l, const std::vector<StageContents>& 
 StepCost CostModel::evaluate(const Layout& l, const std::vector<StageContents>& stages, const std::vector<RankTime>& times) const {
   const int m = l.micro_batches(run_.global_batch);
   StepCost c;
-  RankTime slowest;
   std::vector<StagePasses> passes;
-  for (int r = 0; r < l.pp; ++r) {
-    passes.push_back(times[r].passes());
-    if (r == 0 || times[r].total() > slowest.total()) {
-      slowest = times[r];
-      c.slowest_stage = r;
-    }
-  }
+  for (const RankTime& t : times) passes.push_back(t.passes());
+  c.slowest_stage = static_cast<int>(busiest_stage(passes));
+  const RankTime& slowest = times[c.slowest_stage];
   const RankGrid grid(l, profile_.node.devices);
   c.compute_s = m * slowest.compute();
   c.exposed_comm_s.tp = m * slowest.tp;

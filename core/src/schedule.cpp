@@ -38,12 +38,17 @@ std::vector<PipelineOp> pipeline_schedule(int pp, int vpp, int micro_batches, in
   return ops;
 }
 
-Seconds pipeline_bubble_seconds(const std::vector<StagePasses>& stages, int vpp) {
-  if (stages.empty()) return 0;
+size_t busiest_stage(const std::vector<StagePasses>& stages) {
   size_t busiest = 0;
   for (size_t s = 1; s < stages.size(); ++s) {
     if (stages[s].total() > stages[busiest].total()) busiest = s;
   }
+  return busiest;
+}
+
+Seconds pipeline_bubble_seconds(const std::vector<StagePasses>& stages, int vpp) {
+  if (stages.empty()) return 0;
+  const size_t busiest = busiest_stage(stages);
   Seconds before = 0, after = 0;
   for (size_t s = 0; s < stages.size(); ++s) {
     if (s < busiest) before += stages[s].total();

@@ -235,7 +235,7 @@ std::optional<MixedCandidate> evaluate_pipeline(const ModelConfig& model, const 
   const int m = whole.micro_batches(run.global_batch);
   MixedCandidate out;
   out.plan.strategy = PoolStrategy::kHeteroPipeline;
-  CostModel::RankTime slowest;
+  std::vector<CostModel::RankTime> times;
   std::vector<StagePasses> passes;
   Seconds dp_and_optimizer = 0, intra_message = 0, overhead = 0;
   Bytes boundary_bytes = 0;
@@ -262,11 +262,8 @@ std::optional<MixedCandidate> evaluate_pipeline(const ModelConfig& model, const 
         c.usable_memory_bytes = cost.usable_memory_bytes();
         c.busiest_memory_rank = r;
       }
+      times.push_back(t);
       passes.push_back(t.passes());
-      if (t.total() > slowest.total()) {
-        slowest = t;
-        c.slowest_stage = r;
-      }
       p.step_time_s = std::max(p.step_time_s, t.total());
       const Seconds dp = cost.data_parallel_exposed_seconds(stage, whole, t.backward, t.forward);
       const Seconds optimizer = cost.optimizer_seconds(stage, whole);
@@ -291,6 +288,8 @@ std::optional<MixedCandidate> evaluate_pipeline(const ModelConfig& model, const 
     out.plan.cross_pool_bytes = senders * boundary_bytes;
     link_message = std::max(link_message, out.plan.cross_pool_bytes / link.bandwidth + link.latency);
   }
+  c.slowest_stage = static_cast<int>(busiest_stage(passes));
+  const CostModel::RankTime& slowest = times[c.slowest_stage];
   c.compute_s = m * slowest.compute();
   c.exposed_comm_s.tp = m * slowest.tp;
   c.exposed_comm_s.ep = m * slowest.ep;

@@ -27,6 +27,9 @@ struct StagePasses {
   Seconds total() const { return forward + backward; }
 };
 
+// The stage that paces a pipeline: the first with the largest forward plus backward time.
+size_t busiest_stage(const std::vector<StagePasses>& stages);
+
 // The busiest stage's idle time in a 1F1B step beyond its own m micro-batches: the fill, one forward
 // through each stage before it, and the drain, one backward through each; and, for the stages
 // after it (together D, forward and backward), the wait for the first micro-batch's gradient
