@@ -170,4 +170,55 @@ TEST(PipelineStages, BrokenEndsAreRefusedWithTheirFigures) {
   EXPECT_NE(why.find("first/last stage layers 1/2"), std::string::npos) << why;
 }
 
+// Megatron-Core's --account-for-embedding/loss-in-pipeline-split: 94 + 2 slots on 8 x 4 chunks
+// of 3, the embedding taking slot 0 and the loss the last one (Qwen3-235B-A22B's split).
+TEST(PipelineStages, EndsCountedAsLayersSplitTheLayersByHand) {
+  Layout l{1, 8, 4, 1, 1, 1};
+  ASSERT_FALSE(stages_fit(94, l));
+  // No lighter-ends split: middle ranks of 12 leave 22 to the ends, 8 + 14 (14 > 12), and of 8
+  // leave 46 (> 2 x 8).
+  ASSERT_TRUE(balance_stages(94, l));
+  EXPECT_TRUE(l.embedding_in_split);
+  EXPECT_TRUE(l.loss_in_split);
+  EXPECT_EQ(l.first_stage_layers + l.last_stage_layers, 0);
+  EXPECT_EQ(chunk_layers(94, l, 0).first, 0);  // embedding + layers 0-1
+  EXPECT_EQ(chunk_layers(94, l, 0).count, 2);
+  EXPECT_EQ(chunk_layers(94, l, 1).first, 2);  // slots 3-5: layers 2-4
+  EXPECT_EQ(chunk_layers(94, l, 1).count, 3);
+  EXPECT_EQ(chunk_layers(94, l, 8).first, 23);  // round 1 on rank 0: slots 24-26
+  EXPECT_EQ(chunk_layers(94, l, 31).first, 92);  // layers 92-93 + loss
+  EXPECT_EQ(chunk_layers(94, l, 31).count, 2);
+  EXPECT_EQ(rank_layer_count(94, l, 0), 11);
+  EXPECT_EQ(rank_layer_count(94, l, 3), 12);
+  EXPECT_EQ(rank_layer_count(94, l, 7), 11);
+  int total = 0;
+  for (int r = 0; r < l.pp; ++r) total += rank_layer_count(94, l, r);
+  EXPECT_EQ(total, 94);
+
+  // The loss alone when that is what divides (two ranks have no middle for lighter ends): 7 + 1
+  // on 2 x 2 chunks of 2, the last holding layer 6 and the loss.
+  Layout loss{1, 2, 2, 1, 1, 1};
+  ASSERT_TRUE(balance_stages(7, loss));
+  EXPECT_FALSE(loss.embedding_in_split);
+  EXPECT_TRUE(loss.loss_in_split);
+  EXPECT_EQ(chunk_layers(7, loss, 3).first, 6);
+  EXPECT_EQ(chunk_layers(7, loss, 3).count, 1);
+
+  // Not with first/last stage layers, and every chunk keeps a layer.
+  Layout both = l;
+  both.first_stage_layers = 8;
+  EXPECT_FALSE(stages_fit(94, both));
+  Layout thin{1, 4, 1, 1, 1, 1};
+  thin.embedding_in_split = thin.loss_in_split = true;
+  EXPECT_FALSE(stages_fit(2, thin));  // 4 slots on 4 chunks: the end chunks would hold no layer
+  EXPECT_TRUE(stages_fit(6, thin));   // 8 slots: 1 + 2 + 2 + 1
+  TrainingRun run;
+  run.global_batch = 64;
+  Layout refused{1, 2, 1, 1, 1, 1};
+  refused.loss_in_split = true;  // tiny_moe's 4 layers + 1 on 2 chunks
+  EXPECT_EQ(violated(refused), Constraint::kPpLayers);
+  const std::string why = explain(Constraint::kPpLayers, testing::tiny_moe(), run, testing::round_profile(), {1, 4096}, refused);
+  EXPECT_NE(why.find("with the embedding and loss counted (5)"), std::string::npos) << why;
+}
+
 }  // namespace flopwise

@@ -47,6 +47,19 @@ TEST(Plan, JsonRoundTripsExactly) {
   EXPECT_EQ(back.predicted.step_time_s, plan.predicted.step_time_s);
   EXPECT_EQ(back.predicted.memory_bytes.total(), plan.predicted.memory_bytes.total());
   EXPECT_EQ(param_counts(back.model).total, param_counts(plan.model).total);
+  // The ends counted as layers travel too; a plan without the fields splits the layers alone.
+  Plan counted = plan;
+  counted.layout.pp = 9;
+  counted.layout.vpp = 2;
+  counted.layout.dp = 64 * 8 / 9 / 8 * 8;
+  counted.layout.embedding_in_split = counted.layout.loss_in_split = true;
+  nlohmann::json j = to_json(counted);
+  j["devices"] = counted.devices();
+  EXPECT_EQ(plan_from_json(j, "plan.json").layout, counted.layout);
+  j["layout"].erase("embedding_in_split");
+  j["layout"].erase("loss_in_split");
+  const std::string why = error_of(j);  // 88 layers on 18 chunks without the ends: refused
+  EXPECT_NE(why.find("does not fit the model's 88 layers"), std::string::npos) << why;
 }
 
 TEST(Plan, SavedFileLoadsBack) {
@@ -172,6 +185,23 @@ TEST(Plan, MegatronArgumentsCarryTheLayout) {
   auto uneven_value = [&](const std::string& flag) { return *(std::find(uneven_args.begin(), uneven_args.end(), flag) + 1); };
   EXPECT_EQ(uneven_value("--decoder-first-pipeline-num-layers"), "2");
   EXPECT_EQ(uneven_value("--decoder-last-pipeline-num-layers"), "2");
+  // Interleaving an uneven split: Megatron-LM's arguments check wants virtual stages per rank.
+  uneven.layout.pp = 8;
+  uneven.layout.vpp = 2;
+  uneven.layout.first_stage_layers = 6;
+  uneven.layout.last_stage_layers = 10;  // 6 + 6 x 12 + 10 = 88
+  const std::vector<std::string> interleaved = megatron_args(uneven);
+  EXPECT_EQ(flopwise::value_of(interleaved, "--num-virtual-stages-per-pipeline-rank"), "2");
+  EXPECT_EQ(flopwise::value_of(interleaved, "--num-layers-per-virtual-pipeline-stage"), "<absent>");
+  // The ends counted as layers: 88 + 2 on 9 x 2 chunks of 5 slots.
+  uneven.layout.even_split();
+  uneven.layout.pp = 9;
+  uneven.layout.embedding_in_split = uneven.layout.loss_in_split = true;
+  const std::vector<std::string> counted = megatron_args(uneven);
+  EXPECT_TRUE(has(counted, "--account-for-embedding-in-pipeline-split"));
+  EXPECT_TRUE(has(counted, "--account-for-loss-in-pipeline-split"));
+  EXPECT_EQ(flopwise::value_of(counted, "--num-layers-per-virtual-pipeline-stage"), "5");
+  EXPECT_EQ(flopwise::value_of(counted, "--decoder-first-pipeline-num-layers"), "<absent>");
   EXPECT_NE(std::find(args.begin(), args.end(), "--sequence-parallel"), args.end());
   EXPECT_EQ(std::find(args.begin(), args.end(), "--num-layers-per-virtual-pipeline-stage"), args.end());
   EXPECT_NE(std::find(args.begin(), args.end(), "--bf16"), args.end());

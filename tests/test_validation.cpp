@@ -10,7 +10,7 @@ namespace flopwise {
 
 TEST(Validation, ShippedRunsCarryTheirSources) {
   const std::vector<PublishedRun> runs = shipped_published_runs();
-  ASSERT_EQ(runs.size(), 28u);
+  ASSERT_EQ(runs.size(), 30u);
   for (const PublishedRun& r : runs) {
     const bool h100 = r.profile == "h100-sxm", fp8 = r.run.precision == Precision::kFp8;
     const bool bridge = r.name.rfind("bridge ", 0) == 0;
@@ -60,18 +60,19 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // 13.8% / 27.2% before the attention backward).
 // Megatron-Bridge's H100 fp8 rows: Llama 3 70B mean 6.5%, worst 6.6% (7.9% / 8.0% at attention
 // 0.50); Qwen3-30B-A3B, 128 fine-grained experts, dropless, 63.7% / 63.7% (64.4% at 0.50):
-// predicted 2.8x faster than it ran, a gap of the model (see the README's validation section).
+// predicted 2.8x faster than it ran, a gap of the model (see the README's validation section);
+// Qwen3-235B-A22B (4 local experts, EP 32 over 4 nodes, the ends counted as layers) 11.3% / 12.7%,
+// slow, with every all-to-all priced as waited for where the run overlapped them.
 // A change to the cost model or the profiles that makes any part worse fails here; one that
 // improves it should tighten these bounds.
 TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
   const Validation v = validate_runs(shipped_published_runs());
-  ASSERT_EQ(v.rows.size(), 28u);
-  // Mean and worst error of the rows whose source names `table` (and, for one table holding
-  // both, whose model is MoE or not).
-  auto bounds_of = [&](const std::string& table, bool moe) {
+  ASSERT_EQ(v.rows.size(), 30u);
+  // Mean and worst error of the rows whose source names `table` and whose name holds `model`.
+  auto bounds_of = [&](const std::string& table, const std::string& model) {
     double mean = 0, worst = 0, rows = 0;
     for (const ValidationRow& row : v.rows) {
-      if (row.run.source.find(table) == std::string::npos || row.run.model.is_moe() != moe) continue;
+      if (row.run.source.find(table) == std::string::npos || row.run.name.find(model) == std::string::npos) continue;
       mean += row.relative_error;
       worst = std::max(worst, row.relative_error);
       ++rows;
@@ -79,16 +80,20 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
     EXPECT_GT(rows, 0) << table;
     return std::pair{mean / rows, worst};
   };
-  EXPECT_LT(bounds_of("Table 5", false).first, 0.056);
-  EXPECT_LT(bounds_of("Table 5", false).second, 0.113);
-  EXPECT_LT(bounds_of("NeMo 24.07", false).first, 0.129);
-  EXPECT_LT(bounds_of("NeMo 24.07", false).second, 0.183);
-  EXPECT_LT(bounds_of("Megatron-Core r0.8.0", false).first, 0.134);
-  EXPECT_LT(bounds_of("Megatron-Core r0.8.0", false).second, 0.248);
-  EXPECT_LT(bounds_of("Megatron-Bridge", false).first, 0.066);
-  EXPECT_LT(bounds_of("Megatron-Bridge", false).second, 0.067);
-  EXPECT_LT(bounds_of("Megatron-Bridge", true).first, 0.637);
-  EXPECT_LT(bounds_of("Megatron-Bridge", true).second, 0.638);
+  struct Bound {
+    const char* table;
+    const char* model;
+    double mean, worst;
+  };
+  for (const Bound& b : {Bound{"Table 5", "", 0.056, 0.113}, Bound{"NeMo 24.07", "", 0.129, 0.183},
+                         Bound{"Megatron-Core r0.8.0", "", 0.134, 0.248},
+                         Bound{"Megatron-Bridge", "llama3-70B", 0.066, 0.067},
+                         Bound{"Megatron-Bridge", "qwen3-30B", 0.637, 0.638},
+                         Bound{"Megatron-Bridge", "qwen3-235B", 0.113, 0.128}}) {
+    const auto [mean, worst] = bounds_of(b.table, b.model);
+    EXPECT_LT(mean, b.mean) << b.table << " " << b.model;
+    EXPECT_LT(worst, b.worst) << b.table << " " << b.model;
+  }
   double mean = 0;
   for (const ValidationRow& row : v.rows) {
     EXPECT_NEAR(row.relative_error, std::abs(row.predicted_step_s / row.run.measured_step_s - 1), 1e-12);

@@ -67,7 +67,29 @@ bool expert_grid_fits(const Layout& l, int node_devices) {
 
 }  // namespace
 
+void Layout::copy_split(const Layout& from) {
+  first_stage_layers = from.first_stage_layers;
+  last_stage_layers = from.last_stage_layers;
+  embedding_in_split = from.embedding_in_split;
+  loss_in_split = from.loss_in_split;
+}
+
+namespace {
+
+// With the ends counted as layers: the slots each model chunk holds, embedding and loss included.
+int slots_per_chunk(int layers, const Layout& l) {
+  return (layers + l.embedding_in_split + l.loss_in_split) / (l.pp * l.vpp);
+}
+
+bool ends_in_split(const Layout& l) { return l.embedding_in_split || l.loss_in_split; }
+
+}  // namespace
+
 int rank_layer_count(int layers, const Layout& l, int rank) {
+  if (ends_in_split(l)) {
+    return l.vpp * slots_per_chunk(layers, l) - (rank == 0 ? l.embedding_in_split : 0) -
+           (rank == l.pp - 1 ? l.loss_in_split : 0);
+  }
   if (rank == 0 && l.first_stage_layers > 0) return l.first_stage_layers;
   if (rank == l.pp - 1 && l.last_stage_layers > 0) return l.last_stage_layers;
   const int ends = (l.first_stage_layers > 0) + (l.last_stage_layers > 0);
@@ -75,6 +97,11 @@ int rank_layer_count(int layers, const Layout& l, int rank) {
 }
 
 LayerRange chunk_layers(int layers, const Layout& l, int chunk) {
+  if (ends_in_split(l)) {
+    const int slots = slots_per_chunk(layers, l), embedding = l.embedding_in_split;
+    const bool last = chunk == l.pp * l.vpp - 1;
+    return {chunk == 0 ? 0 : chunk * slots - embedding, slots - (chunk == 0 ? embedding : 0) - (last ? l.loss_in_split : 0)};
+  }
   const int v = chunk / l.pp, r = chunk % l.pp;
   // Earlier rounds hold layers / vpp each; in this round, rank 0 and then r - 1 middle ranks.
   int first = v * (layers / l.vpp);
@@ -84,6 +111,14 @@ LayerRange chunk_layers(int layers, const Layout& l, int chunk) {
 
 bool stages_fit(int layers, const Layout& l) {
   const int f = l.first_stage_layers, last = l.last_stage_layers;
+  if (ends_in_split(l)) {
+    // Every chunk keeps at least one layer: the first and the last give up a slot each (one chunk
+    // alone gives up both).
+    const int chunks = l.pp * l.vpp, slots = layers + l.embedding_in_split + l.loss_in_split;
+    const int fewest = slots / chunks - (chunks == 1 ? l.embedding_in_split + l.loss_in_split
+                                                    : std::max<int>(l.embedding_in_split, l.loss_in_split));
+    return f == 0 && last == 0 && slots % chunks == 0 && fewest >= 1;
+  }
   if (f == 0 && last == 0) return layers % (l.pp * l.vpp) == 0;
   if (f < 0 || last < 0 || l.pp < 2 || f % l.vpp != 0 || last % l.vpp != 0) return false;
   const int middle_ranks = l.pp - (f > 0) - (last > 0);
@@ -92,9 +127,9 @@ bool stages_fit(int layers, const Layout& l) {
   return rest > 0 && rest % middle_ranks == 0 && (rest / middle_ranks) % l.vpp == 0;
 }
 
-bool balance_stages(int layers, Layout& l) {
-  l.first_stage_layers = l.last_stage_layers = 0;
-  if (stages_fit(layers, l)) return true;
+namespace {
+
+bool balance_stage_ends(int layers, Layout& l) {
   if (l.pp < 3) return false;
   for (int middle = layers / (l.pp - 2) / l.vpp * l.vpp; middle >= l.vpp; middle -= l.vpp) {
     const int ends = layers - (l.pp - 2) * middle;
@@ -103,8 +138,26 @@ bool balance_stages(int layers, Layout& l) {
     l.last_stage_layers = ends - l.first_stage_layers;
     if (l.first_stage_layers >= l.vpp && l.last_stage_layers <= middle && stages_fit(layers, l)) return true;
   }
-  l.first_stage_layers = l.last_stage_layers = 0;
+  l.even_split();
   return false;
+}
+
+// The loss first: the LM head is the heavier end.
+bool count_ends_as_layers(int layers, Layout& l) {
+  for (const auto& [embedding, loss] : {std::pair{true, true}, {false, true}, {true, false}}) {
+    l.embedding_in_split = embedding;
+    l.loss_in_split = loss;
+    if (stages_fit(layers, l)) return true;
+  }
+  l.even_split();
+  return false;
+}
+
+}  // namespace
+
+bool balance_stages(int layers, Layout& l) {
+  l.even_split();
+  return stages_fit(layers, l) || balance_stage_ends(layers, l) || count_ends_as_layers(layers, l);
 }
 
 std::optional<Constraint> violated_degrees(const ModelConfig& m, const HardwareProfile& profile,
@@ -144,6 +197,12 @@ std::string explain(Constraint c, const ModelConfig& m, const TrainingRun& run, 
     case Constraint::kTpNode:
       return "tp=" + str(l.tp) + " must divide the " + str(profile.node.devices) + " devices of a node";
     case Constraint::kPpLayers:
+      if (l.embedding_in_split || l.loss_in_split) {
+        const int slots = m.layers + l.embedding_in_split + l.loss_in_split;
+        return "pp x vpp = " + str(l.pp * l.vpp) + " must divide the layers with the embedding and loss counted (" +
+               str(slots) + "), leaving every model chunk a layer" +
+               (l.first_stage_layers || l.last_stage_layers ? ", without first/last stage layers" : "");
+      }
       if (l.first_stage_layers == 0 && l.last_stage_layers == 0) {
         return "pp x vpp = " + str(l.pp * l.vpp) + " must divide layers (" + str(m.layers) + ")";
       }

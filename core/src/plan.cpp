@@ -60,6 +60,8 @@ json layout_to_json(const Layout& l) {
           {"sequence_parallel", l.tp > 1 && l.sequence_parallel},
           {"first_stage_layers", l.first_stage_layers},
           {"last_stage_layers", l.last_stage_layers},
+          {"embedding_in_split", l.embedding_in_split},
+          {"loss_in_split", l.loss_in_split},
           {"etp", l.expert_tp()}};
 }
 
@@ -78,6 +80,9 @@ Layout layout_from_json(const json& j, const std::string& source, const std::str
   l.sequence_parallel = l.tp == 1 || r.boolean("sequence_parallel");
   l.first_stage_layers = r.integer("first_stage_layers", 0, kMaxDegree);
   l.last_stage_layers = r.integer("last_stage_layers", 0, kMaxDegree);
+  // Plans written before the ends could count as layers split the layers alone.
+  if (r.has("embedding_in_split")) l.embedding_in_split = r.boolean("embedding_in_split");
+  if (r.has("loss_in_split")) l.loss_in_split = r.boolean("loss_in_split");
   // Plans written before MoE parallel folding ran the experts at the attention's TP, which is
   // also Megatron-Core's default.
   if (r.has("etp")) l.etp = fold_expert_tp(r.integer("etp", 1, kMaxDegree), l.tp);
@@ -271,7 +276,9 @@ Plan plan_from_json(const json& j, const std::string& source) {
   if (!p.mixed && !stages_fit(p.model.layers, p.layout)) {
     throw input_error(source, "layout.first_stage_layers",
                       "the pipeline split (first/last stage layers " + std::to_string(p.layout.first_stage_layers) + "/" +
-                          std::to_string(p.layout.last_stage_layers) + ", pp " + std::to_string(p.layout.pp) + ", vpp " +
+                          std::to_string(p.layout.last_stage_layers) +
+                          (p.layout.embedding_in_split ? ", embedding as a layer" : "") +
+                          (p.layout.loss_in_split ? ", loss as a layer" : "") + ", pp " + std::to_string(p.layout.pp) + ", vpp " +
                           std::to_string(p.layout.vpp) + ") does not fit the model's " + std::to_string(p.model.layers) +
                           " layers");
   }

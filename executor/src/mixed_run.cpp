@@ -127,7 +127,7 @@ FittedMixedRun fit_mixed_run(const MixedPlan& plan, const ModelConfig& planned, 
   const int budget = o.max_ranks / n;
   Layout part = plan.pools.front().layout;
   part.recompute = Recompute::kNone;
-  if (!f.run.data_parallel()) part.pp = 1, part.first_stage_layers = part.last_stage_layers = 0;
+  if (!f.run.data_parallel()) part.pp = 1, part.even_split();
   int batch = part.dp * part.micro_batch;
   std::string notes = fit_layout(part, batch, planned, budget);
   f.model = scale(f.run.data_parallel() ? part.pp : n);

@@ -38,6 +38,15 @@ std::string degrees(const Layout& l) {
          std::to_string(l.dp) + " (" + std::to_string(l.devices()) + " ranks)";
 }
 
+// The pipeline split, as the note of a changed one says it: first/last stage layers, and the
+// ends that count as layers.
+std::string split_label(const Layout& l) {
+  std::string s = std::to_string(l.first_stage_layers) + "/" + std::to_string(l.last_stage_layers);
+  if (l.embedding_in_split) s += " +embedding";
+  if (l.loss_in_split) s += " +loss";
+  return s;
+}
+
 }  // namespace
 
 std::string fit_layout(Layout& l, int& global_batch, const ModelConfig& model, int max_ranks) {
@@ -74,15 +83,15 @@ std::string fit_layout(Layout& l, int& global_batch, const ModelConfig& model, i
     l.ep = 1;
   }
   // A pipeline that changed (or a scaled model) gets its ends rebalanced; an even split stays even.
-  if ((l.first_stage_layers || l.last_stage_layers) && (l.pp != before.pp || l.vpp != before.vpp)) {
-    balance_stages(model.layers, l);
-  }
+  if (!l.even() && (l.pp != before.pp || l.vpp != before.vpp)) balance_stages(model.layers, l);
   if (!stages_fit(model.layers, l)) balance_stages(model.layers, l);
-  if (l.first_stage_layers != before.first_stage_layers || l.last_stage_layers != before.last_stage_layers) {
-    notes += "pipeline ends " + std::to_string(before.first_stage_layers) + "/" +
-             std::to_string(before.last_stage_layers) + " -> " + std::to_string(l.first_stage_layers) + "/" +
-             std::to_string(l.last_stage_layers) + " layers for " + std::to_string(model.layers) + " layers on pp" +
-             std::to_string(l.pp) + "; ";
+  Layout split_before;
+  split_before.copy_split(before);
+  Layout split_after;
+  split_after.copy_split(l);
+  if (!(split_before == split_after)) {
+    notes += "pipeline ends " + split_label(before) + " -> " + split_label(l) + " layers for " +
+             std::to_string(model.layers) + " layers on pp" + std::to_string(l.pp) + "; ";
   }
   // Keep the number of micro-batches per replica, so the pipeline schedule keeps its shape.
   const int micro_batches = std::max(1, batch_before / (before.dp * before.micro_batch));

@@ -53,6 +53,7 @@ struct RunOptions {
   int top = 5;
   int refine = 0;
   int tp = 0, pp = 0, vpp = 0, ep = 0, etp = 0, dp = 0, micro_batch = 0, first_stage_layers = 0, last_stage_layers = 0;
+  bool embedding_in_split = false, loss_in_split = false;
   std::string recompute, optimizer_sharding;
   bool json = false;
   std::string out;
@@ -92,6 +93,8 @@ void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
   app.add_option("--recompute", o.recompute, "fix recompute: none | selective | full");
   app.add_option("--first-stage-layers", o.first_stage_layers, "layers of the first pipeline rank (default: balanced)");
   app.add_option("--last-stage-layers", o.last_stage_layers, "layers of the last pipeline rank (default: balanced)");
+  app.add_flag("--embedding-in-split", o.embedding_in_split, "count the embedding as a layer of the first model chunk");
+  app.add_flag("--loss-in-split", o.loss_in_split, "count the LM head and loss as a layer of the last model chunk");
   app.add_option("--optimizer-sharding", o.optimizer_sharding, "fix distributed optimizer: true | false");
 }
 
@@ -136,6 +139,8 @@ SearchOptions search_options(const RunOptions& o) {
   s.micro_batch = fixed(o.micro_batch, "--micro-batch");
   s.first_stage_layers = fixed(o.first_stage_layers, "--first-stage-layers");
   s.last_stage_layers = fixed(o.last_stage_layers, "--last-stage-layers");
+  if (o.embedding_in_split) s.embedding_in_split = true;
+  if (o.loss_in_split) s.loss_in_split = true;
   if (!o.recompute.empty()) s.recompute = parse_recompute(o.recompute, "--recompute", "");
   if (o.optimizer_sharding == "true") s.optimizer_sharding = true;
   if (o.optimizer_sharding == "false") s.optimizer_sharding = false;
@@ -148,11 +153,12 @@ SearchOptions search_options(const RunOptions& o) {
 
 bool has_fixed_dims(const SearchOptions& s) {
   return s.tp || s.pp || s.vpp || s.ep || s.etp || s.dp || s.micro_batch || s.recompute || s.optimizer_sharding ||
-         s.first_stage_layers || s.last_stage_layers;
+         s.first_stage_layers || s.last_stage_layers || s.embedding_in_split || s.loss_in_split;
 }
 
 SearchOptions without_fixed_dims(SearchOptions s) {
   s.tp = s.pp = s.vpp = s.ep = s.etp = s.dp = s.micro_batch = s.first_stage_layers = s.last_stage_layers = std::nullopt;
+  s.embedding_in_split = s.loss_in_split = std::nullopt;
   s.recompute = std::nullopt;
   s.optimizer_sharding = std::nullopt;
   return s;

@@ -69,8 +69,17 @@ void add_layout(std::vector<std::string>& a, const Plan& p) {
   add(a, "--pipeline-model-parallel-size", l.pp);
   if (l.first_stage_layers > 0) add(a, "--decoder-first-pipeline-num-layers", l.first_stage_layers);
   if (l.last_stage_layers > 0) add(a, "--decoder-last-pipeline-num-layers", l.last_stage_layers);
-  // Layers per virtual stage of a middle pipeline rank (the ends split theirs the same way).
-  if (l.vpp > 1) add(a, "--num-layers-per-virtual-pipeline-stage", rank_layer_count(p.model.layers, l, 1) / l.vpp);
+  if (l.embedding_in_split) a.push_back("--account-for-embedding-in-pipeline-split");
+  if (l.loss_in_split) a.push_back("--account-for-loss-in-pipeline-split");
+  // Megatron-LM takes an uneven split's interleaving as virtual stages per rank (its arguments
+  // check refuses layers per virtual stage there); an even one as layers per virtual stage.
+  if (l.vpp > 1 && (l.first_stage_layers || l.last_stage_layers)) {
+    add(a, "--num-virtual-stages-per-pipeline-rank", l.vpp);
+  } else if (l.vpp > 1) {
+    // Layers per virtual stage (with the ends counted as layers, those slots included).
+    add(a, "--num-layers-per-virtual-pipeline-stage",
+        (p.model.layers + l.embedding_in_split + l.loss_in_split) / (l.pp * l.vpp));
+  }
   if (p.model.is_moe()) {
     add(a, "--expert-model-parallel-size", l.ep);
     add(a, "--expert-tensor-parallel-size", l.expert_tp());

@@ -216,7 +216,7 @@ Layout pipeline_layout(const Layout& common, int pp) {
   Layout l = common;
   l.pp = pp;
   l.vpp = 1;
-  l.first_stage_layers = l.last_stage_layers = 0;
+  l.even_split();
   return l;
 }
 
@@ -697,7 +697,7 @@ PoolSearchResult plan_pools(const ModelConfig& model, const TrainingRun& run, co
     }
     Layout seed = r.best.front().layout;
     seed.pp = seed.vpp = 1;
-    seed.first_stage_layers = seed.last_stage_layers = 0;
+    seed.even_split();
     if (std::find(seeds.begin(), seeds.end(), seed) == seeds.end()) seeds.push_back(seed);
   }
   MixedRanking ranking(options, result);

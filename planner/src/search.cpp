@@ -147,12 +147,14 @@ namespace {
 
 // The pipeline ends a layout of pp x vpp stages gets: the user's, or the most balanced split.
 void set_stage_ends(const SearchOptions& o, int layers, Layout& l) {
-  if (!o.first_stage_layers && !o.last_stage_layers) {
+  if (!o.first_stage_layers && !o.last_stage_layers && !o.embedding_in_split && !o.loss_in_split) {
     balance_stages(layers, l);
     return;
   }
   l.first_stage_layers = o.first_stage_layers.value_or(0);
   l.last_stage_layers = o.last_stage_layers.value_or(0);
+  l.embedding_in_split = o.embedding_in_split.value_or(false);
+  l.loss_in_split = o.loss_in_split.value_or(false);
 }
 
 }  // namespace
@@ -170,8 +172,7 @@ SearchResult search(const CostModel& cost, const SearchOptions& o) {
       stages_fit(cost.model().layers, ends) ? stage_contents(cost.model(), ends) : std::vector<StageContents>{};
   for (int dp : s.dp) for (int ep : s.ep) for (int etp : s.expert_tp(tp)) {
   l = Layout{tp, pp, vpp, ep, dp};
-  l.first_stage_layers = ends.first_stage_layers;
-  l.last_stage_layers = ends.last_stage_layers;
+  l.copy_split(ends);
   l.etp = etp;
   // Degrees that break a rule do so whatever the micro-batch, recompute and sharding: counted
   // once for all of them, which keeps the five-device comparison's enumeration cheap.

@@ -66,7 +66,7 @@ ModelConfig read_model(const YamlFields& f, const std::string& name) {
 
 Layout read_layout(const YamlFields& f) {
   f.allow_only({"tp", "pp", "vpp", "cp", "ep", "etp", "dp", "micro_batch", "recompute", "optimizer_sharding",
-                "sequence_parallel", "first_stage_layers", "last_stage_layers"});
+                "sequence_parallel", "first_stage_layers", "last_stage_layers", "embedding_in_split", "loss_in_split"});
   if (f.has("cp") && f.integer("cp", 1) != 1) {
     throw input_error(f.source(), f.path("cp"), "context parallelism (cp > 1) is not modelled; only cp: 1");
   }
@@ -83,6 +83,8 @@ Layout read_layout(const YamlFields& f) {
   l.sequence_parallel = l.tp == 1 || f.boolean("sequence_parallel");
   if (f.has("first_stage_layers")) l.first_stage_layers = f.integer("first_stage_layers", 1);
   if (f.has("last_stage_layers")) l.last_stage_layers = f.integer("last_stage_layers", 1);
+  if (f.has("embedding_in_split")) l.embedding_in_split = f.boolean("embedding_in_split");
+  if (f.has("loss_in_split")) l.loss_in_split = f.boolean("loss_in_split");
   return l;
 }
 

@@ -668,7 +668,7 @@ Part pipeline_part(const MixedPlan& plan, const std::vector<const CostModel*>& c
     whole.pp += pool.layout.pp;
   }
   whole.vpp = 1;
-  whole.first_stage_layers = whole.last_stage_layers = 0;
+  whole.even_split();
   const CostModel& first = *costs.front();
   // The degrees against the model and batch; the layers per stage are the plan's own.
   Layout one_stage = whole;

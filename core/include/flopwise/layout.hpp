@@ -31,6 +31,13 @@ struct Layout {
   // ends carry the embedding and the LM head, so fewer layers there balance the stages.
   int first_stage_layers = 0;
   int last_stage_layers = 0;
+  // Megatron-Core's --account-for-embedding-in-pipeline-split and --account-for-loss-in-pipeline-
+  // split: the embedding, and the LM head with its loss, each take one layer's place when the
+  // layers are split over pp x vpp model chunks, so the first and the last chunk hold one layer
+  // fewer (Qwen3-235B's 94 layers + 2 on 8 x 4 chunks of 3). Megatron does not combine them with
+  // first/last_stage_layers; neither does flopwise.
+  bool embedding_in_split = false;
+  bool loss_in_split = false;
   // MoE parallel folding (Megatron-Core's --expert-tensor-parallel-size): the experts' own tensor
   // parallelism, 0 meaning the attention's tp (Megatron's default). The tp x dp ranks of a stage
   // are regrouped for the experts as etp x ep x expert_dp, so EP may span TP ranks: with etp 1 an
@@ -41,6 +48,11 @@ struct Layout {
   int expert_tp() const { return etp > 0 ? etp : tp; }
   int expert_dp() const { return tp * dp / (expert_tp() * ep); }
   int micro_batches(int global_batch) const { return global_batch / (dp * micro_batch); }
+  // How the layers are split over the pipeline (the four fields above): copied as one, or reset
+  // to an even split.
+  void copy_split(const Layout& from);
+  void even_split() { copy_split(Layout{}); }
+  bool even() const { return first_stage_layers == 0 && last_stage_layers == 0 && !embedding_in_split && !loss_in_split; }
   bool operator==(const Layout&) const = default;
 };
 
@@ -59,7 +71,8 @@ LayerRange chunk_layers(int layers, const Layout& layout, int chunk);
 bool stages_fit(int layers, const Layout& layout);
 // The most balanced split of `layers` over pp ranks x vpp chunks with lighter ends: even when
 // pp x vpp divides the layers, otherwise the largest middle share whose ends hold no more than it
-// (e.g. 126 layers on 16 x 2: 6 + 14 x 8 + 8). Sets first/last_stage_layers; false when none.
+// (e.g. 126 layers on 16 x 2: 6 + 14 x 8 + 8), otherwise the embedding and the loss counted as
+// layers (94 on 8 x 4: 2 + 30 x 3 + 2 per chunk). Sets the split; false when none fits.
 bool balance_stages(int layers, Layout& layout);
 
 // Each rule a layout must obey, in the order they are checked; the planner counts how many

@@ -22,6 +22,9 @@ struct SearchOptions {
   std::optional<bool> optimizer_sharding;
   // Layers of the first and last pipeline rank; unset: the search balances them (balance_stages).
   std::optional<int> first_stage_layers, last_stage_layers;
+  // The embedding and the loss counted as layers in the split (Megatron-Core's
+  // --account-for-embedding/loss-in-pipeline-split); unset with the above: balance_stages decides.
+  std::optional<bool> embedding_in_split, loss_in_split;
   // The experts' TP degree; unset: the search tries the attention's tp and 1 (MoE parallel folding).
   // A fixed layout without it runs the experts at the attention's tp, Megatron-Core's default.
   std::optional<int> etp;
