@@ -52,7 +52,7 @@ TEST(ExecutorSpec, LayoutsTooBigForTheMachineAreScaledWithAMessage) {
   int uneven_batch = 16;
   const std::string rebalanced = fit_layout(uneven, uneven_batch, eighty_eight, 4);
   EXPECT_TRUE(stages_fit(88, uneven));
-  EXPECT_NE(rebalanced.find("pipeline ends 2/2 -> 0/0"), std::string::npos) << rebalanced;
+  EXPECT_NE(rebalanced.find("pipeline split ends2/2 -> even"), std::string::npos) << rebalanced;
   Layout fits{1, 1, 1, 1, 2, 1, Recompute::kNone, false};
   int same = 16;
   EXPECT_EQ(fit_layout(fits, same, m, 4), "");

@@ -136,6 +136,7 @@ TEST(PipelineStages, UnevenEndsSplitTheLayersByHand) {
   ASSERT_TRUE(balance_stages(126, l));
   EXPECT_EQ(l.first_stage_layers, 6);  // 6 + 14 x 8 + 8 = 126
   EXPECT_EQ(l.last_stage_layers, 8);
+  EXPECT_EQ(split_label(l), "ends6/8");
   EXPECT_EQ(rank_layer_count(126, l, 0), 6);
   EXPECT_EQ(rank_layer_count(126, l, 7), 8);
   EXPECT_EQ(chunk_layers(126, l, 0).count, 3);    // rank 0, round 0: layers 0-2
@@ -181,6 +182,8 @@ TEST(PipelineStages, EndsCountedAsLayersSplitTheLayersByHand) {
   EXPECT_TRUE(l.embedding_in_split);
   EXPECT_TRUE(l.loss_in_split);
   EXPECT_EQ(l.first_stage_layers + l.last_stage_layers, 0);
+  EXPECT_EQ(split_label(l), "+emb +loss");
+  EXPECT_EQ(chunk_slots(94, l), 3);
   EXPECT_EQ(chunk_layers(94, l, 0).first, 0);  // embedding + layers 0-1
   EXPECT_EQ(chunk_layers(94, l, 0).count, 2);
   EXPECT_EQ(chunk_layers(94, l, 1).first, 2);  // slots 3-5: layers 2-4

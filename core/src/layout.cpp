@@ -74,12 +74,19 @@ void Layout::copy_split(const Layout& from) {
   loss_in_split = from.loss_in_split;
 }
 
-namespace {
-
-// With the ends counted as layers: the slots each model chunk holds, embedding and loss included.
-int slots_per_chunk(int layers, const Layout& l) {
+int chunk_slots(int layers, const Layout& l) {
   return (layers + l.embedding_in_split + l.loss_in_split) / (l.pp * l.vpp);
 }
+
+std::string split_label(const Layout& l) {
+  std::string s = l.first_stage_layers || l.last_stage_layers
+      ? "ends" + std::to_string(l.first_stage_layers) + "/" + std::to_string(l.last_stage_layers) : "";
+  if (l.embedding_in_split) s += s.empty() ? "+emb" : " +emb";
+  if (l.loss_in_split) s += s.empty() ? "+loss" : " +loss";
+  return s;
+}
+
+namespace {
 
 bool ends_in_split(const Layout& l) { return l.embedding_in_split || l.loss_in_split; }
 
@@ -87,7 +94,7 @@ bool ends_in_split(const Layout& l) { return l.embedding_in_split || l.loss_in_s
 
 int rank_layer_count(int layers, const Layout& l, int rank) {
   if (ends_in_split(l)) {
-    return l.vpp * slots_per_chunk(layers, l) - (rank == 0 ? l.embedding_in_split : 0) -
+    return l.vpp * chunk_slots(layers, l) - (rank == 0 ? l.embedding_in_split : 0) -
            (rank == l.pp - 1 ? l.loss_in_split : 0);
   }
   if (rank == 0 && l.first_stage_layers > 0) return l.first_stage_layers;
@@ -98,7 +105,7 @@ int rank_layer_count(int layers, const Layout& l, int rank) {
 
 LayerRange chunk_layers(int layers, const Layout& l, int chunk) {
   if (ends_in_split(l)) {
-    const int slots = slots_per_chunk(layers, l), embedding = l.embedding_in_split;
+    const int slots = chunk_slots(layers, l), embedding = l.embedding_in_split;
     const bool last = chunk == l.pp * l.vpp - 1;
     return {chunk == 0 ? 0 : chunk * slots - embedding, slots - (chunk == 0 ? embedding : 0) - (last ? l.loss_in_split : 0)};
   }
@@ -142,7 +149,7 @@ bool balance_stage_ends(int layers, Layout& l) {
   return false;
 }
 
-// The loss first: the LM head is the heavier end.
+// Both ends first, then the loss alone (the LM head is the heavier end), then the embedding.
 bool count_ends_as_layers(int layers, Layout& l) {
   for (const auto& [embedding, loss] : {std::pair{true, true}, {false, true}, {true, false}}) {
     l.embedding_in_split = embedding;

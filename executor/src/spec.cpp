@@ -38,14 +38,7 @@ std::string degrees(const Layout& l) {
          std::to_string(l.dp) + " (" + std::to_string(l.devices()) + " ranks)";
 }
 
-// The pipeline split, as the note of a changed one says it: first/last stage layers, and the
-// ends that count as layers.
-std::string split_label(const Layout& l) {
-  std::string s = std::to_string(l.first_stage_layers) + "/" + std::to_string(l.last_stage_layers);
-  if (l.embedding_in_split) s += " +embedding";
-  if (l.loss_in_split) s += " +loss";
-  return s;
-}
+std::string split_or_even(const Layout& l) { return l.even() ? "even" : split_label(l); }
 
 }  // namespace
 
@@ -85,12 +78,10 @@ std::string fit_layout(Layout& l, int& global_batch, const ModelConfig& model, i
   // A pipeline that changed (or a scaled model) gets its ends rebalanced; an even split stays even.
   if (!l.even() && (l.pp != before.pp || l.vpp != before.vpp)) balance_stages(model.layers, l);
   if (!stages_fit(model.layers, l)) balance_stages(model.layers, l);
-  Layout split_before;
-  split_before.copy_split(before);
-  Layout split_after;
-  split_after.copy_split(l);
-  if (!(split_before == split_after)) {
-    notes += "pipeline ends " + split_label(before) + " -> " + split_label(l) + " layers for " +
+  Layout with_split_before = l;
+  with_split_before.copy_split(before);
+  if (!(with_split_before == l)) {
+    notes += "pipeline split " + split_or_even(before) + " -> " + split_or_even(l) + " for " +
              std::to_string(model.layers) + " layers on pp" + std::to_string(l.pp) + "; ";
   }
   // Keep the number of micro-batches per replica, so the pipeline schedule keeps its shape.

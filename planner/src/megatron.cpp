@@ -76,9 +76,7 @@ void add_layout(std::vector<std::string>& a, const Plan& p) {
   if (l.vpp > 1 && (l.first_stage_layers || l.last_stage_layers)) {
     add(a, "--num-virtual-stages-per-pipeline-rank", l.vpp);
   } else if (l.vpp > 1) {
-    // Layers per virtual stage (with the ends counted as layers, those slots included).
-    add(a, "--num-layers-per-virtual-pipeline-stage",
-        (p.model.layers + l.embedding_in_split + l.loss_in_split) / (l.pp * l.vpp));
+    add(a, "--num-layers-per-virtual-pipeline-stage", chunk_slots(p.model.layers, l));
   }
   if (p.model.is_moe()) {
     add(a, "--expert-model-parallel-size", l.ep);

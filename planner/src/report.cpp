@@ -18,10 +18,7 @@ std::string duration(Seconds s) {
 
 std::string layout_label(const Layout& l) {
   const char* recompute = l.recompute == Recompute::kFull ? "full" : l.recompute == Recompute::kSelective ? "sel" : "none";
-  std::string ends = l.first_stage_layers || l.last_stage_layers
-      ? printf_string(" ends%d/%d", l.first_stage_layers, l.last_stage_layers) : "";
-  if (l.embedding_in_split) ends += " +emb";
-  if (l.loss_in_split) ends += " +loss";
+  const std::string ends = l.even() ? "" : " " + split_label(l);
   // The expert TP only where it differs from the attention's (MoE parallel folding).
   const std::string ep = l.etp > 0 ? printf_string("ep%d etp%d", l.ep, l.etp) : printf_string("ep%d", l.ep);
   return printf_string("tp%d pp%d vpp%d %s dp%d mb%d %s%s%s%s", l.tp, l.pp, l.vpp, ep.c_str(), l.dp, l.micro_batch,

@@ -67,6 +67,12 @@ struct LayerRange {
   int count = 0;
 };
 int rank_layer_count(int layers, const Layout& layout, int rank);
+// Layers per model chunk of a split without first/last stage layers, the embedding and the loss
+// counted as layers where the layout counts them (what Megatron-LM calls layers per virtual stage).
+int chunk_slots(int layers, const Layout& layout);
+// The split as the layout tables and notes print it: "" when even, else "ends6/8" and/or
+// "+emb" "+loss".
+std::string split_label(const Layout& layout);
 LayerRange chunk_layers(int layers, const Layout& layout, int chunk);
 bool stages_fit(int layers, const Layout& layout);
 // The most balanced split of `layers` over pp ranks x vpp chunks with lighter ends: even when
