@@ -25,6 +25,9 @@ struct RunShape {
   // With it, each step and pass starts with the executor's speed probe, and each rank's compute
   // runs at speed(step, rank) of the truth profile's peaks.
   std::function<double(int step, int rank)> speed = nullptr;
+  // With it, every span carries its CPU time (cpu_s) and each rank runs share(step, rank) of the
+  // wall time of its passes, optimizer and step overhead: another process holds its core the rest.
+  std::function<double(int step, int rank)> share = nullptr;
 };
 
 // The speed probe's FLOPs and its rate at full speed in the synthetic traces.
@@ -78,12 +81,20 @@ std::string synthetic_trace(const std::string& name, const RunShape& shape, int 
       const double step_start = t;
       const CostModel at_rank_speed(model, run, at_speed(p, shape.speed ? shape.speed(step, rank) : 1.0));
       probe(w, step, rank, t);
+      const double share = shape.share ? shape.share(step, rank) : 1.0;
+      // A span's arguments, with its CPU time when the trace has CPU times.
+      const auto with_cpu = [&](json args, double cpu) {
+        if (shape.share) args["cpu_s"] = cpu;
+        return args;
+      };
       auto collective = [&](const std::string& category, const std::string& kind, double bytes, int size) {
         if (size < 2 || bytes <= 0) return;
         const double d = kind == "all_reduce" ? all_reduce_time(GroupSpan{size, size}, bytes, net)
                                               : all_to_all_time(GroupSpan{size, size}, bytes, net);
-        w.add(category, kind, rank, t, d, {{"step", step}, {"collective", kind}, {"bytes", bytes}, {"group_size", size}});
-        t += d;
+        // Gloo moves the bytes on the ranks' cores: at their share of them.
+        w.add(category, kind, rank, t, d / share,
+              with_cpu({{"step", step}, {"collective", kind}, {"bytes", bytes}, {"group_size", size}}, 0.0));
+        t += d / share;
       };
       const int layers = stage.dense_layers + stage.moe_layers;
       for (int micro = 0; micro < shape.micro_batches; ++micro) {
@@ -91,18 +102,19 @@ std::string synthetic_trace(const std::string& name, const RunShape& shape, int 
           probe(w, step, rank, t);
           const double start = t;
           const CostModel& c = at_rank_speed;
-          t += c.compute_seconds(pass == "forward" ? c.forward_work(stage, l) : c.backward_work(stage, l));
+          const double cpu = c.compute_seconds(pass == "forward" ? c.forward_work(stage, l) : c.backward_work(stage, l));
+          t += cpu / share;
           // Two all-reduces per layer and pass move what the model's four reduce-scatters move.
           for (int i = 0; i < 2 * layers; ++i) collective("tp", "all_reduce", cost.tp_collective_bytes(l), l.tp);
           for (int i = 0; i < 2 * stage.moe_layers; ++i) collective("ep", "all_to_all", cost.ep_payload_bytes(l), l.ep);
-          w.add("compute", pass, rank, start, t - start, {{"step", step}, {"pass", pass}, {"micro_batch", micro}});
+          w.add("compute", pass, rank, start, t - start, with_cpu({{"step", step}, {"pass", pass}, {"micro_batch", micro}}, cpu));
         }
       }
       collective("dp", "all_reduce", 4 * cost.dense_params_per_device(stage, l), l.dp);
       collective("dp", "all_reduce", 4 * cost.expert_params_per_device(stage, l), l.expert_dp());
       const double optimizer = cost.optimizer_seconds(stage, l);
-      w.add("compute", "optimizer", rank, t, optimizer, {{"step", step}, {"pass", "optimizer"}});
-      t += optimizer + p.overheads.per_step;
+      w.add("compute", "optimizer", rank, t, optimizer / share, with_cpu({{"step", step}, {"pass", "optimizer"}}, optimizer));
+      t += (optimizer + p.overheads.per_step) / share;
       w.add("step", "step", rank, step_start, t - step_start, {{"step", step}, {"micro_batches", shape.micro_batches}});
     }
   }
@@ -464,6 +476,72 @@ TEST(Calibrate, ProbesGiveEachStepsSpeedAndLeaveItsTime) {
   uncalibrated.reference_probe_rate = 2 * step.probe_rate;
   EXPECT_DOUBLE_EQ(machine_speed(uncalibrated, step.probe_rate), 0.5);
   EXPECT_NEAR(predicted_step(uncalibrated, run, step).compute, predicted_step(at_speed(truth(), 0.5), run, step).compute, 1e-12);
+}
+
+// Another process on a core takes time slices that a short probe seldom meets: the passes' CPU
+// times say how much of their wall time the rank ran. Fitted on CPU time, a run whose cores were
+// both shared half the time in its later steps still gives back the truth, and each step is
+// predicted at its measured share.
+TEST(Calibrate, CpuTimesTellASharedCoreFromTheEfficiencies) {
+  std::vector<TracedRun> runs = varied_runs();
+  const auto half_after_first = [](int step, int) { return step >= 2 ? 0.5 : 1.0; };
+  RunShape shared{layout(1, 1, 1, 2, 1), 256, 2, nullptr, half_after_first};
+  runs.front() = load_traced_run(synthetic_trace("dp-shared", shared, 4));
+  const auto whole = [](int, int) { return 1.0; };
+  runs.back() = load_traced_run(synthetic_trace("tp-timed", {layout(2, 1, 1, 1, 1), 512, 2, nullptr, whole}, 4));
+  const Calibration c = calibrate(testing::round_profile(), runs);
+  EXPECT_NEAR(find(c, "efficiency.matmul").after, 0.4, 0.01 * 0.4);
+  EXPECT_NEAR(find(c, "efficiency.attention").after, 0.3, 0.01 * 0.3);
+  const std::vector<MeasuredStep> steps = measured_steps(runs.front());
+  EXPECT_DOUBLE_EQ(steps[1].cpu_share, 1.0);
+  EXPECT_NEAR(steps[2].cpu_share, 0.5, 1e-9);
+  EXPECT_NEAR(step_time_error(c.after, runs.front()), 0.0, 0.01);
+  // The same spans without their CPU times: the shared core's time is taken for the device's.
+  for (TracedRun& run : runs) {
+    for (TraceSpan& span : run.spans) span.args.erase("cpu_s");
+  }
+  const Calibration blind = calibrate(testing::round_profile(), runs);
+  EXPECT_GT(step_time_error(blind.after, runs.front()), 0.1);
+}
+
+// Shares by hand: rank 0's pass ran 4 of its 10 ms, 2 ms of them in an all-to-all that waited 1 ms
+// for rank 1; rank 1 ran 6 of its 8 ms. Rank 1 is the stage's critical rank: rank 0 went at its pace.
+TEST(Calibrate, CpuSharesByHand) {
+  TracedRun run = load_traced_run(synthetic_trace("shares", {layout(1, 1, 2, 2, 1), 256, 1}, 1));
+  run.common_clock = true;  // the spans below share one time axis
+  run.spans.clear();
+  const json a2a = {{"step", 1}, {"collective", "all_to_all"}, {"bytes", 1e3}, {"group_size", 2}, {"cpu_s", 1e-4}};
+  run.spans.push_back({0, "compute", "forward", 0.0, 10e-3, {{"step", 1}, {"pass", "forward"}, {"cpu_s", 4e-3}}});
+  run.spans.push_back({0, "ep", "all_to_all", 2e-3, 2e-3, a2a});
+  run.spans.push_back({1, "compute", "forward", 0.0, 8e-3, {{"step", 1}, {"pass", "forward"}, {"cpu_s", 6e-3}}});
+  run.spans.push_back({1, "ep", "all_to_all", 3e-3, 1e-3, a2a});
+  for (int rank : {0, 1}) run.spans.push_back({rank, "step", "step", 0.0, 12e-3, {{"step", 1}, {"micro_batches", 1}}});
+  const auto shares = cpu_shares(run);
+  EXPECT_NEAR(shares.at({1, 0}).own, 3.9e-3 / 8e-3, 1e-12);
+  EXPECT_NEAR(shares.at({1, 0}).paced, 3.9e-3 / 9e-3, 1e-12);  // its 1 ms wait for rank 1 counts
+  EXPECT_NEAR(shares.at({1, 1}).own, 5.9e-3 / 7e-3, 1e-12);
+  EXPECT_NEAR(shares.at({1, 1}).paced, 5.9e-3 / 7e-3, 1e-12);
+  const MeasuredStep step = measured_steps(run).back();
+  EXPECT_NEAR(step.cpu_share, 5.9e-3 / 7e-3, 1e-12);
+  EXPECT_EQ(step.stage_cpu_shares.size(), 1u);
+  // A span without its CPU time leaves the rank's share unknown.
+  run.spans[2].args.erase("cpu_s");
+  EXPECT_EQ(cpu_shares(run).count({1, 1}), 0u);
+}
+
+// A share stretches everything the rank runs; a probe's speed only its compute.
+TEST(Calibrate, AtSpeedScalesWhatEachSlowdownSlows) {
+  HardwareProfile p = truth();
+  const HardwareProfile slowed = at_speed(p, 0.5, 0.25);
+  EXPECT_DOUBLE_EQ(slowed.device.peak_tflops.at("bf16"), p.device.peak_tflops.at("bf16") * 0.125);
+  EXPECT_DOUBLE_EQ(slowed.device.memory_bandwidth, p.device.memory_bandwidth * 0.25);
+  EXPECT_DOUBLE_EQ(slowed.overheads.per_layer_pass, p.overheads.per_layer_pass * 4);
+  EXPECT_DOUBLE_EQ(slowed.overheads.per_step, p.overheads.per_step * 4);
+  EXPECT_DOUBLE_EQ(slowed.node.intra_bandwidth, p.node.intra_bandwidth * 0.25);
+  EXPECT_DOUBLE_EQ(slowed.collectives.at(CollectiveAlgorithm::kRing).intra_node->latency, 4 * 4e-6);
+  const HardwareProfile probed = at_speed(p, 0.5);
+  EXPECT_DOUBLE_EQ(probed.device.memory_bandwidth, p.device.memory_bandwidth);
+  EXPECT_DOUBLE_EQ(probed.overheads.per_step, p.overheads.per_step);
 }
 
 }  // namespace flopwise

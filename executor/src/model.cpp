@@ -41,7 +41,7 @@ TraceRecorder*& collective_trace() {
 torch::Tensor exchange_rows(const torch::Tensor& input, c10d::ProcessGroup& group, const std::vector<int64_t>& send,
                             const std::vector<int64_t>& receive) {
   TraceRecorder* trace = collective_trace();
-  const double start = trace ? trace->now() : 0;
+  const TraceRecorder::Mark start = trace ? trace->mark() : TraceRecorder::Mark{};
   const int64_t rows = std::accumulate(receive.begin(), receive.end(), int64_t{0});
   torch::Tensor output = torch::empty({rows, input.size(1)}, input.options());
   torch::Tensor contiguous = input.contiguous();
@@ -79,7 +79,7 @@ struct AllToAllRows : torch::autograd::Function<AllToAllRows> {
 // Tensor-parallel all-reduce of activations (forward) or their gradients (backward).
 void all_reduce_sum(const c10::intrusive_ptr<c10d::ProcessGroup>& group, torch::Tensor& t) {
   TraceRecorder* trace = collective_trace();
-  const double start = trace ? trace->now() : 0;
+  const TraceRecorder::Mark start = trace ? trace->mark() : TraceRecorder::Mark{};
   std::vector<torch::Tensor> tensors{t};
   group->allreduce(tensors)->wait();
   if (trace) trace->record_collective("tp", "all_reduce", start, static_cast<double>(t.nbytes()), group->getSize());
@@ -242,8 +242,12 @@ void RouterImpl::update_statistics(const c10::intrusive_ptr<c10d::ProcessGroup>&
   torch::NoGradGuard no_grad;
   torch::Tensor packed = torch::cat({step_sum, step_sum_sq, step_count});
   if (group && group->getSize() > 1) {
+    // Traced: the step's first wait for the slowest DP peer happens here.
+    TraceRecorder* trace = collective_trace();
+    const TraceRecorder::Mark start = trace ? trace->mark() : TraceRecorder::Mark{};
     std::vector<torch::Tensor> tensors{packed};
     group->allreduce(tensors)->wait();
+    if (trace) trace->record_collective("dp", "all_reduce", start, static_cast<double>(packed.nbytes()), group->getSize());
   }
   const double count = packed[-1].item<double>();
   if (count > 0) {
@@ -307,7 +311,7 @@ torch::Tensor MoEImpl::forward(const torch::Tensor& x, RoutingContext& context) 
   if (context.ep_size == 1) {
     routed = experts->forward(rows, counts);
   } else {
-    const double start = context.trace ? context.trace->now() : 0;
+    const TraceRecorder::Mark start = context.trace ? context.trace->mark() : TraceRecorder::Mark{};
     const int ep = context.ep_size, local = local_experts;
     std::vector<int64_t> send(ep, 0);
     for (int e = 0; e < total_experts; ++e) send[e / local] += counts[e];

@@ -428,7 +428,7 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
     context.ep_group = groups_.ep;
     context.ep_size = l.ep;
     context.trace = &trace_;
-    const double compute_start = trace_.now();
+    const TraceRecorder::Mark compute_start = trace_.mark();
     f.output = stage_->forward(f.input, context);
     f.aux = context.aux_loss.defined() ? context.aux_loss : torch::zeros({});
     losses.aux += f.aux.item<double>() / m;
@@ -439,7 +439,7 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
       f.output = lm;
     }
     // A slowed pool's stage hands its activations on only after its padded time.
-    pad_compute(compute_start);
+    pad_compute(compute_start.wall_s);
     if (!last) {
       const torch::Tensor outgoing = f.output.detach().contiguous();
       keep_alive.push_back(outgoing);
@@ -453,7 +453,7 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
     probe_speed();
     InFlight f = in_flight.front();
     in_flight.pop_front();
-    double start = trace_.now();
+    TraceRecorder::Mark start = trace_.mark();
     // Each micro-batch weighs 1 / (micro-batches averaged together), times the ranks the
     // gradient sum is divided by: 1 / m when every rank trains m.
     const torch::Tensor scale = torch::full({}, static_cast<double>(share.averaged_ranks) / share.averaged);
@@ -463,15 +463,15 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
       torch::Tensor grad = torch::empty_like(f.output);
       std::vector<torch::Tensor> buffer{grad};
       groups_.world->recv(buffer, next, 2 * micro + 1)->wait();
-      trace_.record("pp", "recv gradients", start, {{"collective", "recv"}, {"bytes", static_cast<double>(grad.nbytes())}});
-      start = trace_.now();
+      trace_.record("pp", "recv gradients", start.wall_s, {{"collective", "recv"}, {"bytes", static_cast<double>(grad.nbytes())}});
+      start = trace_.mark();
       if (f.aux.requires_grad()) {
         torch::autograd::backward({f.output, f.aux}, {grad, scale});
       } else {
         torch::autograd::backward({f.output}, {grad});
       }
     }
-    pad_compute(start);
+    pad_compute(start.wall_s);
     if (!first) {
       const torch::Tensor outgoing = f.input.grad().contiguous();
       keep_alive.push_back(outgoing);
@@ -512,7 +512,7 @@ void Worker::synchronise_gradients() {
       return views;
     }());
     const Group& group = expert ? groups_.expert_dp : groups_.dp;
-    const double start = trace_.now();
+    const TraceRecorder::Mark start = trace_.mark();
     all_reduce(group, flat);
     if (group) trace_.record_collective("dp", "all_reduce", start, static_cast<double>(flat.nbytes()), group->getSize());
     if (across_pools && groups_.cross_pool) {
@@ -551,7 +551,7 @@ void Worker::optimizer_step(double lr, double clip_scale) {
   if (clip_scale < 1.0) {
     for (ParamInfo& p : params_) p.tensor.grad().mul_(clip_scale);
   }
-  const double start = trace_.now();
+  const TraceRecorder::Mark start = trace_.mark();
   optimizer_->step();
   trace_.record("compute", "optimizer", start, {{"pass", "optimizer"}});
   if (!setup_.layout.optimizer_sharding) return;
@@ -565,7 +565,7 @@ void Worker::optimizer_step(double lr, double clip_scale) {
     std::vector<torch::Tensor> tensors{params_[i].tensor.detach()};
     c10d::BroadcastOptions options;
     options.rootRank = static_cast<int>(i % size);
-    const double broadcast_start = trace_.now();
+    const TraceRecorder::Mark broadcast_start = trace_.mark();
     group->broadcast(tensors, options)->wait();
     trace_.record_collective("dp", "broadcast", broadcast_start, static_cast<double>(tensors[0].nbytes()), size);
   }
@@ -713,7 +713,7 @@ void Worker::probe_speed() {
   constexpr int n = 128;  // the width of the scaled-down models calibration trains
   torch::NoGradGuard no_grad;
   if (!probe_a_.defined()) probe_a_ = torch::randn({n, n}), probe_b_ = torch::randn({n, n});
-  const double start = trace_.now();
+  const TraceRecorder::Mark start = trace_.mark();
   torch::matmul(probe_a_, probe_b_);
   trace_.record(kProbeCategory, "speed probe", start, {{"flops", 2.0 * n * n * n}});
 }
@@ -721,7 +721,7 @@ void Worker::probe_speed() {
 StepReport Worker::train_step(double peak_flops) {
   const Layout& l = setup_.layout;
   const auto step_start = std::chrono::steady_clock::now();
-  const double step_trace_start = trace_.now();
+  const TraceRecorder::Mark step_trace_start = trace_.mark();
   trace_.set_step(state_.step);
   probe_speed();
   const BatchShare share = batch_share();

@@ -24,6 +24,7 @@ struct Sample {
   int step = 0;
   double expert_load = 1;  // the span's rank's expert rows over its EP group's mean in this step
   double speed = 1;        // its rank's machine speed in this step, relative to the fit's reference
+  double group_share = 1;  // the smallest share of a core any rank ran at in this step (cpu_shares)
 };
 
 std::set<int> kept_steps(const TracedRun& run) {
@@ -59,13 +60,19 @@ std::vector<Sample> fit_spans(const std::vector<TracedRun>& runs, const Hardware
     const std::vector<Seconds> waits = peer_waits(run);
     const std::map<std::pair<int, int>, double> loads = expert_loads(run);
     const std::map<std::pair<int, int>, FlopsPerSecond> rates = probe_rates(run);
+    std::map<int, double> step_shares;
+    for (const auto& [key, share] : cpu_shares(run)) {
+      const auto [it, fresh] = step_shares.try_emplace(key.first, share.own);
+      if (!fresh) it->second = std::min(it->second, share.own);
+    }
     for (size_t i = 0; i < run.spans.size(); ++i) {
       const int step = static_cast<int>(number_arg(run.spans[i], "step"));
       if (!kept.count(step)) continue;
       const auto load = loads.find({step, run.spans[i].rank});
       const auto rate = rates.find({step, run.spans[i].rank});
       samples.push_back({&run, &run.spans[i], waits[i], step, load != loads.end() ? load->second : 1.0,
-                         machine_speed(reference, rate != rates.end() ? rate->second : 0.0)});
+                         machine_speed(reference, rate != rates.end() ? rate->second : 0.0),
+                         step_shares.count(step) ? step_shares[step] : 1.0});
     }
   }
   return samples;
@@ -125,6 +132,14 @@ Seconds nested_comm(const TracedRun& run, const TraceSpan& pass) {
   return total;
 }
 
+// A pass's own time, its TP and EP collectives left out: the CPU time it ran where the trace has it
+// (on a core shared with other work the wall time also holds the other work's time slices), its
+// wall time otherwise.
+Seconds own_seconds(const TracedRun& run, const TraceSpan& pass) {
+  const Seconds cpu = pass_cpu_seconds(run, pass);
+  return cpu >= 0 ? cpu : pass.duration - nested_comm(run, pass);
+}
+
 // Compute passes: time = (matmul + n_half x matmul_per_row) / (peak e_mm) + attention / (peak e_att)
 // + layer_passes x overhead + memory-bound bytes / (bandwidth e_mem), linear in
 // theta = (1/e_mm, n_half/e_mm, 1/e_att, overhead). `shape` prices the memory-bound kernels,
@@ -155,8 +170,7 @@ FitGroup fit_compute(const HardwareProfile& profile, const HardwareProfile& shap
     rows.add(s, pass + " stage " + std::to_string(stage) + rank,
              {w.matmul / cost.matmul_peak(), w.attention / cost.attention_peak(), w.layer_passes,
               w.matmul_per_row / cost.matmul_peak()},
-             s.span->duration - nested_comm(run, *s.span) -
-                 w.memory_traffic / (shape.device.memory_bandwidth * shape.efficiency.memory));
+             own_seconds(run, *s.span) - w.memory_traffic / (shape.device.memory_bandwidth * shape.efficiency.memory));
   }
   const SolveResult r = solve(rows.system(), unknowns);
   return make_fit_group("compute passes", unknowns, r,
@@ -202,9 +216,11 @@ std::vector<FitGroup> fit_collectives(const HardwareProfile& profile, const std:
     if (nominal <= 0) continue;
     const AlphaBeta ab = alpha_beta(c, group.size);
     const double bytes = number_arg(*s.span, "bytes", 0);
-    // The transfer only: time spent waiting for the group's last member is the peers' compute.
+    // The transfer only: time spent waiting for the group's last member is the peers' compute. Gloo
+    // moves the bytes on the members' cores: on a shared core, at the slowest member's share.
     systems[{algorithm_of(c), intra}].add(s, s.span->category + " " + name + " " + std::to_string(bytes),
-                                          {ab.bytes_factor * bytes / nominal, ab.latency_steps}, s.span->duration - s.peer_wait);
+                                          {ab.bytes_factor * bytes / nominal, ab.latency_steps},
+                                          (s.span->duration - s.peer_wait) * s.group_share);
   }
   std::vector<FitGroup> groups;
   const Network defaults = Network::from(profile);
@@ -239,7 +255,7 @@ FitGroup fit_optimizer(const HardwareProfile& profile, const std::vector<Sample>
     const CostModel cost(run.model, run.run, as_run(profile, run));
     const int stage = RankGrid(run.layout, run.ranks_per_node).coords(s.span->rank).pp;
     rows.add(s, "optimizer stage " + std::to_string(stage),
-             {cost.optimizer_seconds_at_peak(stage_contents(run.model, run.layout)[stage], run.layout)}, s.span->duration);
+             {cost.optimizer_seconds_at_peak(stage_contents(run.model, run.layout)[stage], run.layout)}, own_seconds(run, *s.span));
   }
   const std::vector<Unknown> unknowns = {{"efficiency.memory", 1.0 / profile.efficiency.memory, 1.0, 1000.0}};
   return make_fit_group("optimizer", unknowns, solve(rows.system(), unknowns), {[](const std::vector<double>& t) { return 1.0 / t[0]; }},
@@ -251,7 +267,8 @@ FitGroup fit_step_overhead(const HardwareProfile& profile, const std::vector<Tra
   LinearSystem system;
   for (const TracedRun& run : runs) {
     for (const MeasuredStep& m : measured_steps(run)) {
-      if (!m.warmup && !m.outlier) system.add({1.0}, m.times.other);
+      // At its slowest rank's share of a core, as the prediction stretches it back (at_speed).
+      if (!m.warmup && !m.outlier) system.add({1.0}, m.times.other * m.cpu_share);
     }
   }
   const std::vector<Unknown> unknowns = {{"overheads.per_step", profile.overheads.per_step, 0.0, 1e4}};

@@ -146,12 +146,20 @@ void print_fit(std::ostream& out, const Calibration& c) {
 
 namespace {
 
-// ", machine at 0.55x": how fast the step's slowest core ran against the calibrated reference.
+// ", machine at 0.55x, 70% of a core": how fast the step's slowest stage's core ran against the
+// calibrated reference, and the share of it the stage ran at (cpu_shares).
 std::string speed_note(const HardwareProfile& calibrated, const MeasuredStep& m) {
-  if (calibrated.reference_probe_rate <= 0 || m.probe_rate <= 0) return "";
+  std::string note;
   char text[48];
-  std::snprintf(text, sizeof text, ", machine at %.2fx", machine_speed(calibrated, m.probe_rate));
-  return text;
+  if (calibrated.reference_probe_rate > 0 && m.probe_rate > 0) {
+    std::snprintf(text, sizeof text, ", machine at %.2fx", machine_speed(calibrated, m.probe_rate));
+    note += text;
+  }
+  if (!m.stage_cpu_shares.empty() && m.cpu_share < 0.995) {
+    std::snprintf(text, sizeof text, ", %.0f%% of a core", 100 * m.cpu_share);
+    note += text;
+  }
+  return note;
 }
 
 }  // namespace

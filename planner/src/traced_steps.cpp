@@ -4,6 +4,7 @@
 #include <cmath>
 #include <map>
 #include <numeric>
+#include <set>
 #include <tuple>
 
 #include "flopwise/error.hpp"
@@ -68,7 +69,10 @@ std::map<std::pair<int, int>, FlopsPerSecond> probe_rates(const TracedRun& run) 
   for (const TraceSpan& s : run.spans) {
     if (s.category != kProbeCategory || number_arg(s, "flops") <= 0 || s.duration <= 0) continue;
     flops = number_arg(s, "flops");
-    seconds[{static_cast<int>(number_arg(s, "step")), s.rank}].push_back(s.duration);
+    // Its CPU time where the trace has it: how fast the core ran while it ran the probe, apart from
+    // the time slices another process took (cpu_shares).
+    const Seconds cpu = number_arg(s, "cpu_s", -1);
+    seconds[{static_cast<int>(number_arg(s, "step")), s.rank}].push_back(cpu > 0 ? cpu : s.duration);
   }
   // The step's work runs at the mean of its probes' speeds over time; the slowest and the fastest
   // probe are dropped first, so that one preempted probe does not count.
@@ -86,10 +90,77 @@ double machine_speed(const HardwareProfile& profile, FlopsPerSecond probe_rate) 
   return profile.reference_probe_rate > 0 && probe_rate > 0 ? probe_rate / profile.reference_probe_rate : 1.0;
 }
 
-HardwareProfile at_speed(const HardwareProfile& profile, double speed) {
+HardwareProfile at_speed(const HardwareProfile& profile, double speed, double share) {
   HardwareProfile p = profile;
-  for (auto& [dtype, tflops] : p.device.peak_tflops) tflops *= speed;
+  for (auto& [dtype, tflops] : p.device.peak_tflops) tflops *= speed * share;
+  p.device.memory_bandwidth *= share;
+  p.overheads.per_layer_pass /= share;
+  p.overheads.per_step /= share;
+  // Gloo moves a collective's bytes on the ranks' own cores.
+  p.node.intra_bandwidth *= share;
+  p.cluster.inter_bandwidth *= share;
+  p.node.intra_latency /= share;
+  p.cluster.inter_latency /= share;
+  for (auto& [algorithm, figures] : p.collectives) {
+    if (figures.intra_node) figures.intra_node->latency /= share;
+    if (figures.inter_node) figures.inter_node->latency /= share;
+  }
   return p;
+}
+
+namespace {
+
+bool nested_in(const TraceSpan& inner, const TraceSpan& outer) {
+  return inner.rank == outer.rank && inner.start >= outer.start && inner.start + inner.duration <= outer.start + outer.duration;
+}
+
+bool is_pass(const TraceSpan& s) {
+  const std::string pass = text_arg(s, "pass");
+  return s.category == "compute" && (pass == "forward" || pass == "backward");
+}
+
+// A span's wall and CPU time with the TP and EP collectives inside it taken out; cpu < 0 when a
+// span lacks its CPU time.
+std::pair<Seconds, Seconds> own_wall_and_cpu(const TracedRun& run, const TraceSpan& pass) {
+  Seconds wall = pass.duration, cpu = number_arg(pass, "cpu_s", -1);
+  if (cpu < 0) return {wall, -1};
+  for (const TraceSpan& s : run.spans) {
+    if ((s.category != "tp" && s.category != "ep") || !nested_in(s, pass)) continue;
+    const Seconds inner = number_arg(s, "cpu_s", -1);
+    if (inner < 0) return {wall, -1};
+    wall -= s.duration;
+    cpu -= inner;
+  }
+  return {wall, cpu};
+}
+
+}  // namespace
+
+Seconds pass_cpu_seconds(const TracedRun& run, const TraceSpan& pass) { return own_wall_and_cpu(run, pass).second; }
+
+std::map<std::pair<int, int>, CoreShare> cpu_shares(const TracedRun& run) {
+  struct Sums {
+    Seconds wall = 0, cpu = 0, waits = 0;
+    bool complete = true;
+  };
+  std::map<std::pair<int, int>, Sums> sums;
+  const std::vector<Seconds> waits = peer_waits(run);
+  for (size_t i = 0; i < run.spans.size(); ++i) {
+    const TraceSpan& s = run.spans[i];
+    Sums& sum = sums[{static_cast<int>(number_arg(s, "step")), s.rank}];
+    sum.waits += waits[i];
+    if (!is_pass(s)) continue;
+    const auto [wall, cpu] = own_wall_and_cpu(run, s);
+    sum.complete = sum.complete && cpu >= 0;
+    sum.wall += wall;
+    sum.cpu += std::max(0.0, cpu);
+  }
+  std::map<std::pair<int, int>, CoreShare> shares;
+  for (const auto& [key, sum] : sums) {
+    if (!sum.complete || sum.wall <= 0 || sum.cpu <= 0) continue;
+    shares[key] = {std::min(1.0, sum.cpu / sum.wall), std::min(1.0, sum.cpu / (sum.wall + sum.waits))};
+  }
+  return shares;
 }
 
 namespace {
@@ -190,14 +261,32 @@ std::vector<MeasuredStep> measured_steps(const TracedRun& run) {
   }
   std::map<int, double> skews;  // the busiest rank's load in each step
   for (const auto& [key, load] : expert_loads(run)) skews[key.first] = std::max(skews[key.first], load);
-  // A step waits for its slowest core; each pipeline stage for its own slowest.
-  std::map<int, std::vector<FlopsPerSecond>> stage_rates;
+  // Each pipeline stage runs at the pace of its critical rank: the one that waited least for its
+  // peers for its work (the highest probe rate x paced share of a core); the ranks synchronised with
+  // it ran at its pace, waits included. The step waits for its slowest stage.
+  const std::map<std::pair<int, int>, FlopsPerSecond> rates = probe_rates(run);
+  const std::map<std::pair<int, int>, CoreShare> shares = cpu_shares(run);
+  std::set<std::pair<int, int>> ranks;
+  for (const auto& [key, rate] : rates) ranks.insert(key);
+  for (const auto& [key, share] : shares) ranks.insert(key);
+  struct Pace {
+    FlopsPerSecond rate = 0;
+    double share = 1;
+    bool set = false, timed = true;  // timed: every rank so far had CPU times
+  };
+  const auto pace = [](const Pace& p) { return (p.rate > 0 ? p.rate : 1.0) * p.share; };
+  std::map<int, std::vector<Pace>> stage_paces;
   const RankGrid grid(run.layout, run.ranks_per_node);
-  for (const auto& [key, rate] : probe_rates(run)) {
-    std::vector<FlopsPerSecond>& stages = stage_rates[key.first];
-    stages.resize(run.layout.pp, 0);
-    FlopsPerSecond& r = stages[grid.coords(key.second).pp];
-    r = r > 0 ? std::min(r, rate) : rate;
+  for (const auto& key : ranks) {
+    const bool timed = shares.count(key) > 0;
+    const Pace own{rates.count(key) ? rates.at(key) : 0.0, timed ? shares.at(key).paced : 1.0, true, timed};
+    std::vector<Pace>& stages = stage_paces[key.first];
+    stages.resize(run.layout.pp);
+    Pace& critical = stages[grid.coords(key.second).pp];
+    // Without CPU times the waits say nothing of the pace: the slowest probe paces the stage.
+    const bool replace = !critical.set ||
+                         (critical.timed && timed ? pace(own) > pace(critical) : pace(own) < pace(critical));
+    if (replace) critical = Pace{own.rate, own.share, true, critical.set ? critical.timed && timed : timed};
   }
   std::map<int, MeasuredStep> steps;
   for (auto& [key, t] : by) {
@@ -211,10 +300,14 @@ std::vector<MeasuredStep> measured_steps(const TracedRun& run) {
     if (m.times.step == 0 || busy > m.times.compute + m.times.tp + m.times.ep) {
       m = MeasuredStep{step, micro_batches[key], rank, false, false, t};
       if (skews.count(step)) m.routing_skew = std::max(1.0, skews[step]);
-      m.stage_probe_rates = stage_rates[step];
-      for (FlopsPerSecond r : m.stage_probe_rates) {
-        if (r > 0 && (m.probe_rate == 0 || r < m.probe_rate)) m.probe_rate = r;
+      const std::vector<Pace>& paces = stage_paces[step];
+      const Pace* slowest = nullptr;
+      for (const Pace& p : paces) {
+        m.stage_probe_rates.push_back(p.rate);
+        m.stage_cpu_shares.push_back(p.share);
+        if (p.set && (!slowest || pace(p) < pace(*slowest))) slowest = &p;
       }
+      if (slowest) m.probe_rate = slowest->rate, m.cpu_share = slowest->share;
     }
   }
   std::vector<MeasuredStep> result;
@@ -241,12 +334,17 @@ namespace {
 StepCost step_at_stage_speeds(const HardwareProfile& profile, const TracedRun& run, const MeasuredStep& step) {
   const HardwareProfile machine = as_run(profile, run);
   const TrainingRun as_ran = step_run(run, step);
-  const CostModel slowest(run.model, as_ran, at_speed(machine, machine_speed(profile, step.probe_rate)));
+  const CostModel slowest(run.model, as_ran,
+                          at_speed(machine, machine_speed(profile, step.probe_rate), step.cpu_share));
   const std::vector<StageContents> stages = stage_contents(run.model, run.layout);
-  if (step.stage_probe_rates.size() != stages.size() || stages.size() < 2) return slowest.evaluate(run.layout, stages);
+  if (stages.size() < 2) return slowest.evaluate(run.layout, stages);
+  const size_t pp = stages.size();
+  const bool rates = step.stage_probe_rates.size() == pp, shares = step.stage_cpu_shares.size() == pp;
+  if (!rates && !shares) return slowest.evaluate(run.layout, stages);
   std::vector<CostModel::RankTime> times;
   for (size_t r = 0; r < stages.size(); ++r) {
-    const CostModel own(run.model, as_ran, at_speed(machine, machine_speed(profile, step.stage_probe_rates[r])));
+    const double speed = machine_speed(profile, rates ? step.stage_probe_rates[r] : step.probe_rate);
+    const CostModel own(run.model, as_ran, at_speed(machine, speed, shares ? step.stage_cpu_shares[r] : step.cpu_share));
     times.push_back(own.micro_batch_time(stages[r], run.layout));
   }
   return slowest.evaluate(run.layout, stages, times);

@@ -41,6 +41,10 @@ struct MeasuredStep {
   // The same per pipeline stage (its slowest rank): a pipeline's stages may run on cores of
   // different speeds, and its bubble follows each stage's own.
   std::vector<FlopsPerSecond> stage_probe_rates;
+  // The paced share of a core (cpu_shares) of each pipeline stage's critical rank, and of the
+  // slowest stage's (1 when the trace has no CPU times).
+  double cpu_share = 1;
+  std::vector<double> stage_cpu_shares;
 };
 inline constexpr double kOutlierFactor = 1.5;
 std::vector<MeasuredStep> measured_steps(const TracedRun& run);
@@ -54,9 +58,23 @@ std::map<std::pair<int, int>, FlopsPerSecond> probe_rates(const TracedRun& run);
 // How fast the machine ran, relative to the speed `profile` was calibrated at: a probe rate over
 // the profile's reference rate; 1 when either is missing.
 double machine_speed(const HardwareProfile& profile, FlopsPerSecond probe_rate);
+// Per (step, rank): the share of its core a rank ran at in its compute passes, their CPU time over
+// their wall time, the TP and EP transfers inside them left out (the rank waits there rather than
+// runs). Another process on a core takes time slices of milliseconds, which a short speed probe
+// seldom meets; this sees them. `paced` also counts the rank's waits for its peers in the step (TP,
+// EP and DP): a rank synchronised with a slowed one runs at its pace. Absent for spans without CPU
+// times (older traces).
+struct CoreShare {
+  double own = 1, paced = 1;
+};
+std::map<std::pair<int, int>, CoreShare> cpu_shares(const TracedRun& run);
+// A compute pass's own CPU time (its collectives' left out); negative when the trace has none.
+Seconds pass_cpu_seconds(const TracedRun& run, const TraceSpan& pass);
 // The profile with its compute peaks scaled by `speed` (memory and links as they are: a busy
-// neighbour on the core slows a matmul about 2x and a memory copy about 1.25x on this project's VMs).
-HardwareProfile at_speed(const HardwareProfile& profile, double speed);
+// neighbour on the core slows a matmul about 2x and a memory copy about 1.25x on this project's VMs),
+// and everything the rank itself runs (compute, memory-bound kernels, per-pass and per-step
+// overheads) stretched by a core shared at `share`.
+HardwareProfile at_speed(const HardwareProfile& profile, double speed, double share = 1.0);
 
 // The cost model's figures for one step of the traced run (its micro-batches per replica and its
 // routing skew) on `profile`, with the node size set to the ranks the run had per node and the

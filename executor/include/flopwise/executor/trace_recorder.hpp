@@ -1,6 +1,8 @@
 #pragma once
 // Measured spans of one rank, in the core's trace shape (written by the core's write_trace) so that
 // predicted and measured timelines open side by side, with the sizes `flopwise calibrate` fits to.
+#include <time.h>
+
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -10,20 +12,41 @@
 
 namespace flopwise::executor {
 
+// CPU time this thread has run: a span's share of its wall time tells a core shared with other
+// work (time slices of milliseconds, which a short speed probe seldom meets) from a slow one.
+inline double thread_cpu_seconds() {
+  timespec t{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
 class TraceRecorder {
  public:
+  // A span's start on both clocks.
+  struct Mark {
+    double wall_s = 0;
+    double cpu_s = 0;
+  };
   TraceRecorder(bool enabled, int rank) : enabled_(enabled), rank_(rank), origin_(std::chrono::steady_clock::now()) {}
   double now() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - origin_).count(); }
+  Mark mark() const { return {now(), thread_cpu_seconds()}; }
   // A span from `start_s` to now; args say what it did (pass, collective, bytes, group_size) and its step.
   void record(const std::string& category, const std::string& name, double start_s, nlohmann::json args = nlohmann::json::object()) {
     if (!enabled_) return;
     args["step"] = step_;
     spans_.push_back({rank_, category, name, start_s, now() - start_s, std::move(args)});
   }
+  // A span from `start`, with the CPU time this thread ran in it (`cpu_s`).
+  void record(const std::string& category, const std::string& name, const Mark& start,
+              nlohmann::json args = nlohmann::json::object()) {
+    if (!enabled_) return;
+    args["cpu_s"] = thread_cpu_seconds() - start.cpu_s;
+    record(category, name, start.wall_s, std::move(args));
+  }
   // A collective of `bytes` (this rank's larger side) over `group_size` ranks.
-  void record_collective(const std::string& category, const std::string& collective, double start_s, double bytes,
+  void record_collective(const std::string& category, const std::string& collective, const Mark& start, double bytes,
                          int group_size) {
-    record(category, collective, start_s, {{"collective", collective}, {"bytes", bytes}, {"group_size", group_size}});
+    record(category, collective, start, {{"collective", collective}, {"bytes", bytes}, {"group_size", group_size}});
   }
   // A span measured elsewhere (another thread), from `start` for `seconds`.
   void record_at(const std::string& category, const std::string& name, std::chrono::steady_clock::time_point start,
