@@ -544,4 +544,22 @@ TEST(Calibrate, AtSpeedScalesWhatEachSlowdownSlows) {
   EXPECT_DOUBLE_EQ(probed.overheads.per_step, p.overheads.per_step);
 }
 
+// Runs without all-to-alls leave its figures to the link: it takes the ring's fitted ones (the same
+// transport carries it), unless the profile has its own.
+TEST(Calibrate, ACollectiveWithoutFiguresTakesTheRingsFitted) {
+  const std::vector<TracedRun> dp_only = {load_traced_run(synthetic_trace("dp-ring", {layout(1, 1, 1, 2, 1), 256, 2})),
+                                          load_traced_run(synthetic_trace("dp-ring-long", {layout(1, 1, 1, 2, 1), 1024, 2}))};
+  const Calibration c = calibrate(testing::round_profile(), dp_only);
+  const LinkFigures& ring = *c.after.collectives.at(CollectiveAlgorithm::kRing).intra_node;
+  EXPECT_NEAR(ring.latency, 4e-6, 1e-9);
+  for (CollectiveAlgorithm other : {CollectiveAlgorithm::kAllToAll, CollectiveAlgorithm::kSendRecv}) {
+    const LinkFigures& inherited = *c.after.collectives.at(other).intra_node;
+    EXPECT_DOUBLE_EQ(inherited.latency, ring.latency);
+    EXPECT_DOUBLE_EQ(inherited.efficiency, ring.efficiency);
+    EXPECT_FALSE(c.after.collectives.at(other).inter_node);  // no ring fitted across nodes
+  }
+  const Calibration own = calibrate(truth(), dp_only);
+  EXPECT_DOUBLE_EQ(own.after.collectives.at(CollectiveAlgorithm::kAllToAll).intra_node->latency, 7e-6);
+}
+
 }  // namespace flopwise
