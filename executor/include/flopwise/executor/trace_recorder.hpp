@@ -13,7 +13,8 @@
 namespace flopwise::executor {
 
 // CPU time this thread has run: a span's share of its wall time tells a core shared with other
-// work (time slices of milliseconds, which a short speed probe seldom meets) from a slow one.
+// work (time slices of milliseconds, which a short speed probe seldom meets) from a slow one. It
+// means that only while the rank computes on its CPU: a GPU path must not record it.
 inline double thread_cpu_seconds() {
   timespec t{};
   ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
