@@ -161,7 +161,7 @@ class Worker {
     int averaged_ranks = 0;  // DP coordinates whose gradients are averaged together
   };
   BatchShare batch_share() const;
-  void pad_compute(double start);
+  void pad_compute(TraceRecorder::Mark& start);
   std::string outer_sync();
   double replica_spread();
   torch::Tensor micro_batch_tokens(const std::vector<uint64_t>& positions, int micro, bool bad);
@@ -367,12 +367,16 @@ Worker::BatchShare Worker::batch_share() const {
   return b;
 }
 
-// A slower pool's device: its compute takes `slowdown` times as long (the rest is padding).
-void Worker::pad_compute(double start) {
+// A slower pool's device: its compute takes `slowdown` times as long (the rest is padding). The
+// padding stands for that device's compute, so the span counts it as CPU time the rank ran:
+// `start` moves back by it on the CPU clock.
+void Worker::pad_compute(TraceRecorder::Mark& start) {
   if (!setup_.mixed) return;
   const double factor = setup_.mixed->pools.at(pool_).slowdown;
   if (factor <= 1) return;
-  std::this_thread::sleep_for(std::chrono::duration<double>((factor - 1) * (trace_.now() - start)));
+  const double padding = (factor - 1) * (trace_.now() - start.wall_s);
+  std::this_thread::sleep_for(std::chrono::duration<double>(padding));
+  start.cpu_s -= padding;
 }
 
 // Micro-batch `micro` of this DP rank: global sample rows (micro-batches of the DP ranks before it + micro) x mb ...
@@ -428,7 +432,7 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
     context.ep_group = groups_.ep;
     context.ep_size = l.ep;
     context.trace = &trace_;
-    const TraceRecorder::Mark compute_start = trace_.mark();
+    TraceRecorder::Mark compute_start = trace_.mark();
     f.output = stage_->forward(f.input, context);
     f.aux = context.aux_loss.defined() ? context.aux_loss : torch::zeros({});
     losses.aux += f.aux.item<double>() / m;
@@ -439,7 +443,7 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
       f.output = lm;
     }
     // A slowed pool's stage hands its activations on only after its padded time.
-    pad_compute(compute_start.wall_s);
+    pad_compute(compute_start);
     if (!last) {
       const torch::Tensor outgoing = f.output.detach().contiguous();
       keep_alive.push_back(outgoing);
@@ -471,7 +475,7 @@ Worker::StepLosses Worker::forward_backward(const std::vector<uint64_t>& positio
         torch::autograd::backward({f.output}, {grad});
       }
     }
-    pad_compute(start.wall_s);
+    pad_compute(start);
     if (!first) {
       const torch::Tensor outgoing = f.input.grad().contiguous();
       keep_alive.push_back(outgoing);
