@@ -10,7 +10,7 @@ namespace flopwise {
 
 TEST(Validation, ShippedRunsCarryTheirSources) {
   const std::vector<PublishedRun> runs = shipped_published_runs();
-  ASSERT_EQ(runs.size(), 30u);
+  ASSERT_EQ(runs.size(), 33u);
   for (const PublishedRun& r : runs) {
     const bool h100 = r.profile == "h100-sxm", fp8 = r.run.precision == Precision::kFp8;
     const bool bridge = r.name.rfind("bridge ", 0) == 0;
@@ -21,6 +21,10 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
   // NeMo's LLAMA2-70B row: 128 x 4,096 tokens at 1,707 tokens/s on each of 64 GPUs.
   EXPECT_NEAR(runs[14].measured_step_s, 128 * 4096 / (1707.0 * 64), 1e-4);
   EXPECT_EQ(runs[14].run.precision, Precision::kFp8);
+  // Nemotron-340B: 32 x 4,096 tokens at 322 tokens/s on each of 128 GPUs; 8 query groups.
+  ASSERT_EQ(runs[17].name, "nemo nemotron-340B");
+  EXPECT_NEAR(runs[17].measured_step_s, 32 * 4096 / (322.0 * 128), 1e-4);
+  EXPECT_EQ(runs[17].model.kv_heads, 8);
   // 22B: GELU MLP of 24,576 as a SwiGLU of 2/3 the width, heads of 6144 / 64.
   EXPECT_EQ(runs[0].model.dense_ffn, 16384);
   EXPECT_EQ(runs[0].model.head_dim, 96);
@@ -31,19 +35,19 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
   EXPECT_EQ(runs[0].run.attention, AttentionKernel::kUnfused);
   // Megatron-Core's 1.7B row: 192 x 4,096 tokens, 12 x 192 x 4,096 x 24 x 2,048^2 x (2 + 2 + 4 +
   // 131,072 / (2 x 24 x 2,048)) FLOPs by Megatron's count, at 408.8 TFLOP/s on each of 48 GPUs.
-  EXPECT_EQ(runs[15].name, "mcore 1.7B");
+  EXPECT_EQ(runs[18].name, "mcore 1.7B");
   const double flops = 12.0 * 192 * 4096 * 24 * 2048.0 * 2048 * (8 + 131072.0 / (2 * 24 * 2048));
-  EXPECT_NEAR(runs[15].measured_step_s, flops / (408.8e12 * 48), 1e-4);
-  EXPECT_EQ(runs[15].run.precision, Precision::kBf16);
-  EXPECT_EQ(runs[15].run.attention, AttentionKernel::kFused);
+  EXPECT_NEAR(runs[18].measured_step_s, flops / (408.8e12 * 48), 1e-4);
+  EXPECT_EQ(runs[18].run.precision, Precision::kBf16);
+  EXPECT_EQ(runs[18].run.attention, AttentionKernel::kFused);
   // Megatron-Bridge's Qwen3-30B-A3B row: 512 x 4,096 tokens at 5,275 tokens/s on each of 16 GPUs,
   // 128 experts of which each token meets 8, attention 32 heads of 128 on a hidden size of 2,048.
-  EXPECT_EQ(runs[26].name, "bridge qwen3-30B b512");
-  EXPECT_NEAR(runs[26].measured_step_s, 512 * 4096 / (5275.0 * 16), 1e-4);
-  EXPECT_TRUE(runs[26].model.is_moe());
-  EXPECT_EQ(runs[26].model.heads * runs[26].model.head_dim, 4096);
-  EXPECT_EQ(runs[26].layout.ep, 8);
-  EXPECT_EQ(runs[26].layout.devices(), 16);
+  EXPECT_EQ(runs[29].name, "bridge qwen3-30B b512");
+  EXPECT_NEAR(runs[29].measured_step_s, 512 * 4096 / (5275.0 * 16), 1e-4);
+  EXPECT_TRUE(runs[29].model.is_moe());
+  EXPECT_EQ(runs[29].model.heads * runs[29].model.head_dim, 4096);
+  EXPECT_EQ(runs[29].layout.ep, 8);
+  EXPECT_EQ(runs[29].layout.devices(), 16);
 }
 
 // The bounds this project's cost model reaches today, per part of the shipped set. Korthikanti's
@@ -54,7 +58,9 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // NeMo's H100 fp8 rows: mean 12.8%, worst 18.2% with the fused attention at cuDNN's published
 // causal rate (13.5% / 18.9% at the former assumed 0.50); with fp8 GEMMs at their own measured efficiency
 // and the fused attention backward at 2.5 forwards (20.2% / 25.3% before; 30.4% / 33.0% before
-// the epilogues; 37.5% / 40.3% before fp8 quantization traffic and the bf16 LM head).
+// the epilogues; 37.5% / 40.3% before fp8 quantization traffic and the bf16 LM head). Its three
+// Nemotron rows, added after the model was set (held out from every choice above), come out
+// 16.3% / 20.0%, fast like the rest: with them the table is 13.9% / 20.0%.
 // Megatron-Core's H100 bf16 rows: mean 13.3%, worst 24.7% (13.7% / 25.7% at attention 0.50; 13.3%
 // before the unequal-stage bubble;
 // 13.8% / 27.2% before the attention backward).
@@ -67,7 +73,7 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // improves it should tighten these bounds.
 TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
   const Validation v = validate_runs(shipped_published_runs());
-  ASSERT_EQ(v.rows.size(), 30u);
+  ASSERT_EQ(v.rows.size(), 33u);
   // Mean and worst error of the rows whose source names `table` and whose name holds `model`.
   auto bounds_of = [&](const std::string& table, const std::string& model) {
     double mean = 0, worst = 0, rows = 0;
@@ -85,7 +91,8 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
     const char* model;
     double mean, worst;
   };
-  for (const Bound& b : {Bound{"Table 5", "", 0.056, 0.113}, Bound{"NeMo 24.07", "", 0.129, 0.183},
+  for (const Bound& b : {Bound{"Table 5", "", 0.056, 0.113}, Bound{"NeMo 24.07", "", 0.139, 0.201},
+                         Bound{"NeMo 24.07", "nemotron", 0.163, 0.201},
                          Bound{"Megatron-Core r0.8.0", "", 0.134, 0.248},
                          Bound{"Megatron-Bridge", "llama3-70B", 0.066, 0.067},
                          Bound{"Megatron-Bridge", "qwen3-30B", 0.637, 0.638},
