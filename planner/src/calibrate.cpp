@@ -123,22 +123,26 @@ std::vector<std::string> outlier_steps(const std::vector<TracedRun>& runs) {
   return dropped;
 }
 
-// Nested TP/EP time inside each pass span, by (run, rank).
-Seconds nested_comm(const TracedRun& run, const TraceSpan& pass) {
-  Seconds total = 0;
-  for (const TraceSpan& s : run.spans) {
-    if ((s.category == "tp" || s.category == "ep") && in_span(s, pass)) total += s.duration;
-  }
-  return total;
-}
-
 // A pass's own time, its TP and EP collectives left out: the CPU time it ran where the trace has it
 // (on a core shared with other work the wall time also holds the other work's time slices), its
 // wall time otherwise.
-Seconds own_seconds(const TracedRun& run, const TraceSpan& pass) {
-  const Seconds cpu = pass_cpu_seconds(run, pass);
-  return cpu >= 0 ? cpu : pass.duration - nested_comm(run, pass);
+Seconds own_seconds(const PassCollectives& nested, const TraceSpan& pass) {
+  const PassTime own = own_pass_time(nested, pass);
+  return own.cpu >= 0 ? own.cpu : own.wall;
 }
+
+// Each run's index of the collectives inside its passes, built once.
+class NestedByRun {
+ public:
+  const PassCollectives& of(const TracedRun& run) {
+    auto it = index_.find(&run);
+    if (it == index_.end()) it = index_.emplace(&run, PassCollectives(run)).first;
+    return it->second;
+  }
+
+ private:
+  std::map<const TracedRun*, PassCollectives> index_;
+};
 
 // Compute passes: time = (matmul + n_half x matmul_per_row) / (peak e_mm) + attention / (peak e_att)
 // + layer_passes x overhead + memory-bound bytes / (bandwidth e_mem), linear in
@@ -153,6 +157,7 @@ FitGroup fit_compute(const HardwareProfile& profile, const HardwareProfile& shap
       {"efficiency.matmul_half_rows", e.matmul_half_rows / e.matmul, 0.0, 1e12},
   };
   MedianRows rows;
+  NestedByRun nested;
   for (const Sample& s : samples) {
     const std::string pass = text_arg(*s.span, "pass");
     if (s.span->category != "compute" || (pass != "forward" && pass != "backward")) continue;
@@ -170,7 +175,7 @@ FitGroup fit_compute(const HardwareProfile& profile, const HardwareProfile& shap
     rows.add(s, pass + " stage " + std::to_string(stage) + rank,
              {w.matmul / cost.matmul_peak(), w.attention / cost.attention_peak(), w.layer_passes,
               w.matmul_per_row / cost.matmul_peak()},
-             own_seconds(run, *s.span) - w.memory_traffic / (shape.device.memory_bandwidth * shape.efficiency.memory));
+             own_seconds(nested.of(run), *s.span) - w.memory_traffic / (shape.device.memory_bandwidth * shape.efficiency.memory));
   }
   const SolveResult r = solve(rows.system(), unknowns);
   return make_fit_group("compute passes", unknowns, r,
@@ -270,13 +275,14 @@ std::vector<FitGroup> fit_collectives(const HardwareProfile& profile, const std:
 // Optimizer: time = traffic / (memory bandwidth e_mem), theta = 1/e_mem.
 FitGroup fit_optimizer(const HardwareProfile& profile, const std::vector<Sample>& samples) {
   MedianRows rows;
+  NestedByRun nested;
   for (const Sample& s : samples) {
     if (s.span->category != "compute" || text_arg(*s.span, "pass") != "optimizer") continue;
     const TracedRun& run = *s.run;
     const CostModel cost(run.model, run.run, as_run(profile, run));
     const int stage = RankGrid(run.layout, run.ranks_per_node).coords(s.span->rank).pp;
     rows.add(s, "optimizer stage " + std::to_string(stage),
-             {cost.optimizer_seconds_at_peak(stage_contents(run.model, run.layout)[stage], run.layout)}, own_seconds(run, *s.span));
+             {cost.optimizer_seconds_at_peak(stage_contents(run.model, run.layout)[stage], run.layout)}, own_seconds(nested.of(run), *s.span));
   }
   const std::vector<Unknown> unknowns = {{"efficiency.memory", 1.0 / profile.efficiency.memory, 1.0, 1000.0}};
   return make_fit_group("optimizer", unknowns, solve(rows.system(), unknowns), {[](const std::vector<double>& t) { return 1.0 / t[0]; }},

@@ -110,33 +110,42 @@ HardwareProfile at_speed(const HardwareProfile& profile, double speed, double sh
 
 namespace {
 
-bool nested_in(const TraceSpan& inner, const TraceSpan& outer) {
-  return inner.rank == outer.rank && inner.start >= outer.start && inner.start + inner.duration <= outer.start + outer.duration;
-}
-
 bool is_pass(const TraceSpan& s) {
   const std::string pass = text_arg(s, "pass");
   return s.category == "compute" && (pass == "forward" || pass == "backward");
 }
 
-// A span's wall and CPU time with the TP and EP collectives inside it taken out; cpu < 0 when a
-// span lacks its CPU time.
-std::pair<Seconds, Seconds> own_wall_and_cpu(const TracedRun& run, const TraceSpan& pass) {
-  Seconds wall = pass.duration, cpu = number_arg(pass, "cpu_s", -1);
-  if (cpu < 0) return {wall, -1};
-  for (const TraceSpan& s : run.spans) {
-    if ((s.category != "tp" && s.category != "ep") || !nested_in(s, pass)) continue;
-    const Seconds inner = number_arg(s, "cpu_s", -1);
-    if (inner < 0) return {wall, -1};
-    wall -= s.duration;
-    cpu -= inner;
-  }
-  return {wall, cpu};
-}
-
 }  // namespace
 
-Seconds pass_cpu_seconds(const TracedRun& run, const TraceSpan& pass) { return own_wall_and_cpu(run, pass).second; }
+PassCollectives::PassCollectives(const TracedRun& run) {
+  for (const TraceSpan& s : run.spans) {
+    if (s.category == "tp" || s.category == "ep") by_rank_[s.rank].push_back(&s);
+  }
+  for (auto& [rank, spans] : by_rank_) {
+    std::sort(spans.begin(), spans.end(), [](const TraceSpan* a, const TraceSpan* b) { return a->start < b->start; });
+  }
+}
+
+PassCollectives::Time PassCollectives::inside(const TraceSpan& pass) const {
+  Time t;
+  const auto rank = by_rank_.find(pass.rank);
+  if (rank == by_rank_.end()) return t;
+  const std::vector<const TraceSpan*>& spans = rank->second;
+  auto it = std::lower_bound(spans.begin(), spans.end(), pass.start,
+                             [](const TraceSpan* s, Seconds start) { return s->start < start; });
+  for (; it != spans.end() && in_span(**it, pass); ++it) {
+    const Seconds cpu = number_arg(**it, "cpu_s", -1);
+    t.wall += (*it)->duration;
+    t.cpu = t.cpu < 0 || cpu < 0 ? -1 : t.cpu + cpu;
+  }
+  return t;
+}
+
+PassTime own_pass_time(const PassCollectives& nested, const TraceSpan& pass) {
+  const PassCollectives::Time inside = nested.inside(pass);
+  const Seconds cpu = number_arg(pass, "cpu_s", -1);
+  return {pass.duration - inside.wall, cpu < 0 || inside.cpu < 0 ? -1 : cpu - inside.cpu};
+}
 
 std::map<std::pair<int, int>, CoreShare> cpu_shares(const TracedRun& run) {
   struct Sums {
@@ -145,15 +154,16 @@ std::map<std::pair<int, int>, CoreShare> cpu_shares(const TracedRun& run) {
   };
   std::map<std::pair<int, int>, Sums> sums;
   const std::vector<Seconds> waits = peer_waits(run);
+  const PassCollectives nested(run);
   for (size_t i = 0; i < run.spans.size(); ++i) {
     const TraceSpan& s = run.spans[i];
     Sums& sum = sums[{static_cast<int>(number_arg(s, "step")), s.rank}];
     sum.waits += waits[i];
     if (!is_pass(s)) continue;
-    const auto [wall, cpu] = own_wall_and_cpu(run, s);
-    sum.complete = sum.complete && cpu >= 0;
-    sum.wall += wall;
-    sum.cpu += std::max(0.0, cpu);
+    const PassTime own = own_pass_time(nested, s);
+    sum.complete = sum.complete && own.cpu >= 0;
+    sum.wall += own.wall;
+    sum.cpu += std::max(0.0, own.cpu);
   }
   std::map<std::pair<int, int>, CoreShare> shares;
   for (const auto& [key, sum] : sums) {

@@ -68,8 +68,25 @@ struct CoreShare {
   double own = 1, paced = 1;
 };
 std::map<std::pair<int, int>, CoreShare> cpu_shares(const TracedRun& run);
-// A compute pass's own CPU time (its collectives' left out); negative when the trace has none.
-Seconds pass_cpu_seconds(const TracedRun& run, const TraceSpan& pass);
+// The TP and EP collectives the executor runs inside each compute pass, indexed by rank and start
+// so that a pass finds its own without scanning the whole trace.
+class PassCollectives {
+ public:
+  explicit PassCollectives(const TracedRun& run);
+  struct Time {
+    Seconds wall = 0, cpu = 0;  // cpu < 0: one of them lacks its CPU time
+  };
+  Time inside(const TraceSpan& pass) const;
+
+ private:
+  std::map<int, std::vector<const TraceSpan*>> by_rank_;  // each rank's, by start
+};
+// A compute pass's own wall and CPU time, the collectives inside it left out (cpu < 0: the trace
+// has no CPU times).
+struct PassTime {
+  Seconds wall = 0, cpu = -1;
+};
+PassTime own_pass_time(const PassCollectives& nested, const TraceSpan& pass);
 // The profile with its compute peaks scaled by `speed` (memory and links as they are: a busy
 // neighbour on the core slows a matmul about 2x and a memory copy about 1.25x on this project's VMs),
 // and everything the rank itself runs (compute, memory-bound kernels, per-pass and per-step
