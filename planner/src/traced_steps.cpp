@@ -147,13 +147,15 @@ PassTime own_pass_time(const PassCollectives& nested, const TraceSpan& pass) {
   return {pass.duration - inside.wall, cpu < 0 || inside.cpu < 0 ? -1 : cpu - inside.cpu};
 }
 
-std::map<std::pair<int, int>, CoreShare> cpu_shares(const TracedRun& run) {
+namespace {
+
+// cpu_shares, given the run's peer waits (measured_steps has them already).
+std::map<std::pair<int, int>, CoreShare> shares_given(const TracedRun& run, const std::vector<Seconds>& waits) {
   struct Sums {
     Seconds wall = 0, cpu = 0, waits = 0;
     bool complete = true;
   };
   std::map<std::pair<int, int>, Sums> sums;
-  const std::vector<Seconds> waits = peer_waits(run);
   const PassCollectives nested(run);
   for (size_t i = 0; i < run.spans.size(); ++i) {
     const TraceSpan& s = run.spans[i];
@@ -172,6 +174,10 @@ std::map<std::pair<int, int>, CoreShare> cpu_shares(const TracedRun& run) {
   }
   return shares;
 }
+
+}  // namespace
+
+std::map<std::pair<int, int>, CoreShare> cpu_shares(const TracedRun& run) { return shares_given(run, peer_waits(run)); }
 
 namespace {
 
@@ -275,7 +281,7 @@ std::vector<MeasuredStep> measured_steps(const TracedRun& run) {
   // peers for its work (the highest probe rate x paced share of a core); the ranks synchronised with
   // it ran at its pace, waits included. The step waits for its slowest stage.
   const std::map<std::pair<int, int>, FlopsPerSecond> rates = probe_rates(run);
-  const std::map<std::pair<int, int>, CoreShare> shares = cpu_shares(run);
+  const std::map<std::pair<int, int>, CoreShare> shares = shares_given(run, waits);
   std::set<std::pair<int, int>> ranks;
   for (const auto& [key, rate] : rates) ranks.insert(key);
   for (const auto& [key, share] : shares) ranks.insert(key);
