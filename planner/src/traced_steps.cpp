@@ -288,21 +288,20 @@ std::vector<MeasuredStep> measured_steps(const TracedRun& run) {
   struct Pace {
     FlopsPerSecond rate = 0;
     double share = 1;
-    bool set = false, timed = true;  // timed: every rank so far had CPU times
+    bool set = false;
   };
   const auto pace = [](const Pace& p) { return (p.rate > 0 ? p.rate : 1.0) * p.share; };
+  // Without CPU times (older traces) the waits say nothing of the pace: the slowest probe paces.
+  const bool timed = !shares.empty();
   std::map<int, std::vector<Pace>> stage_paces;
   const RankGrid grid(run.layout, run.ranks_per_node);
   for (const auto& key : ranks) {
-    const bool timed = shares.count(key) > 0;
-    const Pace own{rates.count(key) ? rates.at(key) : 0.0, timed ? shares.at(key).paced : 1.0, true, timed};
+    const auto share = shares.find(key);
+    const Pace own{rates.count(key) ? rates.at(key) : 0.0, share != shares.end() ? share->second.paced : 1.0, true};
     std::vector<Pace>& stages = stage_paces[key.first];
     stages.resize(run.layout.pp);
     Pace& critical = stages[grid.coords(key.second).pp];
-    // Without CPU times the waits say nothing of the pace: the slowest probe paces the stage.
-    const bool replace = !critical.set ||
-                         (critical.timed && timed ? pace(own) > pace(critical) : pace(own) < pace(critical));
-    if (replace) critical = Pace{own.rate, own.share, true, critical.set ? critical.timed && timed : timed};
+    if (!critical.set || (timed ? pace(own) > pace(critical) : pace(own) < pace(critical))) critical = own;
   }
   std::map<int, MeasuredStep> steps;
   for (auto& [key, t] : by) {
