@@ -204,18 +204,16 @@ double nominal_bandwidth(const HardwareProfile& p, bool intra) {
 // ring's fitted ones there: the same transport (Gloo's TCP pairs, NCCL's channels) carries its
 // messages, so the ring's per-message latency and achieved bandwidth beat the link's nominal
 // figures. Runs that exercise it fit its own.
-void inherit_ring_figures(const HardwareProfile& profile, HardwareProfile& after) {
+// `after` starts as the profile, so figures it lacks are neither the profile's nor fitted.
+void inherit_ring_figures(HardwareProfile& after) {
   const auto ring = after.collectives.find(CollectiveAlgorithm::kRing);
   if (ring == after.collectives.end()) return;
   for (int a = 0; a < kCollectiveAlgorithms; ++a) {
     const auto algorithm = static_cast<CollectiveAlgorithm>(a);
     if (algorithm == CollectiveAlgorithm::kRing) continue;
-    const auto own = profile.collectives.find(algorithm);
-    const bool has_intra = own != profile.collectives.end() && own->second.intra_node;
-    const bool has_inter = own != profile.collectives.end() && own->second.inter_node;
     CollectiveFigures& figures = after.collectives[algorithm];
-    if (!has_intra && !figures.intra_node) figures.intra_node = ring->second.intra_node;
-    if (!has_inter && !figures.inter_node) figures.inter_node = ring->second.inter_node;
+    if (!figures.intra_node) figures.intra_node = ring->second.intra_node;
+    if (!figures.inter_node) figures.inter_node = ring->second.inter_node;
     if (!figures.intra_node && !figures.inter_node) after.collectives.erase(algorithm);
   }
 }
@@ -268,7 +266,7 @@ std::vector<FitGroup> fit_collectives(const HardwareProfile& profile, const std:
       (key.intra ? figures.intra_node : figures.inter_node) = LinkFigures{1.0 / r.theta[0], r.theta[1]};
     }
   }
-  inherit_ring_figures(profile, after);
+  inherit_ring_figures(after);
   return groups;
 }
 

@@ -35,11 +35,12 @@ struct MeasuredStep {
   // The busiest EP rank's expert rows over its group's mean in this step, as the executor counted
   // them (1 without EP or without counts): an input of the step, like its micro-batch count.
   double routing_skew = 1;
-  // The slowest rank's speed-probe rate in this step (0: the trace has no probes): with a
+  // The slowest stage's pacing rank's speed-probe rate in this step (0: the trace has no probes): with a
   // calibrated profile's reference rate, the machine's speed in this step, an input like the skew.
   FlopsPerSecond probe_rate = 0;
-  // The same per pipeline stage (its slowest rank): a pipeline's stages may run on cores of
-  // different speeds, and its bubble follows each stage's own.
+  // The same per pipeline stage (its critical rank's, see cpu_shares; its slowest rank's in a trace
+  // without CPU times): a pipeline's stages may run on cores of different speeds, and its bubble
+  // follows each stage's own.
   std::vector<FlopsPerSecond> stage_probe_rates;
   // The paced share of a core (cpu_shares) of each pipeline stage's critical rank, and of the
   // slowest stage's (1 when the trace has no CPU times).
