@@ -69,6 +69,10 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // predicted 2.8x faster than it ran, a gap of the model (see the README's validation section);
 // Qwen3-235B-A22B (4 local experts, EP 32 over 4 nodes, the ends counted as layers) 11.3% / 12.7%,
 // slow, with every all-to-all priced as waited for where the run overlapped them.
+// With Megatron's optimizer step costed kernel by kernel (38 bytes per updated parameter and the
+// grad buffer's zeroing, where 30 bytes were before): Table 5 5.1% / 9.6%, NeMo 13.5% / 19.6%
+// (Nemotron 15.9% / 19.6%), Megatron-Core 13.1% / 24.1%, Llama 3 70B 6.5% / 6.5%, Qwen3-235B
+// 11.3% / 12.7%; Qwen3-30B unchanged.
 // A change to the cost model or the profiles that makes any part worse fails here; one that
 // improves it should tighten these bounds.
 TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
@@ -91,10 +95,10 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
     const char* model;
     double mean, worst;
   };
-  for (const Bound& b : {Bound{"Table 5", "", 0.056, 0.113}, Bound{"NeMo 24.07", "", 0.139, 0.201},
-                         Bound{"NeMo 24.07", "nemotron", 0.163, 0.201},
-                         Bound{"Megatron-Core r0.8.0", "", 0.134, 0.248},
-                         Bound{"Megatron-Bridge", "llama3-70B", 0.066, 0.067},
+  for (const Bound& b : {Bound{"Table 5", "", 0.052, 0.097}, Bound{"NeMo 24.07", "", 0.136, 0.196},
+                         Bound{"NeMo 24.07", "nemotron", 0.160, 0.196},
+                         Bound{"Megatron-Core r0.8.0", "", 0.132, 0.241},
+                         Bound{"Megatron-Bridge", "llama3-70B", 0.065, 0.066},
                          Bound{"Megatron-Bridge", "qwen3-30B", 0.637, 0.638},
                          Bound{"Megatron-Bridge", "qwen3-235B", 0.113, 0.128}}) {
     const auto [mean, worst] = bounds_of(b.table, b.model);

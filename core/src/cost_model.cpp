@@ -20,14 +20,21 @@ double sequence_shards(const Layout& l) { return l.sequence_parallel ? l.tp : 1.
 }  // namespace
 
 PrecisionBytes PrecisionBytes::of(Precision precision) {
-  // fp32 throughout: fp32 weights, grads and activations; AdamW keeps m and v (no master copy)
-  // and its update reads+writes weight, m and v (3 x 8) and reads the grad (4).
-  if (precision == Precision::kFp32) return {4, 4, 8, 4, 28};
+  // fp32 throughout, as the executor trains: fp32 weights, grads and activations; LibTorch's AdamW
+  // keeps m and v (no master copy), its update reads+writes weight, m and v (3 x 8) and reads the
+  // grad (4); the executor zeroes its grads before the step's forward, outside the optimizer.
+  if (precision == Precision::kFp32) return {4, 4, 8, 4, 28, 0};
   // Mixed precision in Megatron-LM: bf16 weights and activations, fp32 main gradients, and AdamW
   // with fp32 master weights plus two fp32 moments (Rajbhandari et al. 2020, ZeRO, section 3.1:
-  // 16 bytes per parameter, 12 of them optimizer state). The update reads+writes master, m and v
-  // (3 x 8), reads the fp32 grad (4) and writes the bf16 weight (2).
-  return {2, 4, 12, 2, 30};
+  // 16 bytes per parameter, 12 of them optimizer state). Megatron's step runs three memory-bound
+  // kernels over each parameter it updates (megatron/core/optimizer, core_v0.8.0, and the 2022
+  // Float16OptimizerWithFloat16Params alike): the gradient norm for clipping reads the fp32 grad
+  // (multi_tensor_l2norm, 4), fused Adam reads master, grad, m and v and writes master, m and v
+  // (multi_tensor_adam, 28), and the copy of the master weights into the bf16 weights reads 4 and
+  // writes 2. The fp32 grad buffer, whole and not only the updated shard, is zeroed for the next
+  // step (zero_grad_buffer, 4). The clip's rescale runs only while the norm exceeds the bound and
+  // is left out.
+  return {2, 4, 12, 2, 4 + 28 + 6, 4};
 }
 
 ComputeWork& ComputeWork::operator+=(const ComputeWork& o) {
@@ -495,9 +502,9 @@ double CostModel::expert_params_per_device(const StageContents& s, const Layout&
 }
 
 Seconds CostModel::optimizer_seconds_at_peak(const StageContents& s, const Layout& l) const {
-  const double updated = dense_params_per_device(s, l) / (l.optimizer_sharding ? l.dp : 1) +
-                         expert_params_per_device(s, l) / (l.optimizer_sharding ? l.expert_dp() : 1);
-  return bytes_.adam_traffic * updated / profile_.device.memory_bandwidth;
+  const double dense = dense_params_per_device(s, l), expert = expert_params_per_device(s, l);
+  const double updated = dense / (l.optimizer_sharding ? l.dp : 1) + expert / (l.optimizer_sharding ? l.expert_dp() : 1);
+  return (bytes_.adam_traffic * updated + bytes_.grad_zeroing * (dense + expert)) / profile_.device.memory_bandwidth;
 }
 
 // AdamW is memory-bound: its traffic over the bandwidth the update reaches.

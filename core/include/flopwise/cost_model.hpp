@@ -44,9 +44,10 @@ struct ComputeWork {
   ComputeWork scaled(double factor) const;
 };
 
-// Bytes per element and per parameter of a precision recipe.
+// Bytes per element and per parameter of a precision recipe; the optimizer step streams
+// adam_traffic per parameter it updates and grad_zeroing per parameter the device holds.
 struct PrecisionBytes {
-  Bytes weight = 0, grad = 0, optimizer = 0, activation = 0, adam_traffic = 0;
+  Bytes weight = 0, grad = 0, optimizer = 0, activation = 0, adam_traffic = 0, grad_zeroing = 0;
   static PrecisionBytes of(Precision precision);
 };
 
