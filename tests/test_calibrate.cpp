@@ -10,6 +10,7 @@
 
 #include "flopwise/calibrate.hpp"
 #include "flopwise/error.hpp"
+#include "flopwise/least_squares.hpp"
 #include "flopwise/model_import.hpp"
 #include "test_helpers.hpp"
 
@@ -377,6 +378,41 @@ TEST(Calibrate, OneStretchedSpanDoesNotPullTheFit) {
   const Calibration c = calibrate(testing::round_profile(), runs);
   EXPECT_TRUE(c.dropped.empty());
   EXPECT_NEAR(find(c, "efficiency.matmul").after, 0.4, 0.01 * 0.4);
+}
+
+// A collective that now and then takes twice its time (a woken rank waiting a scheduler slice)
+// costs its steps its mean: with every ring all-reduce of the last step at 2x, the ring's fitted
+// bandwidth comes out about 1.5x slower (efficiency near 0.6 / 1.5: its latency, fitted at 1.5 x
+// 4 us, has an interval wider than the value under the 2x scatter and keeps the round profile's,
+// which moves the efficiency by a few percent). Weighing each point by its own time instead
+// favours the quick steps: 1 / e_fit = 1 / e x (1 + 2 / 4) / (1 + 1 / 4) = 1.2 / e, efficiency 0.5.
+TEST(Calibrate, ACollectivesLongTailCostsItsMean) {
+  std::vector<TracedRun> runs = varied_runs();
+  for (TracedRun& run : runs) {
+    for (TraceSpan& s : run.spans) {
+      if ((s.category == "dp" || s.category == "tp") && number_arg(s, "step") == 2) s.duration *= 2;
+    }
+  }
+  const Calibration c = calibrate(testing::round_profile(), runs);
+  EXPECT_TRUE(c.dropped.empty());
+  const ParameterFit& efficiency = find(c, "collectives.ring.intra_node.efficiency");
+  ASSERT_TRUE(efficiency.determined) << efficiency.note;
+  EXPECT_NEAR(efficiency.after, 0.6 / 1.5, 0.05 * 0.4);
+  EXPECT_NE(find(c, "collectives.ring.intra_node.latency").note.find("fit gave 6e-06"), std::string::npos);
+  EXPECT_NEAR(find(c, "collectives.all_to_all.intra_node.efficiency").after, 0.45, 0.01 * 0.45);
+}
+
+// Relative least squares of one constant over 1, 1, 1 and 5 (mean 2): weighed by a common scale it
+// is the mean; weighed by each point's own value, sum (p - y) / y^2 = 0 gives p = 3.2 / 3.04 = 1.053.
+TEST(LeastSquares, ACommonScaleFitsTheMeanWhereOwnValuesFavourTheSmall) {
+  const std::vector<Unknown> constant = {{"c", 1.0, 0.0, 100.0}};
+  LinearSystem own, common;
+  for (double y : {1.0, 1.0, 1.0, 5.0}) {
+    own.add({1.0}, y);
+    common.add({1.0}, y, 0.0, 2.0);
+  }
+  EXPECT_NEAR(solve(common, constant).theta[0], 2.0, 1e-12);
+  EXPECT_NEAR(solve(own, constant).theta[0], 3.2 / 3.04, 1e-12);
 }
 
 // Expert rows counted by the executor give each rank's load over its EP group's mean; a step's

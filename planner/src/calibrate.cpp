@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <functional>
 #include <map>
+#include <numeric>
 #include <optional>
 #include <set>
 
@@ -81,18 +82,30 @@ std::vector<Sample> fit_spans(const std::vector<TracedRun>& runs, const Hardware
 // Spans of one kind in one step do the same work (the key says which: run, step, stage, pass or
 // size), so the median over their ranks and micro-batches is one measurement: a span stretched by
 // a preempted core cannot pull the fit, and the step-to-step scatter that remains sets the intervals.
+// Each step's point is weighed relative to its kind's mean over the steps, not to itself: weights
+// of 1/measured favour the quick steps, so a kind whose steps scatter with a long tail (a small
+// collective that now and then waits a scheduler slice for its woken rank) would be fitted near
+// its typical step instead of its mean, which is what a step's time adds up.
 class MedianRows {
  public:
   void add(const Sample& s, const std::string& what, std::vector<double> x, Seconds y, Seconds offset = 0) {
-    const std::string key = s.run->source + "|" + std::to_string(s.step) + "|" + what;
-    Row& row = rows_[key];
+    Row& row = rows_[{s.run->source + "|" + what, s.step}];
     row.x = std::move(x);
     row.offset = offset;
     row.y.push_back(y);
   }
   LinearSystem system() const {
+    std::map<std::string, std::pair<Seconds, int>> kinds;  // sum and count of each kind's points
+    for (const auto& [key, row] : rows_) {
+      auto& [sum, count] = kinds[key.first];
+      sum += median(row.y);
+      ++count;
+    }
     LinearSystem system;
-    for (const auto& [key, row] : rows_) system.add(row.x, median(row.y), row.offset);
+    for (const auto& [key, row] : rows_) {
+      const auto& [sum, count] = kinds.at(key.first);
+      system.add(row.x, median(row.y), row.offset, sum / count);
+    }
     return system;
   }
 
@@ -107,7 +120,7 @@ class MedianRows {
     const size_t n = y.size();
     return n % 2 ? y[n / 2] : (y[n / 2 - 1] + y[n / 2]) / 2;
   }
-  std::map<std::string, Row> rows_;
+  std::map<std::pair<std::string, int>, Row> rows_;  // by kind and step
 };
 
 std::vector<std::string> outlier_steps(const std::vector<TracedRun>& runs) {
@@ -289,13 +302,17 @@ FitGroup fit_optimizer(const HardwareProfile& profile, const std::vector<Sample>
 
 // What no span explains (data, norms, loss reduction, logging): its mean per step.
 FitGroup fit_step_overhead(const HardwareProfile& profile, const std::vector<TracedRun>& runs) {
-  LinearSystem system;
+  std::vector<Seconds> other;
   for (const TracedRun& run : runs) {
     for (const MeasuredStep& m : measured_steps(run)) {
       // At its slowest rank's share of a core, as the prediction stretches it back (at_speed).
-      if (!m.warmup && !m.outlier) system.add({1.0}, m.times.other * m.cpu_share);
+      if (!m.warmup && !m.outlier) other.push_back(m.times.other * m.cpu_share);
     }
   }
+  // One kind of point: each weighed relative to their mean (see MedianRows), so the fit is the mean.
+  const Seconds mean = other.empty() ? 0.0 : std::accumulate(other.begin(), other.end(), 0.0) / other.size();
+  LinearSystem system;
+  for (const Seconds y : other) system.add({1.0}, y, 0.0, mean);
   const std::vector<Unknown> unknowns = {{"overheads.per_step", profile.overheads.per_step, 0.0, 1e4}};
   return make_fit_group("per-step overhead", unknowns, solve(system, unknowns), {[](const std::vector<double>& t) { return t[0]; }},
                     {profile.overheads.per_step});

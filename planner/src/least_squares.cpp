@@ -47,8 +47,9 @@ SolveResult solve(const LinearSystem& system, const std::vector<Unknown>& unknow
   Eigen::VectorXd y(r.points);
   for (int i = 0; i < r.points; ++i) {
     const int row = usable[i];
-    y(i) = 1.0 - system.offsets[row] / system.measured[row];
-    for (int j = 0; j < n; ++j) x(i, j) = system.rows[row][j] / system.measured[row];
+    const double scale = system.scales[row];
+    y(i) = (system.measured[row] - system.offsets[row]) / scale;
+    for (int j = 0; j < n; ++j) x(i, j) = system.rows[row][j] / scale;
   }
   if (r.points == 0) {
     for (int j = 0; j < n; ++j) r.notes[j] = "no measured points";

@@ -29,10 +29,12 @@ struct LinearSystem {
   std::vector<std::vector<double>> rows;
   std::vector<double> measured;
   std::vector<double> offsets;  // the part of each point no parameter scales
-  void add(std::vector<double> row, double y, double offset = 0) {
+  std::vector<double> scales;   // what each point's residual is relative to (by default its measurement)
+  void add(std::vector<double> row, double y, double offset = 0, double scale = 0) {
     rows.push_back(std::move(row));
     measured.push_back(y);
     offsets.push_back(offset);
+    scales.push_back(scale > 0 ? scale : y);
   }
 };
 
@@ -52,8 +54,8 @@ struct SolveResult {
   int points = 0;
 };
 
-// Relative least squares (each point weighted by 1/measured, so short points count as much as
-// long ones). Parameters join in `unknowns` order while they add rank; the rest, any whose fitted
+// Relative least squares (each point weighted by 1/scale, its measurement unless the caller
+// knows a steadier scale, so short points count as much as long ones). Parameters join in `unknowns` order while they add rank; the rest, any whose fitted
 // value leaves its physical range, and any whose 95% interval (1.96 standard deviations from the
 // residual variance and (X^T X)^-1) is wider than the value itself, keep their prior and say why.
 SolveResult solve(const LinearSystem& system, const std::vector<Unknown>& unknowns);
