@@ -95,16 +95,18 @@ class MedianRows {
     row.y.push_back(y);
   }
   LinearSystem system() const {
-    std::map<std::string, std::pair<Seconds, int>> kinds;  // sum and count of each kind's points
+    std::map<std::string, std::pair<Seconds, int>> kinds;  // sum and count of each kind's measured points
     for (const auto& [key, row] : rows_) {
+      const Seconds y = median(row.y);
+      if (y <= 0) continue;  // solve() leaves it out
       auto& [sum, count] = kinds[key.first];
-      sum += median(row.y);
+      sum += y;
       ++count;
     }
     LinearSystem system;
     for (const auto& [key, row] : rows_) {
-      const auto& [sum, count] = kinds.at(key.first);
-      system.add(row.x, median(row.y), row.offset, sum / count);
+      const auto kind = kinds.find(key.first);
+      system.add(row.x, median(row.y), row.offset, kind == kinds.end() ? 0.0 : kind->second.first / kind->second.second);
     }
     return system;
   }
@@ -306,7 +308,8 @@ FitGroup fit_step_overhead(const HardwareProfile& profile, const std::vector<Tra
   for (const TracedRun& run : runs) {
     for (const MeasuredStep& m : measured_steps(run)) {
       // At its slowest rank's share of a core, as the prediction stretches it back (at_speed).
-      if (!m.warmup && !m.outlier) other.push_back(m.times.other * m.cpu_share);
+      // solve() leaves out what no point measured (zero or less), so the mean does too.
+      if (!m.warmup && !m.outlier && m.times.other > 0) other.push_back(m.times.other * m.cpu_share);
     }
   }
   // One kind of point: each weighed relative to their mean (see MedianRows), so the fit is the mean.

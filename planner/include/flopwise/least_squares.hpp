@@ -54,8 +54,9 @@ struct SolveResult {
   int points = 0;
 };
 
-// Relative least squares (each point weighted by 1/scale, its measurement unless the caller
-// knows a steadier scale, so short points count as much as long ones). Parameters join in `unknowns` order while they add rank; the rest, any whose fitted
+// Relative least squares (each point weighted by 1/scale, its measurement unless the caller knows
+// a steadier scale, so short points count as much as long ones); points measured at zero or less
+// are left out. Parameters join in `unknowns` order while they add rank; the rest, any whose fitted
 // value leaves its physical range, and any whose 95% interval (1.96 standard deviations from the
 // residual variance and (X^T X)^-1) is wider than the value itself, keep their prior and say why.
 SolveResult solve(const LinearSystem& system, const std::vector<Unknown>& unknowns);
