@@ -72,7 +72,8 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // With Megatron's optimizer step costed kernel by kernel (38 bytes per updated parameter and the
 // grad buffer's zeroing, where 30 bytes were before): Table 5 5.1% / 9.6%, NeMo 13.5% / 19.6%
 // (Nemotron 15.9% / 19.6%), Megatron-Core 13.1% / 24.1%, Llama 3 70B 6.5% / 6.5%, Qwen3-235B
-// 11.3% / 12.7%; Qwen3-30B unchanged.
+// 11.3% / 12.7%; Qwen3-30B unchanged. With the A100's memory efficiency measured (0.88, where 0.90
+// was assumed): Table 5 4.7% / 9.0%.
 // A change to the cost model or the profiles that makes any part worse fails here; one that
 // improves it should tighten these bounds.
 TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
@@ -95,7 +96,7 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
     const char* model;
     double mean, worst;
   };
-  for (const Bound& b : {Bound{"Table 5", "", 0.052, 0.097}, Bound{"NeMo 24.07", "", 0.136, 0.196},
+  for (const Bound& b : {Bound{"Table 5", "", 0.048, 0.091}, Bound{"NeMo 24.07", "", 0.136, 0.196},
                          Bound{"NeMo 24.07", "nemotron", 0.160, 0.196},
                          Bound{"Megatron-Core r0.8.0", "", 0.132, 0.241},
                          Bound{"Megatron-Bridge", "llama3-70B", 0.065, 0.066},
