@@ -95,18 +95,20 @@ class MedianRows {
     row.y.push_back(y);
   }
   LinearSystem system() const {
+    std::vector<Seconds> medians;  // one per row, in the map's order
     std::map<std::string, std::pair<Seconds, int>> kinds;  // sum and count of each kind's measured points
     for (const auto& [key, row] : rows_) {
-      const Seconds y = median(row.y);
-      if (y <= 0) continue;  // solve() leaves it out
+      medians.push_back(median(row.y));
+      if (medians.back() <= 0) continue;  // solve() leaves it out
       auto& [sum, count] = kinds[key.first];
-      sum += y;
+      sum += medians.back();
       ++count;
     }
     LinearSystem system;
+    size_t i = 0;
     for (const auto& [key, row] : rows_) {
       const auto kind = kinds.find(key.first);
-      system.add(row.x, median(row.y), row.offset, kind == kinds.end() ? 0.0 : kind->second.first / kind->second.second);
+      system.add(row.x, medians[i++], row.offset, kind == kinds.end() ? 0.0 : kind->second.first / kind->second.second);
     }
     return system;
   }
