@@ -425,6 +425,16 @@ TEST(CostModel, ComputeTimeByHockneyHalfRowsAndOverhead) {
   EXPECT_NEAR(cost.compute_seconds(ComputeWork{1e12, 1e9, 5e11, 2, 1e9}), 0.04 + 0.01 + 2e-5 + 1e-3, 1e-15);
 }
 
+// Each GEMM kernel pays the device's launch latency: 7 launches at 4 us.
+TEST(CostModel, GemmLaunchesPayTheLaunchLatency) {
+  HardwareProfile p = testing::round_profile();
+  p.device.gemm.launch_latency = 4e-6;
+  const CostModel cost(testing::tiny_moe(), small_run(), p);
+  ComputeWork w;
+  w.gemm_launches = 7;
+  EXPECT_NEAR(cost.compute_seconds(w), 28e-6, 1e-18);
+}
+
 TEST(CostModel, LayerWorkCountsLocalExpertsOnce) {
   const CostModel cost(testing::tiny_moe(), small_run(), testing::round_profile());
   const Layout ep2{1, 1, 1, 2, 2, 1, Recompute::kNone, false};
@@ -437,6 +447,9 @@ TEST(CostModel, LayerWorkCountsLocalExpertsOnce) {
   // GEMMs' outputs (4 local experts of 512 rows write what 8 of 256 did).
   EXPECT_DOUBLE_EQ(w.memory_traffic, kRouterGemmSeconds * 1e12 + 1024 * kLayerTrafficBytes + kForwardEpilogueBytes);
   EXPECT_DOUBLE_EQ(w.layer_passes, 1);
+  // Seven GEMM kernels: QKV, projection, router, the shared expert's gate-up and down, and the
+  // local experts' grouped gate-up and down (one launch each, whatever the expert count).
+  EXPECT_DOUBLE_EQ(w.gemm_launches, 7);
   // Backward without recompute is twice the forward in every term.
   const StageContents stage{0, 4, true, true};
   EXPECT_DOUBLE_EQ(cost.backward_work(stage, ep2).layer_passes, 8);

@@ -55,6 +55,17 @@ TEST(HardwareProfile, ParsesUnitsIntoBaseUnits) {
   EXPECT_EQ(p.cluster.topology, TopologyKind::kFatTree);
 }
 
+// The GEMM library's tiles, half tiles and per-launch latency; a latency in bytes is refused.
+TEST(HardwareProfile, GemmSectionReadsTilesAndLaunchLatency) {
+  const std::string gemm =
+      "fp8: true\n  gemm: {compute_units: 132, tile_rows: 128, tile_cols: 256, half_tiles: true, launch_latency: \"4 us\"}";
+  const HardwareProfile p = parse_hardware_profile(testing::round_profile_with("fp8: true", gemm), "p.yaml");
+  EXPECT_EQ(p.device.gemm, (GemmTiling{132, 128, 256, true, 4e-6}));
+  std::string bytes = gemm;
+  bytes.replace(bytes.find("4 us"), 4, "4 GB");
+  EXPECT_NE(error_of(testing::round_profile_with("fp8: true", bytes)).find("device.gemm.launch_latency"), std::string::npos);
+}
+
 TEST(HardwareProfile, EachClassOfBadInputNamesFileAndField) {
   using testing::round_profile_with;
   EXPECT_NE(error_of("name: [unclosed").find("p.yaml:1:"), std::string::npos);

@@ -43,12 +43,13 @@ ComputeWork& ComputeWork::operator+=(const ComputeWork& o) {
   attention += o.attention;
   layer_passes += o.layer_passes;
   memory_traffic += o.memory_traffic;
+  gemm_launches += o.gemm_launches;
   return *this;
 }
 
 ComputeWork ComputeWork::scaled(double factor) const {
-  return {matmul * factor, matmul_per_row * factor, attention * factor, layer_passes * factor,
-          memory_traffic * factor};
+  return {matmul * factor,        matmul_per_row * factor, attention * factor,
+          layer_passes * factor,  memory_traffic * factor, gemm_launches * factor};
 }
 
 StageContents range_contents(const ModelConfig& m, int first, int count, bool embedding, bool lm_head) {
@@ -126,31 +127,39 @@ double CostModel::expert_skew(const Layout& l) const {
 }
 
 // `count` GEMMs with rows x cols outputs over `inner`, on one device. The main loop runs at the
-// useful FLOPs over the busy fraction of the last wave of tiles, or, for a GEMM too thin to reuse
-// its operands (a roofline below the ridge), at the bytes of reading both operands once. Each
-// tile's epilogue then writes its outputs (`output_bytes` per element) after its main loop, not
-// beside it: on DeepGEMM's H800 FP8 table (deepseek-ai/DeepGEMM#73, M = 4096, bf16 outputs) the
-// K = 512, 1536, 2048 and 16384 GEMMs ran at 748, 1166, 1204 and 1470 TFLOPS; the main loop at
-// 0.75 of the 1979 TFLOPS peak plus the output written at 90% of 3.35 TB/s gives 757, 1124, 1196
-// and 1440, where a roofline max of the two would give 1442 to 1484 for all four.
+// useful FLOPs over the busy fraction of the schedule the GEMM library picks (tile, half tile and
+// split-K, core/gemm), or, for a GEMM too thin to reuse its operands (a roofline below the
+// ridge), at the bytes of reading both operands once. Each tile's epilogue then writes its outputs
+// (`output_bytes` per element) after its main loop, not beside it: on DeepGEMM's H800 FP8 table
+// (deepseek-ai/DeepGEMM#73, M = 4096, bf16 outputs) the K = 512, 1536, 2048 and 16384 GEMMs ran
+// at 748, 1166, 1204 and 1470 TFLOPS; the main loop at 0.75 of the 1979 TFLOPS peak plus the
+// output written at 90% of 3.35 TB/s gives 757, 1124, 1196 and 1440, where a roofline max of the
+// two would give 1442 to 1484 for all four. Every call is one kernel launch.
 // `quantized`: an fp8 run's GEMM in a Transformer Engine layer, 1-byte operands at the fp8 rate;
 // any other GEMM of an fp8 run (the LM head, Megatron's plain ColumnParallelLinear) runs at the
 // bf16 rate, counted as the fp8-rate FLOPs that take the same time.
 ComputeWork CostModel::gemm_work(double rows, double inner, double cols, double count, bool quantized,
                                  Bytes output_bytes) const {
   const double at_peak = quantized ? 1.0 : bf16_gemm_flops_;
-  const Flops issued =
-      at_peak * 2.0 * rows * inner * cols * count / wave_efficiency(profile_.device.gemm, rows, cols, count);
+  const GemmSchedule schedule =
+      schedule_gemm(profile_.device.gemm, GemmShape{rows, cols, inner, count}, matmul_rate_ / at_peak, memory_rate_);
+  const Flops issued = at_peak * 2.0 * rows * inner * cols * count / schedule.busy_fraction;
   const Bytes operand = quantized && run_.precision == Precision::kFp8 ? 1.0 : bytes_.activation;
   const Bytes read = count * operand * (rows * inner + inner * cols);
   ComputeWork w;
   if (issued / matmul_rate_ >= read / memory_rate_) {
     w.matmul = issued;
+    w.memory_traffic = schedule.partial_bytes;
   } else {
     w.memory_traffic = read;
   }
   w.memory_traffic += count * rows * cols * output_bytes;
+  w.gemm_launches = 1;
   return w;
+}
+
+Seconds CostModel::gemm_seconds(double rows, double inner, double cols, double count) const {
+  return compute_seconds(gemm_work(rows, inner, cols, count, true, bytes_.activation));
 }
 
 // One weight matrix's GEMMs on one device for `rows` tokens: the forward (rows x outputs over the
@@ -288,7 +297,8 @@ Bytes CostModel::elementwise_bytes_per_token(bool moe_layer, const Layout& l) co
 Seconds CostModel::compute_seconds(const ComputeWork& w) const {
   const Efficiency& e = profile_.efficiency;
   return (w.matmul + e.matmul_half_rows * w.matmul_per_row) / matmul_rate_ + w.attention / attention_rate_ +
-         w.memory_traffic / memory_rate_ + w.layer_passes * profile_.overheads.per_layer_pass;
+         w.memory_traffic / memory_rate_ + w.layer_passes * profile_.overheads.per_layer_pass +
+         w.gemm_launches * profile_.device.gemm.launch_latency;
 }
 
 Seconds CostModel::layer_forward_seconds(bool moe_layer, const Layout& l) const {

@@ -82,6 +82,8 @@ DeviceSpec read_device(const Fields& f) {
     d.gemm.compute_units = g.integer("compute_units", 1);
     d.gemm.tile_rows = g.integer("tile_rows", 1);
     d.gemm.tile_cols = g.integer("tile_cols", 1);
+    if (g.has("half_tiles")) d.gemm.half_tiles = g.boolean("half_tiles");
+    if (g.has("launch_latency")) d.gemm.launch_latency = g.quantity("launch_latency", Dimension::kTime);
   }
   if (d.fp8 && !d.peak_tflops.count("fp8")) {
     throw input_error(f.source(), peaks.path("fp8"), "missing although device.fp8 is true");

@@ -40,6 +40,7 @@ struct ComputeWork {
   Flops attention = 0;       // attention core (QK^T, PV) in a fused kernel
   double layer_passes = 0;   // layers run, for the per-layer overhead
   Bytes memory_traffic = 0;  // bytes memory-bound kernels (norms, activations, softmax) stream
+  double gemm_launches = 0;  // GEMM kernels, each paying the device's launch latency
   ComputeWork& operator+=(const ComputeWork& other);
   ComputeWork scaled(double factor) const;
 };
@@ -95,6 +96,9 @@ class CostModel {
   Bytes layer_activation_bytes(bool moe_layer, const Layout& layout) const;
   Seconds layer_forward_seconds(bool moe_layer, const Layout& layout) const;
   ComputeWork layer_forward_work(bool moe_layer, const Layout& layout) const;
+  // One launch of `count` equal GEMMs with rows x cols outputs over `inner`, activation-width
+  // operands and outputs, at the run's GEMM rate: what a GEMM benchmark of the device measures.
+  Seconds gemm_seconds(double rows, double inner, double cols, double count = 1.0) const;
   // The attention core of one layer over one micro-batch: a fused kernel's FLOPs, or the unfused
   // path's batched GEMMs over the whole s x s square and the softmax and dropout bytes around them.
   ComputeWork attention_core_work(const Layout& layout) const;
