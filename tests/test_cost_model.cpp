@@ -456,22 +456,62 @@ TEST(CostModel, LayerWorkCountsLocalExpertsOnce) {
   EXPECT_DOUBLE_EQ(cost.backward_work(stage, ep2).matmul_per_row, 2 * cost.forward_work(stage, ep2).matmul_per_row);
 }
 
+TrainingRun small_run_in(Precision precision) {
+  TrainingRun run = testing::tiny_run(4);
+  run.precision = precision;
+  return run;
+}
+
+// The round profile with a peak for one more dtype.
+HardwareProfile round_profile_with_peak(const std::string& dtype, int tflops) {
+  return testing::round_profile_edited(
+      {{"{bf16: 100, fp8: 200}", "{bf16: 100, fp8: 200, " + dtype + ": " + std::to_string(tflops) + "}"}}, "p.yaml");
+}
+
+// The round profile states no peak for `precision`: a run in it is refused, naming the field.
+void expect_refused_for_missing_peak(Precision precision) {
+  try {
+    CostModel(testing::tiny_moe(), small_run_in(precision), testing::round_profile());
+    FAIL() << "a profile without an " << to_string(precision) << " peak must be refused";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("round.yaml: device.peak_tflops." + to_string(precision) + ": missing"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(CostModel, Fp32TrainingBytesAndMissingPeak) {
   const PrecisionBytes fp32 = PrecisionBytes::of(Precision::kFp32);
   EXPECT_EQ(fp32.weight + fp32.grad + fp32.optimizer, 16);  // weight, grad, m, v at 4 bytes
   EXPECT_EQ(fp32.adam_traffic, 28);
-  TrainingRun run = small_run();
-  run.precision = Precision::kFp32;
-  try {
-    CostModel(testing::tiny_moe(), run, testing::round_profile());
-    FAIL() << "a profile without an fp32 peak must be refused";
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("round.yaml: device.peak_tflops.fp32: missing"), std::string::npos) << e.what();
-  }
-  const HardwareProfile p = testing::round_profile_edited({{"{bf16: 100, fp8: 200}", "{bf16: 100, fp8: 200, fp32: 50}"}}, "p.yaml");
+  expect_refused_for_missing_peak(Precision::kFp32);
+  const HardwareProfile p = round_profile_with_peak("fp32", 50);
   const Layout l{1, 1, 1, 1, 1, 1, Recompute::kNone, false};
   const double bf16_weights = CostModel(testing::tiny_moe(), small_run(), p).evaluate(l).memory_bytes.weights;
-  EXPECT_DOUBLE_EQ(CostModel(testing::tiny_moe(), run, p).evaluate(l).memory_bytes.weights, 2 * bf16_weights);
+  EXPECT_DOUBLE_EQ(CostModel(testing::tiny_moe(), small_run_in(Precision::kFp32), p).evaluate(l).memory_bytes.weights,
+                   2 * bf16_weights);
+}
+
+// Megatron-LM's fp16 recipe: fp16 grads (no fp32 accumulation by default), so the weight gradient
+// is written (2) and added into the main grad outside the GEMM (2 + 2 read, 2 written), and the
+// step copies grads to fp32 (2 + 4) and unscales them (4 + 4) before the bf16 path's 38 bytes.
+TEST(CostModel, Fp16StepCopiesAndUnscalesItsGradients) {
+  const PrecisionBytes fp16 = PrecisionBytes::of(Precision::kFp16);
+  const PrecisionBytes bf16 = PrecisionBytes::of(Precision::kBf16);
+  EXPECT_EQ(fp16.grad, 2);
+  EXPECT_EQ(fp16.grad_accumulation, 8);
+  EXPECT_EQ(bf16.grad_accumulation, 8);
+  EXPECT_EQ(fp16.adam_traffic, 52);
+  EXPECT_EQ(fp16.grad_zeroing, 2);
+  expect_refused_for_missing_peak(Precision::kFp16);
+  // Without optimizer sharding every held parameter is updated: (52 + 2) bytes each for fp16
+  // against (38 + 4) for bf16.
+  const HardwareProfile p = round_profile_with_peak("fp16", 100);
+  const Layout l{1, 1, 1, 1, 1, 1, Recompute::kNone, false};
+  const StageContents stage{1, 0, false, false};
+  EXPECT_NEAR(CostModel(testing::tiny_moe(), small_run_in(Precision::kFp16), p).optimizer_seconds(stage, l) /
+                  CostModel(testing::tiny_moe(), small_run(), p).optimizer_seconds(stage, l),
+              54.0 / 42.0, 1e-12);
 }
 
 TEST(CostModel, PerStepOverheadAndMemoryEfficiencyAddUp) {

@@ -126,7 +126,7 @@ TEST(HardwareProfile, OptionalCalibrationSectionsAreCheckedFieldByField) {
             std::string::npos);
   EXPECT_NE(error_of(round_profile_with("matmul: 0.5,", "matmul: 0.5, matmul_half_rows: -3,")).find("efficiency.matmul_half_rows: must be between"),
             std::string::npos);
-  EXPECT_NE(error_of(round_profile_with("{bf16: 100, fp8: 200}", "{fp16: 100}")).find("peak_tflops.fp16: unknown dtype"),
+  EXPECT_NE(error_of(round_profile_with("{bf16: 100, fp8: 200}", "{fp4: 100}")).find("peak_tflops.fp4: unknown dtype"),
             std::string::npos);
 }
 

@@ -209,6 +209,11 @@ TEST(Plan, MegatronArgumentsCarryTheLayout) {
   fp32.run.precision = Precision::kFp32;
   const std::vector<std::string> fp32_args = megatron_args(fp32);
   EXPECT_EQ(std::find(fp32_args.begin(), fp32_args.end(), "--bf16"), fp32_args.end());
+  Plan fp16 = ling_plus_plan();
+  fp16.run.precision = Precision::kFp16;
+  const std::vector<std::string> fp16_args = megatron_args(fp16);
+  EXPECT_NE(std::find(fp16_args.begin(), fp16_args.end(), "--fp16"), fp16_args.end());
+  EXPECT_EQ(std::find(fp16_args.begin(), fp16_args.end(), "--bf16"), fp16_args.end());
 }
 
 }  // namespace flopwise

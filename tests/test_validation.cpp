@@ -78,7 +78,9 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // measured sm_90 table, whose mean error falls from 35% to 10.6%): Table 5 unchanged (no A100
 // GEMM of these runs is that thin), the H100 rows, already fast, a little faster: NeMo 13.7% /
 // 19.9% (Nemotron 16.4% / 19.9%), Megatron-Core 13.7% / 24.7%, Llama 3 70B 6.5% / 6.5%,
-// Qwen3-235B 11.4% / 12.8%.
+// Qwen3-235B 11.4% / 12.8%. With Table 5 run in fp16 as Megatron-LM ran it (fp16 grads, the
+// optimizer's copy to fp32 and loss-scale unscale: 14 bytes a parameter more; the weight
+// gradients' accumulation outside the GEMM moving the 8 bytes the fused fp32 one did): 4.3% / 7.3%.
 // A change to the cost model or the profiles that makes any part worse fails here; one that
 // improves it should tighten these bounds.
 TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
@@ -101,7 +103,7 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
     const char* model;
     double mean, worst;
   };
-  for (const Bound& b : {Bound{"Table 5", "", 0.048, 0.091}, Bound{"NeMo 24.07", "", 0.138, 0.199},
+  for (const Bound& b : {Bound{"Table 5", "", 0.044, 0.073}, Bound{"NeMo 24.07", "", 0.138, 0.199},
                          Bound{"NeMo 24.07", "nemotron", 0.164, 0.199},
                          Bound{"Megatron-Core r0.8.0", "", 0.138, 0.248},
                          Bound{"Megatron-Bridge", "llama3-70B", 0.065, 0.066},

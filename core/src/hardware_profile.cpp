@@ -13,6 +13,7 @@ std::string to_string(Precision precision) {
   switch (precision) {
     case Precision::kFp8: return "fp8";
     case Precision::kFp32: return "fp32";
+    case Precision::kFp16: return "fp16";
     case Precision::kBf16: break;
   }
   return "bf16";
@@ -22,7 +23,8 @@ Precision parse_precision(const std::string& text, const std::string& source, co
   if (text == "bf16") return Precision::kBf16;
   if (text == "fp8") return Precision::kFp8;
   if (text == "fp32") return Precision::kFp32;
-  throw input_error(source, field, "unknown precision '" + text + "' (expected bf16, fp8 or fp32)");
+  if (text == "fp16") return Precision::kFp16;
+  throw input_error(source, field, "unknown precision '" + text + "' (expected bf16, fp16, fp8 or fp32)");
 }
 
 std::string to_string(CollectiveAlgorithm algorithm) {
@@ -63,8 +65,8 @@ DeviceSpec read_device(const Fields& f) {
   d.name = f.text("name");
   const Fields peaks = f.section("peak_tflops");
   for (const std::string& dtype : peaks.keys()) {
-    if (dtype != "bf16" && dtype != "fp8" && dtype != "fp32") {
-      throw input_error(f.source(), peaks.path(dtype), "unknown dtype (expected bf16, fp8 or fp32)");
+    if (dtype != "bf16" && dtype != "fp16" && dtype != "fp8" && dtype != "fp32") {
+      throw input_error(f.source(), peaks.path(dtype), "unknown dtype (expected bf16, fp16, fp8 or fp32)");
     }
     d.peak_tflops[dtype] = peaks.number(dtype, 1e-4, 1e6);
   }

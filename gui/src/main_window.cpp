@@ -237,7 +237,7 @@ QWidget* MainWindow::build_editor() {
   budget_->setDecimals(0);
   form->addRow("Budget", budget_);
   precision_ = new QComboBox();
-  precision_->addItems({"bf16", "fp8", "fp32"});
+  precision_->addItems({"bf16", "fp16", "fp8", "fp32"});
   form->addRow("Precision", precision_);
   form->addRow("Pools", build_pools_editor());
   pool_links_ = new QLineEdit();

@@ -100,8 +100,9 @@ void add_layout(std::vector<std::string>& a, const Plan& p) {
   }
   if (l.optimizer_sharding) a.push_back("--use-distributed-optimizer");
   add_overlap(a, p.run.overlap, l);
-  // Megatron trains in fp32 unless told --bf16 (fp8 runs on top of bf16).
-  if (p.run.precision != Precision::kFp32) a.push_back("--bf16");
+  // Megatron trains in fp32 unless told --bf16 or --fp16 (fp8 runs on top of bf16).
+  if (p.run.precision == Precision::kFp16) a.push_back("--fp16");
+  if (p.run.precision == Precision::kBf16 || p.run.precision == Precision::kFp8) a.push_back("--bf16");
   if (p.run.precision == Precision::kFp8) a.insert(a.end(), {"--fp8-format", "hybrid"});
   // Megatron-Core's attention backends: flash for fused (FlashAttention), unfused for the old path.
   a.insert(a.end(), {"--attention-backend", p.run.attention == AttentionKernel::kFused ? "flash" : "unfused"});

@@ -46,9 +46,11 @@ struct ComputeWork {
 };
 
 // Bytes per element and per parameter of a precision recipe; the optimizer step streams
-// adam_traffic per parameter it updates and grad_zeroing per parameter the device holds.
+// adam_traffic per parameter it updates and grad_zeroing per parameter the device holds; each
+// micro-batch's weight gradient moves grad_accumulation bytes per weight into the main gradient.
 struct PrecisionBytes {
   Bytes weight = 0, grad = 0, optimizer = 0, activation = 0, adam_traffic = 0, grad_zeroing = 0;
+  Bytes grad_accumulation = 0;
   static PrecisionBytes of(Precision precision);
 };
 

@@ -12,13 +12,13 @@ namespace flopwise {
 
 // bf16 and fp8 are mixed-precision recipes (fp32 master weights and moments); fp32 trains in
 // fp32 throughout, as the CPU executor does.
-enum class Precision { kBf16, kFp8, kFp32 };
+enum class Precision { kBf16, kFp8, kFp32, kFp16 };
 std::string to_string(Precision precision);
 Precision parse_precision(const std::string& text, const std::string& source, const std::string& field);
 
 struct DeviceSpec {
   std::string name;
-  std::map<std::string, double> peak_tflops;  // dense (no sparsity) peak per dtype: "bf16", "fp8", "fp32"
+  std::map<std::string, double> peak_tflops;  // dense (no sparsity) peak per dtype: "bf16", "fp16", "fp8", "fp32"
   Bytes memory_bytes = 0;
   BytesPerSecond memory_bandwidth = 0;
   double price_per_device_hour = 0;
