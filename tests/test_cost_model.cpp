@@ -492,15 +492,18 @@ TEST(CostModel, Fp32TrainingBytesAndMissingPeak) {
                    2 * bf16_weights);
 }
 
-// Megatron-LM's fp16 recipe: fp16 grads (no fp32 accumulation by default), so the weight gradient
-// is written (2) and added into the main grad outside the GEMM (2 + 2 read, 2 written), and the
-// step copies grads to fp32 (2 + 4) and unscales them (4 + 4) before the bf16 path's 38 bytes.
+// Megatron-LM's fp16 recipe: fp16 grads (no fp32 accumulation by default); the step copies them to
+// fp32 (2 + 4) and unscales them (4 + 4) before the bf16 path's 38 bytes. A weight gradient read
+// and written in the GEMM's epilogue moves 4 bytes (bf16's fp32 main grad: 8); unfused, the GEMM
+// writes it (2) and a separate add reads it (2) and reads and writes the main grad: 8 (bf16: 12).
 TEST(CostModel, Fp16StepCopiesAndUnscalesItsGradients) {
   const PrecisionBytes fp16 = PrecisionBytes::of(Precision::kFp16);
   const PrecisionBytes bf16 = PrecisionBytes::of(Precision::kBf16);
   EXPECT_EQ(fp16.grad, 2);
-  EXPECT_EQ(fp16.grad_accumulation, 8);
-  EXPECT_EQ(bf16.grad_accumulation, 8);
+  EXPECT_EQ(fp16.grad_accumulation(true), 4);
+  EXPECT_EQ(fp16.grad_accumulation(false), 8);
+  EXPECT_EQ(bf16.grad_accumulation(true), 8);
+  EXPECT_EQ(bf16.grad_accumulation(false), 12);
   EXPECT_EQ(fp16.adam_traffic, 52);
   EXPECT_EQ(fp16.grad_zeroing, 2);
   expect_refused_for_missing_peak(Precision::kFp16);
@@ -512,6 +515,19 @@ TEST(CostModel, Fp16StepCopiesAndUnscalesItsGradients) {
   EXPECT_NEAR(CostModel(testing::tiny_moe(), small_run_in(Precision::kFp16), p).optimizer_seconds(stage, l) /
                   CostModel(testing::tiny_moe(), small_run(), p).optimizer_seconds(stage, l),
               54.0 / 42.0, 1e-12);
+}
+
+// Without the fusion every weight of a layer's GEMMs moves 4 bytes more per micro-batch (bf16): at
+// tp 1 and ep 1 attention 2,621,440, router 8,192, shared expert 1,572,864 and 8 experts of
+// 1,572,864 each, 16,785,408 weights.
+TEST(CostModel, UnfusedGradientAccumulationAddsAKernelsBytes) {
+  const Layout l{1, 1, 1, 1, 1, 1, Recompute::kNone, false};
+  const StageContents stage{0, 1, false, false};
+  TrainingRun unfused = small_run();
+  unfused.grad_accumulation_fusion = false;
+  const double fused_bytes = CostModel(testing::tiny_moe(), small_run(), testing::round_profile()).backward_work(stage, l).memory_traffic;
+  const double unfused_bytes = CostModel(testing::tiny_moe(), unfused, testing::round_profile()).backward_work(stage, l).memory_traffic;
+  EXPECT_DOUBLE_EQ(unfused_bytes - fused_bytes, 4.0 * (kAttention + kRouter + kShared + 8 * kExpert));
 }
 
 TEST(CostModel, PerStepOverheadAndMemoryEfficiencyAddUp) {

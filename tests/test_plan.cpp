@@ -44,6 +44,14 @@ TEST(Plan, JsonRoundTripsExactly) {
   EXPECT_EQ(back.layout, plan.layout);
   EXPECT_EQ(back.hardware, plan.hardware);
   EXPECT_EQ(back.run.routing_skew, 1.2);
+  EXPECT_TRUE(back.run.grad_accumulation_fusion);
+  // An unfused run travels; a plan written before the switch existed fuses.
+  Plan unfused = plan;
+  unfused.run.grad_accumulation_fusion = false;
+  EXPECT_FALSE(plan_from_json(to_json(unfused), "plan.json").run.grad_accumulation_fusion);
+  nlohmann::json older = first;
+  older.erase("grad_accumulation_fusion");
+  EXPECT_TRUE(plan_from_json(older, "plan.json").run.grad_accumulation_fusion);
   EXPECT_EQ(back.predicted.step_time_s, plan.predicted.step_time_s);
   EXPECT_EQ(back.predicted.memory_bytes.total(), plan.predicted.memory_bytes.total());
   EXPECT_EQ(param_counts(back.model).total, param_counts(plan.model).total);
@@ -214,6 +222,10 @@ TEST(Plan, MegatronArgumentsCarryTheLayout) {
   const std::vector<std::string> fp16_args = megatron_args(fp16);
   EXPECT_NE(std::find(fp16_args.begin(), fp16_args.end(), "--fp16"), fp16_args.end());
   EXPECT_EQ(std::find(fp16_args.begin(), fp16_args.end(), "--bf16"), fp16_args.end());
+  EXPECT_EQ(std::find(fp16_args.begin(), fp16_args.end(), "--no-gradient-accumulation-fusion"), fp16_args.end());
+  fp16.run.grad_accumulation_fusion = false;
+  const std::vector<std::string> unfused = megatron_args(fp16);
+  EXPECT_NE(std::find(unfused.begin(), unfused.end(), "--no-gradient-accumulation-fusion"), unfused.end());
 }
 
 }  // namespace flopwise

@@ -23,16 +23,13 @@ PrecisionBytes PrecisionBytes::of(Precision precision) {
   // fp32 throughout, as the executor trains: fp32 weights, grads and activations; LibTorch's AdamW
   // keeps m and v (no master copy), its update reads+writes weight, m and v (3 x 8) and reads the
   // grad (4); the executor zeroes its grads before the step's forward, outside the optimizer.
-  if (precision == Precision::kFp32) return {4, 4, 8, 4, 28, 0, 8};
-  // fp16 as Megatron-LM runs it (Float16OptimizerWithFloat16Params with --fp16, grads reduced in
-  // fp16: accumulate_allreduce_grads_in_fp32 is off by default). Without fp32 accumulation
-  // Megatron turns gradient-accumulation fusion off (megatron/arguments.py, 2022 and since): each
-  // weight-gradient GEMM writes its fp16 gradient (2) and DDP's hook adds it into the fp16 main
-  // gradient (reads 2 + 2, writes 2). The step copies each fp16 grad into an fp32 main grad (reads
-  // 2, writes 4), the dynamic loss scaler's _amp_foreach_non_finite_check_and_unscale_ reads and
-  // rewrites it (8), then the bf16 path's norm, Adam and master-to-model copy (38); the zeroed
-  // buffer is fp16 (2).
-  if (precision == Precision::kFp16) return {2, 2, 12, 2, 6 + 8 + 4 + 28 + 6, 2, 2 + 6};
+  if (precision == Precision::kFp32) return {4, 4, 8, 4, 28, 0};
+  // fp16 as Megatron-LM runs it (Float16OptimizerWithFloat16Params with --fp16, grads kept and
+  // reduced in fp16: accumulate_allreduce_grads_in_fp32 is off by default). The step copies each
+  // fp16 grad into an fp32 main grad (reads 2, writes 4), the dynamic loss scaler's
+  // _amp_foreach_non_finite_check_and_unscale_ reads and rewrites it (8), then the bf16 path's
+  // norm, Adam and master-to-model copy (38); the zeroed buffer is fp16 (2).
+  if (precision == Precision::kFp16) return {2, 2, 12, 2, 6 + 8 + 4 + 28 + 6, 2};
   // Mixed precision in Megatron-LM: bf16 weights and activations, fp32 main gradients, and AdamW
   // with fp32 master weights plus two fp32 moments (Rajbhandari et al. 2020, ZeRO, section 3.1:
   // 16 bytes per parameter, 12 of them optimizer state). Megatron's step runs three memory-bound
@@ -43,7 +40,7 @@ PrecisionBytes PrecisionBytes::of(Precision precision) {
   // writes 2. The fp32 grad buffer, whole and not only the updated shard, is zeroed for the next
   // step (zero_grad_buffer, 4). The clip's rescale runs only while the norm exceeds the bound and
   // is left out.
-  return {2, 4, 12, 2, 4 + 28 + 6, 4, 8};
+  return {2, 4, 12, 2, 4 + 28 + 6, 4};
 }
 
 ComputeWork& ComputeWork::operator+=(const ComputeWork& o) {
@@ -176,8 +173,8 @@ Seconds CostModel::gemm_seconds(double rows, double inner, double cols, double c
 // (inputs x outputs over the rows). Tensor parallelism (`tp` ways: the attention's or the experts')
 // splits outputs, inputs or the rows. The weight gradient is accumulated into the fp32 main
 // gradient in the GEMM's epilogue (Megatron-LM's --gradient-accumulation-fusion, on by default,
-// and Transformer Engine's fuse_wgrad_accumulation): each element is read and written again (an
-// fp16 run accumulates as many bytes outside the GEMM: PrecisionBytes::grad_accumulation).
+// and Transformer Engine's fuse_wgrad_accumulation): each element is read and written again;
+// without the fusion a separate kernel adds it in (PrecisionBytes::grad_accumulation).
 // In an fp8 run, Transformer Engine quantizes each GEMM's activation input (forward) and output
 // gradient (backward) with current scaling: an amax pass reads the bf16 tensor (2 bytes), the cast
 // reads it again and writes the fp8 copy and its transpose for the other GEMM (2 + 1 + 1): 6 bytes
@@ -198,7 +195,7 @@ ComputeWork CostModel::matrix_work(const WeightMatrix& w, double rows, double co
     return forward;
   }
   ComputeWork both = gemm_work(rows, out, in, count, quantized, bytes_.activation);
-  both += gemm_work(in, rows, out, count, quantized, bytes_.grad_accumulation);
+  both += gemm_work(in, rows, out, count, quantized, bytes_.grad_accumulation(run_.grad_accumulation_fusion));
   if (fp8) both.memory_traffic += kQuantizeBytes * rows * out * count;
   return both;
 }

@@ -233,6 +233,7 @@ json to_json(const Plan& p) {
   j["tokens"] = p.run.tokens;
   j["attention"] = to_string(p.run.attention);
   j["comm_overlap"] = to_string(p.run.overlap);
+  j["grad_accumulation_fusion"] = p.run.grad_accumulation_fusion;
   j["routing_skew"] = p.run.routing_skew;
   j["moe_capacity_factor"] = p.run.moe_capacity_factor;
   j["memory_headroom"] = p.run.memory_headroom;
@@ -264,6 +265,8 @@ Plan plan_from_json(const json& j, const std::string& source) {
   p.run.tokens = r.number("tokens");
   p.run.attention = parse_attention_kernel(r.text("attention"), source, "attention");
   p.run.overlap = parse_comm_overlap(r.text("comm_overlap"), source, "comm_overlap");
+  // Plans written before the switch existed fused, as Megatron-Core does by default.
+  if (r.has("grad_accumulation_fusion")) p.run.grad_accumulation_fusion = r.boolean("grad_accumulation_fusion");
   p.run.routing_skew = r.number("routing_skew");
   // Plans written before capacity factors were dropless.
   if (r.has("moe_capacity_factor")) p.run.moe_capacity_factor = r.number("moe_capacity_factor");

@@ -47,6 +47,7 @@ struct RunOptions {
   std::string precision = "bf16";
   std::string attention = "fused";
   std::string comm_overlap = to_string(CommOverlap{});
+  bool no_grad_accumulation_fusion = false;
   double routing_skew = 1.0;
   double moe_capacity_factor = 0;
   double memory_headroom = 0.10;
@@ -68,11 +69,13 @@ void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
   app.add_option("--objective", o.objective, "cost | time | cost-deadline | time-budget")->capture_default_str();
   app.add_option("--deadline-days", o.deadline_days, "deadline for cost-deadline")->capture_default_str();
   app.add_option("--budget", o.budget, "budget for time-budget, in the profile's currency");
-  app.add_option("--precision", o.precision, "bf16 | fp8")->capture_default_str();
+  app.add_option("--precision", o.precision, "bf16 | fp16 | fp8 | fp32")->capture_default_str();
   app.add_option("--attention", o.attention, "attention kernel: fused (FlashAttention) | unfused")->capture_default_str();
   app.add_option("--comm-overlap", o.comm_overlap,
                  "communication the framework overlaps: none, or a list of grad_reduce, param_gather, tp_grad, tp_comm, p2p")
       ->capture_default_str();
+  app.add_flag("--no-grad-accumulation-fusion", o.no_grad_accumulation_fusion,
+               "weight gradients added into the main gradient by a separate kernel, not in the GEMM's epilogue");
   app.add_option("--routing-skew", o.routing_skew, "busiest EP rank's tokens over the mean (>= 1)")->capture_default_str();
   app.add_option("--moe-capacity-factor", o.moe_capacity_factor,
                  "expert capacity over its balanced share; tokens past it are dropped (0: dropless)")
@@ -172,6 +175,7 @@ TrainingRun training_run(const RunOptions& o) {
   run.precision = parse_precision(o.precision, "--precision", "");
   run.attention = parse_attention_kernel(o.attention, "--attention", "");
   run.overlap = parse_comm_overlap(o.comm_overlap, "--comm-overlap", "");
+  run.grad_accumulation_fusion = !o.no_grad_accumulation_fusion;
   run.routing_skew = o.routing_skew;
   run.moe_capacity_factor = o.moe_capacity_factor;
   run.memory_headroom = o.memory_headroom;

@@ -89,8 +89,8 @@ Layout read_layout(const YamlFields& f) {
 }
 
 PublishedRun read_run(const YamlFields& f) {
-  f.allow_only({"name", "source", "model", "hardware", "precision", "attention", "comm_overlap", "seq_len",
-                "global_batch", "layout", "measured_step_time"});
+  f.allow_only({"name", "source", "model", "hardware", "precision", "attention", "comm_overlap",
+                "grad_accumulation_fusion", "seq_len", "global_batch", "layout", "measured_step_time"});
   PublishedRun r;
   r.name = f.text("name");
   r.source = f.text("source");
@@ -108,6 +108,7 @@ PublishedRun read_run(const YamlFields& f) {
   r.run.precision = parse_precision(f.text("precision"), f.source(), f.path("precision"));
   r.run.attention = parse_attention_kernel(f.text("attention"), f.source(), f.path("attention"));
   r.run.overlap = parse_comm_overlap(f.text("comm_overlap"), f.source(), f.path("comm_overlap"));
+  if (f.has("grad_accumulation_fusion")) r.run.grad_accumulation_fusion = f.boolean("grad_accumulation_fusion");
   r.run.seq_len = f.integer("seq_len", 1);
   r.model.seq_len = r.run.seq_len;
   r.run.global_batch = f.integer("global_batch", 1);

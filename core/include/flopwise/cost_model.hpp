@@ -46,12 +46,14 @@ struct ComputeWork {
 };
 
 // Bytes per element and per parameter of a precision recipe; the optimizer step streams
-// adam_traffic per parameter it updates and grad_zeroing per parameter the device holds; each
-// micro-batch's weight gradient moves grad_accumulation bytes per weight into the main gradient.
+// adam_traffic per parameter it updates and grad_zeroing per parameter the device holds.
 struct PrecisionBytes {
   Bytes weight = 0, grad = 0, optimizer = 0, activation = 0, adam_traffic = 0, grad_zeroing = 0;
-  Bytes grad_accumulation = 0;
   static PrecisionBytes of(Precision precision);
+  // Bytes a micro-batch's weight gradient moves per weight into the main gradient: read and
+  // written in the GEMM's epilogue when fused, else written at activation width by the GEMM, then
+  // read back with the main gradient and added into it.
+  Bytes grad_accumulation(bool fused) const { return fused ? 2.0 * grad : 2.0 * activation + 2.0 * grad; }
 };
 
 // The devices a run's totals are priced over: one pool's, or several pools' together.

@@ -10,7 +10,7 @@
 
 namespace flopwise {
 
-// bf16 and fp8 are mixed-precision recipes (fp32 master weights and moments); fp32 trains in
+// bf16, fp16 and fp8 are mixed-precision recipes (fp32 master weights and moments); fp32 trains in
 // fp32 throughout, as the CPU executor does.
 enum class Precision { kBf16, kFp8, kFp32, kFp16 };
 std::string to_string(Precision precision);

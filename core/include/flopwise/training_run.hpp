@@ -40,6 +40,10 @@ struct TrainingRun {
   Precision precision = Precision::kBf16;
   AttentionKernel attention = AttentionKernel::kFused;
   CommOverlap overlap;
+  // Megatron-LM's --gradient-accumulation-fusion: each weight-gradient GEMM adds into the main
+  // gradient in its epilogue. Megatron-LM of 2022 switched it off for fp16 without fp32
+  // accumulation; off, the GEMM writes the gradient and a separate kernel adds it in.
+  bool grad_accumulation_fusion = true;
   // Busiest EP rank's routed tokens over the mean; 1 is perfectly balanced routing.
   double routing_skew = 1.0;
   // Megatron-Core's --moe-expert-capacity-factor: each expert takes at most this many times its
