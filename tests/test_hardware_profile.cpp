@@ -64,6 +64,10 @@ TEST(HardwareProfile, GemmSectionReadsTilesAndLaunchLatency) {
   std::string bytes = gemm;
   bytes.replace(bytes.find("4 us"), 4, "4 GB");
   EXPECT_NE(error_of(testing::round_profile_with("fp8: true", bytes)).find("device.gemm.launch_latency"), std::string::npos);
+  // A misspelt optional key is named, not silently left at its default.
+  std::string typo = gemm;
+  typo.replace(typo.find("half_tiles"), 10, "half_tile");
+  EXPECT_NE(error_of(testing::round_profile_with("fp8: true", typo)).find("device.gemm.half_tile"), std::string::npos);
 }
 
 TEST(HardwareProfile, EachClassOfBadInputNamesFileAndField) {

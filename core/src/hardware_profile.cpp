@@ -81,6 +81,7 @@ DeviceSpec read_device(const Fields& f) {
   d.fp8 = f.boolean("fp8");
   if (f.has("gemm")) {
     const Fields g = f.section("gemm");
+    g.allow_only({"compute_units", "tile_rows", "tile_cols", "half_tiles", "launch_latency"});
     d.gemm.compute_units = g.integer("compute_units", 1);
     d.gemm.tile_rows = g.integer("tile_rows", 1);
     d.gemm.tile_cols = g.integer("tile_cols", 1);
