@@ -530,6 +530,47 @@ TEST(CostModel, UnfusedGradientAccumulationAddsAKernelsBytes) {
   EXPECT_DOUBLE_EQ(unfused_bytes - fused_bytes, 4.0 * (kAttention + kRouter + kShared + 8 * kExpert));
 }
 
+// Transformer Engine's TP overlap holds tp_comm_sms SMs beside the row-parallel forward GEMMs
+// (attention output, MLP down): the forward grows by exactly those GEMMs' time on the SMs left,
+// less their time on all of them; without TP, without the overlap or with 0 SMs, nothing changes.
+TEST(CostModel, TpOverlapHoldsSmsBesideTheRowParallelForwardGemms) {
+  const HardwareProfile h100 = load_hardware_profile(std::string(FLOPWISE_PROFILES_DIR) + "/h100-sxm.yaml");
+  const StageContents moe_layer{0, 1, false, false};
+  const Layout tp2{2, 1, 1, 1, 1, 16, Recompute::kNone, false};  // GEMMs of 16K rows: compute-bound
+  TrainingRun free_overlap = small_run(), held = small_run();
+  free_overlap.overlap.tp_comm = held.overlap.tp_comm = true;
+  free_overlap.tp_comm_sms = 0;
+  held.tp_comm_sms = 16;
+  const CostModel plain(testing::tiny_moe(), free_overlap, h100), sharing(testing::tiny_moe(), held, h100);
+  const double tokens = 16.0 * small_run().seq_len;
+  double expected = 0;
+  for (const WeightMatrix& m : layer_matrices(testing::tiny_moe(), true).shared) {
+    if (m.split != TpSplit::kInputs) continue;
+    expected += plain.gemm_seconds(tokens, m.inputs / 2, m.outputs, 1, 16) - plain.gemm_seconds(tokens, m.inputs / 2, m.outputs);
+  }
+  EXPECT_GT(expected, 0);
+  EXPECT_NEAR(sharing.forward_seconds(moe_layer, tp2) - plain.forward_seconds(moe_layer, tp2), expected, 1e-12);
+  EXPECT_GT(sharing.backward_seconds(moe_layer, tp2), plain.backward_seconds(moe_layer, tp2));
+  const Layout tp1{1, 1, 1, 1, 1, 16, Recompute::kNone, false};
+  EXPECT_DOUBLE_EQ(sharing.forward_seconds(moe_layer, tp1), plain.forward_seconds(moe_layer, tp1));
+  TrainingRun blocking = held, blocking_free = free_overlap;
+  blocking.overlap.tp_comm = blocking_free.overlap.tp_comm = false;
+  EXPECT_DOUBLE_EQ(CostModel(testing::tiny_moe(), blocking, h100).forward_seconds(moe_layer, tp2),
+                   CostModel(testing::tiny_moe(), blocking_free, h100).forward_seconds(moe_layer, tp2));
+}
+
+// A run cannot hold every SM of the device for its TP overlap, nor a negative count.
+TEST(CostModel, TpOverlapSmsBeyondTheDeviceAreRefused) {
+  const HardwareProfile h100 = load_hardware_profile(std::string(FLOPWISE_PROFILES_DIR) + "/h100-sxm.yaml");
+  TrainingRun all = small_run();
+  all.tp_comm_sms = 132;
+  EXPECT_THROW(CostModel(testing::tiny_moe(), all, h100), InputError);
+  all.tp_comm_sms = 131;
+  EXPECT_NO_THROW(CostModel(testing::tiny_moe(), all, h100));
+  all.tp_comm_sms = -1;
+  EXPECT_THROW(validate(all, "--tp-comm-sms"), InputError);
+}
+
 TEST(CostModel, PerStepOverheadAndMemoryEfficiencyAddUp) {
   const Layout l{1, 1, 1, 1, 1, 1, Recompute::kNone, false};
   const StepCost plain = CostModel(testing::tiny_moe(), small_run(), testing::round_profile()).evaluate(l);

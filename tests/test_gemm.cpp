@@ -91,4 +91,33 @@ TEST(GemmSchedule, ShippedH100ProfileFollowsXlasMeasuredTable) {
   EXPECT_LT(total_error / 8, 0.13);
 }
 
+// Communication kernels beside a GEMM hold SMs and the library lays the GEMM over the rest.
+// 3,072 x 2,816 outputs are 264 tiles of 128 x 256: 2 full waves of 132 units, or 4 of the 66
+// left when 66 are held, so the main loop (2 x 3072 x 4096 x 2816 FLOPs at 0.801 x 989 TFLOPS,
+// 89.5 us) runs exactly twice as long; the launch and the output written do not change.
+TEST(GemmSchedule, SmsHeldByCommunicationSlowTheMainLoop) {
+  const HardwareProfile h100 = load_hardware_profile(std::string(FLOPWISE_PROFILES_DIR) + "/h100-sxm.yaml");
+  const CostModel cost(testing::tiny_moe(), testing::tiny_run(4), h100);
+  const double main_loop = 2.0 * 3072 * 4096 * 2816 / (0.801 * 989e12);
+  EXPECT_NEAR(cost.gemm_seconds(3072, 4096, 2816, 1, 66) - cost.gemm_seconds(3072, 4096, 2816), main_loop, 1e-9);
+  EXPECT_NEAR(main_loop, 89.5e-6, 0.1e-6);
+}
+
+// DeepSeek's published H800 training trace (deepseek-ai/profile-data, train.json: DeepSeek-V3
+// layers, EP 64, fp8, all-to-all by DeepEP on 20 of the 132 SMs) ran its first layer's expert
+// GEMMs on grids of 112 SMs: 31,104 routed rows over 4 local experts, 7,168 -> 4,096 in 1,739 us
+// and 2,048 -> 7,168 in 946 us. The shipped H800 profile, fitted to no training run, gives 1,635
+// and 922 us with the 20 SMs held (6.0% and 2.5% fast), 1,414 and 808 us without (19% and 15%).
+TEST(GemmSchedule, ShippedH800ProfileFollowsDeepSeeksTrainingTrace) {
+  const HardwareProfile h800 = load_hardware_profile(std::string(FLOPWISE_PROFILES_DIR) + "/h800-sxm.yaml");
+  TrainingRun fp8 = testing::tiny_run(4);
+  fp8.precision = Precision::kFp8;
+  const CostModel cost(testing::tiny_moe(), fp8, h800);
+  const double rows = 31104.0 / 4;
+  EXPECT_NEAR(cost.gemm_seconds(rows, 7168, 4096, 4, 20) / 1739e-6, 0.94, 0.01);
+  EXPECT_NEAR(cost.gemm_seconds(rows, 2048, 7168, 4, 20) / 946e-6, 0.975, 0.01);
+  EXPECT_LT(cost.gemm_seconds(rows, 7168, 4096, 4) / 1739e-6, 0.85);
+  EXPECT_LT(cost.gemm_seconds(rows, 2048, 7168, 4) / 946e-6, 0.87);
+}
+
 }  // namespace flopwise

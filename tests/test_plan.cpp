@@ -52,6 +52,12 @@ TEST(Plan, JsonRoundTripsExactly) {
   nlohmann::json older = first;
   older.erase("grad_accumulation_fusion");
   EXPECT_TRUE(plan_from_json(older, "plan.json").run.grad_accumulation_fusion);
+  // The SMs of TP overlap travel; a plan written before they were costed ran TE's default 16.
+  Plan tuned = plan;
+  tuned.run.tp_comm_sms = 24;
+  EXPECT_EQ(plan_from_json(to_json(tuned), "plan.json").run.tp_comm_sms, 24);
+  older.erase("tp_comm_sms");
+  EXPECT_EQ(plan_from_json(older, "plan.json").run.tp_comm_sms, 16);
   EXPECT_EQ(back.predicted.step_time_s, plan.predicted.step_time_s);
   EXPECT_EQ(back.predicted.memory_bytes.total(), plan.predicted.memory_bytes.total());
   EXPECT_EQ(param_counts(back.model).total, param_counts(plan.model).total);

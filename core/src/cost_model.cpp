@@ -109,6 +109,11 @@ CostModel::CostModel(const ModelConfig& model, const TrainingRun& run, const Har
       dense_matrices_(layer_matrices(model, false)),
       lm_head_flops_(lm_head_flops(model)) {
   if (auto why = precision_unsupported(profile, run.precision)) throw InputError(*why);
+  const int units = profile.device.gemm.compute_units;
+  if (units > 0 && run.tp_comm_sms >= units) {
+    throw InputError(profile.name + ": tp_comm_sms " + std::to_string(run.tp_comm_sms) + " leaves none of the device's " +
+                     std::to_string(units) + " compute units to the GEMMs beside TP communication");
+  }
   peak_ = profile.device.peak_flops(run.precision);
   // FP8 speeds up the GEMMs; attention's softmax path stays in bf16 (Transformer Engine recipe).
   attention_peak_ = run.precision == Precision::kFp8 ? profile.device.peak_flops(Precision::kBf16) : peak_;
@@ -144,12 +149,24 @@ double CostModel::expert_skew(const Layout& l) const {
 // `quantized`: an fp8 run's GEMM in a Transformer Engine layer, 1-byte operands at the fp8 rate;
 // any other GEMM of an fp8 run (the LM head, Megatron's plain ColumnParallelLinear) runs at the
 // bf16 rate, counted as the fp8-rate FLOPs that take the same time.
+// `sms_held`: compute units that communication kernels running beside the GEMM hold; the library
+// lays the GEMM over the rest (cuBLAS's math SM count, DeepGEMM's num_sms), each unit at its
+// share of the device rate. DeepSeek's published H800 training trace (deepseek-ai/profile-data,
+// train.json: DeepSeek-V3 layers beside DeepEP's all-to-all on 20 SMs) ran its expert GEMMs on
+// grids of 112 SMs: 31,104 rows over 4 experts, 7168 -> 4096 in 1739 us and 2048 -> 7168 in
+// 946 us; this model gives 1635 and 922 us with 20 units held, 1414 and 808 us with none.
 ComputeWork CostModel::gemm_work(double rows, double inner, double cols, double count, bool quantized,
-                                 Bytes output_bytes) const {
+                                 Bytes output_bytes, int sms_held) const {
   const double at_peak = quantized ? 1.0 : bf16_gemm_flops_;
+  GemmTiling tiling = profile_.device.gemm;
+  double unit_share = 1.0;
+  if (sms_held > 0 && tiling.compute_units > sms_held) {
+    unit_share = static_cast<double>(tiling.compute_units - sms_held) / tiling.compute_units;
+    tiling.compute_units -= sms_held;
+  }
   const GemmSchedule schedule =
-      schedule_gemm(profile_.device.gemm, GemmShape{rows, cols, inner, count}, matmul_rate_ / at_peak, memory_rate_);
-  const Flops issued = at_peak * 2.0 * rows * inner * cols * count / schedule.busy_fraction;
+      schedule_gemm(tiling, GemmShape{rows, cols, inner, count}, matmul_rate_ * unit_share / at_peak, memory_rate_);
+  const Flops issued = at_peak * 2.0 * rows * inner * cols * count / schedule.busy_fraction / unit_share;
   const Bytes operand = quantized && run_.precision == Precision::kFp8 ? 1.0 : bytes_.activation;
   const Bytes read = count * operand * (rows * inner + inner * cols);
   ComputeWork w;
@@ -164,8 +181,8 @@ ComputeWork CostModel::gemm_work(double rows, double inner, double cols, double 
   return w;
 }
 
-Seconds CostModel::gemm_seconds(double rows, double inner, double cols, double count) const {
-  return compute_seconds(gemm_work(rows, inner, cols, count, true, bytes_.activation));
+Seconds CostModel::gemm_seconds(double rows, double inner, double cols, double count, int sms_held) const {
+  return compute_seconds(gemm_work(rows, inner, cols, count, true, bytes_.activation, sms_held));
 }
 
 // One weight matrix's GEMMs on one device for `rows` tokens: the forward (rows x outputs over the
@@ -182,7 +199,7 @@ Seconds CostModel::gemm_seconds(double rows, double inner, double cols, double c
 // per-tensor current scaling computes the scale from the tensor being cast). Weights are cast
 // once per step (first micro-batch) and left out.
 ComputeWork CostModel::matrix_work(const WeightMatrix& w, double rows, double count, Pass pass, int tp,
-                                   const Layout& l, bool quantized) const {
+                                   const Layout& l, bool quantized, int sms_held) const {
   double in = w.inputs, out = w.outputs;
   if (w.split == TpSplit::kOutputs) out /= tp;
   if (w.split == TpSplit::kInputs) in /= tp;
@@ -190,14 +207,26 @@ ComputeWork CostModel::matrix_work(const WeightMatrix& w, double rows, double co
   const bool fp8 = quantized && run_.precision == Precision::kFp8;
   constexpr double kQuantizeBytes = 6.0;
   if (pass == Pass::kForward) {
-    ComputeWork forward = gemm_work(rows, in, out, count, quantized, bytes_.activation);
+    ComputeWork forward = gemm_work(rows, in, out, count, quantized, bytes_.activation, sms_held);
     if (fp8) forward.memory_traffic += kQuantizeBytes * rows * in * count;
     return forward;
   }
-  ComputeWork both = gemm_work(rows, out, in, count, quantized, bytes_.activation);
-  both += gemm_work(in, rows, out, count, quantized, bytes_.grad_accumulation(run_.grad_accumulation_fusion));
+  ComputeWork both = gemm_work(rows, out, in, count, quantized, bytes_.activation, sms_held);
+  both += gemm_work(in, rows, out, count, quantized, bytes_.grad_accumulation(run_.grad_accumulation_fusion), sms_held);
   if (fp8) both.memory_traffic += kQuantizeBytes * rows * out * count;
   return both;
+}
+
+// Transformer Engine's TP overlap (tp_comm) runs a layer's collectives beside its GEMMs: the
+// reduce-scatters after the row-parallel forward GEMMs (proj, fc2: its "pipeline" method) and
+// the bulk all-gathers and reduce-scatters beside the column-parallel backward GEMMs (QKV, fc1:
+// "bulk") on run.tp_comm_sms SMs, the GEMM beside them on the rest (set_sm_margin); its ring
+// exchanges (the column-parallel forward, the row-parallel backward) go through copy engines.
+// TE's default is 16 SMs a method (transformer_engine/pytorch/module/base.py, initialize_ub).
+int CostModel::tp_overlap_sms_held(const WeightMatrix& m, Pass pass, const Layout& l) const {
+  if (!run_.overlap.tp_comm || l.tp < 2) return 0;
+  const TpSplit beside_comm = pass == Pass::kForward ? TpSplit::kInputs : TpSplit::kOutputs;
+  return m.split == beside_comm ? run_.tp_comm_sms : 0;
 }
 
 // Every token meets the shared matrices; each local expert sees its share of the tokens of its
@@ -207,7 +236,9 @@ ComputeWork CostModel::layer_gemm_work(bool moe_layer, Pass pass, const Layout& 
   const double tokens = micro_batch_tokens(l);
   const LayerMatrices& matrices = moe_layer ? moe_matrices_ : dense_matrices_;
   ComputeWork w;
-  for (const WeightMatrix& m : matrices.shared) w += matrix_work(m, tokens, 1.0, pass, l.tp, l);
+  for (const WeightMatrix& m : matrices.shared) {
+    w += matrix_work(m, tokens, 1.0, pass, l.tp, l, true, tp_overlap_sms_held(m, pass, l));
+  }
   if (!moe_layer || matrices.routed_expert.empty()) return w;
   const double local_experts = static_cast<double>(model_.routed_experts) / l.ep;
   const double rows = expert_rows_per_rank(l) * l.ep / model_.routed_experts;

@@ -234,6 +234,7 @@ json to_json(const Plan& p) {
   j["attention"] = to_string(p.run.attention);
   j["comm_overlap"] = to_string(p.run.overlap);
   j["grad_accumulation_fusion"] = p.run.grad_accumulation_fusion;
+  j["tp_comm_sms"] = p.run.tp_comm_sms;
   j["routing_skew"] = p.run.routing_skew;
   j["moe_capacity_factor"] = p.run.moe_capacity_factor;
   j["memory_headroom"] = p.run.memory_headroom;
@@ -267,6 +268,8 @@ Plan plan_from_json(const json& j, const std::string& source) {
   p.run.overlap = parse_comm_overlap(r.text("comm_overlap"), source, "comm_overlap");
   // Plans written before the switch existed fused, as Megatron-Core does by default.
   if (r.has("grad_accumulation_fusion")) p.run.grad_accumulation_fusion = r.boolean("grad_accumulation_fusion");
+  // Plans written before SM sharing was costed ran Transformer Engine's default.
+  if (r.has("tp_comm_sms")) p.run.tp_comm_sms = r.integer("tp_comm_sms", 0);
   p.run.routing_skew = r.number("routing_skew");
   // Plans written before capacity factors were dropless.
   if (r.has("moe_capacity_factor")) p.run.moe_capacity_factor = r.number("moe_capacity_factor");

@@ -48,6 +48,7 @@ struct RunOptions {
   std::string attention = "fused";
   std::string comm_overlap = to_string(CommOverlap{});
   bool no_grad_accumulation_fusion = false;
+  int tp_comm_sms = TrainingRun{}.tp_comm_sms;
   double routing_skew = 1.0;
   double moe_capacity_factor = 0;
   double memory_headroom = 0.10;
@@ -76,6 +77,9 @@ void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
       ->capture_default_str();
   app.add_flag("--no-grad-accumulation-fusion", o.no_grad_accumulation_fusion,
                "weight gradients added into the main gradient by a separate kernel, not in the GEMM's epilogue");
+  app.add_option("--tp-comm-sms", o.tp_comm_sms,
+                 "SMs Transformer Engine's TP-overlap kernels (tp_comm) hold beside the GEMMs they overlap")
+      ->capture_default_str();
   app.add_option("--routing-skew", o.routing_skew, "busiest EP rank's tokens over the mean (>= 1)")->capture_default_str();
   app.add_option("--moe-capacity-factor", o.moe_capacity_factor,
                  "expert capacity over its balanced share; tokens past it are dropped (0: dropless)")
@@ -176,6 +180,7 @@ TrainingRun training_run(const RunOptions& o) {
   run.attention = parse_attention_kernel(o.attention, "--attention", "");
   run.overlap = parse_comm_overlap(o.comm_overlap, "--comm-overlap", "");
   run.grad_accumulation_fusion = !o.no_grad_accumulation_fusion;
+  run.tp_comm_sms = o.tp_comm_sms;
   run.routing_skew = o.routing_skew;
   run.moe_capacity_factor = o.moe_capacity_factor;
   run.memory_headroom = o.memory_headroom;

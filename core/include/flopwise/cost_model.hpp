@@ -102,7 +102,8 @@ class CostModel {
   ComputeWork layer_forward_work(bool moe_layer, const Layout& layout) const;
   // One launch of `count` equal GEMMs with rows x cols outputs over `inner`, activation-width
   // operands and outputs, at the run's GEMM rate: what a GEMM benchmark of the device measures.
-  Seconds gemm_seconds(double rows, double inner, double cols, double count = 1.0) const;
+  // With `sms_held` compute units taken by communication kernels running beside it.
+  Seconds gemm_seconds(double rows, double inner, double cols, double count = 1.0, int sms_held = 0) const;
   // The attention core of one layer over one micro-batch: a fused kernel's FLOPs, or the unfused
   // path's batched GEMMs over the whole s x s square and the softmax and dropout bytes around them.
   ComputeWork attention_core_work(const Layout& layout) const;
@@ -177,9 +178,10 @@ class CostModel {
   static double passes_of(Pass pass);
   double attention_passes_of(Pass pass) const;
   ComputeWork gemm_work(double rows, double inner, double cols, double count, bool quantized,
-                        Bytes output_bytes) const;
+                        Bytes output_bytes, int sms_held = 0) const;
   ComputeWork matrix_work(const WeightMatrix& matrix, double rows, double count, Pass pass, int tp,
-                          const Layout& layout, bool quantized = true) const;
+                          const Layout& layout, bool quantized = true, int sms_held = 0) const;
+  int tp_overlap_sms_held(const WeightMatrix& matrix, Pass pass, const Layout& layout) const;
   double expert_rows_per_rank(const Layout& layout) const;
   int tp_blocks(const StageContents& stage) const;
   ComputeWork layer_gemm_work(bool moe_layer, Pass pass, const Layout& layout) const;

@@ -44,6 +44,10 @@ struct TrainingRun {
   // gradient in its epilogue. Megatron-LM of 2022 switched it off for fp16 without fp32
   // accumulation; off, the GEMM writes the gradient and a separate kernel adds it in.
   bool grad_accumulation_fusion = true;
+  // SMs Transformer Engine's TP-overlap kernels hold beside the GEMMs they overlap (tp_comm), out
+  // of the GEMM's: TE's default num_sm of 16 (NeMo's tuned GPT-3 175B H100 configs use 20-24 beside
+  // the forward GEMMs, 2-8 beside the backward ones). 0: the overlap costs the GEMMs nothing.
+  int tp_comm_sms = 16;
   // Busiest EP rank's routed tokens over the mean; 1 is perfectly balanced routing.
   double routing_skew = 1.0;
   // Megatron-Core's --moe-expert-capacity-factor: each expert takes at most this many times its
