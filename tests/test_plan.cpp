@@ -192,6 +192,9 @@ TEST(Plan, MegatronArgumentsCarryTheLayout) {
   EXPECT_TRUE(has(blocking_args, "--no-async-tensor-model-parallel-allreduce"));
   blocking.run.overlap = parse_comm_overlap("tp_comm", "test", "comm_overlap");
   EXPECT_TRUE(has(megatron_args(blocking), "--tp-comm-overlap"));
+  // Megatron-LM takes other SM counts from a file flopwise does not write: refused, not dropped.
+  blocking.run.tp_comm_sms = 24;
+  EXPECT_THROW(megatron_args(blocking), InputError);
   Plan uneven = ling_plus_plan();
   uneven.layout.pp = 16;
   uneven.layout.first_stage_layers = uneven.layout.last_stage_layers = 2;

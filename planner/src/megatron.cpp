@@ -2,6 +2,7 @@
 #include <string>
 #include <vector>
 
+#include "flopwise/error.hpp"
 #include "flopwise/plan_builder.hpp"
 
 namespace flopwise {
@@ -55,7 +56,16 @@ void add_model(std::vector<std::string>& a, const ModelConfig& m, int seq_len) {
 }
 
 // The run's communication overlap as Megatron-LM's switches (each where it applies).
-void add_overlap(std::vector<std::string>& a, const CommOverlap& o, const Layout& l) {
+void add_overlap(std::vector<std::string>& a, const TrainingRun& run, const Layout& l) {
+  const CommOverlap& o = run.overlap;
+  // Transformer Engine's SM counts travel in a --tp-comm-overlap-cfg file, which flopwise does not
+  // write: arguments that ran its default would silently cost something else than the plan.
+  if (o.tp_comm && l.tp > 1 && run.tp_comm_sms != TrainingRun{}.tp_comm_sms) {
+    throw InputError("plan: tp_comm_sms " + std::to_string(run.tp_comm_sms) +
+                     ": Megatron-LM takes Transformer Engine's SM counts from a --tp-comm-overlap-cfg file, which "
+                     "flopwise does not write; plan with --tp-comm-sms " + std::to_string(TrainingRun{}.tp_comm_sms) +
+                     " to export arguments");
+  }
   if (o.grad_reduce) a.push_back("--overlap-grad-reduce");
   if (o.param_gather && l.optimizer_sharding) a.push_back("--overlap-param-gather");
   if (!o.tp_grad && !o.tp_comm && l.tp > 1) a.push_back("--no-async-tensor-model-parallel-allreduce");
@@ -99,7 +109,7 @@ void add_layout(std::vector<std::string>& a, const Plan& p) {
     a.insert(a.end(), {"--recompute-granularity", "full", "--recompute-method", "uniform", "--recompute-num-layers", "1"});
   }
   if (l.optimizer_sharding) a.push_back("--use-distributed-optimizer");
-  add_overlap(a, p.run.overlap, l);
+  add_overlap(a, p.run, l);
   // Megatron trains in fp32 unless told --bf16 or --fp16 (fp8 runs on top of bf16).
   if (p.run.precision == Precision::kFp16) a.push_back("--fp16");
   if (p.run.precision == Precision::kBf16 || p.run.precision == Precision::kFp8) a.push_back("--bf16");
