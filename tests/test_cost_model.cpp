@@ -559,6 +559,26 @@ TEST(CostModel, TpOverlapHoldsSmsBesideTheRowParallelForwardGemms) {
                    CostModel(testing::tiny_moe(), blocking_free, h100).forward_seconds(moe_layer, tp2));
 }
 
+// Megatron-LM's asynchronous input-gradient all-reduce (tp_grad) holds the node's NCCL channels,
+// one SM each, for as long as it is hidden beside the backward GEMMs: with 27 of the A100's 108
+// SMs held, exactly a quarter of the hidden collective time comes back as GEMM time lost. The
+// hidden time is what blocking on every collective adds over the overlapped run.
+TEST(CostModel, NcclChannelsBesideHiddenTpCollectivesCostTheirSmsShare) {
+  HardwareProfile a100 = load_hardware_profile(std::string(FLOPWISE_PROFILES_DIR) + "/a100-80gb.yaml");
+  const Layout tp2{2, 1, 1, 1, 1, 4, Recompute::kNone, false};
+  auto tp_seconds = [&](int channels, const std::string& overlap) {
+    a100.node.collective_channels = channels;
+    TrainingRun run = small_run();
+    run.overlap = parse_comm_overlap(overlap, "test", "comm_overlap");
+    return CostModel(testing::tiny_moe(), run, a100).evaluate(tp2).exposed_comm_s.tp;
+  };
+  const double hidden = tp_seconds(0, "none") - tp_seconds(0, "tp_grad");
+  EXPECT_GT(hidden, 0);
+  EXPECT_NEAR(tp_seconds(27, "tp_grad") - tp_seconds(0, "tp_grad"), hidden / 4, 1e-12);
+  // Transformer Engine's overlap holds its own SMs inside the GEMMs instead.
+  EXPECT_DOUBLE_EQ(tp_seconds(27, "tp_comm"), tp_seconds(0, "tp_comm"));
+}
+
 // A run cannot hold every SM of the device for its TP overlap, nor a negative count.
 TEST(CostModel, TpOverlapSmsBeyondTheDeviceAreRefused) {
   const HardwareProfile h100 = load_hardware_profile(std::string(FLOPWISE_PROFILES_DIR) + "/h100-sxm.yaml");

@@ -70,6 +70,24 @@ TEST(HardwareProfile, GemmSectionReadsTilesAndLaunchLatency) {
   EXPECT_NE(error_of(testing::round_profile_with("fp8: true", typo)).find("device.gemm.half_tile"), std::string::npos);
 }
 
+// NCCL's channels per collective in a node: optional (0, not charged), a count, and a misspelt
+// node key is named rather than left at its default.
+TEST(HardwareProfile, NodeReadsNcclCollectiveChannels) {
+  EXPECT_EQ(testing::round_profile().node.collective_channels, 0);
+  const std::string channels = "intra_latency: \"1 us\"\n  collective_channels: 24";
+  EXPECT_EQ(parse_hardware_profile(testing::round_profile_with("intra_latency: \"1 us\"", channels), "p.yaml")
+                .node.collective_channels,
+            24);
+  std::string typo = channels;
+  typo.replace(typo.find("collective_channels"), 19, "collective_channel");
+  EXPECT_NE(error_of(testing::round_profile_with("intra_latency: \"1 us\"", typo)).find("node.collective_channel"),
+            std::string::npos);
+  std::string negative = channels;
+  negative.replace(negative.find("24"), 2, "-1");
+  EXPECT_NE(error_of(testing::round_profile_with("intra_latency: \"1 us\"", negative)).find("node.collective_channels"),
+            std::string::npos);
+}
+
 TEST(HardwareProfile, EachClassOfBadInputNamesFileAndField) {
   using testing::round_profile_with;
   EXPECT_NE(error_of("name: [unclosed").find("p.yaml:1:"), std::string::npos);

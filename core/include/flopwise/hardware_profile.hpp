@@ -33,6 +33,9 @@ struct NodeSpec {
   int devices = 0;
   BytesPerSecond intra_bandwidth = 0;  // per device, one direction
   Seconds intra_latency = 0;
+  // Channels NCCL runs a collective among this node's devices on: one thread block, so one SM,
+  // each, taken from compute that runs beside the collective. 0: not known, not charged.
+  int collective_channels = 0;
 };
 
 enum class TopologyKind { kFatTree, kRailOptimized };
