@@ -522,13 +522,16 @@ Seconds CostModel::tp_overlap_window(const StageContents& s, bool forward, const
 // holds the node's collective channels, one SM each, while it runs: the GEMMs beside it lose that
 // share of the device for as long as it is hidden. Transformer Engine's overlap (tp_comm) holds
 // its SMs inside the GEMMs it overlaps instead (tp_overlap_sms_held).
+double CostModel::hidden_tp_sm_share() const {
+  const int units = profile_.device.gemm.compute_units;
+  if (run_.overlap.tp_comm || units <= 0) return 0.0;
+  return static_cast<double>(std::min(profile_.node.collective_channels, units)) / units;
+}
+
 Seconds CostModel::tp_exposed_seconds(const StageContents& s, bool forward, const Layout& l, Seconds each) const {
   const TpCollectives c = tp_collectives(s, forward, l);
-  const Seconds window = tp_overlap_window(s, forward, l);
-  const Seconds hidden = std::min(c.overlapped * each, window);
-  const int units = profile_.device.gemm.compute_units;
-  const double held = run_.overlap.tp_comm || units <= 0 ? 0.0 : std::min(profile_.node.collective_channels, units);
-  return c.exposed * each + (c.overlapped * each - hidden) + hidden * held / (units > 0 ? units : 1);
+  const Seconds hidden = std::min(c.overlapped * each, tp_overlap_window(s, forward, l));
+  return c.exposed * each + (c.overlapped * each - hidden) + hidden * hidden_tp_sm_share();
 }
 
 CostModel::RankTime CostModel::micro_batch_time(const StageContents& s, const Layout& l) const {

@@ -379,6 +379,8 @@ void StepSimulation::pass(const Part& part, int rank, const PipelineOp& op, int 
   const double beside_start = sg4::Engine::get_clock();
   const Seconds tp_beside = ring_collectives(part, rank, GroupKind::kTp, tp_ops.overlapped, tp_buffer);
   background->wait();
+  // The GEMMs lost the SMs NCCL held while the collectives ran beside them.
+  sg4::this_actor::execute(std::min(tp_beside, window) * cost.hidden_tp_sm_share() * kHostSpeed);
   const double end = sg4::Engine::get_clock();
   spans_.push_back(TraceSpan{rank, "compute", name, compute_start, compute});
   if (tp_waited > 0) spans_.push_back(TraceSpan{rank, "tp", name + " tp", start, tp_waited});

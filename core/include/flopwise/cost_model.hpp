@@ -129,6 +129,10 @@ class CostModel {
     int total() const { return exposed + overlapped; }
   };
   TpCollectives tp_collectives(const StageContents& stage, bool forward, const Layout& layout) const;
+  // Share of the device's SMs an NCCL TP collective hidden beside GEMMs holds (the node's
+  // collective channels, one SM each): the GEMM time it costs per second hidden. 0 under
+  // Transformer Engine's overlap, whose SMs are charged inside the GEMMs.
+  double hidden_tp_sm_share() const;
   // The routed experts' all-gathers and reduce-scatters over the expert-TP group in one pass (all
   // waited for), each over expert_tp_collective_bytes.
   int expert_tp_collectives(const StageContents& stage, bool forward, const Layout& layout) const;
