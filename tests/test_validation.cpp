@@ -1,9 +1,12 @@
 // flopwise validate: published measured runs predicted with the shipped profiles.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "flopwise/calibrate.hpp"
 #include "flopwise/catalog.hpp"
 #include "flopwise/error.hpp"
+#include "flopwise/model_import.hpp"
 #include "flopwise/validation.hpp"
 
 namespace flopwise {
@@ -181,6 +184,58 @@ TEST(Validation, MoeRowsByShapeOrByName) {
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("runs.yaml: runs[1].model: "), std::string::npos) << e.what();
   }
+}
+
+// Latent attention, multi-token prediction and sliding windows are row fields too, named as the
+// model section of a plan names them: DeepSeek-V3 by shape has the parameters of its HF config.
+TEST(Validation, LatentAttentionAndWindowedRowsMatchTheirHfConfigs) {
+  const std::string rows = R"(runs:
+  - name: dsv3
+    source: "somewhere"
+    model: {layers: 61, hidden: 7168, heads: 128, kv_heads: 128, head_dim: 128, q_lora_rank: 1536, kv_lora_rank: 512, rope_head_dim: 64, v_head_dim: 128, vocab: 129280, experts: 256, top_k: 8, expert_ffn: 2048, shared_experts: 1, shared_expert_ffn: 2048, first_dense_layers: 3, mlp: swiglu, ffn: 18432, mtp_layers: 1}
+    hardware: h100-sxm
+    precision: bf16
+    attention: fused
+    comm_overlap: none
+    seq_len: 4096
+    global_batch: 8
+    layout: {tp: 1, pp: 1, vpp: 1, ep: 8, dp: 8, micro_batch: 1, recompute: full, optimizer_sharding: true}
+    measured_step_time: "1 s"
+)";
+  const ModelConfig row = parse_published_runs(rows, "runs.yaml")[0].model;
+  const nlohmann::json hf = {{"model_type", "deepseek_v3"}, {"hidden_size", 7168}, {"num_hidden_layers", 61},
+                             {"num_attention_heads", 128}, {"num_key_value_heads", 128}, {"q_lora_rank", 1536},
+                             {"kv_lora_rank", 512}, {"qk_nope_head_dim", 128}, {"qk_rope_head_dim", 64},
+                             {"v_head_dim", 128}, {"n_routed_experts", 256}, {"num_experts_per_tok", 8},
+                             {"moe_intermediate_size", 2048}, {"n_shared_experts", 1}, {"first_k_dense_replace", 3},
+                             {"intermediate_size", 18432}, {"vocab_size", 129280}, {"moe_layer_freq", 1},
+                             {"tie_word_embeddings", false}, {"hidden_act", "silu"}, {"num_nextn_predict_layers", 1}};
+  const ModelConfig imported = import_hf_config(hf, "config.json", "dsv3");
+  const ParamCounts a = param_counts(row), b = param_counts(imported);
+  EXPECT_DOUBLE_EQ(a.total, b.total);
+  EXPECT_DOUBLE_EQ(a.active, b.active);
+  EXPECT_DOUBLE_EQ(a.mtp, b.mtp);
+  EXPECT_NEAR(a.total, 671.0e9, 0.5e9);  // DeepSeek-V3's 671B, MTP outside it
+  EXPECT_TRUE(row.is_mla());
+
+  std::string windowed = rows;
+  windowed.replace(windowed.find(", mtp_layers: 1"), 15, ", attention_window: 128, windowed_layers: 30");
+  EXPECT_EQ(parse_published_runs(windowed, "runs.yaml")[0].model.windowed_layers, 30);
+  auto error_of = [&](const std::string& from, const std::string& to) {
+    std::string text = rows;
+    text.replace(text.find(from), from.size(), to);
+    try {
+      parse_published_runs(text, "runs.yaml");
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_EQ(error_of(", mtp_layers: 1", ", attention_window: 128"),
+            "runs.yaml: runs[0].model.windowed_layers: missing field");
+  EXPECT_EQ(error_of(", mtp_layers: 1", ", attention_window: 128, windowed_layers: 62"),
+            "runs.yaml: runs[0].model.windowed_layers: must not exceed layers (61)");
+  EXPECT_EQ(error_of("head_dim: 128, q_lora", "q_lora"), "runs.yaml: runs[0].model.head_dim: is required with kv_lora_rank");
 }
 
 TEST(Validation, BadRowsNameTheFileAndField) {

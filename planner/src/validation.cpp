@@ -41,9 +41,29 @@ void read_experts(const YamlFields& f, ModelConfig& m) {
   }
 }
 
+// Multi-head latent attention (DeepSeek-V2/V3), named as in the HF config: head_dim is then the
+// non-rotary part of a query or key head (qk_nope_head_dim), as model_import reads it.
+void read_latent_attention(const YamlFields& f, ModelConfig& m) {
+  m.q_lora_rank = f.has("q_lora_rank") ? f.integer("q_lora_rank", 0) : 0;
+  m.kv_lora_rank = f.integer("kv_lora_rank", 1);
+  m.rope_head_dim = f.integer("rope_head_dim", 1);
+  m.v_head_dim = f.integer("v_head_dim", 1);
+  if (!f.has("head_dim")) throw input_error(f.source(), f.path("head_dim"), "is required with kv_lora_rank");
+}
+
+// Sliding-window attention (gpt-oss's banded layers, Mistral): both fields or neither.
+void read_attention_window(const YamlFields& f, ModelConfig& m) {
+  m.attention_window = f.integer("attention_window", 1);
+  m.windowed_layers = f.integer("windowed_layers", 1);
+  if (m.windowed_layers > m.layers) {
+    throw input_error(f.source(), f.path("windowed_layers"), "must not exceed layers (" + std::to_string(m.layers) + ")");
+  }
+}
+
 ModelConfig read_model(const YamlFields& f, const std::string& name) {
   f.allow_only({"layers", "hidden", "heads", "kv_heads", "head_dim", "vocab", "mlp", "ffn", "experts", "top_k",
-                "expert_ffn", "shared_experts", "shared_expert_ffn", "first_dense_layers"});
+                "expert_ffn", "shared_experts", "shared_expert_ffn", "first_dense_layers", "q_lora_rank",
+                "kv_lora_rank", "rope_head_dim", "v_head_dim", "mtp_layers", "attention_window", "windowed_layers"});
   ModelConfig m;
   m.name = name;
   m.family = "published";
@@ -59,6 +79,9 @@ ModelConfig read_model(const YamlFields& f, const std::string& name) {
   } else {
     m.head_dim = m.hidden / m.heads;
   }
+  if (f.has("kv_lora_rank")) read_latent_attention(f, m);
+  if (f.has("attention_window") || f.has("windowed_layers")) read_attention_window(f, m);
+  if (f.has("mtp_layers")) m.mtp_layers = f.integer("mtp_layers", 0);
   if (f.has("experts")) read_experts(f, m);
   if (m.dense_layers() > 0 || f.has("ffn")) m.dense_ffn = read_ffn(f);
   return m;
