@@ -20,8 +20,9 @@ constexpr double kRate = 100e12 * 0.5;  // round profile: 100 TFLOPS at 50%
 constexpr double kRouterGemmSeconds = 2 * (1024.0 * 1024 + 2 * 8 * 1024) / 1e12;
 // Memory-bound kernels per token of a tiny_moe layer (tp 1): norms and residual adds 10 x 1,024,
 // two experts' activations and permutation 2 x (3 x 512 + 2 x 1,024), un-permute 2 x 1,024, the
-// shared expert's activation 3 x 512: 20,992 bf16 values.
-constexpr double kLayerTrafficBytes = 2 * 20992.0;
+// shared expert's activation 3 x 512, RoPE reading and writing 8 query and 2 key heads of 128
+// (2 x 1,280): 23,552 bf16 values.
+constexpr double kLayerTrafficBytes = 2 * 23552.0;
 // GEMM epilogues of a tiny_moe layer and micro-batch of 1,024 tokens at tp 1 (the router's
 // aside): bf16 outputs, and the weight gradients' fp32 main gradient read and written (8 bytes).
 // Forward: 1,024 x (1,536 + 1,024 + 1,024 + 1,024) outputs of QKV, attention out, shared gate/up
@@ -454,6 +455,34 @@ TEST(CostModel, LayerWorkCountsLocalExpertsOnce) {
   const StageContents stage{0, 4, true, true};
   EXPECT_DOUBLE_EQ(cost.backward_work(stage, ep2).layer_passes, 8);
   EXPECT_DOUBLE_EQ(cost.backward_work(stage, ep2).matmul_per_row, 2 * cost.forward_work(stage, ep2).matmul_per_row);
+}
+
+// RoPE reads and writes the rotated elements of every query and key head, forward (and twice in
+// the backward, like every memory-bound kernel): tiny_moe's 8 query and 2 key heads of 128 are
+// 2 x 1,280 bf16 values a token; learned positions none; latent attention rotates only the
+// 64-wide rope part of each of 8 query heads and of its one shared key head, 2 x 576 values.
+TEST(CostModel, RopeReadsAndWritesTheRotatedQueryAndKeyElements) {
+  const Layout l{1, 1, 1, 1, 1, 1, Recompute::kNone, false};
+  ModelConfig model = testing::tiny_moe();
+  const CostModel rope(model, small_run(), testing::round_profile());
+  EXPECT_DOUBLE_EQ(rope.rotated_elements_per_token(), 1280);
+  model.learned_positions = true;
+  const CostModel learned(model, small_run(), testing::round_profile());
+  EXPECT_DOUBLE_EQ(learned.rotated_elements_per_token(), 0);
+  EXPECT_DOUBLE_EQ(rope.elementwise_bytes_per_token(true, l) - learned.elementwise_bytes_per_token(true, l),
+                   2 * 2 * 1280.0);
+  EXPECT_DOUBLE_EQ(rope.layer_forward_work(true, l).memory_traffic - learned.layer_forward_work(true, l).memory_traffic,
+                   1024 * 2 * 2 * 1280.0);
+  // Under TP 2 each rank rotates its half of the heads.
+  const Layout tp2{2, 1, 1, 1, 1, 1, Recompute::kNone, true};
+  EXPECT_DOUBLE_EQ(rope.elementwise_bytes_per_token(true, tp2) - learned.elementwise_bytes_per_token(true, tp2),
+                   2 * 2 * 640.0);
+  model.learned_positions = false;
+  model.q_lora_rank = 256;
+  model.kv_lora_rank = 128;
+  model.rope_head_dim = 64;
+  model.v_head_dim = 128;
+  EXPECT_DOUBLE_EQ(CostModel(model, small_run(), testing::round_profile()).rotated_elements_per_token(), 9 * 64);
 }
 
 TrainingRun small_run_in(Precision precision) {

@@ -75,10 +75,11 @@ TEST(ExecutorSpec, FeaturesItDoesNotRunAreNamed) {
   m.attention_window = 128;
   m.windowed_layers = 2;
   run.moe_capacity_factor = 1.25;
+  m.learned_positions = true;
   EXPECT_EQ(features_not_run(m, run),
             "1 multi-token-prediction depth(s) are not trained (next-token loss only); local attention (windows of 128 "
-            "in 2 layers, chunks of 0 in 0) runs as full causal attention; the capacity factor 1.25 is not applied: "
-            "dispatch is dropless");
+            "in 2 layers, chunks of 0 in 0) runs as full causal attention; learned positions run as rotary embeddings "
+            "(RoPE); the capacity factor 1.25 is not applied: dispatch is dropless");
 }
 
 // Every layout the executor tests train (test_executor_training.cpp, test_executor_calibration.cpp),

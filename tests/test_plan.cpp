@@ -58,6 +58,12 @@ TEST(Plan, JsonRoundTripsExactly) {
   EXPECT_EQ(plan_from_json(to_json(tuned), "plan.json").run.tp_comm_sms, 24);
   older.erase("tp_comm_sms");
   EXPECT_EQ(plan_from_json(older, "plan.json").run.tp_comm_sms, 16);
+  // Learned positions travel with the model; a plan written before the field rotates (RoPE).
+  Plan learned = plan;
+  learned.model.learned_positions = true;
+  EXPECT_TRUE(plan_from_json(to_json(learned), "plan.json").model.learned_positions);
+  older["model"].erase("learned_positions");
+  EXPECT_FALSE(plan_from_json(older, "plan.json").model.learned_positions);
   EXPECT_EQ(back.predicted.step_time_s, plan.predicted.step_time_s);
   EXPECT_EQ(back.predicted.memory_bytes.total(), plan.predicted.memory_bytes.total());
   EXPECT_EQ(param_counts(back.model).total, param_counts(plan.model).total);

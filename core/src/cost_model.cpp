@@ -319,6 +319,9 @@ ComputeWork CostModel::attention_core_work(const Layout& l) const {
 // their product: 3 ffn; a GELU MLP of 1.5x that width reads and writes the same bytes) and, in MoE
 // layers, the permutation (read h, write top-k copies) and un-permutation (read the top-k expert
 // outputs, write their weighted sum). Norms and adds are TP-split only under sequence parallelism.
+// Rotary embeddings read and write the rotated part of each query and key head (Megatron-Core's
+// apply_rotary_pos_emb, fused in Transformer Engine; MLA rotates its 64-wide rope part of each
+// query head and the one key head it shares); learned positions are one add at the embedding.
 Bytes CostModel::elementwise_bytes_per_token(bool moe_layer, const Layout& l) const {
   const ModelConfig& m = model_;
   const double h = m.hidden;
@@ -327,7 +330,14 @@ Bytes CostModel::elementwise_bytes_per_token(bool moe_layer, const Layout& l) co
     mlp = m.top_k * expert_skew(l) * (3.0 * m.expert_ffn + 2.0 * h) + 2.0 * h +
           3.0 * m.shared_experts * m.shared_expert_ffn;
   }
-  return bytes_.activation * (10.0 * h / sequence_shards(l) + mlp / l.tp);
+  return bytes_.activation * (10.0 * h / sequence_shards(l) + (mlp + 2.0 * rotated_elements_per_token()) / l.tp);
+}
+
+double CostModel::rotated_elements_per_token() const {
+  const ModelConfig& m = model_;
+  if (m.learned_positions) return 0.0;
+  if (m.is_mla()) return (m.heads + 1.0) * m.rope_head_dim;
+  return (m.heads + m.kv_heads) * static_cast<double>(m.head_dim);
 }
 
 // Hockney's model per GEMM: rows / (rows + n_1/2) of the asymptotic rate, i.e. a time of

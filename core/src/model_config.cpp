@@ -253,6 +253,7 @@ nlohmann::json model_to_json(const ModelConfig& m) {
 #define X(field, min, max) j[#field] = m.field;
   FLOPWISE_MODEL_LATER_FIELDS(X)
 #undef X
+  j["learned_positions"] = m.learned_positions;
   if (!m.omitted.empty()) j["omitted"] = m.omitted;
   return j;
 }
@@ -271,6 +272,8 @@ ModelConfig model_from_json(const nlohmann::json& j, const std::string& source, 
   if (r.has(#field)) m.field = r.integer(#field, min, max);
   FLOPWISE_MODEL_LATER_FIELDS(X)
 #undef X
+  // Added later too: plans and traces written before it were of rotary models or costed as such.
+  if (r.has("learned_positions")) m.learned_positions = r.boolean("learned_positions");
   if (r.has("omitted")) m.omitted = r.text("omitted");
   validate(m, source + ": " + path);
   return m;

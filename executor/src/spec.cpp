@@ -113,6 +113,7 @@ std::string features_not_run(const ModelConfig& m, const TrainingRun& run) {
                         std::to_string(m.windowed_layers) + " layers, chunks of " + std::to_string(m.attention_chunk) +
                         " in " + std::to_string(m.chunked_layers) + ") runs as full causal attention");
   }
+  if (m.learned_positions) add_note(notes, "learned positions run as rotary embeddings (RoPE)");
   if (run.moe_capacity_factor > 0 && m.is_moe()) {
     char factor[32];
     std::snprintf(factor, sizeof factor, "%g", run.moe_capacity_factor);

@@ -109,6 +109,7 @@ class CostModel {
   ComputeWork attention_core_work(const Layout& layout) const;
   // Bytes per token one layer's memory-bound kernels stream in its forward, on one device.
   Bytes elementwise_bytes_per_token(bool moe_layer, const Layout& layout) const;
+  double rotated_elements_per_token() const;  // query and key elements RoPE rotates, all heads
   ComputeWork forward_work(const StageContents& stage, const Layout& layout) const;
   ComputeWork backward_work(const StageContents& stage, const Layout& layout) const;
   Seconds compute_seconds(const ComputeWork& work) const;

@@ -39,6 +39,9 @@ struct ModelConfig {
   // interleave_moe_layer_step; 1: every layer), the others dense.
   int moe_layer_step = 1;
   bool tied_embeddings = false;
+  // Learned absolute positions (GPT-2/3, Megatron-LM's default --position-embedding-type) instead
+  // of rotary embeddings on the queries and keys, which every family flopwise imports uses.
+  bool learned_positions = false;
   // Local attention (Mistral's and Gemma's sliding windows, gpt-oss's banded layers): in
   // `windowed_layers` of the layers a token sees at most the last `attention_window` tokens;
   // 0 / 0 is full causal attention everywhere.
