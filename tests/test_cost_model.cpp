@@ -61,6 +61,16 @@ TEST(Collectives, AllToAllIsBoundByTheSlowerLink) {
   EXPECT_NEAR(send_recv_time({2, 1}, 1e9, net), 0.1 + 10e-6, 1e-12);
 }
 
+TEST(Collectives, AllToAllOfUnevenSendsIsBoundByTheSlowerLink) {
+  const Network net = Network::from(testing::round_profile());
+  // Even sends over 16 ranks on two nodes: 7/16 and 8/16 of 1 GB, as above.
+  const AllToAllSends even = even_sends({16, 8}, 1e9);
+  EXPECT_DOUBLE_EQ(even.to_local, 7.0 / 16 * 1e9);
+  EXPECT_DOUBLE_EQ(even.to_remote, 8.0 / 16 * 1e9);
+  // 0.9 GB inside the node (9 ms at 100 GB/s) outlasts 50 MB across (5 ms at 10 GB/s).
+  EXPECT_NEAR(all_to_all_time({16, 8}, AllToAllSends{0.9e9, 0.05e9}, net), 0.9e9 / 100e9 + 15 * 10e-6, 1e-12);
+}
+
 TEST(Collectives, OversubscriptionSlowsOnlyInterNodeTraffic) {
   HardwareProfile p = testing::round_profile();
   const Network full = Network::from(p);
@@ -483,6 +493,29 @@ TEST(CostModel, RopeReadsAndWritesTheRotatedQueryAndKeyElements) {
   model.rope_head_dim = 64;
   model.v_head_dim = 128;
   EXPECT_DOUBLE_EQ(CostModel(model, small_run(), testing::round_profile()).rotated_elements_per_token(), 9 * 64);
+}
+
+// tiny_moe (8 experts, top 2) at EP 4 over two nodes of 2 ranks: each device sends 1,024 tokens,
+// 2 MiB a copy (1,024 x 1,024 bf16). The all-to-all dispatcher spreads both copies evenly: a
+// quarter of 4 MiB to the node's other rank, half across. The flex dispatcher sends a token to the
+// other rank when it holds one of the token's experts (2 of 8: 1 - 6/8 x 5/7 = 13/28) and across
+// once when the other node holds one (4 of 8: 1 - 4/8 x 3/7 = 11/14).
+TEST(CostModel, FlexDispatcherSendsATokenOncePerRankAndNode) {
+  const HardwareProfile pairs = testing::round_profile_edited({{"devices: 8", "devices: 2"}}, "pairs.yaml");
+  const Layout l{1, 1, 1, 4, 4, 1, Recompute::kNone, false};
+  const double copy = 2.0 * 1024 * 1024;
+  const CostModel all_to_all(testing::tiny_moe(), small_run(), pairs);
+  EXPECT_DOUBLE_EQ(all_to_all.ep_sends(l).to_local, 2 * copy / 4);
+  EXPECT_DOUBLE_EQ(all_to_all.ep_sends(l).to_remote, 2 * copy / 2);
+  TrainingRun run = small_run();
+  run.ep_dispatcher = EpDispatcher::kFlex;
+  const CostModel flex(testing::tiny_moe(), run, pairs);
+  EXPECT_NEAR(flex.ep_sends(l).to_local, copy * 13 / 28, 1e-6);
+  EXPECT_NEAR(flex.ep_sends(l).to_remote, copy * 11 / 14, 1e-6);
+  // One micro-batch, 4 MoE layers, 4 all-to-alls each, each the network share at 10 GB/s plus
+  // three peers' latency of 10 us.
+  EXPECT_NEAR(flex.evaluate(l).exposed_comm_s.ep, 16 * (copy * 11 / 14 / 10e9 + 3 * 10e-6), 1e-12);
+  EXPECT_NEAR(all_to_all.evaluate(l).exposed_comm_s.ep, 16 * (copy / 10e9 + 3 * 10e-6), 1e-12);
 }
 
 TrainingRun small_run_in(Precision precision) {

@@ -76,10 +76,12 @@ TEST(ExecutorSpec, FeaturesItDoesNotRunAreNamed) {
   m.windowed_layers = 2;
   run.moe_capacity_factor = 1.25;
   m.learned_positions = true;
+  run.ep_dispatcher = EpDispatcher::kFlex;
   EXPECT_EQ(features_not_run(m, run),
             "1 multi-token-prediction depth(s) are not trained (next-token loss only); local attention (windows of 128 "
             "in 2 layers, chunks of 0 in 0) runs as full causal attention; learned positions run as rotary embeddings "
-            "(RoPE); the capacity factor 1.25 is not applied: dispatch is dropless");
+            "(RoPE); the flex dispatcher runs as a plain all-to-all (a copy per expert); the capacity factor 1.25 is "
+            "not applied: dispatch is dropless");
 }
 
 // Every layout the executor tests train (test_executor_training.cpp, test_executor_calibration.cpp),

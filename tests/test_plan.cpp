@@ -58,6 +58,15 @@ TEST(Plan, JsonRoundTripsExactly) {
   EXPECT_EQ(plan_from_json(to_json(tuned), "plan.json").run.tp_comm_sms, 24);
   older.erase("tp_comm_sms");
   EXPECT_EQ(plan_from_json(older, "plan.json").run.tp_comm_sms, 16);
+  // The EP dispatcher travels; a plan written before the choice dispatched all-to-all.
+  Plan flex = plan;
+  flex.run.ep_dispatcher = EpDispatcher::kFlex;
+  EXPECT_EQ(plan_from_json(to_json(flex), "plan.json").run.ep_dispatcher, EpDispatcher::kFlex);
+  older.erase("ep_dispatcher");
+  EXPECT_EQ(plan_from_json(older, "plan.json").run.ep_dispatcher, EpDispatcher::kAllToAll);
+  nlohmann::json unknown = first;
+  unknown["ep_dispatcher"] = "deepep";
+  EXPECT_EQ(error_of(unknown), "plan.json: ep_dispatcher: unknown EP dispatcher 'deepep' (expected alltoall or flex)");
   // Learned positions travel with the model; a plan written before the field rotates (RoPE).
   Plan learned = plan;
   learned.model.learned_positions = true;
@@ -119,6 +128,10 @@ TEST(Plan, FoldedExpertsAndCapacityRoundTripAndBecomeArguments) {
   EXPECT_EQ(value_of(args, "--expert-tensor-parallel-size"), "1");
   EXPECT_EQ(value_of(args, "--moe-expert-capacity-factor"), "1.25");
   EXPECT_EQ(value_of(args, "--moe-token-dispatcher-type"), "alltoall");
+  Plan flex = plan;
+  flex.run.ep_dispatcher = EpDispatcher::kFlex;
+  EXPECT_EQ(value_of(megatron_args(flex), "--moe-token-dispatcher-type"), "flex");
+  EXPECT_EQ(value_of(megatron_args(flex), "--moe-flex-dispatcher-backend"), "deepep");
   EXPECT_EQ(value_of(args, "--mtp-num-layers"), "<absent>");
   Plan mtp = plan;
   mtp.model.mtp_layers = 1;

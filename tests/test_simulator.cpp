@@ -197,6 +197,20 @@ TEST(StepSimulation, FoldedExpertLayoutsAgreeWithTheAnalyticModel) {
   EXPECT_GT(cost.evaluate(unfolded).exposed_comm_s.ep, 0);
 }
 
+// The flex dispatcher's sends, fewer across the network than the all-to-all's, cost the simulated
+// step what they cost the analytic one.
+TEST(StepSimulation, FlexDispatchAgreesWithTheAnalyticModel) {
+  const HardwareProfile pairs = testing::round_profile_edited({{"devices: 8", "devices: 2"}}, "pairs.yaml");
+  TrainingRun run = run_of(8);
+  run.ep_dispatcher = EpDispatcher::kFlex;
+  const CostModel flex(testing::tiny_moe(), run, pairs);
+  const CostModel all_to_all(testing::tiny_moe(), run_of(8), pairs);
+  const Layout l{1, 1, 1, 4, 4, 1, Recompute::kSelective, false};
+  const SimulationResult sim = simulate_step(flex, l, {});
+  EXPECT_NEAR(sim.exposed_comm_s.ep / flex.evaluate(l).exposed_comm_s.ep, 1.0, 0.02);
+  EXPECT_LT(sim.exposed_comm_s.ep, 0.9 * simulate_step(all_to_all, l, {}).exposed_comm_s.ep);
+}
+
 TEST(StepSimulation, WritesAChromeTrace) {
   const CostModel cost(testing::tiny_moe(), run_of(8), testing::round_profile());
   const std::string path = ::testing::TempDir() + "/flopwise_trace.json";

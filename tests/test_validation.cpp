@@ -105,7 +105,10 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // and write of every query and key head (learned positions for the GPT rows): NeMo 11.2% ->
 // 10.6% (Llama 2 7B 9.7% -> 8.0%; Nemotron 13.5% / 17.1% -> 12.7% / 15.8%), Llama 3 70B 2.9% ->
 // 2.5%, Qwen3-30B 21.6% / 35.3% -> 21.6% / 34.5%, GPT-OSS 36.1%, Qwen3-235B (slow already)
-// 11.5% / 12.9% -> 11.9% / 13.4%; the GPT rows unchanged.
+// 11.5% / 12.9% -> 11.9% / 13.4%; the GPT rows unchanged. With the EP 16 row's HybridEP priced
+// as the flex dispatcher it ran (a token crosses once per node it needs, not once per expert), the
+// two Qwen3-30B layouts, measured within 1% of each other, come out within 0.5%: 34.5% and 34.9%
+// fast, where 34.5% fast and 8.7% slow were (mean 21.6% -> 34.7%): the gap is the MoE layer's.
 // A change to the cost model or the profiles that makes any part worse fails here; one that
 // improves it should tighten these bounds.
 TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
@@ -132,7 +135,7 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
                          Bound{"NeMo 24.07", "nemotron", 0.127, 0.159},
                          Bound{"Megatron-Core r0.8.0", "", 0.108, 0.240},
                          Bound{"Megatron-Bridge", "llama3-70B", 0.025, 0.026},
-                         Bound{"Megatron-Bridge", "qwen3-30B", 0.217, 0.346},
+                         Bound{"Megatron-Bridge", "qwen3-30B", 0.348, 0.350},
                          Bound{"Megatron-Bridge", "gpt-oss", 0.361, 0.361},
                          Bound{"Megatron-Bridge", "qwen3-235B", 0.120, 0.134}}) {
     const auto [mean, worst] = bounds_of(b.table, b.model);
@@ -189,6 +192,10 @@ TEST(Validation, MoeRowsByShapeOrByName) {
   std::string tuned = rows;
   tuned.replace(tuned.find("    seq_len: 128"), 0, "    tp_comm_sms: 24\n");
   EXPECT_EQ(parse_published_runs(tuned, "runs.yaml")[0].run.tp_comm_sms, 24);
+  EXPECT_EQ(runs[0].run.ep_dispatcher, EpDispatcher::kAllToAll);
+  std::string flex = rows;
+  flex.replace(flex.find("    seq_len: 128"), 0, "    ep_dispatcher: flex\n");
+  EXPECT_EQ(parse_published_runs(flex, "runs.yaml")[0].run.ep_dispatcher, EpDispatcher::kFlex);
   EXPECT_EQ(validate_runs(runs).rows.size(), 2u);
   std::string unknown = rows;
   unknown.replace(unknown.find("model: ling-lite"), 16, "model: ling-huge");

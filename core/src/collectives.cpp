@@ -84,17 +84,25 @@ Seconds reduce_scatter_time(const GroupSpan& g, Bytes bytes, const Network& net)
   return ring_time(Collective::kReduceScatter, g, bytes, net);
 }
 
+AllToAllSends even_sends(const GroupSpan& g, Bytes bytes) {
+  const double n = g.size;
+  const double local_peers = std::min(g.members_per_node, g.size) - 1.0;
+  return {bytes * local_peers / n, bytes * (n - 1.0 - local_peers) / n};
+}
+
 Seconds all_to_all_time(const GroupSpan& g, Bytes bytes, const Network& net) {
+  return all_to_all_time(g, even_sends(g, bytes), net);
+}
+
+Seconds all_to_all_time(const GroupSpan& g, const AllToAllSends& sends, const Network& net) {
   if (g.size <= 1) return 0.0;
   const Link& intra = net.intra_for(CollectiveAlgorithm::kAllToAll);
   const Link& inter = net.inter_for(CollectiveAlgorithm::kAllToAll);
-  const double n = g.size;
-  const double local_peers = std::min(g.members_per_node, g.size) - 1.0;
-  const double remote_peers = n - 1.0 - local_peers;
+  const bool spans_nodes = g.members_per_node < g.size;
   // Intra- and inter-node shares travel at once on different links; the slower one finishes last.
-  const Seconds intra_time = bytes * local_peers / n / intra.bandwidth;
-  const Seconds inter_time = remote_peers > 0 ? bytes * remote_peers / n / inter.bandwidth : 0.0;
-  const Seconds latency = (n - 1.0) * (remote_peers > 0 ? inter.latency : intra.latency);
+  const Seconds intra_time = sends.to_local / intra.bandwidth;
+  const Seconds inter_time = spans_nodes ? sends.to_remote / inter.bandwidth : 0.0;
+  const Seconds latency = (g.size - 1.0) * (spans_nodes ? inter.latency : intra.latency);
   return std::max(intra_time, inter_time) + latency;
 }
 

@@ -457,6 +457,35 @@ Bytes CostModel::ep_payload_bytes(const Layout& l) const {
   return bytes_.activation * tokens / l.tp * model_.top_k * model_.hidden * expert_skew(l);
 }
 
+namespace {
+
+// Chance that a token's top_k distinct experts, drawn evenly from the model's routed experts,
+// include at least one of a given `held` of them (a rank's or a node's): one minus the
+// hypergeometric chance of none.
+double any_expert_held(int experts, int top_k, double held) {
+  double none = 1.0;
+  for (int i = 0; i < top_k; ++i) none *= std::max(0.0, (experts - held - i) / (experts - i));
+  return 1.0 - none;
+}
+
+}  // namespace
+
+// The all-to-all dispatcher sends each token's top_k copies evenly over the EP ranks. The flex
+// dispatcher sends a token once to each other rank of its node that holds any of its experts, and
+// once across the network to each other node that does, whose receiving rank forwards it over
+// NVLink (that forwarding, inside the node, is not charged).
+AllToAllSends CostModel::ep_sends(const Layout& l) const {
+  const GroupSpan group = span(RankGrid(l, profile_.node.devices), GroupKind::kEp);
+  const Bytes payload = ep_payload_bytes(l);
+  if (run_.ep_dispatcher == EpDispatcher::kAllToAll) return even_sends(group, payload);
+  const Bytes per_copy = payload / model_.top_k;
+  const int per_node = std::min(group.members_per_node, group.size);
+  const double experts_per_rank = static_cast<double>(model_.routed_experts) / group.size;
+  const double nodes = static_cast<double>(group.size) / per_node;
+  return {per_copy * (per_node - 1) * any_expert_held(model_.routed_experts, model_.top_k, experts_per_rank),
+          per_copy * (nodes - 1) * any_expert_held(model_.routed_experts, model_.top_k, experts_per_rank * per_node)};
+}
+
 // Sequence parallelism lets each TP rank send only its 1/tp slice across a stage boundary.
 Bytes CostModel::pp_boundary_bytes(const Layout& l) const { return tp_collective_bytes(l) / l.tp; }
 
@@ -553,7 +582,7 @@ CostModel::RankTime CostModel::micro_batch_time(const StageContents& s, const La
   t.tp = tp_exposed_seconds(s, true, l, each) + tp_exposed_seconds(s, false, l, each);
   if (model_.is_moe() && l.ep > 1) {
     const int a2a = ep_all_to_alls_forward() + ep_all_to_alls_backward(l);
-    t.ep = s.moe_layers * a2a * all_to_all_time(span(grid, GroupKind::kEp), ep_payload_bytes(l), network_);
+    t.ep = s.moe_layers * a2a * all_to_all_time(span(grid, GroupKind::kEp), ep_sends(l), network_);
   }
   const int gathers = expert_tp_collectives(s, true, l) + expert_tp_collectives(s, false, l);
   if (gathers > 0) {

@@ -235,6 +235,7 @@ json to_json(const Plan& p) {
   j["comm_overlap"] = to_string(p.run.overlap);
   j["grad_accumulation_fusion"] = p.run.grad_accumulation_fusion;
   j["tp_comm_sms"] = p.run.tp_comm_sms;
+  j["ep_dispatcher"] = to_string(p.run.ep_dispatcher);
   j["routing_skew"] = p.run.routing_skew;
   j["moe_capacity_factor"] = p.run.moe_capacity_factor;
   j["memory_headroom"] = p.run.memory_headroom;
@@ -270,6 +271,8 @@ Plan plan_from_json(const json& j, const std::string& source) {
   if (r.has("grad_accumulation_fusion")) p.run.grad_accumulation_fusion = r.boolean("grad_accumulation_fusion");
   // Plans written before SM sharing was costed ran Transformer Engine's default.
   if (r.has("tp_comm_sms")) p.run.tp_comm_sms = r.integer("tp_comm_sms", 0);
+  // Plans written before the choice dispatched with Megatron-Core's default all-to-all.
+  if (r.has("ep_dispatcher")) p.run.ep_dispatcher = parse_ep_dispatcher(r.text("ep_dispatcher"), source, "ep_dispatcher");
   p.run.routing_skew = r.number("routing_skew");
   // Plans written before capacity factors were dropless.
   if (r.has("moe_capacity_factor")) p.run.moe_capacity_factor = r.number("moe_capacity_factor");

@@ -16,6 +16,14 @@ AttentionKernel parse_attention_kernel(const std::string& text, const std::strin
   throw input_error(source, field, "unknown attention kernel '" + text + "' (expected fused or unfused)");
 }
 
+std::string to_string(EpDispatcher dispatcher) { return dispatcher == EpDispatcher::kFlex ? "flex" : "alltoall"; }
+
+EpDispatcher parse_ep_dispatcher(const std::string& text, const std::string& source, const std::string& field) {
+  if (text == "alltoall") return EpDispatcher::kAllToAll;
+  if (text == "flex") return EpDispatcher::kFlex;
+  throw input_error(source, field, "unknown EP dispatcher '" + text + "' (expected alltoall or flex)");
+}
+
 namespace {
 
 // One home for the names of the switches, in the order they print.

@@ -114,6 +114,9 @@ std::string features_not_run(const ModelConfig& m, const TrainingRun& run) {
                         " in " + std::to_string(m.chunked_layers) + ") runs as full causal attention");
   }
   if (m.learned_positions) add_note(notes, "learned positions run as rotary embeddings (RoPE)");
+  if (run.ep_dispatcher == EpDispatcher::kFlex && m.is_moe()) {
+    add_note(notes, "the flex dispatcher runs as a plain all-to-all (a copy per expert)");
+  }
   if (run.moe_capacity_factor > 0 && m.is_moe()) {
     char factor[32];
     std::snprintf(factor, sizeof factor, "%g", run.moe_capacity_factor);

@@ -49,6 +49,7 @@ struct RunOptions {
   std::string comm_overlap = to_string(CommOverlap{});
   bool no_grad_accumulation_fusion = false;
   int tp_comm_sms = TrainingRun{}.tp_comm_sms;
+  std::string ep_dispatcher = to_string(EpDispatcher::kAllToAll);
   double routing_skew = 1.0;
   double moe_capacity_factor = 0;
   double memory_headroom = 0.10;
@@ -79,6 +80,9 @@ void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
                "weight gradients added into the main gradient by a separate kernel, not in the GEMM's epilogue");
   app.add_option("--tp-comm-sms", o.tp_comm_sms,
                  "SMs Transformer Engine's TP-overlap kernels (tp_comm) hold beside the GEMMs they overlap")
+      ->capture_default_str();
+  app.add_option("--ep-dispatcher", o.ep_dispatcher,
+                 "how routed tokens travel: alltoall (a copy per expert) | flex (DeepEP/HybridEP: once per rank and node)")
       ->capture_default_str();
   app.add_option("--routing-skew", o.routing_skew, "busiest EP rank's tokens over the mean (>= 1)")->capture_default_str();
   app.add_option("--moe-capacity-factor", o.moe_capacity_factor,
@@ -181,6 +185,7 @@ TrainingRun training_run(const RunOptions& o) {
   run.overlap = parse_comm_overlap(o.comm_overlap, "--comm-overlap", "");
   run.grad_accumulation_fusion = !o.no_grad_accumulation_fusion;
   run.tp_comm_sms = o.tp_comm_sms;
+  run.ep_dispatcher = parse_ep_dispatcher(o.ep_dispatcher, "--ep-dispatcher", "");
   run.routing_skew = o.routing_skew;
   run.moe_capacity_factor = o.moe_capacity_factor;
   run.memory_headroom = o.memory_headroom;

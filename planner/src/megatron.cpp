@@ -91,8 +91,13 @@ void add_layout(std::vector<std::string>& a, const Plan& p) {
   if (p.model.is_moe()) {
     add(a, "--expert-model-parallel-size", l.ep);
     add(a, "--expert-tensor-parallel-size", l.expert_tp());
-    // The dispatcher the cost model prices: all-to-all across EP ranks, all-gather without EP.
-    a.insert(a.end(), {"--moe-token-dispatcher-type", l.ep > 1 ? "alltoall" : "allgather"});
+    // The dispatcher the cost model prices: all-to-all (or flex over DeepEP) across EP ranks,
+    // all-gather without EP.
+    if (l.ep > 1 && p.run.ep_dispatcher == EpDispatcher::kFlex) {
+      a.insert(a.end(), {"--moe-token-dispatcher-type", "flex", "--moe-flex-dispatcher-backend", "deepep"});
+    } else {
+      a.insert(a.end(), {"--moe-token-dispatcher-type", l.ep > 1 ? "alltoall" : "allgather"});
+    }
     if (p.run.moe_capacity_factor > 0) {
       char factor[32];
       std::snprintf(factor, sizeof factor, "%g", p.run.moe_capacity_factor);

@@ -308,11 +308,17 @@ Seconds StepSimulation::expert_parallel(const Part& part, int rank, const CostMo
   const int ep = static_cast<int>(members.size());
   if (ep < 2 || all_to_alls == 0) return 0;
   const double start = sg4::Engine::get_clock();
-  const Bytes per_peer = all_to_alls * cost.ep_payload_bytes(part.layout) / ep;
+  // The dispatcher's sends to this node's peers and to other nodes', split evenly among them.
+  const int node_devices = cost.profile().node.devices;
+  auto same_node = [&](int peer) { return part.local(peer) / node_devices == part.local(rank) / node_devices; };
+  const auto local_peers = std::count_if(members.begin(), members.end(), same_node) - 1;
+  const auto remote_peers = ep - 1 - local_peers;
+  const AllToAllSends each = cost.ep_sends(part.layout);
   std::vector<sg4::CommPtr> sends;
   Seconds latency = 0;
   for (int peer : members) {
     if (peer == rank) continue;
+    const Bytes per_peer = all_to_alls * (same_node(peer) ? each.to_local / local_peers : each.to_remote / remote_peers);
     auto* out = sg4::Mailbox::by_name("ep:" + std::to_string(rank) + ">" + std::to_string(peer));
     sends.push_back(out->put_async(&g_token, static_cast<uint64_t>(per_peer)));
     latency = std::max(latency, route_latency(rank, peer));

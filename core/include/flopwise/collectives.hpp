@@ -46,6 +46,14 @@ Seconds all_reduce_time(const GroupSpan& group, Bytes bytes, const Network& netw
 Seconds reduce_scatter_time(const GroupSpan& group, Bytes bytes, const Network& network);
 // All-to-all where each rank holds `bytes` to spread evenly over the group.
 Seconds all_to_all_time(const GroupSpan& group, Bytes bytes, const Network& network);
+// What one rank of an all-to-all sends to the other ranks of its node and to the other nodes'.
+struct AllToAllSends {
+  Bytes to_local = 0;
+  Bytes to_remote = 0;
+};
+// Even shares of `bytes` over the group's peers (the rank's own share stays).
+AllToAllSends even_sends(const GroupSpan& group, Bytes bytes);
+Seconds all_to_all_time(const GroupSpan& group, const AllToAllSends& sends, const Network& network);
 // One point-to-point message between neighbours of a group.
 Seconds send_recv_time(const GroupSpan& group, Bytes bytes, const Network& network);
 

@@ -145,6 +145,9 @@ class CostModel {
   int ep_all_to_alls_forward() const { return 2; }
   int ep_all_to_alls_backward(const Layout& layout) const { return layout.recompute == Recompute::kFull ? 4 : 2; }
   Bytes ep_payload_bytes(const Layout& layout) const;
+  // What one device sends in one EP all-to-all to its node's other EP ranks and to other nodes',
+  // by the run's dispatcher.
+  AllToAllSends ep_sends(const Layout& layout) const;
   Bytes pp_boundary_bytes(const Layout& layout) const;
   // One pipeline boundary message (activations forward, or their gradient backward) on this profile.
   Seconds pp_message_seconds(const Layout& layout) const;

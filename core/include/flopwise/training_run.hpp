@@ -15,6 +15,15 @@ enum class AttentionKernel { kFused, kUnfused };
 std::string to_string(AttentionKernel kernel);
 AttentionKernel parse_attention_kernel(const std::string& text, const std::string& source, const std::string& field);
 
+// How routed tokens travel to their experts. Megatron-Core's all-to-all dispatcher (its default,
+// --moe-token-dispatcher-type alltoall) sends one copy per (token, expert); the flex dispatcher
+// over DeepEP or HybridEP sends a token once to each rank, and across the network once to each
+// node, that holds any of its experts, and fans it out there over NVLink (DeepSeek-V3 report,
+// arXiv 2412.19437, sec. 3.2.2).
+enum class EpDispatcher { kAllToAll, kFlex };
+std::string to_string(EpDispatcher dispatcher);
+EpDispatcher parse_ep_dispatcher(const std::string& text, const std::string& source, const std::string& field);
+
 // Which communication the training framework runs beside compute: Megatron-LM's switches, a
 // property of the software, not of the hardware. The defaults are Megatron-Core's usual training
 // setup; flopwise-train blocks on every collective (none).
@@ -48,6 +57,7 @@ struct TrainingRun {
   // of the GEMM's: TE's default num_sm of 16 (NeMo's tuned GPT-3 175B H100 configs use 20-24 beside
   // the forward GEMMs, 2-8 beside the backward ones). 0: the overlap costs the GEMMs nothing.
   int tp_comm_sms = 16;
+  EpDispatcher ep_dispatcher = EpDispatcher::kAllToAll;
   // Busiest EP rank's routed tokens over the mean; 1 is perfectly balanced routing.
   double routing_skew = 1.0;
   // Megatron-Core's --moe-expert-capacity-factor: each expert takes at most this many times its
