@@ -155,9 +155,38 @@ TEST(PipelineStages, UnevenEndsSplitTheLayersByHand) {
   EXPECT_EQ(even.first_stage_layers + even.last_stage_layers, 0);
 }
 
+// End ranks whose layers do not divide over their chunks (Megatron-Core's layout string):
+// DeepSeek-V3's 61 layers on 8 x 4 chunks with 7 on the first rank and 6 on the last, as
+// Megatron-Bridge's "Et|(tt|)*30mL" has them; the first rank's extra layers go to its later chunks
+// (1, 2, 2, 2: the embedding's chunk lightest), the other ranks' to their earlier ones.
+TEST(PipelineStages, EndsThatDoNotDivideOverTheirChunksSplitByHand) {
+  Layout l{1, 8, 4, 1, 1, 1};
+  l.first_stage_layers = 7;
+  l.last_stage_layers = 6;
+  ASSERT_TRUE(stages_fit(61, l));  // 7 + 6 x 8 + 6
+  EXPECT_EQ(chunk_layers(61, l, 0).count, 1);   // E t
+  EXPECT_EQ(chunk_layers(61, l, 1).first, 1);   // rank 1's 2 of round 0
+  EXPECT_EQ(chunk_layers(61, l, 7).first, 13);  // 1 + 6 x 2
+  EXPECT_EQ(chunk_layers(61, l, 7).count, 2);   // the last rank's 6: 2, 2, 1, 1
+  EXPECT_EQ(chunk_layers(61, l, 8).first, 15);  // round 1: 1 + 12 + 2
+  EXPECT_EQ(chunk_layers(61, l, 8).count, 2);
+  EXPECT_EQ(chunk_layers(61, l, 31).count, 1);
+  EXPECT_EQ(chunk_layers(61, l, 31).first + 1, 61);
+  int total = 0;
+  for (int c = 0; c < 32; ++c) total += chunk_layers(61, l, c).count;
+  EXPECT_EQ(total, 61);
+  // Llama 3 405B's 126 layers on 16 ranks with one layer fewer on each end (7 + 14 x 8 + 7),
+  // interleaved 4 ways.
+  Layout meta{1, 16, 4, 1, 1, 1};
+  meta.first_stage_layers = meta.last_stage_layers = 7;
+  EXPECT_TRUE(stages_fit(126, meta));
+  meta.first_stage_layers = 3;  // fewer layers than chunks
+  EXPECT_FALSE(stages_fit(126, meta));
+}
+
 TEST(PipelineStages, BrokenEndsAreRefusedWithTheirFigures) {
   Layout odd{1, 2, 2, 1, 1, 1};
-  odd.first_stage_layers = 1;  // not a multiple of vpp = 2
+  odd.first_stage_layers = 1;  // leaves one of vpp = 2 chunks without a layer
   EXPECT_FALSE(stages_fit(4, odd));
   Layout l{1, 2, 1, 1, 1, 1};
   l.first_stage_layers = 1;

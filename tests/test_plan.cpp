@@ -229,6 +229,17 @@ TEST(Plan, MegatronArgumentsCarryTheLayout) {
   const std::vector<std::string> interleaved = megatron_args(uneven);
   EXPECT_EQ(flopwise::value_of(interleaved, "--num-virtual-stages-per-pipeline-rank"), "2");
   EXPECT_EQ(flopwise::value_of(interleaved, "--num-layers-per-virtual-pipeline-stage"), "<absent>");
+  // Ends that do not divide over their chunks: Megatron-Core's layout string, chunk by chunk (6 + 6
+  // x 12 + 10 on 8 x 4: the first rank's 1, 1, 2, 2, the middle ranks' 3 each, the last rank's 3,
+  // 3, 2, 2), no other split flags.
+  uneven.layout.vpp = 4;
+  const std::vector<std::string> layout_args = megatron_args(uneven);
+  const std::string round = "|ttt|ttt|ttt|ttt|ttt|ttt|";
+  EXPECT_EQ(flopwise::value_of(layout_args, "--pipeline-model-parallel-layout"),
+            "Et" + round + "ttt|t" + round + "ttt|tt" + round + "tt|tt" + round + "ttL");
+  EXPECT_EQ(flopwise::value_of(layout_args, "--decoder-first-pipeline-num-layers"), "<absent>");
+  EXPECT_EQ(flopwise::value_of(layout_args, "--num-virtual-stages-per-pipeline-rank"), "<absent>");
+  uneven.layout.vpp = 2;
   // The ends counted as layers: 88 + 2 on 9 x 2 chunks of 5 slots.
   uneven.layout.even_split();
   uneven.layout.pp = 9;

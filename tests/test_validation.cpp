@@ -13,7 +13,7 @@ namespace flopwise {
 
 TEST(Validation, ShippedRunsCarryTheirSources) {
   const std::vector<PublishedRun> runs = shipped_published_runs();
-  ASSERT_EQ(runs.size(), 34u);
+  ASSERT_EQ(runs.size(), 35u);
   for (const PublishedRun& r : runs) {
     const bool h100 = r.profile == "h100-sxm", fp8 = r.run.precision == Precision::kFp8;
     const bool bridge = r.name.rfind("bridge ", 0) == 0;
@@ -109,11 +109,14 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // as the flex dispatcher it ran (a token crosses once per node it needs, not once per expert), the
 // two Qwen3-30B layouts, measured within 1% of each other, come out within 0.5%: 34.5% and 34.9%
 // fast, where 34.5% fast and 8.7% slow were (mean 21.6% -> 34.7%): the gap is the MoE layer's.
+// DeepSeek-V3 on 1,024 GPUs (its ends of 7 and 6 layers over 4 chunks now a valid split; DeepEP
+// priced as the flex dispatcher, 36% slow as a plain all-to-all), added then: 15.7% slow, with the
+// all-to-alls its recipe overlapped across micro-batches priced as waited for.
 // A change to the cost model or the profiles that makes any part worse fails here; one that
 // improves it should tighten these bounds.
 TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
   const Validation v = validate_runs(shipped_published_runs());
-  ASSERT_EQ(v.rows.size(), 34u);
+  ASSERT_EQ(v.rows.size(), 35u);
   // Mean and worst error of the rows whose source names `table` and whose name holds `model`.
   auto bounds_of = [&](const std::string& table, const std::string& model) {
     double mean = 0, worst = 0, rows = 0;
@@ -137,6 +140,7 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
                          Bound{"Megatron-Bridge", "llama3-70B", 0.025, 0.026},
                          Bound{"Megatron-Bridge", "qwen3-30B", 0.348, 0.350},
                          Bound{"Megatron-Bridge", "gpt-oss", 0.361, 0.361},
+                         Bound{"Megatron-Bridge", "deepseek-v3", 0.158, 0.158},
                          Bound{"Megatron-Bridge", "qwen3-235B", 0.120, 0.134}}) {
     const auto [mean, worst] = bounds_of(b.table, b.model);
     EXPECT_LT(mean, b.mean) << b.table << " " << b.model;

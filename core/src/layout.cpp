@@ -103,6 +103,26 @@ int rank_layer_count(int layers, const Layout& l, int rank) {
   return (layers - l.first_stage_layers - l.last_stage_layers) / (l.pp - ends);
 }
 
+namespace {
+
+// Layers of rank `rank`'s virtual stage `v`: its layers over its vpp chunks where they do not
+// divide, the extra ones away from the embedding and the loss: the first rank's later chunks (7
+// over 4: 1, 2, 2, 2, as DeepSeek-V3's Megatron-Bridge layout "Et|(tt|)*30mL" has it), every
+// other rank's earlier ones (6 over 4: 2, 2, 1, 1).
+int rank_chunk_count(int layers, const Layout& l, int rank, int v) {
+  const int n = rank_layer_count(layers, l, rank), extra = n % l.vpp;
+  const bool gets_extra = rank == 0 ? v >= l.vpp - extra : v < extra;
+  return n / l.vpp + (gets_extra ? 1 : 0);
+}
+
+// Layers of all ranks' virtual stage `v` together (one round of chunks).
+int round_count(int layers, const Layout& l, int v) {
+  const int middle = l.pp > 2 ? (l.pp - 2) * rank_chunk_count(layers, l, 1, v) : 0;
+  return rank_chunk_count(layers, l, 0, v) + (l.pp > 1 ? rank_chunk_count(layers, l, l.pp - 1, v) : 0) + middle;
+}
+
+}  // namespace
+
 LayerRange chunk_layers(int layers, const Layout& l, int chunk) {
   if (ends_in_split(l)) {
     const int slots = chunk_slots(layers, l), embedding = l.embedding_in_split;
@@ -110,10 +130,11 @@ LayerRange chunk_layers(int layers, const Layout& l, int chunk) {
     return {chunk == 0 ? 0 : chunk * slots - embedding, slots - (chunk == 0 ? embedding : 0) - (last ? l.loss_in_split : 0)};
   }
   const int v = chunk / l.pp, r = chunk % l.pp;
-  // Earlier rounds hold layers / vpp each; in this round, rank 0 and then r - 1 middle ranks.
-  int first = v * (layers / l.vpp);
-  if (r > 0) first += (rank_layer_count(layers, l, 0) + (r - 1) * rank_layer_count(layers, l, 1)) / l.vpp;
-  return {first, rank_layer_count(layers, l, r) / l.vpp};
+  // The earlier rounds whole, then this round's ranks before r.
+  int first = 0;
+  for (int u = 0; u < v; ++u) first += round_count(layers, l, u);
+  for (int q = 0; q < r; ++q) first += rank_chunk_count(layers, l, q, v);
+  return {first, rank_chunk_count(layers, l, r, v)};
 }
 
 bool stages_fit(int layers, const Layout& l) {
@@ -127,7 +148,9 @@ bool stages_fit(int layers, const Layout& l) {
     return f == 0 && last == 0 && slots % chunks == 0 && fewest >= 1;
   }
   if (f == 0 && last == 0) return layers % (l.pp * l.vpp) == 0;
-  if (f < 0 || last < 0 || l.pp < 2 || f % l.vpp != 0 || last % l.vpp != 0) return false;
+  // An end rank's layers need not divide over its chunks (Megatron-Core's
+  // --pipeline-model-parallel-layout places them one by one), but every chunk keeps a layer.
+  if (f < 0 || last < 0 || l.pp < 2 || (f > 0 && f < l.vpp) || (last > 0 && last < l.vpp)) return false;
   const int middle_ranks = l.pp - (f > 0) - (last > 0);
   const int rest = layers - f - last;
   if (middle_ranks == 0) return rest == 0;
@@ -214,8 +237,8 @@ std::string explain(Constraint c, const ModelConfig& m, const TrainingRun& run, 
         return "pp x vpp = " + str(l.pp * l.vpp) + " must divide layers (" + str(m.layers) + ")";
       }
       return "first/last stage layers " + str(l.first_stage_layers) + "/" + str(l.last_stage_layers) +
-             " must be multiples of vpp=" + str(l.vpp) + " leaving the other stages of pp=" + str(l.pp) +
-             " an equal share of the " + str(m.layers) + " layers, divisible by vpp";
+             " must each give every one of vpp=" + str(l.vpp) + " chunks a layer, leaving the other stages of pp=" +
+             str(l.pp) + " an equal share of the " + str(m.layers) + " layers, divisible by vpp";
     case Constraint::kVirtualStages:
       return l.pp == 1 ? "vpp=" + str(l.vpp) + " needs pp > 1"
                        : "interleaving needs micro-batches (" + str(l.micro_batches(run.global_batch)) +

@@ -73,10 +73,22 @@ void add_overlap(std::vector<std::string>& a, const TrainingRun& run, const Layo
   if (!o.p2p && l.vpp > 1) a.push_back("--no-overlap-p2p-communication");
 }
 
-void add_layout(std::vector<std::string>& a, const Plan& p) {
+// Megatron-Core's --pipeline-model-parallel-layout: the model chunks in order, separated by "|",
+// "E" the embedding, one "t" per transformer layer, "m" per MTP depth and "L" the loss.
+std::string pipeline_layout(const Plan& p) {
   const Layout& l = p.layout;
-  add(a, "--tensor-model-parallel-size", l.tp);
-  add(a, "--pipeline-model-parallel-size", l.pp);
+  std::string text;
+  for (int chunk = 0; chunk < l.pp * l.vpp; ++chunk) {
+    if (chunk > 0) text += "|";
+    if (chunk == 0) text += "E";
+    text += std::string(chunk_layers(p.model.layers, l, chunk).count, 't');
+    if (chunk == l.pp * l.vpp - 1) text += std::string(p.model.mtp_layers, 'm') + "L";
+  }
+  return text;
+}
+
+void add_stage_split(std::vector<std::string>& a, const Plan& p) {
+  const Layout& l = p.layout;
   if (l.first_stage_layers > 0) add(a, "--decoder-first-pipeline-num-layers", l.first_stage_layers);
   if (l.last_stage_layers > 0) add(a, "--decoder-last-pipeline-num-layers", l.last_stage_layers);
   if (l.embedding_in_split) a.push_back("--account-for-embedding-in-pipeline-split");
@@ -87,6 +99,19 @@ void add_layout(std::vector<std::string>& a, const Plan& p) {
     add(a, "--num-virtual-stages-per-pipeline-rank", l.vpp);
   } else if (l.vpp > 1) {
     add(a, "--num-layers-per-virtual-pipeline-stage", chunk_slots(p.model.layers, l));
+  }
+}
+
+void add_layout(std::vector<std::string>& a, const Plan& p) {
+  const Layout& l = p.layout;
+  add(a, "--tensor-model-parallel-size", l.tp);
+  add(a, "--pipeline-model-parallel-size", l.pp);
+  // End stages whose layers do not divide over their chunks have no flags of their own: the
+  // layout string states every chunk, and the virtual stages with it.
+  if (l.vpp > 1 && (l.first_stage_layers % l.vpp != 0 || l.last_stage_layers % l.vpp != 0)) {
+    a.insert(a.end(), {"--pipeline-model-parallel-layout", pipeline_layout(p)});
+  } else {
+    add_stage_split(a, p);
   }
   if (p.model.is_moe()) {
     add(a, "--expert-model-parallel-size", l.ep);
