@@ -475,7 +475,10 @@ double any_expert_held(int experts, int top_k, double held) {
 // once across the network to each other node that does, whose receiving rank forwards it over
 // NVLink (that forwarding, inside the node, is not charged).
 AllToAllSends CostModel::ep_sends(const Layout& l) const {
-  const GroupSpan group = span(RankGrid(l, profile_.node.devices), GroupKind::kEp);
+  return ep_sends(l, span(RankGrid(l, profile_.node.devices), GroupKind::kEp));
+}
+
+AllToAllSends CostModel::ep_sends(const Layout& l, const GroupSpan& group) const {
   const Bytes payload = ep_payload_bytes(l);
   if (run_.ep_dispatcher == EpDispatcher::kAllToAll) return even_sends(group, payload);
   const Bytes per_copy = payload / model_.top_k;
@@ -582,7 +585,8 @@ CostModel::RankTime CostModel::micro_batch_time(const StageContents& s, const La
   t.tp = tp_exposed_seconds(s, true, l, each) + tp_exposed_seconds(s, false, l, each);
   if (model_.is_moe() && l.ep > 1) {
     const int a2a = ep_all_to_alls_forward() + ep_all_to_alls_backward(l);
-    t.ep = s.moe_layers * a2a * all_to_all_time(span(grid, GroupKind::kEp), ep_sends(l), network_);
+    const GroupSpan group = span(grid, GroupKind::kEp);
+    t.ep = s.moe_layers * a2a * all_to_all_time(group, ep_sends(l, group), network_);
   }
   const int gathers = expert_tp_collectives(s, true, l) + expert_tp_collectives(s, false, l);
   if (gathers > 0) {

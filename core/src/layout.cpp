@@ -130,10 +130,10 @@ LayerRange chunk_layers(int layers, const Layout& l, int chunk) {
     return {chunk == 0 ? 0 : chunk * slots - embedding, slots - (chunk == 0 ? embedding : 0) - (last ? l.loss_in_split : 0)};
   }
   const int v = chunk / l.pp, r = chunk % l.pp;
-  // The earlier rounds whole, then this round's ranks before r.
+  // The earlier rounds whole, then this round's ranks before r: rank 0 and r - 1 middle ranks.
   int first = 0;
   for (int u = 0; u < v; ++u) first += round_count(layers, l, u);
-  for (int q = 0; q < r; ++q) first += rank_chunk_count(layers, l, q, v);
+  if (r > 0) first += rank_chunk_count(layers, l, 0, v) + (r - 1) * rank_chunk_count(layers, l, 1, v);
   return {first, rank_chunk_count(layers, l, r, v)};
 }
 

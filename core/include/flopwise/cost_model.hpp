@@ -148,6 +148,7 @@ class CostModel {
   // What one device sends in one EP all-to-all to its node's other EP ranks and to other nodes',
   // by the run's dispatcher.
   AllToAllSends ep_sends(const Layout& layout) const;
+  AllToAllSends ep_sends(const Layout& layout, const GroupSpan& ep_group) const;
   Bytes pp_boundary_bytes(const Layout& layout) const;
   // One pipeline boundary message (activations forward, or their gradient backward) on this profile.
   Seconds pp_message_seconds(const Layout& layout) const;
