@@ -263,7 +263,7 @@ TEST(Validation, LatentAttentionAndWindowedRowsMatchTheirHfConfigs) {
   EXPECT_EQ(error_of(", mtp_layers: 1", ", attention_window: 128"),
             "runs.yaml: runs[0].model.windowed_layers: missing field");
   EXPECT_EQ(error_of(", mtp_layers: 1", ", attention_window: 128, windowed_layers: 62"),
-            "runs.yaml: runs[0].model.windowed_layers: must not exceed layers (61)");
+            "runs.yaml: runs[0].model: windowed_layers: exceeds layers (61)");
   EXPECT_EQ(error_of(", mtp_layers: 1", ", position_embedding: alibi"),
             "runs.yaml: runs[0].model.position_embedding: unknown 'alibi' (expected rope or learned)");
   EXPECT_EQ(error_of("head_dim: 128, q_lora", "q_lora"), "runs.yaml: runs[0].model.head_dim: is required with kv_lora_rank");

@@ -97,15 +97,16 @@ void validate(const ModelConfig& m, const std::string& source) {
   require_non_negative(m.qk_norm_weights, source, "qk_norm_weights");
   require_non_negative(m.attention_chunk, source, "attention_chunk");
   if (m.moe_layer_step < 1) throw input_error(source, "moe_layer_step", "must be at least 1");
+  // The windowed layers alone first, so a count past the model names its own field.
+  require_non_negative(m.windowed_layers, source, "windowed_layers");
+  if (m.windowed_layers > m.layers) {
+    throw input_error(source, "windowed_layers", "exceeds layers (" + std::to_string(m.layers) + ")");
+  }
   if (m.windowed_layers + m.chunked_layers > m.layers) {
     throw input_error(source, "chunked_layers", "windowed and chunked layers exceed layers (" + std::to_string(m.layers) + ")");
   }
   if (m.chunked_layers > 0 && m.attention_chunk == 0) {
     throw input_error(source, "attention_chunk", "chunked layers need a chunk of at least 1 token");
-  }
-  require_non_negative(m.windowed_layers, source, "windowed_layers");
-  if (m.windowed_layers > m.layers) {
-    throw input_error(source, "windowed_layers", "exceeds layers (" + std::to_string(m.layers) + ")");
   }
   if (m.windowed_layers > 0 && m.attention_window == 0) {
     throw input_error(source, "attention_window", "windowed layers need a window of at least 1 token");

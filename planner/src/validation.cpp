@@ -51,13 +51,11 @@ void read_latent_attention(const YamlFields& f, ModelConfig& m) {
   if (!f.has("head_dim")) throw input_error(f.source(), f.path("head_dim"), "is required with kv_lora_rank");
 }
 
-// Sliding-window attention (gpt-oss's banded layers, Mistral): both fields or neither.
+// Sliding-window attention (gpt-oss's banded layers, Mistral): both fields or neither; validate
+// (ModelConfig) holds the windowed layers to the model's.
 void read_attention_window(const YamlFields& f, ModelConfig& m) {
   m.attention_window = f.integer("attention_window", 1);
   m.windowed_layers = f.integer("windowed_layers", 1);
-  if (m.windowed_layers > m.layers) {
-    throw input_error(f.source(), f.path("windowed_layers"), "must not exceed layers (" + std::to_string(m.layers) + ")");
-  }
 }
 
 ModelConfig read_model(const YamlFields& f, const std::string& name) {
