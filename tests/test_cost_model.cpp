@@ -110,6 +110,8 @@ TEST(CostModel, SingleDeviceComputeByHand) {
   EXPECT_NEAR(c.mfu, c.model_flops_per_step / (c.step_time_s * 100e12), 1e-12);
 }
 
+TrainingRun small_run_in(Precision precision);
+
 TEST(CostModel, MemoryByHand) {
   const CostModel cost(testing::tiny_moe(), small_run(), testing::round_profile());
   const Layout l{1, 1, 1, 1, 1, 1, Recompute::kSelective, false};
@@ -124,6 +126,12 @@ TEST(CostModel, MemoryByHand) {
   EXPECT_DOUBLE_EQ(cost.layer_activation_bytes(true, l), per_layer);
   EXPECT_DOUBLE_EQ(m.activations, 4 * per_layer + 6.0 * 1024 * 1000);  // one micro-batch in flight, logits
   EXPECT_DOUBLE_EQ(m.buffers, 1e9 + 2 * 2.0 * 1024 * 2 * 1024);
+  // In fp8 the linear layers' inputs are kept as their fp8 copies, 1 byte: QKV's and fc1's
+  // (2 x 1,024), the projection's (1,024), each routed copy's fc1 and fc2 inputs (1,024 + 512)
+  // and the shared expert's fc2 input (512): 34,912 - 2,048 - 1,024 - 2 x 1,536 - 512 = 28,256
+  // bytes a token.
+  const CostModel fp8(testing::tiny_moe(), small_run_in(Precision::kFp8), testing::round_profile());
+  EXPECT_DOUBLE_EQ(fp8.layer_activation_bytes(true, l), 28256.0 * 1024);
 }
 
 TEST(CostModel, RecomputeAndShardingShrinkMemory) {

@@ -355,8 +355,9 @@ Seconds CostModel::layer_forward_seconds(bool moe_layer, const Layout& l) const 
 
 // Stored activations of one layer for one micro-batch, per device. Korthikanti et al. 2022
 // ("Reducing Activation Recomputation in Large Transformer Models", section 4) adapted to
-// RMSNorm, GQA, SwiGLU and MoE: bf16 tensors kept for backward. Each block's norm input and first
-// linear's input are split over TP only under sequence parallelism; everything else is TP-sharded.
+// RMSNorm, GQA, SwiGLU and MoE: bf16 tensors kept for backward, linear inputs in fp8 in an fp8
+// run. Each block's norm input and first linear's input are split over TP only under sequence
+// parallelism; everything else is TP-sharded.
 // Attention keeps Q/K/V, the core output and the fp32 softmax statistics; only the unfused kernel
 // without recompute also keeps the s x s probabilities, dropout mask and output (eq. 1: 5as^2b).
 // Routed experts keep the permuted tokens and the weighted output (h each, per token copy sent),
@@ -366,22 +367,30 @@ Bytes CostModel::layer_activation_bytes(bool moe_layer, const Layout& l) const {
   const double tokens = micro_batch_tokens(l);
   const double h = m.hidden, heads = m.heads;
   const double a = bytes_.activation;
+  // The inputs a linear layer keeps for its weight gradient: in an fp8 run Transformer Engine keeps
+  // the fp8 copy it cast (Megatron-Core's MoE README, FP8 training: "stores linear layer inputs
+  // in FP8 instead of BF16", half their activation memory).
+  const double in = run_.precision == Precision::kFp8 ? 1.0 : a;
   if (l.recompute == Recompute::kFull) return a * tokens * h / sequence_shards(l);  // layer input
-  const double qkv_width = m.is_mla()
-      ? heads * (2.0 * m.qk_head_dim() + m.value_head_dim()) + m.kv_lora_rank + m.rope_head_dim + m.q_lora_rank
-      : (heads + 2.0 * m.kv_heads) * m.head_dim;
-  double sharded = a * (qkv_width + heads * m.value_head_dim()) + 4.0 * heads;
+  // Q, K and V for the attention core; MLA's latents are its up-projections' inputs.
+  const double qkv_width = m.is_mla() ? heads * (2.0 * m.qk_head_dim() + m.value_head_dim()) + m.rope_head_dim
+                                      : (heads + 2.0 * m.kv_heads) * m.head_dim;
+  const double latents = m.is_mla() ? m.kv_lora_rank + m.q_lora_rank : 0.0;
+  double sharded = a * qkv_width + in * (latents + heads * m.value_head_dim()) + 4.0 * heads;
   if (l.recompute == Recompute::kNone && run_.attention == AttentionKernel::kUnfused) {
     sharded += (2.0 * a + 1.0) * heads * run_.seq_len;
   }
   if (!moe_layer) {
-    sharded += a * 3.0 * m.dense_ffn;  // gate, up, activation
+    sharded += (2.0 * a + in) * m.dense_ffn;  // gate and up; the activation, fc2's input
   } else {
-    const double routed = m.top_k * expert_skew(l) * ((l.expert_tp() + 2.0) * h + 3.0 * m.expert_ffn);
-    sharded += a * (routed + 3.0 * m.shared_experts * m.shared_expert_ffn) +
+    // Per routed copy: the permuted token and the weighted output, the input gathered over the
+    // expert-TP group (fc1's), gate and up, and the activation (fc2's input).
+    const double routed = m.top_k * expert_skew(l) * (2.0 * a * h + in * l.expert_tp() * h + (2.0 * a + in) * m.expert_ffn);
+    sharded += routed + (2.0 * a + in) * m.shared_experts * m.shared_expert_ffn +
                8.0 * m.routed_experts;  // fp32 router logits and probabilities
   }
-  const double sequence_split = a * 4.0 * h;  // both blocks' norm inputs and first linear inputs
+  // Both blocks' norm inputs, and their first linear inputs (QKV's, fc1's).
+  const double sequence_split = 2.0 * (a + in) * h;
   return tokens * (sequence_split / sequence_shards(l) + sharded / l.tp);
 }
 
