@@ -13,7 +13,7 @@ namespace flopwise {
 
 TEST(Validation, ShippedRunsCarryTheirSources) {
   const std::vector<PublishedRun> runs = shipped_published_runs();
-  ASSERT_EQ(runs.size(), 35u);
+  ASSERT_EQ(runs.size(), 37u);
   for (const PublishedRun& r : runs) {
     const bool h100 = r.profile == "h100-sxm", fp8 = r.run.precision == Precision::kFp8;
     const bool bridge = r.name.rfind("bridge ", 0) == 0;
@@ -116,7 +116,7 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // improves it should tighten these bounds.
 TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
   const Validation v = validate_runs(shipped_published_runs());
-  ASSERT_EQ(v.rows.size(), 35u);
+  ASSERT_EQ(v.rows.size(), 37u);
   // Mean and worst error of the rows whose source names `table` and whose name holds `model`.
   auto bounds_of = [&](const std::string& table, const std::string& model) {
     double mean = 0, worst = 0, rows = 0;
@@ -139,7 +139,9 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
                          Bound{"Megatron-Core r0.8.0", "", 0.108, 0.240},
                          Bound{"Megatron-Bridge", "llama3-70B", 0.025, 0.026},
                          Bound{"Megatron-Bridge", "qwen3-30B", 0.348, 0.350},
-                         Bound{"Megatron-Bridge", "gpt-oss", 0.361, 0.361},
+                         Bound{"DGX-H100", "gpt-oss", 0.361, 0.361},
+                         Bound{"DGX-B200", "llama3-8B", 0.087, 0.087},
+                         Bound{"DGX-B200", "gpt-oss", 0.377, 0.377},
                          Bound{"Megatron-Bridge", "deepseek-v3", 0.158, 0.158},
                          Bound{"Megatron-Bridge", "qwen3-235B", 0.120, 0.134}}) {
     const auto [mean, worst] = bounds_of(b.table, b.model);
@@ -380,7 +382,7 @@ TEST(PublishedFit, BadRequestsNameTheOption) {
     return std::string();
   };
   EXPECT_EQ(error_of("h800-sxm", {}),
-            "--profile: no published run uses profile 'h800-sxm' (they use: a100-80gb, h100-sxm)");
+            "--profile: no published run uses profile 'h800-sxm' (they use: a100-80gb, b200, h100-sxm)");
   EXPECT_EQ(error_of("a100-80gb", {"nope"}), "--hold-out: no published run on a100-80gb is named 'nope'");
   std::vector<std::string> all;
   for (const PublishedRun& r : runs) {
