@@ -551,7 +551,7 @@ void expect_refused_for_missing_peak(Precision precision) {
 }
 
 TEST(CostModel, Fp32TrainingBytesAndMissingPeak) {
-  const PrecisionBytes fp32 = PrecisionBytes::of(Precision::kFp32);
+  const PrecisionBytes fp32 = PrecisionBytes::of(Precision::kFp32, false);
   EXPECT_EQ(fp32.weight + fp32.grad + fp32.optimizer, 16);  // weight, grad, m, v at 4 bytes
   EXPECT_EQ(fp32.adam_traffic, 28);
   expect_refused_for_missing_peak(Precision::kFp32);
@@ -567,8 +567,8 @@ TEST(CostModel, Fp32TrainingBytesAndMissingPeak) {
 // and written in the GEMM's epilogue moves 4 bytes (bf16's fp32 main grad: 8); unfused, the GEMM
 // writes it (2) and a separate add reads it (2) and reads and writes the main grad: 8 (bf16: 12).
 TEST(CostModel, Fp16StepCopiesAndUnscalesItsGradients) {
-  const PrecisionBytes fp16 = PrecisionBytes::of(Precision::kFp16);
-  const PrecisionBytes bf16 = PrecisionBytes::of(Precision::kBf16);
+  const PrecisionBytes fp16 = PrecisionBytes::of(Precision::kFp16, false);
+  const PrecisionBytes bf16 = PrecisionBytes::of(Precision::kBf16, false);
   EXPECT_EQ(fp16.grad, 2);
   EXPECT_EQ(fp16.grad_accumulation(true), 4);
   EXPECT_EQ(fp16.grad_accumulation(false), 8);
@@ -585,6 +585,44 @@ TEST(CostModel, Fp16StepCopiesAndUnscalesItsGradients) {
   EXPECT_NEAR(CostModel(testing::tiny_moe(), small_run_in(Precision::kFp16), p).optimizer_seconds(stage, l) /
                   CostModel(testing::tiny_moe(), small_run(), p).optimizer_seconds(stage, l),
               54.0 / 42.0, 1e-12);
+}
+
+// --grad-reduce-in-bf16: the main gradients are bf16 (2 bytes) in memory, in the DP
+// reduce-scatter and in each weight-gradient GEMM's epilogue (read and written: 4, fp32's 8); the
+// distributed optimizer copies its shard to fp32 first (2 + 4) before the norm (4), Adam (28) and
+// the master-to-model copy (6): 44 bytes, and zeroes a bf16 buffer (2). Unsharded, every held
+// parameter is updated: (44 + 2) / (38 + 4). fp16 and fp32 runs have no such switch.
+TEST(CostModel, Bf16GradientsHalveTheirBytesAndAddTheOptimizersCopy) {
+  const PrecisionBytes bf16 = PrecisionBytes::of(Precision::kBf16, true);
+  EXPECT_EQ(bf16.grad, 2);
+  EXPECT_EQ(bf16.grad_accumulation(true), 4);
+  EXPECT_EQ(bf16.adam_traffic, 44);
+  EXPECT_EQ(bf16.grad_zeroing, 2);
+  EXPECT_EQ(PrecisionBytes::of(Precision::kFp8, true).grad, 2);
+  TrainingRun bf16_grads = small_run();
+  bf16_grads.grad_reduce_in_bf16 = true;
+  const Layout l{1, 1, 1, 1, 4, 1, Recompute::kNone, false};
+  const StageContents stage{1, 0, false, false};
+  const CostModel fp32_model(testing::tiny_moe(), small_run(), testing::round_profile());
+  const CostModel bf16_model(testing::tiny_moe(), bf16_grads, testing::round_profile());
+  EXPECT_NEAR(bf16_model.optimizer_seconds(stage, l) / fp32_model.optimizer_seconds(stage, l), 46.0 / 42.0, 1e-12);
+  EXPECT_DOUBLE_EQ(bf16_model.evaluate(l).memory_bytes.grads, fp32_model.evaluate(l).memory_bytes.grads / 2);
+  // The ring's bytes halve; its latency does not.
+  const CostModel::DataParallelTraffic fp32_dp = fp32_model.data_parallel_traffic(stage, l);
+  const CostModel::DataParallelTraffic bf16_dp = bf16_model.data_parallel_traffic(stage, l);
+  EXPECT_LT(bf16_dp.grads, fp32_dp.grads);
+  EXPECT_GT(bf16_dp.grads, fp32_dp.grads / 2);
+  EXPECT_DOUBLE_EQ(bf16_dp.weights, fp32_dp.weights);
+  const StageContents moe_layer{0, 1, false, false};
+  const Layout one{1, 1, 1, 1, 1, 1, Recompute::kNone, false};
+  EXPECT_DOUBLE_EQ(fp32_model.backward_work(moe_layer, one).memory_traffic -
+                       bf16_model.backward_work(moe_layer, one).memory_traffic,
+                   4.0 * (kAttention + kRouter + kShared + 8 * kExpert));
+  for (Precision p : {Precision::kFp16, Precision::kFp32}) {
+    TrainingRun other = bf16_grads;
+    other.precision = p;
+    EXPECT_THROW(validate(other, "options"), InputError) << to_string(p);
+  }
 }
 
 // Without the fusion every weight of a layer's GEMMs moves 4 bytes more per micro-batch (bf16): at

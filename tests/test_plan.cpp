@@ -52,6 +52,16 @@ TEST(Plan, JsonRoundTripsExactly) {
   nlohmann::json older = first;
   older.erase("grad_accumulation_fusion");
   EXPECT_TRUE(plan_from_json(older, "plan.json").run.grad_accumulation_fusion);
+  // bf16 main gradients travel and reach Megatron's arguments; an older plan kept fp32 ones.
+  Plan bf16_grads = plan;
+  bf16_grads.run.grad_reduce_in_bf16 = true;
+  EXPECT_TRUE(plan_from_json(to_json(bf16_grads), "plan.json").run.grad_reduce_in_bf16);
+  const std::vector<std::string> bf16_args = megatron_args(bf16_grads);
+  EXPECT_NE(std::find(bf16_args.begin(), bf16_args.end(), "--grad-reduce-in-bf16"), bf16_args.end());
+  const std::vector<std::string> fp32_grad_args = megatron_args(plan);
+  EXPECT_EQ(std::find(fp32_grad_args.begin(), fp32_grad_args.end(), "--grad-reduce-in-bf16"), fp32_grad_args.end());
+  older.erase("grad_reduce_in_bf16");
+  EXPECT_FALSE(plan_from_json(older, "plan.json").run.grad_reduce_in_bf16);
   // The SMs of TP overlap travel; a plan written before they were costed ran TE's default 16.
   Plan tuned = plan;
   tuned.run.tp_comm_sms = 24;

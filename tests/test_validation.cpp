@@ -112,6 +112,11 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // DeepSeek-V3 on 1,024 GPUs (its ends of 7 and 6 layers over 4 chunks now a valid split; DeepEP
 // priced as the flex dispatcher, 36% slow as a plain all-to-all), added then: 15.7% slow, with the
 // all-to-alls its recipe overlapped across micro-batches priced as waited for.
+// The Megatron-Bridge rows, whose recipes keep bf16 main gradients (grad_reduce_in_fp32 = False in
+// every performance config read, 25.09 on), run with grad_reduce_in_bf16: Llama 3 70B 2.5% ->
+// 4.4% / 4.6% fast, Qwen3-30B 34.7% -> 35.9%, GPT-OSS 36.1% -> 40.0% (B200 37.6% -> 47.0%, its
+// expert DP reduce over one NIC a node halving), DeepSeek-V3 15.7% -> 13.4% slow, Qwen3-235B
+// 11.9% -> 10.7%; their memory estimates fall with the gradients (DeepSeek-V3 101 -> 97 GiB).
 // A change to the cost model or the profiles that makes any part worse fails here; one that
 // improves it should tighten these bounds.
 TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
@@ -137,13 +142,13 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
   for (const Bound& b : {Bound{"Table 5", "", 0.035, 0.057}, Bound{"NeMo 24.07", "", 0.107, 0.180},
                          Bound{"NeMo 24.07", "nemotron", 0.127, 0.159},
                          Bound{"Megatron-Core r0.8.0", "", 0.108, 0.240},
-                         Bound{"Megatron-Bridge", "llama3-70B", 0.025, 0.026},
-                         Bound{"Megatron-Bridge", "qwen3-30B", 0.348, 0.350},
-                         Bound{"DGX-H100", "gpt-oss", 0.361, 0.361},
-                         Bound{"DGX-B200", "llama3-8B", 0.087, 0.087},
-                         Bound{"DGX-B200", "gpt-oss", 0.377, 0.377},
-                         Bound{"Megatron-Bridge", "deepseek-v3", 0.158, 0.158},
-                         Bound{"Megatron-Bridge", "qwen3-235B", 0.120, 0.134}}) {
+                         Bound{"Megatron-Bridge", "llama3-70B", 0.046, 0.047},
+                         Bound{"Megatron-Bridge", "qwen3-30B", 0.360, 0.361},
+                         Bound{"DGX-H100", "gpt-oss", 0.401, 0.401},
+                         Bound{"DGX-B200", "llama3-8B", 0.095, 0.095},
+                         Bound{"DGX-B200", "gpt-oss", 0.470, 0.470},
+                         Bound{"Megatron-Bridge", "deepseek-v3", 0.135, 0.135},
+                         Bound{"Megatron-Bridge", "qwen3-235B", 0.107, 0.121}}) {
     const auto [mean, worst] = bounds_of(b.table, b.model);
     EXPECT_LT(mean, b.mean) << b.table << " " << b.model;
     EXPECT_LT(worst, b.worst) << b.table << " " << b.model;

@@ -19,7 +19,7 @@ double sequence_shards(const Layout& l) { return l.sequence_parallel ? l.tp : 1.
 
 }  // namespace
 
-PrecisionBytes PrecisionBytes::of(Precision precision) {
+PrecisionBytes PrecisionBytes::of(Precision precision, bool grads_in_bf16) {
   // fp32 throughout, as the executor trains: fp32 weights, grads and activations; LibTorch's AdamW
   // keeps m and v (no master copy), its update reads+writes weight, m and v (3 x 8) and reads the
   // grad (4); the executor zeroes its grads before the step's forward, outside the optimizer.
@@ -40,6 +40,11 @@ PrecisionBytes PrecisionBytes::of(Precision precision) {
   // writes 2. The fp32 grad buffer, whole and not only the updated shard, is zeroed for the next
   // step (zero_grad_buffer, 4). The clip's rescale runs only while the norm exceeds the bound and
   // is left out.
+  // With bf16 main gradients (--grad-reduce-in-bf16) the distributed optimizer first copies its
+  // shard of them to fp32 (megatron/core/optimizer/distrib_optimizer.py,
+  // _copy_model_grads_to_main_grads: shard_model_grad.float(), reads 2 and writes 4), then runs
+  // the same norm, Adam and copy on the fp32 shard; the zeroed buffer is bf16 (2).
+  if (grads_in_bf16) return {2, 2, 12, 2, 6 + 4 + 28 + 6, 2};
   return {2, 4, 12, 2, 4 + 28 + 6, 4};
 }
 
@@ -123,7 +128,7 @@ CostModel::CostModel(const ModelConfig& model, const TrainingRun& run, const Har
   bf16_gemm_flops_ = matmul_rate_ / (attention_peak_ * profile.efficiency.matmul);
   attention_rate_ = attention_peak_ * profile.efficiency.attention;
   memory_rate_ = profile.device.memory_bandwidth * profile.efficiency.memory;
-  bytes_ = PrecisionBytes::of(run.precision);
+  bytes_ = PrecisionBytes::of(run);
   usable_memory_ = profile.device.memory_bytes * (1.0 - run.memory_headroom);
 }
 
@@ -728,7 +733,7 @@ void derive_run_totals(StepCost& c, const ModelConfig& model, const TrainingRun&
   const Seconds wall = run.tokens / c.tokens_per_s;
   // Checkpoints hold the weights and the optimizer state (master weights and moments) of the whole
   // model, MTP layers included; each device saves its own weights and optimizer shard.
-  const PrecisionBytes bytes = PrecisionBytes::of(run.precision);
+  const PrecisionBytes bytes = PrecisionBytes::of(run);
   const CheckpointCost checkpoint =
       checkpoint_cost((params.total + params.mtp) * (bytes.weight + bytes.optimizer),
                       c.memory_bytes.weights + c.memory_bytes.optimizer, fleet.nodes, *fleet.reliability);

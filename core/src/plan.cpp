@@ -234,6 +234,7 @@ json to_json(const Plan& p) {
   j["attention"] = to_string(p.run.attention);
   j["comm_overlap"] = to_string(p.run.overlap);
   j["grad_accumulation_fusion"] = p.run.grad_accumulation_fusion;
+  j["grad_reduce_in_bf16"] = p.run.grad_reduce_in_bf16;
   j["tp_comm_sms"] = p.run.tp_comm_sms;
   j["ep_dispatcher"] = to_string(p.run.ep_dispatcher);
   j["routing_skew"] = p.run.routing_skew;
@@ -269,6 +270,8 @@ Plan plan_from_json(const json& j, const std::string& source) {
   p.run.overlap = parse_comm_overlap(r.text("comm_overlap"), source, "comm_overlap");
   // Plans written before the switch existed fused, as Megatron-Core does by default.
   if (r.has("grad_accumulation_fusion")) p.run.grad_accumulation_fusion = r.boolean("grad_accumulation_fusion");
+  // Plans written before the switch existed kept fp32 main gradients, Megatron-LM's bf16 default.
+  if (r.has("grad_reduce_in_bf16")) p.run.grad_reduce_in_bf16 = r.boolean("grad_reduce_in_bf16");
   // Plans written before SM sharing was costed ran Transformer Engine's default.
   if (r.has("tp_comm_sms")) p.run.tp_comm_sms = r.integer("tp_comm_sms", 0);
   // Plans written before the choice dispatched with Megatron-Core's default all-to-all.

@@ -76,6 +76,10 @@ void validate(const TrainingRun& run, const std::string& source) {
   if (!(run.moe_capacity_factor == 0 || (run.moe_capacity_factor > 0 && run.moe_capacity_factor <= 1e3))) {
     throw input_error(source, "moe_capacity_factor", "must be 0 (dropless) or a positive factor of an expert's balanced share");
   }
+  if (run.grad_reduce_in_bf16 && run.precision != Precision::kBf16 && run.precision != Precision::kFp8) {
+    throw input_error(source, "grad_reduce_in_bf16", "applies to bf16 and fp8 runs only (this run is " +
+                                                         to_string(run.precision) + ")");
+  }
   if (run.tp_comm_sms < 0) throw input_error(source, "tp_comm_sms", "must be a count of SMs, 0 or more");
   if (!(run.memory_headroom >= 0.0 && run.memory_headroom < 1.0)) {
     throw input_error(source, "memory_headroom", "must be a fraction in [0, 1)");

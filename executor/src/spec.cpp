@@ -114,6 +114,7 @@ std::string features_not_run(const ModelConfig& m, const TrainingRun& run) {
                         " in " + std::to_string(m.chunked_layers) + ") runs as full causal attention");
   }
   if (m.learned_positions) add_note(notes, "learned positions run as rotary embeddings (RoPE)");
+  if (run.grad_reduce_in_bf16) add_note(notes, "gradients are reduced in fp32, as the fp32 training here keeps them");
   if (run.ep_dispatcher == EpDispatcher::kFlex && m.is_moe()) {
     add_note(notes, "the flex dispatcher runs as a plain all-to-all (a copy per expert)");
   }

@@ -48,6 +48,7 @@ struct RunOptions {
   std::string attention = "fused";
   std::string comm_overlap = to_string(CommOverlap{});
   bool no_grad_accumulation_fusion = false;
+  bool grad_reduce_in_bf16 = false;
   int tp_comm_sms = TrainingRun{}.tp_comm_sms;
   std::string ep_dispatcher = to_string(EpDispatcher::kAllToAll);
   double routing_skew = 1.0;
@@ -78,6 +79,8 @@ void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
       ->capture_default_str();
   app.add_flag("--no-grad-accumulation-fusion", o.no_grad_accumulation_fusion,
                "weight gradients added into the main gradient by a separate kernel, not in the GEMM's epilogue");
+  app.add_flag("--grad-reduce-in-bf16", o.grad_reduce_in_bf16,
+               "main gradients kept, accumulated and reduced in bf16, not fp32 (bf16 and fp8 runs)");
   app.add_option("--tp-comm-sms", o.tp_comm_sms,
                  "SMs Transformer Engine's TP-overlap kernels (tp_comm) hold beside the GEMMs they overlap")
       ->capture_default_str();
@@ -184,6 +187,7 @@ TrainingRun training_run(const RunOptions& o) {
   run.attention = parse_attention_kernel(o.attention, "--attention", "");
   run.overlap = parse_comm_overlap(o.comm_overlap, "--comm-overlap", "");
   run.grad_accumulation_fusion = !o.no_grad_accumulation_fusion;
+  run.grad_reduce_in_bf16 = o.grad_reduce_in_bf16;
   run.tp_comm_sms = o.tp_comm_sms;
   run.ep_dispatcher = parse_ep_dispatcher(o.ep_dispatcher, "--ep-dispatcher", "");
   run.routing_skew = o.routing_skew;

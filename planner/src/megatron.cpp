@@ -145,6 +145,7 @@ void add_layout(std::vector<std::string>& a, const Plan& p) {
   if (p.run.precision == Precision::kBf16 || p.run.precision == Precision::kFp8) a.push_back("--bf16");
   if (p.run.precision == Precision::kFp8) a.insert(a.end(), {"--fp8-format", "hybrid"});
   if (!p.run.grad_accumulation_fusion) a.push_back("--no-gradient-accumulation-fusion");
+  if (p.run.grad_reduce_in_bf16) a.push_back("--grad-reduce-in-bf16");
   // Megatron-Core's attention backends: flash for fused (FlashAttention), unfused for the old path.
   a.insert(a.end(), {"--attention-backend", p.run.attention == AttentionKernel::kFused ? "flash" : "unfused"});
 }

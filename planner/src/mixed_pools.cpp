@@ -200,7 +200,7 @@ std::optional<MixedCandidate> evaluate_shares(const ModelConfig& model, const Tr
   } else {
     // Each pool first reduces over its own replicas (inside its step); the pools' sums then meet
     // over the links. The step waits for it: the backward window already hides the pool's own reduction.
-    out.plan.cross_pool_bytes = PrecisionBytes::of(run.precision).grad * (params.total + params.mtp);
+    out.plan.cross_pool_bytes = PrecisionBytes::of(run).grad * (params.total + params.mtp);
     out.plan.cross_pool_s = cross_pool_all_reduce_seconds(out.plan.cross_pool_bytes, out.plan.links);
   }
   c.exposed_comm_s.dp += out.plan.cross_pool_s;

@@ -119,7 +119,7 @@ Layout read_layout(const YamlFields& f) {
 
 PublishedRun read_run(const YamlFields& f) {
   f.allow_only({"name", "source", "model", "hardware", "precision", "attention", "comm_overlap",
-                "grad_accumulation_fusion", "tp_comm_sms", "ep_dispatcher", "seq_len", "global_batch", "layout", "measured_step_time"});
+                "grad_accumulation_fusion", "grad_reduce_in_bf16", "tp_comm_sms", "ep_dispatcher", "seq_len", "global_batch", "layout", "measured_step_time"});
   PublishedRun r;
   r.name = f.text("name");
   r.source = f.text("source");
@@ -138,6 +138,7 @@ PublishedRun read_run(const YamlFields& f) {
   r.run.attention = parse_attention_kernel(f.text("attention"), f.source(), f.path("attention"));
   r.run.overlap = parse_comm_overlap(f.text("comm_overlap"), f.source(), f.path("comm_overlap"));
   if (f.has("grad_accumulation_fusion")) r.run.grad_accumulation_fusion = f.boolean("grad_accumulation_fusion");
+  if (f.has("grad_reduce_in_bf16")) r.run.grad_reduce_in_bf16 = f.boolean("grad_reduce_in_bf16");
   if (f.has("tp_comm_sms")) r.run.tp_comm_sms = f.integer("tp_comm_sms", 0);
   if (f.has("ep_dispatcher")) {
     r.run.ep_dispatcher = parse_ep_dispatcher(f.text("ep_dispatcher"), f.source(), f.path("ep_dispatcher"));

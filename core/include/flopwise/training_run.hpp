@@ -53,6 +53,11 @@ struct TrainingRun {
   // gradient in its epilogue. Megatron-LM of 2022 switched it off for fp16 without fp32
   // accumulation; off, the GEMM writes the gradient and a separate kernel adds it in.
   bool grad_accumulation_fusion = true;
+  // Megatron-LM's --grad-reduce-in-bf16 (Megatron-Core's DDP grad_reduce_in_fp32 off): in a bf16
+  // or fp8 run the main gradients are bf16, accumulated and reduced in bf16 instead of fp32; the
+  // distributed optimizer copies its shard to fp32 before the step. NVIDIA's performance recipes
+  // run it (Megatron-Bridge perf_recipes/_common.py: grad_reduce_in_fp32 = False).
+  bool grad_reduce_in_bf16 = false;
   // SMs Transformer Engine's TP-overlap kernels hold beside the GEMMs they overlap (tp_comm), out
   // of the GEMM's: TE's default num_sm of 16 (NeMo's tuned GPT-3 175B H100 configs use 20-24 beside
   // the forward GEMMs, 2-8 beside the backward ones). 0: the overlap costs the GEMMs nothing.
