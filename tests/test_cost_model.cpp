@@ -625,6 +625,42 @@ TEST(CostModel, Bf16GradientsHalveTheirBytesAndAddTheOptimizersCopy) {
   }
 }
 
+// Context parallelism, cp 2 on tiny_moe (1,024-token sequences, 2 KV heads of 128, 4 layers):
+// each rank holds 512 tokens, and its ring passes their keys and values, 2 x 2 x 128 x 2 bytes
+// each, 524,288 bytes a step, to the other rank once a layer forward and twice (values and their
+// gradients) backward. On a 1 GB/s link (1 us) a step takes 525.288 us (forward) and 1,049.576 us
+// (backward); beside each runs 1/2 of the layer's attention: 512 queries x 2 x 8 heads x 128 x
+// 1,025 keys' FLOPs at 50 TFLOPS, 21.4958 us forward, 2.5 x that backward. Exposed per layer:
+// (525.288 - 10.7479) + (1049.576 - 26.8697) us, over 4 layers. Per-token work and activations
+// halve; the gradients reduce over dp x cp = 2 ranks and the optimizer shards over them.
+TEST(CostModel, ContextParallelRingAndShardsByHand) {
+  const HardwareProfile slow = testing::round_profile_edited({{"intra_bandwidth: \"100 GB/s\"", "intra_bandwidth: \"1 GB/s\""}}, "slow.yaml");
+  const CostModel cost(testing::tiny_moe(), small_run(), slow);
+  const Layout whole{1, 1, 1, 1, 1, 1, Recompute::kNone, true};
+  Layout halves = whole;
+  halves.cp = 2;
+  EXPECT_DOUBLE_EQ(cost.cp_ring_step_bytes(halves), 524288.0);
+  const StageContents stage = stage_contents(testing::tiny_moe(), halves)[0];
+  const double attention = 512.0 * 2 * 8 * 128 * 1025 / 50e12;
+  const double step = 524288.0 / 1e9 + 1e-6;
+  const double per_layer = (step - attention / 2) + (2 * step - 1e-6 - 2.5 * attention / 2);
+  EXPECT_NEAR(cost.cp_exposed_seconds(stage, halves), 4 * per_layer, 1e-12);
+  const std::vector<CostModel::CpRingPhase> backward = cost.cp_ring_phases(stage, false, halves);
+  ASSERT_EQ(backward.size(), 1u);
+  EXPECT_EQ(backward[0].steps, 1);
+  EXPECT_DOUBLE_EQ(backward[0].bytes, 2 * 524288.0);
+  Layout recomputed = halves;
+  recomputed.recompute = Recompute::kSelective;  // repeats the attention, and its forward ring
+  EXPECT_EQ(cost.cp_ring_phases(stage, false, recomputed).size(), 2u);
+  const StepCost one = cost.evaluate(whole), two = cost.evaluate(halves);
+  EXPECT_NEAR(two.exposed_comm_s.cp, 4 * 4 * per_layer, 1e-12);  // 4 micro-batches a step
+  EXPECT_DOUBLE_EQ(two.memory_bytes.activations, one.memory_bytes.activations / 2);
+  EXPECT_DOUBLE_EQ(two.memory_bytes.optimizer, one.memory_bytes.optimizer / 2);
+  EXPECT_EQ(one.exposed_comm_s.dp, 0);
+  EXPECT_GT(two.exposed_comm_s.dp, 0);
+  EXPECT_EQ(one.exposed_comm_s.cp, 0);
+}
+
 // Without the fusion every weight of a layer's GEMMs moves 4 bytes more per micro-batch (bf16): at
 // tp 1 and ep 1 attention 2,621,440, router 8,192, shared expert 1,572,864 and 8 experts of
 // 1,572,864 each, 16,785,408 weights.

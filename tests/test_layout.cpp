@@ -69,6 +69,43 @@ TEST(RankGrid, GroupsFollowTheExportedOrder) {
   EXPECT_EQ(grid.members_per_node(GroupKind::kPp), 1);  // stages sit on different nodes
 }
 
+// Context parallelism sits between TP and DP (Megatron-Core's "tp-cp-ep-dp-pp"): tp 2, cp 2,
+// dp 2, pp 2 on 8-device nodes. Rank 5 is tp 1, cp 0, dp 1; its gradients reduce over the dp x cp
+// ranks holding its weights.
+TEST(RankGrid, ContextParallelRanksSitBetweenTpAndDp) {
+  Layout l{2, 2, 1, 1, 2, 1};
+  l.cp = 2;
+  const RankGrid grid(l, 8);
+  const RankCoords c = grid.coords(5);
+  EXPECT_EQ(c.tp, 1);
+  EXPECT_EQ(c.cp, 0);
+  EXPECT_EQ(c.dp, 1);
+  EXPECT_EQ(c.pp, 0);
+  EXPECT_EQ(grid.rank_of(c), 5);
+  EXPECT_EQ(l.devices(), 16);
+  EXPECT_EQ(grid.group(GroupKind::kCp, 5), (std::vector<int>{5, 7}));
+  EXPECT_EQ(grid.group(GroupKind::kDp, 5), (std::vector<int>{1, 5}));
+  EXPECT_EQ(grid.group(GroupKind::kDpCp, 5), (std::vector<int>{1, 3, 5, 7}));
+  EXPECT_EQ(grid.group(GroupKind::kPp, 5), (std::vector<int>{5, 13}));
+  EXPECT_EQ(grid.members_per_node(GroupKind::kDpCp), 4);
+  // The experts fold over all tp x cp x dp = 8 ranks of a stage.
+  l.ep = 8;
+  l.etp = 1;
+  EXPECT_EQ(l.expert_dp(), 1);
+  EXPECT_EQ(RankGrid(l, 8).group(GroupKind::kEp, 5), (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7}));
+}
+
+// Megatron-Core cuts each sequence into 2 x cp chunks: 4,096 tokens take cp 4, not 3.
+TEST(Layout, ContextParallelNeedsTwiceItsDegreeToDivideTheSequence) {
+  Layout l{1, 1, 1, 1, 1, 1, Recompute::kNone, false};
+  l.cp = 4;
+  EXPECT_FALSE(violated(l));
+  l.cp = 3;
+  ASSERT_EQ(violated(l), Constraint::kCpSequence);
+  EXPECT_EQ(explain(Constraint::kCpSequence, testing::tiny_moe(), TrainingRun{}, testing::round_profile(), {1, 4096}, l),
+            "2 x cp = 6 must divide the sequence (4096 tokens)");
+}
+
 TEST(RankGrid, EveryRankIsInExactlyOneGroupOfEachKind) {
   Layout folded{4, 3, 1, 4, 2, 1};
   folded.etp = 2;

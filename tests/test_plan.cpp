@@ -62,6 +62,18 @@ TEST(Plan, JsonRoundTripsExactly) {
   EXPECT_EQ(std::find(fp32_grad_args.begin(), fp32_grad_args.end(), "--grad-reduce-in-bf16"), fp32_grad_args.end());
   older.erase("grad_reduce_in_bf16");
   EXPECT_FALSE(plan_from_json(older, "plan.json").run.grad_reduce_in_bf16);
+  // Context parallelism travels and becomes Megatron's argument; an older plan had none.
+  Plan context = plan;
+  context.layout.cp = 2;
+  EXPECT_EQ(plan_from_json(to_json(context), "plan.json").layout.cp, 2);
+  const std::vector<std::string> context_args = megatron_args(context);
+  const auto cp_flag = std::find(context_args.begin(), context_args.end(), "--context-parallel-size");
+  ASSERT_NE(cp_flag, context_args.end());
+  EXPECT_EQ(*(cp_flag + 1), "2");
+  EXPECT_EQ(std::find(fp32_grad_args.begin(), fp32_grad_args.end(), "--context-parallel-size"), fp32_grad_args.end());
+  nlohmann::json no_cp = first;
+  no_cp["layout"].erase("cp");
+  EXPECT_EQ(plan_from_json(no_cp, "plan.json").layout.cp, 1);
   // The SMs of TP overlap travel; a plan written before they were costed ran TE's default 16.
   Plan tuned = plan;
   tuned.run.tp_comm_sms = 24;
@@ -114,7 +126,7 @@ TEST(Plan, CarriesTheSketchedFields) {
   EXPECT_EQ(j["schema"], "flopwise.plan/2");
   EXPECT_EQ(j["devices"], 1024);
   EXPECT_EQ(j["layout"]["ep"], 8);
-  EXPECT_EQ(j["rank_map"]["order"], "tp-ep-dp-pp");
+  EXPECT_EQ(j["rank_map"]["order"], "tp-cp-ep-dp-pp");
   EXPECT_EQ(j["rank_map"]["strides"]["pp"], 128);
   EXPECT_TRUE(j["predicted"]["breakdown"]["exposed_comm_s"].contains("ep"));
   EXPECT_TRUE(j["predicted"]["memory_bytes"].contains("activations"));

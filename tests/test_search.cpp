@@ -38,6 +38,27 @@ TEST(Search, FullyFixedLayoutIsEvaluatedAlone) {
   EXPECT_EQ(r.considered, 1);
 }
 
+// Context parallelism is searched where each rank keeps at least 4,096 tokens of a sequence:
+// 1,024-token sequences only at cp 1, 16,384-token ones at cp 1, 2 and 4; a fixed --cp alone.
+TEST(Search, TriesContextParallelismForLongSequences) {
+  SearchOptions o;
+  o.devices = {1, 64};
+  o.tp = 1, o.pp = 1, o.vpp = 1, o.ep = 1, o.etp = 1, o.dp = 1, o.micro_batch = 1;
+  o.recompute = Recompute::kSelective;
+  o.optimizer_sharding = true;
+  EXPECT_EQ(search(CostModel(testing::tiny_moe(), run_of(64), testing::round_profile()), o).considered, 1);
+  TrainingRun long_run = run_of(64);
+  long_run.seq_len = 16384;
+  const CostModel long_cost(testing::tiny_moe(), long_run, testing::round_profile());
+  const SearchResult r = search(long_cost, o);
+  EXPECT_EQ(r.considered, 3);
+  std::set<int> cps;
+  for (const Candidate& c : r.best) cps.insert(c.layout.cp);
+  EXPECT_EQ(cps, (std::set<int>{1, 2, 4}));
+  o.cp = 2;
+  EXPECT_EQ(search(long_cost, o).considered, 1);
+}
+
 // With tp > 1 a MoE model's experts are tried at the attention's TP and folded (etp 1); a fixed
 // --etp is the only value tried.
 TEST(Search, TriesFoldedExpertsForMoeModels) {

@@ -197,6 +197,22 @@ TEST(StepSimulation, FoldedExpertLayoutsAgreeWithTheAnalyticModel) {
   EXPECT_GT(cost.evaluate(unfolded).exposed_comm_s.ep, 0);
 }
 
+// The context-parallel ring, sent rank to rank beside the attention in the simulated step, costs
+// what the analytic model says (no pipeline, whose sends would share the slow links with it);
+// the slice takes the CP pair with its TP group.
+TEST(StepSimulation, ContextParallelRingAgreesWithTheAnalyticModel) {
+  const HardwareProfile slow = testing::round_profile_edited({{"intra_bandwidth: \"100 GB/s\"", "intra_bandwidth: \"1 GB/s\""}}, "slow.yaml");
+  const CostModel cost(testing::tiny_moe(), run_of(8), slow);
+  Layout l{1, 1, 1, 1, 2, 1, Recompute::kSelective, false};
+  l.cp = 2;
+  const StepCost analytic = cost.evaluate(l);
+  const SimulationResult sim = simulate_step(cost, l, {});
+  EXPECT_GT(analytic.exposed_comm_s.cp, 0);
+  EXPECT_NEAR(sim.exposed_comm_s.cp / analytic.exposed_comm_s.cp, 1.0, 0.02);
+  EXPECT_NEAR(sim.step_time_s / analytic.step_time_s, 1.0, 0.05);
+  EXPECT_EQ(sim.simulated_devices, 2);  // one CP pair
+}
+
 // The flex dispatcher's sends, fewer across the network than the all-to-all's, cost the simulated
 // step what they cost the analytic one.
 TEST(StepSimulation, FlexDispatchAgreesWithTheAnalyticModel) {

@@ -132,8 +132,11 @@ CostModel::CostModel(const ModelConfig& model, const TrainingRun& run, const Har
   usable_memory_ = profile.device.memory_bytes * (1.0 - run.memory_headroom);
 }
 
+// A CP rank holds 1/cp of each sequence's tokens (two of its 2 x cp chunks): every per-token
+// cost, the attention's queries included, shrinks with it, while each query still meets its keys
+// over the whole sequence (causally), brought by the CP ring (cp_ring_step_bytes).
 double CostModel::micro_batch_tokens(const Layout& l) const {
-  return static_cast<double>(l.micro_batch) * run_.seq_len;
+  return static_cast<double>(l.micro_batch) * run_.seq_len / l.cp;
 }
 
 double CostModel::expert_skew(const Layout& l) const {
@@ -590,6 +593,44 @@ Seconds CostModel::tp_exposed_seconds(const StageContents& s, bool forward, cons
   return c.exposed * each + (c.overlapped * each - hidden) + hidden * hidden_tp_sm_share();
 }
 
+// Megatron-Core's ring attention (--cp-comm-type p2p; Transformer Engine's
+// AttnFuncWithCPAndKVP2P): a layer's forward passes each rank's keys and values on to the next CP
+// rank cp - 1 times, each exchange beside the attention of the chunk already held, so a step waits
+// only for what outlasts 1/cp of the layer's attention. The backward passes keys and values on
+// and their gradients back: twice the bytes, beside the backward attention. A recompute that
+// repeats the attention repeats its forward ring. MLA sends its up-projected keys and values.
+Bytes CostModel::cp_ring_step_bytes(const Layout& l) const {
+  const ModelConfig& m = model_;
+  const double width = m.is_mla() ? m.heads * (m.qk_head_dim() + m.value_head_dim()) : 2.0 * m.kv_heads * m.head_dim;
+  return bytes_.activation * micro_batch_tokens(l) * width / l.tp;
+}
+
+std::vector<CostModel::CpRingPhase> CostModel::cp_ring_phases(const StageContents& s, bool forward, const Layout& l) const {
+  const int layers = s.moe_layers + s.dense_layers;
+  if (l.cp < 2 || layers == 0) return {};
+  const Bytes step = cp_ring_step_bytes(l);
+  const Seconds attention = compute_seconds(attention_core_work(l));
+  auto phase = [&](double bytes_factor, Pass pass) {
+    return CpRingPhase{layers, l.cp - 1, bytes_factor * step, attention * attention_passes_of(pass) / l.cp};
+  };
+  if (forward) return {phase(1.0, Pass::kForward)};
+  std::vector<CpRingPhase> phases{phase(2.0, Pass::kBackward)};
+  if (l.recompute != Recompute::kNone) phases.push_back(phase(1.0, Pass::kForward));
+  return phases;
+}
+
+Seconds CostModel::cp_exposed_seconds(const StageContents& s, const Layout& l) const {
+  if (l.cp < 2) return 0.0;
+  const GroupSpan ring = span(RankGrid(l, profile_.node.devices), GroupKind::kCp);
+  Seconds exposed = 0;
+  for (bool forward : {true, false}) {
+    for (const CpRingPhase& p : cp_ring_phases(s, forward, l)) {
+      exposed += p.layers * p.steps * std::max(0.0, send_recv_time(ring, p.bytes, network_) - p.beside);
+    }
+  }
+  return exposed;
+}
+
 CostModel::RankTime CostModel::micro_batch_time(const StageContents& s, const Layout& l) const {
   const RankGrid grid(l, profile_.node.devices);
   RankTime t;
@@ -597,6 +638,7 @@ CostModel::RankTime CostModel::micro_batch_time(const StageContents& s, const La
   t.backward = backward_seconds(s, l);
   const Seconds each = reduce_scatter_time(span(grid, GroupKind::kTp), tp_collective_bytes(l), network_);
   t.tp = tp_exposed_seconds(s, true, l, each) + tp_exposed_seconds(s, false, l, each);
+  t.cp = cp_exposed_seconds(s, l);
   if (model_.is_moe() && l.ep > 1) {
     const int a2a = ep_all_to_alls_forward() + ep_all_to_alls_backward(l);
     const GroupSpan group = span(grid, GroupKind::kEp);
@@ -619,7 +661,8 @@ double CostModel::expert_params_per_device(const StageContents& s, const Layout&
 
 Seconds CostModel::optimizer_seconds_at_peak(const StageContents& s, const Layout& l) const {
   const double dense = dense_params_per_device(s, l), expert = expert_params_per_device(s, l);
-  const double updated = dense / (l.optimizer_sharding ? l.dp : 1) + expert / (l.optimizer_sharding ? l.expert_dp() : 1);
+  const double updated =
+      dense / (l.optimizer_sharding ? l.gradient_ranks() : 1) + expert / (l.optimizer_sharding ? l.expert_dp() : 1);
   return (bytes_.adam_traffic * updated + bytes_.grad_zeroing * (dense + expert)) / profile_.device.memory_bandwidth;
 }
 
@@ -649,7 +692,7 @@ MemoryBreakdown CostModel::rank_memory(const StageContents& s, int rank, const L
   MemoryBreakdown mem;
   mem.weights = bytes_.weight * (dense + expert);
   mem.grads = bytes_.grad * (dense + expert);
-  const double dense_shards = l.optimizer_sharding ? l.dp : 1;
+  const double dense_shards = l.optimizer_sharding ? l.gradient_ranks() : 1;
   const double expert_shards = l.optimizer_sharding ? l.expert_dp() : 1;
   mem.optimizer = bytes_.optimizer * (dense / dense_shards + expert / expert_shards);
   const int m = l.micro_batches(run_.global_batch);
@@ -705,7 +748,7 @@ CostModel::DataParallelTraffic CostModel::data_parallel_traffic(const StageConte
     t.grads += reduce_scatter_time(group, bytes_.grad * params, network_);
     t.weights += reduce_scatter_time(group, bytes_.weight * params, network_);
   };
-  add(GroupKind::kDp, dense_params_per_device(s, l));
+  add(GroupKind::kDpCp, dense_params_per_device(s, l));
   add(GroupKind::kExpertDp, expert_params_per_device(s, l));
   return t;
 }
@@ -718,7 +761,7 @@ Seconds CostModel::data_parallel_exposed_seconds(const StageContents& s, const L
                                                  Seconds forward) const {
   const DataParallelTraffic t = data_parallel_traffic(s, l);
   const double params = dense_params_per_device(s, l) + expert_params_per_device(s, l);
-  const double bucket = params > 0 ? std::min(1.0, std::max(40e6, 1e6 * l.dp) / params) : 1.0;
+  const double bucket = params > 0 ? std::min(1.0, std::max(40e6, 1e6 * l.gradient_ranks()) / params) : 1.0;
   auto exposed = [bucket](Seconds traffic, bool overlapped, Seconds window) {
     return overlapped ? std::max(bucket * traffic, traffic - window) : traffic;
   };
@@ -785,6 +828,7 @@ StepCost CostModel::evaluate(const Layout& l, const std::vector<StageContents>& 
   const RankGrid grid(l, profile_.node.devices);
   c.compute_s = m * slowest.compute();
   c.exposed_comm_s.tp = m * slowest.tp;
+  c.exposed_comm_s.cp = m * slowest.cp;
   c.exposed_comm_s.ep = m * slowest.ep;
   c.bubble_s = pipeline_bubble_seconds(passes, l.vpp);
   // Each micro-batch crosses every virtual-stage boundary forward and back. 1F1B's paired

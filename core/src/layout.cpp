@@ -26,6 +26,7 @@ std::string to_string(Constraint constraint) {
   switch (constraint) {
     case Constraint::kTpHeads: return "tp-divides-heads";
     case Constraint::kTpNode: return "tp-within-node";
+    case Constraint::kCpSequence: return "cp-divides-sequence";
     case Constraint::kPpLayers: return "pp-x-vpp-divides-layers";
     case Constraint::kVirtualStages: return "virtual-stages";
     case Constraint::kEpExperts: return "ep-divides-experts";
@@ -47,6 +48,8 @@ std::string to_string(GroupKind kind) {
     case GroupKind::kExpertDp: return "expert_dp";
     case GroupKind::kPp: return "pp";
     case GroupKind::kExpertTp: return "expert_tp";
+    case GroupKind::kCp: return "cp";
+    case GroupKind::kDpCp: return "dp_cp";
   }
   return "tp";
 }
@@ -59,10 +62,10 @@ int kv_groups(const ModelConfig& m) { return m.is_mla() ? m.heads : m.kv_heads; 
 int experts(const ModelConfig& m) { return m.is_moe() ? m.routed_experts : 1; }
 int max_devices(const HardwareProfile& p, const DeviceRange& r) { return std::min(r.max, p.cluster.max_devices); }
 
-// Megatron-Core's expert rank generator: etp x ep x expert_dp = tp x dp on every stage.
+// Megatron-Core's expert rank generator: etp x ep x expert_dp = tp x cp x dp on every stage.
 bool expert_grid_fits(const Layout& l, int node_devices) {
   const long long experts = static_cast<long long>(l.expert_tp()) * l.ep;
-  return node_devices % l.expert_tp() == 0 && (static_cast<long long>(l.tp) * l.dp) % experts == 0;
+  return node_devices % l.expert_tp() == 0 && (static_cast<long long>(l.tp) * l.cp * l.dp) % experts == 0;
 }
 
 }  // namespace
@@ -192,7 +195,7 @@ bool balance_stages(int layers, Layout& l) {
 
 std::optional<Constraint> violated_degrees(const ModelConfig& m, const HardwareProfile& profile,
                                            const DeviceRange& range, const Layout& l) {
-  if (l.tp < 1 || l.pp < 1 || l.vpp < 1 || l.ep < 1 || l.dp < 1 || l.micro_batch < 1 || l.etp < 0) {
+  if (l.tp < 1 || l.cp < 1 || l.pp < 1 || l.vpp < 1 || l.ep < 1 || l.dp < 1 || l.micro_batch < 1 || l.etp < 0) {
     return Constraint::kDevices;
   }
   if (m.heads % l.tp != 0 || kv_groups(m) % l.tp != 0) return Constraint::kTpHeads;
@@ -202,7 +205,7 @@ std::optional<Constraint> violated_degrees(const ModelConfig& m, const HardwareP
   if (l.vpp > 1 && l.pp == 1) return Constraint::kVirtualStages;
   if (experts(m) % l.ep != 0) return Constraint::kEpExperts;
   if (!expert_grid_fits(l, node)) return Constraint::kExpertGrid;
-  const long long devices = static_cast<long long>(l.tp) * l.pp * l.dp;
+  const long long devices = static_cast<long long>(l.tp) * l.cp * l.pp * l.dp;
   if (devices < range.min || devices > max_devices(profile, range)) return Constraint::kDevices;
   if (devices > profile.node.devices && profile.cluster.inter_bandwidth <= 0) return Constraint::kDevices;
   return std::nullopt;
@@ -212,6 +215,8 @@ std::optional<Constraint> violated_constraint(const ModelConfig& m, const Traini
                                               const HardwareProfile& profile, const DeviceRange& range,
                                               const Layout& l) {
   if (const auto c = violated_degrees(m, profile, range, l)) return c;
+  // Megatron-Core splits each sequence into 2 x cp chunks (get_batch_on_this_cp_rank).
+  if (l.cp > 1 && run.seq_len % (2 * l.cp) != 0) return Constraint::kCpSequence;
   if (run.global_batch % (l.dp * l.micro_batch) != 0) return Constraint::kGlobalBatch;
   // Megatron's interleaved schedule runs micro-batches in groups of pp.
   if (l.vpp > 1 && l.micro_batches(run.global_batch) % l.pp != 0) return Constraint::kVirtualStages;
@@ -226,6 +231,8 @@ std::string explain(Constraint c, const ModelConfig& m, const TrainingRun& run, 
              str(kv_groups(m)) + ")";
     case Constraint::kTpNode:
       return "tp=" + str(l.tp) + " must divide the " + str(profile.node.devices) + " devices of a node";
+    case Constraint::kCpSequence:
+      return "2 x cp = " + str(2 * l.cp) + " must divide the sequence (" + str(run.seq_len) + " tokens)";
     case Constraint::kPpLayers:
       if (l.embedding_in_split || l.loss_in_split) {
         const int slots = m.layers + l.embedding_in_split + l.loss_in_split;
@@ -249,18 +256,20 @@ std::string explain(Constraint c, const ModelConfig& m, const TrainingRun& run, 
       if (profile.node.devices % l.expert_tp() != 0) {
         return "etp=" + str(l.expert_tp()) + " must divide the " + str(profile.node.devices) + " devices of a node";
       }
-      return "etp x ep = " + str(l.expert_tp() * l.ep) + " must divide tp x dp = " + str(l.tp * l.dp);
+      return "etp x ep = " + str(l.expert_tp() * l.ep) + " must divide " + (l.cp > 1 ? "tp x cp x dp = " : "tp x dp = ") +
+             str(l.stage_ranks());
     case Constraint::kGlobalBatch:
       return "dp x micro_batch = " + str(l.dp * l.micro_batch) + " must divide the global batch (" +
              str(run.global_batch) + ")";
     case Constraint::kDevices:
-      if (l.tp < 1 || l.pp < 1 || l.vpp < 1 || l.ep < 1 || l.dp < 1 || l.micro_batch < 1) {
+      if (l.tp < 1 || l.cp < 1 || l.pp < 1 || l.vpp < 1 || l.ep < 1 || l.dp < 1 || l.micro_batch < 1) {
         return "every parallel degree and the micro-batch must be >= 1";
       }
       if (l.devices() > profile.node.devices && profile.cluster.inter_bandwidth <= 0) {
         return str(l.devices()) + " devices span nodes, but the cluster has no inter-node network";
       }
-      return "tp x pp x dp = " + std::to_string(static_cast<long long>(l.tp) * l.pp * l.dp) +
+      return (l.cp > 1 ? "tp x cp x pp x dp = " : "tp x pp x dp = ") +
+             std::to_string(static_cast<long long>(l.tp) * l.cp * l.pp * l.dp) +
              " devices is outside " + str(range.min) + ".." + str(max_devices(profile, range));
     default:
       return to_string(c);
@@ -281,9 +290,10 @@ RankGrid::RankGrid(const Layout& layout, int devices_per_node)
 RankCoords RankGrid::coords(int rank) const {
   RankCoords c;
   c.tp = rank % layout_.tp;
-  c.dp = (rank / layout_.tp) % layout_.dp;
-  c.pp = rank / (layout_.tp * layout_.dp);
-  const int in_stage = rank % (layout_.tp * layout_.dp);
+  c.cp = (rank / layout_.tp) % layout_.cp;
+  c.dp = (rank / (layout_.tp * layout_.cp)) % layout_.dp;
+  c.pp = rank / layout_.stage_ranks();
+  const int in_stage = rank % layout_.stage_ranks();
   c.expert_tp = in_stage % layout_.expert_tp();
   c.ep = (in_stage / layout_.expert_tp()) % layout_.ep;
   c.expert_dp = in_stage / (layout_.expert_tp() * layout_.ep);
@@ -291,17 +301,19 @@ RankCoords RankGrid::coords(int rank) const {
 }
 
 int RankGrid::rank_of(const RankCoords& c) const {
-  return c.tp + layout_.tp * (c.dp + layout_.dp * c.pp);
+  return c.tp + layout_.tp * (c.cp + layout_.cp * (c.dp + layout_.dp * c.pp));
 }
 
 int RankGrid::stride(GroupKind kind) const {
   switch (kind) {
     case GroupKind::kTp: return 1;
     case GroupKind::kEp: return layout_.expert_tp();
-    case GroupKind::kDp: return layout_.tp;
+    case GroupKind::kDp: return layout_.tp * layout_.cp;
     case GroupKind::kExpertDp: return layout_.expert_tp() * layout_.ep;
-    case GroupKind::kPp: return layout_.tp * layout_.dp;
+    case GroupKind::kPp: return layout_.stage_ranks();
     case GroupKind::kExpertTp: return 1;
+    case GroupKind::kCp: return layout_.tp;
+    case GroupKind::kDpCp: return layout_.tp;
   }
   return 1;
 }
@@ -314,6 +326,8 @@ int RankGrid::size(GroupKind kind) const {
     case GroupKind::kExpertDp: return layout_.expert_dp();
     case GroupKind::kPp: return layout_.pp;
     case GroupKind::kExpertTp: return layout_.expert_tp();
+    case GroupKind::kCp: return layout_.cp;
+    case GroupKind::kDpCp: return layout_.gradient_ranks();
   }
   return 1;
 }
@@ -326,6 +340,8 @@ int RankGrid::coordinate(const RankCoords& c, GroupKind kind) const {
     case GroupKind::kExpertDp: return c.expert_dp;
     case GroupKind::kPp: return c.pp;
     case GroupKind::kExpertTp: return c.expert_tp;
+    case GroupKind::kCp: return c.cp;
+    case GroupKind::kDpCp: return c.cp + layout_.cp * c.dp;
   }
   return 0;
 }

@@ -52,7 +52,7 @@ int MixedPlan::devices() const {
 }
 
 json layout_to_json(const Layout& l) {
-  return {{"tp", l.tp},           {"pp", l.pp},
+  return {{"tp", l.tp},           {"cp", l.cp},           {"pp", l.pp},
           {"vpp", l.vpp},         {"ep", l.ep},
           {"dp", l.dp},           {"micro_batch", l.micro_batch},
           {"recompute", to_string(l.recompute)},
@@ -70,6 +70,8 @@ Layout layout_from_json(const json& j, const std::string& source, const std::str
   constexpr long long kMaxDegree = 1 << 20;
   Layout l;
   l.tp = r.integer("tp", 1, kMaxDegree);
+  // Plans written before context parallelism had none.
+  if (r.has("cp")) l.cp = r.integer("cp", 1, kMaxDegree);
   l.pp = r.integer("pp", 1, kMaxDegree);
   l.vpp = r.integer("vpp", 1, kMaxDegree);
   l.ep = r.integer("ep", 1, kMaxDegree);
@@ -86,11 +88,13 @@ Layout layout_from_json(const json& j, const std::string& source, const std::str
   // Plans written before MoE parallel folding ran the experts at the attention's TP, which is
   // also Megatron-Core's default.
   if (r.has("etp")) l.etp = fold_expert_tp(r.integer("etp", 1, kMaxDegree), l.tp);
-  if ((static_cast<long long>(l.tp) * l.dp) % (static_cast<long long>(l.expert_tp()) * l.ep) != 0) {
-    throw r.error("ep", "etp x ep (" + std::to_string(l.expert_tp()) + " x " + std::to_string(l.ep) +
-                            ") must divide tp x dp (" + std::to_string(l.tp * l.dp) + ")");
+  if (static_cast<long long>(l.tp) * l.cp * l.pp * l.dp > kMaxDegree) {
+    throw r.error("dp", "tp x cp x pp x dp exceeds 2^20 devices");
   }
-  if (static_cast<long long>(l.tp) * l.pp * l.dp > kMaxDegree) throw r.error("dp", "tp x pp x dp exceeds 2^20 devices");
+  if (l.stage_ranks() % (l.expert_tp() * l.ep) != 0) {
+    throw r.error("ep", "etp x ep (" + std::to_string(l.expert_tp()) + " x " + std::to_string(l.ep) +
+                            ") must divide tp x cp x dp (" + std::to_string(l.stage_ranks()) + ")");
+  }
   return l;
 }
 
@@ -104,8 +108,9 @@ json rank_map_json(const Layout& l, int devices_per_node) {
     sizes[to_string(k)] = grid.size(k);
   }
   return {{"order", RankGrid::kOrder},
-          {"rule", "rank = tp_rank + tp * (dp_rank + dp * pp_rank) = expert_tp_rank + etp * (ep_rank + ep * "
-                   "(expert_dp_rank + expert_dp * pp_rank)); node = rank / devices_per_node"},
+          {"rule", "rank = tp_rank + tp * (cp_rank + cp * (dp_rank + dp * pp_rank)) = expert_tp_rank + etp * (ep_rank + "
+                   "ep * (expert_dp_rank + expert_dp * pp_rank)); dp_cp_rank = cp_rank + cp * dp_rank; node = rank / "
+                   "devices_per_node"},
           {"devices_per_node", devices_per_node},
           {"strides", strides},
           {"sizes", sizes}};

@@ -8,6 +8,7 @@ const std::array<StepTimePart, kStepTimeParts>& step_time_parts() {
   static const std::array<StepTimePart, kStepTimeParts> parts = {{
       {"", "", "compute_s", "compute", "forward and backward passes of the slowest pipeline rank", &StepCost::compute_s, nullptr},
       {"exposed_comm_s", "exposed comm", "tp", "tp", "tensor-parallel collectives not hidden behind compute", nullptr, &CommBreakdown::tp},
+      {"exposed_comm_s", "exposed comm", "cp", "cp", "context-parallel key-value ring not hidden behind attention", nullptr, &CommBreakdown::cp},
       {"exposed_comm_s", "exposed comm", "ep", "ep", "expert-parallel all-to-all not hidden behind compute", nullptr, &CommBreakdown::ep},
       {"exposed_comm_s", "exposed comm", "pp", "pp", "pipeline sends and receives not hidden behind compute", nullptr, &CommBreakdown::pp},
       {"exposed_comm_s", "exposed comm", "dp", "dp", "data-parallel gradient and weight synchronisation not hidden", nullptr, &CommBreakdown::dp},
@@ -99,8 +100,8 @@ StepCost step_cost_from_json(const nlohmann::json& json, const std::string& sour
   const JsonFields breakdown = r.child("breakdown");
   for (const StepTimePart& part : step_time_parts()) {
     const JsonFields holder = *part.group ? breakdown.child(part.group) : breakdown;
-    // Plans written before profiles carried overheads have none.
-    const bool optional = std::string(part.key) == "overhead_s";
+    // Plans written before profiles carried overheads, or before context parallelism, have none.
+    const bool optional = std::string(part.key) == "overhead_s" || std::string(part.key) == "cp";
     part.of(c) = optional && !holder.has(part.key) ? 0.0 : holder.number(part.key, 0);
   }
   const JsonFields memory = r.child("memory_bytes");

@@ -55,6 +55,11 @@ std::string fit_layout(Layout& l, int& global_batch, const ModelConfig& model, i
              " folding is planned, not executed by flopwise-train); ";
     l.etp = 0;
   }
+  if (l.cp > 1) {
+    notes += "each sequence runs whole on one rank (cp" + std::to_string(l.cp) +
+             " context parallelism is planned, not executed by flopwise-train); ";
+    l.cp = 1;
+  }
   while (l.devices() > max_ranks) {
     if (l.dp > l.ep && l.dp % 2 == 0) {
       l.dp /= 2;

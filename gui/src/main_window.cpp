@@ -117,6 +117,7 @@ void set_training_axes(QChart* chart, double last_step, double low, double high,
 QColor category_colour(const std::string& category) {
   if (category == "compute") return QColor(70, 130, 180);
   if (category == "tp") return QColor(230, 159, 0);
+  if (category == "cp") return QColor(240, 228, 66);
   if (category == "ep") return QColor(213, 94, 0);
   if (category == "pp") return QColor(0, 158, 115);
   if (category == "dp") return QColor(204, 121, 167);

@@ -56,7 +56,7 @@ struct RunOptions {
   double memory_headroom = 0.10;
   int top = 5;
   int refine = 0;
-  int tp = 0, pp = 0, vpp = 0, ep = 0, etp = 0, dp = 0, micro_batch = 0, first_stage_layers = 0, last_stage_layers = 0;
+  int tp = 0, cp = 0, pp = 0, vpp = 0, ep = 0, etp = 0, dp = 0, micro_batch = 0, first_stage_layers = 0, last_stage_layers = 0;
   bool embedding_in_split = false, loss_in_split = false;
   std::string recompute, optimizer_sharding;
   bool json = false;
@@ -98,6 +98,7 @@ void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
   app.add_option("--refine", o.refine, "re-rank the best K layouts by simulated step time (SimGrid)");
   if (!fixed_dims) return;
   app.add_option("--tp", o.tp, "fix tensor parallel size");
+  app.add_option("--cp", o.cp, "fix context parallel size (default: 1, searched for sequences of 8K tokens and more)");
   app.add_option("--pp", o.pp, "fix pipeline stages");
   app.add_option("--vpp", o.vpp, "fix virtual stages per pipeline rank");
   app.add_option("--ep", o.ep, "fix expert parallel size");
@@ -145,6 +146,7 @@ SearchOptions search_options(const RunOptions& o) {
   s.budget = o.budget;
   s.top_k = o.top;
   s.tp = fixed(o.tp, "--tp");
+  s.cp = fixed(o.cp, "--cp");
   s.pp = fixed(o.pp, "--pp");
   s.vpp = fixed(o.vpp, "--vpp");
   s.ep = fixed(o.ep, "--ep");
@@ -166,12 +168,12 @@ SearchOptions search_options(const RunOptions& o) {
 }
 
 bool has_fixed_dims(const SearchOptions& s) {
-  return s.tp || s.pp || s.vpp || s.ep || s.etp || s.dp || s.micro_batch || s.recompute || s.optimizer_sharding ||
+  return s.tp || s.cp || s.pp || s.vpp || s.ep || s.etp || s.dp || s.micro_batch || s.recompute || s.optimizer_sharding ||
          s.first_stage_layers || s.last_stage_layers || s.embedding_in_split || s.loss_in_split;
 }
 
 SearchOptions without_fixed_dims(SearchOptions s) {
-  s.tp = s.pp = s.vpp = s.ep = s.etp = s.dp = s.micro_batch = s.first_stage_layers = s.last_stage_layers = std::nullopt;
+  s.tp = s.cp = s.pp = s.vpp = s.ep = s.etp = s.dp = s.micro_batch = s.first_stage_layers = s.last_stage_layers = std::nullopt;
   s.embedding_in_split = s.loss_in_split = std::nullopt;
   s.recompute = std::nullopt;
   s.optimizer_sharding = std::nullopt;

@@ -105,6 +105,8 @@ void add_stage_split(std::vector<std::string>& a, const Plan& p) {
 void add_layout(std::vector<std::string>& a, const Plan& p) {
   const Layout& l = p.layout;
   add(a, "--tensor-model-parallel-size", l.tp);
+  // Megatron-Core's default CP exchange (--cp-comm-type p2p), the ring flopwise prices.
+  if (l.cp > 1) add(a, "--context-parallel-size", l.cp);
   add(a, "--pipeline-model-parallel-size", l.pp);
   // End stages whose layers do not divide over their chunks have no flags of their own: the
   // layout string states every chunk, and the virtual stages with it.

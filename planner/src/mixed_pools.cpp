@@ -292,6 +292,7 @@ std::optional<MixedCandidate> evaluate_pipeline(const ModelConfig& model, const 
   const CostModel::RankTime& slowest = times[c.slowest_stage];
   c.compute_s = m * slowest.compute();
   c.exposed_comm_s.tp = m * slowest.tp;
+  c.exposed_comm_s.cp = m * slowest.cp;
   c.exposed_comm_s.ep = m * slowest.ep;
   c.bubble_s = pipeline_bubble_seconds(passes, 1);
   // Paired blocking sends, as in the single-pool model: the slowest boundary sets the pace.

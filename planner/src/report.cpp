@@ -21,7 +21,9 @@ std::string layout_label(const Layout& l) {
   const std::string ends = l.even() ? "" : " " + split_label(l);
   // The expert TP only where it differs from the attention's (MoE parallel folding).
   const std::string ep = l.etp > 0 ? printf_string("ep%d etp%d", l.ep, l.etp) : printf_string("ep%d", l.ep);
-  return printf_string("tp%d pp%d vpp%d %s dp%d mb%d %s%s%s%s", l.tp, l.pp, l.vpp, ep.c_str(), l.dp, l.micro_batch,
+  // Context parallelism only where there is some, so that layouts without it print as before.
+  const std::string tp = l.cp > 1 ? printf_string("tp%d cp%d", l.tp, l.cp) : printf_string("tp%d", l.tp);
+  return printf_string("%s pp%d vpp%d %s dp%d mb%d %s%s%s%s", tp.c_str(), l.pp, l.vpp, ep.c_str(), l.dp, l.micro_batch,
                        recompute, l.optimizer_sharding ? " zero1" : "", l.tp > 1 && !l.sequence_parallel ? " nosp" : "",
                        ends.c_str());
 }

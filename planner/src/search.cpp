@@ -71,7 +71,7 @@ std::vector<T> fixed_or(const std::optional<T>& fixed, std::vector<T> candidates
 
 // The space the planner walks: the values each degree may take before the rules prune them.
 struct Space {
-  std::vector<int> tp, pp, vpp, ep, dp, micro_batch;
+  std::vector<int> tp, cp, pp, vpp, ep, dp, micro_batch;
   std::vector<Recompute> recompute;
   std::vector<bool> sharding;
   bool moe = false;
@@ -93,6 +93,7 @@ Space candidate_space(const CostModel& cost, const SearchOptions& o) {
   const int max_devices = std::min(o.devices.max, cost.profile().cluster.max_devices);
   Space s;
   s.tp = fixed_or(o.tp, powers_of_two_up_to(node));
+  s.cp = fixed_or(o.cp, powers_of_two_up_to(std::max(1, cost.run().seq_len / kMinCpShardTokens)));
   s.pp = fixed_or(o.pp, merged(powers_of_two_up_to(std::min(128, m.layers)), divisors_up_to(m.layers, 128)));
   s.vpp = fixed_or(o.vpp, {1, 2, 3, 4, 6, 8});
   s.ep = fixed_or(o.ep, powers_of_two_up_to(m.is_moe() ? m.routed_experts : 1));
@@ -164,7 +165,7 @@ SearchResult search(const CostModel& cost, const SearchOptions& o) {
   Ranker ranker(o, result);
   const Space s = candidate_space(cost, o);
   Layout l;
-  for (int tp : s.tp) for (int pp : s.pp) for (int vpp : s.vpp) {
+  for (int tp : s.tp) for (int cp : s.cp) for (int pp : s.pp) for (int vpp : s.vpp) {
   Layout ends{1, pp, vpp};
   set_stage_ends(o, cost.model().layers, ends);
   // What each pipeline rank holds depends on pp, vpp and the ends alone.
@@ -174,6 +175,7 @@ SearchResult search(const CostModel& cost, const SearchOptions& o) {
   l = Layout{tp, pp, vpp, ep, dp};
   l.copy_split(ends);
   l.etp = etp;
+  l.cp = cp;
   // Degrees that break a rule do so whatever the micro-batch, recompute and sharding: counted
   // once for all of them, which keeps the five-device comparison's enumeration cheap.
   if (const auto v = violated_degrees(cost.model(), cost.profile(), o.devices, l)) {
@@ -215,6 +217,7 @@ std::optional<Layout> fixed_layout(const SearchOptions& o, int layers) {
   }
   Layout l{*o.tp, *o.pp, *o.vpp, *o.ep, *o.dp, *o.micro_batch, *o.recompute, *o.optimizer_sharding};
   if (o.etp) l.etp = fold_expert_tp(*o.etp, l.tp);
+  l.cp = o.cp.value_or(1);
   set_stage_ends(o, layers, l);
   return l;
 }

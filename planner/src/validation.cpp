@@ -96,11 +96,9 @@ ModelConfig read_model(const YamlFields& f, const std::string& name) {
 Layout read_layout(const YamlFields& f) {
   f.allow_only({"tp", "pp", "vpp", "cp", "ep", "etp", "dp", "micro_batch", "recompute", "optimizer_sharding",
                 "sequence_parallel", "first_stage_layers", "last_stage_layers", "embedding_in_split", "loss_in_split"});
-  if (f.has("cp") && f.integer("cp", 1) != 1) {
-    throw input_error(f.source(), f.path("cp"), "context parallelism (cp > 1) is not modelled; only cp: 1");
-  }
   Layout l;
   l.tp = f.integer("tp", 1);
+  if (f.has("cp")) l.cp = f.integer("cp", 1);
   l.pp = f.integer("pp", 1);
   l.vpp = f.integer("vpp", 1);
   l.ep = f.has("ep") ? f.integer("ep", 1) : 1;

@@ -18,6 +18,24 @@ namespace {
 
 using nlohmann::json;
 
+// Exposed communication by kind, keyed as the step's parts name them, so a kind added there
+// travels here too.
+json comm_json(const CommBreakdown& c) {
+  json j = json::object();
+  for (const StepTimePart& part : step_time_parts()) {
+    if (part.exposed) j[part.key] = c.*part.exposed;
+  }
+  return j;
+}
+
+CommBreakdown comm_from_json(const json& j) {
+  CommBreakdown c;
+  for (const StepTimePart& part : step_time_parts()) {
+    if (part.exposed) c.*part.exposed = j.at(part.key);
+  }
+  return c;
+}
+
 json to_json(const SimulationResult& r) {
   json devices = json::array();
   for (const DeviceTimes& d : r.devices) {
@@ -26,11 +44,11 @@ json to_json(const SimulationResult& r) {
   json pools = json::array();
   for (const PoolTimes& p : r.pools) {
     const CommBreakdown& c = p.exposed_comm_s;
-    pools.push_back({p.name, p.step_time_s, p.critical_rank, p.compute_s, p.bubble_s, c.tp, c.ep, c.pp, c.dp});
+    pools.push_back({p.name, p.step_time_s, p.critical_rank, p.compute_s, p.bubble_s, comm_json(c)});
   }
   return {{"pools", pools}, {"cross_pool_s", r.cross_pool_s}, {"sync_s", r.sync_s},
           {"sync_every_steps", r.sync_every_steps},{"step_time_s", r.step_time_s}, {"critical_rank", r.critical_rank}, {"compute_s", r.compute_s},
-          {"comm", {r.exposed_comm_s.tp, r.exposed_comm_s.ep, r.exposed_comm_s.pp, r.exposed_comm_s.dp}},
+          {"comm", comm_json(r.exposed_comm_s)},
           {"bubble_s", r.bubble_s}, {"devices", devices}, {"simulated_devices", r.simulated_devices},
           {"total_devices", r.total_devices}, {"messages", r.messages}, {"wall_s", r.wall_s},
           {"approximation", r.approximation}};
@@ -41,11 +59,10 @@ SimulationResult from_json(const json& j) {
   r.step_time_s = j.at("step_time_s");
   r.critical_rank = j.at("critical_rank");
   r.compute_s = j.at("compute_s");
-  const auto& c = j.at("comm");
-  r.exposed_comm_s = {c[0], c[1], c[2], c[3]};
+  r.exposed_comm_s = comm_from_json(j.at("comm"));
   r.bubble_s = j.at("bubble_s");
   for (const auto& d : j.at("devices")) r.devices.push_back(DeviceTimes{d[0], d[1], d[2], d[3], d[4], d[5]});
-  for (const auto& p : j.at("pools")) r.pools.push_back(PoolTimes{p[0], p[1], p[2], p[3], {p[5], p[6], p[7], p[8]}, p[4]});
+  for (const auto& p : j.at("pools")) r.pools.push_back(PoolTimes{p[0], p[1], p[2], p[3], comm_from_json(p[5]), p[4]});
   r.cross_pool_s = j.at("cross_pool_s");
   r.sync_s = j.at("sync_s");
   r.sync_every_steps = j.at("sync_every_steps");

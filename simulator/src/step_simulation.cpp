@@ -106,9 +106,9 @@ class StepSimulation {
 
   SimulationResult run(const SimulationOptions& options, int devices_per_node);
   std::string slice_note() const;
-  static int slice_width(const Layout& l) { return std::lcm(l.tp, l.expert_tp() * l.ep); }
+  static int slice_width(const Layout& l) { return std::lcm(l.tp * l.cp, l.expert_tp() * l.ep); }
   // The part of a stage's ranks the slice simulates.
-  static double stage_share(const Layout& l) { return std::min(1.0, slice_width(l) / double(l.tp * l.dp)); }
+  static double stage_share(const Layout& l) { return std::min(1.0, slice_width(l) / double(l.stage_ranks())); }
 
  private:
   void select_slice(Part& part);
@@ -121,6 +121,7 @@ class StepSimulation {
   void pass(const Part& part, int rank, const PipelineOp& op, int stage, Account& account);
   Seconds ring_collectives(const Part& part, int rank, GroupKind kind, int collectives, Bytes buffer);
   Seconds expert_parallel(const Part& part, int rank, const CostModel& cost, int all_to_alls);
+  Seconds context_ring(const Part& part, int rank, const CostModel::CpRingPhase& phase);
   void receive_pipeline(int rank, const std::string& mailbox, Account& account);
   void send_pipeline(const std::string& mailbox, Bytes bytes);
   sg4::ActorPtr start_gradient_sync(const Part& part, int rank, int stage);
@@ -149,18 +150,18 @@ class StepSimulation {
 };
 
 // Data parallelism is symmetric: every replica runs the same schedule on the same kind of links.
-// The first slice_width() ranks of every stage close the TP and EP groups of their members, so
-// they see TP, expert-TP, EP and PP traffic in full; DP rings run to their real neighbours.
+// The first slice_width() ranks of every stage close the TP, CP and EP groups of their members, so
+// they see TP, CP, expert-TP, EP and PP traffic in full; DP rings run to their real neighbours.
 void StepSimulation::select_slice(Part& part) {
   const Layout& l = part.layout;
   for (int local = 0; local < l.devices(); ++local) {
-    if (local % (l.tp * l.dp) >= slice_width(l)) continue;
+    if (local % l.stage_ranks() >= slice_width(l)) continue;
     const int rank = part.rank(local);
     part.slice.push_back(rank);
-    for (GroupKind kind : {GroupKind::kTp, GroupKind::kEp, GroupKind::kExpertTp}) {
+    for (GroupKind kind : {GroupKind::kTp, GroupKind::kCp, GroupKind::kEp, GroupKind::kExpertTp}) {
       for (int peer : part.members(kind, rank)) pairs_.insert({rank, peer});
     }
-    for (GroupKind kind : {GroupKind::kDp, GroupKind::kExpertDp}) {
+    for (GroupKind kind : {GroupKind::kDpCp, GroupKind::kExpertDp}) {
       const auto members = part.members(kind, rank);
       const auto at = std::find(members.begin(), members.end(), rank) - members.begin();
       pairs_.insert({rank, members[(at + 1) % members.size()]});
@@ -254,7 +255,7 @@ std::string StepSimulation::pipeline_mailbox(const Part& part, const char* kind,
                                              int rank) const {
   const RankCoords c = part.grid.coords(part.local(rank));
   return part.name + kind + ":" + std::to_string(virtual_stage) + ":" + std::to_string(micro_batch) + ":" +
-         std::to_string(c.tp) + ":" + std::to_string(c.dp);
+         std::to_string(c.tp) + ":" + std::to_string(c.cp) + ":" + std::to_string(c.dp);
 }
 
 void StepSimulation::span(int rank, const char* category, std::string name, double start) {
@@ -339,6 +340,30 @@ Seconds StepSimulation::expert_parallel(const Part& part, int rank, const CostMo
   return sg4::Engine::get_clock() - start;
 }
 
+// One pass's context-parallel ring, aggregated over its layers: each step sends this rank's keys
+// and values (and, backward, their gradients) of every layer to the next CP rank and takes the
+// previous rank's, beside the attention of the chunk already held. Returns the seconds the ring
+// added to that attention; the latency the aggregation hides is added back.
+Seconds StepSimulation::context_ring(const Part& part, int rank, const CostModel::CpRingPhase& phase) {
+  const auto members = part.members(GroupKind::kCp, rank);
+  const int n = static_cast<int>(members.size());
+  const double start = sg4::Engine::get_clock();
+  const auto at = std::find(members.begin(), members.end(), rank) - members.begin();
+  const int next = members[(at + 1) % n], previous = members[(at + n - 1) % n];
+  auto* out = sg4::Mailbox::by_name("cp:" + std::to_string(rank) + ">" + std::to_string(next));
+  auto* in = sg4::Mailbox::by_name("cp:" + std::to_string(previous) + ">" + std::to_string(rank));
+  for (int s = 0; s < phase.steps; ++s) {
+    sg4::ExecPtr attention = sg4::this_actor::exec_async(phase.layers * phase.beside * kHostSpeed);
+    sg4::CommPtr send = out->put_async(&g_token, static_cast<uint64_t>(phase.layers * phase.bytes));
+    in->get<int>();
+    send->wait();
+    sg4::this_actor::sleep_for((phase.layers - 1.0) * route_latency(rank, next));
+    attention->wait();
+    ++messages_;
+  }
+  return sg4::Engine::get_clock() - start - phase.steps * phase.layers * phase.beside;
+}
+
 void StepSimulation::receive_pipeline(int rank, const std::string& mailbox, Account& account) {
   const double waiting_since = sg4::Engine::get_clock();
   auto* message = sg4::Mailbox::by_name(mailbox)->get<PipelineMessage>();
@@ -379,8 +404,14 @@ void StepSimulation::pass(const Part& part, int rank, const PipelineOp& op, int 
   const Seconds tp_waited = ring_collectives(part, rank, GroupKind::kTp, tp_ops.exposed, tp_buffer);
   const Seconds ep = expert_parallel(part, rank, cost, all_to_alls) +
                      ring_collectives(part, rank, GroupKind::kExpertTp, expert_gathers, cost.expert_tp_collective_bytes(l));
+  // The CP ring runs beside part of the attention, which the rest of the compute leaves out.
+  const std::vector<CostModel::CpRingPhase> cp_phases = cost.cp_ring_phases(chunk, op.forward, l);
+  Seconds cp_beside = 0;
+  for (const CostModel::CpRingPhase& p : cp_phases) cp_beside += p.layers * p.steps * p.beside;
   const double compute_start = sg4::Engine::get_clock();
-  sg4::this_actor::execute((compute - window) * kHostSpeed);
+  Seconds cp = 0;
+  for (const CostModel::CpRingPhase& p : cp_phases) cp += context_ring(part, rank, p);
+  sg4::this_actor::execute((compute - window - cp_beside) * kHostSpeed);
   sg4::ExecPtr background = sg4::this_actor::exec_async(window * kHostSpeed);
   const double beside_start = sg4::Engine::get_clock();
   const Seconds tp_beside = ring_collectives(part, rank, GroupKind::kTp, tp_ops.overlapped, tp_buffer);
@@ -388,12 +419,14 @@ void StepSimulation::pass(const Part& part, int rank, const PipelineOp& op, int 
   // The GEMMs lost the SMs NCCL held while the collectives ran beside them.
   sg4::this_actor::execute(std::min(tp_beside, window) * cost.hidden_tp_sm_share() * kHostSpeed);
   const double end = sg4::Engine::get_clock();
-  spans_.push_back(TraceSpan{rank, "compute", name, compute_start, compute});
+  spans_.push_back(TraceSpan{rank, "compute", name, compute_start + cp, compute});
+  if (cp > 0) spans_.push_back(TraceSpan{rank, "cp", name + " cp", compute_start, cp_beside + cp});
   if (tp_waited > 0) spans_.push_back(TraceSpan{rank, "tp", name + " tp", start, tp_waited});
   if (ep > 0) spans_.push_back(TraceSpan{rank, "ep", name + " ep", start + tp_waited, ep});
   if (tp_beside > 0) spans_.push_back(TraceSpan{rank, "tp", name + " tp (overlapped)", beside_start, tp_beside});
   // Exposed communication: all the pass did besides computing.
-  account.comm.tp += tp_waited + std::max(0.0, end - (compute_start + compute));
+  account.comm.tp += tp_waited + std::max(0.0, end - (compute_start + cp + compute));
+  account.comm.cp += cp;
   account.comm.ep += ep;
   account.busy += compute;
 }
@@ -423,7 +456,7 @@ sg4::ActorPtr StepSimulation::start_gradient_sync(const Part& part, int rank, in
   };
   return sg4::Actor::create("dp" + std::to_string(rank), hosts_.at(rank), [this, &part, rank, dense, expert, phases] {
     const double start = sg4::Engine::get_clock();
-    ring(part, rank, GroupKind::kDp, phases(part.layout.dp, dense));
+    ring(part, rank, GroupKind::kDpCp, phases(part.layout.gradient_ranks(), dense));
     ring(part, rank, GroupKind::kExpertDp, phases(part.layout.expert_dp(), expert));
     span(rank, "dp", "gradient sync", start);
   });

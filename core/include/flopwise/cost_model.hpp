@@ -148,6 +148,18 @@ class CostModel {
   int ep_all_to_alls_forward() const { return 2; }
   int ep_all_to_alls_backward(const Layout& layout) const { return layout.recompute == Recompute::kFull ? 4 : 2; }
   Bytes ep_payload_bytes(const Layout& layout) const;
+  // Context parallelism's ring attention: the keys and values of this rank's tokens one exchange
+  // moves, and the seconds a micro-batch's passes through a stage wait for the ring.
+  Bytes cp_ring_step_bytes(const Layout& layout) const;
+  // One pass's ring through each of `layers` layers: `steps` exchanges of `bytes`, each beside
+  // `beside` seconds of that layer's attention (the pass's compute includes them).
+  struct CpRingPhase {
+    int layers = 0, steps = 0;
+    Bytes bytes = 0;
+    Seconds beside = 0;
+  };
+  std::vector<CpRingPhase> cp_ring_phases(const StageContents& stage, bool forward, const Layout& layout) const;
+  Seconds cp_exposed_seconds(const StageContents& stage, const Layout& layout) const;
   // What one device sends in one EP all-to-all to its node's other EP ranks and to other nodes',
   // by the run's dispatcher.
   AllToAllSends ep_sends(const Layout& layout) const;
@@ -172,11 +184,12 @@ class CostModel {
   // One pipeline rank's work on one micro-batch, and its memory as pipeline rank `rank`: what the
   // step is built from (public for plans whose stages run on different devices).
   struct RankTime {
-    Seconds forward = 0, backward = 0, tp = 0, ep = 0;
+    Seconds forward = 0, backward = 0, tp = 0, ep = 0, cp = 0;
     Seconds compute() const { return forward + backward; }
-    Seconds total() const { return compute() + tp + ep; }
-    // Megatron's TP and EP layers communicate as much in the backward pass as in the forward.
-    StagePasses passes() const { return {forward + (tp + ep) / 2, backward + (tp + ep) / 2}; }
+    Seconds total() const { return compute() + tp + ep + cp; }
+    // Megatron's TP and EP layers communicate as much in the backward pass as in the forward; the
+    // CP ring's backward exchanges twice the forward's (keys and values out, their gradients back).
+    StagePasses passes() const { return {forward + (tp + ep) / 2 + cp / 3, backward + (tp + ep) / 2 + 2 * cp / 3}; }
   };
   RankTime micro_batch_time(const StageContents& stage, const Layout& layout) const;
   // The step from each pipeline stage's micro-batch time, which the caller may have priced on other

@@ -17,7 +17,7 @@ struct Layout {
   int tp = 1;          // tensor parallel
   int pp = 1;          // pipeline stages
   int vpp = 1;         // virtual stages (model chunks) per pipeline rank; > 1 is interleaved 1F1B
-  int ep = 1;          // expert parallel, carved out of the TP x DP ranks of a stage
+  int ep = 1;          // expert parallel, carved out of the TP x CP x DP ranks of a stage
   int dp = 1;          // data parallel replicas
   int micro_batch = 1; // sequences per micro-batch
   Recompute recompute = Recompute::kNone;
@@ -39,14 +39,24 @@ struct Layout {
   bool embedding_in_split = false;
   bool loss_in_split = false;
   // MoE parallel folding (Megatron-Core's --expert-tensor-parallel-size): the experts' own tensor
-  // parallelism, 0 meaning the attention's tp (Megatron's default). The tp x dp ranks of a stage
+  // parallelism, 0 meaning the attention's tp (Megatron's default). The tp x cp x dp ranks of a stage
   // are regrouped for the experts as etp x ep x expert_dp, so EP may span TP ranks: with etp 1 an
   // EP group of 8 stays inside an NVLink node where ep over DP alone would cross nodes.
   int etp = 0;
+  // Context parallel (Megatron-Core's --context-parallel-size): each sequence's tokens split over
+  // cp ranks, each holding 2 of its 2 x cp chunks (one early, one late, so causal attention loads
+  // them evenly); keys and values travel around the cp ranks in a ring while attention runs. The
+  // ranks hold the same weights, so gradients are reduced over dp x cp.
+  // Last of the fields, so that positional initialisers written before it stay valid.
+  int cp = 1;
 
-  int devices() const { return tp * pp * dp; }
+  int devices() const { return tp * cp * pp * dp; }
+  // Ranks of one pipeline stage: the attention's tp x cp x dp, the experts' etp x ep x expert_dp.
+  int stage_ranks() const { return tp * cp * dp; }
+  // Ranks holding the same weights, over which gradients are reduced and the optimizer sharded.
+  int gradient_ranks() const { return dp * cp; }
   int expert_tp() const { return etp > 0 ? etp : tp; }
-  int expert_dp() const { return tp * dp / (expert_tp() * ep); }
+  int expert_dp() const { return stage_ranks() / (expert_tp() * ep); }
   int micro_batches(int global_batch) const { return global_batch / (dp * micro_batch); }
   // How the layers are split over the pipeline (the four fields above): copied as one, or reset
   // to an even split.
@@ -86,10 +96,11 @@ bool balance_stages(int layers, Layout& layout);
 enum class Constraint {
   kTpHeads,      // heads and KV heads divisible by TP
   kTpNode,       // a TP group stays inside one node
+  kCpSequence,   // 2 x cp divides the sequence (each CP rank holds two of its 2 x cp chunks)
   kPpLayers,     // layers split over PP x virtual stages (evenly, or with set first/last stages)
   kVirtualStages,// interleaving needs PP > 1 and micro-batches divisible by PP
   kEpExperts,    // routed experts divisible by EP
-  kExpertGrid,   // etp x ep divides tp x dp, and an expert TP group stays inside one node
+  kExpertGrid,   // etp x ep divides tp x cp x dp, and an expert TP group stays inside one node
   kDevices,      // device count within the searched range and the cluster size
   kGlobalBatch,  // global batch divisible by DP x micro-batch
   kMemory,       // fits the device with headroom
@@ -124,26 +135,28 @@ std::optional<Violation> check_structure(const ModelConfig& model, const Trainin
                                          const HardwareProfile& profile, const DeviceRange& range,
                                          const Layout& layout);
 
-// Rank order "tp-ep-dp-pp" (Megatron-Core's): TP ranks are adjacent, then DP, then pipeline
-// stages. The experts number the same tp x dp ranks of a stage as etp (adjacent), then EP, then
-// expert DP. Defined here once; the plan exports it and the executor follows it.
-enum class GroupKind { kTp, kEp, kDp, kExpertDp, kPp, kExpertTp };
+// Rank order "tp-cp-ep-dp-pp" (Megatron-Core's): TP ranks are adjacent, then CP, then DP, then
+// pipeline stages. The experts number the same tp x cp x dp ranks of a stage as etp (adjacent),
+// then EP, then expert DP. The gradient group (kDpCp) is the dp x cp ranks holding the same
+// weights (Megatron's data-parallel group with context parallelism). Defined here once; the plan
+// exports it and the executor follows it.
+enum class GroupKind { kTp, kEp, kDp, kExpertDp, kPp, kExpertTp, kCp, kDpCp };
 std::string to_string(GroupKind kind);
 // Every kind, in the order the plan's rank map lists them.
-inline constexpr GroupKind kGroupKinds[] = {GroupKind::kTp, GroupKind::kEp, GroupKind::kDp,
-                                            GroupKind::kExpertDp, GroupKind::kPp, GroupKind::kExpertTp};
+inline constexpr GroupKind kGroupKinds[] = {GroupKind::kTp, GroupKind::kEp, GroupKind::kDp, GroupKind::kExpertDp,
+                                            GroupKind::kPp, GroupKind::kExpertTp, GroupKind::kCp, GroupKind::kDpCp};
 
 struct RankCoords {
-  int tp = 0, ep = 0, dp = 0, expert_dp = 0, pp = 0, expert_tp = 0;
+  int tp = 0, ep = 0, dp = 0, expert_dp = 0, pp = 0, expert_tp = 0, cp = 0;
 };
 
 class RankGrid {
  public:
   RankGrid(const Layout& layout, int devices_per_node);
-  static constexpr const char* kOrder = "tp-ep-dp-pp";
+  static constexpr const char* kOrder = "tp-cp-ep-dp-pp";
 
   RankCoords coords(int rank) const;
-  int rank_of(const RankCoords& coords) const;  // uses tp, dp and pp (the expert coordinates follow)
+  int rank_of(const RankCoords& coords) const;  // uses tp, cp, dp and pp (the expert coordinates follow)
   int stride(GroupKind kind) const;             // rank distance between neighbours of a group
   int size(GroupKind kind) const;
   std::vector<int> group(GroupKind kind, int rank) const;

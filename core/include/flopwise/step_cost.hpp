@@ -13,8 +13,8 @@
 namespace flopwise {
 
 struct CommBreakdown {
-  Seconds tp = 0, ep = 0, pp = 0, dp = 0;
-  Seconds total() const { return tp + ep + pp + dp; }
+  Seconds tp = 0, ep = 0, pp = 0, dp = 0, cp = 0;  // cp last: positional initialisers predate it
+  Seconds total() const { return tp + cp + ep + pp + dp; }
 };
 
 struct MemoryBreakdown {
@@ -61,7 +61,7 @@ struct StepTimePart {
   Seconds of(const StepCost& cost) const { return direct ? cost.*direct : cost.exposed_comm_s.*exposed; }
   Seconds& of(StepCost& cost) const { return direct ? cost.*direct : cost.exposed_comm_s.*exposed; }
 };
-inline constexpr int kStepTimeParts = 8;
+inline constexpr int kStepTimeParts = 9;
 const std::array<StepTimePart, kStepTimeParts>& step_time_parts();
 
 // One additive part of the device memory.

@@ -1,6 +1,6 @@
 #pragma once
 // Timelines in Chrome trace-event JSON, the shape Perfetto opens: one pid per node, one tid per
-// device, microseconds, categories step, compute, tp, ep, pp, dp, bubble. The simulator and the
+// device, microseconds, categories step, compute, tp, cp, ep, pp, dp, bubble. The simulator and the
 // executor both write through write_trace; calibrate reads executor traces through load_traced_run.
 #include <nlohmann/json.hpp>
 #include <string>

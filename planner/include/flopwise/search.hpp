@@ -28,7 +28,15 @@ struct SearchOptions {
   // The experts' TP degree; unset: the search tries the attention's tp and 1 (MoE parallel folding).
   // A fixed layout without it runs the experts at the attention's tp, Megatron-Core's default.
   std::optional<int> etp;
+  // Context parallel degree; unset: 1, or for long sequences the powers of two that leave each CP
+  // rank at least kMinCpShardTokens of a sequence. A fixed layout without it runs cp 1.
+  std::optional<int> cp;
 };
+
+// The shortest share of a sequence the search gives a CP rank. A search bound, not a rule of
+// Megatron's: ring attention hides each step's key-value exchange behind the attention of the
+// shard it holds, which shrinks with the square of the shard while the exchange shrinks linearly.
+inline constexpr int kMinCpShardTokens = 4096;
 
 void validate(const SearchOptions& options, const std::string& source);
 
