@@ -13,7 +13,7 @@ namespace flopwise {
 
 TEST(Validation, ShippedRunsCarryTheirSources) {
   const std::vector<PublishedRun> runs = shipped_published_runs();
-  ASSERT_EQ(runs.size(), 37u);
+  ASSERT_EQ(runs.size(), 39u);
   for (const PublishedRun& r : runs) {
     const bool h100 = r.profile == "h100-sxm", fp8 = r.run.precision == Precision::kFp8;
     const bool bridge = r.name.rfind("bridge ", 0) == 0;
@@ -117,11 +117,14 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // 4.4% / 4.6% fast, Qwen3-30B 34.7% -> 35.9%, GPT-OSS 36.1% -> 40.0% (B200 37.6% -> 47.0%, its
 // expert DP reduce over one NIC a node halving), DeepSeek-V3 15.7% -> 13.4% slow, Qwen3-235B
 // 11.9% -> 10.7%; their memory estimates fall with the gradients (DeepSeek-V3 101 -> 97 GiB).
+// Llama 3.1 405B on 1,024 H100s with context parallelism 2 (its CP pairs across two nodes, the
+// ring hidden behind the attention), added with CP: 18.7% fast at GBS 512 (25.11), 11.2% at 1,536
+// (26.04.01).
 // A change to the cost model or the profiles that makes any part worse fails here; one that
 // improves it should tighten these bounds.
 TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
   const Validation v = validate_runs(shipped_published_runs());
-  ASSERT_EQ(v.rows.size(), 37u);
+  ASSERT_EQ(v.rows.size(), 39u);
   // Mean and worst error of the rows whose source names `table` and whose name holds `model`.
   auto bounds_of = [&](const std::string& table, const std::string& model) {
     double mean = 0, worst = 0, rows = 0;
@@ -148,7 +151,8 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
                          Bound{"DGX-B200", "llama3-8B", 0.095, 0.095},
                          Bound{"DGX-B200", "gpt-oss", 0.470, 0.470},
                          Bound{"Megatron-Bridge", "deepseek-v3", 0.135, 0.135},
-                         Bound{"Megatron-Bridge", "qwen3-235B", 0.107, 0.121}}) {
+                         Bound{"Megatron-Bridge", "qwen3-235B", 0.107, 0.121},
+                         Bound{"Megatron-Bridge", "405B-cp2", 0.150, 0.188}}) {
     const auto [mean, worst] = bounds_of(b.table, b.model);
     EXPECT_LT(mean, b.mean) << b.table << " " << b.model;
     EXPECT_LT(worst, b.worst) << b.table << " " << b.model;
