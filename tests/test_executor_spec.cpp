@@ -64,15 +64,17 @@ TEST(ExecutorSpec, LayoutsTooBigForTheMachineAreScaledWithAMessage) {
   EXPECT_EQ(folded.etp, 0);
   EXPECT_EQ(folded.dp % folded.ep, 0);
   EXPECT_NE(unfolded.find("experts run at the attention's tp2 (etp1"), std::string::npos) << unfolded;
-  // Context parallelism is planned, not executed: each sequence runs whole, the replicas kept.
+  // Context parallelism is planned, not executed: each sequence runs whole, the CP ranks as
+  // replicas (the world size kept, the micro-batches per replica too, so the batch grows).
   Layout context{1, 1, 1, 1, 2, 1, Recompute::kNone, false};
   context.cp = 2;
   int context_batch = 16;
   const std::string whole = fit_layout(context, context_batch, m, 4);
   EXPECT_EQ(context.cp, 1);
-  EXPECT_EQ(context.dp, 2);
-  EXPECT_EQ(context_batch, 16);
-  EXPECT_NE(whole.find("each sequence runs whole on one rank (cp2"), std::string::npos) << whole;
+  EXPECT_EQ(context.dp, 4);
+  EXPECT_EQ(context_batch, 32);
+  EXPECT_NE(whole.find("each sequence runs whole on one rank: cp2 runs as data parallelism"), std::string::npos) << whole;
+  EXPECT_NE(whole.find("global batch 16 -> 32"), std::string::npos) << whole;
 }
 
 // What the executor trains differently from the plan is said, not silently dropped.

@@ -55,9 +55,11 @@ std::string fit_layout(Layout& l, int& global_batch, const ModelConfig& model, i
              " folding is planned, not executed by flopwise-train); ";
     l.etp = 0;
   }
+  // The CP ranks become replicas, so a launch of the plan's world size still fits it.
   if (l.cp > 1) {
-    notes += "each sequence runs whole on one rank (cp" + std::to_string(l.cp) +
-             " context parallelism is planned, not executed by flopwise-train); ";
+    notes += "each sequence runs whole on one rank: cp" + std::to_string(l.cp) +
+             " runs as data parallelism (context parallelism is planned, not executed by flopwise-train); ";
+    l.dp *= l.cp;
     l.cp = 1;
   }
   while (l.devices() > max_ranks) {
