@@ -625,6 +625,40 @@ TEST(CostModel, Bf16GradientsHalveTheirBytesAndAddTheOptimizersCopy) {
   }
 }
 
+// Combined 1F1B (ep_a2a): EP 2 over DP 2, 8 micro-batches of one sequence per replica, no PP. The
+// first forward and the last backward run alone (1 of 8 micro-batches' passes); the others pair,
+// each micro-batch's all-to-alls beside its partner's forward and backward, exposed only where
+// they outlast them, the compute losing the all-to-all's 10 of 100 SMs while they hide.
+TEST(CostModel, CombinedOneFOneBHidesTheAllToAllBesideThePartnersCompute) {
+  const HardwareProfile p = testing::round_profile_edited(
+      {{"fp8: true", "fp8: true\n  gemm: {compute_units: 100, tile_rows: 128, tile_cols: 128}"},
+       {"intra_latency: \"1 us\"", "intra_latency: \"1 us\"\n  collective_channels: 10"}},
+      "sms.yaml");
+  TrainingRun waited = testing::tiny_run(16), overlapped = waited;
+  overlapped.overlap.ep_a2a = true;
+  const CostModel plain(testing::tiny_moe(), waited, p), combined(testing::tiny_moe(), overlapped, p);
+  const Layout l{1, 1, 1, 2, 2, 1, Recompute::kNone, false};
+  const StageContents stage = stage_contents(testing::tiny_moe(), l)[0];
+  ASSERT_TRUE(combined.ep_overlap_applies(l));
+  EXPECT_DOUBLE_EQ(combined.unpaired_pass_share(l), 1.0 / 8);
+  EXPECT_DOUBLE_EQ(combined.a2a_sm_share(), 0.1);
+  const double m = 8;
+  const Seconds a2a = plain.evaluate(l).exposed_comm_s.ep / m;
+  const Seconds compute = plain.forward_seconds(stage, l) + plain.backward_seconds(stage, l);
+  const Seconds paired = std::max(0.0, a2a - compute) + std::min(a2a, compute) * 0.1;
+  EXPECT_NEAR(combined.evaluate(l).exposed_comm_s.ep, m * (a2a / 8 + 7.0 / 8 * paired), 1e-15);
+  EXPECT_LT(combined.evaluate(l).exposed_comm_s.ep, plain.evaluate(l).exposed_comm_s.ep);
+  // Interleaved PP 4 x 2 with 8 micro-batches: rank 0 warms up 2 x 3 + 1 x 4 = 10 of 16 chunk passes.
+  Layout interleaved{1, 4, 1, 2, 2, 1, Recompute::kNone, false};
+  interleaved.vpp = 2;
+  EXPECT_DOUBLE_EQ(combined.unpaired_pass_share(interleaved), 10.0 / 16);
+  // Megatron-Core runs it only with EP, interleaving under PP, and without full recompute.
+  EXPECT_FALSE(combined.ep_overlap_applies(Layout{1, 1, 1, 1, 2, 1, Recompute::kNone, false}));
+  EXPECT_FALSE(combined.ep_overlap_applies(Layout{1, 2, 1, 2, 2, 1, Recompute::kNone, false}));
+  EXPECT_FALSE(combined.ep_overlap_applies(Layout{1, 1, 1, 2, 2, 1, Recompute::kFull, false}));
+  EXPECT_FALSE(plain.ep_overlap_applies(l));
+}
+
 // Context parallelism, cp 2 on tiny_moe (1,024-token sequences, 2 KV heads of 128, 4 layers):
 // each rank holds 512 tokens, and its ring passes their keys and values, 2 x 2 x 128 x 2 bytes
 // each, 524,288 bytes a step, to the other rank once a layer forward and twice (values and their

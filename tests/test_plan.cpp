@@ -62,6 +62,19 @@ TEST(Plan, JsonRoundTripsExactly) {
   EXPECT_EQ(std::find(fp32_grad_args.begin(), fp32_grad_args.end(), "--grad-reduce-in-bf16"), fp32_grad_args.end());
   older.erase("grad_reduce_in_bf16");
   EXPECT_FALSE(plan_from_json(older, "plan.json").run.grad_reduce_in_bf16);
+  // The EP all-to-all overlap travels in comm_overlap and becomes Megatron's switch where it applies.
+  Plan combined = plan;
+  combined.run.overlap.ep_a2a = true;
+  EXPECT_EQ(to_string(combined.run.overlap), "grad_reduce,param_gather,tp_grad,p2p,ep_a2a");
+  EXPECT_TRUE(plan_from_json(to_json(combined), "plan.json").run.overlap.ep_a2a);
+  const std::vector<std::string> combined_args = megatron_args(combined);
+  EXPECT_EQ(std::find(combined_args.begin(), combined_args.end(), "--overlap-moe-expert-parallel-comm") !=
+                combined_args.end(),
+            ep_overlap_applies(combined.model, combined.run, combined.layout));
+  combined.layout.vpp = 1;
+  combined.layout.pp = 2;  // PP without interleaving: Megatron-Core refuses the overlap there
+  const std::vector<std::string> refused = megatron_args(combined);
+  EXPECT_EQ(std::find(refused.begin(), refused.end(), "--overlap-moe-expert-parallel-comm"), refused.end());
   // Context parallelism travels and becomes Megatron's argument; an older plan had none.
   Plan context = plan;
   context.layout.cp = 2;

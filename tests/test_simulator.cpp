@@ -197,6 +197,22 @@ TEST(StepSimulation, FoldedExpertLayoutsAgreeWithTheAnalyticModel) {
   EXPECT_GT(cost.evaluate(unfolded).exposed_comm_s.ep, 0);
 }
 
+// Under combined 1F1B the paired passes' all-to-alls run beside compute. On a slow network, where
+// every pass's all-to-alls outlast its compute, the simulation (beside the pass's own compute)
+// hides what the analytic model (beside its partner's) hides, and waits less than without it.
+TEST(StepSimulation, CombinedOneFOneBHidesAllToAllsLikeTheAnalyticModel) {
+  const HardwareProfile pairs = testing::round_profile_edited(
+      {{"devices: 8", "devices: 2"}, {"inter_bandwidth: \"10 GB/s\"", "inter_bandwidth: \"2 GB/s\""}}, "pairs.yaml");
+  TrainingRun run = run_of(16);
+  run.overlap.ep_a2a = true;
+  const CostModel combined(testing::tiny_moe(), run, pairs), waited(testing::tiny_moe(), run_of(16), pairs);
+  const Layout l{1, 1, 1, 4, 4, 1, Recompute::kSelective, false};
+  const SimulationResult sim = simulate_step(combined, l, {});
+  const StepCost analytic = combined.evaluate(l);
+  EXPECT_LT(sim.exposed_comm_s.ep, simulate_step(waited, l, {}).exposed_comm_s.ep);
+  EXPECT_NEAR(sim.exposed_comm_s.ep / analytic.exposed_comm_s.ep, 1.0, 0.03);
+}
+
 // The context-parallel ring, sent rank to rank beside the attention in the simulated step, costs
 // what the analytic model says (no pipeline, whose sends would share the slow links with it);
 // the slice takes the CP pair with its TP group.

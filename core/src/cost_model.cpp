@@ -582,9 +582,44 @@ Seconds CostModel::tp_overlap_window(const StageContents& s, bool forward, const
 // share of the device for as long as it is hidden. Transformer Engine's overlap (tp_comm) holds
 // its SMs inside the GEMMs it overlaps instead (tp_overlap_sms_held).
 double CostModel::hidden_tp_sm_share() const {
+  return run_.overlap.tp_comm ? 0.0 : sm_share(profile_.node.collective_channels);
+}
+
+double CostModel::sm_share(int sms) const {
   const int units = profile_.device.gemm.compute_units;
-  if (run_.overlap.tp_comm || units <= 0) return 0.0;
-  return static_cast<double>(std::min(profile_.node.collective_channels, units)) / units;
+  return units > 0 ? static_cast<double>(std::min(sms, units)) / units : 0.0;
+}
+
+bool CostModel::ep_overlap_applies(const Layout& l) const { return flopwise::ep_overlap_applies(model_, run_, l); }
+
+// Passes of a step the combined 1F1B schedule leaves unpaired: the forwards before the first
+// backward and the backwards after the last forward. Without PP, the first forward and the last
+// backward; with interleaving, the first pipeline rank's warmup, Megatron-Core's
+// (pp - 1) x 2 + (vpp - 1) x pp model-chunk forwards (get_pp_rank_microbatches), as many
+// backwards after. As a share of the step's chunk passes.
+double CostModel::unpaired_pass_share(const Layout& l) const {
+  const double chunks = static_cast<double>(l.micro_batches(run_.global_batch)) * l.vpp;
+  const double warmup = l.pp == 1 ? 1.0 : 2.0 * (l.pp - 1) + (l.vpp - 1.0) * l.pp;
+  return chunks > 0 ? std::min(1.0, warmup / chunks) : 1.0;
+}
+
+// The DeepEP kernels behind the flex dispatcher hold 20 SMs (DeepSeek-V3 report, arXiv 2412.19437,
+// sec. 3.2.2: "only 20 SMs are sufficient to fully utilize the bandwidths of IB and NVLink";
+// Megatron-Core's historical moe_deepep_num_sms default); NCCL's all-to-all holds the node's
+// collective channels, one SM each.
+double CostModel::a2a_sm_share() const {
+  constexpr int kDeepEpSms = 20;
+  return sm_share(run_.ep_dispatcher == EpDispatcher::kFlex ? kDeepEpSms : profile_.node.collective_channels);
+}
+
+// A micro-batch's all-to-alls under combined 1F1B: paired, they run beside its partner's compute
+// (the other micro-batch's forward and backward, `compute` together), waiting only for what
+// outlasts it, while the compute loses the SMs the all-to-all holds for as long as it hides;
+// unpaired, they are waited for.
+Seconds CostModel::ep_overlap_exposed(Seconds a2a, Seconds compute, const Layout& l) const {
+  const double unpaired = unpaired_pass_share(l);
+  const Seconds paired = std::max(0.0, a2a - compute) + std::min(a2a, compute) * a2a_sm_share();
+  return unpaired * a2a + (1.0 - unpaired) * paired;
 }
 
 Seconds CostModel::tp_exposed_seconds(const StageContents& s, bool forward, const Layout& l, Seconds each) const {
@@ -643,6 +678,7 @@ CostModel::RankTime CostModel::micro_batch_time(const StageContents& s, const La
     const int a2a = ep_all_to_alls_forward() + ep_all_to_alls_backward(l);
     const GroupSpan group = span(grid, GroupKind::kEp);
     t.ep = s.moe_layers * a2a * all_to_all_time(group, ep_sends(l, group), network_);
+    if (ep_overlap_applies(l)) t.ep = ep_overlap_exposed(t.ep, t.forward + t.backward, l);
   }
   const int gathers = expert_tp_collectives(s, true, l) + expert_tp_collectives(s, false, l);
   if (gathers > 0) {

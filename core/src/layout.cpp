@@ -70,6 +70,10 @@ bool expert_grid_fits(const Layout& l, int node_devices) {
 
 }  // namespace
 
+bool ep_overlap_applies(const ModelConfig& m, const TrainingRun& run, const Layout& l) {
+  return run.overlap.ep_a2a && m.is_moe() && l.ep > 1 && (l.pp == 1 || l.vpp > 1) && l.recompute != Recompute::kFull;
+}
+
 void Layout::copy_split(const Layout& from) {
   first_stage_layers = from.first_stage_layers;
   last_stage_layers = from.last_stage_layers;

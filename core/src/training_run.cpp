@@ -32,10 +32,17 @@ std::vector<std::pair<const char*, bool CommOverlap::*>> overlap_switches() {
           {"param_gather", &CommOverlap::param_gather},
           {"tp_grad", &CommOverlap::tp_grad},
           {"tp_comm", &CommOverlap::tp_comm},
-          {"p2p", &CommOverlap::p2p}};
+          {"p2p", &CommOverlap::p2p},
+          {"ep_a2a", &CommOverlap::ep_a2a}};
 }
 
 }  // namespace
+
+std::string overlap_names() {
+  std::string names;
+  for (const auto& [name, flag] : overlap_switches()) names += (names.empty() ? "" : ", ") + std::string(name);
+  return names;
+}
 
 std::string to_string(const CommOverlap& overlap) {
   std::string text;
@@ -59,8 +66,8 @@ CommOverlap parse_comm_overlap(const std::string& text, const std::string& sourc
       known = true;
     }
     if (!known) {
-      throw input_error(source, field, "unknown overlap '" + item +
-                                           "' (expected none or a comma list of grad_reduce, param_gather, tp_grad, tp_comm, p2p)");
+      throw input_error(source, field, "unknown overlap '" + item + "' (expected none or a comma list of " +
+                                           overlap_names() + ")");
     }
   }
   return overlap;

@@ -75,7 +75,7 @@ void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
   app.add_option("--precision", o.precision, "bf16 | fp16 | fp8 | fp32")->capture_default_str();
   app.add_option("--attention", o.attention, "attention kernel: fused (FlashAttention) | unfused")->capture_default_str();
   app.add_option("--comm-overlap", o.comm_overlap,
-                 "communication the framework overlaps: none, or a list of grad_reduce, param_gather, tp_grad, tp_comm, p2p")
+                 "communication the framework overlaps: none, or a list of " + overlap_names())
       ->capture_default_str();
   app.add_flag("--no-grad-accumulation-fusion", o.no_grad_accumulation_fusion,
                "weight gradients added into the main gradient by a separate kernel, not in the GEMM's epilogue");

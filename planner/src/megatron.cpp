@@ -56,7 +56,7 @@ void add_model(std::vector<std::string>& a, const ModelConfig& m, int seq_len) {
 }
 
 // The run's communication overlap as Megatron-LM's switches (each where it applies).
-void add_overlap(std::vector<std::string>& a, const TrainingRun& run, const Layout& l) {
+void add_overlap(std::vector<std::string>& a, const ModelConfig& model, const TrainingRun& run, const Layout& l) {
   const CommOverlap& o = run.overlap;
   // Transformer Engine's SM counts travel in a --tp-comm-overlap-cfg file, which flopwise does not
   // write: arguments that ran its default would silently cost something else than the plan.
@@ -71,6 +71,7 @@ void add_overlap(std::vector<std::string>& a, const TrainingRun& run, const Layo
   if (!o.tp_grad && !o.tp_comm && l.tp > 1) a.push_back("--no-async-tensor-model-parallel-allreduce");
   if (o.tp_comm && l.tp > 1) a.push_back("--tp-comm-overlap");
   if (!o.p2p && l.vpp > 1) a.push_back("--no-overlap-p2p-communication");
+  if (ep_overlap_applies(model, run, l)) a.push_back("--overlap-moe-expert-parallel-comm");
 }
 
 // Megatron-Core's --pipeline-model-parallel-layout: the model chunks in order, separated by "|",
@@ -141,7 +142,7 @@ void add_layout(std::vector<std::string>& a, const Plan& p) {
     a.insert(a.end(), {"--recompute-granularity", "full", "--recompute-method", "uniform", "--recompute-num-layers", "1"});
   }
   if (l.optimizer_sharding) a.push_back("--use-distributed-optimizer");
-  add_overlap(a, p.run, l);
+  add_overlap(a, p.model, p.run, l);
   // Megatron trains in fp32 unless told --bf16 or --fp16 (fp8 runs on top of bf16).
   if (p.run.precision == Precision::kFp16) a.push_back("--fp16");
   if (p.run.precision == Precision::kBf16 || p.run.precision == Precision::kFp8) a.push_back("--bf16");

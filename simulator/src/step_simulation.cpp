@@ -118,7 +118,7 @@ class StepSimulation {
   Seconds route_latency(int from, int to) const;
 
   void device(const Part& part, int rank);
-  void pass(const Part& part, int rank, const PipelineOp& op, int stage, Account& account);
+  void pass(const Part& part, int rank, const PipelineOp& op, int stage, bool paired, Account& account);
   Seconds ring_collectives(const Part& part, int rank, GroupKind kind, int collectives, Bytes buffer);
   Seconds expert_parallel(const Part& part, int rank, const CostModel& cost, int all_to_alls);
   Seconds context_ring(const Part& part, int rank, const CostModel::CpRingPhase& phase);
@@ -386,7 +386,11 @@ void StepSimulation::send_pipeline(const std::string& mailbox, Bytes bytes) {
 // Compute of one forward or backward pass of one chunk, with its TP and EP traffic: the exposed
 // collectives first, then the overlapped ones beside the part of the compute the cost model says
 // they overlap (one source for which collective overlaps what).
-void StepSimulation::pass(const Part& part, int rank, const PipelineOp& op, int stage, Account& account) {
+// `paired`: a pass the combined 1F1B schedule merges with one of another micro-batch (see
+// CostModel::ep_overlap_exposed); under the EP all-to-all overlap its all-to-alls run beside
+// compute. The simulation puts them beside the pass's own compute, which hides the same time as
+// beside its partner's whenever both passes' all-to-alls outlast their compute.
+void StepSimulation::pass(const Part& part, int rank, const PipelineOp& op, int stage, bool paired, Account& account) {
   const CostModel& cost = part.cost_of(stage);
   const StageContents& chunk = part.stage_chunk.at(stage);
   const Layout& l = part.layout;
@@ -402,8 +406,16 @@ void StepSimulation::pass(const Part& part, int rank, const PipelineOp& op, int 
   const double start = sg4::Engine::get_clock();
   const Bytes tp_buffer = cost.tp_collective_bytes(l);
   const Seconds tp_waited = ring_collectives(part, rank, GroupKind::kTp, tp_ops.exposed, tp_buffer);
-  const Seconds ep = expert_parallel(part, rank, cost, all_to_alls) +
-                     ring_collectives(part, rank, GroupKind::kExpertTp, expert_gathers, cost.expert_tp_collective_bytes(l));
+  const bool beside = paired && cost.ep_overlap_applies(l);
+  Seconds ep = ring_collectives(part, rank, GroupKind::kExpertTp, expert_gathers, cost.expert_tp_collective_bytes(l));
+  if (!beside) ep += expert_parallel(part, rank, cost, all_to_alls);
+  Seconds a2a_beside = 0;
+  sg4::ActorPtr a2a;
+  if (beside && all_to_alls > 0) {
+    a2a = sg4::Actor::create("a2a" + std::to_string(rank), hosts_.at(rank), [this, &part, rank, &cost, all_to_alls, &a2a_beside] {
+      a2a_beside = expert_parallel(part, rank, cost, all_to_alls);
+    });
+  }
   // The CP ring runs beside part of the attention, which the rest of the compute leaves out.
   const std::vector<CostModel::CpRingPhase> cp_phases = cost.cp_ring_phases(chunk, op.forward, l);
   Seconds cp_beside = 0;
@@ -418,6 +430,13 @@ void StepSimulation::pass(const Part& part, int rank, const PipelineOp& op, int 
   background->wait();
   // The GEMMs lost the SMs NCCL held while the collectives ran beside them.
   sg4::this_actor::execute(std::min(tp_beside, window) * cost.hidden_tp_sm_share() * kHostSpeed);
+  const double compute_end = sg4::Engine::get_clock();
+  if (a2a) {
+    a2a->join();
+    // The all-to-all's kernels held their SMs for as long as it ran beside the compute.
+    sg4::this_actor::execute(std::min(a2a_beside, compute) * cost.a2a_sm_share() * kHostSpeed);
+    ep += sg4::Engine::get_clock() - compute_end;
+  }
   const double end = sg4::Engine::get_clock();
   spans_.push_back(TraceSpan{rank, "compute", name, compute_start + cp, compute});
   if (cp > 0) spans_.push_back(TraceSpan{rank, "cp", name + " cp", compute_start, cp_beside + cp});
@@ -425,7 +444,7 @@ void StepSimulation::pass(const Part& part, int rank, const PipelineOp& op, int 
   if (ep > 0) spans_.push_back(TraceSpan{rank, "ep", name + " ep", start + tp_waited, ep});
   if (tp_beside > 0) spans_.push_back(TraceSpan{rank, "tp", name + " tp (overlapped)", beside_start, tp_beside});
   // Exposed communication: all the pass did besides computing.
-  account.comm.tp += tp_waited + std::max(0.0, end - (compute_start + cp + compute));
+  account.comm.tp += tp_waited + std::max(0.0, compute_end - (compute_start + cp + compute));
   account.comm.cp += cp;
   account.comm.ep += ep;
   account.busy += compute;
@@ -544,8 +563,13 @@ void StepSimulation::device(const Part& part, int rank) {
   const int stages = l.pp * l.vpp;
   const std::vector<PipelineOp> ops = pipeline_schedule(l.pp, l.vpp, part.micro_batches, c.pp);
   std::vector<size_t> last_backward(l.vpp, 0);
+  // Combined 1F1B pairs the forwards after the first backward and the backwards before the last
+  // forward; the warmup forwards and the cooldown backwards run alone.
+  size_t first_backward = ops.size(), last_forward = 0;
   for (size_t i = 0; i < ops.size(); ++i) {
     const PipelineOp& op = ops[i];
+    if (!op.forward) first_backward = std::min(first_backward, i);
+    if (op.forward) last_forward = i;
     if (!op.forward) last_backward[op.chunk] = i;
     // Receives are posted ahead (Megatron's batched isend/irecv): messages flow as soon as sent.
     const int stage = op.chunk * l.pp + c.pp;
@@ -564,14 +588,14 @@ void StepSimulation::device(const Part& part, int rank) {
     const Bytes boundary = part.cost_of(stage).pp_boundary_bytes(l);
     if (op.forward) {
       if (stage > 0) receive_pipeline(rank, pipeline_mailbox(part, "act", stage, op.micro_batch, rank), account);
-      pass(part, rank, op, stage, account);
+      pass(part, rank, op, stage, i > first_backward, account);
       if (stage < stages - 1) send_pipeline(pipeline_mailbox(part, "act", stage + 1, op.micro_batch, rank), boundary);
     } else {
       if (stage < stages - 1) {
         receive_pipeline(rank, pipeline_mailbox(part, "grad", stage, op.micro_batch, rank), account);
       }
       if (overlap_dp && i == last_backward[op.chunk]) syncs.push_back(start_gradient_sync(part, rank, stage));
-      pass(part, rank, op, stage, account);
+      pass(part, rank, op, stage, i < last_forward, account);
       if (stage > 0) send_pipeline(pipeline_mailbox(part, "grad", stage - 1, op.micro_batch, rank), boundary);
     }
   }

@@ -137,6 +137,13 @@ class CostModel {
   // collective channels, one SM each): the GEMM time it costs per second hidden. 0 under
   // Transformer Engine's overlap, whose SMs are charged inside the GEMMs.
   double hidden_tp_sm_share() const;
+  // Combined 1F1B (CommOverlap::ep_a2a) where Megatron-Core runs it for this layout; the share
+  // of a step's passes it leaves unpaired; the share of the SMs an EP all-to-all holds; and what a
+  // micro-batch's `a2a` seconds of all-to-alls leave exposed beside `compute` seconds of passes.
+  bool ep_overlap_applies(const Layout& layout) const;
+  double unpaired_pass_share(const Layout& layout) const;
+  double a2a_sm_share() const;
+  Seconds ep_overlap_exposed(Seconds a2a, Seconds compute, const Layout& layout) const;
   // The routed experts' all-gathers and reduce-scatters over the expert-TP group in one pass (all
   // waited for), each over expert_tp_collective_bytes.
   int expert_tp_collectives(const StageContents& stage, bool forward, const Layout& layout) const;
@@ -219,6 +226,7 @@ class CostModel {
   // What a stage's pass waits for TP communication over one micro-batch, given one collective's time.
   Seconds tp_exposed_seconds(const StageContents& stage, bool forward, const Layout& layout, Seconds each) const;
   double expert_skew(const Layout& layout) const;
+  double sm_share(int sms) const;
   double micro_batch_tokens(const Layout& layout) const;
   double stage_dense_params(const StageContents& stage) const;
   double stage_expert_params(const StageContents& stage) const;

@@ -66,6 +66,11 @@ struct Layout {
   bool operator==(const Layout&) const = default;
 };
 
+// Whether Megatron-Core runs the EP all-to-all overlap the run asks for (CommOverlap::ep_a2a) on
+// this layout: a MoE model with EP > 1, interleaving where PP > 1, no full recompute
+// (TransformerConfig's checks on overlap_moe_expert_parallel_comm).
+bool ep_overlap_applies(const ModelConfig& model, const TrainingRun& run, const Layout& layout);
+
 // The layout's etp field for an expert TP degree: 0 when it equals tp, so that equal layouts
 // compare equal however they were written.
 inline int fold_expert_tp(int etp, int tp) { return etp == tp ? 0 : etp; }

@@ -35,10 +35,16 @@ struct CommOverlap {
   bool tp_grad = true;
   bool tp_comm = false;      // --tp-comm-overlap (Transformer Engine): every TP collective beside a GEMM
   bool p2p = true;           // --overlap-p2p-communication: interleaved-schedule sends beside compute
-  static CommOverlap none() { return {false, false, false, false, false}; }
+  // --overlap-moe-expert-parallel-comm (Megatron-Core's combined 1F1B): the forward of one
+  // micro-batch and the backward of another run merged, each one's EP all-to-alls beside the
+  // other's compute. Megatron-Core takes it with EP > 1, interleaving where PP > 1, and no full
+  // recompute (TransformerConfig's checks); elsewhere it does not apply.
+  bool ep_a2a = false;
+  static CommOverlap none() { return {false, false, false, false, false, false}; }
   bool operator==(const CommOverlap&) const = default;
 };
 // "grad_reduce,param_gather,tp_grad,p2p", or "none"; parse takes the same list.
+std::string overlap_names();  // every switch's name, comma-separated, in print order
 std::string to_string(const CommOverlap& overlap);
 CommOverlap parse_comm_overlap(const std::string& text, const std::string& source, const std::string& field);
 
