@@ -528,10 +528,15 @@ int cmd_simulate(const std::string& plan_path, const std::string& profile_overri
   out << "simulated step " << format_seconds(sim.step_time_s) << " (analytic " << format_seconds(analytic.step_time_s)
       << "), MFU " << printf_percent(simulated.mfu) << ", " << format_count(simulated.days) << " days, cost "
       << format_count(simulated.cost) << " " << simulated.currency << "\n";
-  out << "critical device " << sim.critical_rank << ": compute " << format_seconds(sim.compute_s) << ", exposed tp "
-      << format_seconds(sim.exposed_comm_s.tp) << ", ep " << format_seconds(sim.exposed_comm_s.ep) << ", pp "
-      << format_seconds(sim.exposed_comm_s.pp) << ", dp " << format_seconds(sim.exposed_comm_s.dp) << ", bubble "
-      << format_seconds(sim.bubble_s) << "\n";
+  out << "critical device " << sim.critical_rank << ": compute " << format_seconds(sim.compute_s) << ", exposed";
+  // Every kind of exposed communication the step's parts name, in their order.
+  const char* separator = " ";
+  for (const StepTimePart& part : step_time_parts()) {
+    if (!part.exposed) continue;
+    out << separator << part.label << " " << format_seconds(sim.exposed_comm_s.*part.exposed);
+    separator = ", ";
+  }
+  out << ", bubble " << format_seconds(sim.bubble_s) << "\n";
   Seconds busy_min = 1e300, busy_max = 0, comm_max = 0, idle_max = 0;
   for (const DeviceTimes& d : sim.devices) {
     busy_min = std::min(busy_min, d.busy_s);

@@ -361,7 +361,7 @@ Seconds StepSimulation::context_ring(const Part& part, int rank, const CostModel
     attention->wait();
     ++messages_;
   }
-  return sg4::Engine::get_clock() - start - phase.steps * phase.layers * phase.beside;
+  return std::max(0.0, sg4::Engine::get_clock() - start - phase.steps * phase.layers * phase.beside);
 }
 
 void StepSimulation::receive_pipeline(int rank, const std::string& mailbox, Account& account) {
