@@ -13,7 +13,7 @@ namespace flopwise {
 
 TEST(Validation, ShippedRunsCarryTheirSources) {
   const std::vector<PublishedRun> runs = shipped_published_runs();
-  ASSERT_EQ(runs.size(), 39u);
+  ASSERT_EQ(runs.size(), 41u);
   for (const PublishedRun& r : runs) {
     const bool h100 = r.profile == "h100-sxm", fp8 = r.run.precision == Precision::kFp8;
     const bool bridge = r.name.rfind("bridge ", 0) == 0;
@@ -38,25 +38,31 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
   EXPECT_EQ(runs[0].run.attention, AttentionKernel::kUnfused);
   // Megatron-Core's 1.7B row: 192 x 4,096 tokens, 12 x 192 x 4,096 x 24 x 2,048^2 x (2 + 2 + 4 +
   // 131,072 / (2 x 24 x 2,048)) FLOPs by Megatron's count, at 408.8 TFLOP/s on each of 48 GPUs.
-  EXPECT_EQ(runs[18].name, "mcore 1.7B");
+  EXPECT_EQ(runs[20].name, "mcore 1.7B");
   const double flops = 12.0 * 192 * 4096 * 24 * 2048.0 * 2048 * (8 + 131072.0 / (2 * 24 * 2048));
-  EXPECT_NEAR(runs[18].measured_step_s, flops / (408.8e12 * 48), 1e-4);
-  EXPECT_EQ(runs[18].run.precision, Precision::kBf16);
-  EXPECT_EQ(runs[18].run.attention, AttentionKernel::kFused);
+  EXPECT_NEAR(runs[20].measured_step_s, flops / (408.8e12 * 48), 1e-4);
+  EXPECT_EQ(runs[20].run.precision, Precision::kBf16);
+  EXPECT_EQ(runs[20].run.attention, AttentionKernel::kFused);
   // Megatron-Bridge's Qwen3-30B-A3B row: 1,024 x 4,096 tokens at 9,058 tokens/s on each of 16 GPUs,
   // 128 experts of which each token meets 8, attention 32 heads of 128 on a hidden size of 2,048.
-  EXPECT_EQ(runs[29].name, "bridge qwen3-30B pp2");
-  EXPECT_NEAR(runs[29].measured_step_s, 1024 * 4096 / (9058.0 * 16), 1e-4);
-  EXPECT_TRUE(runs[29].model.is_moe());
-  EXPECT_EQ(runs[29].model.heads * runs[29].model.head_dim, 4096);
-  EXPECT_EQ(runs[29].layout.ep, 8);
+  EXPECT_EQ(runs[31].name, "bridge qwen3-30B pp2");
+  EXPECT_NEAR(runs[31].measured_step_s, 1024 * 4096 / (9058.0 * 16), 1e-4);
+  EXPECT_TRUE(runs[31].model.is_moe());
+  EXPECT_EQ(runs[31].model.heads * runs[31].model.head_dim, 4096);
+  EXPECT_EQ(runs[31].layout.ep, 8);
   // GPT-OSS 120B: 1,280 x 4,096 tokens at 5,824 tokens/s on each of 64 GPUs; half its 36 layers
   // attend within a 128-token window.
-  ASSERT_EQ(runs[31].name, "bridge gpt-oss-120B");
-  EXPECT_NEAR(runs[31].measured_step_s, 1280 * 4096 / (5824.0 * 64), 1e-4);
-  EXPECT_EQ(runs[31].model.windowed_layers, 18);
-  EXPECT_EQ(runs[31].model.attention_window, 128);
-  EXPECT_EQ(runs[29].layout.devices(), 16);
+  ASSERT_EQ(runs[33].name, "bridge gpt-oss-120B");
+  EXPECT_NEAR(runs[33].measured_step_s, 1280 * 4096 / (5824.0 * 64), 1e-4);
+  EXPECT_EQ(runs[33].model.windowed_layers, 18);
+  EXPECT_EQ(runs[33].model.attention_window, 128);
+  EXPECT_EQ(runs[31].layout.devices(), 16);
+  // NeMo's LLAMA3-8B row with context parallelism 2: 128 x 8,192 tokens at 12,036 tokens/s on each
+  // of 8 GPUs, DP 4 over CP 2.
+  ASSERT_EQ(runs[18].name, "nemo llama3-8B cp2");
+  EXPECT_NEAR(runs[18].measured_step_s, 128 * 8192 / (12036.0 * 8), 1e-4);
+  EXPECT_EQ(runs[18].layout.cp, 2);
+  EXPECT_EQ(runs[18].layout.devices(), 8);
 }
 
 // The bounds this project's cost model reaches today, per part of the shipped set. Korthikanti's
@@ -123,11 +129,13 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // With the EP all-to-all overlap their recipes ran (combined 1F1B, ep_a2a), DeepSeek-V3 13.4% slow ->
 // 25.3% fast and Qwen3-235B 9.2% / 12.1% slow -> 20.7% / 20.4% fast: every MoE row is now fast
 // (20-47%), the cost of a MoE layer flopwise does not count.
+// NeMo 24.07's two context-parallel rows (Llama 3 8B and 70B at CP 2), added with CP, land with the
+// table's others: 14.3% and 9.7% fast (NeMo 10.6% -> 10.9%).
 // A change to the cost model or the profiles that makes any part worse fails here; one that
 // improves it should tighten these bounds.
 TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
   const Validation v = validate_runs(shipped_published_runs());
-  ASSERT_EQ(v.rows.size(), 39u);
+  ASSERT_EQ(v.rows.size(), 41u);
   // Mean and worst error of the rows whose source names `table` and whose name holds `model`.
   auto bounds_of = [&](const std::string& table, const std::string& model) {
     double mean = 0, worst = 0, rows = 0;
@@ -145,7 +153,7 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
     const char* model;
     double mean, worst;
   };
-  for (const Bound& b : {Bound{"Table 5", "", 0.035, 0.057}, Bound{"NeMo 24.07", "", 0.107, 0.180},
+  for (const Bound& b : {Bound{"Table 5", "", 0.035, 0.057}, Bound{"NeMo 24.07", "", 0.109, 0.180},
                          Bound{"NeMo 24.07", "nemotron", 0.127, 0.159},
                          Bound{"Megatron-Core r0.8.0", "", 0.108, 0.240},
                          Bound{"Megatron-Bridge", "llama3-70B", 0.046, 0.047},
