@@ -27,6 +27,27 @@ constexpr int kCrossPoolChunks = 64;
 // SimGrid needs a non-null payload for messages whose content does not matter.
 int g_token = 0;
 
+// The member `step` places after `rank` around its group's ring (backwards for a negative step).
+int ring_neighbour(const std::vector<int>& members, int rank, int step) {
+  const int n = static_cast<int>(members.size());
+  const int at = static_cast<int>(std::find(members.begin(), members.end(), rank) - members.begin());
+  return members[((at + step) % n + n) % n];
+}
+
+// Where one ring step of a `kind` group goes from `rank`: to the next member, from the previous.
+struct RingLinks {
+  int next = 0;
+  sg4::Mailbox* out = nullptr;
+  sg4::Mailbox* in = nullptr;
+};
+
+RingLinks ring_links(const std::vector<int>& members, GroupKind kind, int rank) {
+  const std::string prefix = to_string(kind) + ":";
+  const int next = ring_neighbour(members, rank, +1), previous = ring_neighbour(members, rank, -1);
+  return {next, sg4::Mailbox::by_name(prefix + std::to_string(rank) + ">" + std::to_string(next)),
+          sg4::Mailbox::by_name(prefix + std::to_string(previous) + ">" + std::to_string(rank))};
+}
+
 // What one simulated device spent its step on.
 struct Account {
   Seconds busy = 0, bubble = 0, end = 0, cross_pool = 0;
@@ -122,6 +143,7 @@ class StepSimulation {
   Seconds ring_collectives(const Part& part, int rank, GroupKind kind, int collectives, Bytes buffer);
   Seconds expert_parallel(const Part& part, int rank, const CostModel& cost, int all_to_alls);
   Seconds context_ring(const Part& part, int rank, const CostModel::CpRingPhase& phase);
+  void ring_step(const RingLinks& links, Bytes bytes);
   void receive_pipeline(int rank, const std::string& mailbox, Account& account);
   void send_pipeline(const std::string& mailbox, Bytes bytes);
   sg4::ActorPtr start_gradient_sync(const Part& part, int rank, int stage);
@@ -162,9 +184,7 @@ void StepSimulation::select_slice(Part& part) {
       for (int peer : part.members(kind, rank)) pairs_.insert({rank, peer});
     }
     for (GroupKind kind : {GroupKind::kDpCp, GroupKind::kExpertDp}) {
-      const auto members = part.members(kind, rank);
-      const auto at = std::find(members.begin(), members.end(), rank) - members.begin();
-      pairs_.insert({rank, members[(at + 1) % members.size()]});
+      pairs_.insert({rank, ring_neighbour(part.members(kind, rank), rank, +1)});
     }
     pairs_.insert({rank, neighbour(part, rank, +1)});
     pairs_.insert({rank, neighbour(part, rank, -1)});
@@ -268,8 +288,7 @@ void StepSimulation::span(int rank, const char* category, std::string name, doub
 void StepSimulation::ring(const Part& part, int rank, GroupKind kind, std::vector<std::pair<int, Bytes>> phases) {
   const auto members = part.members(kind, rank);
   if (members.size() < 2) return;
-  const auto at = std::find(members.begin(), members.end(), rank) - members.begin();
-  sg4::Host* next = hosts_.at(members[(at + 1) % members.size()]);
+  sg4::Host* next = hosts_.at(ring_neighbour(members, rank, +1));
   for (const auto& [steps, bytes] : phases) {
     for (int s = 0; s < steps; ++s) {
       sg4::Comm::sendto(hosts_.at(rank), next, static_cast<uint64_t>(bytes));
@@ -286,19 +305,9 @@ Seconds StepSimulation::ring_collectives(const Part& part, int rank, GroupKind k
   const int n = static_cast<int>(members.size());
   if (n < 2 || collectives == 0) return 0;
   const double start = sg4::Engine::get_clock();
-  const auto at = std::find(members.begin(), members.end(), rank) - members.begin();
-  const int next = members[(at + 1) % n], previous = members[(at + n - 1) % n];
-  const Bytes step_bytes = collectives * buffer / n;
-  const std::string prefix = to_string(kind) + ":";
-  auto* out = sg4::Mailbox::by_name(prefix + std::to_string(rank) + ">" + std::to_string(next));
-  auto* in = sg4::Mailbox::by_name(prefix + std::to_string(previous) + ">" + std::to_string(rank));
-  for (int s = 0; s < n - 1; ++s) {
-    sg4::CommPtr send = out->put_async(&g_token, static_cast<uint64_t>(step_bytes));
-    in->get<int>();
-    send->wait();
-    ++messages_;
-  }
-  sg4::this_actor::sleep_for((collectives - 1.0) * (n - 1) * route_latency(rank, next));
+  const RingLinks links = ring_links(members, kind, rank);
+  for (int s = 0; s < n - 1; ++s) ring_step(links, collectives * buffer / n);
+  sg4::this_actor::sleep_for((collectives - 1.0) * (n - 1) * route_latency(rank, links.next));
   return sg4::Engine::get_clock() - start;
 }
 
@@ -345,23 +354,23 @@ Seconds StepSimulation::expert_parallel(const Part& part, int rank, const CostMo
 // previous rank's, beside the attention of the chunk already held. Returns the seconds the ring
 // added to that attention; the latency the aggregation hides is added back.
 Seconds StepSimulation::context_ring(const Part& part, int rank, const CostModel::CpRingPhase& phase) {
-  const auto members = part.members(GroupKind::kCp, rank);
-  const int n = static_cast<int>(members.size());
   const double start = sg4::Engine::get_clock();
-  const auto at = std::find(members.begin(), members.end(), rank) - members.begin();
-  const int next = members[(at + 1) % n], previous = members[(at + n - 1) % n];
-  auto* out = sg4::Mailbox::by_name("cp:" + std::to_string(rank) + ">" + std::to_string(next));
-  auto* in = sg4::Mailbox::by_name("cp:" + std::to_string(previous) + ">" + std::to_string(rank));
+  const RingLinks links = ring_links(part.members(GroupKind::kCp, rank), GroupKind::kCp, rank);
   for (int s = 0; s < phase.steps; ++s) {
     sg4::ExecPtr attention = sg4::this_actor::exec_async(phase.layers * phase.beside * kHostSpeed);
-    sg4::CommPtr send = out->put_async(&g_token, static_cast<uint64_t>(phase.layers * phase.bytes));
-    in->get<int>();
-    send->wait();
-    sg4::this_actor::sleep_for((phase.layers - 1.0) * route_latency(rank, next));
+    ring_step(links, phase.layers * phase.bytes);
+    sg4::this_actor::sleep_for((phase.layers - 1.0) * route_latency(rank, links.next));
     attention->wait();
-    ++messages_;
   }
   return std::max(0.0, sg4::Engine::get_clock() - start - phase.steps * phase.layers * phase.beside);
+}
+
+// One step of a ring: send `bytes` on, take the previous member's, both done.
+void StepSimulation::ring_step(const RingLinks& links, Bytes bytes) {
+  sg4::CommPtr send = links.out->put_async(&g_token, static_cast<uint64_t>(bytes));
+  links.in->get<int>();
+  send->wait();
+  ++messages_;
 }
 
 void StepSimulation::receive_pipeline(int rank, const std::string& mailbox, Account& account) {
@@ -437,7 +446,6 @@ void StepSimulation::pass(const Part& part, int rank, const PipelineOp& op, int 
     sg4::this_actor::execute(std::min(a2a_beside, compute) * cost.a2a_sm_share() * kHostSpeed);
     ep += sg4::Engine::get_clock() - compute_end;
   }
-  const double end = sg4::Engine::get_clock();
   spans_.push_back(TraceSpan{rank, "compute", name, compute_start + cp, compute});
   if (cp > 0) spans_.push_back(TraceSpan{rank, "cp", name + " cp", compute_start, cp_beside + cp});
   if (tp_waited > 0) spans_.push_back(TraceSpan{rank, "tp", name + " tp", start, tp_waited});
