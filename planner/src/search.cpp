@@ -165,13 +165,13 @@ SearchResult search(const CostModel& cost, const SearchOptions& o) {
   Ranker ranker(o, result);
   const Space s = candidate_space(cost, o);
   Layout l;
-  for (int tp : s.tp) for (int cp : s.cp) for (int pp : s.pp) for (int vpp : s.vpp) {
+  for (int tp : s.tp) for (int pp : s.pp) for (int vpp : s.vpp) {
   Layout ends{1, pp, vpp};
   set_stage_ends(o, cost.model().layers, ends);
   // What each pipeline rank holds depends on pp, vpp and the ends alone.
   const std::vector<StageContents> stages =
       stages_fit(cost.model().layers, ends) ? stage_contents(cost.model(), ends) : std::vector<StageContents>{};
-  for (int dp : s.dp) for (int ep : s.ep) for (int etp : s.expert_tp(tp)) {
+  for (int cp : s.cp) for (int dp : s.dp) for (int ep : s.ep) for (int etp : s.expert_tp(tp)) {
   l = Layout{tp, pp, vpp, ep, dp};
   l.copy_split(ends);
   l.etp = etp;
