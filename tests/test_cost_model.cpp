@@ -23,6 +23,10 @@ constexpr double kRouterGemmSeconds = 2 * (1024.0 * 1024 + 2 * 8 * 1024) / 1e12;
 // shared expert's activation 3 x 512, RoPE reading and writing 8 query and 2 key heads of 128
 // (2 x 1,280): 23,552 bf16 values.
 constexpr double kLayerTrafficBytes = 2 * 23552.0;
+// The all-to-all dispatcher's sorts by local expert in a tiny_moe layer, per pass of 1,024 tokens:
+// the 2,048 routed copies sorted after the dispatch and back before the combine, each sort
+// reading and writing 1,024 bf16 values a copy.
+constexpr double kSortBytes = 2 * 2 * 2 * 2048.0 * 1024;
 // GEMM epilogues of a tiny_moe layer and micro-batch of 1,024 tokens at tp 1 (the router's
 // aside): bf16 outputs, and the weight gradients' fp32 main gradient read and written (8 bytes).
 // Forward: 1,024 x (1,536 + 1,024 + 1,024 + 1,024) outputs of QKV, attention out, shared gate/up
@@ -89,9 +93,9 @@ TEST(CostModel, SingleDeviceComputeByHand) {
   const double core = 2 * 8 * 256 * (1025 / 2.0);
   const double head = 2 * 1000.0 * 1024;
   // Forward + backward (3x) of GEMMs, memory-bound kernels and the cross-entropy's 18 bytes per
-  // logit; the fused attention core's forward + backward (1 + 2.5x: the backward recomputes the
+  // logit, the sorts by local expert once each pass; the fused attention core's forward + backward (1 + 2.5x: the backward recomputes the
   // scores) and its selective recompute (1x); the GEMMs' epilogues; the LM head; 4 micro-batches.
-  const double traffic_s = 3 * tokens * (4 * kLayerTrafficBytes + 18 * 1000) / 1e12;
+  const double traffic_s = (3 * tokens * (4 * kLayerTrafficBytes + 18 * 1000) + 2 * 4 * kSortBytes) / 1e12;
   const double epilogue_s = (4 * (kForwardEpilogueBytes + kBackwardEpilogueBytes) + kHeadEpilogueBytes) / 1e12;
   const double per_micro_batch = tokens * (3 * 4 * layer_flops + 3.5 * 4 * core + 4 * core + 3 * head) / kRate +
                                  4 * (kRouterGemmSeconds + kRouterBackwardSeconds) + traffic_s + epilogue_s;
@@ -220,9 +224,9 @@ TEST(CostModel, RoutingSkewStretchesOnlyExpertWorkUnderEp) {
   // Two experts' GEMMs and their activation and permutation bytes (2 x (3 x 512 + 2 x 1,024) bf16
   // values per token), forward and backward, 4 layers, 2 micro-batches; and the epilogues that
   // grow with the rows (outputs of 1,024 + 1,024 forward, input gradients of 1,024 + 512), not
-  // the weight gradients'.
+  // the weight gradients'; and the sorts of the copies by local expert, once each pass.
   const double expert_seconds = 2 * 3 * 4 * 1024 * ((2 * 2 * kExpert) / kRate + 2 * 2 * (3 * 512 + 2 * 1024) / 1e12) +
-                                2 * 4 * 1024 * 2 * 2 * (2048 + 1536) / 1e12;
+                                2 * 4 * 1024 * 2 * 2 * (2048 + 1536) / 1e12 + 2 * 2 * 4 * kSortBytes / 1e12;
   EXPECT_NEAR(b.evaluate(ep2).compute_s - a.evaluate(ep2).compute_s, 0.5 * expert_seconds, 1e-12);
   EXPECT_GT(b.evaluate(ep2).exposed_comm_s.ep, a.evaluate(ep2).exposed_comm_s.ep);
   const Layout ep1{1, 1, 1, 1, 2, 1, Recompute::kSelective, false};
@@ -310,8 +314,11 @@ TEST(CostModel, TensorParallelSplitsComputeAndAddsCollectives) {
   const CostModel cost(testing::tiny_moe(), small_run(), testing::round_profile());
   const StepCost one = cost.evaluate(Layout{1, 1, 1, 1, 1, 1, Recompute::kSelective, false});
   const StepCost two = cost.evaluate(Layout{2, 1, 1, 1, 1, 1, Recompute::kSelective, false});
-  // Everything halves but the router's GEMMs, which read its whole (replicated) weight on each rank.
-  EXPECT_NEAR(two.compute_s, one.compute_s / 2, 0.01 * one.compute_s);
+  // Everything halves but the router's GEMMs, which read its whole (replicated) weight on each
+  // rank, and the sorts by local expert, which each expert-TP rank runs over all the copies it
+  // gathered (4 micro-batches, 4 layers, forward and backward).
+  const double sort_s = 4 * 4 * 2 * kSortBytes / 1e12;
+  EXPECT_NEAR(two.compute_s - sort_s / 2, one.compute_s / 2, 0.01 * one.compute_s);
   EXPECT_GT(two.compute_s, one.compute_s / 2);
   // With sequence parallelism and nothing overlapped, 10 collectives per layer and micro-batch:
   // forward 2 all-gathers and 2 reduce-scatters; backward their transposes plus the re-gather of
@@ -462,9 +469,11 @@ TEST(CostModel, LayerWorkCountsLocalExpertsOnce) {
   EXPECT_DOUBLE_EQ(w.matmul_per_row, 2 * (kAttention + kRouter + kShared) + 4 * 2 * kExpert);
   // FLOPs: 1,024 tokens through the dense part and top-2 experts.
   EXPECT_DOUBLE_EQ(w.matmul, 1024 * (2 * (kAttention + kShared) + 2 * 2 * kExpert));
-  // Bytes: the memory-bound router GEMM, the layer's norms, activations and permutation, and the
-  // GEMMs' outputs (4 local experts of 512 rows write what 8 of 256 did).
-  EXPECT_DOUBLE_EQ(w.memory_traffic, kRouterGemmSeconds * 1e12 + 1024 * kLayerTrafficBytes + kForwardEpilogueBytes);
+  // Bytes: the memory-bound router GEMM, the layer's norms, activations and permutation, the
+  // sorts by local expert, and the GEMMs' outputs (4 local experts of 512 rows write what 8 of
+  // 256 did).
+  EXPECT_DOUBLE_EQ(w.memory_traffic,
+                   kRouterGemmSeconds * 1e12 + 1024 * kLayerTrafficBytes + kSortBytes + kForwardEpilogueBytes);
   EXPECT_DOUBLE_EQ(w.layer_passes, 1);
   // Seven GEMM kernels: QKV, projection, router, the shared expert's gate-up and down, and the
   // local experts' grouped gate-up and down (one launch each, whatever the expert count).
@@ -508,6 +517,30 @@ TEST(CostModel, RopeReadsAndWritesTheRotatedQueryAndKeyElements) {
 // quarter of 4 MiB to the node's other rank, half across. The flex dispatcher sends a token to the
 // other rank when it holds one of the token's experts (2 of 8: 1 - 6/8 x 5/7 = 13/28) and across
 // once when the other node holds one (4 of 8: 1 - 4/8 x 3/7 = 11/14).
+// Megatron-Core's all-to-all dispatcher sorts the copies it received by local expert and back:
+// at ep 2 each rank holds 4 of tiny_moe's 8 experts and receives 1,024 tokens x top-2 copies,
+// 2 sorts x (read + write) x 2,048 copies x 1,024 bf16 values; with etp 2 beside tp 2 every
+// expert-TP rank sorts the 2,048 copies it gathered. The flex dispatcher permutes straight into
+// expert order, and ep 8 leaves one expert a rank: no sort.
+TEST(CostModel, AllToAllDispatcherSortsTheReceivedCopiesByLocalExpert) {
+  const CostModel all_to_all(testing::tiny_moe(), small_run(), testing::round_profile());
+  const Layout ep2{1, 1, 1, 2, 2, 1, Recompute::kNone, false};
+  EXPECT_DOUBLE_EQ(all_to_all.local_expert_sort_bytes(ep2), 2 * 2 * 2 * 2048.0 * 1024);
+  const Layout tp2{2, 1, 1, 2, 2, 1, Recompute::kNone, true};
+  EXPECT_DOUBLE_EQ(all_to_all.local_expert_sort_bytes(tp2), 2 * 2 * 2 * 2048.0 * 1024);
+  const Layout ep8{1, 1, 1, 8, 8, 1, Recompute::kNone, false};
+  EXPECT_DOUBLE_EQ(all_to_all.local_expert_sort_bytes(ep8), 0);
+  TrainingRun run = small_run();
+  run.ep_dispatcher = EpDispatcher::kFlex;
+  const CostModel flex(testing::tiny_moe(), run, testing::round_profile());
+  EXPECT_DOUBLE_EQ(flex.local_expert_sort_bytes(ep2), 0);
+  // The backward's inverse sorts move the same bytes as the forward's.
+  const StageContents one_moe_layer{0, 1, false, false};
+  EXPECT_DOUBLE_EQ(all_to_all.backward_work(one_moe_layer, ep2).memory_traffic -
+                       flex.backward_work(one_moe_layer, ep2).memory_traffic,
+                   2 * 2 * 2 * 2048.0 * 1024);
+}
+
 TEST(CostModel, FlexDispatcherSendsATokenOncePerRankAndNode) {
   const HardwareProfile pairs = testing::round_profile_edited({{"devices: 8", "devices: 2"}}, "pairs.yaml");
   const Layout l{1, 1, 1, 4, 4, 1, Recompute::kNone, false};

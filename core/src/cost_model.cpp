@@ -293,6 +293,7 @@ ComputeWork CostModel::layer_work(bool moe_layer, Pass pass, const Layout& l) co
   w += layer_gemm_work(moe_layer, pass, l);
   w.matmul_per_row = passes * layer_matmul_per_row(moe_layer, l);
   w.memory_traffic += passes * micro_batch_tokens(l) * elementwise_bytes_per_token(moe_layer, l);
+  if (moe_layer) w.memory_traffic += local_expert_sort_bytes(l);
   w.layer_passes = passes;
   return w;
 }
@@ -339,6 +340,19 @@ Bytes CostModel::elementwise_bytes_per_token(bool moe_layer, const Layout& l) co
           3.0 * m.shared_experts * m.shared_expert_ffn;
   }
   return bytes_.activation * (10.0 * h / sequence_shards(l) + (mlp + 2.0 * rotated_elements_per_token()) / l.tp);
+}
+
+// Megatron-Core's all-to-all dispatcher receives each rank's tokens in the order of that rank's
+// local experts; with more than one local expert it sorts them by expert after the dispatch and
+// back before the combine (MoEAlltoAllTokenDispatcher.dispatch_postprocess and
+// combine_preprocess: sort_chunks_by_idxs over every received copy, after the expert-TP gather).
+// Each sort reads and writes every copy once, and its backward is the inverse sort: the same
+// bytes in either pass. The flex dispatcher (DeepEP, HybridEP) permutes the received tokens
+// straight into expert order and needs no second sort.
+Bytes CostModel::local_expert_sort_bytes(const Layout& l) const {
+  const bool sorts = run_.ep_dispatcher == EpDispatcher::kAllToAll && model_.routed_experts > l.ep;
+  if (!model_.is_moe() || !sorts) return 0.0;
+  return 2.0 * 2.0 * bytes_.activation * expert_rows_per_rank(l) * model_.hidden;
 }
 
 double CostModel::rotated_elements_per_token() const {

@@ -113,6 +113,8 @@ class CostModel {
   // Bytes per token one layer's memory-bound kernels stream in its forward, on one device.
   Bytes elementwise_bytes_per_token(bool moe_layer, const Layout& layout) const;
   double rotated_elements_per_token() const;  // query and key elements RoPE rotates, all heads
+  // Bytes one MoE layer's sorts of the received copies by local expert move, per pass and device.
+  Bytes local_expert_sort_bytes(const Layout& layout) const;
   ComputeWork forward_work(const StageContents& stage, const Layout& layout) const;
   ComputeWork backward_work(const StageContents& stage, const Layout& layout) const;
   Seconds compute_seconds(const ComputeWork& work) const;
