@@ -382,8 +382,8 @@ Seconds CostModel::layer_forward_seconds(bool moe_layer, const Layout& l) const 
 // parallelism; everything else is TP-sharded.
 // Attention keeps Q/K/V, the core output and the fp32 softmax statistics; only the unfused kernel
 // without recompute also keeps the s x s probabilities, dropout mask and output (eq. 1: 5as^2b).
-// Routed experts keep the permuted tokens and the weighted output (h each, per token copy sent),
-// the input gathered over the expert-TP group (etp x h) and their SwiGLU's gate, up and product.
+// Routed experts keep, per token copy sent, their output (h), the input gathered over the
+// expert-TP group (etp x h) and their SwiGLU's gate, up and product.
 Bytes CostModel::layer_activation_bytes(bool moe_layer, const Layout& l) const {
   const ModelConfig& m = model_;
   const double tokens = micro_batch_tokens(l);
@@ -405,9 +405,12 @@ Bytes CostModel::layer_activation_bytes(bool moe_layer, const Layout& l) const {
   if (!moe_layer) {
     sharded += (2.0 * a + in) * m.dense_ffn;  // gate and up; the activation, fc2's input
   } else {
-    // Per routed copy: the permuted token and the weighted output, the input gathered over the
-    // expert-TP group (fc1's), gate and up, and the activation (fc2's input).
-    const double routed = m.top_k * expert_skew(l) * (2.0 * a * h + in * l.expert_tp() * h + (2.0 * a + in) * m.expert_ffn);
+    // Per routed copy: the input gathered over the expert-TP group (fc1's), gate and up, the
+    // activation (fc2's input), and the expert's output, which the un-permutation keeps to weigh
+    // its gradient by the routing probability (Transformer Engine's moe_unpermute with merging
+    // probs). The permutations and the dispatcher's sorts keep only their index maps, so the
+    // permuted tokens themselves are not kept beyond fc1's copy.
+    const double routed = m.top_k * expert_skew(l) * (a * h + in * l.expert_tp() * h + (2.0 * a + in) * m.expert_ffn);
     sharded += routed + (2.0 * a + in) * m.shared_experts * m.shared_expert_ffn +
                8.0 * m.routed_experts;  // fp32 router logits and probabilities
   }
