@@ -213,6 +213,36 @@ TEST(StepSimulation, CombinedOneFOneBHidesAllToAllsLikeTheAnalyticModel) {
   EXPECT_NEAR(sim.exposed_comm_s.ep / analytic.exposed_comm_s.ep, 1.0, 0.03);
 }
 
+// In the trace, a paired pass's all-to-alls run beside its compute ("ep (overlapped)", inside the
+// compute span) and what they leave to wait for follows the compute ("ep (after compute)").
+TEST(StepSimulation, OverlappedAllToAllsSitBesideAndAfterTheirComputeInTheTrace) {
+  const HardwareProfile pairs = testing::round_profile_edited(
+      {{"devices: 8", "devices: 2"}, {"inter_bandwidth: \"10 GB/s\"", "inter_bandwidth: \"2 GB/s\""}}, "pairs.yaml");
+  TrainingRun run = run_of(16);
+  run.overlap.ep_a2a = true;
+  const CostModel combined(testing::tiny_moe(), run, pairs);
+  const std::string path = ::testing::TempDir() + "/flopwise_ep_trace.json";
+  simulate_step(combined, Layout{1, 1, 1, 4, 4, 1, Recompute::kSelective, false}, {path});
+  const std::vector<TraceSpan> spans = read_trace(path);
+  auto span_named = [&](const std::string& name) {
+    for (const TraceSpan& s : spans) {
+      if (s.rank == 0 && s.name == name) return s;
+    }
+    ADD_FAILURE() << "no span " << name;
+    return TraceSpan{};
+  };
+  // The second micro-batch's forward pairs with the first's backward (one stage: every pass pairs
+  // but the first forward and the last backward).
+  const TraceSpan compute = span_named("F mb1 c0");
+  const TraceSpan beside = span_named("F mb1 c0 ep (overlapped)");
+  const TraceSpan after = span_named("F mb1 c0 ep (after compute)");
+  const double end = compute.start + compute.duration;
+  EXPECT_LE(beside.start, compute.start + 1e-9);
+  EXPECT_GT(beside.duration, compute.duration);  // the slow network outlasts the compute
+  EXPECT_GE(after.start, end - 1e-9);
+  EXPECT_GT(after.duration, 0);
+}
+
 // The context-parallel ring, sent rank to rank beside the attention in the simulated step, costs
 // what the analytic model says (no pipeline, whose sends would share the slow links with it);
 // the slice takes the CP pair with its TP group.

@@ -416,9 +416,10 @@ void StepSimulation::pass(const Part& part, int rank, const PipelineOp& op, int 
   const Bytes tp_buffer = cost.tp_collective_bytes(l);
   const Seconds tp_waited = ring_collectives(part, rank, GroupKind::kTp, tp_ops.exposed, tp_buffer);
   const bool beside = paired && cost.ep_overlap_applies(l);
-  Seconds ep = ring_collectives(part, rank, GroupKind::kExpertTp, expert_gathers, cost.expert_tp_collective_bytes(l));
-  if (!beside) ep += expert_parallel(part, rank, cost, all_to_alls);
+  Seconds ep_before = ring_collectives(part, rank, GroupKind::kExpertTp, expert_gathers, cost.expert_tp_collective_bytes(l));
+  if (!beside) ep_before += expert_parallel(part, rank, cost, all_to_alls);
   Seconds a2a_beside = 0;
+  const double a2a_start = sg4::Engine::get_clock();
   sg4::ActorPtr a2a;
   if (beside && all_to_alls > 0) {
     a2a = sg4::Actor::create("a2a" + std::to_string(rank), hosts_.at(rank), [this, &part, rank, &cost, all_to_alls, &a2a_beside] {
@@ -440,21 +441,25 @@ void StepSimulation::pass(const Part& part, int rank, const PipelineOp& op, int 
   // The GEMMs lost the SMs NCCL held while the collectives ran beside them.
   sg4::this_actor::execute(std::min(tp_beside, window) * cost.hidden_tp_sm_share() * kHostSpeed);
   const double compute_end = sg4::Engine::get_clock();
+  // What the overlapped all-to-alls leave to wait for comes after the compute they ran beside.
+  Seconds ep_after = 0;
   if (a2a) {
     a2a->join();
     // The all-to-all's kernels held their SMs for as long as it ran beside the compute.
     sg4::this_actor::execute(std::min(a2a_beside, compute) * cost.a2a_sm_share() * kHostSpeed);
-    ep += sg4::Engine::get_clock() - compute_end;
+    ep_after = sg4::Engine::get_clock() - compute_end;
   }
   spans_.push_back(TraceSpan{rank, "compute", name, compute_start + cp, compute});
   if (cp > 0) spans_.push_back(TraceSpan{rank, "cp", name + " cp", compute_start, cp_beside + cp});
   if (tp_waited > 0) spans_.push_back(TraceSpan{rank, "tp", name + " tp", start, tp_waited});
-  if (ep > 0) spans_.push_back(TraceSpan{rank, "ep", name + " ep", start + tp_waited, ep});
+  if (ep_before > 0) spans_.push_back(TraceSpan{rank, "ep", name + " ep", start + tp_waited, ep_before});
+  if (a2a_beside > 0) spans_.push_back(TraceSpan{rank, "ep", name + " ep (overlapped)", a2a_start, a2a_beside});
+  if (ep_after > 0) spans_.push_back(TraceSpan{rank, "ep", name + " ep (after compute)", compute_end, ep_after});
   if (tp_beside > 0) spans_.push_back(TraceSpan{rank, "tp", name + " tp (overlapped)", beside_start, tp_beside});
   // Exposed communication: all the pass did besides computing.
   account.comm.tp += tp_waited + std::max(0.0, compute_end - (compute_start + cp + compute));
   account.comm.cp += cp;
-  account.comm.ep += ep;
+  account.comm.ep += ep_before + ep_after;
   account.busy += compute;
 }
 
