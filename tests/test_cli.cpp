@@ -86,6 +86,32 @@ TEST(Cli, PlanBalancesUnevenPipelineEnds) {
   EXPECT_NE(given.err.find("first/last stage layers 3/0"), std::string::npos) << given.err;
 }
 
+// --recompute-modules fixes selective recompute and its modules: Ling-Plus's MoE activation and
+// pre-MLP norm recomputed on top of the core attention; with another recompute it is refused.
+TEST(Cli, PlanTakesSelectiveRecomputeModules) {
+  const std::vector<std::string> fixed = {"plan", "--model", "ling-plus", "--profile", "h800-sxm", "--devices", "2048",
+                                          "--tp", "2", "--pp", "16", "--vpp", "1", "--ep", "8", "--dp", "64",
+                                          "--micro-batch", "1", "--optimizer-sharding", "true", "--objective", "time"};
+  std::vector<std::string> args = fixed;
+  args.insert(args.end(), {"--recompute-modules", "moe_act,layernorm", "--json"});
+  const Outcome o = run(args);
+  ASSERT_EQ(o.code, 0) << o.err;
+  const auto j = nlohmann::json::parse(o.out);
+  EXPECT_EQ(j["layout"]["recompute"], "selective");
+  EXPECT_EQ(j["layout"]["recompute_modules"], nlohmann::json::array({"moe_act", "layernorm"}));
+  std::vector<std::string> text = fixed;
+  text.insert(text.end(), {"--recompute-modules", "core_attn,moe_act"});
+  const Outcome table = run(text);
+  ASSERT_EQ(table.code, 0) << table.err;
+  EXPECT_NE(table.out.find("sel(attn,act)"), std::string::npos) << table.out;
+  std::vector<std::string> clash = fixed;
+  clash.insert(clash.end(), {"--recompute", "full", "--recompute-modules", "moe_act"});
+  const Outcome refused = run(clash);
+  EXPECT_NE(refused.code, 0);
+  EXPECT_NE(refused.err.find("--recompute-modules: only with --recompute selective (given full)"), std::string::npos)
+      << refused.err;
+}
+
 TEST(Cli, CalibrateNeedsTracesOrPublishedRuns) {
   const Outcome none = run({"calibrate", "--profile", "a100-80gb"});
   EXPECT_EQ(none.code, 2);

@@ -170,6 +170,66 @@ TEST(CostModel, RecomputeAndShardingShrinkMemory) {
   EXPECT_NEAR(cost.optimizer_seconds_at_peak(stage, replicated), 42 * (dense + expert) / 1e12, 1e-15);
 }
 
+// Selective recompute's modules by hand on tiny_moe (bf16, 1,024 tokens, tp 1): each repeats its
+// forward before the backward and drops what it rebuilds. moe_act: the SwiGLU of 2,048 routed
+// copies, reading gate and up and writing their product (3 x 512 bf16 values a copy), against
+// fc2's input, 512 values of each of the 2 copies of a token. layernorm: the MoE layer's pre-MLP
+// norm, a module of its own (read and write 1,024 values a token), against its output, which the
+// MLP block's first linear kept (1,024 values a token).
+TEST(CostModel, SelectiveRecomputeModulesByHand) {
+  const CostModel cost(testing::tiny_moe(), small_run(), testing::round_profile());
+  const Layout core{1, 1, 1, 1, 1, 1, Recompute::kSelective, false};
+  const StageContents one_moe_layer{0, 1, false, false};
+  auto with = [&](const char* modules) {
+    Layout l = core;
+    l.recompute_modules = parse_recompute_modules(modules, "test", "");
+    return l;
+  };
+  const Layout act = with("core_attn,moe_act"), norm = with("core_attn,layernorm");
+  EXPECT_DOUBLE_EQ(cost.backward_work(one_moe_layer, act).memory_traffic - cost.backward_work(one_moe_layer, core).memory_traffic,
+                   3 * 2 * 2048.0 * 512);
+  EXPECT_DOUBLE_EQ(cost.layer_activation_bytes(true, core) - cost.layer_activation_bytes(true, act), 1024 * 2 * 2 * 512.0);
+  EXPECT_DOUBLE_EQ(cost.backward_work(one_moe_layer, norm).memory_traffic - cost.backward_work(one_moe_layer, core).memory_traffic,
+                   2 * 2 * 1024.0 * 1024);
+  EXPECT_DOUBLE_EQ(cost.layer_activation_bytes(true, core) - cost.layer_activation_bytes(true, norm), 1024 * 2 * 1024.0);
+  // Without core_attn the fused attention core is not repeated.
+  EXPECT_DOUBLE_EQ(cost.backward_work(one_moe_layer, core).attention - cost.backward_work(one_moe_layer, with("moe_act")).attention,
+                   cost.attention_core_work(core).attention);
+
+  // mla_up_proj on a latent-attention tiny_moe (query latent 256, key-value latent 128, RoPE 64 of
+  // 192-wide query and key heads): the up-projections' GEMMs, at least their 2 x 1,024 x (256 x
+  // 8 x 192 + 128 x 8 x 256) FLOPs, against the up-projected queries, keys and values it rebuilds:
+  // 8 x (2 x 192 + 128) + 64 = 4,160 bf16 values a token.
+  ModelConfig mla = testing::tiny_moe();
+  mla.q_lora_rank = 256;
+  mla.kv_lora_rank = 128;
+  mla.rope_head_dim = 64;
+  mla.v_head_dim = 128;
+  const CostModel latent(mla, small_run(), testing::round_profile());
+  const Layout up = with("core_attn,mla_up_proj");
+  const double flops = 2 * 1024.0 * (256 * 8 * 192 + 128 * 8 * 256);
+  EXPECT_GE(latent.backward_work(one_moe_layer, up).matmul - latent.backward_work(one_moe_layer, core).matmul, flops);
+  EXPECT_DOUBLE_EQ(latent.layer_activation_bytes(true, core) - latent.layer_activation_bytes(true, up), 1024 * 2 * 4160.0);
+
+  // mlp on a dense model at tp 2: the checkpointed MLP keeps only its input, dropping gate and up,
+  // their product (3 x 2,048 / 2 values) and fc1's input (1,024 / 2 under sequence parallelism),
+  // and repeats its block's pair of TP collectives in each layer's backward.
+  ModelConfig dense = testing::tiny_moe();
+  dense.routed_experts = dense.top_k = dense.shared_experts = 0;
+  dense.dense_ffn = 2048;
+  const CostModel plain(dense, small_run(), testing::round_profile());
+  Layout tp2 = core;
+  tp2.tp = 2;
+  tp2.sequence_parallel = true;
+  Layout mlp = tp2;
+  mlp.recompute_modules = parse_recompute_modules("core_attn,mlp", "test", "");
+  EXPECT_DOUBLE_EQ(plain.layer_activation_bytes(false, tp2) - plain.layer_activation_bytes(false, mlp),
+                   1024 * (2.0 * 3 * 2048 / 2 + 2.0 * 1024 / 2));
+  const StageContents four_dense{4, 0, false, false};
+  EXPECT_EQ(plain.tp_collectives(four_dense, false, mlp).total() - plain.tp_collectives(four_dense, false, tp2).total(), 2 * 4);
+  EXPECT_GT(plain.backward_work(four_dense, mlp).matmul, plain.backward_work(four_dense, tp2).matmul);
+}
+
 TEST(CostModel, InFlightMicroBatchesOfOneFOneBAndInterleaved) {
   EXPECT_EQ(in_flight_chunks(Layout{1, 4, 1, 1, 1, 1}, 0, 8), 4);
   EXPECT_EQ(in_flight_chunks(Layout{1, 4, 1, 1, 1, 1}, 3, 8), 1);

@@ -106,6 +106,46 @@ TEST(Layout, ContextParallelNeedsTwiceItsDegreeToDivideTheSequence) {
             "2 x cp = 6 must divide the sequence (4096 tokens)");
 }
 
+// Megatron's module names, in Megatron's order whatever order they were given in; unknown names
+// and empty lists are refused naming the field.
+TEST(Layout, RecomputeModulesParseByMegatronsNames) {
+  const RecomputeModules m = parse_recompute_modules("mlp, moe_act,core_attn", "x.yaml", "layout.recompute_modules");
+  EXPECT_EQ(to_string(m), "core_attn,moe_act,mlp");
+  EXPECT_TRUE(m.has(RecomputeModule::kMoeAct));
+  EXPECT_FALSE(m.has(RecomputeModule::kLayernorm));
+  EXPECT_TRUE(RecomputeModules{}.is_default());
+  EXPECT_EQ(to_string(RecomputeModules{}), "core_attn");
+  EXPECT_EQ(testing::error_of([] { parse_recompute_modules("core_attn,attn", "x.yaml", "layout.recompute_modules"); }),
+            "x.yaml: layout.recompute_modules: unknown recompute module 'attn' (expected core_attn, moe_act, "
+            "layernorm, mla_up_proj or mlp)");
+  EXPECT_EQ(testing::error_of([] { parse_recompute_modules(" , ", "x.yaml", "layout.recompute_modules"); }),
+            "x.yaml: layout.recompute_modules: names no module");
+}
+
+// Modules other than the default need selective recompute, and a model that has them (Megatron-Core
+// refuses moe_act without experts and mla_up_proj without latent attention; mlp recomputes dense
+// layers, which tiny_moe has none of).
+TEST(Layout, RecomputeModulesNeedSelectiveRecomputeAndTheirParts) {
+  Layout l{1, 1, 1, 1, 1, 1, Recompute::kSelective, false};
+  l.recompute_modules = parse_recompute_modules("core_attn,moe_act,layernorm", "t", "");
+  EXPECT_FALSE(violated(l));
+  l.recompute = Recompute::kNone;
+  ASSERT_EQ(violated(l), Constraint::kRecomputeModules);
+  EXPECT_EQ(explain(Constraint::kRecomputeModules, testing::tiny_moe(), TrainingRun{}, testing::round_profile(), {1, 4096}, l),
+            "recompute modules core_attn,moe_act,layernorm need selective recompute (the layout has none)");
+  l.recompute = Recompute::kSelective;
+  for (const char* module : {"mla_up_proj", "mlp"}) {
+    l.recompute_modules = parse_recompute_modules(module, "t", "");
+    EXPECT_EQ(violated(l), Constraint::kRecomputeModules) << module;
+  }
+  ModelConfig dense = testing::tiny_moe();
+  dense.routed_experts = 0;
+  dense.dense_ffn = 2048;
+  l.recompute_modules = parse_recompute_modules("moe_act", "t", "");
+  EXPECT_EQ(explain(Constraint::kRecomputeModules, dense, TrainingRun{}, testing::round_profile(), {1, 4096}, l),
+            "moe_act needs a model with routed experts");
+}
+
 TEST(RankGrid, EveryRankIsInExactlyOneGroupOfEachKind) {
   Layout folded{4, 3, 1, 4, 2, 1};
   folded.etp = 2;

@@ -147,6 +147,30 @@ TEST(Plan, CarriesTheSketchedFields) {
 }
 
 // MoE parallel folding and token dropping travel in the plan, and reach Megatron's arguments.
+// Selective recompute's modules travel in the plan (an older plan's selective recompute was the
+// core attention, Megatron's default) and become Megatron's --recompute-modules where they differ
+// from that default.
+TEST(Plan, RecomputeModulesRoundTripAndBecomeArguments) {
+  Plan plan = ling_plus_plan();
+  EXPECT_EQ(to_json(plan)["layout"]["recompute_modules"], nlohmann::json::array({"core_attn"}));
+  EXPECT_EQ(value_of(megatron_args(plan), "--recompute-modules"), "<absent>");
+  plan.layout.recompute_modules = parse_recompute_modules("moe_act,layernorm", "test", "");
+  const Plan back = plan_from_json(to_json(plan), "plan.json");
+  EXPECT_EQ(back.layout, plan.layout);
+  const std::vector<std::string> args = megatron_args(plan);
+  const auto at = std::find(args.begin(), args.end(), "--recompute-modules");
+  ASSERT_NE(at, args.end());
+  ASSERT_LT(at + 2, args.end());
+  EXPECT_EQ(*(at + 1), "moe_act");
+  EXPECT_EQ(*(at + 2), "layernorm");
+  nlohmann::json older = to_json(ling_plus_plan());
+  older["layout"].erase("recompute_modules");
+  EXPECT_EQ(plan_from_json(older, "old.json").layout.recompute_modules, RecomputeModules{});
+  nlohmann::json unknown = to_json(ling_plus_plan());
+  unknown["layout"]["recompute_modules"] = {"core_attn", "attention"};
+  EXPECT_NE(error_of(unknown).find("unknown recompute module 'attention'"), std::string::npos) << error_of(unknown);
+}
+
 TEST(Plan, FoldedExpertsAndCapacityRoundTripAndBecomeArguments) {
   Plan plan = ling_plus_plan();
   plan.layout.etp = 1;

@@ -8,6 +8,7 @@
 #include "flopwise/error.hpp"
 #include "flopwise/model_import.hpp"
 #include "flopwise/validation.hpp"
+#include "test_helpers.hpp"
 
 namespace flopwise {
 
@@ -143,6 +144,9 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // Three DGX-GB200 rows (NVL72, the gb200 profile from GB200 measurements), added with that
 // profile: Llama 3.1 405B 15.1%, Llama 3 70B 18.7% and Qwen3-30B-A3B (a CUDA graph of the whole
 // iteration, micro-batch 4) 14.4% fast, where the same 30B model eager on H100 is 32-36% fast.
+// Selective recompute's modules as the recipes ran them: DeepSeek-V3 recomputing its MLA
+// up-projections and 3 dense MLPs 25.3% -> 24.3% fast (its memory 82 -> 64 GiB), GPT-OSS its
+// pre-MLP norm and expert activation 38.7% -> 38.1% (B200 46.0% -> 45.5%).
 // A change to the cost model or the profiles that makes any part worse fails here; one that
 // improves it should tighten these bounds.
 TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
@@ -170,10 +174,10 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
                          Bound{"Megatron-Core r0.8.0", "", 0.108, 0.240},
                          Bound{"Megatron-Bridge", "llama3-70B", 0.046, 0.047},
                          Bound{"Megatron-Bridge", "qwen3-30B", 0.341, 0.359},
-                         Bound{"DGX-H100", "gpt-oss", 0.387, 0.387},
+                         Bound{"DGX-H100", "gpt-oss", 0.382, 0.382},
                          Bound{"DGX-B200", "llama3-8B", 0.095, 0.095},
-                         Bound{"DGX-B200", "gpt-oss", 0.460, 0.460},
-                         Bound{"Megatron-Bridge", "deepseek-v3", 0.254, 0.254},
+                         Bound{"DGX-B200", "gpt-oss", 0.456, 0.456},
+                         Bound{"Megatron-Bridge", "deepseek-v3", 0.244, 0.244},
                          Bound{"Megatron-Bridge", "qwen3-235B", 0.202, 0.203},
                          Bound{"Megatron-Bridge", "405B-cp2", 0.150, 0.188},
                          Bound{"DGX-GB200", "", 0.161, 0.188}}) {
@@ -235,6 +239,17 @@ TEST(Validation, MoeRowsByShapeOrByName) {
   std::string flex = rows;
   flex.replace(flex.find("    seq_len: 128"), 0, "    ep_dispatcher: flex\n");
   EXPECT_EQ(parse_published_runs(flex, "runs.yaml")[0].run.ep_dispatcher, EpDispatcher::kFlex);
+  // Selective recompute's modules, Megatron's names separated by commas; a misspelt one names its row.
+  std::string modules = rows;
+  modules.replace(modules.find("recompute: full, optimizer_sharding: false"), 15,
+                  "recompute: selective, recompute_modules: \"moe_act, layernorm\"");
+  EXPECT_EQ(to_string(parse_published_runs(modules, "runs.yaml")[0].layout.recompute_modules), "moe_act,layernorm");
+  std::string misspelt = modules;
+  misspelt.replace(misspelt.find("moe_act, layernorm"), 7, "moe_actx");
+  EXPECT_NE(testing::error_of([&] { parse_published_runs(misspelt, "runs.yaml"); })
+                .find("runs.yaml: runs[0].layout.recompute_modules: unknown recompute module 'moe_actx'"),
+            std::string::npos)
+      << testing::error_of([&] { parse_published_runs(misspelt, "runs.yaml"); });
   EXPECT_EQ(validate_runs(runs).rows.size(), 2u);
   std::string unknown = rows;
   unknown.replace(unknown.find("model: ling-lite"), 16, "model: ling-huge");

@@ -381,7 +381,9 @@ Seconds CostModel::layer_forward_seconds(bool moe_layer, const Layout& l) const 
 // run. Each block's norm input and first linear's input are split over TP only under sequence
 // parallelism; everything else is TP-sharded.
 // Attention keeps Q/K/V, the core output and the fp32 softmax statistics; only the unfused kernel
-// without recompute also keeps the s x s probabilities, dropout mask and output (eq. 1: 5as^2b).
+// whose core attention is not recomputed also keeps the s x s probabilities, dropout mask and
+// output (eq. 1: 5as^2b). Selective recompute's other modules drop what they rebuild (MLA's
+// up-projected Q/K/V, a separate norm's output, the experts' activation, a dense MLP's insides).
 // Routed experts keep, per token copy sent, their output (h), the input gathered over the
 // expert-TP group (etp x h) and their SwiGLU's gate, up and product.
 Bytes CostModel::layer_activation_bytes(bool moe_layer, const Layout& l) const {
@@ -399,23 +401,37 @@ Bytes CostModel::layer_activation_bytes(bool moe_layer, const Layout& l) const {
                                       : (heads + 2.0 * m.kv_heads) * m.head_dim;
   const double latents = m.is_mla() ? m.kv_lora_rank + m.q_lora_rank : 0.0;
   double sharded = a * qkv_width + in * (latents + heads * m.value_head_dim()) + 4.0 * heads;
-  if (l.recompute == Recompute::kNone && run_.attention == AttentionKernel::kUnfused) {
+  const bool selective = l.recompute == Recompute::kSelective;
+  const RecomputeModules& recomputed = l.recompute_modules;
+  if (run_.attention == AttentionKernel::kUnfused &&
+      !(selective && recomputed.has(RecomputeModule::kCoreAttn))) {
     sharded += (2.0 * a + 1.0) * heads * run_.seq_len;
   }
+  // MLA's up-projected queries, keys and values, rebuilt from the latents it keeps.
+  if (selective && recomputed.has(RecomputeModule::kMlaUpProj)) sharded -= a * qkv_width;
+  // The first linear input of a block whose norm is recomputed (its output, which the linear kept).
+  double recomputed_inputs = selective && recomputed.has(RecomputeModule::kLayernorm) ? separate_norms(moe_layer) : 0.0;
   if (!moe_layer) {
-    sharded += (2.0 * a + in) * m.dense_ffn;  // gate and up; the activation, fc2's input
+    if (selective && recomputed.has(RecomputeModule::kMlp)) {
+      ++recomputed_inputs;  // a checkpointed MLP keeps only its input, the block's norm input
+    } else {
+      sharded += (2.0 * a + in) * m.dense_ffn;  // gate and up; the activation, fc2's input
+    }
   } else {
     // Per routed copy: the input gathered over the expert-TP group (fc1's), gate and up, the
     // activation (fc2's input), and the expert's output, which the un-permutation keeps to weigh
     // its gradient by the routing probability (Transformer Engine's moe_unpermute with merging
     // probs). The permutations and the dispatcher's sorts keep only their index maps, so the
     // permuted tokens themselves are not kept beyond fc1's copy.
-    const double routed = m.top_k * expert_skew(l) * (a * h + in * l.expert_tp() * h + (2.0 * a + in) * m.expert_ffn);
+    // The activation (fc2's input) is rebuilt from gate and up under moe_act recompute.
+    const double activation = selective && recomputed.has(RecomputeModule::kMoeAct) ? 0.0 : in;
+    const double routed =
+        m.top_k * expert_skew(l) * (a * h + in * l.expert_tp() * h + (2.0 * a + activation) * m.expert_ffn);
     sharded += routed + (2.0 * a + in) * m.shared_experts * m.shared_expert_ffn +
                8.0 * m.routed_experts;  // fp32 router logits and probabilities
   }
   // Both blocks' norm inputs, and their first linear inputs (QKV's, fc1's).
-  const double sequence_split = 2.0 * (a + in) * h;
+  const double sequence_split = 2.0 * (a + in) * h - recomputed_inputs * in * h;
   return tokens * (sequence_split / sequence_shards(l) + sharded / l.tp);
 }
 
@@ -465,7 +481,46 @@ ComputeWork CostModel::backward_work(const StageContents& s, const Layout& l) co
   if (l.recompute == Recompute::kFull) {
     w += layers_work(s, Pass::kForward, l);
   } else if (l.recompute == Recompute::kSelective) {
-    w += attention_core_work(l).scaled(s.moe_layers + s.dense_layers);
+    w += selective_recompute_work(s, l);
+  }
+  return w;
+}
+
+// Norms of a layer that are modules of their own: a MoE layer's pre-MLP norm (the router and the
+// experts take its output), and MLA's input norm (its two down-projections do); Transformer
+// Engine fuses the others into the linear after them (LayerNormLinear, LayerNormMLP), where
+// Megatron-Core's layernorm recompute finds an IdentityOp and leaves them.
+int CostModel::separate_norms(bool moe_layer) const { return (moe_layer ? 1 : 0) + (model_.is_mla() ? 1 : 0); }
+
+// The forward work selective recompute repeats before a stage's backward, per module: the fused
+// attention core; the separate norms (read and write h); the routed experts' SwiGLU (read gate
+// and up, write their product, per copy); MLA's up-projection GEMMs and its RoPE; a dense
+// layer's MLP with its fused norm (its GEMMs, the norm and the activation).
+ComputeWork CostModel::selective_recompute_work(const StageContents& s, const Layout& l) const {
+  const RecomputeModules& r = l.recompute_modules;
+  const ModelConfig& m = model_;
+  const double tokens = micro_batch_tokens(l), a = bytes_.activation, h = m.hidden;
+  const int layers = s.moe_layers + s.dense_layers;
+  ComputeWork w;
+  if (r.has(RecomputeModule::kCoreAttn)) w += attention_core_work(l).scaled(layers);
+  const double norms = s.moe_layers * separate_norms(true) + s.dense_layers * separate_norms(false);
+  if (r.has(RecomputeModule::kLayernorm)) w.memory_traffic += norms * 2.0 * a * tokens * h / sequence_shards(l);
+  if (r.has(RecomputeModule::kMoeAct) && s.moe_layers > 0) {
+    w.memory_traffic += s.moe_layers * 3.0 * a * expert_rows_per_rank(l) * m.expert_ffn / l.expert_tp();
+  }
+  if (r.has(RecomputeModule::kMlaUpProj)) {
+    ComputeWork up;
+    for (const WeightMatrix& matrix : mla_up_projections(m)) up += matrix_work(matrix, tokens, 1.0, Pass::kForward, l.tp, l);
+    up.memory_traffic += 2.0 * a * tokens * rotated_elements_per_token() / l.tp;
+    w += up.scaled(layers);
+  }
+  if (r.has(RecomputeModule::kMlp) && s.dense_layers > 0) {
+    ComputeWork mlp;
+    for (const WeightMatrix& matrix : dense_mlp_matrices(m)) {
+      mlp += matrix_work(matrix, tokens, 1.0, Pass::kForward, l.tp, l, true, tp_overlap_sms_held(matrix, Pass::kForward, l));
+    }
+    mlp.memory_traffic += a * tokens * (2.0 * h / sequence_shards(l) + 3.0 * m.dense_ffn / l.tp);
+    w += mlp.scaled(s.dense_layers);
   }
   return w;
 }
@@ -540,7 +595,8 @@ int CostModel::tp_blocks(const StageContents& s) const {
 // async all-reduce, switch tp_grad); with SP the row-parallel output gradient's all-gather is
 // waited for, while the column-parallel input is re-gathered beside the input-gradient GEMM. Full
 // recompute repeats the forward's. Transformer Engine's TP overlap (tp_comm) pipelines every one
-// of them with the GEMM beside it.
+// of them with the GEMM beside it. A dense MLP recomputed on its own (the mlp module) repeats its
+// block's pair.
 CostModel::TpCollectives CostModel::tp_collectives(const StageContents& s, bool forward, const Layout& l) const {
   TpCollectives c;
   if (forward) {
@@ -552,6 +608,9 @@ CostModel::TpCollectives CostModel::tp_collectives(const StageContents& s, bool 
   }
   const int blocks = tp_blocks(s);
   c = {c.exposed * blocks, c.overlapped * blocks};
+  if (!forward && l.recompute == Recompute::kSelective && l.recompute_modules.has(RecomputeModule::kMlp)) {
+    c.exposed += 2 * s.dense_layers;
+  }
   if (run_.overlap.tp_comm) return {0, c.total()};
   if (!run_.overlap.tp_grad) return {c.total(), 0};
   return c;

@@ -22,6 +22,57 @@ Recompute parse_recompute(const std::string& text, const std::string& source, co
   throw input_error(source, field, "unknown recompute '" + text + "' (expected none, selective or full)");
 }
 
+namespace {
+constexpr std::pair<RecomputeModule, const char*> kModuleNames[] = {
+    {RecomputeModule::kCoreAttn, "core_attn"}, {RecomputeModule::kMoeAct, "moe_act"},
+    {RecomputeModule::kLayernorm, "layernorm"}, {RecomputeModule::kMlaUpProj, "mla_up_proj"},
+    {RecomputeModule::kMlp, "mlp"}};
+}  // namespace
+
+std::vector<std::string> module_names(RecomputeModules modules) {
+  std::vector<std::string> names;
+  for (const auto& [module, name] : kModuleNames) {
+    if (modules.has(module)) names.push_back(name);
+  }
+  return names;
+}
+
+std::string to_string(RecomputeModules modules) {
+  std::string text;
+  for (const std::string& name : module_names(modules)) text += (text.empty() ? "" : ",") + name;
+  return text;
+}
+
+RecomputeModules parse_recompute_modules(const std::vector<std::string>& names, const std::string& source,
+                                         const std::string& field) {
+  RecomputeModules modules{0};
+  for (const std::string& name : names) {
+    const auto* found = std::find_if(std::begin(kModuleNames), std::end(kModuleNames),
+                                     [&](const auto& entry) { return name == entry.second; });
+    if (found == std::end(kModuleNames)) {
+      throw input_error(source, field,
+                        "unknown recompute module '" + name + "' (expected core_attn, moe_act, layernorm, mla_up_proj or mlp)");
+    }
+    modules.bits |= static_cast<unsigned>(found->first);
+  }
+  if (modules.bits == 0) throw input_error(source, field, "names no module");
+  return modules;
+}
+
+RecomputeModules parse_recompute_modules(const std::string& list, const std::string& source, const std::string& field) {
+  std::vector<std::string> names;
+  std::string name;
+  for (const char c : list + ",") {
+    if (c == ',' || c == ' ') {
+      if (!name.empty()) names.push_back(name);
+      name.clear();
+    } else {
+      name += c;
+    }
+  }
+  return parse_recompute_modules(names, source, field);
+}
+
 std::string to_string(Constraint constraint) {
   switch (constraint) {
     case Constraint::kTpHeads: return "tp-divides-heads";
@@ -31,6 +82,7 @@ std::string to_string(Constraint constraint) {
     case Constraint::kVirtualStages: return "virtual-stages";
     case Constraint::kEpExperts: return "ep-divides-experts";
     case Constraint::kExpertGrid: return "expert-grid";
+    case Constraint::kRecomputeModules: return "recompute-modules";
     case Constraint::kGlobalBatch: return "global-batch";
     case Constraint::kDevices: return "device-count";
     case Constraint::kMemory: return "memory";
@@ -215,12 +267,29 @@ std::optional<Constraint> violated_degrees(const ModelConfig& m, const HardwareP
   return std::nullopt;
 }
 
+namespace {
+// Megatron-Core's checks on --recompute-modules (TransformerConfig: moe_act needs the routed
+// experts' grouped GEMM, mla_up_proj multi-latent attention); mlp recomputes dense layers only.
+std::optional<std::string> recompute_modules_problem(const ModelConfig& m, const Layout& l) {
+  const RecomputeModules& r = l.recompute_modules;
+  if (r.is_default()) return std::nullopt;
+  if (l.recompute != Recompute::kSelective) {
+    return "recompute modules " + to_string(r) + " need selective recompute (the layout has " + to_string(l.recompute) + ")";
+  }
+  if (r.has(RecomputeModule::kMoeAct) && !m.is_moe()) return std::string("moe_act needs a model with routed experts");
+  if (r.has(RecomputeModule::kMlaUpProj) && !m.is_mla()) return std::string("mla_up_proj needs multi-latent attention");
+  if (r.has(RecomputeModule::kMlp) && m.dense_layers() == 0) return std::string("mlp needs a dense layer");
+  return std::nullopt;
+}
+}  // namespace
+
 std::optional<Constraint> violated_constraint(const ModelConfig& m, const TrainingRun& run,
                                               const HardwareProfile& profile, const DeviceRange& range,
                                               const Layout& l) {
   if (const auto c = violated_degrees(m, profile, range, l)) return c;
   // Megatron-Core splits each sequence into 2 x cp chunks (get_batch_on_this_cp_rank).
   if (l.cp > 1 && run.seq_len % (2 * l.cp) != 0) return Constraint::kCpSequence;
+  if (recompute_modules_problem(m, l)) return Constraint::kRecomputeModules;
   if (run.global_batch % (l.dp * l.micro_batch) != 0) return Constraint::kGlobalBatch;
   // Megatron's interleaved schedule runs micro-batches in groups of pp.
   if (l.vpp > 1 && l.micro_batches(run.global_batch) % l.pp != 0) return Constraint::kVirtualStages;
@@ -235,6 +304,8 @@ std::string explain(Constraint c, const ModelConfig& m, const TrainingRun& run, 
              str(kv_groups(m)) + ")";
     case Constraint::kTpNode:
       return "tp=" + str(l.tp) + " must divide the " + str(profile.node.devices) + " devices of a node";
+    case Constraint::kRecomputeModules:
+      return *recompute_modules_problem(m, l);
     case Constraint::kCpSequence:
       return "2 x cp = " + str(2 * l.cp) + " must divide the sequence (" + str(run.seq_len) + " tokens)";
     case Constraint::kPpLayers:

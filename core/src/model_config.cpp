@@ -53,25 +53,32 @@ void add_attention(std::vector<WeightMatrix>& to, const ModelConfig& m) {
     to.push_back({heads * m.head_dim, h, TpSplit::kInputs});
     return;
   }
-  const double qk = m.qk_head_dim();
-  if (m.q_lora_rank > 0) {
-    to.push_back({h, static_cast<double>(m.q_lora_rank), TpSplit::kSequence});
-    to.push_back({static_cast<double>(m.q_lora_rank), heads * qk, TpSplit::kOutputs});
-  } else {
-    to.push_back({h, heads * qk, TpSplit::kOutputs});
-  }
+  if (m.q_lora_rank > 0) to.push_back({h, static_cast<double>(m.q_lora_rank), TpSplit::kSequence});
   to.push_back({h, static_cast<double>(m.kv_lora_rank + m.rope_head_dim), TpSplit::kSequence});
-  to.push_back({static_cast<double>(m.kv_lora_rank), heads * (m.head_dim + m.v_head_dim), TpSplit::kOutputs});
+  for (const WeightMatrix& up : mla_up_projections(m)) to.push_back(up);
   to.push_back({heads * m.v_head_dim, h, TpSplit::kInputs});
 }
 
 }  // namespace
 
+std::vector<WeightMatrix> mla_up_projections(const ModelConfig& m) {
+  const double heads = m.heads;
+  const double q_from = m.q_lora_rank > 0 ? m.q_lora_rank : m.hidden;  // without a query latent, from h
+  return {{q_from, heads * m.qk_head_dim(), TpSplit::kOutputs},
+          {static_cast<double>(m.kv_lora_rank), heads * (m.head_dim + m.v_head_dim), TpSplit::kOutputs}};
+}
+
+std::vector<WeightMatrix> dense_mlp_matrices(const ModelConfig& m) {
+  std::vector<WeightMatrix> mlp;
+  add_swiglu(mlp, m.hidden, m.dense_ffn);
+  return mlp;
+}
+
 LayerMatrices layer_matrices(const ModelConfig& m, bool moe_layer) {
   LayerMatrices l;
   add_attention(l.shared, m);
   if (!moe_layer) {
-    add_swiglu(l.shared, m.hidden, m.dense_ffn);
+    for (const WeightMatrix& w : dense_mlp_matrices(m)) l.shared.push_back(w);
     return l;
   }
   l.shared.push_back({static_cast<double>(m.hidden), static_cast<double>(m.routed_experts), TpSplit::kSequence});

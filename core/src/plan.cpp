@@ -52,7 +52,7 @@ int MixedPlan::devices() const {
 }
 
 json layout_to_json(const Layout& l) {
-  return {{"tp", l.tp},           {"cp", l.cp},           {"pp", l.pp},
+  json j = {{"tp", l.tp},           {"cp", l.cp},           {"pp", l.pp},
           {"vpp", l.vpp},         {"ep", l.ep},
           {"dp", l.dp},           {"micro_batch", l.micro_batch},
           {"recompute", to_string(l.recompute)},
@@ -63,6 +63,8 @@ json layout_to_json(const Layout& l) {
           {"embedding_in_split", l.embedding_in_split},
           {"loss_in_split", l.loss_in_split},
           {"etp", l.expert_tp()}};
+  if (l.recompute == Recompute::kSelective) j["recompute_modules"] = module_names(l.recompute_modules);
+  return j;
 }
 
 Layout layout_from_json(const json& j, const std::string& source, const std::string& path) {
@@ -78,6 +80,10 @@ Layout layout_from_json(const json& j, const std::string& source, const std::str
   l.dp = r.integer("dp", 1, kMaxDegree);
   l.micro_batch = r.integer("micro_batch", 1, kMaxDegree);
   l.recompute = parse_recompute(r.text("recompute"), source, r.where("recompute"));
+  // Plans written before recompute modules recomputed the core attention, Megatron's default.
+  if (r.has("recompute_modules")) {
+    l.recompute_modules = parse_recompute_modules(r.texts("recompute_modules"), source, r.where("recompute_modules"));
+  }
   l.optimizer_sharding = r.boolean("optimizer_sharding");
   l.sequence_parallel = l.tp == 1 || r.boolean("sequence_parallel");
   l.first_stage_layers = r.integer("first_stage_layers", 0, kMaxDegree);

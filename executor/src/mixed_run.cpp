@@ -127,6 +127,7 @@ FittedMixedRun fit_mixed_run(const MixedPlan& plan, const ModelConfig& planned, 
   const int budget = o.max_ranks / n;
   Layout part = plan.pools.front().layout;
   part.recompute = Recompute::kNone;
+  part.recompute_modules = RecomputeModules{};
   if (!f.run.data_parallel()) part.pp = 1, part.even_split();
   int batch = part.dp * part.micro_batch;
   std::string notes = fit_layout(part, batch, planned, budget);

@@ -117,6 +117,7 @@ Setup reconcile(const TrainOptions& o, int world, int vocab) {
   s.layout = s.plan.layout;
   // The executor keeps every activation (no recomputation): the trace says so.
   s.layout.recompute = Recompute::kNone;
+  s.layout.recompute_modules = RecomputeModules{};
   s.global_batch = s.plan.run.global_batch;
   s.notes = fit_layout(s.layout, s.global_batch, s.plan.model, world);
   s.model = scaled_model(o, s.plan.model, vocab, s.layout.pp);

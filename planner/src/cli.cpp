@@ -58,7 +58,7 @@ struct RunOptions {
   int refine = 0;
   int tp = 0, cp = 0, pp = 0, vpp = 0, ep = 0, etp = 0, dp = 0, micro_batch = 0, first_stage_layers = 0, last_stage_layers = 0;
   bool embedding_in_split = false, loss_in_split = false;
-  std::string recompute, optimizer_sharding;
+  std::string recompute, recompute_modules, optimizer_sharding;
   bool json = false;
   std::string out;
 };
@@ -106,6 +106,9 @@ void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
   app.add_option("--dp", o.dp, "fix data parallel size");
   app.add_option("--micro-batch", o.micro_batch, "fix micro-batch size");
   app.add_option("--recompute", o.recompute, "fix recompute: none | selective | full");
+  app.add_option("--recompute-modules", o.recompute_modules,
+                 "what selective recompute repeats: a list of core_attn, moe_act, layernorm, mla_up_proj, mlp "
+                 "(Megatron-Core's --recompute-modules; default core_attn; implies --recompute selective)");
   app.add_option("--first-stage-layers", o.first_stage_layers, "layers of the first pipeline rank (default: balanced)");
   app.add_option("--last-stage-layers", o.last_stage_layers, "layers of the last pipeline rank (default: balanced)");
   app.add_flag("--embedding-in-split", o.embedding_in_split, "count the embedding as a layer of the first model chunk");
@@ -158,6 +161,13 @@ SearchOptions search_options(const RunOptions& o) {
   if (o.embedding_in_split) s.embedding_in_split = true;
   if (o.loss_in_split) s.loss_in_split = true;
   if (!o.recompute.empty()) s.recompute = parse_recompute(o.recompute, "--recompute", "");
+  if (!o.recompute_modules.empty()) {
+    s.recompute_modules = parse_recompute_modules(o.recompute_modules, "--recompute-modules", "");
+    if (s.recompute && *s.recompute != Recompute::kSelective) {
+      throw input_error("--recompute-modules", "", "only with --recompute selective (given " + o.recompute + ")");
+    }
+    s.recompute = Recompute::kSelective;
+  }
   if (o.optimizer_sharding == "true") s.optimizer_sharding = true;
   if (o.optimizer_sharding == "false") s.optimizer_sharding = false;
   if (!o.optimizer_sharding.empty() && !s.optimizer_sharding) {
@@ -168,7 +178,8 @@ SearchOptions search_options(const RunOptions& o) {
 }
 
 bool has_fixed_dims(const SearchOptions& s) {
-  return s.tp || s.cp || s.pp || s.vpp || s.ep || s.etp || s.dp || s.micro_batch || s.recompute || s.optimizer_sharding ||
+  return s.tp || s.cp || s.pp || s.vpp || s.ep || s.etp || s.dp || s.micro_batch || s.recompute || s.recompute_modules ||
+         s.optimizer_sharding ||
          s.first_stage_layers || s.last_stage_layers || s.embedding_in_split || s.loss_in_split;
 }
 
@@ -176,6 +187,7 @@ SearchOptions without_fixed_dims(SearchOptions s) {
   s.tp = s.cp = s.pp = s.vpp = s.ep = s.etp = s.dp = s.micro_batch = s.first_stage_layers = s.last_stage_layers = std::nullopt;
   s.embedding_in_split = s.loss_in_split = std::nullopt;
   s.recompute = std::nullopt;
+  s.recompute_modules = std::nullopt;
   s.optimizer_sharding = std::nullopt;
   return s;
 }

@@ -138,6 +138,11 @@ void add_layout(std::vector<std::string>& a, const Plan& p) {
   add(a, "--global-batch-size", p.run.global_batch);
   if (l.recompute == Recompute::kSelective) {
     a.insert(a.end(), {"--recompute-granularity", "selective"});
+    // Megatron's default module list is flopwise's default, core_attn.
+    if (!l.recompute_modules.is_default()) {
+      a.push_back("--recompute-modules");
+      for (const std::string& name : module_names(l.recompute_modules)) a.push_back(name);
+    }
   } else if (l.recompute == Recompute::kFull) {
     a.insert(a.end(), {"--recompute-granularity", "full", "--recompute-method", "uniform", "--recompute-num-layers", "1"});
   }

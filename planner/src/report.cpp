@@ -17,14 +17,26 @@ std::string duration(Seconds s) {
 }  // namespace
 
 std::string layout_label(const Layout& l) {
-  const char* recompute = l.recompute == Recompute::kFull ? "full" : l.recompute == Recompute::kSelective ? "sel" : "none";
+  std::string recompute = l.recompute == Recompute::kFull ? "full" : l.recompute == Recompute::kSelective ? "sel" : "none";
+  // Selective recompute's modules only where they differ from Megatron's default (core_attn), in
+  // short: sel(attn,act,ln,mla,mlp).
+  if (l.recompute == Recompute::kSelective && !l.recompute_modules.is_default()) {
+    constexpr std::pair<RecomputeModule, const char*> kShort[] = {
+        {RecomputeModule::kCoreAttn, "attn"}, {RecomputeModule::kMoeAct, "act"}, {RecomputeModule::kLayernorm, "ln"},
+        {RecomputeModule::kMlaUpProj, "mla"}, {RecomputeModule::kMlp, "mlp"}};
+    std::string modules;
+    for (const auto& [module, name] : kShort) {
+      if (l.recompute_modules.has(module)) modules += (modules.empty() ? "" : ",") + std::string(name);
+    }
+    recompute += "(" + modules + ")";
+  }
   const std::string ends = l.even() ? "" : " " + split_label(l);
   // The expert TP only where it differs from the attention's (MoE parallel folding).
   const std::string ep = l.etp > 0 ? printf_string("ep%d etp%d", l.ep, l.etp) : printf_string("ep%d", l.ep);
   // Context parallelism only where there is some, so that layouts without it print as before.
   const std::string tp = l.cp > 1 ? printf_string("tp%d cp%d", l.tp, l.cp) : printf_string("tp%d", l.tp);
   return printf_string("%s pp%d vpp%d %s dp%d mb%d %s%s%s%s", tp.c_str(), l.pp, l.vpp, ep.c_str(), l.dp, l.micro_batch,
-                       recompute, l.optimizer_sharding ? " zero1" : "", l.tp > 1 && !l.sequence_parallel ? " nosp" : "",
+                       recompute.c_str(), l.optimizer_sharding ? " zero1" : "", l.tp > 1 && !l.sequence_parallel ? " nosp" : "",
                        ends.c_str());
 }
 

@@ -187,6 +187,7 @@ SearchResult search(const CostModel& cost, const SearchOptions& o) {
   for (int mb : s.micro_batch) for (Recompute rc : s.recompute) for (bool shard : s.sharding) {
     l.micro_batch = mb;
     l.recompute = rc;
+    l.recompute_modules = rc == Recompute::kSelective ? o.recompute_modules.value_or(RecomputeModules{}) : RecomputeModules{};
     l.optimizer_sharding = shard;
     ++result.considered;
     if (const auto v = violated_constraint(cost.model(), cost.run(), cost.profile(), o.devices, l)) {
@@ -216,6 +217,7 @@ std::optional<Layout> fixed_layout(const SearchOptions& o, int layers) {
     return std::nullopt;
   }
   Layout l{*o.tp, *o.pp, *o.vpp, *o.ep, *o.dp, *o.micro_batch, *o.recompute, *o.optimizer_sharding};
+  if (o.recompute_modules) l.recompute_modules = *o.recompute_modules;
   if (o.etp) l.etp = fold_expert_tp(*o.etp, l.tp);
   l.cp = o.cp.value_or(1);
   set_stage_ends(o, layers, l);

@@ -94,8 +94,9 @@ ModelConfig read_model(const YamlFields& f, const std::string& name) {
 }
 
 Layout read_layout(const YamlFields& f) {
-  f.allow_only({"tp", "pp", "vpp", "cp", "ep", "etp", "dp", "micro_batch", "recompute", "optimizer_sharding",
-                "sequence_parallel", "first_stage_layers", "last_stage_layers", "embedding_in_split", "loss_in_split"});
+  f.allow_only({"tp", "pp", "vpp", "cp", "ep", "etp", "dp", "micro_batch", "recompute", "recompute_modules",
+                "optimizer_sharding", "sequence_parallel", "first_stage_layers", "last_stage_layers",
+                "embedding_in_split", "loss_in_split"});
   Layout l;
   l.tp = f.integer("tp", 1);
   if (f.has("cp")) l.cp = f.integer("cp", 1);
@@ -106,6 +107,9 @@ Layout read_layout(const YamlFields& f) {
   l.dp = f.integer("dp", 1);
   l.micro_batch = f.integer("micro_batch", 1);
   l.recompute = parse_recompute(f.text("recompute"), f.source(), f.path("recompute"));
+  if (f.has("recompute_modules")) {
+    l.recompute_modules = parse_recompute_modules(f.text("recompute_modules"), f.source(), f.path("recompute_modules"));
+  }
   l.optimizer_sharding = f.boolean("optimizer_sharding");
   l.sequence_parallel = l.tp == 1 || f.boolean("sequence_parallel");
   if (f.has("first_stage_layers")) l.first_stage_layers = f.integer("first_stage_layers", 1);

@@ -13,6 +13,26 @@ enum class Recompute { kNone, kSelective, kFull };
 std::string to_string(Recompute recompute);
 Recompute parse_recompute(const std::string& text, const std::string& source, const std::string& field);
 
+// What selective recompute repeats in the backward (Megatron-Core's --recompute-modules, default
+// core_attn): the core attention; the norms that are modules of their own (a MoE layer's pre-MLP
+// norm, MLA's input norm; Transformer Engine fuses the others into their linears); the routed
+// experts' activation; MLA's up-projections and RoPE; a dense layer's MLP. All but core_attn and
+// mlp discard their output after its use and rebuild it for the backward.
+enum class RecomputeModule : unsigned { kCoreAttn = 1, kLayernorm = 2, kMoeAct = 4, kMlaUpProj = 8, kMlp = 16 };
+struct RecomputeModules {
+  unsigned bits = static_cast<unsigned>(RecomputeModule::kCoreAttn);
+  bool has(RecomputeModule m) const { return (bits & static_cast<unsigned>(m)) != 0; }
+  bool is_default() const { return bits == RecomputeModules{}.bits; }
+  bool operator==(const RecomputeModules&) const = default;
+};
+// Megatron's names, comma-separated in Megatron's order ("core_attn,moe_act").
+std::string to_string(RecomputeModules modules);
+std::vector<std::string> module_names(RecomputeModules modules);
+// A list of names (commas or spaces between them); an unknown or empty one is an InputError.
+RecomputeModules parse_recompute_modules(const std::vector<std::string>& names, const std::string& source,
+                                         const std::string& field);
+RecomputeModules parse_recompute_modules(const std::string& list, const std::string& source, const std::string& field);
+
 struct Layout {
   int tp = 1;          // tensor parallel
   int pp = 1;          // pipeline stages
@@ -47,8 +67,11 @@ struct Layout {
   // cp ranks, each holding 2 of its 2 x cp chunks (one early, one late, so causal attention loads
   // them evenly); keys and values travel around the cp ranks in a ring while attention runs. The
   // ranks hold the same weights, so gradients are reduced over dp x cp.
-  // Last of the fields, so that positional initialisers written before it stay valid.
+  // Positional initialisers end before it.
   int cp = 1;
+  // With selective recompute, what it repeats; the default (core_attn) otherwise, so that equal
+  // layouts compare equal.
+  RecomputeModules recompute_modules;
 
   int devices() const { return tp * cp * pp * dp; }
   // Ranks of one pipeline stage: the attention's tp x cp x dp, the experts' etp x ep x expert_dp.
@@ -106,6 +129,7 @@ enum class Constraint {
   kVirtualStages,// interleaving needs PP > 1 and micro-batches divisible by PP
   kEpExperts,    // routed experts divisible by EP
   kExpertGrid,   // etp x ep divides tp x cp x dp, and an expert TP group stays inside one node
+  kRecomputeModules,  // modules other than core_attn only with selective recompute, each on a model that has it
   kDevices,      // device count within the searched range and the cluster size
   kGlobalBatch,  // global batch divisible by DP x micro-batch
   kMemory,       // fits the device with headroom

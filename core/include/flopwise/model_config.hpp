@@ -131,6 +131,12 @@ struct WeightMatrix {
   TpSplit split = TpSplit::kOutputs;
 };
 
+// MLA's up-projections from the latents to the heads (Megatron-Core's linear_q_up_proj, or
+// linear_q_proj from h without a query latent, and linear_kv_up_proj).
+std::vector<WeightMatrix> mla_up_projections(const ModelConfig& model);
+// A dense layer's MLP: the fused gate and up projection, and the down projection.
+std::vector<WeightMatrix> dense_mlp_matrices(const ModelConfig& model);
+
 // The weight matrices every token of a layer multiplies (attention, router, shared experts, dense
 // MLP), and those of one routed expert (each token meets top_k of them). Biases and norms are not
 // GEMMs; everything else in layer_params is here, so FLOPs and GEMM shapes share one source.

@@ -18,8 +18,8 @@ std::string printf_string(const char* format, Values... values) {
 }
 
 std::string layout_label(const Layout& layout);  // "tp8 pp4 vpp2 ep8 dp32 mb1 sel zero1"
-// Width of the layout column in every table, wide enough for "... zero1 nosp ends12/12".
-inline constexpr int kLayoutColumn = 52;
+// Width of the layout column in every table, wide enough for "... sel(mla,mlp) zero1 ends12/12".
+inline constexpr int kLayoutColumn = 58;
 
 struct TableRow {
   std::string hardware;

@@ -19,6 +19,8 @@ struct SearchOptions {
   // Dimensions the user fixed; the rest are searched.
   std::optional<int> tp, pp, vpp, ep, dp, micro_batch;
   std::optional<Recompute> recompute;
+  // Selective recompute's modules (with recompute fixed to selective); unset: core_attn.
+  std::optional<RecomputeModules> recompute_modules;
   std::optional<bool> optimizer_sharding;
   // Layers of the first and last pipeline rank; unset: the search balances them (balance_stages).
   std::optional<int> first_stage_layers, last_stage_layers;
