@@ -106,11 +106,13 @@ TEST(Layout, ContextParallelNeedsTwiceItsDegreeToDivideTheSequence) {
             "2 x cp = 6 must divide the sequence (4096 tokens)");
 }
 
-// Megatron's module names, in Megatron's order whatever order they were given in; unknown names
-// and empty lists are refused naming the field.
+// Megatron's module names, comma-separated, kept in Megatron's order whatever order they were
+// given in; unknown names and empty lists are refused naming the field.
 TEST(Layout, RecomputeModulesParseByMegatronsNames) {
-  const RecomputeModules m = parse_recompute_modules("mlp, moe_act,core_attn", "x.yaml", "layout.recompute_modules");
+  const RecomputeModules m = parse_recompute_modules("mlp,moe_act,core_attn", "x.yaml", "layout.recompute_modules");
   EXPECT_EQ(to_string(m), "core_attn,moe_act,mlp");
+  EXPECT_EQ(abbreviated(m), "attn,act,mlp");
+  EXPECT_EQ(module_names(m), (std::vector<std::string>{"core_attn", "moe_act", "mlp"}));
   EXPECT_TRUE(m.has(RecomputeModule::kMoeAct));
   EXPECT_FALSE(m.has(RecomputeModule::kLayernorm));
   EXPECT_TRUE(RecomputeModules{}.is_default());
@@ -118,7 +120,7 @@ TEST(Layout, RecomputeModulesParseByMegatronsNames) {
   EXPECT_EQ(testing::error_of([] { parse_recompute_modules("core_attn,attn", "x.yaml", "layout.recompute_modules"); }),
             "x.yaml: layout.recompute_modules: unknown recompute module 'attn' (expected core_attn, moe_act, "
             "layernorm, mla_up_proj or mlp)");
-  EXPECT_EQ(testing::error_of([] { parse_recompute_modules(" , ", "x.yaml", "layout.recompute_modules"); }),
+  EXPECT_EQ(testing::error_of([] { parse_recompute_modules(",", "x.yaml", "layout.recompute_modules"); }),
             "x.yaml: layout.recompute_modules: names no module");
 }
 

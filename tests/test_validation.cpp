@@ -242,10 +242,10 @@ TEST(Validation, MoeRowsByShapeOrByName) {
   // Selective recompute's modules, Megatron's names separated by commas; a misspelt one names its row.
   std::string modules = rows;
   modules.replace(modules.find("recompute: full, optimizer_sharding: false"), 15,
-                  "recompute: selective, recompute_modules: \"moe_act, layernorm\"");
+                  "recompute: selective, recompute_modules: \"moe_act,layernorm\"");
   EXPECT_EQ(to_string(parse_published_runs(modules, "runs.yaml")[0].layout.recompute_modules), "moe_act,layernorm");
   std::string misspelt = modules;
-  misspelt.replace(misspelt.find("moe_act, layernorm"), 7, "moe_actx");
+  misspelt.replace(misspelt.find("moe_act,layernorm"), 7, "moe_actx");
   EXPECT_NE(testing::error_of([&] { parse_published_runs(misspelt, "runs.yaml"); })
                 .find("runs.yaml: runs[0].layout.recompute_modules: unknown recompute module 'moe_actx'"),
             std::string::npos)

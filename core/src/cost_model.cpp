@@ -350,8 +350,7 @@ Bytes CostModel::elementwise_bytes_per_token(bool moe_layer, const Layout& l) co
 // bytes in either pass. The flex dispatcher (DeepEP, HybridEP) permutes the received tokens
 // straight into expert order and needs no second sort.
 Bytes CostModel::local_expert_sort_bytes(const Layout& l) const {
-  const bool sorts = run_.ep_dispatcher == EpDispatcher::kAllToAll && model_.routed_experts > l.ep;
-  if (!model_.is_moe() || !sorts) return 0.0;
+  if (run_.ep_dispatcher != EpDispatcher::kAllToAll || model_.routed_experts <= l.ep) return 0.0;
   return 2.0 * 2.0 * bytes_.activation * expert_rows_per_rank(l) * model_.hidden;
 }
 

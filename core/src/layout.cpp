@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "flopwise/error.hpp"
+#include "flopwise/units.hpp"
 
 namespace flopwise {
 
@@ -23,54 +24,51 @@ Recompute parse_recompute(const std::string& text, const std::string& source, co
 }
 
 namespace {
-constexpr std::pair<RecomputeModule, const char*> kModuleNames[] = {
-    {RecomputeModule::kCoreAttn, "core_attn"}, {RecomputeModule::kMoeAct, "moe_act"},
-    {RecomputeModule::kLayernorm, "layernorm"}, {RecomputeModule::kMlaUpProj, "mla_up_proj"},
-    {RecomputeModule::kMlp, "mlp"}};
-}  // namespace
+// Megatron's name of each module, in Megatron's order, and the short one layout labels print.
+struct ModuleName {
+  RecomputeModule module;
+  const char* name;
+  const char* abbreviation;
+};
+constexpr ModuleName kModuleNames[] = {{RecomputeModule::kCoreAttn, "core_attn", "attn"},
+                                       {RecomputeModule::kMoeAct, "moe_act", "act"},
+                                       {RecomputeModule::kLayernorm, "layernorm", "ln"},
+                                       {RecomputeModule::kMlaUpProj, "mla_up_proj", "mla"},
+                                       {RecomputeModule::kMlp, "mlp", "mlp"}};
 
-std::vector<std::string> module_names(RecomputeModules modules) {
-  std::vector<std::string> names;
-  for (const auto& [module, name] : kModuleNames) {
-    if (modules.has(module)) names.push_back(name);
-  }
-  return names;
-}
-
-std::string to_string(RecomputeModules modules) {
+std::string joined(RecomputeModules modules, const char* ModuleName::* which) {
   std::string text;
-  for (const std::string& name : module_names(modules)) text += (text.empty() ? "" : ",") + name;
+  for (const ModuleName& m : kModuleNames) {
+    if (modules.has(m.module)) text += (text.empty() ? "" : ",") + std::string(m.*which);
+  }
   return text;
 }
+}  // namespace
+
+std::vector<std::string> module_names(RecomputeModules modules) { return split_list(to_string(modules)); }
+
+std::string to_string(RecomputeModules modules) { return joined(modules, &ModuleName::name); }
+
+std::string abbreviated(RecomputeModules modules) { return joined(modules, &ModuleName::abbreviation); }
 
 RecomputeModules parse_recompute_modules(const std::vector<std::string>& names, const std::string& source,
                                          const std::string& field) {
   RecomputeModules modules{0};
   for (const std::string& name : names) {
     const auto* found = std::find_if(std::begin(kModuleNames), std::end(kModuleNames),
-                                     [&](const auto& entry) { return name == entry.second; });
+                                     [&](const ModuleName& entry) { return name == entry.name; });
     if (found == std::end(kModuleNames)) {
       throw input_error(source, field,
                         "unknown recompute module '" + name + "' (expected core_attn, moe_act, layernorm, mla_up_proj or mlp)");
     }
-    modules.bits |= static_cast<unsigned>(found->first);
+    modules.bits |= static_cast<unsigned>(found->module);
   }
   if (modules.bits == 0) throw input_error(source, field, "names no module");
   return modules;
 }
 
 RecomputeModules parse_recompute_modules(const std::string& list, const std::string& source, const std::string& field) {
-  std::vector<std::string> names;
-  std::string name;
-  for (const char c : list + ",") {
-    if (c == ',' || c == ' ') {
-      if (!name.empty()) names.push_back(name);
-      name.clear();
-    } else {
-      name += c;
-    }
-  }
-  return parse_recompute_modules(names, source, field);
+  return parse_recompute_modules(split_list(list), source, field);
 }
 
 std::string to_string(Constraint constraint) {

@@ -107,7 +107,7 @@ void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
   app.add_option("--micro-batch", o.micro_batch, "fix micro-batch size");
   app.add_option("--recompute", o.recompute, "fix recompute: none | selective | full");
   app.add_option("--recompute-modules", o.recompute_modules,
-                 "what selective recompute repeats: a list of core_attn, moe_act, layernorm, mla_up_proj, mlp "
+                 "what selective recompute repeats: a comma list of core_attn, moe_act, layernorm, mla_up_proj, mlp "
                  "(Megatron-Core's --recompute-modules; default core_attn; implies --recompute selective)");
   app.add_option("--first-stage-layers", o.first_stage_layers, "layers of the first pipeline rank (default: balanced)");
   app.add_option("--last-stage-layers", o.last_stage_layers, "layers of the last pipeline rank (default: balanced)");
@@ -416,16 +416,6 @@ int cmd_plan(const RunOptions& o, const std::string& profile_name, bool megatron
   }
   write_plan_if_asked(o, plan, out);
   return 0;
-}
-
-std::vector<std::string> split_list(const std::string& text) {
-  std::vector<std::string> items;
-  std::string item;
-  std::istringstream in(text);
-  while (std::getline(in, item, ',')) {
-    if (!item.empty()) items.push_back(item);
-  }
-  return items;
 }
 
 int cmd_compare(const RunOptions& o, const std::string& profile_list, std::ostream& out) {

@@ -18,17 +18,9 @@ std::string duration(Seconds s) {
 
 std::string layout_label(const Layout& l) {
   std::string recompute = l.recompute == Recompute::kFull ? "full" : l.recompute == Recompute::kSelective ? "sel" : "none";
-  // Selective recompute's modules only where they differ from Megatron's default (core_attn), in
-  // short: sel(attn,act,ln,mla,mlp).
+  // Selective recompute's modules only where they differ from Megatron's default (core_attn).
   if (l.recompute == Recompute::kSelective && !l.recompute_modules.is_default()) {
-    constexpr std::pair<RecomputeModule, const char*> kShort[] = {
-        {RecomputeModule::kCoreAttn, "attn"}, {RecomputeModule::kMoeAct, "act"}, {RecomputeModule::kLayernorm, "ln"},
-        {RecomputeModule::kMlaUpProj, "mla"}, {RecomputeModule::kMlp, "mlp"}};
-    std::string modules;
-    for (const auto& [module, name] : kShort) {
-      if (l.recompute_modules.has(module)) modules += (modules.empty() ? "" : ",") + std::string(name);
-    }
-    recompute += "(" + modules + ")";
+    recompute += "(" + abbreviated(l.recompute_modules) + ")";
   }
   const std::string ends = l.even() ? "" : " " + split_label(l);
   // The expert TP only where it differs from the attention's (MoE parallel folding).

@@ -25,10 +25,12 @@ struct RecomputeModules {
   bool is_default() const { return bits == RecomputeModules{}.bits; }
   bool operator==(const RecomputeModules&) const = default;
 };
-// Megatron's names, comma-separated in Megatron's order ("core_attn,moe_act").
+// Megatron's names, comma-separated in Megatron's order ("core_attn,moe_act"); as a list; and
+// the short form layout labels print ("attn,act": attn, act, ln, mla, mlp).
 std::string to_string(RecomputeModules modules);
 std::vector<std::string> module_names(RecomputeModules modules);
-// A list of names (commas or spaces between them); an unknown or empty one is an InputError.
+std::string abbreviated(RecomputeModules modules);
+// Names, or a comma-separated list of them; an unknown name or none is an InputError.
 RecomputeModules parse_recompute_modules(const std::vector<std::string>& names, const std::string& source,
                                          const std::string& field);
 RecomputeModules parse_recompute_modules(const std::string& list, const std::string& source, const std::string& field);

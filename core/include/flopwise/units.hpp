@@ -1,6 +1,7 @@
 #pragma once
 // Units: every quantity carries its unit in its type name and, in files, in its text ("80 GB").
 #include <string>
+#include <vector>
 
 namespace flopwise {
 
@@ -22,6 +23,9 @@ enum class Dimension { kBytes, kBandwidth, kTime };
 // a unit that does not belong to `dimension`.
 double parse_quantity(const std::string& text, Dimension dimension, const std::string& source,
                       const std::string& field);
+
+// The items of a comma-separated list ("a,b,c"), empty ones left out.
+std::vector<std::string> split_list(const std::string& text);
 
 // Human formatting for tables: "1.23 GiB", "4.5 ms", "6.35M".
 std::string format_bytes(Bytes bytes);
