@@ -781,6 +781,8 @@ TEST(CostModel, ContextParallelRingAndShardsByHand) {
   Layout recomputed = halves;
   recomputed.recompute = Recompute::kSelective;  // repeats the attention, and its forward ring
   EXPECT_EQ(cost.cp_ring_phases(stage, false, recomputed).size(), 2u);
+  recomputed.recompute_modules = parse_recompute_modules("moe_act", "test", "");  // leaves the attention
+  EXPECT_EQ(cost.cp_ring_phases(stage, false, recomputed).size(), 1u);
   const StepCost one = cost.evaluate(whole), two = cost.evaluate(halves);
   EXPECT_NEAR(two.exposed_comm_s.cp, 4 * 4 * per_layer, 1e-12);  // 4 micro-batches a step
   EXPECT_DOUBLE_EQ(two.memory_bytes.activations, one.memory_bytes.activations / 2);

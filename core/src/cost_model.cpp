@@ -400,18 +400,15 @@ Bytes CostModel::layer_activation_bytes(bool moe_layer, const Layout& l) const {
                                       : (heads + 2.0 * m.kv_heads) * m.head_dim;
   const double latents = m.is_mla() ? m.kv_lora_rank + m.q_lora_rank : 0.0;
   double sharded = a * qkv_width + in * (latents + heads * m.value_head_dim()) + 4.0 * heads;
-  const bool selective = l.recompute == Recompute::kSelective;
-  const RecomputeModules& recomputed = l.recompute_modules;
-  if (run_.attention == AttentionKernel::kUnfused &&
-      !(selective && recomputed.has(RecomputeModule::kCoreAttn))) {
+  if (run_.attention == AttentionKernel::kUnfused && !l.recomputes(RecomputeModule::kCoreAttn)) {
     sharded += (2.0 * a + 1.0) * heads * run_.seq_len;
   }
   // MLA's up-projected queries, keys and values, rebuilt from the latents it keeps.
-  if (selective && recomputed.has(RecomputeModule::kMlaUpProj)) sharded -= a * qkv_width;
+  if (l.recomputes(RecomputeModule::kMlaUpProj)) sharded -= a * qkv_width;
   // The first linear input of a block whose norm is recomputed (its output, which the linear kept).
-  double recomputed_inputs = selective && recomputed.has(RecomputeModule::kLayernorm) ? separate_norms(moe_layer) : 0.0;
+  double recomputed_inputs = l.recomputes(RecomputeModule::kLayernorm) ? separate_norms(moe_layer) : 0.0;
   if (!moe_layer) {
-    if (selective && recomputed.has(RecomputeModule::kMlp)) {
+    if (l.recomputes(RecomputeModule::kMlp)) {
       ++recomputed_inputs;  // a checkpointed MLP keeps only its input, the block's norm input
     } else {
       sharded += (2.0 * a + in) * m.dense_ffn;  // gate and up; the activation, fc2's input
@@ -423,7 +420,7 @@ Bytes CostModel::layer_activation_bytes(bool moe_layer, const Layout& l) const {
     // probs). The permutations and the dispatcher's sorts keep only their index maps, so the
     // permuted tokens themselves are not kept beyond fc1's copy.
     // The activation (fc2's input) is rebuilt from gate and up under moe_act recompute.
-    const double activation = selective && recomputed.has(RecomputeModule::kMoeAct) ? 0.0 : in;
+    const double activation = l.recomputes(RecomputeModule::kMoeAct) ? 0.0 : in;
     const double routed =
         m.top_k * expert_skew(l) * (a * h + in * l.expert_tp() * h + (2.0 * a + activation) * m.expert_ffn);
     sharded += routed + (2.0 * a + in) * m.shared_experts * m.shared_expert_ffn +
@@ -607,7 +604,7 @@ CostModel::TpCollectives CostModel::tp_collectives(const StageContents& s, bool 
   }
   const int blocks = tp_blocks(s);
   c = {c.exposed * blocks, c.overlapped * blocks};
-  if (!forward && l.recompute == Recompute::kSelective && l.recompute_modules.has(RecomputeModule::kMlp)) {
+  if (!forward && l.recomputes(RecomputeModule::kMlp)) {
     c.exposed += 2 * s.dense_layers;
   }
   if (run_.overlap.tp_comm) return {0, c.total()};
@@ -725,7 +722,9 @@ std::vector<CostModel::CpRingPhase> CostModel::cp_ring_phases(const StageContent
   };
   if (forward) return {phase(1.0, Pass::kForward)};
   std::vector<CpRingPhase> phases{phase(2.0, Pass::kBackward)};
-  if (l.recompute != Recompute::kNone) phases.push_back(phase(1.0, Pass::kForward));
+  if (l.recompute == Recompute::kFull || l.recomputes(RecomputeModule::kCoreAttn)) {
+    phases.push_back(phase(1.0, Pass::kForward));
+  }
   return phases;
 }
 

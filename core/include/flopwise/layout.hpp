@@ -76,6 +76,11 @@ struct Layout {
   RecomputeModules recompute_modules;
 
   int devices() const { return tp * cp * pp * dp; }
+  // Whether selective recompute repeats `module` (a layout without selective recompute repeats
+  // no single module: none, or the whole layer).
+  bool recomputes(RecomputeModule module) const {
+    return recompute == Recompute::kSelective && recompute_modules.has(module);
+  }
   // Ranks of one pipeline stage: the attention's tp x cp x dp, the experts' etp x ep x expert_dp.
   int stage_ranks() const { return tp * cp * dp; }
   // Ranks holding the same weights, over which gradients are reduced and the optimizer sharded.
