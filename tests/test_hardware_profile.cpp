@@ -18,6 +18,12 @@ std::string error_of(const std::string& yaml) {
   return "";
 }
 
+// A profile's attention_by_shape in flow style, between "attention: 0.5" and its closing brace.
+const char* const kTableYaml =
+    "attention: 0.5, attention_by_shape: {seq_len: [2048, 4096], head_dims: ["
+    "{head_dim: 64, forward_causal: [300, 360], forward: [400, 400], backward: [400, 420]}, "
+    "{head_dim: 128, forward_causal: [480, 520], forward: [600, 600], backward: [480, 500]}]}";
+
 }  // namespace
 
 TEST(HardwareProfile, EveryShippedProfileLoads) {
@@ -115,6 +121,27 @@ TEST(HardwareProfile, EachClassOfBadInputNamesFileAndField) {
                 .find("overlap: is no longer a profile section"),
             std::string::npos);
   EXPECT_NE(error_of("[1, 2]").find("p.yaml"), std::string::npos);
+}
+
+TEST(HardwareProfile, AttentionByShapeReadsTheTableAndNamesBadFields) {
+  using testing::round_profile_with;
+  const HardwareProfile p = parse_hardware_profile(round_profile_with("attention: 0.5", kTableYaml), "p.yaml");
+  ASSERT_EQ(p.efficiency.attention_by_shape.rows.size(), 2u);
+  EXPECT_EQ(p.efficiency.attention_by_shape.seq_lens, (std::vector<double>{2048, 4096}));
+  EXPECT_EQ(p.efficiency.attention_by_shape.rows[0].backward, (std::vector<double>{400, 420}));
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string table = kTableYaml;
+    table.replace(table.find(from), from.size(), to);
+    return error_of(round_profile_with("attention: 0.5", table));
+  };
+  EXPECT_NE(with("backward: [400, 420]", "backward: [400]").find("head_dims[0].backward: needs one speed"),
+            std::string::npos);
+  EXPECT_NE(with("[2048, 4096]", "[4096, 2048]").find("efficiency.attention_by_shape.seq_len: must ascend"),
+            std::string::npos);
+  EXPECT_NE(with("head_dim: 128", "head_dim: 96").find("must include head_dim 128 at seq_len 4096"), std::string::npos);
+  EXPECT_NE(with("forward: [400, 400]", "forwrd: [400, 400]").find("head_dims[0].forwrd: unknown field"),
+            std::string::npos);
+  EXPECT_NE(with("[300, 360]", "[300, fast]").find("forward_causal[1]: expected a plain number"), std::string::npos);
 }
 
 TEST(HardwareProfile, UnknownProfileNameListsBuiltins) {

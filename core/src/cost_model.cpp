@@ -289,7 +289,7 @@ double CostModel::attention_passes_of(Pass pass) const {
 
 ComputeWork CostModel::layer_work(bool moe_layer, Pass pass, const Layout& l) const {
   const double passes = passes_of(pass);
-  ComputeWork w = attention_core_work(l).scaled(attention_passes_of(pass));
+  ComputeWork w = attention_work(pass, l);
   w += layer_gemm_work(moe_layer, pass, l);
   w.matmul_per_row = passes * layer_matmul_per_row(moe_layer, l);
   w.memory_traffic += passes * micro_batch_tokens(l) * elementwise_bytes_per_token(moe_layer, l);
@@ -308,7 +308,29 @@ ComputeWork CostModel::layer_forward_work(bool moe_layer, const Layout& l) const
 // and a 1-byte mask in dropout (2a + 1) and reads it in PV (a): 6a + 1 bytes (the 5as^2b bytes it
 // stores are Korthikanti et al. 2022, eq. 1); its batched GEMMs stay in bf16 in an fp8 run. Heads
 // are TP-sharded.
-ComputeWork CostModel::attention_core_work(const Layout& l) const {
+ComputeWork CostModel::attention_core_work(const Layout& l) const { return attention_work(Pass::kForward, l); }
+
+// A fused kernel's FLOPs in a pass count at the profile's attention rate times the kernel's
+// measured speed for the model's head dimension (MLA: the mean of its query-key and value widths)
+// and the causal sequence each kernel runs (a CP rank's chunk, a window, a chunk of chunked
+// attention), layer kind by layer kind: the work is held as FLOPs at the anchor shape's rate.
+ComputeWork CostModel::attention_work(Pass pass, const Layout& l) const {
+  ComputeWork w = unscaled_attention_core_work(l).scaled(attention_passes_of(pass));
+  const AttentionKernelTable& table = profile_.efficiency.attention_by_shape;
+  if (run_.attention != AttentionKernel::kFused || table.empty()) return w;
+  const double head_dim = (model_.qk_head_dim() + model_.value_head_dim()) / 2.0;
+  const double backward_passes = attention_passes_of(Pass::kBackward);
+  double keys = 0, anchor_time = 0;
+  for (const AttentionSpan& span : attention_spans(model_, run_.seq_len)) {
+    const AttentionSpeed speed = relative_attention_speed(table, head_dim, span.kernel_seq_len / l.cp, backward_passes);
+    keys += span.layer_share * span.mean_keys;
+    anchor_time += span.layer_share * span.mean_keys / (pass == Pass::kForward ? speed.forward : speed.backward);
+  }
+  w.attention *= anchor_time / keys;
+  return w;
+}
+
+ComputeWork CostModel::unscaled_attention_core_work(const Layout& l) const {
   const ModelConfig& m = model_;
   const double queries = micro_batch_tokens(l) / l.tp;
   ComputeWork w;
@@ -498,7 +520,7 @@ ComputeWork CostModel::selective_recompute_work(const StageContents& s, const La
   const double tokens = micro_batch_tokens(l), a = bytes_.activation, h = m.hidden;
   const int layers = s.moe_layers + s.dense_layers;
   ComputeWork w;
-  if (r.has(RecomputeModule::kCoreAttn)) w += attention_core_work(l).scaled(layers);
+  if (r.has(RecomputeModule::kCoreAttn)) w += attention_work(Pass::kForward, l).scaled(layers);
   const double norms = s.moe_layers * separate_norms(true) + s.dense_layers * separate_norms(false);
   if (r.has(RecomputeModule::kLayernorm)) w.memory_traffic += norms * 2.0 * a * tokens * h / sequence_shards(l);
   if (r.has(RecomputeModule::kMoeAct) && s.moe_layers > 0) {
@@ -716,9 +738,8 @@ std::vector<CostModel::CpRingPhase> CostModel::cp_ring_phases(const StageContent
   const int layers = s.moe_layers + s.dense_layers;
   if (l.cp < 2 || layers == 0) return {};
   const Bytes step = cp_ring_step_bytes(l);
-  const Seconds attention = compute_seconds(attention_core_work(l));
   auto phase = [&](double bytes_factor, Pass pass) {
-    return CpRingPhase{layers, l.cp - 1, bytes_factor * step, attention * attention_passes_of(pass) / l.cp};
+    return CpRingPhase{layers, l.cp - 1, bytes_factor * step, compute_seconds(attention_work(pass, l)) / l.cp};
   };
   if (forward) return {phase(1.0, Pass::kForward)};
   std::vector<CpRingPhase> phases{phase(2.0, Pass::kBackward)};

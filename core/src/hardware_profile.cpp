@@ -1,5 +1,6 @@
 #include "flopwise/hardware_profile.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -130,12 +131,55 @@ ClusterSpec read_cluster(const Fields& f) {
 // vector peak.
 constexpr double kMinEfficiency = 0.001;
 
+// Each row's three lists run over seq_len; head dims and lengths ascend; the anchor shape that
+// efficiency.attention describes is a measured point, so the scalar and the table agree there.
+AttentionKernelTable read_attention_by_shape(const Fields& f) {
+  f.allow_only({"seq_len", "head_dims"});
+  AttentionKernelTable t;
+  t.seq_lens = f.numbers("seq_len", 1.0, 1e9);
+  auto ascending = [&](const std::vector<double>& v, const std::string& where) {
+    for (size_t i = 1; i < v.size(); ++i) {
+      if (v[i] <= v[i - 1]) throw input_error(f.source(), where, "must ascend");
+    }
+  };
+  ascending(t.seq_lens, f.path("seq_len"));
+  std::vector<double> dims;
+  for (const Fields& r : f.list("head_dims")) {
+    r.allow_only({"head_dim", "forward_causal", "forward", "backward"});
+    auto speeds = [&](const std::string& key) {
+      std::vector<double> v = r.numbers(key, 1e-3, 1e9);
+      if (v.size() != t.seq_lens.size()) {
+        throw input_error(f.source(), r.path(key),
+                          "needs one speed (TFLOPS) per seq_len entry (" + std::to_string(t.seq_lens.size()) + ")");
+      }
+      return v;
+    };
+    AttentionKernelRow row;
+    row.head_dim = r.number("head_dim", 1.0, 1e6);
+    row.forward_causal = speeds("forward_causal");
+    row.forward = speeds("forward");
+    row.backward = speeds("backward");
+    dims.push_back(row.head_dim);
+    t.rows.push_back(std::move(row));
+  }
+  if (t.rows.empty()) throw input_error(f.source(), f.path("head_dims"), "needs at least one head dimension");
+  ascending(dims, f.path("head_dims"));
+  const bool has_anchor = std::count(dims.begin(), dims.end(), kAttentionAnchorHeadDim) > 0 &&
+                          std::count(t.seq_lens.begin(), t.seq_lens.end(), kAttentionAnchorSeqLen) > 0;
+  if (!has_anchor) {
+    throw input_error(f.source(), f.path("head_dims"),
+                      "must include head_dim 128 at seq_len 4096, the shape efficiency.attention describes");
+  }
+  return t;
+}
+
 Efficiency read_efficiency(const Fields& f) {
   Efficiency e;
   e.matmul = f.number("matmul", kMinEfficiency, 1.0);
   if (f.has("matmul_fp8")) e.matmul_fp8 = f.number("matmul_fp8", kMinEfficiency, 1.0);
   if (f.has("matmul_half_rows")) e.matmul_half_rows = f.number("matmul_half_rows", 0.0, 1e9);
   e.attention = f.number("attention", kMinEfficiency, 1.0);
+  if (f.has("attention_by_shape")) e.attention_by_shape = read_attention_by_shape(f.section("attention_by_shape"));
   if (f.has("memory")) e.memory = f.number("memory", kMinEfficiency, 1.0);
   e.intra_node_comm = f.number("intra_node_comm", kMinEfficiency, 1.0);
   e.inter_node_comm = f.number("inter_node_comm", kMinEfficiency, 1.0);

@@ -179,17 +179,28 @@ Flops attention_core_flops(const ModelConfig& m, int seq_len) {
 
 }  // namespace
 
-double mean_keys_seen(const ModelConfig& m, int seq_len) {
-  const double s = seq_len, full = (s + 1.0) / 2.0;
+std::vector<AttentionSpan> attention_spans(const ModelConfig& m, int seq_len) {
+  const double s = seq_len, layers = m.layers;
   const double w = m.attention_window, c = m.attention_chunk;
-  const double windowed = m.windowed_layers > 0 && w > 0 && w < s ? (w * (w + 1.0) / 2.0 + (s - w) * w) / s : full;
-  double chunked = full;
+  std::vector<AttentionSpan> spans;
+  double local = 0;
+  if (m.windowed_layers > 0 && w > 0 && w < s) {
+    spans.push_back({m.windowed_layers / layers, (w * (w + 1.0) / 2.0 + (s - w) * w) / s, std::min(s, 2.0 * w)});
+    local += m.windowed_layers;
+  }
   if (m.chunked_layers > 0 && c > 0 && c < s) {
     const double whole = std::floor(s / c), rest = s - whole * c;
-    chunked = (whole * c * (c + 1.0) / 2.0 + rest * (rest + 1.0) / 2.0) / s;
+    spans.push_back({m.chunked_layers / layers, (whole * c * (c + 1.0) / 2.0 + rest * (rest + 1.0) / 2.0) / s, c});
+    local += m.chunked_layers;
   }
-  const double local = m.windowed_layers + m.chunked_layers;
-  return (m.windowed_layers * windowed + m.chunked_layers * chunked + (m.layers - local) * full) / m.layers;
+  if (local < layers) spans.push_back({(layers - local) / layers, (s + 1.0) / 2.0, s});
+  return spans;
+}
+
+double mean_keys_seen(const ModelConfig& m, int seq_len) {
+  double keys = 0;
+  for (const AttentionSpan& span : attention_spans(m, seq_len)) keys += span.layer_share * span.mean_keys;
+  return keys;
 }
 
 namespace {

@@ -61,20 +61,40 @@ std::string YamlFields::text(const std::string& key) const {
   return value.Scalar();
 }
 
-double YamlFields::number(const std::string& key, double min, double max) const {
-  const std::string raw = text(key);
+namespace {
+
+double parse_number(const std::string& raw, double min, double max, const std::string& source,
+                    const std::string& where) {
   double value = 0;
   std::istringstream in(raw);
   std::string rest;
   if (!(in >> value) || (in >> rest) || !std::isfinite(value)) {
-    throw input_error(source_, path(key), "expected a plain number, got '" + raw + "'");
+    throw input_error(source, where, "expected a plain number, got '" + raw + "'");
   }
   if (value < min || value > max) {
     std::ostringstream range;
     range << "must be between " << min << " and " << max << ", got " << raw;
-    throw input_error(source_, path(key), range.str());
+    throw input_error(source, where, range.str());
   }
   return value;
+}
+
+}  // namespace
+
+double YamlFields::number(const std::string& key, double min, double max) const {
+  return parse_number(text(key), min, max, source_, path(key));
+}
+
+std::vector<double> YamlFields::numbers(const std::string& key, double min, double max) const {
+  const YAML::Node items = require(key);
+  if (!items.IsSequence()) throw input_error(source_, path(key), "expected a list of numbers");
+  std::vector<double> result;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const std::string where = path(key) + "[" + std::to_string(i) + "]";
+    if (!items[i].IsScalar()) throw input_error(source_, where, "expected a single value");
+    result.push_back(parse_number(items[i].Scalar(), min, max, source_, where));
+  }
+  return result;
 }
 
 int YamlFields::integer(const std::string& key, int min) const {

@@ -107,8 +107,9 @@ class CostModel {
   // operands and outputs, at the run's GEMM rate: what a GEMM benchmark of the device measures.
   // With `sms_held` compute units taken by communication kernels running beside it.
   Seconds gemm_seconds(double rows, double inner, double cols, double count = 1.0, int sms_held = 0) const;
-  // The attention core of one layer over one micro-batch: a fused kernel's FLOPs, or the unfused
-  // path's batched GEMMs over the whole s x s square and the softmax and dropout bytes around them.
+  // The attention core of one layer's forward over one micro-batch: a fused kernel's FLOPs (at the
+  // profile's speed for this shape), or the unfused path's batched GEMMs over the whole s x s square
+  // and the softmax and dropout bytes around them.
   ComputeWork attention_core_work(const Layout& layout) const;
   // Bytes per token one layer's memory-bound kernels stream in its forward, on one device.
   Bytes elementwise_bytes_per_token(bool moe_layer, const Layout& layout) const;
@@ -211,6 +212,8 @@ class CostModel {
   enum class Pass { kForward, kBackward };
   static double passes_of(Pass pass);
   double attention_passes_of(Pass pass) const;
+  ComputeWork unscaled_attention_core_work(const Layout& layout) const;
+  ComputeWork attention_work(Pass pass, const Layout& layout) const;
   ComputeWork gemm_work(double rows, double inner, double cols, double count, bool quantized,
                         Bytes output_bytes, int sms_held = 0) const;
   ComputeWork matrix_work(const WeightMatrix& matrix, double rows, double count, Pass pass, int tp,

@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 
+#include "flopwise/attention_kernel.hpp"
 #include "flopwise/gemm.hpp"
 #include "flopwise/goodput.hpp"
 #include "flopwise/units.hpp"
@@ -65,7 +66,9 @@ struct Efficiency {
   // Hockney's n_1/2: the GEMM row count at which half of `matmul` is reached (0: size does not
   // matter). Small GEMMs (few tokens per expert) pay a fixed cost per weight they read.
   double matmul_half_rows = 0;
-  double attention = 0;
+  double attention = 0;  // the fused attention kernel at head dim 128, sequence 4K (causal)
+  // Its speed at other shapes, relative to that one (empty: the same at every shape).
+  AttentionKernelTable attention_by_shape;
   double memory = 1.0;  // fraction of memory_bandwidth the optimizer update reaches
   double intra_node_comm = 0;
   double inter_node_comm = 0;

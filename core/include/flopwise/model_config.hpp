@@ -87,6 +87,16 @@ struct ModelConfig {
 // c, (s / c) c (c + 1) / 2 + r (r + 1) / 2 over s, r the last chunk's length.
 double mean_keys_seen(const ModelConfig& model, int seq_len);
 
+// One kind of attention layer (full, windowed, chunked): its share of the layers, the keys a query
+// sees on average, and the causal sequence a fused kernel runs: the whole sequence, a chunk, or
+// twice a window (a block of queries then meets as many key tiles as in the window).
+struct AttentionSpan {
+  double layer_share = 0;
+  double mean_keys = 0;
+  double kernel_seq_len = 0;
+};
+std::vector<AttentionSpan> attention_spans(const ModelConfig& model, int seq_len);
+
 // Throws InputError (naming `source` and the field) for shapes that cannot describe a model.
 void validate(const ModelConfig& model, const std::string& source);
 

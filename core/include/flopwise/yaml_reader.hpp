@@ -29,6 +29,8 @@ class YamlFields {
 
   std::string text(const std::string& key) const;
   double number(const std::string& key, double min, double max) const;
+  // A list of plain numbers, each in [min, max].
+  std::vector<double> numbers(const std::string& key, double min, double max) const;
   int integer(const std::string& key, int min) const;
   double quantity(const std::string& key, Dimension dimension) const;
   bool boolean(const std::string& key) const;
