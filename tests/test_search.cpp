@@ -145,3 +145,54 @@ TEST(Search, BestLayoutsFitMemory) {
 }
 
 }  // namespace flopwise
+
+namespace flopwise {
+
+// With a fused kernel the search tries none, each module that drops a MoE layer's activations
+// (moe_act, layernorm) alone and together, and full; with device memory between what moe_act
+// and none need, moe_act wins, and the settings that only add recompute to a fitting one are
+// removed as such, never costed.
+TEST(Search, TriesRecomputeModulesOnlyWhereLessRecomputeDoesNotFit) {
+  TrainingRun run = run_of(64);
+  ModelConfig model = testing::tiny_moe();
+  model.expert_ffn = 768;  // moe_act then drops more (2 copies x 768) than layernorm (1,024)
+  SearchOptions o = all_layouts({8, 8});
+  o.tp = 2, o.pp = 2, o.vpp = 1, o.ep = 2, o.etp = 2, o.dp = 2, o.micro_batch = 1;
+  o.optimizer_sharding = true;
+  const CostModel sizing(model, run, testing::round_profile());
+  Layout l = *fixed_layout([&] { SearchOptions f = o; f.recompute = Recompute::kNone; return f; }(), model.layers);
+  const std::vector<StageContents> stages = stage_contents(model, l);
+  const Bytes none = sizing.memory(l, stages).total();
+  l.recompute = Recompute::kSelective;
+  l.recompute_modules = RecomputeModules{static_cast<unsigned>(RecomputeModule::kMoeAct)};
+  const Bytes act = sizing.memory(l, stages).total();
+  l.recompute_modules = RecomputeModules{static_cast<unsigned>(RecomputeModule::kLayernorm)};
+  const Bytes norm = sizing.memory(l, stages).total();
+  ASSERT_LT(act, norm);
+  ASSERT_LT(norm, none);
+  run.memory_headroom = 1.0 - (act + norm) / 2.0 / testing::round_profile().device.memory_bytes;
+  const SearchResult r = search(CostModel(model, run, testing::round_profile()), o);
+  // none, both modules, moe_act, layernorm, full.
+  EXPECT_EQ(r.considered, 5);
+  ASSERT_EQ(r.best.size(), 1u);
+  EXPECT_EQ(r.best.front().layout.recompute, Recompute::kSelective);
+  EXPECT_EQ(to_string(r.best.front().layout.recompute_modules), "moe_act");
+  EXPECT_EQ(r.rejected[static_cast<size_t>(Constraint::kMemory)], 2);             // none, layernorm
+  EXPECT_EQ(r.rejected[static_cast<size_t>(Constraint::kLessRecomputeFits)], 2);  // both, full
+  EXPECT_EQ(r.evaluated, 1);
+  EXPECT_NE(r.example[static_cast<size_t>(Constraint::kLessRecomputeFits)].find("fits the same layout"), std::string::npos);
+
+  // Memory for none: nothing else is sized or costed.
+  run.memory_headroom = 0.1;
+  const SearchResult roomy = search(CostModel(model, run, testing::round_profile()), o);
+  ASSERT_EQ(roomy.best.size(), 1u);
+  EXPECT_EQ(roomy.best.front().layout.recompute, Recompute::kNone);
+  EXPECT_EQ(roomy.rejected[static_cast<size_t>(Constraint::kLessRecomputeFits)], 4);
+  EXPECT_EQ(roomy.evaluated, 1);
+  // The unfused kernel keeps its s x s scores, which core_attn drops: one more module, alone and
+  // in the union.
+  run.attention = AttentionKernel::kUnfused;
+  EXPECT_EQ(search(CostModel(model, run, testing::round_profile()), o).considered, 6);
+}
+
+}  // namespace flopwise

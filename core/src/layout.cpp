@@ -45,6 +45,12 @@ std::string joined(RecomputeModules modules, const char* ModuleName::* which) {
 }
 }  // namespace
 
+std::vector<RecomputeModule> all_recompute_modules() {
+  std::vector<RecomputeModule> modules;
+  for (const ModuleName& m : kModuleNames) modules.push_back(m.module);
+  return modules;
+}
+
 std::vector<std::string> module_names(RecomputeModules modules) { return split_list(to_string(modules)); }
 
 std::string to_string(RecomputeModules modules) { return joined(modules, &ModuleName::name); }
@@ -84,6 +90,7 @@ std::string to_string(Constraint constraint) {
     case Constraint::kGlobalBatch: return "global-batch";
     case Constraint::kDevices: return "device-count";
     case Constraint::kMemory: return "memory";
+    case Constraint::kLessRecomputeFits: return "less-recompute-fits";
     case Constraint::kObjective: return "deadline-or-budget";
     case Constraint::kCount: break;
   }
@@ -265,7 +272,6 @@ std::optional<Constraint> violated_degrees(const ModelConfig& m, const HardwareP
   return std::nullopt;
 }
 
-namespace {
 // Megatron-Core's checks on --recompute-modules (TransformerConfig: moe_act needs the routed
 // experts' grouped GEMM, mla_up_proj multi-latent attention); mlp recomputes dense layers only.
 std::optional<std::string> recompute_modules_problem(const ModelConfig& m, const Layout& l) {
@@ -279,7 +285,6 @@ std::optional<std::string> recompute_modules_problem(const ModelConfig& m, const
   if (r.has(RecomputeModule::kMlp) && m.dense_layers() == 0) return std::string("mlp needs a dense layer");
   return std::nullopt;
 }
-}  // namespace
 
 std::optional<Constraint> violated_constraint(const ModelConfig& m, const TrainingRun& run,
                                               const HardwareProfile& profile, const DeviceRange& range,

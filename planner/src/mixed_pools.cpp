@@ -699,7 +699,14 @@ PoolSearchResult plan_pools(const ModelConfig& model, const TrainingRun& run, co
     Layout seed = r.best.front().layout;
     seed.pp = seed.vpp = 1;
     seed.even_split();
-    if (std::find(seeds.begin(), seeds.end(), seed) == seeds.end()) seeds.push_back(seed);
+    // A pool's recompute is what its own stages needed alone; a pipeline over pools spreads the
+    // layers, so its stages may fit without recompute.
+    Layout without_recompute = seed;
+    without_recompute.recompute = Recompute::kNone;
+    without_recompute.recompute_modules = RecomputeModules{};
+    for (const Layout& s : {seed, without_recompute}) {
+      if (std::find(seeds.begin(), seeds.end(), s) == seeds.end()) seeds.push_back(s);
+    }
   }
   MixedRanking ranking(options, result);
   if (set.pools.size() >= 2) {

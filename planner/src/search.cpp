@@ -1,6 +1,7 @@
 #include "flopwise/search.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <set>
 
@@ -69,10 +70,63 @@ std::vector<T> fixed_or(const std::optional<T>& fixed, std::vector<T> candidates
   return candidates;
 }
 
+struct RecomputeChoice {
+  Recompute recompute = Recompute::kNone;
+  RecomputeModules modules{};
+  // Whether this setting repeats all the work `other` repeats (and so takes at least its time).
+  bool repeats_all_of(const RecomputeChoice& other) const {
+    if (other.recompute == Recompute::kNone || recompute == Recompute::kFull) return true;
+    if (recompute == Recompute::kNone || other.recompute == Recompute::kFull) return false;
+    return (other.modules.bits & ~modules.bits) == 0;
+  }
+};
+
+// Selective recompute of `modules` keeps fewer activations than none in a layer kind the model has.
+// With a fused attention kernel core_attn keeps as much as none (the kernel stores no scores).
+bool drops_activations(const CostModel& cost, RecomputeModules modules) {
+  const ModelConfig& m = cost.model();
+  Layout none, selective;
+  selective.recompute = Recompute::kSelective;
+  selective.recompute_modules = modules;
+  if (recompute_modules_problem(m, selective)) return false;
+  for (bool moe_layer : {true, false}) {
+    if (moe_layer ? m.moe_layers() == 0 : m.dense_layers() == 0) continue;
+    if (cost.layer_activation_bytes(moe_layer, selective) < cost.layer_activation_bytes(moe_layer, none)) return true;
+  }
+  return false;
+}
+
+std::string recompute_label(const RecomputeChoice& c) {
+  return c.recompute == Recompute::kSelective ? "selective " + to_string(c.modules) : to_string(c.recompute);
+}
+
+// Recompute settings to try: none, all selective modules that drop activations of this model
+// together, each of them alone, and full (try_recompute_choices walks them in this order). Fixed
+// by the user: that one (selective without modules is Megatron's core_attn).
+std::vector<RecomputeChoice> recompute_choices(const CostModel& cost, const SearchOptions& o) {
+  if (o.recompute) {
+    return {{*o.recompute, *o.recompute == Recompute::kSelective ? o.recompute_modules.value_or(RecomputeModules{})
+                                                                  : RecomputeModules{}}};
+  }
+  std::vector<RecomputeChoice> singles;
+  RecomputeModules all{0};
+  for (RecomputeModule module : all_recompute_modules()) {
+    const RecomputeModules one{static_cast<unsigned>(module)};
+    if (!drops_activations(cost, one)) continue;
+    singles.push_back({Recompute::kSelective, one});
+    all.bits |= one.bits;
+  }
+  std::vector<RecomputeChoice> choices{{Recompute::kNone, {}}};
+  if (singles.size() > 1) choices.push_back({Recompute::kSelective, all});
+  choices.insert(choices.end(), singles.begin(), singles.end());
+  choices.push_back({Recompute::kFull, {}});
+  return choices;
+}
+
 // The space the planner walks: the values each degree may take before the rules prune them.
 struct Space {
   std::vector<int> tp, cp, pp, vpp, ep, dp, micro_batch;
-  std::vector<Recompute> recompute;
+  std::vector<RecomputeChoice> recompute;
   std::vector<bool> sharding;
   bool moe = false;
   std::optional<int> etp;
@@ -102,7 +156,7 @@ Space candidate_space(const CostModel& cost, const SearchOptions& o) {
   if (o.devices.min == o.devices.max) dp = merged(dp, divisors_up_to(o.devices.min, o.devices.min));
   s.dp = fixed_or(o.dp, dp);
   s.micro_batch = fixed_or(o.micro_batch, {1, 2, 4, 8});
-  s.recompute = fixed_or(o.recompute, {Recompute::kFull, Recompute::kSelective, Recompute::kNone});
+  s.recompute = recompute_choices(cost, o);
   s.sharding = fixed_or(o.optimizer_sharding, {true, false});
   s.moe = m.is_moe();
   s.etp = o.etp;
@@ -158,6 +212,75 @@ void set_stage_ends(const SearchOptions& o, int layers, Layout& l) {
   l.loss_in_split = o.loss_in_split.value_or(false);
 }
 
+// One layout under each recompute choice (ordered none, all selective modules, each alone, full).
+// A choice is not costed when one it repeats all the work of fits (it can only be slower), nor
+// sized when one that repeats all of its work does not fit (it keeps at least as much).
+void try_recompute_choices(const CostModel& cost, const SearchOptions& o, const std::vector<RecomputeChoice>& choices,
+                           const std::vector<StageContents>& stages, Layout& l, SearchResult& result, Ranker& ranker) {
+  enum class Fit { kNo, kYes, kSkipped };
+  // At most none, all modules, each of the five alone and full; memory sized lazily into words.
+  std::array<Fit, 8> fit;
+  std::array<MemoryBreakdown, 8> needs;
+  fit.fill(Fit::kSkipped);
+  auto with = [&](const RecomputeChoice& rc) {
+    l.recompute = rc.recompute;
+    l.recompute_modules = rc.modules;
+    return l;
+  };
+  auto less_fits = [&](size_t i, size_t j) {
+    ranker.reject(Constraint::kLessRecomputeFits, [&] {
+      return "recompute " + recompute_label(choices[i]) + " is not needed: " + recompute_label(choices[j]) +
+             " fits the same layout and repeats less";
+    });
+  };
+  // The first choice in `fit` state `state` that `i` relates to by `related(i, j)`.
+  auto find = [&](size_t i, Fit state, auto related) {
+    for (size_t j = 0; j < choices.size(); ++j) {
+      if (j != i && fit[j] == state && related(i, j)) return j;
+    }
+    return choices.size();
+  };
+  auto repeats = [&](size_t i, size_t j) { return choices[i].repeats_all_of(choices[j]); };
+  auto repeated_by = [&](size_t i, size_t j) { return choices[j].repeats_all_of(choices[i]); };
+  for (size_t i = 0; i < choices.size(); ++i) {
+    ++result.considered;
+    with(choices[i]);
+    if (const size_t j = find(i, Fit::kYes, repeats); j < choices.size()) {
+      less_fits(i, j);
+      continue;
+    }
+    if (const size_t j = find(i, Fit::kNo, repeated_by); j < choices.size()) {
+      fit[i] = Fit::kNo;
+      needs[i] = needs[j];
+      ranker.reject(Constraint::kMemory, [&] { return memory_violation(needs[i], cost.usable_memory_bytes()); });
+      continue;
+    }
+    if (const auto v = violated_constraint(cost.model(), cost.run(), cost.profile(), o.devices, l)) {
+      ranker.reject(*v, [&] { return explain(*v, cost.model(), cost.run(), cost.profile(), o.devices, l); });
+      continue;
+    }
+    needs[i] = cost.memory(l, stages);
+    fit[i] = needs[i].total() <= cost.usable_memory_bytes() ? Fit::kYes : Fit::kNo;
+    if (fit[i] == Fit::kNo) {
+      ranker.reject(Constraint::kMemory, [&] { return memory_violation(needs[i], cost.usable_memory_bytes()); });
+    }
+  }
+  for (size_t i = 0; i < choices.size(); ++i) {
+    if (fit[i] != Fit::kYes) continue;
+    if (const size_t j = find(i, Fit::kYes, repeats); j < choices.size()) {
+      less_fits(i, j);  // all modules together, where one alone fits
+      continue;
+    }
+    ++result.evaluated;
+    const StepCost c = cost.evaluate(with(choices[i]), stages);
+    if (const std::string why = objective_violation(c, o); !why.empty()) {
+      ranker.reject(Constraint::kObjective, [&] { return why; });
+      continue;
+    }
+    ranker.offer(l, c);
+  }
+}
+
 }  // namespace
 
 SearchResult search(const CostModel& cost, const SearchOptions& o) {
@@ -184,28 +307,10 @@ SearchResult search(const CostModel& cost, const SearchOptions& o) {
     ranker.reject(*v, [&] { return explain(*v, cost.model(), cost.run(), cost.profile(), o.devices, l); }, inner);
     continue;
   }
-  for (int mb : s.micro_batch) for (Recompute rc : s.recompute) for (bool shard : s.sharding) {
+  for (int mb : s.micro_batch) for (bool shard : s.sharding) {
     l.micro_batch = mb;
-    l.recompute = rc;
-    l.recompute_modules = rc == Recompute::kSelective ? o.recompute_modules.value_or(RecomputeModules{}) : RecomputeModules{};
     l.optimizer_sharding = shard;
-    ++result.considered;
-    if (const auto v = violated_constraint(cost.model(), cost.run(), cost.profile(), o.devices, l)) {
-      ranker.reject(*v, [&] { return explain(*v, cost.model(), cost.run(), cost.profile(), o.devices, l); });
-      continue;
-    }
-    const MemoryBreakdown mem = cost.memory(l, stages);
-    if (mem.total() > cost.usable_memory_bytes()) {
-      ranker.reject(Constraint::kMemory, [&] { return memory_violation(mem, cost.usable_memory_bytes()); });
-      continue;
-    }
-    ++result.evaluated;
-    const StepCost c = cost.evaluate(l, stages);
-    if (const std::string why = objective_violation(c, o); !why.empty()) {
-      ranker.reject(Constraint::kObjective, [&] { return why; });
-      continue;
-    }
-    ranker.offer(l, c);
+    try_recompute_choices(cost, o, s.recompute, stages, l, result, ranker);
   }
   }
   }

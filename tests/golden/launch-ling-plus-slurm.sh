@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# flopwise launch: ling-plus on 896 A devices (device-A), 112 nodes x 8 ranks, layout tp4 pp16 vpp2 ep8 etp1 dp14 mb1 none zero1 ends2/2
+# flopwise launch: ling-plus on 640 A devices (device-A), 80 nodes x 8 ranks, layout tp4 pp16 vpp2 ep8 etp1 dp10 mb1 sel(ln) zero1 ends2/2
 # torchrun keeps each rank's output in its log folder and prints it with the rank (--redirects/--tee).
 # Megatron-LM's pretrain_gpt.py with the plan's model, layout and optimizer arguments; data,
 # tokenizer and schedule arguments are yours to add after -- on flopwise launch.
 #SBATCH --job-name=flopwise-ling-plus
-#SBATCH --nodes=112
+#SBATCH --nodes=80
 #SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-node=8
 #SBATCH --exclusive
@@ -13,8 +13,8 @@
 #SBATCH --output=%x-%j.out
 set -euo pipefail
 
-if [ "${SLURM_JOB_NUM_NODES:-0}" -ne 112 ]; then
-  echo "the plan runs on 112 nodes; this allocation has ${SLURM_JOB_NUM_NODES:-none}" >&2
+if [ "${SLURM_JOB_NUM_NODES:-0}" -ne 80 ]; then
+  echo "the plan runs on 80 nodes; this allocation has ${SLURM_JOB_NUM_NODES:-none}" >&2
   exit 2
 fi
 MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
@@ -22,7 +22,7 @@ MASTER_PORT="${MASTER_PORT:-29500}"
 export MASTER_ADDR MASTER_PORT
 export CUDA_DEVICE_MAX_CONNECTIONS=1  # Megatron-LM's TP and sequence-parallel overlap need one
 
-srun --kill-on-bad-exit=1 torchrun --nnodes=112 --nproc_per_node=8 --redirects=1 --tee=1 \
+srun --kill-on-bad-exit=1 torchrun --nnodes=80 --nproc_per_node=8 --redirects=1 --tee=1 \
     --rdzv_id="$SLURM_JOB_ID" --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT" \
     /opt/Megatron-LM/pretrain_gpt.py \
     --tensor-model-parallel-size 4 \
@@ -36,6 +36,8 @@ srun --kill-on-bad-exit=1 torchrun --nnodes=112 --nproc_per_node=8 --redirects=1
     --sequence-parallel \
     --micro-batch-size 1 \
     --global-batch-size 8960 \
+    --recompute-granularity selective \
+    --recompute-modules layernorm \
     --use-distributed-optimizer \
     --overlap-grad-reduce \
     --overlap-param-gather \

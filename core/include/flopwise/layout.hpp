@@ -34,6 +34,8 @@ std::string abbreviated(RecomputeModules modules);
 RecomputeModules parse_recompute_modules(const std::vector<std::string>& names, const std::string& source,
                                          const std::string& field);
 RecomputeModules parse_recompute_modules(const std::string& list, const std::string& source, const std::string& field);
+// Every module, in Megatron's order.
+std::vector<RecomputeModule> all_recompute_modules();
 
 struct Layout {
   int tp = 1;          // tensor parallel
@@ -140,9 +142,12 @@ enum class Constraint {
   kDevices,      // device count within the searched range and the cluster size
   kGlobalBatch,  // global batch divisible by DP x micro-batch
   kMemory,       // fits the device with headroom
+  kLessRecomputeFits,  // a setting that repeats part of this one's work fits the same layout
   kObjective,    // deadline or budget
   kCount
 };
+// Why Megatron-Core refuses the layout's recompute modules for this model; nullopt when it takes them.
+std::optional<std::string> recompute_modules_problem(const ModelConfig& model, const Layout& layout);
 std::string to_string(Constraint constraint);
 
 struct Violation {
