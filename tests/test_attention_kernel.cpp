@@ -77,7 +77,7 @@ TEST(AttentionKernel, CostModelScalesFusedAttentionByShape) {
   TrainingRun run;
   run.seq_len = 4096;
   run.global_batch = 8;
-  const Layout l{1, 1, 1, 1, 1, 1, Recompute::kNone, false};
+  const Layout l{};  // every degree 1, no recompute
   const CostModel plain(m, run, testing::round_profile()), shaped(m, run, with_table);
   const double flops = plain.attention_core_work(l).attention;
   const AttentionSpeed r = relative_attention_speed(small_table(), 128, 4096, 2.5);

@@ -302,12 +302,6 @@ ComputeWork CostModel::layer_forward_work(bool moe_layer, const Layout& l) const
   return layer_work(moe_layer, Pass::kForward, l);
 }
 
-// Fused kernels skip the causal mask's upper half and never leave SRAM with the scores. Megatron's
-// unfused path runs QK^T and PV as batched GEMMs over all s x s scores, and per score writes QK^T
-// (a bytes), reads and writes it in the fused scale-mask-softmax (2a), reads it, writes the output
-// and a 1-byte mask in dropout (2a + 1) and reads it in PV (a): 6a + 1 bytes (the 5as^2b bytes it
-// stores are Korthikanti et al. 2022, eq. 1); its batched GEMMs stay in bf16 in an fp8 run. Heads
-// are TP-sharded.
 ComputeWork CostModel::attention_core_work(const Layout& l) const { return attention_work(Pass::kForward, l); }
 
 // A fused kernel's FLOPs in a pass count at the profile's attention rate times the kernel's
@@ -330,6 +324,12 @@ ComputeWork CostModel::attention_work(Pass pass, const Layout& l) const {
   return w;
 }
 
+// Fused kernels skip the causal mask's upper half and never leave SRAM with the scores. Megatron's
+// unfused path runs QK^T and PV as batched GEMMs over all s x s scores, and per score writes QK^T
+// (a bytes), reads and writes it in the fused scale-mask-softmax (2a), reads it, writes the output
+// and a 1-byte mask in dropout (2a + 1) and reads it in PV (a): 6a + 1 bytes (the 5as^2b bytes it
+// stores are Korthikanti et al. 2022, eq. 1); its batched GEMMs stay in bf16 in an fp8 run. Heads
+// are TP-sharded.
 ComputeWork CostModel::unscaled_attention_core_work(const Layout& l) const {
   const ModelConfig& m = model_;
   const double queries = micro_batch_tokens(l) / l.tp;

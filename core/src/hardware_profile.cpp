@@ -131,8 +131,8 @@ ClusterSpec read_cluster(const Fields& f) {
 // vector peak.
 constexpr double kMinEfficiency = 0.001;
 
-// Each row's three lists run over seq_len; head dims and lengths ascend; the anchor shape that
-// efficiency.attention describes is a measured point, so the scalar and the table agree there.
+// Each row's three lists run over seq_len; head dims and lengths ascend. The table only scales
+// efficiency.attention from the shape it is measured at, so that shape must be a measured point.
 AttentionKernelTable read_attention_by_shape(const Fields& f) {
   f.allow_only({"seq_len", "head_dims"});
   AttentionKernelTable t;
@@ -168,7 +168,9 @@ AttentionKernelTable read_attention_by_shape(const Fields& f) {
                           std::count(t.seq_lens.begin(), t.seq_lens.end(), kAttentionAnchorSeqLen) > 0;
   if (!has_anchor) {
     throw input_error(f.source(), f.path("head_dims"),
-                      "must include head_dim 128 at seq_len 4096, the shape efficiency.attention describes");
+                      "must include head_dim " + std::to_string(static_cast<int>(kAttentionAnchorHeadDim)) +
+                          " at seq_len " + std::to_string(static_cast<int>(kAttentionAnchorSeqLen)) +
+                          ", the shape efficiency.attention describes");
   }
   return t;
 }
