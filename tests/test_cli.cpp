@@ -164,6 +164,8 @@ TEST(Cli, BadInputEndsWithOneLineAndCodeTwo) {
   expect_one_line_error(run({"plan", "--profile", "device-D", "--comm-overlap", ""}), "--comm-overlap");
   expect_one_line_error(run({"plan", "--profile", "device-C", "--precision", "fp8"}), "device.fp8");
   expect_one_line_error(run({"plan", "--profile", "device-D", "--objective", "vibes"}), "unknown objective");
+  expect_one_line_error(run({"plan", "--profile", "device-D", "--fp8-recipe", "hybrid"}), "--fp8-recipe: unknown fp8 recipe");
+  expect_one_line_error(run({"plan", "--profile", "device-D", "--fp8-recipe", "mxfp8"}), "fp8_recipe: applies to fp8 runs only");
   expect_one_line_error(run({"plan", "--profile", "device-D", "--tokens", "-5"}), "tokens");
   expect_one_line_error(run({"plan", "--profile", "device-D", "--tp", "3", "--devices", "1024"}), "tp=3");
   expect_one_line_error(run({"plan", "--profile", "device-D", "--devices", "8"}), "memory");

@@ -460,7 +460,8 @@ TEST(CostModel, Fp8SpeedsUpMatmulsOnly) {
 }
 
 // An fp8 run's Transformer Engine GEMMs quantize their input (forward) and output gradient
-// (backward): 6 bytes per element at the memory rate. The LM head (Megatron's plain
+// (backward): 6 bytes per element at the memory rate under current scaling (flopwise's default
+// recipe). The LM head (Megatron's plain
 // ColumnParallelLinear) runs in bf16: 1,024 tokens x 1,024 x 1,000 x 2 FLOPs at the bf16 rate are
 // 2x their fp8-rate FLOPs, with no quantization.
 TEST(CostModel, Fp8QuantizesLayerGemmInputsAndKeepsTheHeadInBf16) {
@@ -479,6 +480,40 @@ TEST(CostModel, Fp8QuantizesLayerGemmInputsAndKeepsTheHeadInBf16) {
   const double quantized = 6.0 * 1024 * (4608 + 2 * 1536) - 1024.0 * (1024 + 8);
   const ComputeWork a = bf16_cost.layer_forward_work(true, l), b = fp8_cost.layer_forward_work(true, l);
   EXPECT_NEAR(b.memory_traffic - a.memory_traffic, quantized, 1e-6 * quantized);
+  // Delayed scaling reduces the amax inside the cast: 4 bytes a value, 2 fewer over the same
+  // 7,680 x 1,024 values; mxfp8 adds 1/16 byte of scales (1 byte per 32, two copies).
+  for (const auto& [recipe, saved] : {std::pair{Fp8Recipe::kDelayed, 2.0}, std::pair{Fp8Recipe::kMxfp8, 2.0 - 1.0 / 16}}) {
+    TrainingRun other = fp8;
+    other.fp8_recipe = recipe;
+    const ComputeWork c = CostModel(testing::tiny_moe(), other, testing::round_profile()).layer_forward_work(true, l);
+    EXPECT_NEAR(b.memory_traffic - c.memory_traffic, saved * 1024 * 7680, 1e-6 * quantized) << to_string(recipe);
+  }
+}
+
+// Bytes a cast moves per value: read 2, write the fp8 copy and its transpose (1 + 1); current
+// scaling reads once more for the amax; block scales add 1 byte per 32 (mxfp8) or 4 per 128
+// (blockwise) for each copy.
+TEST(CostModel, Fp8CastBytesByRecipe) {
+  EXPECT_DOUBLE_EQ(fp8_cast_bytes(Fp8Recipe::kTensorwise), 6.0);
+  EXPECT_DOUBLE_EQ(fp8_cast_bytes(Fp8Recipe::kDelayed), 4.0);
+  EXPECT_DOUBLE_EQ(fp8_cast_bytes(Fp8Recipe::kMxfp8), 4.0625);
+  EXPECT_DOUBLE_EQ(fp8_cast_bytes(Fp8Recipe::kBlockwise), 4.0625);
+  EXPECT_EQ(parse_fp8_recipe("mxfp8", "t", "f"), Fp8Recipe::kMxfp8);
+  EXPECT_EQ(to_string(Fp8Recipe::kBlockwise), "blockwise");
+  try {
+    parse_fp8_recipe("hybrid", "runs.yaml", "runs[0].fp8_recipe");
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_STREQ(e.what(), "runs.yaml: runs[0].fp8_recipe: unknown fp8 recipe 'hybrid' (expected delayed, tensorwise, mxfp8 or blockwise)");
+  }
+  TrainingRun bf16;
+  bf16.fp8_recipe = Fp8Recipe::kMxfp8;
+  try {
+    validate(bf16, "options");
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_STREQ(e.what(), "options: fp8_recipe: applies to fp8 runs only (this run is bf16)");
+  }
 }
 
 // With matmul_fp8 0.25 (fp8 rate 200 x 0.25 = 50 TFLOPS, bf16 rate 100 x 0.5 = 50 TFLOPS) an fp8

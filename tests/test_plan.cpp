@@ -102,6 +102,19 @@ TEST(Plan, JsonRoundTripsExactly) {
   nlohmann::json unknown = first;
   unknown["ep_dispatcher"] = "deepep";
   EXPECT_EQ(error_of(unknown), "plan.json: ep_dispatcher: unknown EP dispatcher 'deepep' (expected alltoall or flex)");
+  // The fp8 recipe travels and reaches Megatron's arguments; a plan written before the choice
+  // priced current (tensorwise) scaling.
+  Plan delayed = plan;
+  delayed.run.precision = Precision::kFp8;
+  delayed.run.fp8_recipe = Fp8Recipe::kDelayed;
+  EXPECT_EQ(plan_from_json(to_json(delayed), "plan.json").run.fp8_recipe, Fp8Recipe::kDelayed);
+  const std::vector<std::string> fp8_args = megatron_args(delayed);
+  const auto recipe_flag = std::find(fp8_args.begin(), fp8_args.end(), "--fp8-recipe");
+  ASSERT_NE(recipe_flag, fp8_args.end());
+  EXPECT_EQ(*(recipe_flag + 1), "delayed");
+  EXPECT_EQ(std::find(bf16_args.begin(), bf16_args.end(), "--fp8-recipe"), bf16_args.end());
+  older.erase("fp8_recipe");
+  EXPECT_EQ(plan_from_json(older, "plan.json").run.fp8_recipe, Fp8Recipe::kTensorwise);
   // Learned positions travel with the model; a plan written before the field rotates (RoPE).
   Plan learned = plan;
   learned.model.learned_positions = true;

@@ -193,6 +193,22 @@ Seconds CostModel::gemm_seconds(double rows, double inner, double cols, double c
   return compute_seconds(gemm_work(rows, inner, cols, count, true, bytes_.activation, sms_held));
 }
 
+// Bytes one fp8 cast moves per element of a bf16 tensor: it reads the tensor (2) and writes the
+// fp8 copy and its transpose for the other GEMM (1 + 1). Tensorwise (current) scaling first reads
+// the tensor once more for its amax (+2: 6); delayed scaling reduces the amax inside the cast (4);
+// mxfp8 adds a 1-byte scale per 32 values and blockwise a 4-byte scale per 128, for each copy
+// (4 + 2/32 = 4 + 8/128). NVIDIA Transformer Engine, "Using FP8 with Transformer Engine".
+Bytes fp8_cast_bytes(Fp8Recipe recipe) {
+  constexpr Bytes kCast = 2.0 + 1.0 + 1.0;
+  switch (recipe) {
+    case Fp8Recipe::kTensorwise: return kCast + 2.0;
+    case Fp8Recipe::kMxfp8: return kCast + 2.0 * 1.0 / 32.0;
+    case Fp8Recipe::kBlockwise: return kCast + 2.0 * 4.0 / 128.0;
+    case Fp8Recipe::kDelayed: break;
+  }
+  return kCast;
+}
+
 // One weight matrix's GEMMs on one device for `rows` tokens: the forward (rows x outputs over the
 // inputs), or the backward's input gradient (rows x inputs over the outputs) and weight gradient
 // (inputs x outputs over the rows). Tensor parallelism (`tp` ways: the attention's or the experts')
@@ -201,11 +217,8 @@ Seconds CostModel::gemm_seconds(double rows, double inner, double cols, double c
 // and Transformer Engine's fuse_wgrad_accumulation): each element is read and written again;
 // without the fusion a separate kernel adds it in (PrecisionBytes::grad_accumulation).
 // In an fp8 run, Transformer Engine quantizes each GEMM's activation input (forward) and output
-// gradient (backward) with current scaling: an amax pass reads the bf16 tensor (2 bytes), the cast
-// reads it again and writes the fp8 copy and its transpose for the other GEMM (2 + 1 + 1): 6 bytes
-// per element, memory-bound (NVIDIA Transformer Engine, "Using FP8 with Transformer Engine":
-// per-tensor current scaling computes the scale from the tensor being cast). Weights are cast
-// once per step (first micro-batch) and left out.
+// gradient (backward), fp8_cast_bytes per element, memory-bound. Weights are cast once per step
+// (first micro-batch) and left out.
 ComputeWork CostModel::matrix_work(const WeightMatrix& w, double rows, double count, Pass pass, int tp,
                                    const Layout& l, bool quantized, int sms_held) const {
   double in = w.inputs, out = w.outputs;
@@ -213,15 +226,15 @@ ComputeWork CostModel::matrix_work(const WeightMatrix& w, double rows, double co
   if (w.split == TpSplit::kInputs) in /= tp;
   if (w.split == TpSplit::kSequence) rows /= sequence_shards(l);
   const bool fp8 = quantized && run_.precision == Precision::kFp8;
-  constexpr double kQuantizeBytes = 6.0;
+  const Bytes cast = fp8_cast_bytes(run_.fp8_recipe);
   if (pass == Pass::kForward) {
     ComputeWork forward = gemm_work(rows, in, out, count, quantized, bytes_.activation, sms_held);
-    if (fp8) forward.memory_traffic += kQuantizeBytes * rows * in * count;
+    if (fp8) forward.memory_traffic += cast * rows * in * count;
     return forward;
   }
   ComputeWork both = gemm_work(rows, out, in, count, quantized, bytes_.activation, sms_held);
   both += gemm_work(in, rows, out, count, quantized, bytes_.grad_accumulation(run_.grad_accumulation_fusion), sms_held);
-  if (fp8) both.memory_traffic += kQuantizeBytes * rows * out * count;
+  if (fp8) both.memory_traffic += cast * rows * out * count;
   return both;
 }
 

@@ -26,6 +26,28 @@ EpDispatcher parse_ep_dispatcher(const std::string& text, const std::string& sou
 
 namespace {
 
+constexpr std::pair<Fp8Recipe, const char*> kFp8Recipes[] = {
+    {Fp8Recipe::kDelayed, "delayed"}, {Fp8Recipe::kTensorwise, "tensorwise"}, {Fp8Recipe::kMxfp8, "mxfp8"},
+    {Fp8Recipe::kBlockwise, "blockwise"}};
+
+}  // namespace
+
+std::string to_string(Fp8Recipe recipe) {
+  for (const auto& [r, name] : kFp8Recipes) {
+    if (r == recipe) return name;
+  }
+  return "delayed";
+}
+
+Fp8Recipe parse_fp8_recipe(const std::string& text, const std::string& source, const std::string& field) {
+  for (const auto& [r, name] : kFp8Recipes) {
+    if (text == name) return r;
+  }
+  throw input_error(source, field, "unknown fp8 recipe '" + text + "' (expected delayed, tensorwise, mxfp8 or blockwise)");
+}
+
+namespace {
+
 // One home for the names of the switches, in the order they print.
 std::vector<std::pair<const char*, bool CommOverlap::*>> overlap_switches() {
   return {{"grad_reduce", &CommOverlap::grad_reduce},
@@ -86,6 +108,9 @@ void validate(const TrainingRun& run, const std::string& source) {
   if (run.grad_reduce_in_bf16 && run.precision != Precision::kBf16 && run.precision != Precision::kFp8) {
     throw input_error(source, "grad_reduce_in_bf16", "applies to bf16 and fp8 runs only (this run is " +
                                                          to_string(run.precision) + ")");
+  }
+  if (run.fp8_recipe != TrainingRun{}.fp8_recipe && run.precision != Precision::kFp8) {
+    throw input_error(source, "fp8_recipe", "applies to fp8 runs only (this run is " + to_string(run.precision) + ")");
   }
   if (run.tp_comm_sms < 0) throw input_error(source, "tp_comm_sms", "must be a count of SMs, 0 or more");
   if (!(run.memory_headroom >= 0.0 && run.memory_headroom < 1.0)) {

@@ -51,6 +51,7 @@ struct RunOptions {
   bool grad_reduce_in_bf16 = false;
   int tp_comm_sms = TrainingRun{}.tp_comm_sms;
   std::string ep_dispatcher = to_string(EpDispatcher::kAllToAll);
+  std::string fp8_recipe = to_string(TrainingRun{}.fp8_recipe);
   double routing_skew = 1.0;
   double moe_capacity_factor = 0;
   double memory_headroom = 0.10;
@@ -83,6 +84,9 @@ void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
                "main gradients kept, accumulated and reduced in bf16, not fp32 (bf16 and fp8 runs)");
   app.add_option("--tp-comm-sms", o.tp_comm_sms,
                  "SMs Transformer Engine's TP-overlap kernels (tp_comm) hold beside the GEMMs they overlap")
+      ->capture_default_str();
+  app.add_option("--fp8-recipe", o.fp8_recipe,
+                 "how an fp8 run scales its casts: tensorwise (current) | delayed | mxfp8 | blockwise (Megatron-LM's --fp8-recipe)")
       ->capture_default_str();
   app.add_option("--ep-dispatcher", o.ep_dispatcher,
                  "how routed tokens travel: alltoall (a copy per expert) | flex (DeepEP/HybridEP: once per rank and node)")
@@ -204,6 +208,7 @@ TrainingRun training_run(const RunOptions& o) {
   run.grad_reduce_in_bf16 = o.grad_reduce_in_bf16;
   run.tp_comm_sms = o.tp_comm_sms;
   run.ep_dispatcher = parse_ep_dispatcher(o.ep_dispatcher, "--ep-dispatcher", "");
+  run.fp8_recipe = parse_fp8_recipe(o.fp8_recipe, "--fp8-recipe", "");
   run.routing_skew = o.routing_skew;
   run.moe_capacity_factor = o.moe_capacity_factor;
   run.memory_headroom = o.memory_headroom;

@@ -151,7 +151,9 @@ void add_layout(std::vector<std::string>& a, const Plan& p) {
   // Megatron trains in fp32 unless told --bf16 or --fp16 (fp8 runs on top of bf16).
   if (p.run.precision == Precision::kFp16) a.push_back("--fp16");
   if (p.run.precision == Precision::kBf16 || p.run.precision == Precision::kFp8) a.push_back("--bf16");
-  if (p.run.precision == Precision::kFp8) a.insert(a.end(), {"--fp8-format", "hybrid"});
+  if (p.run.precision == Precision::kFp8) {
+    a.insert(a.end(), {"--fp8-format", "hybrid", "--fp8-recipe", to_string(p.run.fp8_recipe)});
+  }
   if (!p.run.grad_accumulation_fusion) a.push_back("--no-gradient-accumulation-fusion");
   if (p.run.grad_reduce_in_bf16) a.push_back("--grad-reduce-in-bf16");
   // Megatron-Core's attention backends: flash for fused (FlashAttention), unfused for the old path.

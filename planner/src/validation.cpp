@@ -121,7 +121,7 @@ Layout read_layout(const YamlFields& f) {
 
 PublishedRun read_run(const YamlFields& f) {
   f.allow_only({"name", "source", "model", "hardware", "precision", "attention", "comm_overlap",
-                "grad_accumulation_fusion", "grad_reduce_in_bf16", "tp_comm_sms", "ep_dispatcher", "seq_len", "global_batch", "layout", "measured_step_time"});
+                "grad_accumulation_fusion", "grad_reduce_in_bf16", "tp_comm_sms", "ep_dispatcher", "fp8_recipe", "seq_len", "global_batch", "layout", "measured_step_time"});
   PublishedRun r;
   r.name = f.text("name");
   r.source = f.text("source");
@@ -145,6 +145,7 @@ PublishedRun read_run(const YamlFields& f) {
   if (f.has("ep_dispatcher")) {
     r.run.ep_dispatcher = parse_ep_dispatcher(f.text("ep_dispatcher"), f.source(), f.path("ep_dispatcher"));
   }
+  if (f.has("fp8_recipe")) r.run.fp8_recipe = parse_fp8_recipe(f.text("fp8_recipe"), f.source(), f.path("fp8_recipe"));
   r.run.seq_len = f.integer("seq_len", 1);
   r.model.seq_len = r.run.seq_len;
   r.run.global_batch = f.integer("global_batch", 1);

@@ -77,6 +77,9 @@ void derive_run_totals(StepCost& cost, const ModelConfig& model, const TrainingR
 
 // Precomputes everything that does not depend on the layout, so that evaluate() is cheap
 // enough for the planner to call millions of times.
+// Bytes an fp8 cast moves per element under `recipe` (core/src/cost_model.cpp says how).
+Bytes fp8_cast_bytes(Fp8Recipe recipe);
+
 class CostModel {
  public:
   CostModel(const ModelConfig& model, const TrainingRun& run, const HardwareProfile& profile);

@@ -24,6 +24,19 @@ enum class EpDispatcher { kAllToAll, kFlex };
 std::string to_string(EpDispatcher dispatcher);
 EpDispatcher parse_ep_dispatcher(const std::string& text, const std::string& source, const std::string& field);
 
+// How an fp8 run scales the tensors it casts (Megatron-LM's --fp8-recipe). flopwise's default is
+// tensorwise (current) scaling, what NVIDIA's Hopper performance recipes run (Megatron-Bridge
+// perf_recipes: fp8_cs); Megatron-LM's own default is delayed, so the arguments flopwise writes
+// always name the recipe it priced. Delayed scaling takes a tensor's scale from the amax history of earlier steps, so one cast
+// kernel reads it and writes the fp8 copy and its transpose, reducing the amax on the way;
+// tensorwise (current) scaling first reads the whole tensor for its amax; mxfp8 (Blackwell, a
+// scale per 32 values) and blockwise (Hopper, DeepSeek-V3's 1 x 128 and 128 x 128 blocks) compute
+// their block scales inside the cast (NVIDIA Transformer Engine, "Using FP8 with Transformer
+// Engine": recipes).
+enum class Fp8Recipe { kDelayed, kTensorwise, kMxfp8, kBlockwise };
+std::string to_string(Fp8Recipe recipe);
+Fp8Recipe parse_fp8_recipe(const std::string& text, const std::string& source, const std::string& field);
+
 // Which communication the training framework runs beside compute: Megatron-LM's switches, a
 // property of the software, not of the hardware. The defaults are Megatron-Core's usual training
 // setup; flopwise-train blocks on every collective (none).
@@ -69,6 +82,7 @@ struct TrainingRun {
   // the forward GEMMs, 2-8 beside the backward ones). 0: the overlap costs the GEMMs nothing.
   int tp_comm_sms = 16;
   EpDispatcher ep_dispatcher = EpDispatcher::kAllToAll;
+  Fp8Recipe fp8_recipe = Fp8Recipe::kTensorwise;  // fp8 runs only
   // Busiest EP rank's routed tokens over the mean; 1 is perfectly balanced routing.
   double routing_skew = 1.0;
   // Megatron-Core's --moe-expert-capacity-factor: each expert takes at most this many times its
