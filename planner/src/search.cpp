@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <set>
+#include <stdexcept>
 
 #include "flopwise/error.hpp"
 
@@ -70,6 +71,10 @@ std::vector<T> fixed_or(const std::optional<T>& fixed, std::vector<T> candidates
   return candidates;
 }
 
+// None, all modules together, each of the five alone, full: try_recompute_choices keeps its
+// per-choice state in arrays of this size, off the heap on the search's hottest path.
+constexpr size_t kMaxRecomputeChoices = 8;
+
 struct RecomputeChoice {
   Recompute recompute = Recompute::kNone;
   RecomputeModules modules{};
@@ -120,6 +125,7 @@ std::vector<RecomputeChoice> recompute_choices(const CostModel& cost, const Sear
   if (singles.size() > 1) choices.push_back({Recompute::kSelective, all});
   choices.insert(choices.end(), singles.begin(), singles.end());
   choices.push_back({Recompute::kFull, {}});
+  if (choices.size() > kMaxRecomputeChoices) throw std::logic_error("more recompute choices than the search holds");
   return choices;
 }
 
@@ -218,9 +224,8 @@ void set_stage_ends(const SearchOptions& o, int layers, Layout& l) {
 void try_recompute_choices(const CostModel& cost, const SearchOptions& o, const std::vector<RecomputeChoice>& choices,
                            const std::vector<StageContents>& stages, Layout& l, SearchResult& result, Ranker& ranker) {
   enum class Fit { kNo, kYes, kSkipped };
-  // At most none, all modules, each of the five alone and full; memory sized lazily into words.
-  std::array<Fit, 8> fit;
-  std::array<MemoryBreakdown, 8> needs;
+  std::array<Fit, kMaxRecomputeChoices> fit;
+  std::array<MemoryBreakdown, kMaxRecomputeChoices> needs;  // put into words only when reported
   fit.fill(Fit::kSkipped);
   auto with = [&](const RecomputeChoice& rc) {
     l.recompute = rc.recompute;
