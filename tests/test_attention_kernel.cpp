@@ -45,11 +45,12 @@ TEST(AttentionKernel, InterpolatesInLogSequenceAndHeadDimension) {
 // 0.952x the profile's one figure, and the two together take exactly the scalar's time.
 TEST(AttentionKernel, RelativeSpeedKeepsTheAnchorsTotal) {
   const AttentionKernelTable t = small_table();
-  const AttentionSpeed r = relative_attention_speed(t, 128, 4096, 2.5);
+  EXPECT_NEAR(attention_anchor_speed(t, 2.5), 455.0, 1e-9);
+  const AttentionSpeed r = relative_attention_speed(t, 128, 4096, attention_anchor_speed(t, 2.5));
   EXPECT_NEAR(r.forward, 520.0 / 455.0, 1e-12);
   EXPECT_NEAR(r.backward, 500.0 * 520.0 / 600.0 / 455.0, 1e-12);
   EXPECT_NEAR(1.0 / r.forward + 2.5 / r.backward, 3.5, 1e-12);
-  const AttentionSpeed none = relative_attention_speed(AttentionKernelTable{}, 64, 512, 2.5);
+  const AttentionSpeed none = relative_attention_speed(AttentionKernelTable{}, 64, 512, 0.0);
   EXPECT_DOUBLE_EQ(none.forward, 1.0);
   EXPECT_DOUBLE_EQ(none.backward, 1.0);
 }
@@ -80,11 +81,12 @@ TEST(AttentionKernel, CostModelScalesFusedAttentionByShape) {
   const Layout l{};  // every degree 1, no recompute
   const CostModel plain(m, run, testing::round_profile()), shaped(m, run, with_table);
   const double flops = plain.attention_core_work(l).attention;
-  const AttentionSpeed r = relative_attention_speed(small_table(), 128, 4096, 2.5);
+  const double anchor = attention_anchor_speed(small_table(), 2.5);
+  const AttentionSpeed r = relative_attention_speed(small_table(), 128, 4096, anchor);
   EXPECT_NEAR(shaped.attention_core_work(l).attention, flops / r.forward, 1e-6 * flops);
   Layout cp2 = l;
   cp2.cp = 2;
-  const AttentionSpeed at_2k = relative_attention_speed(small_table(), 128, 2048, 2.5);
+  const AttentionSpeed at_2k = relative_attention_speed(small_table(), 128, 2048, anchor);
   EXPECT_NEAR(shaped.attention_core_work(cp2).attention, plain.attention_core_work(cp2).attention / at_2k.forward,
               1e-6 * flops);
   EXPECT_LT(at_2k.forward, r.forward);

@@ -15,12 +15,14 @@ struct Bracket {
   double weight = 0;
 };
 
-Bracket bracket(const std::vector<double>& points, double x) {
-  if (points.size() < 2 || x <= points.front()) return {0, 0, 0.0};
-  if (x >= points.back()) return {points.size() - 1, points.size() - 1, 0.0};
+// Over `count` ascending points read through `at` (no copy: this runs inside the layout search).
+template <typename At>
+Bracket bracket(std::size_t count, At at, double x) {
+  if (count < 2 || x <= at(0)) return {0, 0, 0.0};
+  if (x >= at(count - 1)) return {count - 1, count - 1, 0.0};
   std::size_t upper = 1;
-  while (points[upper] < x) ++upper;
-  return {upper - 1, upper, (x - points[upper - 1]) / (points[upper] - points[upper - 1])};
+  while (at(upper) < x) ++upper;
+  return {upper - 1, upper, (x - at(upper - 1)) / (at(upper) - at(upper - 1))};
 }
 
 double blend(double a, double b, double weight) { return a + weight * (b - a); }
@@ -34,24 +36,25 @@ AttentionSpeed row_speed(const AttentionKernelRow& row, const Bracket& s) {
 }  // namespace
 
 AttentionSpeed attention_speed(const AttentionKernelTable& table, double head_dim, double seq_len) {
-  std::vector<double> logs, dims;
-  for (double s : table.seq_lens) logs.push_back(std::log2(s));
-  for (const AttentionKernelRow& r : table.rows) dims.push_back(r.head_dim);
-  const Bracket s = bracket(logs, std::log2(seq_len));
-  const Bracket d = bracket(dims, head_dim);
+  const Bracket s = bracket(table.seq_lens.size(), [&](std::size_t i) { return std::log2(table.seq_lens[i]); },
+                            std::log2(seq_len));
+  const Bracket d = bracket(table.rows.size(), [&](std::size_t i) { return table.rows[i].head_dim; }, head_dim);
   const AttentionSpeed lower = row_speed(table.rows[d.lower], s);
   const AttentionSpeed upper = row_speed(table.rows[d.upper], s);
   return {blend(lower.forward, upper.forward, d.weight), blend(lower.backward, upper.backward, d.weight)};
 }
 
-AttentionSpeed relative_attention_speed(const AttentionKernelTable& table, double head_dim, double seq_len,
-                                        double backward_passes) {
-  if (table.empty()) return {};
+double attention_anchor_speed(const AttentionKernelTable& table, double backward_passes) {
+  if (table.empty()) return 0.0;
   const AttentionSpeed anchor = attention_speed(table, kAttentionAnchorHeadDim, kAttentionAnchorSeqLen);
-  // The anchor's forward and backward together, as the profile's scalar efficiency counts them.
-  const double anchor_rate = (1.0 + backward_passes) / (1.0 / anchor.forward + backward_passes / anchor.backward);
+  return (1.0 + backward_passes) / (1.0 / anchor.forward + backward_passes / anchor.backward);
+}
+
+AttentionSpeed relative_attention_speed(const AttentionKernelTable& table, double head_dim, double seq_len,
+                                        double anchor_speed) {
+  if (table.empty()) return {};
   const AttentionSpeed here = attention_speed(table, head_dim, seq_len);
-  return {here.forward / anchor_rate, here.backward / anchor_rate};
+  return {here.forward / anchor_speed, here.backward / anchor_speed};
 }
 
 }  // namespace flopwise

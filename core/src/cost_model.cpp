@@ -112,7 +112,9 @@ CostModel::CostModel(const ModelConfig& model, const TrainingRun& run, const Har
       dense_flops_(dense_layer_flops(model, run.seq_len)),
       moe_matrices_(layer_matrices(model, true)),
       dense_matrices_(layer_matrices(model, false)),
-      lm_head_flops_(lm_head_flops(model)) {
+      lm_head_flops_(lm_head_flops(model)),
+      attention_spans_(attention_spans(model, run.seq_len)),
+      attention_head_dim_((model.qk_head_dim() + model.value_head_dim()) / 2.0) {
   if (auto why = precision_unsupported(profile, run.precision)) throw InputError(*why);
   const int units = profile.device.gemm.compute_units;
   if (units > 0 && run.tp_comm_sms >= units) {
@@ -127,6 +129,7 @@ CostModel::CostModel(const ModelConfig& model, const TrainingRun& run, const Har
   // FLOPs takes as long as this many at the run's matmul rate (1 outside fp8 runs).
   bf16_gemm_flops_ = matmul_rate_ / (attention_peak_ * profile.efficiency.matmul);
   attention_rate_ = attention_peak_ * profile.efficiency.attention;
+  attention_anchor_speed_ = attention_anchor_speed(profile.efficiency.attention_by_shape, attention_passes_of(Pass::kBackward));
   memory_rate_ = profile.device.memory_bandwidth * profile.efficiency.memory;
   bytes_ = PrecisionBytes::of(run);
   usable_memory_ = profile.device.memory_bytes * (1.0 - run.memory_headroom);
@@ -325,11 +328,10 @@ ComputeWork CostModel::attention_work(Pass pass, const Layout& l) const {
   ComputeWork w = unscaled_attention_core_work(l).scaled(attention_passes_of(pass));
   const AttentionKernelTable& table = profile_.efficiency.attention_by_shape;
   if (run_.attention != AttentionKernel::kFused || table.empty()) return w;
-  const double head_dim = (model_.qk_head_dim() + model_.value_head_dim()) / 2.0;
-  const double backward_passes = attention_passes_of(Pass::kBackward);
   double keys = 0, anchor_time = 0;
-  for (const AttentionSpan& span : attention_spans(model_, run_.seq_len)) {
-    const AttentionSpeed speed = relative_attention_speed(table, head_dim, span.kernel_seq_len / l.cp, backward_passes);
+  for (const AttentionSpan& span : attention_spans_) {
+    const AttentionSpeed speed =
+        relative_attention_speed(table, attention_head_dim_, span.kernel_seq_len / l.cp, attention_anchor_speed_);
     keys += span.layer_share * span.mean_keys;
     anchor_time += span.layer_share * span.mean_keys / (pass == Pass::kForward ? speed.forward : speed.backward);
   }

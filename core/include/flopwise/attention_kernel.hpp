@@ -35,10 +35,13 @@ struct AttentionSpeed {
 // tiles and the same per-block start-up over fewer key tiles.
 AttentionSpeed attention_speed(const AttentionKernelTable& table, double head_dim, double seq_len);
 
-// The causal speeds at (head_dim, seq_len) over the anchor's speed for a forward and its
-// `backward_passes` forward-equivalents of backward (1 and 1 for an empty table): the factors that
-// turn the profile's one attention efficiency into the one for this shape and pass.
+// The anchor shape's speed over a forward and its `backward_passes` forward-equivalents of
+// backward, as the profile's scalar efficiency counts them (0 for an empty table).
+double attention_anchor_speed(const AttentionKernelTable& table, double backward_passes);
+
+// The causal speeds at (head_dim, seq_len) over `anchor_speed` (1 and 1 for an empty table): the
+// factors that turn the profile's one attention efficiency into the one for this shape and pass.
 AttentionSpeed relative_attention_speed(const AttentionKernelTable& table, double head_dim, double seq_len,
-                                        double backward_passes);
+                                        double anchor_speed);
 
 }  // namespace flopwise

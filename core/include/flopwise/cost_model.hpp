@@ -250,6 +250,11 @@ class CostModel {
   LayerFlops moe_flops_, dense_flops_;
   LayerMatrices moe_matrices_, dense_matrices_;
   Flops lm_head_flops_;
+  // The fused attention kernel's shape: each layer kind's span, the head dim it is looked up at
+  // and the profile's anchor speed (attention_work).
+  std::vector<AttentionSpan> attention_spans_;
+  double attention_head_dim_ = 0;
+  double attention_anchor_speed_ = 0;
   FlopsPerSecond matmul_rate_, attention_rate_, peak_, attention_peak_;
   double bf16_gemm_flops_;  // a bf16 GEMM FLOP in matmul-rate FLOPs
   BytesPerSecond memory_rate_;
