@@ -315,14 +315,28 @@ TEST(PipelineStages, EndsCountedAsLayersSplitTheLayersByHand) {
   EXPECT_EQ(chunk_layers(7, loss, 3).first, 6);
   EXPECT_EQ(chunk_layers(7, loss, 3).count, 1);
 
-  // Not with first/last stage layers, and every chunk keeps a layer.
+  // Not with first/last stage layers.
   Layout both = l;
   both.first_stage_layers = 8;
   EXPECT_FALSE(stages_fit(94, both));
   Layout thin{1, 4, 1, 1, 1, 1};
   thin.embedding_in_split = thin.loss_in_split = true;
-  EXPECT_FALSE(stages_fit(2, thin));  // 4 slots on 4 chunks: the end chunks would hold no layer
   EXPECT_TRUE(stages_fit(6, thin));   // 8 slots: 1 + 2 + 2 + 1
+  EXPECT_FALSE(stages_fit(3, thin));  // 5 slots on 4 chunks
+
+  // An end chunk may hold the embedding or the loss alone, as Megatron-Core builds it: Llama 3
+  // 405B's 126 layers + 2 on 16 x 8 chunks of one slot (Llama 3 paper, section 3.3.2).
+  Layout meta{8, 16, 8, 1, 64, 1};
+  meta.embedding_in_split = meta.loss_in_split = true;
+  ASSERT_TRUE(stages_fit(126, meta));
+  EXPECT_EQ(chunk_layers(126, meta, 0).count, 0);     // the embedding alone
+  EXPECT_EQ(chunk_layers(126, meta, 1).first, 0);     // slot 1: layer 0
+  EXPECT_EQ(chunk_layers(126, meta, 127).first, 126);  // the loss alone
+  EXPECT_EQ(chunk_layers(126, meta, 127).count, 0);
+  EXPECT_EQ(chunk_layers(126, meta, 126).first, 125);
+  EXPECT_EQ(rank_layer_count(126, meta, 0), 7);
+  EXPECT_EQ(rank_layer_count(126, meta, 1), 8);
+  EXPECT_EQ(rank_layer_count(126, meta, 15), 7);
   TrainingRun run;
   run.global_batch = 64;
   Layout refused{1, 2, 1, 1, 1, 1};

@@ -204,12 +204,13 @@ LayerRange chunk_layers(int layers, const Layout& l, int chunk) {
 bool stages_fit(int layers, const Layout& l) {
   const int f = l.first_stage_layers, last = l.last_stage_layers;
   if (ends_in_split(l)) {
-    // Every chunk keeps at least one layer: the first and the last give up a slot each (one chunk
-    // alone gives up both).
+    // Every chunk takes an equal share of the slots; the first and the last give one up to the
+    // embedding and the loss, and may keep no layer (Megatron-Core's get_num_layers_to_build asserts
+    // only that the count is not negative): Llama 3 405B's 126 layers ran on 16 x 8 chunks of one
+    // slot, the first chunk holding the embedding alone and the last the loss alone (Llama 3
+    // paper, arXiv 2407.21783, section 3.3.2).
     const int chunks = l.pp * l.vpp, slots = layers + l.embedding_in_split + l.loss_in_split;
-    const int fewest = slots / chunks - (chunks == 1 ? l.embedding_in_split + l.loss_in_split
-                                                    : std::max<int>(l.embedding_in_split, l.loss_in_split));
-    return f == 0 && last == 0 && slots % chunks == 0 && fewest >= 1;
+    return f == 0 && last == 0 && slots % chunks == 0 && slots >= chunks;
   }
   if (f == 0 && last == 0) return layers % (l.pp * l.vpp) == 0;
   // An end rank's layers need not divide over its chunks (Megatron-Core's
@@ -315,7 +316,7 @@ std::string explain(Constraint c, const ModelConfig& m, const TrainingRun& run, 
       if (l.embedding_in_split || l.loss_in_split) {
         const int slots = m.layers + l.embedding_in_split + l.loss_in_split;
         return "pp x vpp = " + str(l.pp * l.vpp) + " must divide the layers with the embedding and loss counted (" +
-               str(slots) + "), leaving every model chunk a layer" +
+               str(slots) + ")" +
                (l.first_stage_layers || l.last_stage_layers ? ", without first/last stage layers" : "");
       }
       if (l.first_stage_layers == 0 && l.last_stage_layers == 0) {
