@@ -191,6 +191,24 @@ TEST(ExecutorModel, SameSeedGivesSameWeightsWhateverTheSplit) {
   EXPECT_TRUE(torch::equal(whole->head, second_half->head));
 }
 
+// Ends counted as layers (Megatron-Core's --account-for-embedding/loss-in-pipeline-split) can
+// leave a stage the embedding alone and another the loss alone: the three stages together give
+// the whole model's logits.
+TEST(ExecutorModel, StagesHoldingOnlyTheEmbeddingOrTheLossChainToTheWholeModel) {
+  const ModelConfig s = tiny_shape();
+  Stage whole(s, 0, 1, true, true, 1), embedding(s, 0, 0, true, false, 1), layer(s, 0, 1, false, false, 1),
+      loss(s, 1, 0, false, true, 1);
+  for (Stage* stage : {&whole, &embedding, &layer}) initialize_parameters(**stage, 0, 0, 3);
+  initialize_parameters(*loss, 1, 0, 3);
+  const torch::Tensor tokens = torch::tensor({{3, 1, 4, 1, 5}}, torch::kInt64);
+  RoutingContext context;
+  context.training = false;
+  const torch::Tensor expected = whole->forward(tokens, context);
+  const torch::Tensor chained = loss->forward(layer->forward(embedding->forward(tokens, context), context), context);
+  EXPECT_EQ(embedding->layers->size(), 0u);
+  EXPECT_TRUE(torch::allclose(chained, expected, 1e-6, 1e-6));
+}
+
 }  // namespace flopwise::executor
 
 namespace flopwise::executor {
