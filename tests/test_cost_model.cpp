@@ -94,8 +94,12 @@ TEST(CostModel, SingleDeviceComputeByHand) {
   const double head = 2 * 1000.0 * 1024;
   // Forward + backward (3x) of GEMMs, memory-bound kernels and the cross-entropy's 18 bytes per
   // logit, the sorts by local expert once each pass; the fused attention core's forward + backward (1 + 2.5x: the backward recomputes the
-  // scores) and its selective recompute (1x); the GEMMs' epilogues; the LM head; 4 micro-batches.
-  const double traffic_s = (3 * tokens * (4 * kLayerTrafficBytes + 18 * 1000) + 2 * 4 * kSortBytes) / 1e12;
+  // scores) and its selective recompute (1x); the GEMMs' epilogues; the LM head; the embedding's
+  // gather (4 bytes per token and hidden unit) and, backward, its dense 1,000 x 1,024 gradient
+  // added into the main gradient (12 bytes each) and the tokens' rows (6 bytes); 4 micro-batches.
+  const double embedding_bytes = tokens * 1024 * (4 + 6) + 1000.0 * 1024 * 12;
+  const double traffic_s =
+      (3 * tokens * (4 * kLayerTrafficBytes + 18 * 1000) + 2 * 4 * kSortBytes + embedding_bytes) / 1e12;
   const double epilogue_s = (4 * (kForwardEpilogueBytes + kBackwardEpilogueBytes) + kHeadEpilogueBytes) / 1e12;
   const double per_micro_batch = tokens * (3 * 4 * layer_flops + 3.5 * 4 * core + 4 * core + 3 * head) / kRate +
                                  4 * (kRouterGemmSeconds + kRouterBackwardSeconds) + traffic_s + epilogue_s;
@@ -370,6 +374,28 @@ TEST(CostModel, MultiTokenPredictionAddsALayerAndAHeadPassToTheLastStage) {
   const CostModel without(testing::tiny_moe(), small_run(), testing::round_profile());
   EXPECT_GT(with.evaluate(l).step_time_s, without.evaluate(l).step_time_s);
   EXPECT_EQ(with.evaluate(l).slowest_stage, 1);
+}
+
+// The input embedding of tiny_moe (vocabulary 1,000 x 1,024, bf16, fp32 main gradients) for a
+// micro-batch of 1,024 tokens at TP 2: forward, every token's row gathered (read and write 2 bytes
+// x 1,024 each: 4 MiB); backward, the dense gradient of the rank's 500 x 1,024 shard zero-filled
+// and read back into the main gradient (2 + 2 + 4 + 4 bytes each: 6.144 MB), plus each token's
+// gradient row added into it (3 x 2 bytes x 1,024: 6 MiB). Learned positions add 1,024 x 1,024 x
+// (2 + 2 + 2) forward, and backward the same again for their replicated 1,024 x 1,024 table (12
+// bytes each) and their rows.
+TEST(CostModel, EmbeddingGathersForwardAndAccumulatesADenseGradientBackward) {
+  const StageContents embedding{0, 0, true, false, 0};
+  const Layout l{2, 1, 1, 1, 1, 1, Recompute::kNone, false};
+  const CostModel rope(testing::tiny_moe(), small_run(), testing::round_profile());
+  EXPECT_DOUBLE_EQ(rope.forward_work(embedding, l).memory_traffic, 2.0 * 2 * 1024 * 1024);
+  EXPECT_DOUBLE_EQ(rope.backward_work(embedding, l).memory_traffic, 500.0 * 1024 * 12 + 3.0 * 2 * 1024 * 1024);
+  ModelConfig learned = testing::tiny_moe();
+  learned.learned_positions = true;
+  const CostModel positions(learned, small_run(), testing::round_profile());
+  EXPECT_DOUBLE_EQ(positions.forward_work(embedding, l).memory_traffic, 5.0 * 2 * 1024 * 1024);
+  EXPECT_DOUBLE_EQ(positions.backward_work(embedding, l).memory_traffic,
+                   (500.0 * 1024 + 1024.0 * 1024) * 12 + 2 * 3.0 * 2 * 1024 * 1024);
+  EXPECT_EQ(rope.forward_work(embedding, l).matmul, 0.0);
 }
 
 TEST(CostModel, TensorParallelSplitsComputeAndAddsCollectives) {

@@ -480,10 +480,34 @@ ComputeWork CostModel::lm_head_work(Pass pass, const Layout& l) const {
   return w;
 }
 
+// The input embedding (Megatron-Core's VocabParallelEmbedding, a plain torch embedding in either
+// precision). Forward: each rank gathers the rows of every token of the micro-batch (read and
+// write h), and learned positions add theirs (read both, write the sum). Backward: PyTorch's
+// embedding_dense_backward fills a dense gradient of the rank's whole vocabulary shard with zeros,
+// then adds each token's gradient row into it (read it, read and write the table row); the
+// embedding has no fused accumulation, so Megatron's DDP hook adds that dense gradient into the
+// main gradient (param.main_grad.add_(param.grad)): per table element grad_accumulation(false),
+// the dense write and read plus the main gradient's read and write. Positions, replicated over
+// TP, do the same over their seq x h table.
+ComputeWork CostModel::embedding_work(Pass pass, const Layout& l) const {
+  const double a = bytes_.activation, h = model_.hidden;
+  const double tokens = micro_batch_tokens(l);  // every rank of the TP group looks up every token
+  const double positions = model_.learned_positions ? 1.0 : 0.0;
+  ComputeWork w;
+  if (pass == Pass::kForward) {
+    w.memory_traffic = tokens * h * a * (2.0 + 3.0 * positions);
+    return w;
+  }
+  const double table = static_cast<double>(model_.vocab) * h / l.tp + positions * run_.seq_len * h;
+  w.memory_traffic = table * bytes_.grad_accumulation(false) + (1.0 + positions) * tokens * h * 3.0 * a;
+  return w;
+}
+
 // Each MTP depth adds, beside its layer (counted with the stage's layers), the 2h x h projection
 // (column-parallel in Megatron-Core) and another pass of the shared LM head and its loss.
 ComputeWork CostModel::stage_work(const StageContents& s, Pass pass, const Layout& l) const {
   ComputeWork w = layers_work(s, pass, l);
+  if (s.embedding) w += embedding_work(pass, l);
   if (s.lm_head) w += lm_head_work(pass, l);
   if (s.mtp_layers > 0) {
     const double h = model_.hidden;

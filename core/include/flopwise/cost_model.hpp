@@ -229,6 +229,7 @@ class CostModel {
   ComputeWork layer_work(bool moe_layer, Pass pass, const Layout& layout) const;
   ComputeWork selective_recompute_work(const StageContents& stage, const Layout& layout) const;
   int separate_norms(bool moe_layer) const;
+  ComputeWork embedding_work(Pass pass, const Layout& layout) const;
   ComputeWork lm_head_work(Pass pass, const Layout& layout) const;
   ComputeWork layers_work(const StageContents& stage, Pass pass, const Layout& layout) const;
   ComputeWork stage_work(const StageContents& stage, Pass pass, const Layout& layout) const;
