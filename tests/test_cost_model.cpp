@@ -75,6 +75,35 @@ TEST(Collectives, AllToAllOfUnevenSendsIsBoundByTheSlowerLink) {
   EXPECT_NEAR(all_to_all_time({16, 8}, AllToAllSends{0.9e9, 0.05e9}, net), 0.9e9 / 100e9 + 15 * 10e-6, 1e-12);
 }
 
+// The round profile's node as a full mesh of 8 devices, 20 GB/s a link (140 GB/s to all peers).
+TEST(Collectives, AFullMeshGivesAGroupOnlyItsOwnLinks) {
+  HardwareProfile p = testing::round_profile();
+  p.node.fabric = NodeFabric::kFullMesh;
+  p.node.intra_bandwidth = 7 * 20e9;
+  const Network net = Network::from(p);
+  // 8 ranks of a node ring over 7 links each, 2 ranks over their one: 2 x (n-1)/n x 1 GB.
+  EXPECT_NEAR(all_reduce_time({8, 8}, 1e9, net), 2 * 7.0 / 8 * 1e9 / 140e9 + 14e-6, 1e-12);
+  EXPECT_NEAR(all_reduce_time({2, 2}, 1e9, net), 2 * 0.5 * 1e9 / 20e9 + 2e-6, 1e-12);
+  EXPECT_NEAR(all_reduce_time({4, 4}, 1e9, net), 2 * 0.75 * 1e9 / 60e9 + 6e-6, 1e-12);
+  // Spanning nodes with 2 members a node: min(one link, 2 NICs of 10 GB/s); with 1 a node, no
+  // peer link is crossed and the NIC alone sets the pace.
+  EXPECT_NEAR(reduce_scatter_time({4, 2}, 1e9, net), 0.75 * 1e9 / 20e9 + 2e-6 + 10e-6, 1e-12);
+  EXPECT_NEAR(reduce_scatter_time({4, 1}, 1e9, net), 0.75 * 1e9 / 10e9 + 3 * 10e-6, 1e-12);
+  // An all-to-all among 4 of a node sends 3/4 of its bytes over 3 links; a message has one link.
+  EXPECT_NEAR(all_to_all_time({4, 4}, 1e9, net), 0.75e9 / 60e9 + 3e-6, 1e-12);
+  EXPECT_NEAR(send_recv_time({2, 2}, 1e9, net), 1e9 / 20e9 + 1e-6, 1e-12);
+}
+
+// The shipped MI300X profile against the all-reduce bus bandwidth Bekman measured on one 8 x MI300X
+// node (4 GiB; ml-engineering, network/README.md): 312.9 GB/s over 8 GPUs, 47.7 over 2.
+TEST(Collectives, ShippedMi300xProfileFollowsMeasuredBusBandwidth) {
+  const Network net = Network::from(load_hardware_profile(std::string(FLOPWISE_PROFILES_DIR) + "/mi300x.yaml"));
+  const double bytes = 4.0 * (1ull << 30);
+  auto bus_bandwidth = [&](int n) { return 2.0 * (n - 1) / n * bytes / all_reduce_time({n, n}, bytes, net); };
+  EXPECT_NEAR(bus_bandwidth(8) / 312.9e9, 1.0, 0.01);
+  EXPECT_NEAR(bus_bandwidth(2) / 47.7e9, 1.0, 0.07);
+}
+
 TEST(Collectives, OversubscriptionSlowsOnlyInterNodeTraffic) {
   HardwareProfile p = testing::round_profile();
   const Network full = Network::from(p);

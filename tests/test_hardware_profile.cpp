@@ -94,6 +94,31 @@ TEST(HardwareProfile, NodeReadsNcclCollectiveChannels) {
             std::string::npos);
 }
 
+// A full-mesh node gives one peer link's bandwidth; each device's whole is devices - 1 of them.
+TEST(HardwareProfile, FullMeshNodeReadsItsPeerLinks) {
+  using testing::round_profile_with;
+  const std::string mesh = "fabric: full-mesh\n  peer_bandwidth: \"20 GB/s\"";
+  const HardwareProfile p = parse_hardware_profile(round_profile_with("intra_bandwidth: \"100 GB/s\"", mesh), "p.yaml");
+  EXPECT_EQ(p.node.fabric, NodeFabric::kFullMesh);
+  EXPECT_DOUBLE_EQ(p.node.intra_bandwidth, 7 * 20e9);
+  EXPECT_EQ(testing::round_profile().node.fabric, NodeFabric::kSwitch);
+  EXPECT_NE(error_of(round_profile_with("intra_bandwidth: \"100 GB/s\"", "fabric: full-mesh\n  intra_bandwidth: \"100 GB/s\""))
+                .find("p.yaml: node.intra_bandwidth: not with fabric full-mesh"),
+            std::string::npos);
+  EXPECT_NE(error_of(round_profile_with("intra_bandwidth: \"100 GB/s\"", "peer_bandwidth: \"20 GB/s\""))
+                .find("node.peer_bandwidth: needs fabric: full-mesh"),
+            std::string::npos);
+  EXPECT_NE(error_of(round_profile_with("intra_bandwidth: \"100 GB/s\"", "fabric: torus\n  intra_bandwidth: \"100 GB/s\""))
+                .find("node.fabric: unknown fabric 'torus' (expected switch or full-mesh)"),
+            std::string::npos);
+  EXPECT_NE(error_of(round_profile_with("intra_bandwidth: \"100 GB/s\"", "fabric: full-mesh"))
+                .find("node.peer_bandwidth: missing field"),
+            std::string::npos);
+  std::string lonely = round_profile_with("intra_bandwidth: \"100 GB/s\"", mesh);
+  lonely.replace(lonely.find("devices: 8"), 10, "devices: 1");
+  EXPECT_NE(error_of(lonely).find("node.devices: a full mesh needs 2 devices or more"), std::string::npos);
+}
+
 TEST(HardwareProfile, EachClassOfBadInputNamesFileAndField) {
   using testing::round_profile_with;
   EXPECT_NE(error_of("name: [unclosed").find("p.yaml:1:"), std::string::npos);

@@ -7,6 +7,8 @@ namespace flopwise {
 
 Network Network::from(const HardwareProfile& p) {
   Network n;
+  n.fabric = p.node.fabric;
+  n.node_devices = p.node.devices;
   n.intra = {p.node.intra_bandwidth * p.efficiency.intra_node_comm, p.node.intra_latency};
   n.inter = {p.cluster.inter_bandwidth * p.efficiency.inter_node_comm / p.cluster.oversubscription,
              p.cluster.inter_latency};
@@ -21,6 +23,12 @@ Network Network::from(const HardwareProfile& p) {
     }
   }
   return n;
+}
+
+BytesPerSecond Network::intra_bandwidth(CollectiveAlgorithm a, int members) const {
+  const BytesPerSecond whole = intra_for(a).bandwidth;
+  if (fabric == NodeFabric::kSwitch || node_devices < 2) return whole;
+  return whole * (std::clamp(members, 2, node_devices) - 1) / (node_devices - 1);
 }
 
 CollectiveAlgorithm algorithm_of(Collective c) {
@@ -51,10 +59,17 @@ namespace {
 
 // Bus bandwidth of a ring spanning nodes: each node carries one ring crossing per channel and
 // NCCL spreads channels over the node's NICs, so a group with k members on a node drives k NICs.
+// In a full mesh the library lays its rings (channels) over different peer links, so a ring among
+// k members of a node runs on k - 1 links a device (RCCL on 8 MI300X: 312.9 GB/s all-reduce bus
+// bandwidth over 8 GPUs, 47.7 over 2; Bekman, ml-engineering, network/README.md); with one member
+// a node it crosses no peer link.
 BytesPerSecond ring_bandwidth(const GroupSpan& g, const Network& net) {
-  const Link& intra = net.intra_for(CollectiveAlgorithm::kRing);
-  if (g.intra_only()) return intra.bandwidth;
-  return std::min(intra.bandwidth, g.members_per_node * net.inter_for(CollectiveAlgorithm::kRing).bandwidth);
+  const int local = std::min(g.members_per_node, g.size);
+  const BytesPerSecond intra = net.intra_bandwidth(CollectiveAlgorithm::kRing, local);
+  if (g.intra_only()) return intra;
+  const BytesPerSecond nics = g.members_per_node * net.inter_for(CollectiveAlgorithm::kRing).bandwidth;
+  if (net.fabric == NodeFabric::kFullMesh && local < 2) return nics;
+  return std::min(intra, nics);
 }
 
 // NCCL's tuning model (src/graph/tuning.cc) charges the ring steps that cross nodes the network
@@ -100,7 +115,8 @@ Seconds all_to_all_time(const GroupSpan& g, const AllToAllSends& sends, const Ne
   const Link& inter = net.inter_for(CollectiveAlgorithm::kAllToAll);
   const bool spans_nodes = g.members_per_node < g.size;
   // Intra- and inter-node shares travel at once on different links; the slower one finishes last.
-  const Seconds intra_time = sends.to_local / intra.bandwidth;
+  const int local = std::min(g.members_per_node, g.size);
+  const Seconds intra_time = sends.to_local / net.intra_bandwidth(CollectiveAlgorithm::kAllToAll, local);
   const Seconds inter_time = spans_nodes ? sends.to_remote / inter.bandwidth : 0.0;
   const Seconds latency = (g.size - 1.0) * (spans_nodes ? inter.latency : intra.latency);
   return std::max(intra_time, inter_time) + latency;
@@ -108,9 +124,13 @@ Seconds all_to_all_time(const GroupSpan& g, const AllToAllSends& sends, const Ne
 
 Seconds send_recv_time(const GroupSpan& g, Bytes bytes, const Network& net) {
   if (g.size <= 1) return 0.0;
-  // A pipeline is as slow as its slowest hop: one crossing between nodes sets the pace.
-  const Link& link = g.intra_only() ? net.intra_for(CollectiveAlgorithm::kSendRecv)
-                                    : net.inter_for(CollectiveAlgorithm::kSendRecv);
+  // A pipeline is as slow as its slowest hop: one crossing between nodes sets the pace. Inside a
+  // full mesh a message has its one peer link.
+  if (g.intra_only()) {
+    const Link& link = net.intra_for(CollectiveAlgorithm::kSendRecv);
+    return bytes / net.intra_bandwidth(CollectiveAlgorithm::kSendRecv, 2) + link.latency;
+  }
+  const Link& link = net.inter_for(CollectiveAlgorithm::kSendRecv);
   return bytes / link.bandwidth + link.latency;
 }
 

@@ -53,6 +53,8 @@ std::optional<std::string> precision_unsupported(const HardwareProfile& p, Preci
   return std::nullopt;
 }
 
+std::string to_string(NodeFabric fabric) { return fabric == NodeFabric::kFullMesh ? "full-mesh" : "switch"; }
+
 std::string to_string(TopologyKind kind) {
   return kind == TopologyKind::kRailOptimized ? "rail-optimized" : "fat-tree";
 }
@@ -97,14 +99,34 @@ DeviceSpec read_device(const Fields& f) {
   return d;
 }
 
+NodeFabric read_fabric(const Fields& f) {
+  if (!f.has("fabric")) return NodeFabric::kSwitch;
+  const std::string fabric = f.text("fabric");
+  if (fabric == "switch") return NodeFabric::kSwitch;
+  if (fabric == "full-mesh") return NodeFabric::kFullMesh;
+  throw input_error(f.source(), f.path("fabric"), "unknown fabric '" + fabric + "' (expected switch or full-mesh)");
+}
+
+// A switch node gives each device's bandwidth to the switch; a full mesh gives one peer link's,
+// the device's whole bandwidth being devices - 1 of them.
 NodeSpec read_node(const Fields& f) {
-  f.allow_only({"devices", "intra_bandwidth", "intra_latency", "collective_channels"});
+  f.allow_only({"devices", "fabric", "intra_bandwidth", "peer_bandwidth", "intra_latency", "collective_channels"});
   NodeSpec n;
   n.devices = f.integer("devices", 1);
+  n.fabric = read_fabric(f);
   if (f.has("collective_channels")) n.collective_channels = f.integer("collective_channels", 0);
-  n.intra_bandwidth = f.quantity("intra_bandwidth", Dimension::kBandwidth);
+  const bool mesh = n.fabric == NodeFabric::kFullMesh;
+  const std::string given = mesh ? "peer_bandwidth" : "intra_bandwidth", other = mesh ? "intra_bandwidth" : "peer_bandwidth";
+  if (f.has(other)) {
+    throw input_error(f.source(), f.path(other),
+                      mesh ? "not with fabric full-mesh: give peer_bandwidth, one link's (each device has devices - 1)"
+                           : "needs fabric: full-mesh (a switch node gives intra_bandwidth)");
+  }
+  const BytesPerSecond bandwidth = f.quantity(given, Dimension::kBandwidth);
+  if (bandwidth <= 0) throw input_error(f.source(), f.path(given), "must be positive");
+  if (mesh && n.devices < 2) throw input_error(f.source(), f.path("devices"), "a full mesh needs 2 devices or more");
+  n.intra_bandwidth = mesh ? bandwidth * (n.devices - 1) : bandwidth;
   n.intra_latency = f.quantity("intra_latency", Dimension::kTime);
-  if (n.intra_bandwidth <= 0) throw input_error(f.source(), f.path("intra_bandwidth"), "must be positive");
   return n;
 }
 

@@ -200,10 +200,17 @@ std::string StepSimulation::slice_note() const {
     simulated += static_cast<int>(part.slice.size());
     total += part.layout.devices();
   }
+  bool mesh = false;
+  for (const Part& part : parts_) {
+    for (const CostModel* cost : part.stage_cost) mesh |= cost->profile().node.fabric == NodeFabric::kFullMesh;
+  }
   return "simulated " + std::to_string(simulated) + " of " + std::to_string(total) + " devices: the first " + widths +
          " ranks of every stage (whole TP and EP groups); the other data-parallel replicas mirror them, "
          "leaf uplinks carry the slice's share, DP rings run to their real neighbours; TP and EP traffic is "
-         "aggregated per pass";
+         "aggregated per pass" +
+         (mesh ? "; a full-mesh node is simulated as a switch at each device's whole peer bandwidth, so groups "
+                 "smaller than the node come out faster than the analytic step, which prices their links"
+               : "");
 }
 
 int StepSimulation::neighbour(const Part& part, int rank, int pp_step) const {

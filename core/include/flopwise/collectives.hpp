@@ -17,8 +17,14 @@ struct Network {
   Link intra;  // inside a node (NVLink-class), default figures
   Link inter;  // across nodes (the device's NIC share, derated by oversubscription), default figures
   std::array<Link, kCollectiveAlgorithms> intra_by{}, inter_by{};
+  NodeFabric fabric = NodeFabric::kSwitch;
+  int node_devices = 1;
   const Link& intra_for(CollectiveAlgorithm a) const { return intra_by[static_cast<int>(a)]; }
   const Link& inter_for(CollectiveAlgorithm a) const { return inter_by[static_cast<int>(a)]; }
+  // What one device of a group with `members` on its node (itself included) sends them at once:
+  // through a switch, its whole intra-node bandwidth; in a full mesh, its links to those members
+  // alone, members - 1 of its devices - 1 links.
+  BytesPerSecond intra_bandwidth(CollectiveAlgorithm a, int members) const;
   static Network from(const HardwareProfile& profile);
 };
 

@@ -30,9 +30,17 @@ struct DeviceSpec {
   FlopsPerSecond peak_flops(Precision precision) const;
 };
 
+// How a node's devices reach one another: through a switch (NVSwitch: any two at a device's whole
+// bandwidth), or over a link of their own to every peer (AMD Infinity Fabric on MI300X: a group of
+// k devices of the node meets over k - 1 links each, and two devices over one).
+enum class NodeFabric { kSwitch, kFullMesh };
+std::string to_string(NodeFabric fabric);
+
 struct NodeSpec {
   int devices = 0;
-  BytesPerSecond intra_bandwidth = 0;  // per device, one direction
+  NodeFabric fabric = NodeFabric::kSwitch;
+  // Per device, one direction: to the switch, or over all of its devices - 1 peer links.
+  BytesPerSecond intra_bandwidth = 0;
   Seconds intra_latency = 0;
   // Channels NCCL runs a collective among this node's devices on: one thread block, so one SM,
   // each, taken from compute that runs beside the collective. 0: not known, not charged.
