@@ -205,15 +205,28 @@ void print_validation(std::ostream& out, const Validation& v) {
   std::snprintf(line, sizeof line, "%-22s %-10s %-*s %10s %10s %7s\n", "run", "hardware", kLayoutColumn, "layout", "measured",
                 "predicted", "error");
   out << line;
+  int oversized = 0;
   for (const ValidationRow& row : v.rows) {
-    std::snprintf(line, sizeof line, "%-22s %-10s %-*s %9.2fs %9.2fs %6.1f%%\n", row.run.name.c_str(),
+    std::snprintf(line, sizeof line, "%-22s %-10s %-*s %9.2fs %9.2fs %6.1f%%", row.run.name.c_str(),
                   row.run.profile.c_str(), kLayoutColumn, layout_label(row.run.layout).c_str(), row.run.measured_step_s, row.predicted_step_s,
                   100 * row.relative_error);
     out << line;
+    // The run fitted its devices; where flopwise sizes it over them, its memory model errs high there.
+    if (!row.predicted.fits_memory()) {
+      ++oversized;
+      std::snprintf(line, sizeof line, "  sized %.1f GiB > %.1f usable", row.predicted.memory_bytes.total() / kGiB,
+                    row.predicted.usable_memory_bytes / kGiB);
+      out << line;
+    }
+    out << "\n";
   }
   std::snprintf(line, sizeof line, "%zu runs: mean |error| %.1f%%, worst %.1f%%\n", v.rows.size(), 100 * v.mean_error,
                 100 * v.worst_error);
   out << line;
+  if (oversized > 0) {
+    out << oversized << " of them ran on their devices but are sized over the usable memory (the device's less "
+        << "the planning headroom): flopwise's memory model errs high on those layouts\n";
+  }
   for (const ValidationRow& row : v.rows) out << "  " << row.run.name << ": " << row.run.source << "\n";
 }
 
