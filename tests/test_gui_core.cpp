@@ -59,6 +59,35 @@ TEST(Scenario, RunsEveryProfileAndReportsProgress) {
   EXPECT_TRUE(run_scenario(s, {}, &cancel).outcomes.empty());
 }
 
+// The fp8 recipe travels with the scenario into the run it prices; older files priced tensorwise.
+TEST(Scenario, Fp8RecipeRoundTripsAndPricesTheRun) {
+  Scenario s;
+  s.model = "ling-lite";
+  s.profiles = {"h100-sxm"};
+  s.devices = {64, 64};
+  s.objective = Objective::kMinTime;
+  s.precision = Precision::kFp8;
+  s.fp8_recipe = Fp8Recipe::kDelayed;
+  const std::string path = ::testing::TempDir() + "/flopwise_gui_fp8.json";
+  save_scenario(s, path);
+  EXPECT_EQ(load_scenario(path), s);
+  const ScenarioResult delayed = run_scenario(s);
+  ASSERT_TRUE(delayed.outcomes.at(0).plan.has_value());
+  EXPECT_EQ(delayed.outcomes[0].plan->run.fp8_recipe, Fp8Recipe::kDelayed);
+  nlohmann::json v2 = to_json(s);
+  v2["schema"] = "flopwise.scenario/2";
+  v2.erase("fp8_recipe");
+  EXPECT_EQ(scenario_from_json(v2, "v2.json").fp8_recipe, Fp8Recipe::kTensorwise);
+  nlohmann::json bf16 = to_json(s);
+  bf16["precision"] = "bf16";
+  try {
+    scenario_from_json(bf16, "s.json");
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("s.json: fp8_recipe: applies to fp8 runs only"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Scenario, PoolsRoundTripAndVersionOneFilesStillRead) {
   Scenario s;
   s.pools = {"device-A:600", "slow=device-C:400"};

@@ -240,6 +240,15 @@ QWidget* MainWindow::build_editor() {
   precision_ = new QComboBox();
   precision_->addItems({"bf16", "fp16", "fp8", "fp32"});
   form->addRow("Precision", precision_);
+  // Megatron-LM's --fp8-recipe: what an fp8 run's casts cost; meaningless for other precisions.
+  fp8_recipe_ = new QComboBox();
+  for (Fp8Recipe r : {Fp8Recipe::kTensorwise, Fp8Recipe::kDelayed, Fp8Recipe::kMxfp8, Fp8Recipe::kBlockwise}) {
+    fp8_recipe_->addItem(QString::fromStdString(to_string(r)));
+  }
+  fp8_recipe_->setEnabled(false);
+  connect(precision_, &QComboBox::currentTextChanged, this,
+          [this](const QString& precision) { fp8_recipe_->setEnabled(precision == "fp8"); });
+  form->addRow("FP8 recipe", fp8_recipe_);
   form->addRow("Pools", build_pools_editor());
   pool_links_ = new QLineEdit();
   pool_links_->setPlaceholderText("A-C:100Gb/s,2ms; ... (other pools share a cluster network)");
@@ -414,6 +423,7 @@ void MainWindow::set_scenario(const Scenario& s) {
   deadline_->setValue(s.deadline_days);
   budget_->setValue(s.budget);
   precision_->setCurrentText(QString::fromStdString(to_string(s.precision)));
+  fp8_recipe_->setCurrentText(QString::fromStdString(to_string(s.fp8_recipe)));
   pools_->setRowCount(0);
   for (const std::string& pool : s.pools) add_pool_row(pool);
   QStringList links;
@@ -438,6 +448,9 @@ Scenario MainWindow::scenario() const {
   s.deadline_days = deadline_->value();
   s.budget = budget_->value();
   s.precision = parse_precision(precision_->currentText().toStdString(), "scenario", "precision");
+  if (s.precision == Precision::kFp8) {
+    s.fp8_recipe = parse_fp8_recipe(fp8_recipe_->currentText().toStdString(), "scenario", "fp8_recipe");
+  }
   for (int row = 0; row < pools_->rowCount(); ++row) {
     const auto* profile = static_cast<QComboBox*>(pools_->cellWidget(row, 0));
     const auto* devices = static_cast<QSpinBox*>(pools_->cellWidget(row, 1));

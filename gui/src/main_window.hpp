@@ -82,7 +82,7 @@ class MainWindow : public QMainWindow {
   QListWidget* profiles_ = nullptr;
   QSpinBox *min_devices_ = nullptr, *max_devices_ = nullptr, *global_batch_ = nullptr, *seq_len_ = nullptr;
   QLineEdit* tokens_ = nullptr;
-  QComboBox *objective_ = nullptr, *precision_ = nullptr;
+  QComboBox *objective_ = nullptr, *precision_ = nullptr, *fp8_recipe_ = nullptr;
   QDoubleSpinBox *deadline_ = nullptr, *budget_ = nullptr;
   QTableWidget* pools_ = nullptr;  // profile and device count per pool
   QLineEdit* pool_links_ = nullptr;

@@ -17,7 +17,7 @@ namespace flopwise::gui {
 using nlohmann::json;
 
 json to_json(const Scenario& s) {
-  return {{"schema", "flopwise.scenario/2"},
+  return {{"schema", "flopwise.scenario/3"},
           {"pools", s.pools},
           {"pool_links", s.pool_links},
           {"model", s.model},
@@ -29,17 +29,18 @@ json to_json(const Scenario& s) {
           {"objective", to_string(s.objective)},
           {"deadline_days", s.deadline_days},
           {"budget", s.budget},
-          {"precision", to_string(s.precision)}};
+          {"precision", to_string(s.precision)},
+          {"fp8_recipe", to_string(s.fp8_recipe)}};
 }
 
 Scenario scenario_from_json(const json& j, const std::string& source) {
   const JsonFields f(j, source);
   const std::string schema = f.text("schema");
-  if (schema != "flopwise.scenario/1" && schema != "flopwise.scenario/2") {
-    throw f.error("schema", "expected flopwise.scenario/2 (or /1)");
+  if (schema != "flopwise.scenario/1" && schema != "flopwise.scenario/2" && schema != "flopwise.scenario/3") {
+    throw f.error("schema", "expected flopwise.scenario/3 (or /2, /1)");
   }
   Scenario s;
-  if (schema == "flopwise.scenario/2") {
+  if (schema != "flopwise.scenario/1") {
     s.pools = f.texts("pools");
     s.pool_links = f.texts("pool_links");
   }
@@ -56,6 +57,12 @@ Scenario scenario_from_json(const json& j, const std::string& source) {
   s.deadline_days = f.number("deadline_days", 0);
   s.budget = f.number("budget", 0);
   s.precision = parse_precision(f.text("precision"), source, "precision");
+  if (schema == "flopwise.scenario/3") {
+    s.fp8_recipe = parse_fp8_recipe(f.text("fp8_recipe"), source, "fp8_recipe");
+    if (s.fp8_recipe != Scenario{}.fp8_recipe && s.precision != Precision::kFp8) {
+      throw f.error("fp8_recipe", "applies to fp8 runs only (this scenario is " + to_string(s.precision) + ")");
+    }
+  }
   return s;
 }
 
@@ -102,6 +109,7 @@ ScenarioResult run_scenario(const Scenario& s, const std::function<void(int, int
   run.seq_len = s.seq_len;
   run.tokens = s.tokens;
   run.precision = s.precision;
+  run.fp8_recipe = s.fp8_recipe;
   SearchOptions options;
   options.devices = s.devices;
   options.objective = s.objective;
