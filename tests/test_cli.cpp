@@ -146,6 +146,22 @@ TEST(Cli, CompareJsonHasAnEntryPerProfile) {
   EXPECT_TRUE(j["entries"][1].contains("cost"));
 }
 
+// A profile with no feasible layout gets a row of its own, however long the search's reasons (a
+// fixed buffer once cut them, newline and all, running the next profile's row into it).
+TEST(Cli, CompareGivesAnInfeasibleProfileItsWholeRow) {
+  const Outcome o = run({"compare", "--profiles", "device-A,device-C,device-D", "--devices", "1:600",
+                         "--deadline-days", "15"});
+  ASSERT_EQ(o.code, 0) << o.err;
+  std::istringstream lines(o.out);
+  std::string line;
+  int rows = 0;
+  while (std::getline(lines, line)) {
+    for (const char* device : {"device-A ", "device-C ", "device-D "}) rows += line.rfind(device, 0) == 0;
+  }
+  EXPECT_EQ(rows, 3) << o.out;
+  EXPECT_NE(o.out.find("outside 1..600)\n"), std::string::npos) << o.out;
+}
+
 TEST(Cli, DefaultCompareIsTheLingPlusReportScenario) {
   const Outcome o = run({"compare"});
   ASSERT_EQ(o.code, 0) << o.err;

@@ -9,12 +9,16 @@
 
 namespace flopwise {
 
-// snprintf into a string, for table rows (one line, under 512 characters).
+// snprintf into a string of whatever length it takes: an infeasible profile's row carries the
+// search's reasons, longer than any fixed buffer (a truncated row lost its newline).
 template <typename... Values>
 std::string printf_string(const char* format, Values... values) {
-  char buffer[512];
-  std::snprintf(buffer, sizeof buffer, format, values...);
-  return buffer;
+  const int length = std::snprintf(nullptr, 0, format, values...);
+  if (length <= 0) return {};
+  std::string text(static_cast<size_t>(length) + 1, '\0');
+  std::snprintf(text.data(), text.size(), format, values...);
+  text.resize(static_cast<size_t>(length));
+  return text;
 }
 
 std::string layout_label(const Layout& layout);  // "tp8 pp4 vpp2 ep8 dp32 mb1 sel zero1"
