@@ -193,6 +193,53 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
   EXPECT_DOUBLE_EQ(v.mean_error, mean);
 }
 
+// A row gives its step time, or the throughput a source published: tokens/s or model TFLOP/s per
+// device, or MFU against the dense peak at the run's precision; exactly one of them.
+TEST(Validation, MeasuredThroughputConvertsToTheStepTime) {
+  const std::string row = R"(runs:
+  - name: dense
+    source: "somewhere"
+    model: {layers: 2, hidden: 64, heads: 4, kv_heads: 4, vocab: 100, mlp: swiglu, ffn: 192}
+    hardware: a100-80gb
+    precision: bf16
+    attention: fused
+    comm_overlap: none
+    seq_len: 128
+    global_batch: 8
+    layout: {tp: 1, pp: 1, vpp: 1, dp: 4, micro_batch: 1, recompute: none, optimizer_sharding: false}
+    measured_step_time: "2 s"
+)";
+  const PublishedRun by_time = parse_published_runs(row, "runs.yaml")[0];
+  ASSERT_DOUBLE_EQ(by_time.measured_step_s, 2.0);
+  // 8 x 128 tokens in 2 s on 4 devices: 128 tokens/s each.
+  const double flops = 8 * 128 * training_flops_per_token(by_time.model, 128);
+  auto digits = [](double value) {
+    char text[64];
+    std::snprintf(text, sizeof text, "%.12g", value);
+    return std::string(text);
+  };
+  auto with = [&](const std::string& figure) {
+    std::string text = row;
+    text.replace(text.find("measured_step_time: \"2 s\""), 26, figure);
+    return text;
+  };
+  EXPECT_DOUBLE_EQ(parse_published_runs(with("measured_tokens_per_s_per_device: 128"), "r.yaml")[0].measured_step_s, 2.0);
+  const double tflops = flops / 2.0 / 4 / 1e12;
+  EXPECT_NEAR(parse_published_runs(with("measured_tflops_per_device: " + digits(tflops)), "r.yaml")[0].measured_step_s,
+              2.0, 1e-9);
+  const double mfu = flops / 2.0 / (4 * 312e12);  // A100's dense bf16 peak
+  EXPECT_NEAR(parse_published_runs(with("measured_mfu: " + digits(mfu)), "r.yaml")[0].measured_step_s, 2.0, 1e-9);
+  EXPECT_NE(testing::error_of([&] { parse_published_runs(with("measured_mfu: 1.5"), "r.yaml"); })
+                .find("r.yaml: runs[0].measured_mfu: must be between"),
+            std::string::npos);
+  EXPECT_NE(testing::error_of([&] { parse_published_runs(with("measured_tokens_per_s_per_device: 128\n    measured_mfu: 0.1"), "r.yaml"); })
+                .find("runs[0].measured_mfu: give one measured figure, not also measured_tokens_per_s_per_device"),
+            std::string::npos);
+  EXPECT_NE(testing::error_of([&] { parse_published_runs(with(""), "r.yaml"); })
+                .find("runs[0].measured_step_time: missing field (or measured_tokens_per_s_per_device"),
+            std::string::npos);
+}
+
 // MoE runs are rows too: routed experts by shape (with an explicit head_dim where heads x head_dim
 // is not the hidden size, as in Qwen3), or a model by preset name or config.json path.
 TEST(Validation, MoeRowsByShapeOrByName) {

@@ -119,9 +119,49 @@ Layout read_layout(const YamlFields& f) {
   return l;
 }
 
+// What a source measured, as one of the figures sources publish; each converts to the step time:
+// - measured_step_time: the step's wall time ("0.45 s");
+// - measured_tokens_per_s_per_device: tokens of a step over its time, per device;
+// - measured_tflops_per_device: model TFLOP/s per device, counted as flopwise counts a step's
+//   FLOPs (training_flops_per_token: causal attention; a source counting it whole claims more);
+// - measured_mfu: those FLOPs over the devices' dense peak at the run's precision, as the MFU
+//   flopwise prints.
+constexpr const char* kMeasuredFields[] = {"measured_step_time", "measured_tokens_per_s_per_device",
+                                           "measured_tflops_per_device", "measured_mfu"};
+
+Seconds read_measured_step(const YamlFields& f, const PublishedRun& r) {
+  std::vector<std::string> given;
+  for (const char* key : kMeasuredFields) {
+    if (f.has(key)) given.push_back(key);
+  }
+  if (given.size() != 1) {
+    throw input_error(f.source(), f.path(given.empty() ? "measured_step_time" : given[1]),
+                      given.empty() ? "missing field (or measured_tokens_per_s_per_device, measured_tflops_per_device, "
+                                      "measured_mfu)"
+                                    : "give one measured figure, not also " + given[0]);
+  }
+  const std::string& key = given.front();
+  const double devices = r.layout.devices();
+  const double tokens = r.run.tokens_per_step();
+  const Flops flops = tokens * training_flops_per_token(r.model, r.run.seq_len);
+  if (key == "measured_step_time") return f.quantity(key, Dimension::kTime);
+  if (key == "measured_tokens_per_s_per_device") return tokens / (f.number(key, 1e-9, 1e12) * devices);
+  if (key == "measured_tflops_per_device") return flops / (f.number(key, 1e-9, 1e9) * 1e12 * devices);
+  const FlopsPerSecond peak = [&] {
+    try {
+      return resolve_profile(r.profile).device.peak_flops(r.run.precision);
+    } catch (const InputError& e) {
+      throw input_error(f.source(), f.path("hardware"), e.what());
+    }
+  }();
+  return flops / (f.number(key, 1e-9, 1.0) * peak * devices);
+}
+
 PublishedRun read_run(const YamlFields& f) {
   f.allow_only({"name", "source", "model", "hardware", "precision", "attention", "comm_overlap",
-                "grad_accumulation_fusion", "grad_reduce_in_bf16", "tp_comm_sms", "ep_dispatcher", "fp8_recipe", "seq_len", "global_batch", "layout", "measured_step_time"});
+                "grad_accumulation_fusion", "grad_reduce_in_bf16", "tp_comm_sms", "ep_dispatcher", "fp8_recipe", "seq_len",
+                "global_batch", "layout", "measured_step_time", "measured_tokens_per_s_per_device",
+                "measured_tflops_per_device", "measured_mfu"});
   PublishedRun r;
   r.name = f.text("name");
   r.source = f.text("source");
@@ -150,12 +190,12 @@ PublishedRun read_run(const YamlFields& f) {
   r.model.seq_len = r.run.seq_len;
   r.run.global_batch = f.integer("global_batch", 1);
   r.layout = read_layout(f.section("layout"));
-  r.measured_step_s = f.quantity("measured_step_time", Dimension::kTime);
   r.file = f.source();
   r.path = f.path("");
-  if (!(r.measured_step_s > 0)) throw input_error(f.source(), f.path("measured_step_time"), "must be positive");
   validate(r.model, f.source() + ": " + f.path("model"));
   validate(r.run, f.source());
+  r.measured_step_s = read_measured_step(f, r);
+  if (!(r.measured_step_s > 0)) throw input_error(f.source(), f.path("measured_step_time"), "must be positive");
   return r;
 }
 
