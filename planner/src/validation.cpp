@@ -1,5 +1,6 @@
 #include "flopwise/validation.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <ostream>
@@ -240,29 +241,51 @@ Validation validate_runs(const std::vector<PublishedRun>& runs) {
   return v;
 }
 
+namespace {
+
+// Mean and worst error of each profile's rows, in the order the profiles first appear, and how
+// many of them the model predicts faster than measured (a bias, where the errors share a sign).
+void print_by_hardware(std::ostream& out, const Validation& v) {
+  std::vector<std::string> profiles;
+  for (const ValidationRow& row : v.rows) {
+    if (std::find(profiles.begin(), profiles.end(), row.run.profile) == profiles.end()) profiles.push_back(row.run.profile);
+  }
+  for (const std::string& profile : profiles) {
+    double sum = 0, worst = 0;
+    int rows = 0, fast = 0;
+    for (const ValidationRow& row : v.rows) {
+      if (row.run.profile != profile) continue;
+      sum += row.relative_error;
+      worst = std::max(worst, row.relative_error);
+      fast += row.predicted_step_s < row.run.measured_step_s;
+      ++rows;
+    }
+    out << printf_string("  %-10s %2d runs: mean |error| %.1f%%, worst %.1f%%, %d predicted faster than measured\n",
+                         profile.c_str(), rows, 100 * sum / rows, 100 * worst, fast);
+  }
+}
+
+}  // namespace
+
 void print_validation(std::ostream& out, const Validation& v) {
-  char line[256];
-  std::snprintf(line, sizeof line, "%-22s %-10s %-*s %10s %10s %7s\n", "run", "hardware", kLayoutColumn, "layout", "measured",
-                "predicted", "error");
-  out << line;
+  out << printf_string("%-22s %-10s %-*s %10s %10s %7s\n", "run", "hardware", kLayoutColumn, "layout", "measured",
+                       "predicted", "error");
   int oversized = 0;
   for (const ValidationRow& row : v.rows) {
-    std::snprintf(line, sizeof line, "%-22s %-10s %-*s %9.2fs %9.2fs %6.1f%%", row.run.name.c_str(),
-                  row.run.profile.c_str(), kLayoutColumn, layout_label(row.run.layout).c_str(), row.run.measured_step_s, row.predicted_step_s,
-                  100 * row.relative_error);
-    out << line;
+    out << printf_string("%-22s %-10s %-*s %9.2fs %9.2fs %6.1f%%", row.run.name.c_str(), row.run.profile.c_str(),
+                         kLayoutColumn, layout_label(row.run.layout).c_str(), row.run.measured_step_s,
+                         row.predicted_step_s, 100 * row.relative_error);
     // The run fitted its devices; where flopwise sizes it over them, its memory model errs high there.
     if (!row.predicted.fits_memory()) {
       ++oversized;
-      std::snprintf(line, sizeof line, "  sized %.1f GiB > %.1f usable", row.predicted.memory_bytes.total() / kGiB,
-                    row.predicted.usable_memory_bytes / kGiB);
-      out << line;
+      out << printf_string("  sized %.1f GiB > %.1f usable", row.predicted.memory_bytes.total() / kGiB,
+                           row.predicted.usable_memory_bytes / kGiB);
     }
     out << "\n";
   }
-  std::snprintf(line, sizeof line, "%zu runs: mean |error| %.1f%%, worst %.1f%%\n", v.rows.size(), 100 * v.mean_error,
-                100 * v.worst_error);
-  out << line;
+  out << printf_string("%zu runs: mean |error| %.1f%%, worst %.1f%%\n", v.rows.size(), 100 * v.mean_error,
+                       100 * v.worst_error);
+  print_by_hardware(out, v);
   if (oversized > 0) {
     out << oversized << " of them ran on their devices but are sized over the usable memory (the device's less "
         << "the planning headroom): flopwise's memory model errs high on those layouts\n";
