@@ -53,8 +53,6 @@ std::optional<std::string> precision_unsupported(const HardwareProfile& p, Preci
   return std::nullopt;
 }
 
-std::string to_string(NodeFabric fabric) { return fabric == NodeFabric::kFullMesh ? "full-mesh" : "switch"; }
-
 std::string to_string(TopologyKind kind) {
   return kind == TopologyKind::kRailOptimized ? "rail-optimized" : "fat-tree";
 }

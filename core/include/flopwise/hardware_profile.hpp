@@ -34,7 +34,6 @@ struct DeviceSpec {
 // bandwidth), or over a link of their own to every peer (AMD Infinity Fabric on MI300X: a group of
 // k devices of the node meets over k - 1 links each, and two devices over one).
 enum class NodeFabric { kSwitch, kFullMesh };
-std::string to_string(NodeFabric fabric);
 
 struct NodeSpec {
   int devices = 0;
