@@ -61,15 +61,14 @@ namespace {
 // NCCL spreads channels over the node's NICs, so a group with k members on a node drives k NICs.
 // In a full mesh the library lays its rings (channels) over different peer links, so a ring among
 // k members of a node runs on k - 1 links a device (RCCL on 8 MI300X: 312.9 GB/s all-reduce bus
-// bandwidth over 8 GPUs, 47.7 over 2; Bekman, ml-engineering, network/README.md); with one member
-// a node it crosses no peer link.
+// bandwidth over 8 GPUs, 47.7 over 2; Bekman, ml-engineering, network/README.md). A ring with one
+// member a node crosses no link inside a node.
 BytesPerSecond ring_bandwidth(const GroupSpan& g, const Network& net) {
   const int local = std::min(g.members_per_node, g.size);
   const BytesPerSecond intra = net.intra_bandwidth(CollectiveAlgorithm::kRing, local);
   if (g.intra_only()) return intra;
   const BytesPerSecond nics = g.members_per_node * net.inter_for(CollectiveAlgorithm::kRing).bandwidth;
-  if (net.fabric == NodeFabric::kFullMesh && local < 2) return nics;
-  return std::min(intra, nics);
+  return local > 1 ? std::min(intra, nics) : nics;
 }
 
 // NCCL's tuning model (src/graph/tuning.cc) charges the ring steps that cross nodes the network
