@@ -33,6 +33,16 @@ json to_json(const Scenario& s) {
           {"fp8_recipe", to_string(s.fp8_recipe)}};
 }
 
+TrainingRun run_of(const Scenario& s) {
+  TrainingRun run;
+  run.global_batch = s.global_batch;
+  run.seq_len = s.seq_len;
+  run.tokens = s.tokens;
+  run.precision = s.precision;
+  run.fp8_recipe = s.fp8_recipe;
+  return run;
+}
+
 Scenario scenario_from_json(const json& j, const std::string& source) {
   const JsonFields f(j, source);
   const std::string schema = f.text("schema");
@@ -57,12 +67,8 @@ Scenario scenario_from_json(const json& j, const std::string& source) {
   s.deadline_days = f.number("deadline_days", 0);
   s.budget = f.number("budget", 0);
   s.precision = parse_precision(f.text("precision"), source, "precision");
-  if (schema == "flopwise.scenario/3") {
-    s.fp8_recipe = parse_fp8_recipe(f.text("fp8_recipe"), source, "fp8_recipe");
-    if (s.fp8_recipe != Scenario{}.fp8_recipe && s.precision != Precision::kFp8) {
-      throw f.error("fp8_recipe", "applies to fp8 runs only (this scenario is " + to_string(s.precision) + ")");
-    }
-  }
+  if (schema == "flopwise.scenario/3") s.fp8_recipe = parse_fp8_recipe(f.text("fp8_recipe"), source, "fp8_recipe");
+  validate(run_of(s), source);
   return s;
 }
 
@@ -104,12 +110,7 @@ std::vector<ProfileOutcome> pool_outcomes(const Scenario& s, const ModelConfig& 
 ScenarioResult run_scenario(const Scenario& s, const std::function<void(int, int)>& progress,
                             const std::atomic<bool>* cancel) {
   const ModelConfig model = resolve_model(s.model);
-  TrainingRun run;
-  run.global_batch = s.global_batch;
-  run.seq_len = s.seq_len;
-  run.tokens = s.tokens;
-  run.precision = s.precision;
-  run.fp8_recipe = s.fp8_recipe;
+  const TrainingRun run = run_of(s);
   SearchOptions options;
   options.devices = s.devices;
   options.objective = s.objective;

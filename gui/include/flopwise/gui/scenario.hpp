@@ -34,8 +34,11 @@ struct Scenario {
 // Schema flopwise.scenario/3 (fp8_recipe added); /2 files (pools and pool_links added) and /1
 // files still read: without the recipe they priced fp8 as tensorwise, and /1 without pools.
 nlohmann::json to_json(const Scenario& scenario);
-// Every field is required; errors name the file and the field.
+// Every field is required; errors name the file and the field, the run's rules (training_run's
+// validate) included.
 Scenario scenario_from_json(const nlohmann::json& json, const std::string& source);
+// The training run a scenario describes: its batch, sequence, tokens, precision and fp8 recipe.
+TrainingRun run_of(const Scenario& scenario);
 void save_scenario(const Scenario& scenario, const std::string& path);
 Scenario load_scenario(const std::string& path);
 
