@@ -259,6 +259,29 @@ TEST(StepSimulation, ContextParallelRingAgreesWithTheAnalyticModel) {
   EXPECT_EQ(sim.simulated_devices, 2);  // one CP pair
 }
 
+// The round profile's node as a full mesh of 20 GB/s links: TP 2 meets over one link, TP 4 over
+// three, EP 8 over seven, and DP rings over the links to the node's other members; the simulated
+// step pays what the analytic one does, and TP 2 pays far more than on the switch.
+TEST(StepSimulation, FullMeshNodeAgreesWithTheAnalyticModel) {
+  const HardwareProfile mesh = testing::round_profile_edited(
+      {{"intra_bandwidth: \"100 GB/s\"", "fabric: full-mesh\n  peer_bandwidth: \"20 GB/s\""}}, "mesh.yaml");
+  ModelConfig model = testing::tiny_moe();
+  model.kv_heads = 8;  // lets TP 4 split the KV heads
+  const CostModel cost(model, run_of(8), mesh);
+  const Layout tp2{2, 1, 1, 1, 4, 1, Recompute::kSelective, false};
+  Layout tp4{4, 1, 1, 2, 2, 1, Recompute::kSelective, false};
+  tp4.etp = 1;
+  const Layout ep8{1, 1, 1, 8, 8, 1, Recompute::kSelective, false};
+  for (const Layout& l : {tp2, tp4, ep8}) {
+    const StepCost analytic = cost.evaluate(l);
+    const SimulationResult sim = simulate_step(cost, l, {});
+    EXPECT_NEAR(sim.exposed_comm_s.total() / analytic.exposed_comm_s.total(), 1.0, 0.03) << "tp" << l.tp << " ep" << l.ep;
+    EXPECT_NEAR(sim.step_time_s / analytic.step_time_s, 1.0, 0.02) << "tp" << l.tp << " ep" << l.ep;
+  }
+  const CostModel switched(model, run_of(8), testing::round_profile());
+  EXPECT_GT(simulate_step(cost, tp2, {}).exposed_comm_s.tp, 4 * simulate_step(switched, tp2, {}).exposed_comm_s.tp);
+}
+
 // The flex dispatcher's sends, fewer across the network than the all-to-all's, cost the simulated
 // step what they cost the analytic one.
 TEST(StepSimulation, FlexDispatchAgreesWithTheAnalyticModel) {

@@ -94,6 +94,19 @@ Part uniform_part(const std::string& name, const CostModel& cost, const Layout& 
   return p;
 }
 
+// The members of `members` that share `rank`'s node, in a full-mesh node (empty in a switched
+// one): there the library lays a group's rings over its different peer links (RCCL's channels),
+// so a ring step spreads over those links instead of taking the one to the next member.
+std::vector<int> mesh_node_peers(const Part& part, const std::vector<int>& members, int rank) {
+  const NodeSpec& node = part.cost_of(0).profile().node;
+  std::vector<int> peers;
+  if (node.fabric != NodeFabric::kFullMesh) return peers;
+  for (int m : members) {
+    if (m != rank && part.local(m) / node.devices == part.local(rank) / node.devices) peers.push_back(m);
+  }
+  return peers;
+}
+
 // What crosses pools in a data-parallel mix: each pool's gateway stands for its ranks, waits for
 // them, then reduces `bytes` along the chain of pools.
 struct CrossPool {
@@ -144,6 +157,7 @@ class StepSimulation {
   Seconds expert_parallel(const Part& part, int rank, const CostModel& cost, int all_to_alls);
   Seconds context_ring(const Part& part, int rank, const CostModel::CpRingPhase& phase);
   void ring_step(const RingLinks& links, Bytes bytes);
+  void mesh_ring_step(const std::vector<int>& members, GroupKind kind, int rank, Bytes bytes);
   void receive_pipeline(int rank, const std::string& mailbox, Account& account);
   void send_pipeline(const std::string& mailbox, Bytes bytes);
   sg4::ActorPtr start_gradient_sync(const Part& part, int rank, int stage);
@@ -184,7 +198,9 @@ void StepSimulation::select_slice(Part& part) {
       for (int peer : part.members(kind, rank)) pairs_.insert({rank, peer});
     }
     for (GroupKind kind : {GroupKind::kDpCp, GroupKind::kExpertDp}) {
-      pairs_.insert({rank, ring_neighbour(part.members(kind, rank), rank, +1)});
+      const auto members = part.members(kind, rank);
+      pairs_.insert({rank, ring_neighbour(members, rank, +1)});
+      for (int peer : mesh_node_peers(part, members, rank)) pairs_.insert({rank, peer});
     }
     pairs_.insert({rank, neighbour(part, rank, +1)});
     pairs_.insert({rank, neighbour(part, rank, -1)});
@@ -200,17 +216,10 @@ std::string StepSimulation::slice_note() const {
     simulated += static_cast<int>(part.slice.size());
     total += part.layout.devices();
   }
-  bool mesh = false;
-  for (const Part& part : parts_) {
-    for (const CostModel* cost : part.stage_cost) mesh |= cost->profile().node.fabric == NodeFabric::kFullMesh;
-  }
   return "simulated " + std::to_string(simulated) + " of " + std::to_string(total) + " devices: the first " + widths +
          " ranks of every stage (whole TP and EP groups); the other data-parallel replicas mirror them, "
          "leaf uplinks carry the slice's share, DP rings run to their real neighbours; TP and EP traffic is "
-         "aggregated per pass" +
-         (mesh ? "; a full-mesh node is simulated as a switch at each device's whole peer bandwidth, so groups "
-                 "smaller than the node come out faster than the analytic step, which prices their links"
-               : "");
+         "aggregated per pass";
 }
 
 int StepSimulation::neighbour(const Part& part, int rank, int pp_step) const {
@@ -292,14 +301,27 @@ void StepSimulation::span(int rank, const char* category, std::string name, doub
 
 // Ring steps to the next member of `kind`'s group: the alpha-beta ring with real messages, so
 // shared links slow it down. Each phase is (steps, bytes per step).
+// In a full-mesh node a step whose next member shares the node spreads over the links to all the
+// group's members there.
 void StepSimulation::ring(const Part& part, int rank, GroupKind kind, std::vector<std::pair<int, Bytes>> phases) {
   const auto members = part.members(kind, rank);
   if (members.size() < 2) return;
-  sg4::Host* next = hosts_.at(ring_neighbour(members, rank, +1));
+  const int next = ring_neighbour(members, rank, +1);
+  const std::vector<int> peers = mesh_node_peers(part, members, rank);
+  const bool spread = std::find(peers.begin(), peers.end(), next) != peers.end();
   for (const auto& [steps, bytes] : phases) {
     for (int s = 0; s < steps; ++s) {
-      sg4::Comm::sendto(hosts_.at(rank), next, static_cast<uint64_t>(bytes));
-      ++messages_;
+      if (!spread) {
+        sg4::Comm::sendto(hosts_.at(rank), hosts_.at(next), static_cast<uint64_t>(bytes));
+        ++messages_;
+        continue;
+      }
+      std::vector<sg4::CommPtr> sends;
+      for (int peer : peers) {
+        sends.push_back(sg4::Comm::sendto_async(hosts_.at(rank), hosts_.at(peer), static_cast<uint64_t>(bytes / peers.size())));
+        ++messages_;
+      }
+      sg4::Comm::wait_all(sends);
     }
   }
 }
@@ -313,9 +335,40 @@ Seconds StepSimulation::ring_collectives(const Part& part, int rank, GroupKind k
   if (n < 2 || collectives == 0) return 0;
   const double start = sg4::Engine::get_clock();
   const RingLinks links = ring_links(members, kind, rank);
-  for (int s = 0; s < n - 1; ++s) ring_step(links, collectives * buffer / n);
+  const bool mesh = static_cast<int>(mesh_node_peers(part, members, rank).size()) == n - 1;
+  for (int s = 0; s < n - 1; ++s) {
+    if (mesh) {
+      mesh_ring_step(members, kind, rank, collectives * buffer / n);
+    } else {
+      ring_step(links, collectives * buffer / n);
+    }
+  }
   sg4::this_actor::sleep_for((collectives - 1.0) * (n - 1) * route_latency(rank, links.next));
   return sg4::Engine::get_clock() - start;
+}
+
+// One ring step of a group on one full-mesh node: its n - 1 rings (offsets 1 .. n - 1 around the
+// group) each carry 1/(n - 1) of the step, every one on its own peer link.
+void StepSimulation::mesh_ring_step(const std::vector<int>& members, GroupKind kind, int rank, Bytes bytes) {
+  const int n = static_cast<int>(members.size());
+  const std::string prefix = to_string(kind) + ":";
+  std::vector<sg4::CommPtr> sends;
+  for (int k = 1; k < n; ++k) {
+    const int next = ring_neighbour(members, rank, +k);
+    auto* out = sg4::Mailbox::by_name(prefix + std::to_string(rank) + ">" + std::to_string(next));
+    sends.push_back(out->put_async(&g_token, static_cast<uint64_t>(bytes / (n - 1))));
+    ++messages_;
+  }
+  // All receives are posted at once: a transfer starts only when its receive is posted.
+  std::vector<sg4::CommPtr> receives;
+  std::vector<int*> tokens(n);
+  for (int k = 1; k < n; ++k) {
+    const int previous = ring_neighbour(members, rank, -k);
+    auto* in = sg4::Mailbox::by_name(prefix + std::to_string(previous) + ">" + std::to_string(rank));
+    receives.push_back(in->get_async<int>(&tokens[k]));
+  }
+  sg4::Comm::wait_all(receives);
+  sg4::Comm::wait_all(sends);
 }
 
 // One pass's EP dispatch and combine, aggregated: each device sends every peer its share of the

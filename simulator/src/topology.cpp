@@ -83,15 +83,23 @@ TopologyVertexId Topology::add_pool(const std::string& prefix, const HardwarePro
     }
     leaves_ += leaf_count;
   }
+  // A full-mesh node's devices also link pairwise, one peer link each way: routes between two of
+  // them take that link (one hop), never the switch, which stays for the pool's own links.
+  const bool mesh = p.node.fabric == NodeFabric::kFullMesh;
+  const BytesPerSecond peer_link = net.intra_bandwidth(CollectiveAlgorithm::kSendRecv, 2);
   for (int n = 0; n < nodes; ++n) {
     const TopologyVertexId node_switch =
         add_vertex(g, VertexKind::kNodeSwitch, prefix + "node" + std::to_string(n), n);
     if (!networked && n == 0) top = node_switch;
+    const size_t node_first = devices_.size();
     for (int local = 0; local < per_node && n * per_node + local < devices; ++local) {
       const int rank = first_rank + n * per_node + local;
       const TopologyVertexId dev = add_vertex(g, VertexKind::kDevice, prefix + "dev" + std::to_string(rank), rank);
       devices_.push_back(dev);
       add_link(g, dev, node_switch, net.intra.bandwidth, nvlink_hop);
+      for (size_t peer = node_first; mesh && peer + 1 < devices_.size(); ++peer) {
+        add_link(g, devices_[peer], dev, peer_link, p.node.intra_latency);
+      }
       if (!networked) continue;
       const int group = n / nodes_per_group;
       const int leaf = rail ? group * per_node + local : group;

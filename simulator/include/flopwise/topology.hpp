@@ -50,9 +50,8 @@ struct RouteHop {
 };
 
 // Built from a profile for `devices` devices:
-// - every device links to its node switch (NVLink class, node.intra_bandwidth; a full-mesh node
-//   is built the same, at each device's whole peer bandwidth: its per-pair links are priced by the
-//   analytic model only, and the simulation says so);
+// - every device links to its node switch (NVLink class, node.intra_bandwidth); in a full-mesh
+//   node every two devices also share a peer link, which their routes take;
 // - fat-tree: every device's NIC links to the leaf of its node (leaf_ports NICs per leaf);
 //   rail-optimised: NIC r of each node links to rail leaf r of its group of leaf_ports nodes;
 // - every leaf links to the spine with leaf_ports x NIC bandwidth / oversubscription.
