@@ -147,6 +147,33 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // Selective recompute's modules as the recipes ran them: DeepSeek-V3 recomputing its MLA
 // up-projections and 3 dense MLPs 25.3% -> 24.3% fast (its memory 82 -> 64 GiB), GPT-OSS its
 // pre-MLP norm and expert activation 38.7% -> 38.1% (B200 46.0% -> 45.5%).
+// The errors grouped by profile, in the order the profiles first appear: the A100 group is Table 5.
+TEST(Validation, ErrorsByHardwareGroupTheRowsOfEachProfile) {
+  const Validation v = validate_runs(shipped_published_runs());
+  const std::vector<HardwareErrors> groups = errors_by_hardware(v);
+  ASSERT_FALSE(groups.empty());
+  EXPECT_EQ(groups.front().profile, "a100-80gb");
+  int runs = 0;
+  double sum = 0;
+  for (const HardwareErrors& g : groups) {
+    runs += g.runs;
+    sum += g.mean_error * g.runs;
+    EXPECT_LE(g.mean_error, g.worst_error) << g.profile;
+    EXPECT_LE(g.predicted_fast, g.runs) << g.profile;
+  }
+  EXPECT_EQ(runs, static_cast<int>(v.rows.size()));
+  EXPECT_NEAR(sum / runs, v.mean_error, 1e-12);
+  double a100 = 0, a100_fast = 0;
+  for (const ValidationRow& row : v.rows) {
+    if (row.run.profile != "a100-80gb") continue;
+    a100 += row.relative_error / groups.front().runs;
+    a100_fast += row.predicted_step_s < row.run.measured_step_s;
+  }
+  EXPECT_EQ(groups.front().runs, 8);
+  EXPECT_NEAR(groups.front().mean_error, a100, 1e-12);
+  EXPECT_EQ(groups.front().predicted_fast, a100_fast);
+}
+
 // A change to the cost model or the profiles that makes any part worse fails here; one that
 // improves it should tighten these bounds.
 TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {

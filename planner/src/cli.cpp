@@ -623,9 +623,16 @@ int cmd_validate(const std::string& path, bool as_json, std::ostream& out) {
     rows.push_back({{"name", row.run.name}, {"source", row.run.source}, {"hardware", row.run.profile},
                     {"layout", layout_to_json(row.run.layout)}, {"measured_step_time_s", row.run.measured_step_s},
                     {"predicted_step_time_s", row.predicted_step_s}, {"relative_error", row.relative_error},
-                    {"predicted", step_cost_to_json(row.predicted)}});
+                    {"fits_memory", row.predicted.fits_memory()}, {"predicted", step_cost_to_json(row.predicted)}});
   }
-  out << json{{"runs", rows}, {"mean_relative_error", v.mean_error}, {"worst_relative_error", v.worst_error}}.dump(2)
+  json by_hardware = json::array();
+  for (const HardwareErrors& g : errors_by_hardware(v)) {
+    by_hardware.push_back({{"hardware", g.profile}, {"runs", g.runs}, {"mean_relative_error", g.mean_error},
+                           {"worst_relative_error", g.worst_error}, {"predicted_fast", g.predicted_fast}});
+  }
+  out << json{{"runs", rows}, {"mean_relative_error", v.mean_error}, {"worst_relative_error", v.worst_error},
+              {"by_hardware", by_hardware}}
+             .dump(2)
       << "\n";
   return 0;
 }

@@ -241,31 +241,19 @@ Validation validate_runs(const std::vector<PublishedRun>& runs) {
   return v;
 }
 
-namespace {
-
-// Mean and worst error of each profile's rows, in the order the profiles first appear, and how
-// many of them the model predicts faster than measured (a bias, where the errors share a sign).
-void print_by_hardware(std::ostream& out, const Validation& v) {
-  std::vector<std::string> profiles;
+std::vector<HardwareErrors> errors_by_hardware(const Validation& v) {
+  std::vector<HardwareErrors> groups;
   for (const ValidationRow& row : v.rows) {
-    if (std::find(profiles.begin(), profiles.end(), row.run.profile) == profiles.end()) profiles.push_back(row.run.profile);
+    auto group = std::find_if(groups.begin(), groups.end(), [&](const HardwareErrors& g) { return g.profile == row.run.profile; });
+    if (group == groups.end()) group = groups.insert(groups.end(), HardwareErrors{row.run.profile});
+    group->mean_error += row.relative_error;  // summed here, divided below
+    group->worst_error = std::max(group->worst_error, row.relative_error);
+    group->predicted_fast += row.predicted_step_s < row.run.measured_step_s;
+    ++group->runs;
   }
-  for (const std::string& profile : profiles) {
-    double sum = 0, worst = 0;
-    int rows = 0, fast = 0;
-    for (const ValidationRow& row : v.rows) {
-      if (row.run.profile != profile) continue;
-      sum += row.relative_error;
-      worst = std::max(worst, row.relative_error);
-      fast += row.predicted_step_s < row.run.measured_step_s;
-      ++rows;
-    }
-    out << printf_string("  %-10s %2d runs: mean |error| %.1f%%, worst %.1f%%, %d predicted faster than measured\n",
-                         profile.c_str(), rows, 100 * sum / rows, 100 * worst, fast);
-  }
+  for (HardwareErrors& g : groups) g.mean_error /= g.runs;
+  return groups;
 }
-
-}  // namespace
 
 void print_validation(std::ostream& out, const Validation& v) {
   out << printf_string("%-22s %-10s %-*s %10s %10s %7s\n", "run", "hardware", kLayoutColumn, "layout", "measured",
@@ -285,7 +273,10 @@ void print_validation(std::ostream& out, const Validation& v) {
   }
   out << printf_string("%zu runs: mean |error| %.1f%%, worst %.1f%%\n", v.rows.size(), 100 * v.mean_error,
                        100 * v.worst_error);
-  print_by_hardware(out, v);
+  for (const HardwareErrors& g : errors_by_hardware(v)) {
+    out << printf_string("  %-10s %2d runs: mean |error| %.1f%%, worst %.1f%%, %d predicted faster than measured\n",
+                         g.profile.c_str(), g.runs, 100 * g.mean_error, 100 * g.worst_error, g.predicted_fast);
+  }
   if (oversized > 0) {
     out << oversized << " of them ran on their devices but are sized over the usable memory (the device's less "
         << "the planning headroom): flopwise's memory model errs high on those layouts\n";

@@ -39,6 +39,17 @@ struct Validation {
   double worst_error = 0;
 };
 
+// One profile's rows: their count, mean and worst error, and how many are predicted faster than
+// measured (a bias, where the errors share a sign).
+struct HardwareErrors {
+  std::string profile;
+  int runs = 0;
+  double mean_error = 0, worst_error = 0;
+  int predicted_fast = 0;
+};
+// Per profile, in the order the profiles first appear.
+std::vector<HardwareErrors> errors_by_hardware(const Validation& validation);
+
 // Predicts each run's step time with the cost model on its profile (the layout as published,
 // evaluated even where flopwise's search would reject it); InputError for unknown profiles and for
 // layouts that break a structural rule, naming the file and the row's field.
