@@ -986,4 +986,31 @@ TEST(Collectives, FittedFiguresReplaceTheDefaultsOfTheirAlgorithmOnly) {
   EXPECT_DOUBLE_EQ(alpha_beta(Collective::kAllToAll, 4).bytes_factor, 0.75);
 }
 
+
+// Transformer Engine runs the grouped expert GEMM as one cuBLAS GEMM per local expert over 4
+// streams: rounds of up to 4 GEMMs that share the device's waves, one launch each. On 48 units of
+// 128 x 128 tiles, 256 rows x 1,024 outputs are 16 tiles a GEMM: a round of 4 is 64 tiles in 2
+// waves (96 slots, busy 2/3), so each of its GEMMs issues 1.5x its FLOPs; a round of 3 fills
+// exactly one wave. 8 local experts are 2 full rounds, 7 are a full round and a round of 3.
+TEST(CostModel, GroupedExpertGemmRunsInRoundsOfFourStreams) {
+  const HardwareProfile p = testing::round_profile_edited(
+      {{"  fp8: true\n", "  fp8: true\n  gemm: {compute_units: 48, tile_rows: 128, tile_cols: 128, launch_latency: \"4 us\"}\n"}},
+      "tiles.yaml");
+  const WeightMatrix gate_up{1024, 1024, TpSplit::kOutputs};
+  const Flops one_gemm = 2.0 * 256 * 1024 * 1024;
+  const Layout ep1{1, 1, 1, 1, 1, 1, Recompute::kNone, false};
+  const CostModel eight(testing::tiny_moe(), small_run(), p);
+  const ComputeWork two_rounds = eight.expert_matrix_work(gate_up, 256, CostModel::Pass::kForward, ep1);
+  EXPECT_DOUBLE_EQ(two_rounds.matmul, 2 * 4 * one_gemm * 1.5);
+  EXPECT_DOUBLE_EQ(two_rounds.gemm_launches, 2);
+  ModelConfig seven_experts = testing::tiny_moe();
+  seven_experts.routed_experts = 7;
+  const CostModel seven(seven_experts, small_run(), p);
+  const ComputeWork rounds_of_4_and_3 = seven.expert_matrix_work(gate_up, 256, CostModel::Pass::kForward, ep1);
+  EXPECT_DOUBLE_EQ(rounds_of_4_and_3.matmul, 4 * one_gemm * 1.5 + 3 * one_gemm);
+  EXPECT_DOUBLE_EQ(rounds_of_4_and_3.gemm_launches, 2);
+  // At EP 2 each rank holds 4 experts: one round, one launch.
+  const Layout ep2{1, 1, 1, 2, 2, 1, Recompute::kNone, false};
+  EXPECT_DOUBLE_EQ(eight.expert_matrix_work(gate_up, 256, CostModel::Pass::kForward, ep2).gemm_launches, 1);
+}
 }  // namespace flopwise

@@ -255,7 +255,7 @@ int CostModel::tp_overlap_sms_held(const WeightMatrix& m, Pass pass, const Layou
 
 // Every token meets the shared matrices; each local expert sees its share of the tokens of its
 // etp x ep ranks (each holding 1/tp of a micro-batch), top_k copies each (stretched by routing
-// skew), in one grouped GEMM split etp ways.
+// skew), split etp ways.
 ComputeWork CostModel::layer_gemm_work(bool moe_layer, Pass pass, const Layout& l) const {
   const double tokens = micro_batch_tokens(l);
   const LayerMatrices& matrices = moe_layer ? moe_matrices_ : dense_matrices_;
@@ -264,11 +264,25 @@ ComputeWork CostModel::layer_gemm_work(bool moe_layer, Pass pass, const Layout& 
     w += matrix_work(m, tokens, 1.0, pass, l.tp, l, true, tp_overlap_sms_held(m, pass, l));
   }
   if (!moe_layer || matrices.routed_expert.empty()) return w;
-  const double local_experts = static_cast<double>(model_.routed_experts) / l.ep;
   const double rows = expert_rows_per_rank(l) * l.ep / model_.routed_experts;
-  for (const WeightMatrix& m : matrices.routed_expert) {
-    w += matrix_work(m, rows, local_experts, pass, l.expert_tp(), l);
-  }
+  for (const WeightMatrix& m : matrices.routed_expert) w += expert_matrix_work(m, rows, pass, l);
+  return w;
+}
+
+// Megatron-Core's grouped expert MLP (TEGroupedMLP) runs Transformer Engine's GroupedLinear, whose
+// grouped GEMM is one cuBLAS GEMM per local expert, handed round-robin to TE's 4 compute streams
+// (transformer_engine/common/gemm/cublaslt_gemm.cu, multi_stream_cublas_gemm, and
+// common/util/multi_stream.cpp: num_compute_streams = 4; the CUTLASS grouped kernel only under
+// NVTE_USE_CUTLASS_GROUPED_GEMM on Hopper). Up to 4 experts' GEMMs run at once and share the
+// device's waves; the next 4 on the same streams follow them, each paying its own launch.
+ComputeWork CostModel::expert_matrix_work(const WeightMatrix& m, double rows, Pass pass, const Layout& l) const {
+  constexpr double kGroupedGemmStreams = 4.0;
+  const double local_experts = static_cast<double>(model_.routed_experts) / l.ep;
+  const double full_rounds = std::floor(local_experts / kGroupedGemmStreams);
+  const double last_round = local_experts - full_rounds * kGroupedGemmStreams;
+  ComputeWork w;
+  if (full_rounds > 0) w += matrix_work(m, rows, kGroupedGemmStreams, pass, l.expert_tp(), l).scaled(full_rounds);
+  if (last_round > 0) w += matrix_work(m, rows, last_round, pass, l.expert_tp(), l);
   return w;
 }
 

@@ -102,6 +102,8 @@ class CostModel {
   const HardwareProfile& profile() const { return profile_; }
   Bytes usable_memory_bytes() const { return usable_memory_; }
 
+  enum class Pass { kForward, kBackward };
+
   // Per micro-batch, per device; public so tests and the step simulation use the same figures.
   Bytes layer_activation_bytes(bool moe_layer, const Layout& layout) const;
   Seconds layer_forward_seconds(bool moe_layer, const Layout& layout) const;
@@ -119,6 +121,8 @@ class CostModel {
   double rotated_elements_per_token() const;  // query and key elements RoPE rotates, all heads
   // Bytes one MoE layer's sorts of the received copies by local expert move, per pass and device.
   Bytes local_expert_sort_bytes(const Layout& layout) const;
+  // One routed-expert weight matrix's GEMMs over the local experts, `rows` token copies each.
+  ComputeWork expert_matrix_work(const WeightMatrix& matrix, double rows, Pass pass, const Layout& layout) const;
   ComputeWork forward_work(const StageContents& stage, const Layout& layout) const;
   ComputeWork backward_work(const StageContents& stage, const Layout& layout) const;
   Seconds compute_seconds(const ComputeWork& work) const;
@@ -212,7 +216,6 @@ class CostModel {
   const Network& network() const { return network_; }
 
  private:
-  enum class Pass { kForward, kBackward };
   static double passes_of(Pass pass);
   double attention_passes_of(Pass pass) const;
   ComputeWork unscaled_attention_core_work(const Layout& layout) const;
