@@ -192,7 +192,7 @@ FitGroup fit_compute(const HardwareProfile& profile, const HardwareProfile& shap
     rows.add(s, pass + " stage " + std::to_string(stage) + rank,
              {w.matmul / cost.matmul_peak(), w.attention / cost.attention_peak(), w.layer_passes,
               w.matmul_per_row / cost.matmul_peak()},
-             own_seconds(nested.of(run), *s.span) - w.memory_traffic / (shape.device.memory_bandwidth * shape.efficiency.memory));
+             own_seconds(nested.of(run), *s.span) - memory_bound_seconds(w, shape));
   }
   const SolveResult r = solve(rows.system(), unknowns);
   return make_fit_group("compute passes", unknowns, r,

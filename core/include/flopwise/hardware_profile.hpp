@@ -76,7 +76,12 @@ struct Efficiency {
   double attention = 0;  // the fused attention kernel at head dim 128, sequence 4K (causal)
   // Its speed at other shapes, relative to that one (empty: the same at every shape).
   AttentionKernelTable attention_by_shape;
-  double memory = 1.0;  // fraction of memory_bandwidth the optimizer update reaches
+  double memory = 1.0;  // fraction of memory_bandwidth library kernels (TE, apex, cuBLAS epilogues) reach
+  // The fraction PyTorch's own elementwise and reduction kernels reach (ATen's, and those
+  // torch.compile generates), which keep fewer bytes in flight than hand-tuned library kernels
+  // (0: the same as `memory`).
+  double memory_pytorch = 0;
+  double pytorch_memory() const { return memory_pytorch > 0 ? memory_pytorch : memory; }
   double intra_node_comm = 0;
   double inter_node_comm = 0;
 };
