@@ -20,10 +20,11 @@ constexpr double kRate = 100e12 * 0.5;  // round profile: 100 TFLOPS at 50%
 constexpr double kRouterGemmSeconds = 2 * (1024.0 * 1024 + 2 * 8 * 1024) / 1e12;
 // Memory-bound kernels per token of a tiny_moe layer (tp 1). Transformer Engine's: the norms 4 x
 // 1,024, the two experts' permutation 2 x 2 x 1,024 and un-permutation 2 x 1,024, RoPE reading and
-// writing 8 query and 2 key heads of 128 (2 x 1,280): 12,800 bf16 values. PyTorch's: the residual
-// adds 6 x 1,024, the two experts' activations 2 x 3 x 512 and the shared expert's 3 x 512: 10,752.
-constexpr double kLibraryTrafficBytes = 2 * 12800.0, kPytorchTrafficBytes = 2 * 10752.0;
-constexpr double kLayerTrafficBytes = kLibraryTrafficBytes + kPytorchTrafficBytes;
+// writing 8 query and 2 key heads of 128 (2 x 1,280): 12,800 bf16 values. Compiled by
+// torch.compile: the residual adds 6 x 1,024, the two experts' activations 2 x 3 x 512 and the
+// shared expert's 3 x 512: 10,752.
+constexpr double kLibraryTrafficBytes = 2 * 12800.0, kCompiledTrafficBytes = 2 * 10752.0;
+constexpr double kLayerTrafficBytes = kLibraryTrafficBytes + kCompiledTrafficBytes;
 // The all-to-all dispatcher's sorts by local expert in a tiny_moe layer, per pass of 1,024 tokens:
 // the 2,048 routed copies sorted after the dispatch and back before the combine, each sort
 // reading and writing 1,024 bf16 values a copy.
@@ -220,7 +221,7 @@ TEST(CostModel, SelectiveRecomputeModulesByHand) {
     return l;
   };
   const Layout act = with("core_attn,moe_act"), norm = with("core_attn,layernorm");
-  EXPECT_DOUBLE_EQ(cost.backward_work(one_moe_layer, act).pytorch_traffic - cost.backward_work(one_moe_layer, core).pytorch_traffic,
+  EXPECT_DOUBLE_EQ(cost.backward_work(one_moe_layer, act).compiled_traffic - cost.backward_work(one_moe_layer, core).compiled_traffic,
                    3 * 2 * 2048.0 * 512);
   EXPECT_DOUBLE_EQ(cost.layer_activation_bytes(true, core) - cost.layer_activation_bytes(true, act), 1024 * 2 * 2 * 512.0);
   EXPECT_DOUBLE_EQ(cost.backward_work(one_moe_layer, norm).memory_traffic - cost.backward_work(one_moe_layer, core).memory_traffic,
@@ -417,14 +418,13 @@ TEST(CostModel, EmbeddingGathersForwardAndAccumulatesADenseGradientBackward) {
   const StageContents embedding{0, 0, true, false, 0};
   const Layout l{2, 1, 1, 1, 1, 1, Recompute::kNone, false};
   const CostModel rope(testing::tiny_moe(), small_run(), testing::round_profile());
-  EXPECT_DOUBLE_EQ(rope.forward_work(embedding, l).pytorch_traffic, 2.0 * 2 * 1024 * 1024);
-  EXPECT_DOUBLE_EQ(rope.backward_work(embedding, l).pytorch_traffic, 500.0 * 1024 * 12 + 3.0 * 2 * 1024 * 1024);
-  EXPECT_DOUBLE_EQ(rope.backward_work(embedding, l).memory_traffic, 0.0);
+  EXPECT_DOUBLE_EQ(rope.forward_work(embedding, l).memory_traffic, 2.0 * 2 * 1024 * 1024);
+  EXPECT_DOUBLE_EQ(rope.backward_work(embedding, l).memory_traffic, 500.0 * 1024 * 12 + 3.0 * 2 * 1024 * 1024);
   ModelConfig learned = testing::tiny_moe();
   learned.learned_positions = true;
   const CostModel positions(learned, small_run(), testing::round_profile());
-  EXPECT_DOUBLE_EQ(positions.forward_work(embedding, l).pytorch_traffic, 5.0 * 2 * 1024 * 1024);
-  EXPECT_DOUBLE_EQ(positions.backward_work(embedding, l).pytorch_traffic,
+  EXPECT_DOUBLE_EQ(positions.forward_work(embedding, l).memory_traffic, 5.0 * 2 * 1024 * 1024);
+  EXPECT_DOUBLE_EQ(positions.backward_work(embedding, l).memory_traffic,
                    (500.0 * 1024 + 1024.0 * 1024) * 12 + 2 * 3.0 * 2 * 1024 * 1024);
   EXPECT_EQ(rope.forward_work(embedding, l).matmul, 0.0);
 }
@@ -628,7 +628,7 @@ TEST(CostModel, LayerWorkCountsLocalExpertsOnce) {
   // 256 did).
   EXPECT_DOUBLE_EQ(w.memory_traffic,
                    kRouterGemmSeconds * 1e12 + 1024 * kLibraryTrafficBytes + kSortBytes + kForwardEpilogueBytes);
-  EXPECT_DOUBLE_EQ(w.pytorch_traffic, 1024 * kPytorchTrafficBytes);
+  EXPECT_DOUBLE_EQ(w.compiled_traffic, 1024 * kCompiledTrafficBytes);
   EXPECT_DOUBLE_EQ(w.layer_passes, 1);
   // Seven GEMM kernels: QKV, projection, router, the shared expert's gate-up and down, and the
   // local experts' grouped gate-up and down (one launch each, whatever the expert count).
@@ -1016,30 +1016,18 @@ TEST(CostModel, GroupedExpertGemmRunsInRoundsOfFourStreams) {
   const Layout ep2{1, 1, 1, 2, 2, 1, Recompute::kNone, false};
   EXPECT_DOUBLE_EQ(eight.expert_matrix_work(gate_up, 256, CostModel::Pass::kForward, ep2).gemm_launches, 1);
 }
-// Library kernels stream at the profile's `memory` efficiency, PyTorch's own at `memory_pytorch`
+// Library kernels stream at the profile's `memory` efficiency, compiled ones at `memory_compiled`
 // (the round profile's 1 TB/s): 1 GB at 0.8 and 1 GB at 0.4 take 1.25 + 2.5 ms. Without
-// `memory_pytorch` both run at `memory`.
-TEST(CostModel, PytorchKernelsStreamAtTheirOwnEfficiency) {
-  const HardwareProfile p = testing::round_profile_edited({{"matmul: 0.5,", "matmul: 0.5, memory: 0.8, memory_pytorch: 0.4,"}}, "p.yaml");
+// `memory_compiled` both run at `memory`.
+TEST(CostModel, CompiledKernelsStreamAtTheirOwnEfficiency) {
+  const HardwareProfile p = testing::round_profile_edited({{"matmul: 0.5,", "matmul: 0.5, memory: 0.8, memory_compiled: 0.4,"}}, "p.yaml");
   ComputeWork w;
   w.memory_traffic = 1e9;
-  w.pytorch_traffic = 1e9;
+  w.compiled_traffic = 1e9;
   EXPECT_NEAR(CostModel(testing::tiny_moe(), small_run(), p).compute_seconds(w), 1.25e-3 + 2.5e-3, 1e-15);
   EXPECT_NEAR(memory_bound_seconds(w, p), 1.25e-3 + 2.5e-3, 1e-15);
   const HardwareProfile one = testing::round_profile_edited({{"matmul: 0.5,", "matmul: 0.5, memory: 0.8,"}}, "p.yaml");
   EXPECT_NEAR(memory_bound_seconds(w, one), 2.5e-3, 1e-15);
 }
 
-// Megatron's unfused attention core per score: QK^T's output written (2 bytes), the fused softmax
-// kernel's read and write (4), PV's read (2) in library kernels; PyTorch's dropout reads the
-// probabilities and writes them with a 1-byte mask (5). tiny_moe: 8 heads x 1,024 x 1,024 scores.
-TEST(CostModel, UnfusedAttentionDropoutIsAPytorchKernel) {
-  TrainingRun unfused = small_run();
-  unfused.attention = AttentionKernel::kUnfused;
-  const CostModel cost(testing::tiny_moe(), unfused, testing::round_profile());
-  const Layout l{1, 1, 1, 1, 1, 1, Recompute::kNone, false};
-  const double scores = 8 * 1024.0 * 1024;
-  EXPECT_DOUBLE_EQ(cost.attention_core_work(l).memory_traffic, scores * 8);
-  EXPECT_DOUBLE_EQ(cost.attention_core_work(l).pytorch_traffic, scores * 5);
-}
 }  // namespace flopwise

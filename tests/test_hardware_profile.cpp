@@ -134,9 +134,9 @@ TEST(HardwareProfile, EachClassOfBadInputNamesFileAndField) {
             std::string::npos);
   EXPECT_NE(error_of(round_profile_with("matmul: 0.5", "matmul: 0.5, matmul_fp8: 0")).find("efficiency.matmul_fp8: must be between"),
             std::string::npos);
-  EXPECT_NE(error_of(round_profile_with("matmul: 0.5", "matmul: 0.5, memory_pytorch: 1.2")).find("efficiency.memory_pytorch: must be between"),
+  EXPECT_NE(error_of(round_profile_with("matmul: 0.5", "matmul: 0.5, memory_compiled: 1.2")).find("efficiency.memory_compiled: must be between"),
             std::string::npos);
-  EXPECT_NE(error_of(round_profile_with("matmul: 0.5", "matmul: 0.5, memory_pytorhc: 0.5")).find("efficiency.memory_pytorhc: unknown field"),
+  EXPECT_NE(error_of(round_profile_with("matmul: 0.5", "matmul: 0.5, memory_compiledd: 0.5")).find("efficiency.memory_compiledd: unknown field"),
             std::string::npos);
   std::string no_fp8 = round_profile_with("fp8: true", "fp8: false");
   no_fp8.replace(no_fp8.find("matmul: 0.5"), 11, "matmul: 0.5, matmul_fp8: 0.4");

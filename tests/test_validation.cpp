@@ -149,14 +149,15 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // pre-MLP norm and expert activation 38.7% -> 38.1% (B200 46.0% -> 45.5%).
 // Grouped expert GEMMs in Transformer Engine's rounds of 4 streams: Qwen3-30B 35.6% / 32.3% ->
 // 35.4% / 31.5% (GB200 17.7% -> 16.2%), GPT-OSS 37.3% -> 36.4%; 4 local experts or fewer unchanged.
-// PyTorch's own memory-bound kernels (Megatron's fused adds and activations, the cross-entropy, the
-// embedding, unfused attention's dropout) at their measured fraction of the bandwidth (H100 0.55,
-// Megatron's bias_swiglu_impl; A100 0.52, torch's LayerNorm; Liger-Kernel's published benchmark
-// data), library kernels at theirs as before: Table 5 3.4% / 5.6% -> 1.2% / 3.3% (4 of 8 now slow),
-// NeMo 12.4% / 19.0% -> 8.4% / 13.6%, Megatron-Core 10.5% / 22.9% -> 8.3% / 16.2%, Llama 3 70B
-// 5.3% -> 1.2%, 405B CP 2 15.0% -> 13.6%, Qwen3-30B 27.7% -> 23.0%, GPT-OSS 36.4% -> 29.4%,
-// DeepSeek-V3 24.3% -> 20.3%, Qwen3-235B 20.2% -> 20.0%; the B200 and GB200 rows, at the H100
-// fraction as an ASSUMPTION: 27.3% -> 23.4% and 17.1% -> 13.4%.
+// Megatron's compiled memory-bound kernels (its @jit_fuser bias-dropout-adds and activations, which
+// torch.compile generates) at their measured fraction of the bandwidth (H100 0.55, Megatron's
+// bias_swiglu_impl; A100 0.52, torch's LayerNorm; Liger-Kernel's published benchmark data), library
+// kernels and plain torch ops (the cross-entropy, measured in the same data near the library speed)
+// at theirs as before: Table 5 3.4% / 5.6% -> 2.0% / 4.7%, NeMo 12.4% / 19.0% -> 9.9% / 15.1%,
+// Megatron-Core 10.5% / 22.9% -> 9.4% / 19.8%, Llama 3 70B 5.3% -> 3.1%, 405B CP 2 15.0% -> 13.6%,
+// Qwen3-30B 27.7% -> 25.5%, GPT-OSS 36.4% -> 34.7%, DeepSeek-V3 24.3% -> 23.4%, Qwen3-235B 20.2% ->
+// 20.0%; the B200 and GB200 rows, at the H100 fraction as an ASSUMPTION: 27.3% -> 24.9% and 17.1%
+// -> 14.9%.
 // The errors grouped by profile, in the order the profiles first appear: the A100 group is Table 5.
 TEST(Validation, ErrorsByHardwareGroupTheRowsOfEachProfile) {
   const Validation v = validate_runs(shipped_published_runs());
@@ -206,18 +207,18 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
     const char* model;
     double mean, worst;
   };
-  for (const Bound& b : {Bound{"Table 5", "", 0.013, 0.034}, Bound{"NeMo 24.07", "", 0.085, 0.136},
-                         Bound{"NeMo 24.07", "nemotron", 0.092, 0.108},
-                         Bound{"Megatron-Core r0.8.0", "", 0.083, 0.163},
-                         Bound{"Megatron-Bridge", "llama3-70B", 0.012, 0.013},
-                         Bound{"Megatron-Bridge", "qwen3-30B", 0.230, 0.321},
-                         Bound{"DGX-H100", "gpt-oss", 0.295, 0.295},
-                         Bound{"DGX-B200", "llama3-8B", 0.039, 0.039},
-                         Bound{"DGX-B200", "gpt-oss", 0.429, 0.429},
-                         Bound{"Megatron-Bridge", "deepseek-v3", 0.204, 0.204},
+  for (const Bound& b : {Bound{"Table 5", "", 0.021, 0.048}, Bound{"NeMo 24.07", "", 0.099, 0.151},
+                         Bound{"NeMo 24.07", "nemotron", 0.124, 0.148},
+                         Bound{"Megatron-Core r0.8.0", "", 0.094, 0.198},
+                         Bound{"Megatron-Bridge", "llama3-70B", 0.031, 0.032},
+                         Bound{"Megatron-Bridge", "qwen3-30B", 0.256, 0.338},
+                         Bound{"DGX-H100", "gpt-oss", 0.347, 0.347},
+                         Bound{"DGX-B200", "llama3-8B", 0.059, 0.059},
+                         Bound{"DGX-B200", "gpt-oss", 0.440, 0.440},
+                         Bound{"Megatron-Bridge", "deepseek-v3", 0.234, 0.234},
                          Bound{"Megatron-Bridge", "qwen3-235B", 0.200, 0.200},
                          Bound{"Megatron-Bridge", "405B-cp2", 0.137, 0.175},
-                         Bound{"DGX-GB200", "", 0.134, 0.170}}) {
+                         Bound{"DGX-GB200", "", 0.150, 0.180}}) {
     const auto [mean, worst] = bounds_of(b.table, b.model);
     EXPECT_LT(mean, b.mean) << b.table << " " << b.model;
     EXPECT_LT(worst, b.worst) << b.table << " " << b.model;

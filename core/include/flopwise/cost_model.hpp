@@ -39,15 +39,15 @@ struct ComputeWork {
   Flops matmul_per_row = 0;  // sum over its GEMMs of FLOPs per row (2 x weights): Hockney's n_1/2 term
   Flops attention = 0;       // attention core (QK^T, PV) in a fused kernel
   double layer_passes = 0;   // layers run, for the per-layer overhead
-  Bytes memory_traffic = 0;  // bytes library kernels (TE, cuBLAS epilogues, fused softmax) stream
+  Bytes memory_traffic = 0;  // bytes library and plain torch kernels (TE's, epilogues, softmax, loss) stream
   double gemm_launches = 0;  // GEMM kernels, each paying the device's launch latency
-  Bytes pytorch_traffic = 0; // bytes PyTorch's own kernels (Megatron's fused adds and activations, loss) stream
+  Bytes compiled_traffic = 0;  // bytes torch.compile's kernels (Megatron's fused adds, activations) stream
   ComputeWork& operator+=(const ComputeWork& other);
   ComputeWork scaled(double factor) const;
 };
 
 // Time the memory-bound kernels of `work` take on the profile's device: library kernels at its
-// `memory` efficiency, PyTorch's own at `memory_pytorch`.
+// `memory` efficiency, compiled ones at `memory_compiled`.
 Seconds memory_bound_seconds(const ComputeWork& work, const HardwareProfile& profile);
 
 // Bytes per element and per parameter of a precision recipe; the optimizer step streams
@@ -124,7 +124,7 @@ class CostModel {
   // Bytes per token one layer's memory-bound kernels stream in its forward, on one device.
   Bytes elementwise_bytes_per_token(bool moe_layer, const Layout& layout) const;
   Bytes library_bytes_per_token(bool moe_layer, const Layout& layout) const;  // of those, library kernels'
-  Bytes pytorch_bytes_per_token(bool moe_layer, const Layout& layout) const;  // and PyTorch's own
+  Bytes compiled_bytes_per_token(bool moe_layer, const Layout& layout) const;  // and compiled ones
   double rotated_elements_per_token() const;  // query and key elements RoPE rotates, all heads
   // Bytes one MoE layer's sorts of the received copies by local expert move, per pass and device.
   Bytes local_expert_sort_bytes(const Layout& layout) const;

@@ -77,11 +77,10 @@ struct Efficiency {
   // Its speed at other shapes, relative to that one (empty: the same at every shape).
   AttentionKernelTable attention_by_shape;
   double memory = 1.0;  // fraction of memory_bandwidth library kernels (TE, apex, cuBLAS epilogues) reach
-  // The fraction PyTorch's own elementwise and reduction kernels reach (ATen's, and those
-  // torch.compile generates), which keep fewer bytes in flight than hand-tuned library kernels
-  // (0: the same as `memory`).
-  double memory_pytorch = 0;
-  double pytorch_memory() const { return memory_pytorch > 0 ? memory_pytorch : memory; }
+  // The fraction the elementwise kernels torch.compile generates reach (Megatron's @jit_fuser
+  // adds and activations), which keep fewer bytes in flight than hand-tuned ones (0: `memory`).
+  double memory_compiled = 0;
+  double compiled_memory() const { return memory_compiled > 0 ? memory_compiled : memory; }
   double intra_node_comm = 0;
   double inter_node_comm = 0;
 };
