@@ -989,7 +989,6 @@ TEST(Collectives, FittedFiguresReplaceTheDefaultsOfTheirAlgorithmOnly) {
   EXPECT_DOUBLE_EQ(alpha_beta(Collective::kAllToAll, 4).bytes_factor, 0.75);
 }
 
-
 // Transformer Engine runs the grouped expert GEMM as one cuBLAS GEMM per local expert over 4
 // streams: rounds of up to 4 GEMMs that share the device's waves, one launch each. On 48 units of
 // 128 x 128 tiles, 256 rows x 1,024 outputs are 16 tiles a GEMM: a round of 4 is 64 tiles in 2
@@ -1016,6 +1015,7 @@ TEST(CostModel, GroupedExpertGemmRunsInRoundsOfFourStreams) {
   const Layout ep2{1, 1, 1, 2, 2, 1, Recompute::kNone, false};
   EXPECT_DOUBLE_EQ(eight.expert_matrix_work(gate_up, 256, CostModel::Pass::kForward, ep2).gemm_launches, 1);
 }
+
 // Library kernels stream at the profile's `memory` efficiency, compiled ones at `memory_compiled`
 // (the round profile's 1 TB/s): 1 GB at 0.8 and 1 GB at 0.4 take 1.25 + 2.5 ms. Without
 // `memory_compiled` both run at `memory`.
@@ -1029,5 +1029,4 @@ TEST(CostModel, CompiledKernelsStreamAtTheirOwnEfficiency) {
   const HardwareProfile one = testing::round_profile_edited({{"matmul: 0.5,", "matmul: 0.5, memory: 0.8,"}}, "p.yaml");
   EXPECT_NEAR(memory_bound_seconds(w, one), 2.5e-3, 1e-15);
 }
-
 }  // namespace flopwise

@@ -406,7 +406,7 @@ Bytes CostModel::compiled_bytes_per_token(bool moe_layer, const Layout& l) const
   const ModelConfig& m = model_;
   double activations = 3.0 * m.dense_ffn;
   if (moe_layer) activations = 3.0 * (m.top_k * expert_skew(l) * m.expert_ffn + m.shared_experts * m.shared_expert_ffn);
-  return bytes_.activation * (6.0 * model_.hidden / sequence_shards(l) + activations / l.tp);
+  return bytes_.activation * (6.0 * m.hidden / sequence_shards(l) + activations / l.tp);
 }
 
 // Megatron-Core's all-to-all dispatcher receives each rank's tokens in the order of that rank's

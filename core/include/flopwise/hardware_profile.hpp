@@ -76,7 +76,7 @@ struct Efficiency {
   double attention = 0;  // the fused attention kernel at head dim 128, sequence 4K (causal)
   // Its speed at other shapes, relative to that one (empty: the same at every shape).
   AttentionKernelTable attention_by_shape;
-  double memory = 1.0;  // fraction of memory_bandwidth library kernels (TE, apex, cuBLAS epilogues) reach
+  double memory = 1.0;  // fraction of memory_bandwidth library kernels (TE, apex, epilogues) and torch ops reach
   // The fraction the elementwise kernels torch.compile generates reach (Megatron's @jit_fuser
   // adds and activations), which keep fewer bytes in flight than hand-tuned ones (0: `memory`).
   double memory_compiled = 0;
