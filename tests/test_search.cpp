@@ -3,6 +3,7 @@
 #include <numeric>
 
 #include "flopwise/catalog.hpp"
+#include "flopwise/comparison.hpp"
 #include "flopwise/model_import.hpp"
 #include "flopwise/search.hpp"
 #include "test_helpers.hpp"
@@ -193,6 +194,52 @@ TEST(Search, TriesRecomputeModulesOnlyWhereLessRecomputeDoesNotFit) {
   // in the union.
   run.attention = AttentionKernel::kUnfused;
   EXPECT_EQ(search(CostModel(model, run, testing::round_profile()), o).considered, 6);
+}
+
+// The profiles of a comparison search side by side; each must come out as its own search alone,
+// and the winner as if they had run one after another.
+TEST(Comparison, ProfilesSearchedSideBySideMatchTheirOwnSearches) {
+  const ModelConfig model = resolve_model("ling-lite");
+  const TrainingRun run = run_of(512);
+  SearchOptions o;
+  o.devices = DeviceRange{8, 256};
+  o.objective = Objective::kMinTime;
+  const std::vector<std::string> names{"device-A", "device-B", "device-C", "device-D", "device-E", "h100-sxm"};
+  std::vector<int> reported;
+  const Comparison c = compare_profiles(model, run, o, names, 0, {[&](int done, int) { reported.push_back(done); }});
+  EXPECT_EQ(reported, (std::vector<int>{1, 2, 3, 4, 5, 6}));
+  ASSERT_EQ(c.entries.size(), names.size());
+  int best = -1;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const ProfileResult& e = c.entries[i];
+    ASSERT_TRUE(e.searched);
+    ASSERT_NE(e.top(), nullptr) << names[i];
+    const SearchResult alone = search(CostModel(model, run, resolve_profile(names[i])), o);
+    EXPECT_EQ(e.result.considered, alone.considered) << names[i];
+    EXPECT_EQ(e.top()->layout, alone.best.front().layout) << names[i];
+    EXPECT_DOUBLE_EQ(e.top()->cost.step_time_s, alone.best.front().cost.step_time_s) << names[i];
+    if (best < 0 || e.top()->cost.step_time_s < c.entries[best].top()->cost.step_time_s) best = static_cast<int>(i);
+  }
+  EXPECT_EQ(c.best, best);
+}
+
+// A cancel keeps the profiles before the first one it skipped, and the winner among them.
+TEST(Comparison, CancelKeepsTheSearchedPrefix) {
+  const ModelConfig model = resolve_model("ling-lite");
+  SearchOptions o;
+  o.devices = DeviceRange{8, 64};
+  std::atomic<bool> cancel{false};
+  const std::vector<std::string> names{"device-A", "device-B", "device-C", "device-D", "device-E"};
+  const Comparison c = compare_profiles(model, run_of(512), o, names, 0, {[&](int, int) { cancel = true; }, &cancel});
+  EXPECT_TRUE(c.cancelled);
+  ASSERT_TRUE(c.entries.front().searched);
+  EXPECT_FALSE(c.entries.back().searched);
+  for (size_t i = 1; i < c.entries.size(); ++i) {
+    if (c.entries[i].searched) EXPECT_TRUE(c.entries[i - 1].searched) << i;
+    if (!c.entries[i].searched) EXPECT_EQ(c.entries[i].cost, nullptr) << i;
+  }
+  ASSERT_GE(c.best, 0);
+  EXPECT_TRUE(c.entries[c.best].searched);
 }
 
 }  // namespace flopwise
