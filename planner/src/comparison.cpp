@@ -15,32 +15,32 @@ namespace flopwise {
 namespace {
 
 // One profile's search reads only its own const CostModel, so the profiles search side by side, a
-// thread per core: the five-device comparison takes the longest search's time, not the sum.
-// Workers take the profiles in order and check for a cancel before each.
+// thread per core, instead of queueing on one. Workers take the profiles in order and check for a
+// cancel before each; a failure does not stop the others, so the error reported is the one a serial
+// search would have met first.
 void search_profiles(Comparison& c, const ModelConfig& model, const TrainingRun& run, const SearchOptions& wide,
                      const ComparisonProgress& hooks) {
   const size_t n = c.entries.size();
   std::vector<std::exception_ptr> failures(n);
   std::atomic<size_t> next{0};
-  std::atomic<bool> stop{false};
   std::mutex progress_mutex;
   int done = 0;
   auto worker = [&] {
-    for (size_t i = next++; i < n && !stop; i = next++) {
+    for (size_t i = next++; i < n; i = next++) {
       if (hooks.cancel && hooks.cancel->load()) break;
       ProfileResult& e = c.entries[i];
+      e.searched = true;
       try {
         if (e.unsupported.empty()) {
           e.cost = std::make_unique<CostModel>(model, run, e.profile);
           e.result = search(*e.cost, wide);
         }
+        const std::lock_guard<std::mutex> lock(progress_mutex);
+        if (hooks.progress) hooks.progress(++done, static_cast<int>(n));
       } catch (...) {
+        // Thrown on a worker, it would end the process: the caller's thread rethrows it.
         failures[i] = std::current_exception();
-        stop = true;
       }
-      e.searched = true;
-      const std::lock_guard<std::mutex> lock(progress_mutex);
-      if (hooks.progress) hooks.progress(++done, static_cast<int>(n));
     }
   };
   const size_t threads = std::min<size_t>(n, std::max(1u, std::thread::hardware_concurrency()));
@@ -48,7 +48,6 @@ void search_profiles(Comparison& c, const ModelConfig& model, const TrainingRun&
   for (size_t t = 1; t < threads; ++t) pool.emplace_back(worker);
   worker();
   for (std::thread& t : pool) t.join();
-  // The first failing profile in the caller's order reports, as a serial search would have.
   for (const std::exception_ptr& f : failures) {
     if (f) std::rethrow_exception(f);
   }
