@@ -91,6 +91,41 @@ TEST(GemmSchedule, ShippedH100ProfileFollowsXlasMeasuredTable) {
   EXPECT_LT(total_error / 8, 0.13);
 }
 
+// The shipped B200 profile against the same XLA file's sm_100_B200 table: batch x m x n x k, the
+// TFLOPS measured in bf16 and in fp8 (e4m3 x e4m3), and, in the comment, the model's. Over 112 of
+// its shapes the mean error is 7.7% bf16 and 6.8% fp8; with h100-sxm's 4 us launch latency it was
+// 17.6% and 20.0%, all fast. Thin outputs over a long inner dimension (256 x 256 x 4096) again
+// come out fast, by 48%, and are left out here.
+TEST(GemmSchedule, ShippedB200ProfileFollowsXlasMeasuredTable) {
+  struct Entry {
+    double batch, m, n, k, bf16_tflops, fp8_tflops;
+  };
+  const Entry table[] = {
+      {1, 4096, 4096, 4096, 1416.9, 2765.0},  // 1539, 2740
+      {1, 4096, 4096, 256, 514.7, 666.9},     // 587, 705
+      {1, 4096, 1024, 1024, 715.6, 850.8},    // 725, 948
+      {1, 4096, 256, 4096, 645.1, 861.8},     // 645, 817
+      {1, 256, 4096, 4096, 651.4, 930.5},     // 645, 817
+      {1, 512, 512, 512, 48.5, 39.3},         // 42, 46
+      {2, 512, 2048, 2048, 757.2, 974.1},     // 762, 1014
+      {2, 256, 1024, 1024, 157.1, 149.4},     // 139, 163
+  };
+  const HardwareProfile b200 = load_hardware_profile(std::string(FLOPWISE_PROFILES_DIR) + "/b200.yaml");
+  for (Precision precision : {Precision::kBf16, Precision::kFp8}) {
+    TrainingRun run = testing::tiny_run(4);
+    run.precision = precision;
+    const CostModel cost(testing::tiny_moe(), run, b200);
+    double total_error = 0;
+    for (const Entry& e : table) {
+      const double measured = precision == Precision::kBf16 ? e.bf16_tflops : e.fp8_tflops;
+      const double predicted = 2 * e.batch * e.m * e.n * e.k / cost.gemm_seconds(e.m, e.k, e.n, e.batch) / 1e12;
+      EXPECT_NEAR(predicted / measured, 1.0, 0.2) << to_string(precision) << " " << e.batch << " x " << e.m << " x " << e.n << " x " << e.k;
+      total_error += std::fabs(predicted / measured - 1.0);
+    }
+    EXPECT_LT(total_error / 8, 0.09) << to_string(precision);
+  }
+}
+
 // Communication kernels beside a GEMM hold SMs and the library lays the GEMM over the rest.
 // 3,072 x 2,816 outputs are 264 tiles of 128 x 256: 2 full waves of 132 units, or 4 of the 66
 // left when 66 are held, so the main loop (2 x 3072 x 4096 x 2816 FLOPs at 0.801 x 989 TFLOPS,
