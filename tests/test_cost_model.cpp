@@ -537,6 +537,9 @@ TEST(CostModel, Fp8QuantizesLayerGemmInputsAndKeepsTheHeadInBf16) {
   const double quantized = 6.0 * 1024 * (4608 + 2 * 1536) - 1024.0 * (1024 + 8);
   const ComputeWork a = bf16_cost.layer_forward_work(true, l), b = fp8_cost.layer_forward_work(true, l);
   EXPECT_NEAR(b.memory_traffic - a.memory_traffic, quantized, 1e-6 * quantized);
+  // Nine casts, one per GEMM launch (the 8 experts' in two rounds of 4), each an amax kernel and
+  // a cast-transpose under current scaling; one kernel under the other recipes.
+  EXPECT_DOUBLE_EQ(b.kernels - a.kernels, 2 * 9);
   // Delayed scaling reduces the amax inside the cast: 4 bytes a value, 2 fewer over the same
   // 7,680 x 1,024 values; mxfp8 adds 1/16 byte of scales (1 byte per 32, two copies).
   for (const auto& [recipe, saved] : {std::pair{Fp8Recipe::kDelayed, 2.0}, std::pair{Fp8Recipe::kMxfp8, 2.0 - 1.0 / 16}}) {
@@ -544,6 +547,7 @@ TEST(CostModel, Fp8QuantizesLayerGemmInputsAndKeepsTheHeadInBf16) {
     other.fp8_recipe = recipe;
     const ComputeWork c = CostModel(testing::tiny_moe(), other, testing::round_profile()).layer_forward_work(true, l);
     EXPECT_NEAR(b.memory_traffic - c.memory_traffic, saved * 1024 * 7680, 1e-6 * quantized) << to_string(recipe);
+    EXPECT_DOUBLE_EQ(c.kernels - a.kernels, 9) << to_string(recipe);
   }
 }
 
@@ -613,6 +617,57 @@ TEST(CostModel, GemmLaunchesPayTheLaunchLatency) {
   ComputeWork w;
   w.gemm_launches = 7;
   EXPECT_NEAR(cost.compute_seconds(w), 28e-6, 1e-18);
+}
+
+// Every kernel, GEMM or not, then waits the stream's gap: 7 GEMMs at 4 us of their own, and 12
+// kernels in all at 2 us after each.
+TEST(CostModel, EveryKernelWaitsTheKernelGap) {
+  HardwareProfile p = testing::round_profile();
+  p.device.gemm.launch_latency = 4e-6;
+  p.device.kernel_gap = 2e-6;
+  const CostModel cost(testing::tiny_moe(), small_run(), p);
+  ComputeWork w;
+  w.gemm_launches = 7;
+  w.kernels = 5;
+  EXPECT_NEAR(cost.compute_seconds(w), 7 * 4e-6 + 12 * 2e-6, 1e-18);
+  // A GEMM benchmark's profiler times the kernel alone.
+  const CostModel no_gap(testing::tiny_moe(), small_run(), [&] {
+    HardwareProfile q = p;
+    q.device.kernel_gap = 0;
+    return q;
+  }());
+  EXPECT_DOUBLE_EQ(cost.gemm_seconds(1024, 1024, 1024), no_gap.gemm_seconds(1024, 1024, 1024));
+}
+
+// The kernels behind the bytes a layer streams. A dense layer of the tiny model (RoPE) forward:
+// two norms, two bias-dropout-adds, the activation and RoPE on queries and keys, 7; backward each
+// norm twice, 9. An MoE layer adds the permutation and the un-permutation, the shared expert's
+// activation and, with 4 local experts behind the all-to-all, the two sorts: 12 and 14; with one
+// local expert (EP 8) there is no sort. Learned positions drop RoPE's two.
+TEST(CostModel, LayerKernelsCountTheStepsItsBytesPrice) {
+  const CostModel cost(testing::tiny_moe(), small_run(), testing::round_profile());
+  const Layout ep2{1, 1, 1, 2, 2, 1, Recompute::kNone, false};
+  const Layout ep8{1, 1, 1, 8, 8, 1, Recompute::kNone, false};
+  const auto forward = CostModel::Pass::kForward, backward = CostModel::Pass::kBackward;
+  EXPECT_DOUBLE_EQ(cost.layer_kernels(false, forward, ep2), 7);
+  EXPECT_DOUBLE_EQ(cost.layer_kernels(false, backward, ep2), 9);
+  EXPECT_DOUBLE_EQ(cost.layer_kernels(true, forward, ep2), 12);
+  EXPECT_DOUBLE_EQ(cost.layer_kernels(true, backward, ep2), 14);
+  EXPECT_DOUBLE_EQ(cost.layer_kernels(true, forward, ep8), 10);
+  ModelConfig gpt = testing::tiny_moe();
+  gpt.learned_positions = true;
+  EXPECT_DOUBLE_EQ(CostModel(gpt, small_run(), testing::round_profile()).layer_kernels(false, forward, ep2), 5);
+  // With the attention core: FlashAttention's one kernel forward and three backward (13 and 17
+  // for one MoE layer); the unfused path's softmax and dropout (14), its two batched GEMMs
+  // launched beside the layer's seven.
+  const StageContents one_moe_layer{0, 1, false, false};
+  EXPECT_DOUBLE_EQ(cost.forward_work(one_moe_layer, ep2).kernels, 13);
+  EXPECT_DOUBLE_EQ(cost.backward_work(one_moe_layer, ep2).kernels, 17);
+  TrainingRun unfused = small_run();
+  unfused.attention = AttentionKernel::kUnfused;
+  const ComputeWork u = CostModel(testing::tiny_moe(), unfused, testing::round_profile()).layer_forward_work(true, ep2);
+  EXPECT_DOUBLE_EQ(u.kernels, 14);
+  EXPECT_DOUBLE_EQ(u.gemm_launches, 9);
 }
 
 TEST(CostModel, LayerWorkCountsLocalExpertsOnce) {

@@ -158,6 +158,12 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // Qwen3-30B 27.7% -> 25.5%, GPT-OSS 36.4% -> 34.7%, DeepSeek-V3 24.3% -> 23.4%, Qwen3-235B 20.2% ->
 // 20.0%; the B200 and GB200 rows, at the H100 fraction as an ASSUMPTION: 27.3% -> 24.9% and 17.1%
 // -> 14.9%.
+// Every kernel then waiting the stream's gap before the next (2 us, the median in DeepSeek's H800
+// training trace; an ASSUMPTION on the A100, B200 and GB200), over the kernels the model prices:
+// Table 5 2.0% / 4.7% -> 1.7% / 4.4%, NeMo 9.9% -> 9.2%, Megatron-Core 9.4% / 19.8% -> 8.9% /
+// 18.6%, Llama 3 70B 3.1% -> 2.4%, Qwen3-30B 25.4% -> 23.6%, GPT-OSS 34.7% -> 34.0% (B200 43.9%
+// -> 43.6%), DeepSeek-V3 23.4% -> 22.6%, Qwen3-235B 20.0% -> 19.8%, 405B CP 2 13.6% -> 12.9%,
+// GB200 14.8% -> 13.8%.
 // The errors grouped by profile, in the order the profiles first appear: the A100 group is Table 5.
 TEST(Validation, ErrorsByHardwareGroupTheRowsOfEachProfile) {
   const Validation v = validate_runs(shipped_published_runs());
@@ -207,18 +213,18 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
     const char* model;
     double mean, worst;
   };
-  for (const Bound& b : {Bound{"Table 5", "", 0.021, 0.048}, Bound{"NeMo 24.07", "", 0.099, 0.151},
-                         Bound{"NeMo 24.07", "nemotron", 0.124, 0.148},
-                         Bound{"Megatron-Core r0.8.0", "", 0.094, 0.198},
-                         Bound{"Megatron-Bridge", "llama3-70B", 0.031, 0.032},
-                         Bound{"Megatron-Bridge", "qwen3-30B", 0.256, 0.338},
-                         Bound{"DGX-H100", "gpt-oss", 0.347, 0.347},
-                         Bound{"DGX-B200", "llama3-8B", 0.058, 0.058},
-                         Bound{"DGX-B200", "gpt-oss", 0.440, 0.440},
-                         Bound{"Megatron-Bridge", "deepseek-v3", 0.234, 0.234},
-                         Bound{"Megatron-Bridge", "qwen3-235B", 0.200, 0.200},
-                         Bound{"Megatron-Bridge", "405B-cp2", 0.137, 0.175},
-                         Bound{"DGX-GB200", "", 0.149, 0.179}}) {
+  for (const Bound& b : {Bound{"Table 5", "", 0.018, 0.045}, Bound{"NeMo 24.07", "", 0.092, 0.147},
+                         Bound{"NeMo 24.07", "nemotron", 0.120, 0.144},
+                         Bound{"Megatron-Core r0.8.0", "", 0.089, 0.186},
+                         Bound{"Megatron-Bridge", "llama3-70B", 0.025, 0.026},
+                         Bound{"Megatron-Bridge", "qwen3-30B", 0.236, 0.322},
+                         Bound{"DGX-H100", "gpt-oss", 0.341, 0.341},
+                         Bound{"DGX-B200", "llama3-8B", 0.052, 0.052},
+                         Bound{"DGX-B200", "gpt-oss", 0.436, 0.436},
+                         Bound{"Megatron-Bridge", "deepseek-v3", 0.227, 0.227},
+                         Bound{"Megatron-Bridge", "qwen3-235B", 0.198, 0.199},
+                         Bound{"Megatron-Bridge", "405B-cp2", 0.129, 0.168},
+                         Bound{"DGX-GB200", "", 0.138, 0.173}}) {
     const auto [mean, worst] = bounds_of(b.table, b.model);
     EXPECT_LT(mean, b.mean) << b.table << " " << b.model;
     EXPECT_LT(worst, b.worst) << b.table << " " << b.model;

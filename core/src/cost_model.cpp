@@ -56,13 +56,14 @@ ComputeWork& ComputeWork::operator+=(const ComputeWork& o) {
   memory_traffic += o.memory_traffic;
   compiled_traffic += o.compiled_traffic;
   gemm_launches += o.gemm_launches;
+  kernels += o.kernels;
   return *this;
 }
 
 ComputeWork ComputeWork::scaled(double factor) const {
   return {matmul * factor,         matmul_per_row * factor, attention * factor,
           layer_passes * factor,   memory_traffic * factor, gemm_launches * factor,
-          compiled_traffic * factor};
+          compiled_traffic * factor, kernels * factor};
 }
 
 StageContents range_contents(const ModelConfig& m, int first, int count, bool embedding, bool lm_head) {
@@ -194,8 +195,10 @@ ComputeWork CostModel::gemm_work(double rows, double inner, double cols, double 
   return w;
 }
 
+// A benchmark's profiler times the kernel alone: the stream's gap after it is not in it.
 Seconds CostModel::gemm_seconds(double rows, double inner, double cols, double count, int sms_held) const {
-  return compute_seconds(gemm_work(rows, inner, cols, count, true, bytes_.activation, sms_held));
+  const ComputeWork w = gemm_work(rows, inner, cols, count, true, bytes_.activation, sms_held);
+  return compute_seconds(w) - w.gemm_launches * profile_.device.kernel_gap;
 }
 
 // Bytes one fp8 cast moves per element of a bf16 tensor: it reads the tensor (2) and writes the
@@ -213,6 +216,11 @@ Bytes fp8_cast_bytes(Fp8Recipe recipe) {
   }
   return kCast;
 }
+
+// Kernels one fp8 cast launches: tensorwise (current) scaling reduces the amax in a kernel of its
+// own before the cast reads the tensor again (Transformer Engine's Float8CurrentScalingQuantizer:
+// amax, then cast-transpose, the two reads fp8_cast_bytes counts); the other recipes cast in one.
+double fp8_cast_kernels(Fp8Recipe recipe) { return recipe == Fp8Recipe::kTensorwise ? 2.0 : 1.0; }
 
 // One weight matrix's GEMMs on one device for `rows` tokens: the forward (rows x outputs over the
 // inputs), or the backward's input gradient (rows x inputs over the outputs) and weight gradient
@@ -234,12 +242,18 @@ ComputeWork CostModel::matrix_work(const WeightMatrix& w, double rows, double co
   const Bytes cast = fp8_cast_bytes(run_.fp8_recipe);
   if (pass == Pass::kForward) {
     ComputeWork forward = gemm_work(rows, in, out, count, quantized, bytes_.activation, sms_held);
-    if (fp8) forward.memory_traffic += cast * rows * in * count;
+    if (fp8) {
+      forward.memory_traffic += cast * rows * in * count;
+      forward.kernels += fp8_cast_kernels(run_.fp8_recipe);
+    }
     return forward;
   }
   ComputeWork both = gemm_work(rows, out, in, count, quantized, bytes_.activation, sms_held);
   both += gemm_work(in, rows, out, count, quantized, bytes_.grad_accumulation(run_.grad_accumulation_fusion), sms_held);
-  if (fp8) both.memory_traffic += cast * rows * out * count;
+  if (fp8) {
+    both.memory_traffic += cast * rows * out * count;
+    both.kernels += fp8_cast_kernels(run_.fp8_recipe);
+  }
   return both;
 }
 
@@ -327,6 +341,7 @@ ComputeWork CostModel::layer_work(bool moe_layer, Pass pass, const Layout& l) co
   w.memory_traffic += passes * micro_batch_tokens(l) * library_bytes_per_token(moe_layer, l);
   w.compiled_traffic += passes * micro_batch_tokens(l) * compiled_bytes_per_token(moe_layer, l);
   if (moe_layer) w.memory_traffic += local_expert_sort_bytes(l);
+  w.kernels += layer_kernels(moe_layer, pass, l);
   w.layer_passes = passes;
   return w;
 }
@@ -341,8 +356,19 @@ ComputeWork CostModel::attention_core_work(const Layout& l) const { return atten
 // measured speed for the model's head dimension (MLA: the mean of its query-key and value widths)
 // and the causal sequence each kernel runs (a CP rank's chunk, a window, a chunk of chunked
 // attention), layer kind by layer kind: the work is held as FLOPs at the anchor shape's rate.
+// Its kernels: FlashAttention's forward is one, its backward three (a preprocess summing dO.O by
+// row, the main kernel, a postprocess writing dQ: Dao-AILab/flash-attention,
+// hopper/flash_bwd_launch_template.h). The unfused path runs its two batched GEMMs (four in the
+// backward) around a softmax and a dropout kernel.
 ComputeWork CostModel::attention_work(Pass pass, const Layout& l) const {
   ComputeWork w = unscaled_attention_core_work(l).scaled(attention_passes_of(pass));
+  const bool forward = pass == Pass::kForward;
+  if (run_.attention == AttentionKernel::kFused) {
+    w.kernels = forward ? 1.0 : 3.0;
+  } else {
+    w.gemm_launches = forward ? 2.0 : 4.0;
+    w.kernels = 2.0;
+  }
   const AttentionKernelTable& table = profile_.efficiency.attention_by_shape;
   if (run_.attention != AttentionKernel::kFused || table.empty()) return w;
   double keys = 0, anchor_time = 0;
@@ -421,6 +447,25 @@ Bytes CostModel::local_expert_sort_bytes(const Layout& l) const {
   return 2.0 * 2.0 * bytes_.activation * expert_rows_per_rank(l) * model_.hidden;
 }
 
+// The kernels behind those bytes, per layer and pass, as Megatron-Core's transformer layer on
+// Transformer Engine launches them. Forward: the two norms, the two bias-dropout-adds, the MLP
+// activation (and a shared expert's), RoPE on the queries and on the keys, and in an MoE layer the
+// permutation, the un-permutation and the sorts by local expert. Backward: each of those once, but
+// each norm twice (its input gradient, then the reduction of its weight gradient over the rows:
+// ln_bwd_kernel and ln_bwd_finalize_kernel, both in DeepSeek's H800 training trace,
+// deepseek-ai/profile-data train.json). The fp8 casts count with their GEMMs (matrix_work) and
+// the attention core with its kernels (attention_work).
+double CostModel::layer_kernels(bool moe_layer, Pass pass, const Layout& l) const {
+  constexpr double kNorms = 2.0, kBiasDropoutAdds = 2.0, kActivation = 1.0;
+  double kernels = kNorms * (pass == Pass::kForward ? 1.0 : 2.0) + kBiasDropoutAdds + kActivation;
+  if (rotated_elements_per_token() > 0) kernels += 2.0;
+  if (!moe_layer) return kernels;
+  kernels += 2.0;  // permutation and un-permutation
+  if (model_.shared_experts > 0) kernels += kActivation;
+  if (local_expert_sort_bytes(l) > 0) kernels += 2.0;
+  return kernels;
+}
+
 double CostModel::rotated_elements_per_token() const {
   const ModelConfig& m = model_;
   if (m.learned_positions) return 0.0;
@@ -436,11 +481,15 @@ Seconds memory_bound_seconds(const ComputeWork& w, const HardwareProfile& p) {
 
 // Hockney's model per GEMM: rows / (rows + n_1/2) of the asymptotic rate, i.e. a time of
 // FLOPs / rate plus n_1/2 x FLOPs-per-row / rate (Hockney and Jesshope, Parallel Computers 2, 1988).
+// Every kernel then waits the device's kernel gap after the one before it: the GEMM launch latency
+// is a kernel's own time (XLA's matmul table, which it is fitted to, holds the median kernel time
+// its KernelTracer records: xla/tools/matmul_perf_table_gen.cc), not the stream's time between two.
 Seconds CostModel::compute_seconds(const ComputeWork& w) const {
   const Efficiency& e = profile_.efficiency;
+  const DeviceSpec& d = profile_.device;
   return (w.matmul + e.matmul_half_rows * w.matmul_per_row) / matmul_rate_ + w.attention / attention_rate_ +
          memory_bound_seconds(w, profile_) + w.layer_passes * profile_.overheads.per_layer_pass +
-         w.gemm_launches * profile_.device.gemm.launch_latency;
+         w.gemm_launches * d.gemm.launch_latency + (w.gemm_launches + w.kernels) * d.kernel_gap;
 }
 
 Seconds CostModel::layer_forward_seconds(bool moe_layer, const Layout& l) const {
@@ -518,6 +567,7 @@ ComputeWork CostModel::lm_head_work(Pass pass, const Layout& l) const {
   ComputeWork w = matrix_work(head, tokens, 1.0, pass, l.tp, l, false);
   w.matmul_per_row = passes * lm_head_flops_ / l.tp;
   w.memory_traffic += passes * tokens * model_.vocab / l.tp * (bytes_.activation + 4.0 + 12.0);
+  w.kernels += passes * 3.0;  // the upcast, the max, the exponentials' sum and write
   return w;
 }
 
@@ -537,10 +587,12 @@ ComputeWork CostModel::embedding_work(Pass pass, const Layout& l) const {
   ComputeWork w;
   if (pass == Pass::kForward) {
     w.memory_traffic = tokens * h * a * (2.0 + 3.0 * positions);
+    w.kernels = 1.0 + positions;
     return w;
   }
   const double table = static_cast<double>(model_.vocab) * h / l.tp + positions * run_.seq_len * h;
   w.memory_traffic = table * bytes_.grad_accumulation(false) + (1.0 + positions) * tokens * h * 3.0 * a;
+  w.kernels = 3.0 * (1.0 + positions);  // per table: the zero fill, the rows' adds, the main gradient's add
   return w;
 }
 
@@ -602,14 +654,19 @@ ComputeWork CostModel::selective_recompute_work(const StageContents& s, const La
   ComputeWork w;
   if (r.has(RecomputeModule::kCoreAttn)) w += attention_work(Pass::kForward, l).scaled(layers);
   const double norms = s.moe_layers * separate_norms(true) + s.dense_layers * separate_norms(false);
-  if (r.has(RecomputeModule::kLayernorm)) w.memory_traffic += norms * 2.0 * a * tokens * h / sequence_shards(l);
+  if (r.has(RecomputeModule::kLayernorm)) {
+    w.memory_traffic += norms * 2.0 * a * tokens * h / sequence_shards(l);
+    w.kernels += norms;
+  }
   if (r.has(RecomputeModule::kMoeAct) && s.moe_layers > 0) {
     w.compiled_traffic += s.moe_layers * 3.0 * a * expert_rows_per_rank(l) * m.expert_ffn / l.expert_tp();
+    w.kernels += s.moe_layers;
   }
   if (r.has(RecomputeModule::kMlaUpProj)) {
     ComputeWork up;
     for (const WeightMatrix& matrix : mla_up_projections(m)) up += matrix_work(matrix, tokens, 1.0, Pass::kForward, l.tp, l);
     up.memory_traffic += 2.0 * a * tokens * rotated_elements_per_token() / l.tp;
+    up.kernels += 2.0;  // RoPE on the queries and on the key
     w += up.scaled(layers);
   }
   if (r.has(RecomputeModule::kMlp) && s.dense_layers > 0) {
@@ -619,6 +676,7 @@ ComputeWork CostModel::selective_recompute_work(const StageContents& s, const La
     }
     mlp.memory_traffic += a * tokens * 2.0 * h / sequence_shards(l);
     mlp.compiled_traffic += a * tokens * 3.0 * m.dense_ffn / l.tp;
+    mlp.kernels += 2.0;  // the norm and the activation
     w += mlp.scaled(s.dense_layers);
   }
   return w;

@@ -62,6 +62,7 @@ namespace {
 using Fields = YamlFields;
 
 DeviceSpec read_device(const Fields& f) {
+  f.allow_only({"name", "peak_tflops", "memory", "memory_bandwidth", "price", "fp8", "gemm", "kernel_gap"});
   DeviceSpec d;
   d.name = f.text("name");
   const Fields peaks = f.section("peak_tflops");
@@ -89,6 +90,7 @@ DeviceSpec read_device(const Fields& f) {
     if (g.has("half_tiles")) d.gemm.half_tiles = g.boolean("half_tiles");
     if (g.has("launch_latency")) d.gemm.launch_latency = g.quantity("launch_latency", Dimension::kTime);
   }
+  if (f.has("kernel_gap")) d.kernel_gap = f.quantity("kernel_gap", Dimension::kTime);
   if (d.fp8 && !d.peak_tflops.count("fp8")) {
     throw input_error(f.source(), peaks.path("fp8"), "missing although device.fp8 is true");
   }

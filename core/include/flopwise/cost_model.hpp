@@ -42,6 +42,7 @@ struct ComputeWork {
   Bytes memory_traffic = 0;  // bytes library and plain torch kernels (TE's, epilogues, softmax, loss) stream
   double gemm_launches = 0;  // GEMM kernels, each paying the device's launch latency
   Bytes compiled_traffic = 0;  // bytes torch.compile's kernels (Megatron's fused adds, activations) stream
+  double kernels = 0;  // the other kernels: memory-bound steps, fp8 casts, attention; see layer_kernels
   ComputeWork& operator+=(const ComputeWork& other);
   ComputeWork scaled(double factor) const;
 };
@@ -84,6 +85,8 @@ void derive_run_totals(StepCost& cost, const ModelConfig& model, const TrainingR
 // enough for the planner to call millions of times.
 // Bytes an fp8 cast moves per element under `recipe` (core/src/cost_model.cpp says how).
 Bytes fp8_cast_bytes(Fp8Recipe recipe);
+// Kernels an fp8 cast launches under `recipe`.
+double fp8_cast_kernels(Fp8Recipe recipe);
 
 class CostModel {
  public:
@@ -114,7 +117,8 @@ class CostModel {
   Seconds layer_forward_seconds(bool moe_layer, const Layout& layout) const;
   ComputeWork layer_forward_work(bool moe_layer, const Layout& layout) const;
   // One launch of `count` equal GEMMs with rows x cols outputs over `inner`, activation-width
-  // operands and outputs, at the run's GEMM rate: what a GEMM benchmark of the device measures.
+  // operands and outputs, at the run's GEMM rate: the kernel time a GEMM benchmark of the device
+  // measures (without the kernel gap a stream adds after it).
   // With `sms_held` compute units taken by communication kernels running beside it.
   Seconds gemm_seconds(double rows, double inner, double cols, double count = 1.0, int sms_held = 0) const;
   // The attention core of one layer's forward over one micro-batch: a fused kernel's FLOPs (at the
@@ -128,6 +132,8 @@ class CostModel {
   double rotated_elements_per_token() const;  // query and key elements RoPE rotates, all heads
   // Bytes one MoE layer's sorts of the received copies by local expert move, per pass and device.
   Bytes local_expert_sort_bytes(const Layout& layout) const;
+  // Kernels one layer launches in a pass for the memory-bound steps those bytes are priced for.
+  double layer_kernels(bool moe_layer, Pass pass, const Layout& layout) const;
   // One routed-expert weight matrix's GEMMs over the local experts, `rows` token copies each.
   ComputeWork expert_matrix_work(const WeightMatrix& matrix, double rows, Pass pass, const Layout& layout) const;
   ComputeWork forward_work(const StageContents& stage, const Layout& layout) const;

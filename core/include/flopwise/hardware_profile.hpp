@@ -26,6 +26,9 @@ struct DeviceSpec {
   std::string currency;
   bool fp8 = false;
   GemmTiling gemm;  // compute units and output tile of its GEMM kernels (none: no quantization)
+  // What a stream leaves idle between one kernel's end and the next one's start when the host has
+  // queued both: the front end fetching and setting up the next launch (0: not known, not charged).
+  Seconds kernel_gap = 0;
 
   FlopsPerSecond peak_flops(Precision precision) const;
 };
