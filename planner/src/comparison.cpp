@@ -4,6 +4,7 @@
 #include <exception>
 #include <mutex>
 #include <set>
+#include <system_error>
 #include <thread>
 
 #include "flopwise/catalog.hpp"
@@ -45,7 +46,13 @@ void search_profiles(Comparison& c, const ModelConfig& model, const TrainingRun&
   };
   const size_t threads = std::min<size_t>(n, std::max(1u, std::thread::hardware_concurrency()));
   std::vector<std::thread> pool;
-  for (size_t t = 1; t < threads; ++t) pool.emplace_back(worker);
+  for (size_t t = 1; t < threads; ++t) {
+    try {
+      pool.emplace_back(worker);
+    } catch (const std::system_error&) {
+      break;  // no more threads to be had: the ones started, and this one, take the rest
+    }
+  }
   worker();
   for (std::thread& t : pool) t.join();
   for (const std::exception_ptr& f : failures) {
