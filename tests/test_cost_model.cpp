@@ -869,10 +869,12 @@ TEST(CostModel, Bf16GradientsHalveTheirBytesAndAddTheOptimizersCopy) {
 }
 
 // Combined 1F1B (ep_a2a): EP 2 over DP 2, 8 micro-batches of one sequence per replica, no PP. The
-// first forward and the last backward run alone (1 of 8 micro-batches' passes); the others pair,
-// each micro-batch's all-to-alls beside its partner's forward and backward, exposed only where
-// they outlast them, the compute losing the all-to-all's 10 of 100 SMs while they hide.
-TEST(CostModel, CombinedOneFOneBHidesTheAllToAllBesideThePartnersCompute) {
+// first forward and the last backward run alone (1 of 8 micro-batches' passes); in the others each
+// MoE layer's four all-to-alls run in the four phases of Megatron-Core's paired layer, each beside
+// its phase's compute (attention forward; half the MLP backward; the other half and the MLP
+// forward; attention backward), exposed only where they outlast it, the compute losing the
+// all-to-all's 10 of 100 SMs while they hide.
+TEST(CostModel, CombinedOneFOneBHidesEachAllToAllBesideItsPhase) {
   const HardwareProfile p = testing::round_profile_edited(
       {{"fp8: true", "fp8: true\n  gemm: {compute_units: 100, tile_rows: 128, tile_cols: 128}"},
        {"intra_latency: \"1 us\"", "intra_latency: \"1 us\"\n  collective_channels: 10"}},
@@ -881,16 +883,39 @@ TEST(CostModel, CombinedOneFOneBHidesTheAllToAllBesideThePartnersCompute) {
   overlapped.overlap.ep_a2a = true;
   const CostModel plain(testing::tiny_moe(), waited, p), combined(testing::tiny_moe(), overlapped, p);
   const Layout l{1, 1, 1, 2, 2, 1, Recompute::kNone, false};
-  const StageContents stage = stage_contents(testing::tiny_moe(), l)[0];
   ASSERT_TRUE(combined.ep_overlap_applies(l));
   EXPECT_DOUBLE_EQ(combined.unpaired_pass_share(l), 1.0 / 8);
   EXPECT_DOUBLE_EQ(combined.a2a_sm_share(), 0.1);
-  const double m = 8;
-  const Seconds a2a = plain.evaluate(l).exposed_comm_s.ep / m;
-  const Seconds compute = plain.forward_seconds(stage, l) + plain.backward_seconds(stage, l);
-  const Seconds paired = std::max(0.0, a2a - compute) + std::min(a2a, compute) * 0.1;
-  EXPECT_NEAR(combined.evaluate(l).exposed_comm_s.ep, m * (a2a / 8 + 7.0 / 8 * paired), 1e-15);
+  // The phases split one MoE layer's forward and backward.
+  const StageContents one_layer{0, 1, false, false};
+  const std::array<Seconds, 4> w = combined.paired_a2a_windows(l);
+  const Seconds forward = combined.compute_seconds(combined.forward_work(one_layer, l));
+  const Seconds backward = combined.compute_seconds(combined.backward_work(one_layer, l));
+  EXPECT_NEAR(w[0] + w[1] + w[2] + w[3], forward + backward, 1e-15);
+  EXPECT_NEAR(w[2] - w[1], forward - w[0], 1e-15);
+  const double m = 8, layers = 4, all_to_alls = 4;
+  auto expected = [&](const CostModel& plain_cost, const CostModel& combined_cost) {
+    const Seconds a2a = plain_cost.evaluate(l).exposed_comm_s.ep / (m * layers * all_to_alls);
+    Seconds paired = 0;
+    for (Seconds beside : combined_cost.paired_a2a_windows(l)) paired += std::max(0.0, a2a - beside) + std::min(a2a, beside) * 0.1;
+    return m * layers * (all_to_alls * a2a / 8 + 7.0 / 8 * paired);
+  };
+  EXPECT_NEAR(combined.evaluate(l).exposed_comm_s.ep, expected(plain, combined), 1e-15);
   EXPECT_LT(combined.evaluate(l).exposed_comm_s.ep, plain.evaluate(l).exposed_comm_s.ep);
+  // On a node of 5 GB/s links an all-to-all outlasts the attention forward but not the layer:
+  // beside the whole layer it would hide, beside its phase part of it is waited for.
+  const HardwareProfile slow = testing::round_profile_edited(
+      {{"fp8: true", "fp8: true\n  gemm: {compute_units: 100, tile_rows: 128, tile_cols: 128}"},
+       {"intra_latency: \"1 us\"", "intra_latency: \"1 us\"\n  collective_channels: 10"},
+       {"intra_bandwidth: \"100 GB/s\"", "intra_bandwidth: \"5 GB/s\""}},
+      "slow.yaml");
+  const CostModel slow_plain(testing::tiny_moe(), waited, slow), slow_combined(testing::tiny_moe(), overlapped, slow);
+  const Seconds slow_a2a = slow_plain.evaluate(l).exposed_comm_s.ep / (m * layers * all_to_alls);
+  ASSERT_GT(slow_a2a, w[0]);
+  ASSERT_LT(all_to_alls * slow_a2a, forward + backward);
+  EXPECT_NEAR(slow_combined.evaluate(l).exposed_comm_s.ep, expected(slow_plain, slow_combined), 1e-15);
+  EXPECT_GT(slow_combined.evaluate(l).exposed_comm_s.ep,
+            m * layers * (all_to_alls * slow_a2a / 8 + 7.0 / 8 * all_to_alls * slow_a2a * 0.1) + 1e-6);
   // Interleaved PP 4 x 2 with 8 micro-batches: rank 0 warms up 2 x 3 + 1 x 4 = 10 of 16 chunk passes.
   Layout interleaved{1, 4, 1, 2, 2, 1, Recompute::kNone, false};
   interleaved.vpp = 2;

@@ -198,8 +198,10 @@ TEST(StepSimulation, FoldedExpertLayoutsAgreeWithTheAnalyticModel) {
 }
 
 // Under combined 1F1B the paired passes' all-to-alls run beside compute. On a slow network, where
-// every pass's all-to-alls outlast its compute, the simulation (beside the pass's own compute)
-// hides what the analytic model (beside its partner's) hides, and waits less than without it.
+// every all-to-all outlasts its phase, the simulation hides what the analytic model hides, and
+// waits less than without it. It hides a little less (4% here): its all-to-alls cross the network
+// beside the pass's own compute and are waited for when they outlast it, where the analytic model
+// pairs them only with the partner's phases, and a forward is shorter than its partner's.
 TEST(StepSimulation, CombinedOneFOneBHidesAllToAllsLikeTheAnalyticModel) {
   const HardwareProfile pairs = testing::round_profile_edited(
       {{"devices: 8", "devices: 2"}, {"inter_bandwidth: \"10 GB/s\"", "inter_bandwidth: \"2 GB/s\""}}, "pairs.yaml");
@@ -210,7 +212,8 @@ TEST(StepSimulation, CombinedOneFOneBHidesAllToAllsLikeTheAnalyticModel) {
   const SimulationResult sim = simulate_step(combined, l, {});
   const StepCost analytic = combined.evaluate(l);
   EXPECT_LT(sim.exposed_comm_s.ep, simulate_step(waited, l, {}).exposed_comm_s.ep);
-  EXPECT_NEAR(sim.exposed_comm_s.ep / analytic.exposed_comm_s.ep, 1.0, 0.03);
+  EXPECT_GE(sim.exposed_comm_s.ep, analytic.exposed_comm_s.ep * (1 - 1e-9));
+  EXPECT_NEAR(sim.exposed_comm_s.ep / analytic.exposed_comm_s.ep, 1.0, 0.05);
 }
 
 // In the trace, a paired pass's all-to-alls run beside its compute ("ep (overlapped)", inside the

@@ -164,6 +164,10 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // 18.6%, Llama 3 70B 3.1% -> 2.4%, Qwen3-30B 25.4% -> 23.6%, GPT-OSS 34.7% -> 34.0% (B200 43.9%
 // -> 43.6%), DeepSeek-V3 23.4% -> 22.6%, Qwen3-235B 20.0% -> 19.8%, 405B CP 2 13.6% -> 12.9%,
 // GB200 14.8% -> 13.8%.
+// Each of a paired MoE layer's four all-to-alls hidden only beside the compute of its own phase of
+// combined 1F1B (Megatron-Core's TransformerLayerSchedulePlan.run), not beside the whole pass:
+// DeepSeek-V3 22.6% -> 13.7% fast, Qwen3-235B 19.8% / 19.8% -> 16.5% / 16.2%; GB200's Qwen3-30B
+// (all-to-alls inside NVLink, shorter than every phase) unchanged.
 // The errors grouped by profile, in the order the profiles first appear: the A100 group is Table 5.
 TEST(Validation, ErrorsByHardwareGroupTheRowsOfEachProfile) {
   const Validation v = validate_runs(shipped_published_runs());
@@ -221,8 +225,8 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
                          Bound{"DGX-H100", "gpt-oss", 0.341, 0.341},
                          Bound{"DGX-B200", "llama3-8B", 0.052, 0.052},
                          Bound{"DGX-B200", "gpt-oss", 0.436, 0.436},
-                         Bound{"Megatron-Bridge", "deepseek-v3", 0.227, 0.227},
-                         Bound{"Megatron-Bridge", "qwen3-235B", 0.198, 0.199},
+                         Bound{"Megatron-Bridge", "deepseek-v3", 0.137, 0.137},
+                         Bound{"Megatron-Bridge", "qwen3-235B", 0.164, 0.166},
                          Bound{"Megatron-Bridge", "405B-cp2", 0.129, 0.168},
                          Bound{"DGX-GB200", "", 0.138, 0.173}}) {
     const auto [mean, worst] = bounds_of(b.table, b.model);

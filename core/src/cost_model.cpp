@@ -845,14 +845,51 @@ double CostModel::a2a_sm_share() const {
   return sm_share(run_.ep_dispatcher == EpDispatcher::kFlex ? kDeepEpSms : profile_.node.collective_channels);
 }
 
-// A micro-batch's all-to-alls under combined 1F1B: paired, they run beside its partner's compute
-// (the other micro-batch's forward and backward, `compute` together), waiting only for what
-// outlasts it, while the compute loses the SMs the all-to-all holds for as long as it hides;
-// unpaired, they are waited for.
-Seconds CostModel::ep_overlap_exposed(Seconds a2a, Seconds compute, const Layout& l) const {
+// What an MoE layer computes before its dispatch (Megatron-Core's pre_dispatch_computation):
+// the attention and its projections, and the router. Its MLP node is the rest of the layer.
+ComputeWork CostModel::pre_dispatch_work(Pass pass, const Layout& l) const {
+  std::vector<WeightMatrix> matrices = attention_matrices(model_);
+  matrices.push_back(router_matrix(model_));
+  ComputeWork w = attention_work(pass, l);
+  for (const WeightMatrix& m : matrices) {
+    w += matrix_work(m, micro_batch_tokens(l), 1.0, pass, l.tp, l, true, tp_overlap_sms_held(m, pass, l));
+  }
+  return w;
+}
+
+// Combined 1F1B runs one micro-batch's MoE layer forward beside another's backward in four phases,
+// an all-to-all on the communication stream beside the computation of each (Megatron-Core's
+// TransformerLayerSchedulePlan.run, megatron/core/models/common/model_chunk_schedule_plan.py):
+// the combine's backward beside the attention forward; the dispatch forward beside the MLP's input
+// gradients; the dispatch backward beside the MLP's weight gradients and then its forward; the
+// combine forward beside the attention backward. The MLP backward splits evenly between its input
+// and weight gradients (equal GEMM FLOPs); norms, adds and permutations go with the MLP.
+std::array<Seconds, 4> CostModel::paired_a2a_windows(const Layout& l) const {
+  const Seconds attention_forward = compute_seconds(pre_dispatch_work(Pass::kForward, l));
+  const Seconds attention_backward = compute_seconds(pre_dispatch_work(Pass::kBackward, l));
+  const Seconds mlp_forward = compute_seconds(layer_work(true, Pass::kForward, l)) - attention_forward;
+  const Seconds mlp_backward = compute_seconds(layer_work(true, Pass::kBackward, l)) - attention_backward;
+  return {attention_forward, mlp_backward / 2, mlp_backward / 2 + mlp_forward, attention_backward};
+}
+
+// Paired, each all-to-all waits only for what outlasts the computation of its phase, which loses
+// the SMs the all-to-all holds while it hides. A forward's dispatch and combine run in the second
+// and fourth phases, a backward's combine and dispatch in the first and third.
+Seconds CostModel::paired_a2a_exposed(Seconds a2a, bool forward, const Layout& l) const {
+  const std::array<Seconds, 4> w = paired_a2a_windows(l);
+  Seconds exposed = 0;
+  for (Seconds beside : forward ? std::array{w[1], w[3]} : std::array{w[0], w[2]}) {
+    exposed += std::max(0.0, a2a - beside) + std::min(a2a, beside) * a2a_sm_share();
+  }
+  return exposed;
+}
+
+// Unpaired passes wait for their all-to-alls.
+Seconds CostModel::ep_overlap_exposed(Seconds a2a, int moe_layers, const Layout& l) const {
   const double unpaired = unpaired_pass_share(l);
-  const Seconds paired = std::max(0.0, a2a - compute) + std::min(a2a, compute) * a2a_sm_share();
-  return unpaired * a2a + (1.0 - unpaired) * paired;
+  const int all_to_alls = ep_all_to_alls_forward() + ep_all_to_alls_backward(l);
+  const Seconds paired = paired_a2a_exposed(a2a, true, l) + paired_a2a_exposed(a2a, false, l);
+  return moe_layers * (unpaired * all_to_alls * a2a + (1.0 - unpaired) * paired);
 }
 
 Seconds CostModel::tp_exposed_seconds(const StageContents& s, bool forward, const Layout& l, Seconds each) const {
@@ -911,8 +948,8 @@ CostModel::RankTime CostModel::micro_batch_time(const StageContents& s, const La
   if (model_.is_moe() && l.ep > 1) {
     const int a2a = ep_all_to_alls_forward() + ep_all_to_alls_backward(l);
     const GroupSpan group = span(grid, GroupKind::kEp);
-    t.ep = s.moe_layers * a2a * all_to_all_time(group, ep_sends(l, group), network_);
-    if (ep_overlap_applies(l)) t.ep = ep_overlap_exposed(t.ep, t.forward + t.backward, l);
+    const Seconds each = all_to_all_time(group, ep_sends(l, group), network_);
+    t.ep = ep_overlap_applies(l) ? ep_overlap_exposed(each, s.moe_layers, l) : s.moe_layers * a2a * each;
   }
   const int gathers = expert_tp_collectives(s, true, l) + expert_tp_collectives(s, false, l);
   if (gathers > 0) {

@@ -46,19 +46,6 @@ void add_swiglu(std::vector<WeightMatrix>& to, double hidden, double ffn) {
   to.push_back({ffn, hidden, TpSplit::kInputs});          // down
 }
 
-void add_attention(std::vector<WeightMatrix>& to, const ModelConfig& m) {
-  const double h = m.hidden, heads = m.heads;
-  if (!m.is_mla()) {
-    to.push_back({h, (heads + 2.0 * m.kv_heads) * m.head_dim, TpSplit::kOutputs});
-    to.push_back({heads * m.head_dim, h, TpSplit::kInputs});
-    return;
-  }
-  if (m.q_lora_rank > 0) to.push_back({h, static_cast<double>(m.q_lora_rank), TpSplit::kSequence});
-  to.push_back({h, static_cast<double>(m.kv_lora_rank + m.rope_head_dim), TpSplit::kSequence});
-  for (const WeightMatrix& up : mla_up_projections(m)) to.push_back(up);
-  to.push_back({heads * m.v_head_dim, h, TpSplit::kInputs});
-}
-
 }  // namespace
 
 std::vector<WeightMatrix> mla_up_projections(const ModelConfig& m) {
@@ -74,14 +61,31 @@ std::vector<WeightMatrix> dense_mlp_matrices(const ModelConfig& m) {
   return mlp;
 }
 
+std::vector<WeightMatrix> attention_matrices(const ModelConfig& m) {
+  const double h = m.hidden, heads = m.heads;
+  if (!m.is_mla()) {
+    return {{h, (heads + 2.0 * m.kv_heads) * m.head_dim, TpSplit::kOutputs}, {heads * m.head_dim, h, TpSplit::kInputs}};
+  }
+  std::vector<WeightMatrix> to;
+  if (m.q_lora_rank > 0) to.push_back({h, static_cast<double>(m.q_lora_rank), TpSplit::kSequence});
+  to.push_back({h, static_cast<double>(m.kv_lora_rank + m.rope_head_dim), TpSplit::kSequence});
+  for (const WeightMatrix& up : mla_up_projections(m)) to.push_back(up);
+  to.push_back({heads * m.v_head_dim, h, TpSplit::kInputs});
+  return to;
+}
+
+WeightMatrix router_matrix(const ModelConfig& m) {
+  return {static_cast<double>(m.hidden), static_cast<double>(m.routed_experts), TpSplit::kSequence};
+}
+
 LayerMatrices layer_matrices(const ModelConfig& m, bool moe_layer) {
   LayerMatrices l;
-  add_attention(l.shared, m);
+  l.shared = attention_matrices(m);
   if (!moe_layer) {
     for (const WeightMatrix& w : dense_mlp_matrices(m)) l.shared.push_back(w);
     return l;
   }
-  l.shared.push_back({static_cast<double>(m.hidden), static_cast<double>(m.routed_experts), TpSplit::kSequence});
+  l.shared.push_back(router_matrix(m));
   // Megatron-Core runs the shared experts as one MLP of their summed width.
   if (m.shared_experts > 0) add_swiglu(l.shared, m.hidden, static_cast<double>(m.shared_experts) * m.shared_expert_ffn);
   add_swiglu(l.routed_expert, m.hidden, m.expert_ffn);

@@ -456,9 +456,9 @@ void StepSimulation::send_pipeline(const std::string& mailbox, Bytes bytes) {
 // collectives first, then the overlapped ones beside the part of the compute the cost model says
 // they overlap (one source for which collective overlaps what).
 // `paired`: a pass the combined 1F1B schedule merges with one of another micro-batch (see
-// CostModel::ep_overlap_exposed); under the EP all-to-all overlap its all-to-alls run beside
-// compute. The simulation puts them beside the pass's own compute, which hides the same time as
-// beside its partner's whenever both passes' all-to-alls outlast their compute.
+// CostModel::ep_overlap_exposed); under the EP all-to-all overlap its all-to-alls cross the network
+// beside the pass's compute, and the pass then waits for what each all-to-all, at its simulated
+// length, outlasts of the phase it runs in (CostModel::paired_a2a_exposed).
 void StepSimulation::pass(const Part& part, int rank, const PipelineOp& op, int stage, bool paired, Account& account) {
   const CostModel& cost = part.cost_of(stage);
   const StageContents& chunk = part.stage_chunk.at(stage);
@@ -505,8 +505,9 @@ void StepSimulation::pass(const Part& part, int rank, const PipelineOp& op, int 
   Seconds ep_after = 0;
   if (a2a) {
     a2a->join();
-    // The all-to-all's kernels held their SMs for as long as it ran beside the compute.
-    sg4::this_actor::execute(std::min(a2a_beside, compute) * cost.a2a_sm_share() * kHostSpeed);
+    const Seconds phases = chunk.moe_layers * cost.paired_a2a_exposed(a2a_beside / all_to_alls, op.forward, l);
+    const Seconds waited = sg4::Engine::get_clock() - compute_end;
+    if (phases > waited) sg4::this_actor::execute((phases - waited) * kHostSpeed);
     ep_after = sg4::Engine::get_clock() - compute_end;
   }
   spans_.push_back(TraceSpan{rank, "compute", name, compute_start + cp, compute});

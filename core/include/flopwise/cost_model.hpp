@@ -1,5 +1,6 @@
 #pragma once
 // Analytic cost of one training step of a layout: time, throughput, memory, money.
+#include <array>
 #include <string>
 #include <vector>
 
@@ -161,12 +162,16 @@ class CostModel {
   // Transformer Engine's overlap, whose SMs are charged inside the GEMMs.
   double hidden_tp_sm_share() const;
   // Combined 1F1B (CommOverlap::ep_a2a) where Megatron-Core runs it for this layout; the share
-  // of a step's passes it leaves unpaired; the share of the SMs an EP all-to-all holds; and what a
-  // micro-batch's `a2a` seconds of all-to-alls leave exposed beside `compute` seconds of passes.
+  // of a step's passes it leaves unpaired; the share of the SMs an EP all-to-all holds; the
+  // compute beside each of a paired MoE layer's four all-to-alls; what one MoE layer's all-to-alls
+  // in a paired forward or backward leave exposed, `a2a` seconds each; and what a micro-batch's
+  // leave exposed through `moe_layers` MoE layers.
   bool ep_overlap_applies(const Layout& layout) const;
   double unpaired_pass_share(const Layout& layout) const;
   double a2a_sm_share() const;
-  Seconds ep_overlap_exposed(Seconds a2a, Seconds compute, const Layout& layout) const;
+  std::array<Seconds, 4> paired_a2a_windows(const Layout& layout) const;
+  Seconds paired_a2a_exposed(Seconds a2a, bool forward, const Layout& layout) const;
+  Seconds ep_overlap_exposed(Seconds a2a, int moe_layers, const Layout& layout) const;
   // The routed experts' all-gathers and reduce-scatters over the expert-TP group in one pass (all
   // waited for), each over expert_tp_collective_bytes.
   int expert_tp_collectives(const StageContents& stage, bool forward, const Layout& layout) const;
@@ -243,6 +248,7 @@ class CostModel {
   ComputeWork layer_gemm_work(bool moe_layer, Pass pass, const Layout& layout) const;
   Flops layer_matmul_per_row(bool moe_layer, const Layout& layout) const;
   ComputeWork layer_work(bool moe_layer, Pass pass, const Layout& layout) const;
+  ComputeWork pre_dispatch_work(Pass pass, const Layout& layout) const;
   ComputeWork selective_recompute_work(const StageContents& stage, const Layout& layout) const;
   int separate_norms(bool moe_layer) const;
   ComputeWork embedding_work(Pass pass, const Layout& layout) const;

@@ -146,6 +146,9 @@ struct WeightMatrix {
 std::vector<WeightMatrix> mla_up_projections(const ModelConfig& model);
 // A dense layer's MLP: the fused gate and up projection, and the down projection.
 std::vector<WeightMatrix> dense_mlp_matrices(const ModelConfig& model);
+// What a layer runs before its MLP: the attention's projections, and in an MoE layer the router.
+std::vector<WeightMatrix> attention_matrices(const ModelConfig& model);
+WeightMatrix router_matrix(const ModelConfig& model);
 
 // The weight matrices every token of a layer multiplies (attention, router, shared experts, dense
 // MLP), and those of one routed expert (each token meets top_k of them). Biases and norms are not
