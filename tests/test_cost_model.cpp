@@ -1007,6 +1007,50 @@ TEST(CostModel, TpOverlapHoldsSmsBesideTheRowParallelForwardGemms) {
                    CostModel(testing::tiny_moe(), blocking_free, h100).forward_seconds(moe_layer, tp2));
 }
 
+// Transformer Engine's TP overlap hides each collective behind the GEMM it pairs it with. Tiny
+// model, TP 2 with SP, one MoE layer (blocks: attention, shared expert), 1,024 tokens, the round
+// profile's node on 400 GB/s links: a collective over the 2 MiB buffer takes each = 0.5 x 2 MiB /
+// 400 GB/s + 1 us, and the reduce-scatter of a quarter of it 0.5 x 512 KiB / 400 GB/s + 1 us.
+// Forward: half the QKV and up/gate GEMMs (1,024 rows, 768 and 512 outputs a rank) outlasts the
+// ring exchange; proj's and down's reduce-scatters run in 4 chunks, 3 beside the next GEMM chunk,
+// the last one waited for. Backward, every GEMM outlasts its collective. On 5 GB/s links the
+// collectives outlast their GEMMs and wait for the rest.
+TEST(CostModel, TeTpOverlapHidesEachCollectiveBehindItsGemm) {
+  TrainingRun run = testing::tiny_run(16);
+  run.overlap.tp_comm = true;
+  run.tp_comm_sms = 0;
+  const Layout tp2{2, 1, 1, 1, 1, 1, Recompute::kNone, true};
+  const StageContents layer{0, 1, false, false};
+  for (const char* link : {"400 GB/s", "5 GB/s"}) {
+    const HardwareProfile p = parse_hardware_profile(
+        testing::round_profile_with("intra_bandwidth: \"100 GB/s\"", std::string("intra_bandwidth: \"") + link + "\""), "p.yaml");
+    const CostModel cost(testing::tiny_moe(), run, p);
+    ASSERT_TRUE(cost.te_tp_overlap_applies(tp2));
+    const double bandwidth = p.node.intra_bandwidth, buffer = 1024.0 * 1024 * 2;
+    const Seconds each = 0.5 * buffer / bandwidth + 1e-6, quarter = 0.5 * buffer / 4 / bandwidth + 1e-6;
+    auto ring = [&](Seconds gemm) { return std::max(0.0, each - gemm / 2); };
+    auto pipeline = [&](Seconds gemm) { return 3 * std::max(0.0, quarter - gemm / 4) + quarter; };
+    const Seconds qkv = cost.gemm_seconds(1024, 1024, 768), proj = cost.gemm_seconds(1024, 512, 1024);
+    const Seconds up = cost.gemm_seconds(1024, 1024, 512), down = cost.gemm_seconds(1024, 256, 1024);
+    const Seconds forward = ring(qkv) + pipeline(proj) + ring(up) + pipeline(down);
+    EXPECT_NEAR(cost.te_tp_overlap_exposed(layer, true, tp2, each), forward, 1e-15) << link;
+    const Seconds backward = cost.te_tp_overlap_exposed(layer, false, tp2, each);
+    if (std::string(link) == "400 GB/s") {
+      EXPECT_GT(up / 2, each);
+      EXPECT_GT(down / 4, quarter);
+      EXPECT_NEAR(forward, 2 * quarter, 1e-15);  // only the last quarters wait
+      EXPECT_DOUBLE_EQ(backward, 0.0);  // every backward GEMM outlasts its collective
+    } else {
+      EXPECT_GT(each, qkv / 2);
+      EXPECT_GT(backward, 0.0);
+      EXPECT_LT(backward, 3 * 2 * each);  // less than waiting for the backward's six collectives
+    }
+    // The step waits for exactly these, micro-batch by micro-batch (4 layers, 16 micro-batches).
+    const Seconds per_layer = cost.te_tp_overlap_exposed(layer, true, tp2, each) + backward;
+    EXPECT_NEAR(cost.evaluate(tp2).exposed_comm_s.tp, 16 * 4 * per_layer, 1e-12) << link;
+  }
+}
+
 // Megatron-LM's asynchronous input-gradient all-reduce (tp_grad) holds the node's NCCL channels,
 // one SM each, for as long as it is hidden beside the backward GEMMs: with 27 of the A100's 108
 // SMs held, exactly a quarter of the hidden collective time comes back as GEMM time lost. The

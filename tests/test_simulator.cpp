@@ -216,6 +216,20 @@ TEST(StepSimulation, CombinedOneFOneBHidesAllToAllsLikeTheAnalyticModel) {
   EXPECT_NEAR(sim.exposed_comm_s.ep / analytic.exposed_comm_s.ep, 1.0, 0.05);
 }
 
+// Under Transformer Engine's TP overlap the simulated passes wait for what each collective
+// outlasts of the GEMM it is paired with, as the analytic model does (on 5 GB/s links they do).
+TEST(StepSimulation, TeTpOverlapWaitsWhatTheAnalyticModelWaits) {
+  const HardwareProfile slow = testing::round_profile_edited({{"intra_bandwidth: \"100 GB/s\"", "intra_bandwidth: \"5 GB/s\""}}, "slow.yaml");
+  TrainingRun run = run_of(16);
+  run.overlap.tp_comm = true;
+  run.tp_comm_sms = 0;
+  const CostModel cost(testing::tiny_moe(), run, slow);
+  const Layout l{2, 1, 1, 1, 1, 1, Recompute::kNone, true};
+  const StepCost analytic = cost.evaluate(l);
+  ASSERT_GT(analytic.exposed_comm_s.tp, 0);
+  EXPECT_NEAR(simulate_step(cost, l, {}).exposed_comm_s.tp / analytic.exposed_comm_s.tp, 1.0, 0.05);
+}
+
 // In the trace, a paired pass's all-to-alls run beside its compute ("ep (overlapped)", inside the
 // compute span) and what they leave to wait for follows the compute ("ep (after compute)").
 TEST(StepSimulation, OverlappedAllToAllsSitBesideAndAfterTheirComputeInTheTrace) {

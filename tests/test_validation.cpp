@@ -168,6 +168,13 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // combined 1F1B (Megatron-Core's TransformerLayerSchedulePlan.run), not beside the whole pass:
 // DeepSeek-V3 22.6% -> 13.7% fast, Qwen3-235B 19.8% / 19.8% -> 16.5% / 16.2%; GB200's Qwen3-30B
 // (all-to-alls inside NVLink, shorter than every phase) unchanged.
+// Transformer Engine's TP overlap hiding each collective only behind the GEMM it pairs it with (a
+// ring exchange per column-parallel chunk, the last of 4 pipelined reduce-scatters waited for,
+// bulk collectives beside the backward GEMMs), not anywhere in the pass: NeMo 9.2% -> 8.5%
+// (Nemotron 11.9% -> 10.8%), Megatron-Core 8.9% -> 8.4% mean but its worst 18.6% -> 22.3%: the
+// 32B row (TP 8, its DP reduce over one NIC a node already priced at 0.30 s against at most 0.18 s
+// the measured step leaves) goes from 15.0% to 22.3% slow while every other row of the table
+// moves closer; Llama 3 70B 2.4% -> 1.0%, 405B CP 2 12.9% -> 9.4%, GB200 13.8% -> 13.4%.
 // The errors grouped by profile, in the order the profiles first appear: the A100 group is Table 5.
 TEST(Validation, ErrorsByHardwareGroupTheRowsOfEachProfile) {
   const Validation v = validate_runs(shipped_published_runs());
@@ -217,18 +224,18 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
     const char* model;
     double mean, worst;
   };
-  for (const Bound& b : {Bound{"Table 5", "", 0.018, 0.045}, Bound{"NeMo 24.07", "", 0.092, 0.147},
-                         Bound{"NeMo 24.07", "nemotron", 0.120, 0.144},
-                         Bound{"Megatron-Core r0.8.0", "", 0.089, 0.186},
-                         Bound{"Megatron-Bridge", "llama3-70B", 0.025, 0.026},
+  for (const Bound& b : {Bound{"Table 5", "", 0.018, 0.045}, Bound{"NeMo 24.07", "", 0.085, 0.147},
+                         Bound{"NeMo 24.07", "nemotron", 0.109, 0.136},
+                         Bound{"Megatron-Core r0.8.0", "", 0.085, 0.224},
+                         Bound{"Megatron-Bridge", "llama3-70B", 0.010, 0.011},
                          Bound{"Megatron-Bridge", "qwen3-30B", 0.236, 0.322},
                          Bound{"DGX-H100", "gpt-oss", 0.341, 0.341},
                          Bound{"DGX-B200", "llama3-8B", 0.052, 0.052},
                          Bound{"DGX-B200", "gpt-oss", 0.436, 0.436},
                          Bound{"Megatron-Bridge", "deepseek-v3", 0.137, 0.137},
                          Bound{"Megatron-Bridge", "qwen3-235B", 0.164, 0.166},
-                         Bound{"Megatron-Bridge", "405B-cp2", 0.129, 0.168},
-                         Bound{"DGX-GB200", "", 0.138, 0.173}}) {
+                         Bound{"Megatron-Bridge", "405B-cp2", 0.094, 0.135},
+                         Bound{"DGX-GB200", "", 0.134, 0.168}}) {
     const auto [mean, worst] = bounds_of(b.table, b.model);
     EXPECT_LT(mean, b.mean) << b.table << " " << b.model;
     EXPECT_LT(worst, b.worst) << b.table << " " << b.model;

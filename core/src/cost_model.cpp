@@ -810,6 +810,76 @@ Seconds CostModel::tp_overlap_window(const StageContents& s, bool forward, const
   return compute_seconds(w);
 }
 
+bool CostModel::te_tp_overlap_applies(const Layout& l) const {
+  return run_.overlap.tp_comm && l.sequence_parallel && l.tp > 1;
+}
+
+std::vector<std::vector<WeightMatrix>> CostModel::tp_block_matrices(bool moe_layer) const {
+  std::vector<std::vector<WeightMatrix>> blocks{attention_matrices(model_)};
+  if (!moe_layer) {
+    blocks.push_back(dense_mlp_matrices(model_));
+  } else if (model_.shared_experts > 0) {
+    const LayerMatrices& m = moe_matrices_;
+    blocks.emplace_back(m.shared.end() - 2, m.shared.end());  // the shared experts' up/gate and down
+  }
+  return blocks;
+}
+
+CostModel::TpBlockGemms CostModel::tp_block_gemms(const std::vector<WeightMatrix>& block, Pass pass, const Layout& l) const {
+  TpBlockGemms g;
+  for (const WeightMatrix& m : block) {
+    if (m.split == TpSplit::kSequence) continue;
+    const Seconds t = compute_seconds(matrix_work(m, micro_batch_tokens(l), 1.0, pass, l.tp, l, true, tp_overlap_sms_held(m, pass, l)));
+    (m.split == TpSplit::kOutputs ? g.column : g.row) += t;
+  }
+  return g;
+}
+
+// Transformer Engine pairs each TP collective with one GEMM (transformer_engine/pytorch/module/
+// base.py, initialize_ub's default methods). Forward: the column-parallel GEMM (QKV, fc1) runs in
+// tp chunks while a ring exchange brings the next one ("ring_exchange", num_splits = tp), so each
+// of the tp - 1 exchanges waits for what outlasts a chunk; the row-parallel GEMM (proj, fc2) runs in
+// 4 chunks, each chunk's reduce-scatter after it ("pipeline", num_splits 4, not overlapping the
+// first GEMM), so the last quarter's reduce-scatter is always waited for. Backward: the row-parallel
+// input gradient is a ring exchange again; the column-parallel input gradient runs beside the
+// all-gather of its input, and its weight gradient beside the reduce-scatter of the input gradient
+// ("bulk"), each half of the block's backward GEMMs (equal FLOPs). Recomputed forwards pair as the
+// forward does.
+Seconds CostModel::te_tp_overlap_exposed(const StageContents& s, bool forward, const Layout& l, Seconds each) const {
+  constexpr double kPipelineSplits = 4.0;
+  const double tp = l.tp;
+  const GroupSpan group = span(RankGrid(l, profile_.node.devices), GroupKind::kTp);
+  const Seconds quarter = reduce_scatter_time(group, tp_collective_bytes(l) / kPipelineSplits, network_);
+  auto ring = [&](Seconds gemm) { return (tp - 1.0) * std::max(0.0, each / (tp - 1.0) - gemm / tp); };
+  auto pipeline = [&](Seconds gemm) {
+    return (kPipelineSplits - 1.0) * std::max(0.0, quarter - gemm / kPipelineSplits) + quarter;
+  };
+  auto bulk = [&](Seconds gemm) { return std::max(0.0, each - gemm); };
+  auto forward_of = [&](const std::vector<WeightMatrix>& block) {
+    const TpBlockGemms f = tp_block_gemms(block, Pass::kForward, l);
+    return ring(f.column) + pipeline(f.row);
+  };
+  Seconds exposed = 0;
+  for (const bool moe : {false, true}) {
+    const int layers = moe ? s.moe_layers : s.dense_layers;
+    if (layers == 0) continue;
+    const std::vector<std::vector<WeightMatrix>> blocks = tp_block_matrices(moe);
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      Seconds block = 0;
+      if (forward) {
+        block = forward_of(blocks[i]);
+      } else {
+        const TpBlockGemms b = tp_block_gemms(blocks[i], Pass::kBackward, l);
+        block = ring(b.row / 2) + 2.0 * bulk(b.column / 2);
+        const bool mlp_recomputed = !moe && i == 1 && l.recomputes(RecomputeModule::kMlp);
+        if (l.recompute == Recompute::kFull || mlp_recomputed) block += forward_of(blocks[i]);
+      }
+      exposed += layers * block;
+    }
+  }
+  return exposed;
+}
+
 // An NCCL collective hidden beside GEMMs (Megatron-LM's asynchronous input-gradient all-reduce)
 // holds the node's collective channels, one SM each, while it runs: the GEMMs beside it lose that
 // share of the device for as long as it is hidden. Transformer Engine's overlap (tp_comm) holds
@@ -893,6 +963,7 @@ Seconds CostModel::ep_overlap_exposed(Seconds a2a, int moe_layers, const Layout&
 }
 
 Seconds CostModel::tp_exposed_seconds(const StageContents& s, bool forward, const Layout& l, Seconds each) const {
+  if (te_tp_overlap_applies(l)) return te_tp_overlap_exposed(s, forward, l, each);
   const TpCollectives c = tp_collectives(s, forward, l);
   const Seconds hidden = std::min(c.overlapped * each, tp_overlap_window(s, forward, l));
   return c.exposed * each + (c.overlapped * each - hidden) + hidden * hidden_tp_sm_share();

@@ -500,6 +500,13 @@ void StepSimulation::pass(const Part& part, int rank, const PipelineOp& op, int 
   background->wait();
   // The GEMMs lost the SMs NCCL held while the collectives ran beside them.
   sg4::this_actor::execute(std::min(tp_beside, window) * cost.hidden_tp_sm_share() * kHostSpeed);
+  // Under Transformer Engine's overlap each collective hides only behind the GEMM it is paired
+  // with: the pass waits for what they outlast, at their simulated length.
+  if (cost.te_tp_overlap_applies(l) && tp_ops.overlapped > 0) {
+    const Seconds paired = cost.te_tp_overlap_exposed(chunk, op.forward, l, tp_beside / tp_ops.overlapped);
+    const Seconds waited = sg4::Engine::get_clock() - (compute_start + cp + compute);
+    if (paired > waited) sg4::this_actor::execute((paired - waited) * kHostSpeed);
+  }
   const double compute_end = sg4::Engine::get_clock();
   // What the overlapped all-to-alls leave to wait for comes after the compute they ran beside.
   Seconds ep_after = 0;

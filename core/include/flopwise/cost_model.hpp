@@ -178,6 +178,11 @@ class CostModel {
   Bytes expert_tp_collective_bytes(const Layout& layout) const;
   // Compute seconds of a stage's pass that its overlapped TP collectives run beside.
   Seconds tp_overlap_window(const StageContents& stage, bool forward, const Layout& layout) const;
+  // Transformer Engine's TP overlap (tp_comm, which needs sequence parallelism): where it applies,
+  // and what a stage's pass waits for beside it, each collective (`each` seconds) hidden only
+  // behind the GEMM TE pairs it with.
+  bool te_tp_overlap_applies(const Layout& layout) const;
+  Seconds te_tp_overlap_exposed(const StageContents& stage, bool forward, const Layout& layout, Seconds each) const;
   Bytes tp_collective_bytes(const Layout& layout) const;
   // EP all-to-alls per MoE layer (dispatch and combine), and each device's payload in one.
   int ep_all_to_alls_forward() const { return 2; }
@@ -256,6 +261,13 @@ class CostModel {
   ComputeWork layers_work(const StageContents& stage, Pass pass, const Layout& layout) const;
   ComputeWork stage_work(const StageContents& stage, Pass pass, const Layout& layout) const;
   ComputeWork column_parallel_backward_work(bool moe_layer, const Layout& layout) const;
+  // A layer's TP blocks (the attention, then the MLP or the shared experts) and the GEMM seconds
+  // of a block's column- and row-parallel matrices in one pass.
+  std::vector<std::vector<WeightMatrix>> tp_block_matrices(bool moe_layer) const;
+  struct TpBlockGemms {
+    Seconds column = 0, row = 0;
+  };
+  TpBlockGemms tp_block_gemms(const std::vector<WeightMatrix>& block, Pass pass, const Layout& layout) const;
   // What a stage's pass waits for TP communication over one micro-batch, given one collective's time.
   Seconds tp_exposed_seconds(const StageContents& stage, bool forward, const Layout& layout, Seconds each) const;
   double expert_skew(const Layout& layout) const;
