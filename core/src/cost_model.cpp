@@ -115,6 +115,8 @@ CostModel::CostModel(const ModelConfig& model, const TrainingRun& run, const Har
       dense_flops_(dense_layer_flops(model, run.seq_len)),
       moe_matrices_(layer_matrices(model, true)),
       dense_matrices_(layer_matrices(model, false)),
+      moe_tp_blocks_(tensor_parallel_blocks(model, true)),
+      dense_tp_blocks_(tensor_parallel_blocks(model, false)),
       lm_head_flops_(lm_head_flops(model)),
       attention_spans_(attention_spans(model, run.seq_len)),
       attention_head_dim_((model.qk_head_dim() + model.value_head_dim()) / 2.0) {
@@ -136,6 +138,8 @@ CostModel::CostModel(const ModelConfig& model, const TrainingRun& run, const Har
   memory_rate_ = profile.device.memory_bandwidth * profile.efficiency.memory;
   bytes_ = PrecisionBytes::of(run);
   usable_memory_ = profile.device.memory_bytes * (1.0 - run.memory_headroom);
+  pre_dispatch_matrices_ = attention_matrices(model);
+  pre_dispatch_matrices_.push_back(router_matrix(model));
 }
 
 // A CP rank holds 1/cp of each sequence's tokens (two of its 2 x cp chunks): every per-token
@@ -742,7 +746,7 @@ Bytes CostModel::pp_boundary_bytes(const Layout& l) const { return tp_collective
 // shared experts (Megatron-Core's SharedExpertMLP gathers and scatters its own input), the routed
 // experts communicating through the token dispatcher instead.
 int CostModel::tp_blocks(const StageContents& s) const {
-  return 2 * s.dense_layers + (model_.shared_experts > 0 ? 2 : 1) * s.moe_layers;
+  return s.dense_layers * static_cast<int>(dense_tp_blocks_.size()) + s.moe_layers * static_cast<int>(moe_tp_blocks_.size());
 }
 
 // Megatron's TP (Shoeybi et al. 2019; with sequence parallelism, Korthikanti et al. 2022, sec.
@@ -814,17 +818,6 @@ bool CostModel::te_tp_overlap_applies(const Layout& l) const {
   return run_.overlap.tp_comm && l.sequence_parallel && l.tp > 1;
 }
 
-std::vector<std::vector<WeightMatrix>> CostModel::tp_block_matrices(bool moe_layer) const {
-  std::vector<std::vector<WeightMatrix>> blocks{attention_matrices(model_)};
-  if (!moe_layer) {
-    blocks.push_back(dense_mlp_matrices(model_));
-  } else if (model_.shared_experts > 0) {
-    const LayerMatrices& m = moe_matrices_;
-    blocks.emplace_back(m.shared.end() - 2, m.shared.end());  // the shared experts' up/gate and down
-  }
-  return blocks;
-}
-
 CostModel::TpBlockGemms CostModel::tp_block_gemms(const std::vector<WeightMatrix>& block, Pass pass, const Layout& l) const {
   TpBlockGemms g;
   for (const WeightMatrix& m : block) {
@@ -863,7 +856,7 @@ Seconds CostModel::te_tp_overlap_exposed(const StageContents& s, bool forward, c
   for (const bool moe : {false, true}) {
     const int layers = moe ? s.moe_layers : s.dense_layers;
     if (layers == 0) continue;
-    const std::vector<std::vector<WeightMatrix>> blocks = tp_block_matrices(moe);
+    const std::vector<std::vector<WeightMatrix>>& blocks = moe ? moe_tp_blocks_ : dense_tp_blocks_;
     for (size_t i = 0; i < blocks.size(); ++i) {
       Seconds block = 0;
       if (forward) {
@@ -918,10 +911,8 @@ double CostModel::a2a_sm_share() const {
 // What an MoE layer computes before its dispatch (Megatron-Core's pre_dispatch_computation):
 // the attention and its projections, and the router. Its MLP node is the rest of the layer.
 ComputeWork CostModel::pre_dispatch_work(Pass pass, const Layout& l) const {
-  std::vector<WeightMatrix> matrices = attention_matrices(model_);
-  matrices.push_back(router_matrix(model_));
   ComputeWork w = attention_work(pass, l);
-  for (const WeightMatrix& m : matrices) {
+  for (const WeightMatrix& m : pre_dispatch_matrices_) {
     w += matrix_work(m, micro_batch_tokens(l), 1.0, pass, l.tp, l, true, tp_overlap_sms_held(m, pass, l));
   }
   return w;
@@ -946,7 +937,10 @@ std::array<Seconds, 4> CostModel::paired_a2a_windows(const Layout& l) const {
 // the SMs the all-to-all holds while it hides. A forward's dispatch and combine run in the second
 // and fourth phases, a backward's combine and dispatch in the first and third.
 Seconds CostModel::paired_a2a_exposed(Seconds a2a, bool forward, const Layout& l) const {
-  const std::array<Seconds, 4> w = paired_a2a_windows(l);
+  return paired_a2a_exposed(a2a, forward, paired_a2a_windows(l));
+}
+
+Seconds CostModel::paired_a2a_exposed(Seconds a2a, bool forward, const std::array<Seconds, 4>& w) const {
   Seconds exposed = 0;
   for (Seconds beside : forward ? std::array{w[1], w[3]} : std::array{w[0], w[2]}) {
     exposed += std::max(0.0, a2a - beside) + std::min(a2a, beside) * a2a_sm_share();
@@ -958,7 +952,8 @@ Seconds CostModel::paired_a2a_exposed(Seconds a2a, bool forward, const Layout& l
 Seconds CostModel::ep_overlap_exposed(Seconds a2a, int moe_layers, const Layout& l) const {
   const double unpaired = unpaired_pass_share(l);
   const int all_to_alls = ep_all_to_alls_forward() + ep_all_to_alls_backward(l);
-  const Seconds paired = paired_a2a_exposed(a2a, true, l) + paired_a2a_exposed(a2a, false, l);
+  const std::array<Seconds, 4> windows = paired_a2a_windows(l);
+  const Seconds paired = paired_a2a_exposed(a2a, true, windows) + paired_a2a_exposed(a2a, false, windows);
   return moe_layers * (unpaired * all_to_alls * a2a + (1.0 - unpaired) * paired);
 }
 

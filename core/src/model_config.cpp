@@ -78,6 +78,19 @@ WeightMatrix router_matrix(const ModelConfig& m) {
   return {static_cast<double>(m.hidden), static_cast<double>(m.routed_experts), TpSplit::kSequence};
 }
 
+std::vector<WeightMatrix> shared_expert_matrices(const ModelConfig& m) {
+  std::vector<WeightMatrix> shared;
+  if (m.shared_experts > 0) add_swiglu(shared, m.hidden, static_cast<double>(m.shared_experts) * m.shared_expert_ffn);
+  return shared;
+}
+
+std::vector<std::vector<WeightMatrix>> tensor_parallel_blocks(const ModelConfig& m, bool moe_layer) {
+  std::vector<std::vector<WeightMatrix>> blocks{attention_matrices(m)};
+  std::vector<WeightMatrix> mlp = moe_layer ? shared_expert_matrices(m) : dense_mlp_matrices(m);
+  if (!mlp.empty()) blocks.push_back(std::move(mlp));
+  return blocks;
+}
+
 LayerMatrices layer_matrices(const ModelConfig& m, bool moe_layer) {
   LayerMatrices l;
   l.shared = attention_matrices(m);
@@ -86,8 +99,7 @@ LayerMatrices layer_matrices(const ModelConfig& m, bool moe_layer) {
     return l;
   }
   l.shared.push_back(router_matrix(m));
-  // Megatron-Core runs the shared experts as one MLP of their summed width.
-  if (m.shared_experts > 0) add_swiglu(l.shared, m.hidden, static_cast<double>(m.shared_experts) * m.shared_expert_ffn);
+  for (const WeightMatrix& w : shared_expert_matrices(m)) l.shared.push_back(w);
   add_swiglu(l.routed_expert, m.hidden, m.expert_ffn);
   return l;
 }

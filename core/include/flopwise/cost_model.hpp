@@ -254,6 +254,7 @@ class CostModel {
   Flops layer_matmul_per_row(bool moe_layer, const Layout& layout) const;
   ComputeWork layer_work(bool moe_layer, Pass pass, const Layout& layout) const;
   ComputeWork pre_dispatch_work(Pass pass, const Layout& layout) const;
+  Seconds paired_a2a_exposed(Seconds a2a, bool forward, const std::array<Seconds, 4>& windows) const;
   ComputeWork selective_recompute_work(const StageContents& stage, const Layout& layout) const;
   int separate_norms(bool moe_layer) const;
   ComputeWork embedding_work(Pass pass, const Layout& layout) const;
@@ -261,9 +262,7 @@ class CostModel {
   ComputeWork layers_work(const StageContents& stage, Pass pass, const Layout& layout) const;
   ComputeWork stage_work(const StageContents& stage, Pass pass, const Layout& layout) const;
   ComputeWork column_parallel_backward_work(bool moe_layer, const Layout& layout) const;
-  // A layer's TP blocks (the attention, then the MLP or the shared experts) and the GEMM seconds
-  // of a block's column- and row-parallel matrices in one pass.
-  std::vector<std::vector<WeightMatrix>> tp_block_matrices(bool moe_layer) const;
+  // The GEMM seconds of a TP block's column- and row-parallel matrices in one pass.
   struct TpBlockGemms {
     Seconds column = 0, row = 0;
   };
@@ -284,6 +283,8 @@ class CostModel {
   ParamCounts params_;
   LayerFlops moe_flops_, dense_flops_;
   LayerMatrices moe_matrices_, dense_matrices_;
+  std::vector<std::vector<WeightMatrix>> moe_tp_blocks_, dense_tp_blocks_;  // tensor_parallel_blocks
+  std::vector<WeightMatrix> pre_dispatch_matrices_;                        // the attention's and the router
   Flops lm_head_flops_;
   // The fused attention kernel's shape: each layer kind's span, the head dim it is looked up at
   // and the profile's anchor speed (attention_work).

@@ -149,6 +149,11 @@ std::vector<WeightMatrix> dense_mlp_matrices(const ModelConfig& model);
 // What a layer runs before its MLP: the attention's projections, and in an MoE layer the router.
 std::vector<WeightMatrix> attention_matrices(const ModelConfig& model);
 WeightMatrix router_matrix(const ModelConfig& model);
+// An MoE layer's shared experts, run as one MLP of their summed width (none without them).
+std::vector<WeightMatrix> shared_expert_matrices(const ModelConfig& model);
+// A layer's tensor-parallel blocks, each a column-parallel GEMM's all-gather and a row-parallel
+// GEMM's reduce-scatter apart: the attention, then the dense MLP or the shared experts.
+std::vector<std::vector<WeightMatrix>> tensor_parallel_blocks(const ModelConfig& model, bool moe_layer);
 
 // The weight matrices every token of a layer multiplies (attention, router, shared experts, dense
 // MLP), and those of one routed expert (each token meets top_k of them). Biases and norms are not
