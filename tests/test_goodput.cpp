@@ -26,12 +26,7 @@ Reliability small_case(bool async) {
 }
 
 std::string error_of(const std::string& section) {
-  try {
-    parse_hardware_profile(testing::round_profile_with("runtime_reserved:", section + "\nruntime_reserved:"), "round.yaml");
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "";
+  return testing::error_of([&] { parse_hardware_profile(testing::round_profile_with("runtime_reserved:", section + "\nruntime_reserved:"), "round.yaml"); });
 }
 
 }  // namespace

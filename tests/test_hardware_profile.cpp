@@ -10,12 +10,7 @@ namespace flopwise {
 namespace {
 
 std::string error_of(const std::string& yaml) {
-  try {
-    parse_hardware_profile(yaml, "p.yaml");
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "";
+  return testing::error_of([&] { parse_hardware_profile(yaml, "p.yaml"); });
 }
 
 // A profile's attention_by_shape in flow style, between "attention: 0.5" and its closing brace.

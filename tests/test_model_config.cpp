@@ -12,12 +12,7 @@ namespace {
 ModelConfig from_data(const std::string& file) { return load_hf_config(std::string(FLOPWISE_TEST_DATA) + "/" + file); }
 
 std::string error_of(const std::string& json_text) {
-  try {
-    import_hf_config(nlohmann::json::parse(json_text), "cfg.json", "x");
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "";
+  return testing::error_of([&] { import_hf_config(nlohmann::json::parse(json_text), "cfg.json", "x"); });
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include "flopwise/error.hpp"
 #include "flopwise/model_import.hpp"
 #include "flopwise/plan_builder.hpp"
+#include "test_helpers.hpp"
 
 namespace flopwise {
 namespace {
@@ -26,12 +27,7 @@ std::string value_of(const std::vector<std::string>& args, const std::string& fl
 }
 
 std::string error_of(const nlohmann::json& j) {
-  try {
-    plan_from_json(j, "plan.json");
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "";
+  return testing::error_of([&] { plan_from_json(j, "plan.json"); });
 }
 
 }  // namespace

@@ -12,6 +12,31 @@
 
 namespace flopwise {
 
+namespace {
+
+// One published-run row as YAML: what a test varies is given, the rest are the usual fields.
+struct RowYaml {
+  std::string name, model, layout;
+  std::string hardware = "a100-80gb";
+  int seq_len = 128;
+  std::string measured = "measured_step_time: \"1 s\"";
+  bool kernels_and_overlap = true;  // the attention and comm_overlap fields
+};
+
+std::string runs_yaml(std::initializer_list<RowYaml> rows) {
+  std::string text = "runs:\n";
+  for (const RowYaml& r : rows) {
+    text += "  - name: " + r.name + "\n    source: \"somewhere\"\n    model: " + r.model + "\n    hardware: " +
+            r.hardware + "\n    precision: bf16\n";
+    if (r.kernels_and_overlap) text += "    attention: fused\n    comm_overlap: none\n";
+    text += "    seq_len: " + std::to_string(r.seq_len) + "\n    global_batch: 8\n    layout: " + r.layout + "\n    " +
+            r.measured + "\n";
+  }
+  return text;
+}
+
+}  // namespace
+
 TEST(Validation, ShippedRunsCarryTheirSources) {
   const std::vector<PublishedRun> runs = shipped_published_runs();
   ASSERT_EQ(runs.size(), 44u);
@@ -251,19 +276,11 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
 // A row gives its step time, or the throughput a source published: tokens/s or model TFLOP/s per
 // device, or MFU against the dense peak at the run's precision; exactly one of them.
 TEST(Validation, MeasuredThroughputConvertsToTheStepTime) {
-  const std::string row = R"(runs:
-  - name: dense
-    source: "somewhere"
-    model: {layers: 2, hidden: 64, heads: 4, kv_heads: 4, vocab: 100, mlp: swiglu, ffn: 192}
-    hardware: a100-80gb
-    precision: bf16
-    attention: fused
-    comm_overlap: none
-    seq_len: 128
-    global_batch: 8
-    layout: {tp: 1, pp: 1, vpp: 1, dp: 4, micro_batch: 1, recompute: none, optimizer_sharding: false}
-    measured_step_time: "2 s"
-)";
+  const std::string row =
+      runs_yaml({{.name = "dense",
+                  .model = "{layers: 2, hidden: 64, heads: 4, kv_heads: 4, vocab: 100, mlp: swiglu, ffn: 192}",
+                  .layout = "{tp: 1, pp: 1, vpp: 1, dp: 4, micro_batch: 1, recompute: none, optimizer_sharding: false}",
+                  .measured = "measured_step_time: \"2 s\""}});
   const PublishedRun by_time = parse_published_runs(row, "runs.yaml")[0];
   ASSERT_DOUBLE_EQ(by_time.measured_step_s, 2.0);
   // 8 x 128 tokens in 2 s on 4 devices: 128 tokens/s each.
@@ -298,30 +315,15 @@ TEST(Validation, MeasuredThroughputConvertsToTheStepTime) {
 // MoE runs are rows too: routed experts by shape (with an explicit head_dim where heads x head_dim
 // is not the hidden size, as in Qwen3), or a model by preset name or config.json path.
 TEST(Validation, MoeRowsByShapeOrByName) {
-  const std::string rows = R"(runs:
-  - name: moe
-    source: "somewhere"
-    model: {layers: 4, hidden: 64, heads: 4, kv_heads: 2, head_dim: 32, vocab: 100, experts: 8, top_k: 2, expert_ffn: 48, shared_experts: 1, shared_expert_ffn: 96, first_dense_layers: 1, mlp: swiglu, ffn: 192}
-    hardware: a100-80gb
-    precision: bf16
-    attention: fused
-    comm_overlap: none
-    seq_len: 128
-    global_batch: 8
-    layout: {tp: 1, pp: 1, vpp: 1, ep: 2, etp: 1, dp: 2, micro_batch: 1, recompute: full, optimizer_sharding: false}
-    measured_step_time: "1 s"
-  - name: preset
-    source: "somewhere"
-    model: ling-lite
-    hardware: a100-80gb
-    precision: bf16
-    attention: fused
-    comm_overlap: none
-    seq_len: 4096
-    global_batch: 8
-    layout: {tp: 1, pp: 1, vpp: 1, ep: 8, dp: 8, micro_batch: 1, recompute: full, optimizer_sharding: true}
-    measured_step_time: "1 s"
-)";
+  const std::string rows = runs_yaml(
+      {{.name = "moe",
+        .model = "{layers: 4, hidden: 64, heads: 4, kv_heads: 2, head_dim: 32, vocab: 100, experts: 8, top_k: 2, "
+                 "expert_ffn: 48, shared_experts: 1, shared_expert_ffn: 96, first_dense_layers: 1, mlp: swiglu, ffn: 192}",
+        .layout = "{tp: 1, pp: 1, vpp: 1, ep: 2, etp: 1, dp: 2, micro_batch: 1, recompute: full, optimizer_sharding: false}"},
+       {.name = "preset",
+        .model = "ling-lite",
+        .layout = "{tp: 1, pp: 1, vpp: 1, ep: 8, dp: 8, micro_batch: 1, recompute: full, optimizer_sharding: true}",
+        .seq_len = 4096}});
   const std::vector<PublishedRun> runs = parse_published_runs(rows, "runs.yaml");
   ASSERT_EQ(runs.size(), 2u);
   const ModelConfig& m = runs[0].model;
@@ -366,19 +368,15 @@ TEST(Validation, MoeRowsByShapeOrByName) {
 // Latent attention, multi-token prediction and sliding windows are row fields too, named as the
 // model section of a plan names them: DeepSeek-V3 by shape has the parameters of its HF config.
 TEST(Validation, LatentAttentionAndWindowedRowsMatchTheirHfConfigs) {
-  const std::string rows = R"(runs:
-  - name: dsv3
-    source: "somewhere"
-    model: {layers: 61, hidden: 7168, heads: 128, kv_heads: 128, head_dim: 128, q_lora_rank: 1536, kv_lora_rank: 512, rope_head_dim: 64, v_head_dim: 128, vocab: 129280, experts: 256, top_k: 8, expert_ffn: 2048, shared_experts: 1, shared_expert_ffn: 2048, first_dense_layers: 3, mlp: swiglu, ffn: 18432, mtp_layers: 1}
-    hardware: h100-sxm
-    precision: bf16
-    attention: fused
-    comm_overlap: none
-    seq_len: 4096
-    global_batch: 8
-    layout: {tp: 1, pp: 1, vpp: 1, ep: 8, dp: 8, micro_batch: 1, recompute: full, optimizer_sharding: true}
-    measured_step_time: "1 s"
-)";
+  const std::string rows = runs_yaml(
+      {{.name = "dsv3",
+        .model = "{layers: 61, hidden: 7168, heads: 128, kv_heads: 128, head_dim: 128, q_lora_rank: 1536, "
+                 "kv_lora_rank: 512, rope_head_dim: 64, v_head_dim: 128, vocab: 129280, experts: 256, top_k: 8, "
+                 "expert_ffn: 2048, shared_experts: 1, shared_expert_ffn: 2048, first_dense_layers: 3, mlp: swiglu, "
+                 "ffn: 18432, mtp_layers: 1}",
+        .layout = "{tp: 1, pp: 1, vpp: 1, ep: 8, dp: 8, micro_batch: 1, recompute: full, optimizer_sharding: true}",
+        .hardware = "h100-sxm",
+        .seq_len = 4096}});
   const ModelConfig row = parse_published_runs(rows, "runs.yaml")[0].model;
   const nlohmann::json hf = {{"model_type", "deepseek_v3"}, {"hidden_size", 7168}, {"num_hidden_layers", 61},
                              {"num_attention_heads", 128}, {"num_key_value_heads", 128}, {"q_lora_rank", 1536},
@@ -422,17 +420,11 @@ TEST(Validation, LatentAttentionAndWindowedRowsMatchTheirHfConfigs) {
 }
 
 TEST(Validation, BadRowsNameTheFileAndField) {
-  const std::string row = R"(runs:
-  - name: x
-    source: "somewhere"
-    model: {layers: 4, hidden: 64, heads: 4, kv_heads: 4, vocab: 100, mlp: relu, ffn: 256}
-    hardware: a100-80gb
-    precision: bf16
-    seq_len: 128
-    global_batch: 8
-    layout: {tp: 1, pp: 1, vpp: 1, dp: 1, micro_batch: 1, recompute: full, optimizer_sharding: false}
-    measured_step_time: "1 s"
-)";
+  const std::string row =
+      runs_yaml({{.name = "x",
+                  .model = "{layers: 4, hidden: 64, heads: 4, kv_heads: 4, vocab: 100, mlp: relu, ffn: 256}",
+                  .layout = "{tp: 1, pp: 1, vpp: 1, dp: 1, micro_batch: 1, recompute: full, optimizer_sharding: false}",
+                  .kernels_and_overlap = false}});
   try {
     parse_published_runs(row, "runs.yaml");
     FAIL();
