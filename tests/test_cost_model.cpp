@@ -830,6 +830,43 @@ TEST(CostModel, Fp16StepCopiesAndUnscalesItsGradients) {
               54.0 / 42.0, 1e-12);
 }
 
+// bf16 Adam moments (the precision-aware optimizer): fp32 master 4 + two bf16 moments 2 + 2 = 8
+// bytes of state a parameter, where fp32 moments take 12; FusedAdam reads master, grad, m and v and
+// writes master, m and v: 4 + 4 + 2 + 2 + 4 + 2 + 2 = 20 bytes, where fp32 moments move 28. So the
+// step is norm 4 + Adam 20 + copy 6 = 30 bytes, and unsharded (30 + 4) / (38 + 4) of fp32 moments'
+// time; with bf16 grads too, 6 + 4 + 20 + 6 = 36. The layout must shard the optimizer.
+TEST(CostModel, Bf16MomentsShrinkTheOptimizerStateAndItsStep) {
+  const PrecisionBytes moments = PrecisionBytes::of(Precision::kBf16, false, true);
+  EXPECT_EQ(moments.optimizer, 8);
+  EXPECT_EQ(moments.adam_traffic, 30);
+  EXPECT_EQ(moments.grad, 4);
+  EXPECT_EQ(PrecisionBytes::of(Precision::kFp8, true, true).adam_traffic, 36);
+  EXPECT_EQ(PrecisionBytes::of(Precision::kBf16, false).optimizer, 12);
+  TrainingRun bf16_moments = small_run();
+  bf16_moments.adam_moments_in_bf16 = true;
+  const CostModel fp32_model(testing::tiny_moe(), small_run(), testing::round_profile());
+  const CostModel bf16_model(testing::tiny_moe(), bf16_moments, testing::round_profile());
+  const StageContents stage{1, 0, false, false};
+  const Layout unsharded{1, 1, 1, 1, 4, 1, Recompute::kNone, false};
+  EXPECT_NEAR(bf16_model.optimizer_seconds(stage, unsharded) / fp32_model.optimizer_seconds(stage, unsharded),
+              34.0 / 42.0, 1e-12);
+  const Layout sharded{1, 1, 1, 1, 4, 1, Recompute::kNone, true};
+  EXPECT_DOUBLE_EQ(bf16_model.evaluate(sharded).memory_bytes.optimizer,
+                   fp32_model.evaluate(sharded).memory_bytes.optimizer * 8 / 12);
+  EXPECT_EQ(violated_constraint(testing::tiny_moe(), bf16_moments, testing::round_profile(), {1, 4096}, unsharded),
+            Constraint::kShardedMoments);
+  EXPECT_EQ(violated_constraint(testing::tiny_moe(), bf16_moments, testing::round_profile(), {1, 4096}, sharded),
+            std::nullopt);
+  for (Precision p : {Precision::kFp16, Precision::kFp32}) {
+    TrainingRun other = bf16_moments;
+    other.precision = p;
+    EXPECT_NE(testing::error_of([&] { validate(other, "options"); })
+                  .find("options: adam_moments_in_bf16: applies to bf16 and fp8 runs only"),
+              std::string::npos)
+        << to_string(p);
+  }
+}
+
 // --grad-reduce-in-bf16: the main gradients are bf16 (2 bytes) in memory, in the DP
 // reduce-scatter and in each weight-gradient GEMM's epilogue (read and written: 4, fp32's 8); the
 // distributed optimizer copies its shard to fp32 first (2 + 4) before the norm (4), Adam (28) and

@@ -58,6 +58,19 @@ TEST(Plan, JsonRoundTripsExactly) {
   EXPECT_EQ(std::find(fp32_grad_args.begin(), fp32_grad_args.end(), "--grad-reduce-in-bf16"), fp32_grad_args.end());
   older.erase("grad_reduce_in_bf16");
   EXPECT_FALSE(plan_from_json(older, "plan.json").run.grad_reduce_in_bf16);
+  // bf16 Adam moments travel and become Megatron's precision-aware optimizer; older plans kept fp32.
+  Plan bf16_moments = plan;
+  bf16_moments.run.adam_moments_in_bf16 = true;
+  EXPECT_TRUE(plan_from_json(to_json(bf16_moments), "plan.json").run.adam_moments_in_bf16);
+  const std::vector<std::string> moment_args = megatron_args(bf16_moments);
+  const std::vector<std::string> precision_aware = {"--use-precision-aware-optimizer", "--exp-avg-dtype", "bf16",
+                                                    "--exp-avg-sq-dtype", "bf16"};
+  EXPECT_NE(std::search(moment_args.begin(), moment_args.end(), precision_aware.begin(), precision_aware.end()),
+            moment_args.end());
+  EXPECT_EQ(std::find(fp32_grad_args.begin(), fp32_grad_args.end(), "--use-precision-aware-optimizer"),
+            fp32_grad_args.end());
+  older.erase("adam_moments_in_bf16");
+  EXPECT_FALSE(plan_from_json(older, "plan.json").run.adam_moments_in_bf16);
   // The EP all-to-all overlap travels in comm_overlap and becomes Megatron's switch where it applies.
   Plan combined = plan;
   combined.run.overlap.ep_a2a = true;

@@ -89,6 +89,19 @@ TEST(Search, EveryEnumeratedLayoutIsCountedOnce) {
   for (size_t i = 1; i < r.best.size(); ++i) EXPECT_LE(r.best[i - 1].cost.days, r.best[i].cost.days);
 }
 
+// With bf16 Adam moments every layout the search keeps shards its optimizer; the others are
+// counted under their own rule.
+TEST(Search, Bf16MomentsKeepOnlyShardedOptimizers) {
+  TrainingRun run = run_of(64);
+  run.adam_moments_in_bf16 = true;
+  const CostModel cost(testing::tiny_moe(), run, testing::round_profile());
+  const SearchResult r = search(cost, all_layouts({1, 64}));
+  ASSERT_FALSE(r.best.empty());
+  for (const Candidate& c : r.best) EXPECT_TRUE(c.layout.optimizer_sharding);
+  EXPECT_GT(r.rejected[static_cast<size_t>(Constraint::kShardedMoments)], 0);
+  EXPECT_EQ(r.considered, total_rejected(r) + static_cast<long long>(r.best.size()));
+}
+
 TEST(Search, ObjectivesPickDifferentEnds) {
   const CostModel cost(testing::tiny_moe(), run_of(64), testing::round_profile());
   SearchOptions o;

@@ -345,6 +345,13 @@ TEST(Validation, MoeRowsByShapeOrByName) {
   std::string flex = rows;
   flex.replace(flex.find("    seq_len: 128"), 0, "    ep_dispatcher: flex\n");
   EXPECT_EQ(parse_published_runs(flex, "runs.yaml")[0].run.ep_dispatcher, EpDispatcher::kFlex);
+  // bf16 Adam moments are a row field too; Megatron runs them only in the distributed optimizer.
+  std::string moments = rows;
+  moments.replace(moments.find("    seq_len: 128"), 0, "    adam_moments_in_bf16: true\n");
+  const std::vector<PublishedRun> with_moments = parse_published_runs(moments, "runs.yaml");
+  EXPECT_TRUE(with_moments[0].run.adam_moments_in_bf16);
+  EXPECT_NE(testing::error_of([&] { validate_runs(with_moments); }).find("adam_moments_in_bf16"), std::string::npos)
+      << testing::error_of([&] { validate_runs(with_moments); });
   // Selective recompute's modules, Megatron's names separated by commas; a misspelt one names its row.
   std::string modules = rows;
   modules.replace(modules.find("recompute: full, optimizer_sharding: false"), 15,

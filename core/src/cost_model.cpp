@@ -19,7 +19,7 @@ double sequence_shards(const Layout& l) { return l.sequence_parallel ? l.tp : 1.
 
 }  // namespace
 
-PrecisionBytes PrecisionBytes::of(Precision precision, bool grads_in_bf16) {
+PrecisionBytes PrecisionBytes::of(Precision precision, bool grads_in_bf16, bool moments_in_bf16) {
   // fp32 throughout, as the executor trains: fp32 weights, grads and activations; LibTorch's AdamW
   // keeps m and v (no master copy), its update reads+writes weight, m and v (3 x 8) and reads the
   // grad (4); the executor zeroes its grads before the step's forward, outside the optimizer.
@@ -44,8 +44,13 @@ PrecisionBytes PrecisionBytes::of(Precision precision, bool grads_in_bf16) {
   // shard of them to fp32 (megatron/core/optimizer/distrib_optimizer.py,
   // _copy_model_grads_to_main_grads: shard_model_grad.float(), reads 2 and writes 4), then runs
   // the same norm, Adam and copy on the fp32 shard; the zeroed buffer is bf16 (2).
-  if (grads_in_bf16) return {2, 2, 12, 2, 6 + 4 + 28 + 6, 2};
-  return {2, 4, 12, 2, 4 + 28 + 6, 4};
+  // With bf16 moments (the precision-aware optimizer) the optimizer state is the fp32 master plus
+  // two bf16 moments, 8 bytes a parameter, and Transformer Engine's FusedAdam reads and writes
+  // each moment at 2 bytes where Adam moved 4: its 28 bytes become 20 (the update itself still
+  // runs in fp32: Megatron-LM's --exp-avg-dtype "does not affect the precision in the kernel").
+  const Bytes state = moments_in_bf16 ? 8 : 12, adam = moments_in_bf16 ? 20 : 28;
+  if (grads_in_bf16) return {2, 2, state, 2, 6 + 4 + adam + 6, 2};
+  return {2, 4, state, 2, 4 + adam + 6, 4};
 }
 
 ComputeWork& ComputeWork::operator+=(const ComputeWork& o) {

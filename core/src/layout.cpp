@@ -87,6 +87,7 @@ std::string to_string(Constraint constraint) {
     case Constraint::kEpExperts: return "ep-divides-experts";
     case Constraint::kExpertGrid: return "expert-grid";
     case Constraint::kRecomputeModules: return "recompute-modules";
+    case Constraint::kShardedMoments: return "bf16-moments-need-sharding";
     case Constraint::kGlobalBatch: return "global-batch";
     case Constraint::kDevices: return "device-count";
     case Constraint::kMemory: return "memory";
@@ -295,6 +296,9 @@ std::optional<Constraint> violated_constraint(const ModelConfig& m, const Traini
   if (l.cp > 1 && run.seq_len % (2 * l.cp) != 0) return Constraint::kCpSequence;
   if (recompute_modules_problem(m, l)) return Constraint::kRecomputeModules;
   if (run.global_batch % (l.dp * l.micro_batch) != 0) return Constraint::kGlobalBatch;
+  // Megatron-Core builds its precision-aware optimizer only as a distributed optimizer
+  // (megatron/core/optimizer/__init__.py: "only supported with distributed optimizer").
+  if (run.adam_moments_in_bf16 && !l.optimizer_sharding) return Constraint::kShardedMoments;
   // Megatron's interleaved schedule runs micro-batches in groups of pp.
   if (l.vpp > 1 && l.micro_batches(run.global_batch) % l.pp != 0) return Constraint::kVirtualStages;
   return std::nullopt;
@@ -310,6 +314,9 @@ std::string explain(Constraint c, const ModelConfig& m, const TrainingRun& run, 
       return "tp=" + str(l.tp) + " must divide the " + str(profile.node.devices) + " devices of a node";
     case Constraint::kRecomputeModules:
       return *recompute_modules_problem(m, l);
+    case Constraint::kShardedMoments:
+      return "bf16 Adam moments (adam_moments_in_bf16) need optimizer sharding: Megatron-Core's precision-aware "
+             "optimizer runs only as its distributed optimizer";
     case Constraint::kCpSequence:
       return "2 x cp = " + str(2 * l.cp) + " must divide the sequence (" + str(run.seq_len) + " tokens)";
     case Constraint::kPpLayers:

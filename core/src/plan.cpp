@@ -246,6 +246,7 @@ json to_json(const Plan& p) {
   j["comm_overlap"] = to_string(p.run.overlap);
   j["grad_accumulation_fusion"] = p.run.grad_accumulation_fusion;
   j["grad_reduce_in_bf16"] = p.run.grad_reduce_in_bf16;
+  j["adam_moments_in_bf16"] = p.run.adam_moments_in_bf16;
   j["tp_comm_sms"] = p.run.tp_comm_sms;
   j["ep_dispatcher"] = to_string(p.run.ep_dispatcher);
   j["fp8_recipe"] = to_string(p.run.fp8_recipe);
@@ -284,6 +285,8 @@ Plan plan_from_json(const json& j, const std::string& source) {
   if (r.has("grad_accumulation_fusion")) p.run.grad_accumulation_fusion = r.boolean("grad_accumulation_fusion");
   // Plans written before the switch existed kept fp32 main gradients, Megatron-LM's bf16 default.
   if (r.has("grad_reduce_in_bf16")) p.run.grad_reduce_in_bf16 = r.boolean("grad_reduce_in_bf16");
+  // Plans written before the option kept fp32 moments, Megatron's default.
+  if (r.has("adam_moments_in_bf16")) p.run.adam_moments_in_bf16 = r.boolean("adam_moments_in_bf16");
   // Plans written before SM sharing was costed ran Transformer Engine's default.
   if (r.has("tp_comm_sms")) p.run.tp_comm_sms = r.integer("tp_comm_sms", 0);
   // Plans written before the choice dispatched with Megatron-Core's default all-to-all.

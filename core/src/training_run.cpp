@@ -105,9 +105,13 @@ void validate(const TrainingRun& run, const std::string& source) {
   if (!(run.moe_capacity_factor == 0 || (run.moe_capacity_factor > 0 && run.moe_capacity_factor <= 1e3))) {
     throw input_error(source, "moe_capacity_factor", "must be 0 (dropless) or a positive factor of an expert's balanced share");
   }
-  if (run.grad_reduce_in_bf16 && run.precision != Precision::kBf16 && run.precision != Precision::kFp8) {
-    throw input_error(source, "grad_reduce_in_bf16", "applies to bf16 and fp8 runs only (this run is " +
-                                                         to_string(run.precision) + ")");
+  // Options of Megatron's mixed-precision optimizer (bf16 model weights, fp32 main weights).
+  const bool mixed = run.precision == Precision::kBf16 || run.precision == Precision::kFp8;
+  for (const auto& [set, field] : {std::pair{run.grad_reduce_in_bf16, "grad_reduce_in_bf16"},
+                                   std::pair{run.adam_moments_in_bf16, "adam_moments_in_bf16"}}) {
+    if (set && !mixed) {
+      throw input_error(source, field, "applies to bf16 and fp8 runs only (this run is " + to_string(run.precision) + ")");
+    }
   }
   if (run.fp8_recipe != TrainingRun{}.fp8_recipe && run.precision != Precision::kFp8) {
     throw input_error(source, "fp8_recipe", "applies to fp8 runs only (this run is " + to_string(run.precision) + ")");

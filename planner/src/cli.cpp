@@ -49,6 +49,7 @@ struct RunOptions {
   std::string comm_overlap = to_string(CommOverlap{});
   bool no_grad_accumulation_fusion = false;
   bool grad_reduce_in_bf16 = false;
+  bool adam_moments_in_bf16 = false;
   int tp_comm_sms = TrainingRun{}.tp_comm_sms;
   std::string ep_dispatcher = to_string(EpDispatcher::kAllToAll);
   std::string fp8_recipe = to_string(TrainingRun{}.fp8_recipe);
@@ -82,6 +83,9 @@ void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
                "weight gradients added into the main gradient by a separate kernel, not in the GEMM's epilogue");
   app.add_flag("--grad-reduce-in-bf16", o.grad_reduce_in_bf16,
                "main gradients kept, accumulated and reduced in bf16, not fp32 (bf16 and fp8 runs)");
+  app.add_flag("--adam-moments-in-bf16", o.adam_moments_in_bf16,
+               "AdamW moments stored in bf16 beside fp32 master weights, as Megatron's precision-aware optimizer "
+               "keeps them (bf16 and fp8 runs; needs optimizer sharding)");
   app.add_option("--tp-comm-sms", o.tp_comm_sms,
                  "SMs Transformer Engine's TP-overlap kernels (tp_comm) hold beside the GEMMs they overlap")
       ->capture_default_str();
@@ -206,6 +210,7 @@ TrainingRun training_run(const RunOptions& o) {
   run.overlap = parse_comm_overlap(o.comm_overlap, "--comm-overlap", "");
   run.grad_accumulation_fusion = !o.no_grad_accumulation_fusion;
   run.grad_reduce_in_bf16 = o.grad_reduce_in_bf16;
+  run.adam_moments_in_bf16 = o.adam_moments_in_bf16;
   run.tp_comm_sms = o.tp_comm_sms;
   run.ep_dispatcher = parse_ep_dispatcher(o.ep_dispatcher, "--ep-dispatcher", "");
   run.fp8_recipe = parse_fp8_recipe(o.fp8_recipe, "--fp8-recipe", "");

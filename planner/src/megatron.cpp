@@ -156,6 +156,9 @@ void add_layout(std::vector<std::string>& a, const Plan& p) {
   }
   if (!p.run.grad_accumulation_fusion) a.push_back("--no-gradient-accumulation-fusion");
   if (p.run.grad_reduce_in_bf16) a.push_back("--grad-reduce-in-bf16");
+  if (p.run.adam_moments_in_bf16) {
+    a.insert(a.end(), {"--use-precision-aware-optimizer", "--exp-avg-dtype", "bf16", "--exp-avg-sq-dtype", "bf16"});
+  }
   // Megatron-Core's attention backends: flash for fused (FlashAttention), unfused for the old path.
   a.insert(a.end(), {"--attention-backend", p.run.attention == AttentionKernel::kFused ? "flash" : "unfused"});
 }

@@ -160,9 +160,9 @@ Seconds read_measured_step(const YamlFields& f, const PublishedRun& r) {
 
 PublishedRun read_run(const YamlFields& f) {
   f.allow_only({"name", "source", "model", "hardware", "precision", "attention", "comm_overlap",
-                "grad_accumulation_fusion", "grad_reduce_in_bf16", "tp_comm_sms", "ep_dispatcher", "fp8_recipe", "seq_len",
-                "global_batch", "layout", "measured_step_time", "measured_tokens_per_s_per_device",
-                "measured_tflops_per_device", "measured_mfu"});
+                "grad_accumulation_fusion", "grad_reduce_in_bf16", "adam_moments_in_bf16", "tp_comm_sms",
+                "ep_dispatcher", "fp8_recipe", "seq_len", "global_batch", "layout", "measured_step_time",
+                "measured_tokens_per_s_per_device", "measured_tflops_per_device", "measured_mfu"});
   PublishedRun r;
   r.name = f.text("name");
   r.source = f.text("source");
@@ -182,6 +182,7 @@ PublishedRun read_run(const YamlFields& f) {
   r.run.overlap = parse_comm_overlap(f.text("comm_overlap"), f.source(), f.path("comm_overlap"));
   if (f.has("grad_accumulation_fusion")) r.run.grad_accumulation_fusion = f.boolean("grad_accumulation_fusion");
   if (f.has("grad_reduce_in_bf16")) r.run.grad_reduce_in_bf16 = f.boolean("grad_reduce_in_bf16");
+  if (f.has("adam_moments_in_bf16")) r.run.adam_moments_in_bf16 = f.boolean("adam_moments_in_bf16");
   if (f.has("tp_comm_sms")) r.run.tp_comm_sms = f.integer("tp_comm_sms", 0);
   if (f.has("ep_dispatcher")) {
     r.run.ep_dispatcher = parse_ep_dispatcher(f.text("ep_dispatcher"), f.source(), f.path("ep_dispatcher"));

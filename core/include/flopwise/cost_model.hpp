@@ -57,9 +57,12 @@ Seconds memory_bound_seconds(const ComputeWork& work, const HardwareProfile& pro
 struct PrecisionBytes {
   Bytes weight = 0, grad = 0, optimizer = 0, activation = 0, adam_traffic = 0, grad_zeroing = 0;
   // `grads_in_bf16`: a bf16 or fp8 run's main gradients kept and reduced in bf16
-  // (TrainingRun::grad_reduce_in_bf16).
-  static PrecisionBytes of(Precision precision, bool grads_in_bf16);
-  static PrecisionBytes of(const TrainingRun& run) { return of(run.precision, run.grad_reduce_in_bf16); }
+  // (TrainingRun::grad_reduce_in_bf16); `moments_in_bf16`: its AdamW moments stored in bf16
+  // (TrainingRun::adam_moments_in_bf16).
+  static PrecisionBytes of(Precision precision, bool grads_in_bf16, bool moments_in_bf16 = false);
+  static PrecisionBytes of(const TrainingRun& run) {
+    return of(run.precision, run.grad_reduce_in_bf16, run.adam_moments_in_bf16);
+  }
   // Bytes a micro-batch's weight gradient moves per weight into the main gradient: read and
   // written in the GEMM's epilogue when fused, else written at activation width by the GEMM, then
   // read back with the main gradient and added into it.

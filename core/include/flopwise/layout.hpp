@@ -141,6 +141,7 @@ enum class Constraint {
   kRecomputeModules,  // modules other than core_attn only with selective recompute, each on a model that has it
   kDevices,      // device count within the searched range and the cluster size
   kGlobalBatch,  // global batch divisible by DP x micro-batch
+  kShardedMoments,  // bf16 Adam moments only with the distributed optimizer (optimizer sharding)
   kMemory,       // fits the device with headroom
   kLessRecomputeFits,  // a setting that repeats part of this one's work fits the same layout
   kObjective,    // deadline or budget

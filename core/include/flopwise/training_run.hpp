@@ -77,6 +77,11 @@ struct TrainingRun {
   // distributed optimizer copies its shard to fp32 before the step. NVIDIA's performance recipes
   // run it (Megatron-Bridge perf_recipes/_common.py: grad_reduce_in_fp32 = False).
   bool grad_reduce_in_bf16 = false;
+  // Megatron-Core's precision-aware optimizer with bf16 moments (--use-precision-aware-optimizer
+  // --exp-avg-dtype bf16 --exp-avg-sq-dtype bf16): AdamW keeps its fp32 master weights but stores
+  // both moments in bf16, as DeepSeek-V3 trained (DeepSeek-V3 report, section 3.3.3); Megatron
+  // runs it only inside the distributed optimizer. A bf16 or fp8 run's option.
+  bool adam_moments_in_bf16 = false;
   // SMs Transformer Engine's TP-overlap kernels hold beside the GEMMs they overlap (tp_comm), out
   // of the GEMM's: TE's default num_sm of 16 (NeMo's tuned GPT-3 175B H100 configs use 20-24 beside
   // the forward GEMMs, 2-8 beside the backward ones). 0: the overlap costs the GEMMs nothing.
