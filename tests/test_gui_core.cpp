@@ -1,10 +1,13 @@
 // flopwise-studio's logic without a display: scenarios, the Pareto front, money formatting.
 #include <gtest/gtest.h>
 
+#include "flopwise/catalog.hpp"
+#include "flopwise/cost_model.hpp"
 #include "flopwise/error.hpp"
 #include "flopwise/gui/axis_scale.hpp"
 #include "flopwise/gui/scenario.hpp"
 #include "fuzz_mutations.hpp"
+#include "test_helpers.hpp"
 
 #include <fstream>
 
@@ -59,13 +62,19 @@ TEST(Scenario, RunsEveryProfileAndReportsProgress) {
   EXPECT_TRUE(run_scenario(s, {}, &cancel).outcomes.empty());
 }
 
-// The fp8 recipe travels with the scenario into the run it prices; older files priced tensorwise.
-TEST(Scenario, Fp8RecipeRoundTripsAndPricesTheRun) {
+// Ling-Lite on 64 H100s at the fastest layout: a run-option scenario's base.
+Scenario ling_lite_on_64_h100() {
   Scenario s;
   s.model = "ling-lite";
   s.profiles = {"h100-sxm"};
   s.devices = {64, 64};
   s.objective = Objective::kMinTime;
+  return s;
+}
+
+// The fp8 recipe travels with the scenario into the run it prices; older files priced tensorwise.
+TEST(Scenario, Fp8RecipeRoundTripsAndPricesTheRun) {
+  Scenario s = ling_lite_on_64_h100();
   s.precision = Precision::kFp8;
   s.fp8_recipe = Fp8Recipe::kDelayed;
   const std::string path = ::testing::TempDir() + "/flopwise_gui_fp8.json";
@@ -92,6 +101,35 @@ TEST(Scenario, Fp8RecipeRoundTripsAndPricesTheRun) {
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("s.json: fp8_recipe: applies to fp8 runs only"), std::string::npos) << e.what();
   }
+}
+
+// bf16 AdamW moments travel with the scenario into the run (8 bytes of optimizer state a
+// parameter, not 12); /3 files kept fp32 moments; an fp32 scenario cannot ask for them.
+TEST(Scenario, Bf16MomentsRoundTripAndShrinkTheOptimizer) {
+  Scenario s = ling_lite_on_64_h100();
+  s.adam_moments_in_bf16 = true;
+  const std::string path = ::testing::TempDir() + "/flopwise_gui_moments.json";
+  save_scenario(s, path);
+  EXPECT_EQ(load_scenario(path), s);
+  EXPECT_TRUE(run_of(s).adam_moments_in_bf16);
+  const ScenarioResult bf16 = run_scenario(s);
+  ASSERT_TRUE(bf16.outcomes.at(0).plan.has_value());
+  EXPECT_TRUE(bf16.outcomes[0].plan->run.adam_moments_in_bf16);
+  EXPECT_TRUE(bf16.outcomes[0].plan->layout.optimizer_sharding);
+  const Plan& plan = *bf16.outcomes[0].plan;
+  Scenario fp32_moments = s;
+  fp32_moments.adam_moments_in_bf16 = false;
+  const CostModel without(plan.model, run_of(fp32_moments), resolve_profile("h100-sxm"));
+  EXPECT_NEAR(plan.predicted.memory_bytes.optimizer, without.memory(plan.layout).optimizer * 8 / 12, 1.0);
+  nlohmann::json v3 = to_json(s);
+  v3["schema"] = "flopwise.scenario/3";
+  v3.erase("adam_moments_in_bf16");
+  EXPECT_FALSE(scenario_from_json(v3, "v3.json").adam_moments_in_bf16);
+  nlohmann::json fp32 = to_json(s);
+  fp32["precision"] = "fp32";
+  EXPECT_NE(testing::error_of([&] { scenario_from_json(fp32, "s.json"); })
+                .find("s.json: adam_moments_in_bf16: applies to bf16 and fp8 runs only"),
+            std::string::npos);
 }
 
 TEST(Scenario, PoolsRoundTripAndVersionOneFilesStillRead) {

@@ -1,6 +1,7 @@
 #include "main_window.hpp"
 
 #include <QApplication>
+#include <QCheckBox>
 #include <QDir>
 #include <QEventLoop>
 #include <QFileDialog>
@@ -246,9 +247,14 @@ QWidget* MainWindow::build_editor() {
     fp8_recipe_->addItem(QString::fromStdString(to_string(r)));
   }
   fp8_recipe_->setEnabled(false);
-  connect(precision_, &QComboBox::currentTextChanged, this,
-          [this](const QString& precision) { fp8_recipe_->setEnabled(precision == "fp8"); });
+  // Megatron-Core's precision-aware optimizer: a mixed-precision (bf16, fp8) run's option.
+  bf16_moments_ = new QCheckBox("AdamW moments in bf16 (needs optimizer sharding)");
+  connect(precision_, &QComboBox::currentTextChanged, this, [this](const QString& precision) {
+    fp8_recipe_->setEnabled(precision == "fp8");
+    bf16_moments_->setEnabled(precision == "bf16" || precision == "fp8");
+  });
   form->addRow("FP8 recipe", fp8_recipe_);
+  form->addRow("Optimizer", bf16_moments_);
   form->addRow("Pools", build_pools_editor());
   pool_links_ = new QLineEdit();
   pool_links_->setPlaceholderText("A-C:100Gb/s,2ms; ... (other pools share a cluster network)");
@@ -424,6 +430,7 @@ void MainWindow::set_scenario(const Scenario& s) {
   budget_->setValue(s.budget);
   precision_->setCurrentText(QString::fromStdString(to_string(s.precision)));
   fp8_recipe_->setCurrentText(QString::fromStdString(to_string(s.fp8_recipe)));
+  bf16_moments_->setChecked(s.adam_moments_in_bf16);
   pools_->setRowCount(0);
   for (const std::string& pool : s.pools) add_pool_row(pool);
   QStringList links;
@@ -451,6 +458,7 @@ Scenario MainWindow::scenario() const {
   if (s.precision == Precision::kFp8) {
     s.fp8_recipe = parse_fp8_recipe(fp8_recipe_->currentText().toStdString(), "scenario", "fp8_recipe");
   }
+  s.adam_moments_in_bf16 = bf16_moments_->isEnabled() && bf16_moments_->isChecked();
   for (int row = 0; row < pools_->rowCount(); ++row) {
     const auto* profile = static_cast<QComboBox*>(pools_->cellWidget(row, 0));
     const auto* devices = static_cast<QSpinBox*>(pools_->cellWidget(row, 1));

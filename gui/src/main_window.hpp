@@ -11,6 +11,7 @@
 #include "flopwise/trace.hpp"
 
 class QChartView;
+class QCheckBox;
 class QComboBox;
 class QDoubleSpinBox;
 class QGraphicsScene;
@@ -83,6 +84,7 @@ class MainWindow : public QMainWindow {
   QSpinBox *min_devices_ = nullptr, *max_devices_ = nullptr, *global_batch_ = nullptr, *seq_len_ = nullptr;
   QLineEdit* tokens_ = nullptr;
   QComboBox *objective_ = nullptr, *precision_ = nullptr, *fp8_recipe_ = nullptr;
+  QCheckBox* bf16_moments_ = nullptr;
   QDoubleSpinBox *deadline_ = nullptr, *budget_ = nullptr;
   QTableWidget* pools_ = nullptr;  // profile and device count per pool
   QLineEdit* pool_links_ = nullptr;

@@ -17,7 +17,7 @@ namespace flopwise::gui {
 using nlohmann::json;
 
 json to_json(const Scenario& s) {
-  return {{"schema", "flopwise.scenario/3"},
+  return {{"schema", "flopwise.scenario/4"},
           {"pools", s.pools},
           {"pool_links", s.pool_links},
           {"model", s.model},
@@ -30,7 +30,8 @@ json to_json(const Scenario& s) {
           {"deadline_days", s.deadline_days},
           {"budget", s.budget},
           {"precision", to_string(s.precision)},
-          {"fp8_recipe", to_string(s.fp8_recipe)}};
+          {"fp8_recipe", to_string(s.fp8_recipe)},
+          {"adam_moments_in_bf16", s.adam_moments_in_bf16}};
 }
 
 TrainingRun run_of(const Scenario& s) {
@@ -40,17 +41,21 @@ TrainingRun run_of(const Scenario& s) {
   run.tokens = s.tokens;
   run.precision = s.precision;
   run.fp8_recipe = s.fp8_recipe;
+  run.adam_moments_in_bf16 = s.adam_moments_in_bf16;
   return run;
 }
 
 Scenario scenario_from_json(const json& j, const std::string& source) {
   const JsonFields f(j, source);
   const std::string schema = f.text("schema");
-  if (schema != "flopwise.scenario/1" && schema != "flopwise.scenario/2" && schema != "flopwise.scenario/3") {
-    throw f.error("schema", "expected flopwise.scenario/3 (or /2, /1)");
-  }
+  const int version = schema == "flopwise.scenario/1"   ? 1
+                      : schema == "flopwise.scenario/2" ? 2
+                      : schema == "flopwise.scenario/3" ? 3
+                      : schema == "flopwise.scenario/4" ? 4
+                                                        : 0;
+  if (version == 0) throw f.error("schema", "expected flopwise.scenario/4 (or /3, /2, /1)");
   Scenario s;
-  if (schema != "flopwise.scenario/1") {
+  if (version >= 2) {
     s.pools = f.texts("pools");
     s.pool_links = f.texts("pool_links");
   }
@@ -67,7 +72,8 @@ Scenario scenario_from_json(const json& j, const std::string& source) {
   s.deadline_days = f.number("deadline_days", 0);
   s.budget = f.number("budget", 0);
   s.precision = parse_precision(f.text("precision"), source, "precision");
-  if (schema == "flopwise.scenario/3") s.fp8_recipe = parse_fp8_recipe(f.text("fp8_recipe"), source, "fp8_recipe");
+  if (version >= 3) s.fp8_recipe = parse_fp8_recipe(f.text("fp8_recipe"), source, "fp8_recipe");
+  if (version >= 4) s.adam_moments_in_bf16 = f.boolean("adam_moments_in_bf16");
   validate(run_of(s), source);
   return s;
 }

@@ -26,13 +26,15 @@ struct Scenario {
   double budget = 0;
   Precision precision = Precision::kBf16;
   Fp8Recipe fp8_recipe = Fp8Recipe::kTensorwise;  // how an fp8 run scales its casts; fp8 runs only
+  bool adam_moments_in_bf16 = false;  // TrainingRun's option of the same name; bf16 and fp8 runs only
   std::vector<std::string> pools;       // "[NAME=]PROFILE:COUNT", as --pool takes them
   std::vector<std::string> pool_links;  // "A-B:BANDWIDTH,LATENCY", as --pool-link takes them
   bool operator==(const Scenario&) const = default;
 };
 
-// Schema flopwise.scenario/3 (fp8_recipe added); /2 files (pools and pool_links added) and /1
-// files still read: without the recipe they priced fp8 as tensorwise, and /1 without pools.
+// Schema flopwise.scenario/4 (adam_moments_in_bf16 added); /3 files (fp8_recipe added), /2 files
+// (pools and pool_links added) and /1 files still read: without the moments option they kept fp32
+// moments, without the recipe they priced fp8 as tensorwise, and /1 without pools.
 nlohmann::json to_json(const Scenario& scenario);
 // Every field is required; errors name the file and the field, the run's rules (training_run's
 // validate) included.
