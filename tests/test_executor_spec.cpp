@@ -89,12 +89,11 @@ TEST(ExecutorSpec, FeaturesItDoesNotRunAreNamed) {
   m.learned_positions = true;
   run.ep_dispatcher = EpDispatcher::kFlex;
   run.grad_reduce_in_bf16 = true;
-  run.adam_moments_in_bf16 = true;
+  run.adam_moments_in_bf16 = true;  // trained as the plan says: no note
   EXPECT_EQ(features_not_run(m, run),
             "1 multi-token-prediction depth(s) are not trained (next-token loss only); local attention (windows of 128 "
             "in 2 layers, chunks of 0 in 0) runs as full causal attention; learned positions run as rotary embeddings "
-            "(RoPE); gradients are reduced in fp32, as the fp32 training here keeps them; AdamW keeps its moments in "
-            "fp32, as LibTorch's AdamW does; the flex dispatcher runs as a plain all-to-all (a copy per expert); the capacity factor 1.25 is "
+            "(RoPE); gradients are reduced in fp32, as the fp32 training here keeps them; the flex dispatcher runs as a plain all-to-all (a copy per expert); the capacity factor 1.25 is "
             "not applied: dispatch is dropless");
 }
 

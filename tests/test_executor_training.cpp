@@ -194,6 +194,30 @@ void kill_and_resume(const std::string& name, const std::string& more, const std
 
 }  // namespace
 
+// bf16 AdamW moments: the first two steps' losses are the fp32 moments' (the first update starts
+// from zero moments either way); after it the moments are stored rounded to bf16, and the later
+// updates move the weights slightly differently.
+TEST(ExecutorTraining, Bf16MomentsTrainCloseToFp32Moments) {
+  std::map<bool, std::map<int, double>> results;
+  for (const bool bf16 : {false, true}) {
+    const std::string name = bf16 ? "moments_bf16" : "moments_fp32";
+    const std::string plan = write_plan(name, 1, 1, 2, true);
+    nlohmann::json j;
+    std::ifstream(plan) >> j;
+    j["adam_moments_in_bf16"] = bf16;
+    std::ofstream(plan) << j.dump(2);
+    const std::string log = temp(name + ".loss"), out = temp(name + ".out");
+    ASSERT_EQ(run(plan + kCommon + " --max-ranks 2 --steps 4 --micro-batches 4 --loss-log " + log, out), 0) << slurp(out);
+    results[bf16] = losses(log);
+    ASSERT_EQ(results[bf16].size(), 4u) << slurp(out);
+  }
+  for (int step = 1; step <= 2; ++step) EXPECT_NEAR(results[true][step], results[false][step], 1e-9 * results[false][step]) << step;
+  for (int step = 3; step <= 4; ++step) {
+    EXPECT_NE(results[true][step], results[false][step]) << step;
+    EXPECT_NEAR(results[true][step], results[false][step], 1e-2 * results[false][step]) << step;
+  }
+}
+
 TEST(ExecutorTraining, KilledRankResumesToTheSameLosses) {
   // Training goes on while checkpoints are written: the newest intact one is step 4 or later.
   kill_and_resume("resume", "", [](const fs::path& dir) { return fs::exists(dir / "step-00000004" / "rank-1.manifest"); },

@@ -122,7 +122,6 @@ std::string features_not_run(const ModelConfig& m, const TrainingRun& run) {
   }
   if (m.learned_positions) add_note(notes, "learned positions run as rotary embeddings (RoPE)");
   if (run.grad_reduce_in_bf16) add_note(notes, "gradients are reduced in fp32, as the fp32 training here keeps them");
-  if (run.adam_moments_in_bf16) add_note(notes, "AdamW keeps its moments in fp32, as LibTorch's AdamW does");
   if (run.ep_dispatcher == EpDispatcher::kFlex && m.is_moe()) {
     add_note(notes, "the flex dispatcher runs as a plain all-to-all (a copy per expert)");
   }

@@ -173,6 +173,7 @@ class Worker {
   void synchronise_gradients();
   double global_grad_norm();
   void optimizer_step(double lr, double scale);
+  void cast_moments(torch::ScalarType dtype);
   void save_checkpoint();
   void report_write(const BackgroundWrite& write);
   bool restore_checkpoint();
@@ -557,7 +558,10 @@ void Worker::optimizer_step(double lr, double clip_scale) {
     for (ParamInfo& p : params_) p.tensor.grad().mul_(clip_scale);
   }
   const TraceRecorder::Mark start = trace_.mark();
+  const bool bf16_moments = setup_.plan.run.adam_moments_in_bf16;
+  if (bf16_moments) cast_moments(torch::kFloat32);
   optimizer_->step();
+  if (bf16_moments) cast_moments(torch::kBFloat16);
   trace_.record("compute", "optimizer", start, {{"pass", "optimizer"}});
   if (!setup_.layout.optimizer_sharding) return;
   // Each owner hands its updated parameters to the other replicas.
@@ -573,6 +577,17 @@ void Worker::optimizer_step(double lr, double clip_scale) {
     const TraceRecorder::Mark broadcast_start = trace_.mark();
     group->broadcast(tensors, options)->wait();
     trace_.record_collective("dp", "broadcast", broadcast_start, static_cast<double>(tensors[0].nbytes()), size);
+  }
+}
+
+// The plan's bf16 AdamW moments, as Megatron-Core's precision-aware optimizer keeps them: stored
+// in bf16 between steps, widened to fp32 for the update (LibTorch's AdamW updates its moments in
+// place at the parameters' dtype and cannot mix them). Checkpoints save them as bf16.
+void Worker::cast_moments(torch::ScalarType dtype) {
+  for (auto& entry : optimizer_->state()) {
+    auto& state = static_cast<torch::optim::AdamWParamState&>(*entry.second);
+    state.exp_avg(state.exp_avg().to(dtype));
+    state.exp_avg_sq(state.exp_avg_sq().to(dtype));
   }
 }
 
