@@ -233,7 +233,7 @@ Validation validate_runs(const std::vector<PublishedRun>& runs) {
     if (auto why = precision_unsupported(profile, r.run.precision)) throw input_error(r.file, r.path + "precision", *why);
     const CostModel cost(r.model, r.run, profile);
     const StepCost predicted = cost.evaluate(r.layout);
-    ValidationRow row{r, predicted.step_time_s, predicted, 0};
+    ValidationRow row{r, predicted.step_time_s, predicted, 0, profile.device.memory_bytes};
     row.relative_error = std::abs(row.predicted_step_s - r.measured_step_s) / r.measured_step_s;
     v.mean_error += row.relative_error / runs.size();
     v.worst_error = std::max(v.worst_error, row.relative_error);
@@ -268,7 +268,7 @@ void print_validation(std::ostream& out, const Validation& v) {
     // high there; sized only into the planning headroom, it may not.
     if (!row.predicted.fits_memory()) {
       const Bytes sized = row.predicted.memory_bytes.total();
-      const Bytes device = row.predicted.usable_memory_bytes / (1.0 - row.run.run.memory_headroom);
+      const Bytes device = row.device_memory_bytes;
       ++(sized > device ? over_device : over_headroom);
       out << printf_string("  sized %.1f GiB > %.1f usable (%.1f on the device)", sized / kGiB,
                            row.predicted.usable_memory_bytes / kGiB, device / kGiB);

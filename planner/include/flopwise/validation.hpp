@@ -31,6 +31,7 @@ struct ValidationRow {
   Seconds predicted_step_s = 0;
   StepCost predicted;         // the whole prediction: breakdown and memory
   double relative_error = 0;  // |predicted - measured| / measured
+  Bytes device_memory_bytes = 0;  // the profile's device memory, before the planning headroom
 };
 
 struct Validation {
