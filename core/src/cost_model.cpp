@@ -878,12 +878,25 @@ Seconds CostModel::te_tp_overlap_exposed(const StageContents& s, bool forward, c
   return exposed;
 }
 
-// An NCCL collective hidden beside GEMMs (Megatron-LM's asynchronous input-gradient all-reduce)
-// holds the node's collective channels, one SM each, while it runs: the GEMMs beside it lose that
-// share of the device for as long as it is hidden. Transformer Engine's overlap (tp_comm) holds
-// its SMs inside the GEMMs it overlaps instead (tp_overlap_sms_held).
+// An NCCL collective hidden beside compute (Megatron-LM's asynchronous input-gradient all-reduce;
+// Megatron-Core's overlapped gradient reduce-scatter and parameter all-gather, data_parallel_traffic)
+// holds its channels, one SM each, while it runs: the kernels beside it lose that share of the
+// device for as long as it is hidden. Transformer Engine's TP overlap (tp_comm) holds its SMs
+// inside the GEMMs it overlaps instead (tp_overlap_sms_held).
 double CostModel::hidden_tp_sm_share() const {
   return run_.overlap.tp_comm ? 0.0 : sm_share(profile_.node.collective_channels);
+}
+
+// Across nodes NCCL builds one ring channel per NIC the group reaches (one NIC a device here) and
+// runs 4 channels for each where a node holds fewer than 8 members (src/graph/search.cc,
+// ncclTopoDupChannels; src/graph/connect.cc, ncclTopoPostset: "Use 4 compute channels per search
+// channel to reach peak BW on <8 PPN"), up to the node's figure: NCCL's logs show 8 channels for 2
+// H20s a node over 2 nodes (NVIDIA/nccl#1189) and 16 for 8 H100s a node over 3 (NVIDIA/nccl#1453).
+int CostModel::collective_channels(const GroupSpan& group) const {
+  const int node = profile_.node.collective_channels;
+  if (group.intra_only()) return node;
+  constexpr int kChannelsPerNic = 4;
+  return std::min(node, kChannelsPerNic * group.members_per_node);
 }
 
 double CostModel::sm_share(int sms) const {
@@ -1115,33 +1128,44 @@ MemoryBreakdown CostModel::memory(const Layout& l, const std::vector<StageConten
 CostModel::DataParallelTraffic CostModel::data_parallel_traffic(const StageContents& s, const Layout& l) const {
   const RankGrid grid(l, profile_.node.devices);
   DataParallelTraffic t;
+  double held = 0;
   auto add = [&](GroupKind kind, double params) {
     const GroupSpan group = span(grid, kind);
+    Seconds grads = 0, weights = 0;
     if (!l.optimizer_sharding) {
-      t.grads += all_reduce_time(group, bytes_.grad * params, network_);
-      return;
+      grads = all_reduce_time(group, bytes_.grad * params, network_);
+    } else {
+      // Distributed optimizer: reduce-scatter fp32 grads, all-gather updated bf16 weights (a ring
+      // all-gather moves the same bytes as a ring reduce-scatter).
+      grads = reduce_scatter_time(group, bytes_.grad * params, network_);
+      weights = reduce_scatter_time(group, bytes_.weight * params, network_);
     }
-    // Distributed optimizer: reduce-scatter fp32 grads, all-gather updated bf16 weights (a ring
-    // all-gather moves the same bytes as a ring reduce-scatter).
-    t.grads += reduce_scatter_time(group, bytes_.grad * params, network_);
-    t.weights += reduce_scatter_time(group, bytes_.weight * params, network_);
+    t.grads += grads;
+    t.weights += weights;
+    held += (grads + weights) * sm_share(collective_channels(group));
   };
   add(GroupKind::kDpCp, dense_params_per_device(s, l));
   add(GroupKind::kExpertDp, expert_params_per_device(s, l));
+  const Seconds total = t.grads + t.weights;
+  t.sm_share = total > 0 ? held / total : 0.0;
   return t;
 }
 
 // Megatron-Core's DDP reduces gradients in buckets of max(40M, 1M x dp) parameters as the last
 // micro-batch's backward produces them (--overlap-grad-reduce), and the distributed optimizer
 // all-gathers the next step's weights bucket by bucket ahead of the first forward
-// (--overlap-param-gather): the step waits for the last bucket, or for what the pass cannot cover.
+// (--overlap-param-gather): the step waits for the last bucket, or for what the pass cannot cover,
+// and the pass loses the SMs the collectives hold while they hide.
 Seconds CostModel::data_parallel_exposed_seconds(const StageContents& s, const Layout& l, Seconds backward,
                                                  Seconds forward) const {
   const DataParallelTraffic t = data_parallel_traffic(s, l);
   const double params = dense_params_per_device(s, l) + expert_params_per_device(s, l);
   const double bucket = params > 0 ? std::min(1.0, std::max(40e6, 1e6 * l.gradient_ranks()) / params) : 1.0;
-  auto exposed = [bucket](Seconds traffic, bool overlapped, Seconds window) {
-    return overlapped ? std::max(bucket * traffic, traffic - window) : traffic;
+  const double sm_share = t.sm_share;
+  auto exposed = [bucket, sm_share](Seconds traffic, bool overlapped, Seconds window) {
+    if (!overlapped) return traffic;
+    const Seconds waited = std::max(bucket * traffic, traffic - window);
+    return waited + (traffic - waited) * sm_share;
   };
   return exposed(t.grads, run_.overlap.grad_reduce, backward) + exposed(t.weights, run_.overlap.param_gather, forward);
 }

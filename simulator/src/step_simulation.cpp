@@ -160,7 +160,7 @@ class StepSimulation {
   void mesh_ring_step(const std::vector<int>& members, GroupKind kind, int rank, Bytes bytes);
   void receive_pipeline(int rank, const std::string& mailbox, Account& account);
   void send_pipeline(const std::string& mailbox, Bytes bytes);
-  sg4::ActorPtr start_gradient_sync(const Part& part, int rank, int stage);
+  sg4::ActorPtr start_gradient_sync(const Part& part, int rank, int stage, double* end);
   void ring(const Part& part, int rank, GroupKind kind, std::vector<std::pair<int, Bytes>> phases);
   void cross_pool_sync(int rank, Account& account);
   void gateway(int pool);
@@ -535,8 +535,8 @@ void StepSimulation::pass(const Part& part, int rank, const PipelineOp& op, int 
 // all-reduce of the gradients, or reduce-scatter of gradients plus all-gather of the weights with
 // the distributed optimizer, each at the precision's bytes (the cost model's PrecisionBytes, so
 // an fp32 run moves 4-byte weights); run by a helper actor so it can overlap the remaining
-// backward passes.
-sg4::ActorPtr StepSimulation::start_gradient_sync(const Part& part, int rank, int stage) {
+// backward passes. It writes the clock at which it finished to `end`.
+sg4::ActorPtr StepSimulation::start_gradient_sync(const Part& part, int rank, int stage, double* end) {
   const CostModel& cost = part.cost_of(stage);
   const StageContents& chunk = part.stage_chunk.at(stage);
   const Layout& l = part.layout;
@@ -554,11 +554,12 @@ sg4::ActorPtr StepSimulation::start_gradient_sync(const Part& part, int rank, in
     }
     return p;
   };
-  return sg4::Actor::create("dp" + std::to_string(rank), hosts_.at(rank), [this, &part, rank, dense, expert, phases] {
+  return sg4::Actor::create("dp" + std::to_string(rank), hosts_.at(rank), [this, &part, rank, dense, expert, phases, end] {
     const double start = sg4::Engine::get_clock();
     ring(part, rank, GroupKind::kDpCp, phases(part.layout.gradient_ranks(), dense));
     ring(part, rank, GroupKind::kExpertDp, phases(part.layout.expert_dp(), expert));
     span(rank, "dp", "gradient sync", start);
+    *end = sg4::Engine::get_clock();
   });
 }
 
@@ -663,6 +664,11 @@ void StepSimulation::device(const Part& part, int rank) {
   // Megatron's overlap_grad_reduce starts reducing a chunk's buckets while its last backward runs.
   const bool overlap_dp = part.cost_of(c.pp).run().overlap.grad_reduce;
   std::vector<sg4::ActorPtr> syncs;
+  std::vector<double> sync_start(l.vpp, 0.0), sync_end(l.vpp, 0.0);
+  auto start_sync = [&](int chunk) {
+    sync_start[chunk] = sg4::Engine::get_clock();
+    syncs.push_back(start_gradient_sync(part, rank, chunk * l.pp + c.pp, &sync_end[chunk]));
+  };
   for (size_t i = 0; i < ops.size(); ++i) {
     const PipelineOp& op = ops[i];
     const int stage = op.chunk * l.pp + c.pp;
@@ -675,16 +681,21 @@ void StepSimulation::device(const Part& part, int rank) {
       if (stage < stages - 1) {
         receive_pipeline(rank, pipeline_mailbox(part, "grad", stage, op.micro_batch, rank), account);
       }
-      if (overlap_dp && i == last_backward[op.chunk]) syncs.push_back(start_gradient_sync(part, rank, stage));
+      if (overlap_dp && i == last_backward[op.chunk]) start_sync(op.chunk);
       pass(part, rank, op, stage, i < last_forward, account);
       if (stage > 0) send_pipeline(pipeline_mailbox(part, "grad", stage - 1, op.micro_batch, rank), boundary);
     }
   }
   if (!overlap_dp) {
-    for (int v = 0; v < l.vpp; ++v) syncs.push_back(start_gradient_sync(part, rank, v * l.pp + c.pp));
+    for (int v = 0; v < l.vpp; ++v) start_sync(v);
   }
   const double waiting = sg4::Engine::get_clock();
   for (auto& sync : syncs) sync->join();
+  // The passes beside the syncs lost the SMs NCCL held while they ran (bubbles among them too).
+  Seconds hidden = 0;
+  for (int v = 0; v < l.vpp; ++v) hidden += std::max(0.0, std::min(sync_end[v], waiting) - sync_start[v]);
+  const CostModel& cost = part.cost_of(c.pp);
+  sg4::this_actor::execute(hidden * cost.data_parallel_traffic(part.stage_chunk.at(c.pp), l).sm_share * kHostSpeed);
   account.comm.dp += sg4::Engine::get_clock() - waiting;
   if (cross_ && cross_->strategy == PoolStrategy::kHeteroDp) cross_pool_sync(rank, account);
   const double optimizer_start = sg4::Engine::get_clock();

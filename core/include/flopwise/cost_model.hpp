@@ -164,6 +164,9 @@ class CostModel {
   // collective channels, one SM each): the GEMM time it costs per second hidden. 0 under
   // Transformer Engine's overlap, whose SMs are charged inside the GEMMs.
   double hidden_tp_sm_share() const;
+  // NCCL's channels for a ring collective over `group`: the node's collective channels inside a
+  // node, fewer where a node holds few of its members.
+  int collective_channels(const GroupSpan& group) const;
   // Combined 1F1B (CommOverlap::ep_a2a) where Megatron-Core runs it for this layout; the share
   // of a step's passes it leaves unpaired; the share of the SMs an EP all-to-all holds; the
   // compute beside each of a paired MoE layer's four all-to-alls; what one MoE layer's all-to-alls
@@ -214,9 +217,12 @@ class CostModel {
   double dense_params_per_device(const StageContents& stage, const Layout& layout) const;
   double expert_params_per_device(const StageContents& stage, const Layout& layout) const;
   // DP traffic of a stage per step: the gradient reduction (all-reduce, or reduce-scatter with the
-  // distributed optimizer) and the updated weights' all-gather (distributed optimizer only).
+  // distributed optimizer) and the updated weights' all-gather (distributed optimizer only); and
+  // the share of the SMs its collectives hold while they run, over the DP and expert-DP groups
+  // (weighted by their time).
   struct DataParallelTraffic {
     Seconds grads = 0, weights = 0;
+    double sm_share = 0;
   };
   DataParallelTraffic data_parallel_traffic(const StageContents& stage, const Layout& layout) const;
   // Of that, what the step waits for when the framework overlaps it with one micro-batch's
