@@ -113,9 +113,9 @@ TEST(StepSimulation, NcclChannelsBesideHiddenTpCollectivesSlowTheStepAsAnalysed)
 }
 
 // DP 2 with the gradient reduction overlapped (grad_reduce): the ring, over a 10 GB/s path,
-// outlasts the last micro-batch's backward, which runs beside it on the SMs NCCL's channels (27 of 108) leave, a
-// quarter of that backward longer, in the simulated step as in the analytic one (one source:
-// CostModel::data_parallel_traffic's sm_share).
+// outlasts the last micro-batch's backward, which runs beside it on the SMs NCCL's channels (27
+// of 108) leave, a quarter of that backward longer, in the simulated step as in the analytic one
+// (one source: CostModel::data_parallel_traffic's sm_share).
 TEST(StepSimulation, NcclChannelsBesideTheHiddenGradientReductionSlowTheStepAsAnalysed) {
   HardwareProfile p = testing::round_profile_edited(
       {{"fp8: true", "fp8: true\n  gemm: {compute_units: 108, tile_rows: 128, tile_cols: 256}"},

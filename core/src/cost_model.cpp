@@ -1161,11 +1161,10 @@ Seconds CostModel::data_parallel_exposed_seconds(const StageContents& s, const L
   const DataParallelTraffic t = data_parallel_traffic(s, l);
   const double params = dense_params_per_device(s, l) + expert_params_per_device(s, l);
   const double bucket = params > 0 ? std::min(1.0, std::max(40e6, 1e6 * l.gradient_ranks()) / params) : 1.0;
-  const double sm_share = t.sm_share;
-  auto exposed = [bucket, sm_share](Seconds traffic, bool overlapped, Seconds window) {
+  auto exposed = [bucket, &t](Seconds traffic, bool overlapped, Seconds window) {
     if (!overlapped) return traffic;
     const Seconds waited = std::max(bucket * traffic, traffic - window);
-    return waited + (traffic - waited) * sm_share;
+    return waited + (traffic - waited) * t.sm_share;
   };
   return exposed(t.grads, run_.overlap.grad_reduce, backward) + exposed(t.weights, run_.overlap.param_gather, forward);
 }

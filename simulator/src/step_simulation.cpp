@@ -664,10 +664,13 @@ void StepSimulation::device(const Part& part, int rank) {
   // Megatron's overlap_grad_reduce starts reducing a chunk's buckets while its last backward runs.
   const bool overlap_dp = part.cost_of(c.pp).run().overlap.grad_reduce;
   std::vector<sg4::ActorPtr> syncs;
-  std::vector<double> sync_start(l.vpp, 0.0), sync_end(l.vpp, 0.0);
+  // Per chunk: when its sync started and ended, and the share of the SMs its collectives hold.
+  std::vector<double> sync_start(l.vpp, 0.0), sync_end(l.vpp, 0.0), sync_share(l.vpp, 0.0);
   auto start_sync = [&](int chunk) {
+    const int stage = chunk * l.pp + c.pp;
     sync_start[chunk] = sg4::Engine::get_clock();
-    syncs.push_back(start_gradient_sync(part, rank, chunk * l.pp + c.pp, &sync_end[chunk]));
+    sync_share[chunk] = part.cost_of(stage).data_parallel_traffic(part.stage_chunk.at(stage), l).sm_share;
+    syncs.push_back(start_gradient_sync(part, rank, stage, &sync_end[chunk]));
   };
   for (size_t i = 0; i < ops.size(); ++i) {
     const PipelineOp& op = ops[i];
@@ -692,10 +695,9 @@ void StepSimulation::device(const Part& part, int rank) {
   const double waiting = sg4::Engine::get_clock();
   for (auto& sync : syncs) sync->join();
   // The passes beside the syncs lost the SMs NCCL held while they ran (bubbles among them too).
-  Seconds hidden = 0;
-  for (int v = 0; v < l.vpp; ++v) hidden += std::max(0.0, std::min(sync_end[v], waiting) - sync_start[v]);
-  const CostModel& cost = part.cost_of(c.pp);
-  sg4::this_actor::execute(hidden * cost.data_parallel_traffic(part.stage_chunk.at(c.pp), l).sm_share * kHostSpeed);
+  Seconds lost = 0;
+  for (int v = 0; v < l.vpp; ++v) lost += std::max(0.0, std::min(sync_end[v], waiting) - sync_start[v]) * sync_share[v];
+  sg4::this_actor::execute(lost * kHostSpeed);
   account.comm.dp += sg4::Engine::get_clock() - waiting;
   if (cross_ && cross_->strategy == PoolStrategy::kHeteroDp) cross_pool_sync(rank, account);
   const double optimizer_start = sg4::Engine::get_clock();
