@@ -180,6 +180,21 @@ TEST(Calibrate, SyntheticTracesGiveBackTheirEfficienciesWithinOnePercent) {
   EXPECT_GT(step_time_error(c.before, ep), 0.05);
 }
 
+// A profile that measured its optimizer's kernels on their own (efficiency.memory_optimizer) has
+// that figure fitted to the optimizer spans, not efficiency.memory: the traces' optimizer ran at
+// the truth profile's 0.7.
+TEST(Calibrate, AProfilesOwnOptimizerFigureIsTheOneTheOptimizerSpansFit) {
+  HardwareProfile start = testing::round_profile();
+  start.efficiency.memory_optimizer = 0.9;
+  const Calibration c = calibrate(start, varied_runs());
+  const ParameterFit& fit = find(c, "efficiency.memory_optimizer");
+  EXPECT_TRUE(fit.determined) << fit.note;
+  EXPECT_NEAR(fit.before, 0.9, 1e-12);
+  EXPECT_NEAR(fit.after, 0.7, 0.007);
+  EXPECT_NEAR(c.after.efficiency.optimizer_memory(), 0.7, 0.007);
+  EXPECT_THROW(find(c, "efficiency.memory"), std::runtime_error);
+}
+
 // Checkpoint spans as flopwise-train writes them: a node's ranks write (and load) at once.
 TEST(Calibrate, CheckpointSpansGiveBackTheStorageBandwidthPerNode) {
   std::vector<TracedRun> runs = varied_runs();

@@ -203,6 +203,12 @@ TEST(CostModel, RecomputeAndShardingShrinkMemory) {
   EXPECT_NEAR(cost.optimizer_seconds_at_peak(stage, sharded), (38 * (dense / 4 + expert / 2) + 4 * (dense + expert)) / 1e12,
               1e-15);
   EXPECT_NEAR(cost.optimizer_seconds_at_peak(stage, replicated), 42 * (dense + expert) / 1e12, 1e-15);
+  // The step's multi-tensor kernels stream at efficiency.memory_optimizer where the profile
+  // measured it (here 0.5 of the 1 TB/s), else at efficiency.memory (1.0 in the round profile).
+  EXPECT_NEAR(cost.optimizer_seconds(stage, replicated), 42 * (dense + expert) / 1e12, 1e-15);
+  const CostModel measured(testing::tiny_moe(), small_run(),
+                           testing::round_profile_edited({{"matmul: 0.5,", "matmul: 0.5, memory_optimizer: 0.5,"}}, "p.yaml"));
+  EXPECT_NEAR(measured.optimizer_seconds(stage, replicated), 42 * (dense + expert) / 0.5e12, 1e-15);
 }
 
 // Selective recompute's modules by hand on tiny_moe (bf16, 1,024 tokens, tp 1): each repeats its

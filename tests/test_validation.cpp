@@ -201,7 +201,8 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // the measured step leaves) goes from 15.0% to 22.3% slow while every other row of the table
 // moves closer; Llama 3 70B 2.4% -> 1.0%, 405B CP 2 12.9% -> 9.4%, GB200 13.8% -> 13.4%.
 // The A100's kernel gap measured on a public A100-SXM4-80GB trace (4 us, Holistic Trace
-// Analysis' test data) where 2 us was assumed: Table 5 1.7% / 4.4% -> 1.6% / 4.1%.
+// Analysis' test data) where 2 us was assumed: Table 5 1.7% / 4.4% -> 1.6% / 4.1%. Its optimizer
+// step at the 0.72 of bandwidth apex's fused Adam reached in that trace: 1.6% / 4.1% -> 1.5% / 3.6%.
 // The errors grouped by profile, in the order the profiles first appear: the A100 group is Table 5.
 TEST(Validation, ErrorsByHardwareGroupTheRowsOfEachProfile) {
   const Validation v = validate_runs(shipped_published_runs());
@@ -251,7 +252,7 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
     const char* model;
     double mean, worst;
   };
-  for (const Bound& b : {Bound{"Table 5", "", 0.017, 0.042}, Bound{"NeMo 24.07", "", 0.081, 0.143},
+  for (const Bound& b : {Bound{"Table 5", "", 0.015, 0.037}, Bound{"NeMo 24.07", "", 0.081, 0.143},
                          Bound{"NeMo 24.07", "nemotron", 0.103, 0.124},
                          Bound{"Megatron-Core r0.8.0", "", 0.082, 0.230},
                          Bound{"Megatron-Bridge", "llama3-70B", 0.010, 0.011},

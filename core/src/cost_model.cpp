@@ -1057,9 +1057,9 @@ Seconds CostModel::optimizer_seconds_at_peak(const StageContents& s, const Layou
   return (bytes_.adam_traffic * updated + bytes_.grad_zeroing * (dense + expert)) / profile_.device.memory_bandwidth;
 }
 
-// AdamW is memory-bound: its traffic over the bandwidth the update reaches.
+// AdamW is memory-bound: its traffic over the bandwidth the update's multi-tensor kernels reach.
 Seconds CostModel::optimizer_seconds(const StageContents& s, const Layout& l) const {
-  return optimizer_seconds_at_peak(s, l) / profile_.efficiency.memory;
+  return optimizer_seconds_at_peak(s, l) / profile_.efficiency.optimizer_memory();
 }
 
 double CostModel::stage_dense_params(const StageContents& s) const {

@@ -287,7 +287,9 @@ std::vector<FitGroup> fit_collectives(const HardwareProfile& profile, const std:
   return groups;
 }
 
-// Optimizer: time = traffic / (memory bandwidth e_mem), theta = 1/e_mem.
+// Optimizer: time = traffic / (memory bandwidth e_mem), theta = 1/e_mem. e_mem is the figure the
+// optimizer runs at: the profile's own efficiency.memory_optimizer where it has one, else
+// efficiency.memory (which then also prices the compute passes' memory-bound kernels).
 FitGroup fit_optimizer(const HardwareProfile& profile, const std::vector<Sample>& samples) {
   MedianRows rows;
   NestedByRun nested;
@@ -299,9 +301,11 @@ FitGroup fit_optimizer(const HardwareProfile& profile, const std::vector<Sample>
     rows.add(s, "optimizer stage " + std::to_string(stage),
              {cost.optimizer_seconds_at_peak(stage_contents(run.model, run.layout)[stage], run.layout)}, own_seconds(nested.of(run), *s.span));
   }
-  const std::vector<Unknown> unknowns = {{"efficiency.memory", 1.0 / profile.efficiency.memory, 1.0, 1000.0}};
+  const bool own = profile.efficiency.memory_optimizer > 0;
+  const double before = profile.efficiency.optimizer_memory();
+  const std::vector<Unknown> unknowns = {{own ? "efficiency.memory_optimizer" : "efficiency.memory", 1.0 / before, 1.0, 1000.0}};
   return make_fit_group("optimizer", unknowns, solve(rows.system(), unknowns), {[](const std::vector<double>& t) { return 1.0 / t[0]; }},
-                    {profile.efficiency.memory});
+                    {before});
 }
 
 // What no span explains (data, norms, loss reduction, logging): its mean per step.
@@ -365,6 +369,7 @@ void apply(HardwareProfile& p, const ParameterFit& fit) {
   if (f == "efficiency.attention") p.efficiency.attention = fit.after;
   if (f == "efficiency.matmul_half_rows") p.efficiency.matmul_half_rows = fit.after;
   if (f == "efficiency.memory") p.efficiency.memory = fit.after;
+  if (f == "efficiency.memory_optimizer") p.efficiency.memory_optimizer = fit.after;
   if (f == "overheads.per_layer_pass") p.overheads.per_layer_pass = fit.after;
   if (f == "overheads.per_step") p.overheads.per_step = fit.after;
   if (f == "reliability.node_write_bandwidth") p.reliability.node_write_bytes_per_s = fit.after;
