@@ -203,6 +203,9 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // The A100's kernel gap measured on a public A100-SXM4-80GB trace (4 us, Holistic Trace
 // Analysis' test data) where 2 us was assumed: Table 5 1.7% / 4.4% -> 1.6% / 4.1%. Its optimizer
 // step at the 0.72 of bandwidth apex's fused Adam reached in that trace: 1.6% / 4.1% -> 1.5% / 3.6%.
+// Nemotron-340B priced with the bf16 gradients and optimizer state its NeMo config sets (the one
+// NeMo 24.07 config that does): it now fits its 80 GB (88.0 -> 66.5 GiB) and comes out 6.3% ->
+// 13.9% fast; NeMo 8.0% -> 8.6%, its Nemotron rows 10.3% -> 12.8% / 12.4% -> 13.9%.
 // The errors grouped by profile, in the order the profiles first appear: the A100 group is Table 5.
 TEST(Validation, ErrorsByHardwareGroupTheRowsOfEachProfile) {
   const Validation v = validate_runs(shipped_published_runs());
@@ -252,8 +255,8 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
     const char* model;
     double mean, worst;
   };
-  for (const Bound& b : {Bound{"Table 5", "", 0.015, 0.037}, Bound{"NeMo 24.07", "", 0.081, 0.143},
-                         Bound{"NeMo 24.07", "nemotron", 0.103, 0.124},
+  for (const Bound& b : {Bound{"Table 5", "", 0.015, 0.037}, Bound{"NeMo 24.07", "", 0.087, 0.143},
+                         Bound{"NeMo 24.07", "nemotron", 0.128, 0.139},
                          Bound{"Megatron-Core r0.8.0", "", 0.082, 0.230},
                          Bound{"Megatron-Bridge", "llama3-70B", 0.010, 0.011},
                          Bound{"Megatron-Bridge", "qwen3-30B", 0.236, 0.322},
