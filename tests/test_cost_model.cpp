@@ -1118,7 +1118,7 @@ TEST(CostModel, TeTpOverlapHidesEachCollectiveBehindItsGemm) {
   }
 }
 
-// Megatron-LM's asynchronous input-gradient all-reduce (tp_grad) holds the node's NCCL channels,
+// Megatron-LM's asynchronous input-gradient all-reduce (tp_grad) holds its group's NCCL channels,
 // one SM each, for as long as it is hidden beside the backward GEMMs: with 27 of the A100's 108
 // SMs held, exactly a quarter of the hidden collective time comes back as GEMM time lost. The
 // hidden time is what blocking on every collective adds over the overlapped run.
@@ -1136,6 +1136,12 @@ TEST(CostModel, NcclChannelsBesideHiddenTpCollectivesCostTheirSmsShare) {
   EXPECT_NEAR(tp_seconds(27, "tp_grad") - tp_seconds(0, "tp_grad"), hidden / 4, 1e-12);
   // Transformer Engine's overlap holds its own SMs inside the GEMMs instead.
   EXPECT_DOUBLE_EQ(tp_seconds(27, "tp_comm"), tp_seconds(0, "tp_comm"));
+  // A TP group over two one-device nodes reaches two NICs: NCCL runs 4 channels, 4 of 108 SMs
+  // (collective_channels), not the node's 27.
+  a100.node.devices = 1;
+  const double across = tp_seconds(0, "none") - tp_seconds(0, "tp_grad");
+  EXPECT_GT(across, 0);
+  EXPECT_NEAR(tp_seconds(27, "tp_grad") - tp_seconds(0, "tp_grad"), across * 4 / 108, 1e-12);
 }
 
 // A run cannot hold every SM of the device for its TP overlap, nor a negative count.

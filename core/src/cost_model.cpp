@@ -883,8 +883,9 @@ Seconds CostModel::te_tp_overlap_exposed(const StageContents& s, bool forward, c
 // holds its channels, one SM each, while it runs: the kernels beside it lose that share of the
 // device for as long as it is hidden. Transformer Engine's TP overlap (tp_comm) holds its SMs
 // inside the GEMMs it overlaps instead (tp_overlap_sms_held).
-double CostModel::hidden_tp_sm_share() const {
-  return run_.overlap.tp_comm ? 0.0 : sm_share(profile_.node.collective_channels);
+double CostModel::hidden_tp_sm_share(const Layout& l) const {
+  if (run_.overlap.tp_comm) return 0.0;
+  return sm_share(collective_channels(span(RankGrid(l, profile_.node.devices), GroupKind::kTp)));
 }
 
 // Across nodes NCCL builds one ring channel per NIC the group reaches (one NIC a device here) and
@@ -979,7 +980,7 @@ Seconds CostModel::tp_exposed_seconds(const StageContents& s, bool forward, cons
   if (te_tp_overlap_applies(l)) return te_tp_overlap_exposed(s, forward, l, each);
   const TpCollectives c = tp_collectives(s, forward, l);
   const Seconds hidden = std::min(c.overlapped * each, tp_overlap_window(s, forward, l));
-  return c.exposed * each + (c.overlapped * each - hidden) + hidden * hidden_tp_sm_share();
+  return c.exposed * each + (c.overlapped * each - hidden) + hidden * hidden_tp_sm_share(l);
 }
 
 // Megatron-Core's ring attention (--cp-comm-type p2p; Transformer Engine's

@@ -499,7 +499,7 @@ void StepSimulation::pass(const Part& part, int rank, const PipelineOp& op, int 
   const Seconds tp_beside = ring_collectives(part, rank, GroupKind::kTp, tp_ops.overlapped, tp_buffer);
   background->wait();
   // The GEMMs lost the SMs NCCL held while the collectives ran beside them.
-  sg4::this_actor::execute(std::min(tp_beside, window) * cost.hidden_tp_sm_share() * kHostSpeed);
+  sg4::this_actor::execute(std::min(tp_beside, window) * cost.hidden_tp_sm_share(l) * kHostSpeed);
   // Under Transformer Engine's overlap each collective hides only behind the GEMM it is paired
   // with: the pass waits for what they outlast, at their simulated length.
   if (cost.te_tp_overlap_applies(l) && tp_ops.overlapped > 0) {

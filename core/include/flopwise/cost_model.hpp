@@ -160,10 +160,10 @@ class CostModel {
     int total() const { return exposed + overlapped; }
   };
   TpCollectives tp_collectives(const StageContents& stage, bool forward, const Layout& layout) const;
-  // Share of the device's SMs an NCCL TP collective hidden beside GEMMs holds (the node's
-  // collective channels, one SM each): the GEMM time it costs per second hidden. 0 under
+  // Share of the device's SMs an NCCL TP collective hidden beside GEMMs holds (its group's
+  // collective_channels, one SM each): the GEMM time it costs per second hidden. 0 under
   // Transformer Engine's overlap, whose SMs are charged inside the GEMMs.
-  double hidden_tp_sm_share() const;
+  double hidden_tp_sm_share(const Layout& layout) const;
   // NCCL's channels for a ring collective over `group`: the node's collective channels inside a
   // node, fewer where a node holds few of its members.
   int collective_channels(const GroupSpan& group) const;
