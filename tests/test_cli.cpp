@@ -70,6 +70,21 @@ TEST(Cli, PlanEvaluatesTheUsersLayoutBesideTheBest) {
   EXPECT_LE(j["unconstrained_best"]["cost"].get<double>(), j["cost"].get<double>() * 1.0000001);
 }
 
+// A run costing thousands reads in thousands: the table's cost columns take the unit the figure
+// needs (1230 device-hours at 2.99 USD is 3.7K USD, not 0.00M), the JSON keeps the whole figure.
+TEST(Cli, PlanTableShowsASmallCostInThousands) {
+  const Outcome table = run({"plan", "--model", "ling-lite", "--profile", "h100-sxm", "--devices", "64", "--tokens", "1e11"});
+  ASSERT_EQ(table.code, 0) << table.err;
+  const Outcome json = run({"plan", "--model", "ling-lite", "--profile", "h100-sxm", "--devices", "64", "--tokens", "1e11",
+                            "--json"});
+  ASSERT_EQ(json.code, 0) << json.err;
+  const double cost = nlohmann::json::parse(json.out)["cost"].get<double>();
+  ASSERT_GT(cost, 1e3);
+  ASSERT_LT(cost, 1e6);
+  EXPECT_NE(table.out.find(format_count(cost) + " USD"), std::string::npos) << table.out;
+  EXPECT_EQ(table.out.find("0.00M"), std::string::npos) << table.out;
+}
+
 // 88 layers on 16 stages run in public with lighter ends (2 + 14 x 6 + 2): evaluated, not refused.
 TEST(Cli, PlanBalancesUnevenPipelineEnds) {
   const Outcome o = run({"plan", "--model", "ling-plus", "--profile", "h800-sxm", "--devices", "2048", "--tp", "2",

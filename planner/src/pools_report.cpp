@@ -20,8 +20,8 @@ std::string bandwidth_label(BytesPerSecond bytes_per_s) { return printf_string("
 
 void print_row(std::ostream& out, const std::string& plan, const std::string& devices, int count, const StepCost& c,
                const std::string& note) {
-  out << printf_string("%-24s %-52s %6d %9.2f %6.1f%% %8.1f %10.2fM %s%s\n", plan.c_str(), devices.c_str(), count,
-                     c.step_time_s, 100.0 * c.mfu, c.days, c.cost / 1e6, c.currency.c_str(), note.c_str());
+  out << printf_string("%-24s %-52s %6d %9.2f %6.1f%% %8.1f %11s %s%s\n", plan.c_str(), devices.c_str(), count,
+                     c.step_time_s, 100.0 * c.mfu, c.days, format_count(c.cost).c_str(), c.currency.c_str(), note.c_str());
 }
 
 }  // namespace

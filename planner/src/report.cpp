@@ -42,10 +42,10 @@ void print_plan_table(std::ostream& out, const std::vector<TableRow>& rows) {
     }
     const Layout& l = row.candidate->layout;
     const StepCost& c = row.candidate->cost;
-    out << printf_string("%-12s %7d  %-*s %9.2f %11.0f %5.1f%% %7.1f%% %8.1f %12.0f %10.2fM %10.2fM %s", row.hardware.c_str(),
+    out << printf_string("%-12s %7d  %-*s %9.2f %11.0f %5.1f%% %7.1f%% %8.1f %12.0f %11s %11s %s", row.hardware.c_str(),
                          l.devices(), kLayoutColumn, layout_label(l).c_str(), c.step_time_s, c.tokens_per_s, 100.0 * c.mfu,
-                         100.0 * c.goodput.fraction, c.days, c.device_hours, c.goodput.ideal_cost / 1e6, c.cost / 1e6,
-                         c.currency.c_str());
+                         100.0 * c.goodput.fraction, c.days, c.device_hours, format_count(c.goodput.ideal_cost).c_str(),
+                         format_count(c.cost).c_str(), c.currency.c_str());
     out << (row.note.empty() ? "" : "  " + row.note) << "\n";
   }
   out << "days, device-h and cost expected at the goodput (failures, restarts, checkpoint saves and loads); "
