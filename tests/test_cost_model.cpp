@@ -781,6 +781,39 @@ TEST(CostModel, AllToAllDispatcherSortsTheReceivedCopiesByLocalExpert) {
                    2 * 2 * 2 * 2048.0 * 1024);
 }
 
+// An overlapped all-to-all's hidden time costs the compute beside it the SMs its kernels hold:
+// NCCL's channels (here 27 of 108) for the all-to-all dispatcher, the run's flex_dispatcher_sms for
+// the flex one (DeepEP's 20 by default, 54 here: half the device). One micro-batch leaves every
+// pass unpaired; 8 micro-batches pair most of them, and doubling the held SMs from 27 to 54 doubles
+// what the hiding costs over holding none.
+TEST(CostModel, FlexDispatcherHoldsItsOwnSms) {
+  HardwareProfile p = testing::round_profile_edited(
+      {{"fp8: true", "fp8: true\n  gemm: {compute_units: 108, tile_rows: 128, tile_cols: 256}"}}, "p.yaml");
+  p.node.collective_channels = 27;
+  const Layout l{1, 1, 1, 2, 2, 1, Recompute::kNone, false};
+  auto ep_seconds = [&](EpDispatcher dispatcher, int sms) {
+    TrainingRun run = testing::tiny_run(8);
+    run.overlap = parse_comm_overlap("ep_a2a", "test", "comm_overlap");
+    run.ep_dispatcher = dispatcher;
+    if (dispatcher == EpDispatcher::kFlex) run.flex_dispatcher_sms = sms;
+    const CostModel cost(testing::tiny_moe(), run, p);
+    EXPECT_DOUBLE_EQ(cost.a2a_sm_share(), sms / 108.0);
+    return cost.evaluate(l).exposed_comm_s.ep;
+  };
+  ep_seconds(EpDispatcher::kAllToAll, 27);
+  const Seconds free = ep_seconds(EpDispatcher::kFlex, 1) - (ep_seconds(EpDispatcher::kFlex, 2) - ep_seconds(EpDispatcher::kFlex, 1));
+  EXPECT_NEAR(ep_seconds(EpDispatcher::kFlex, 54) - free, 2 * (ep_seconds(EpDispatcher::kFlex, 27) - free), 1e-12);
+  EXPECT_GT(ep_seconds(EpDispatcher::kFlex, 27), free);
+  // A count that leaves the experts no SM is refused, naming the field.
+  TrainingRun all = testing::tiny_run(8);
+  all.ep_dispatcher = EpDispatcher::kFlex;
+  all.flex_dispatcher_sms = 108;
+  EXPECT_THROW(CostModel(testing::tiny_moe(), all, p), InputError);
+  TrainingRun stray = testing::tiny_run(8);
+  stray.flex_dispatcher_sms = 32;
+  EXPECT_THROW(validate(stray, "run"), InputError);
+}
+
 TEST(CostModel, FlexDispatcherSendsATokenOncePerRankAndNode) {
   const HardwareProfile pairs = testing::round_profile_edited({{"devices: 8", "devices: 2"}}, "pairs.yaml");
   const Layout l{1, 1, 1, 4, 4, 1, Recompute::kNone, false};

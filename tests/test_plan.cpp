@@ -108,6 +108,11 @@ TEST(Plan, JsonRoundTripsExactly) {
   EXPECT_EQ(plan_from_json(to_json(flex), "plan.json").run.ep_dispatcher, EpDispatcher::kFlex);
   older.erase("ep_dispatcher");
   EXPECT_EQ(plan_from_json(older, "plan.json").run.ep_dispatcher, EpDispatcher::kAllToAll);
+  // So do its SMs; a plan written before they were a choice held DeepEP's 20.
+  flex.run.flex_dispatcher_sms = 32;
+  EXPECT_EQ(plan_from_json(to_json(flex), "plan.json").run.flex_dispatcher_sms, 32);
+  older.erase("flex_dispatcher_sms");
+  EXPECT_EQ(plan_from_json(older, "plan.json").run.flex_dispatcher_sms, 20);
   nlohmann::json unknown = first;
   unknown["ep_dispatcher"] = "deepep";
   EXPECT_EQ(error_of(unknown), "plan.json: ep_dispatcher: unknown EP dispatcher 'deepep' (expected alltoall or flex)");
@@ -213,6 +218,10 @@ TEST(Plan, FoldedExpertsAndCapacityRoundTripAndBecomeArguments) {
   flex.run.ep_dispatcher = EpDispatcher::kFlex;
   EXPECT_EQ(value_of(megatron_args(flex), "--moe-token-dispatcher-type"), "flex");
   EXPECT_EQ(value_of(megatron_args(flex), "--moe-flex-dispatcher-backend"), "deepep");
+  // DeepEP's default SMs go unwritten; another count reaches Megatron.
+  EXPECT_EQ(value_of(megatron_args(flex), "--moe-deepep-num-sms"), "<absent>");
+  flex.run.flex_dispatcher_sms = 32;
+  EXPECT_EQ(value_of(megatron_args(flex), "--moe-deepep-num-sms"), "32");
   EXPECT_EQ(value_of(args, "--mtp-num-layers"), "<absent>");
   Plan mtp = plan;
   mtp.model.mtp_layers = 1;

@@ -131,6 +131,10 @@ CostModel::CostModel(const ModelConfig& model, const TrainingRun& run, const Har
     throw InputError(profile.name + ": tp_comm_sms " + std::to_string(run.tp_comm_sms) + " leaves none of the device's " +
                      std::to_string(units) + " compute units to the GEMMs beside TP communication");
   }
+  if (units > 0 && run.flex_dispatcher_sms >= units) {
+    throw InputError(profile.name + ": flex_dispatcher_sms " + std::to_string(run.flex_dispatcher_sms) +
+                     " leaves none of the device's " + std::to_string(units) + " compute units to the experts beside it");
+  }
   peak_ = profile.device.peak_flops(run.precision);
   // FP8 speeds up the GEMMs; attention's softmax path stays in bf16 (Transformer Engine recipe).
   attention_peak_ = run.precision == Precision::kFp8 ? profile.device.peak_flops(Precision::kBf16) : peak_;
@@ -918,13 +922,10 @@ double CostModel::unpaired_pass_share(const Layout& l) const {
   return chunks > 0 ? std::min(1.0, warmup / chunks) : 1.0;
 }
 
-// The DeepEP kernels behind the flex dispatcher hold 20 SMs (DeepSeek-V3 report, arXiv 2412.19437,
-// sec. 3.2.2: "only 20 SMs are sufficient to fully utilize the bandwidths of IB and NVLink";
-// Megatron-Core's historical moe_deepep_num_sms default); NCCL's all-to-all holds the node's
-// collective channels, one SM each.
+// The flex dispatcher's kernels (DeepEP, HybridEP) hold the run's flex_dispatcher_sms; NCCL's
+// all-to-all holds the node's collective channels, one SM each.
 double CostModel::a2a_sm_share() const {
-  constexpr int kDeepEpSms = 20;
-  return sm_share(run_.ep_dispatcher == EpDispatcher::kFlex ? kDeepEpSms : profile_.node.collective_channels);
+  return sm_share(run_.ep_dispatcher == EpDispatcher::kFlex ? run_.flex_dispatcher_sms : profile_.node.collective_channels);
 }
 
 // What an MoE layer computes before its dispatch (Megatron-Core's pre_dispatch_computation):

@@ -249,6 +249,7 @@ json to_json(const Plan& p) {
   j["adam_moments_in_bf16"] = p.run.adam_moments_in_bf16;
   j["tp_comm_sms"] = p.run.tp_comm_sms;
   j["ep_dispatcher"] = to_string(p.run.ep_dispatcher);
+  j["flex_dispatcher_sms"] = p.run.flex_dispatcher_sms;
   j["fp8_recipe"] = to_string(p.run.fp8_recipe);
   j["routing_skew"] = p.run.routing_skew;
   j["moe_capacity_factor"] = p.run.moe_capacity_factor;
@@ -291,6 +292,8 @@ Plan plan_from_json(const json& j, const std::string& source) {
   if (r.has("tp_comm_sms")) p.run.tp_comm_sms = r.integer("tp_comm_sms", 0);
   // Plans written before the choice dispatched with Megatron-Core's default all-to-all.
   if (r.has("ep_dispatcher")) p.run.ep_dispatcher = parse_ep_dispatcher(r.text("ep_dispatcher"), source, "ep_dispatcher");
+  // Plans written before the count was a choice held DeepEP's 20.
+  if (r.has("flex_dispatcher_sms")) p.run.flex_dispatcher_sms = r.integer("flex_dispatcher_sms", 1);
   // Plans written before the choice priced an fp8 run's casts as current (tensorwise) scaling, the default.
   if (r.has("fp8_recipe")) p.run.fp8_recipe = parse_fp8_recipe(r.text("fp8_recipe"), source, "fp8_recipe");
   p.run.routing_skew = r.number("routing_skew");

@@ -117,6 +117,11 @@ void validate(const TrainingRun& run, const std::string& source) {
     throw input_error(source, "fp8_recipe", "applies to fp8 runs only (this run is " + to_string(run.precision) + ")");
   }
   if (run.tp_comm_sms < 0) throw input_error(source, "tp_comm_sms", "must be a count of SMs, 0 or more");
+  if (run.flex_dispatcher_sms < 1) throw input_error(source, "flex_dispatcher_sms", "must be a count of SMs, 1 or more");
+  if (run.flex_dispatcher_sms != TrainingRun{}.flex_dispatcher_sms && run.ep_dispatcher != EpDispatcher::kFlex) {
+    throw input_error(source, "flex_dispatcher_sms", "applies to the flex dispatcher only (this run's is " +
+                                                         to_string(run.ep_dispatcher) + ")");
+  }
   if (!(run.memory_headroom >= 0.0 && run.memory_headroom < 1.0)) {
     throw input_error(source, "memory_headroom", "must be a fraction in [0, 1)");
   }

@@ -52,6 +52,7 @@ struct RunOptions {
   bool adam_moments_in_bf16 = false;
   int tp_comm_sms = TrainingRun{}.tp_comm_sms;
   std::string ep_dispatcher = to_string(EpDispatcher::kAllToAll);
+  int flex_dispatcher_sms = TrainingRun{}.flex_dispatcher_sms;
   std::string fp8_recipe = to_string(TrainingRun{}.fp8_recipe);
   double routing_skew = 1.0;
   double moe_capacity_factor = 0;
@@ -94,6 +95,10 @@ void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
       ->capture_default_str();
   app.add_option("--ep-dispatcher", o.ep_dispatcher,
                  "how routed tokens travel: alltoall (a copy per expert) | flex (DeepEP/HybridEP: once per rank and node)")
+      ->capture_default_str();
+  app.add_option("--flex-dispatcher-sms", o.flex_dispatcher_sms,
+                 "SMs the flex dispatcher's kernels hold (Megatron-Core's --moe-flex-dispatcher-num-sms; DeepEP's 20, "
+                 "NVIDIA's recipes give HybridEP 32)")
       ->capture_default_str();
   app.add_option("--routing-skew", o.routing_skew, "busiest EP rank's tokens over the mean (>= 1)")->capture_default_str();
   app.add_option("--moe-capacity-factor", o.moe_capacity_factor,
@@ -213,6 +218,7 @@ TrainingRun training_run(const RunOptions& o) {
   run.adam_moments_in_bf16 = o.adam_moments_in_bf16;
   run.tp_comm_sms = o.tp_comm_sms;
   run.ep_dispatcher = parse_ep_dispatcher(o.ep_dispatcher, "--ep-dispatcher", "");
+  run.flex_dispatcher_sms = o.flex_dispatcher_sms;
   run.fp8_recipe = parse_fp8_recipe(o.fp8_recipe, "--fp8-recipe", "");
   run.routing_skew = o.routing_skew;
   run.moe_capacity_factor = o.moe_capacity_factor;

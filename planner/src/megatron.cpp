@@ -123,6 +123,12 @@ void add_layout(std::vector<std::string>& a, const Plan& p) {
     // all-gather without EP.
     if (l.ep > 1 && p.run.ep_dispatcher == EpDispatcher::kFlex) {
       a.insert(a.end(), {"--moe-token-dispatcher-type", "flex", "--moe-flex-dispatcher-backend", "deepep"});
+      // DeepEP's own default is the 20 SMs the run defaults to; another count is written with the
+      // knob every Megatron-Core with the flex backend accepts (later ones route it to
+      // --moe-flex-dispatcher-num-sms).
+      if (p.run.flex_dispatcher_sms != TrainingRun{}.flex_dispatcher_sms) {
+        add(a, "--moe-deepep-num-sms", p.run.flex_dispatcher_sms);
+      }
     } else {
       a.insert(a.end(), {"--moe-token-dispatcher-type", l.ep > 1 ? "alltoall" : "allgather"});
     }

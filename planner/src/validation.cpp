@@ -161,7 +161,7 @@ Seconds read_measured_step(const YamlFields& f, const PublishedRun& r) {
 PublishedRun read_run(const YamlFields& f) {
   f.allow_only({"name", "source", "model", "hardware", "precision", "attention", "comm_overlap",
                 "grad_accumulation_fusion", "grad_reduce_in_bf16", "adam_moments_in_bf16", "tp_comm_sms",
-                "ep_dispatcher", "fp8_recipe", "seq_len", "global_batch", "layout", "measured_step_time",
+                "ep_dispatcher", "flex_dispatcher_sms", "fp8_recipe", "seq_len", "global_batch", "layout", "measured_step_time",
                 "measured_tokens_per_s_per_device", "measured_tflops_per_device", "measured_mfu"});
   PublishedRun r;
   r.name = f.text("name");
@@ -187,6 +187,7 @@ PublishedRun read_run(const YamlFields& f) {
   if (f.has("ep_dispatcher")) {
     r.run.ep_dispatcher = parse_ep_dispatcher(f.text("ep_dispatcher"), f.source(), f.path("ep_dispatcher"));
   }
+  if (f.has("flex_dispatcher_sms")) r.run.flex_dispatcher_sms = f.integer("flex_dispatcher_sms", 1);
   if (f.has("fp8_recipe")) r.run.fp8_recipe = parse_fp8_recipe(f.text("fp8_recipe"), f.source(), f.path("fp8_recipe"));
   r.run.seq_len = f.integer("seq_len", 1);
   r.model.seq_len = r.run.seq_len;

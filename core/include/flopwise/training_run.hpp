@@ -87,6 +87,12 @@ struct TrainingRun {
   // the forward GEMMs, 2-8 beside the backward ones). 0: the overlap costs the GEMMs nothing.
   int tp_comm_sms = 16;
   EpDispatcher ep_dispatcher = EpDispatcher::kAllToAll;
+  // SMs the flex dispatcher's dispatch and combine kernels hold (Megatron-Core's
+  // --moe-flex-dispatcher-num-sms, formerly --moe-deepep-num-sms / --moe-hybridep-num-sms):
+  // DeepEP's historical default of 20 (DeepSeek-V3 report, arXiv 2412.19437, sec. 3.2.2: "only 20
+  // SMs are sufficient"); NVIDIA's performance recipes give HybridEP 32 (Megatron-Bridge
+  // perf_recipes/_common.py). Flex runs only.
+  int flex_dispatcher_sms = 20;
   Fp8Recipe fp8_recipe = Fp8Recipe::kTensorwise;  // fp8 runs only
   // Busiest EP rank's routed tokens over the mean; 1 is perfectly balanced routing.
   double routing_skew = 1.0;
