@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "flopwise/error.hpp"
 #include "flopwise/schedule.hpp"
@@ -127,13 +128,13 @@ CostModel::CostModel(const ModelConfig& model, const TrainingRun& run, const Har
       attention_head_dim_((model.qk_head_dim() + model.value_head_dim()) / 2.0) {
   if (auto why = precision_unsupported(profile, run.precision)) throw InputError(*why);
   const int units = profile.device.gemm.compute_units;
-  if (units > 0 && run.tp_comm_sms >= units) {
-    throw InputError(profile.name + ": tp_comm_sms " + std::to_string(run.tp_comm_sms) + " leaves none of the device's " +
-                     std::to_string(units) + " compute units to the GEMMs beside TP communication");
-  }
-  if (units > 0 && run.flex_dispatcher_sms >= units) {
-    throw InputError(profile.name + ": flex_dispatcher_sms " + std::to_string(run.flex_dispatcher_sms) +
-                     " leaves none of the device's " + std::to_string(units) + " compute units to the experts beside it");
+  // SMs a run's communication kernels hold must leave some to the compute beside them.
+  for (const auto& [sms, field, beside] : {std::tuple{run.tp_comm_sms, "tp_comm_sms", "the GEMMs beside TP communication"},
+                                           std::tuple{run.flex_dispatcher_sms, "flex_dispatcher_sms", "the experts beside it"}}) {
+    if (units > 0 && sms >= units) {
+      throw InputError(profile.name + ": " + field + " " + std::to_string(sms) + " leaves none of the device's " +
+                       std::to_string(units) + " compute units to " + beside);
+    }
   }
   peak_ = profile.device.peak_flops(run.precision);
   // FP8 speeds up the GEMMs; attention's softmax path stays in bf16 (Transformer Engine recipe).
