@@ -752,6 +752,31 @@ TEST(CostModel, RopeReadsAndWritesTheRotatedQueryAndKeyElements) {
   EXPECT_DOUBLE_EQ(CostModel(model, small_run(), testing::round_profile()).rotated_elements_per_token(), 9 * 64);
 }
 
+// QK-norm over tiny_moe's 8 query and 2 key heads of 128 (1,280 values a token): forward, the key's
+// contiguous copy (read and write 256) and each norm's read and write, 2 x (512 + 2,560) bf16
+// bytes and 3 kernels; backward, each norm reads its input and the output gradient and writes the
+// input gradient, 2 x 3 x 1,280 bytes, with a finalize kernel each, 4 kernels. The norms keep their
+// inputs for the backward: 2 x 1,280 bytes a token more. TP 2 halves the heads on a device.
+TEST(CostModel, QkNormReadsWritesAndKeepsTheQueryAndKeyHeads) {
+  ModelConfig model = testing::tiny_moe();
+  const CostModel plain(model, small_run(), testing::round_profile());
+  model.qk_norm_weights = 2 * 128;
+  const CostModel normed(model, small_run(), testing::round_profile());
+  EXPECT_DOUBLE_EQ(normed.qk_normed_elements_per_token(), 1280);
+  EXPECT_DOUBLE_EQ(plain.qk_normed_elements_per_token(), 0);
+  const StageContents layer{0, 1, false, false};
+  for (const Layout& l : {Layout{1, 1, 1, 1, 1, 1, Recompute::kNone, false}, Layout{2, 1, 1, 1, 1, 1, Recompute::kNone, true}}) {
+    const double tokens = 1024.0 / l.tp;
+    const ComputeWork fwd = normed.forward_work(layer, l), fwd0 = plain.forward_work(layer, l);
+    EXPECT_DOUBLE_EQ(fwd.memory_traffic - fwd0.memory_traffic, tokens * 2 * (2 * 256 + 2 * 1280));
+    EXPECT_DOUBLE_EQ(fwd.kernels - fwd0.kernels, 3);
+    const ComputeWork bwd = normed.backward_work(layer, l), bwd0 = plain.backward_work(layer, l);
+    EXPECT_DOUBLE_EQ(bwd.memory_traffic - bwd0.memory_traffic, tokens * 2 * 3 * 1280);
+    EXPECT_DOUBLE_EQ(bwd.kernels - bwd0.kernels, 4);
+    EXPECT_DOUBLE_EQ(normed.layer_activation_bytes(true, l) - plain.layer_activation_bytes(true, l), tokens * 2 * 1280);
+  }
+}
+
 // tiny_moe (8 experts, top 2) at EP 4 over two nodes of 2 ranks: each device sends 1,024 tokens,
 // 2 MiB a copy (1,024 x 1,024 bf16). The all-to-all dispatcher spreads both copies evenly: a
 // quarter of 4 MiB to the node's other rank, half across. The flex dispatcher sends a token to the

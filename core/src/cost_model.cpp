@@ -356,7 +356,34 @@ ComputeWork CostModel::layer_work(bool moe_layer, Pass pass, const Layout& l) co
   w.compiled_traffic += passes * micro_batch_tokens(l) * compiled_bytes_per_token(moe_layer, l);
   if (moe_layer) w.memory_traffic += local_expert_sort_bytes(l);
   w.kernels += layer_kernels(moe_layer, pass, l);
+  w += qk_norm_work(pass, l);
   w.layer_passes = passes;
+  return w;
+}
+
+// Query and key elements QK-norm normalises per token, all heads; none for a model without it.
+double CostModel::qk_normed_elements_per_token() const {
+  const ModelConfig& m = model_;
+  if (m.qk_norm_weights == 0 || m.is_mla()) return 0.0;
+  return (m.heads + m.kv_heads) * static_cast<double>(m.head_dim);
+}
+
+// QK-norm (Megatron-Core's qk_layernorm: a TENorm over each query head and each key head once the
+// QKV output is split, attention.py get_query_key_value_tensors). Transformer Engine's RMSNorm makes
+// its input contiguous and keeps it for the backward (ops/basic/rmsnorm.py, op_forward:
+// input_.contiguous(), save_for_backward): the query arrives as a copy already (the reshape of its
+// split view), the key as a strided view of the QKV output, which the norm copies first.
+// Forward: the key's copy (read and write) and each norm's read and write, 3 kernels. Backward:
+// each norm reads its input and the output gradient and writes the input gradient, then reduces
+// its weight gradient over the rows (rmsnorm_bwd and its finalize kernel): 4 kernels.
+ComputeWork CostModel::qk_norm_work(Pass pass, const Layout& l) const {
+  ComputeWork w;
+  const double normed = qk_normed_elements_per_token();
+  if (normed == 0.0) return w;
+  const double key = model_.kv_heads * static_cast<double>(model_.head_dim);
+  const double per_token = pass == Pass::kForward ? 2.0 * key + 2.0 * normed : 3.0 * normed;
+  w.memory_traffic = bytes_.activation * micro_batch_tokens(l) * per_token / l.tp;
+  w.kernels = pass == Pass::kForward ? 3.0 : 4.0;
   return w;
 }
 
@@ -536,6 +563,7 @@ Bytes CostModel::layer_activation_bytes(bool moe_layer, const Layout& l) const {
                                       : (heads + 2.0 * m.kv_heads) * m.head_dim;
   const double latents = m.is_mla() ? m.kv_lora_rank + m.q_lora_rank : 0.0;
   double sharded = a * qkv_width + in * (latents + heads * m.value_head_dim()) + 4.0 * heads;
+  sharded += a * qk_normed_elements_per_token();  // QK-norm's inputs (qk_norm_work)
   if (run_.attention == AttentionKernel::kUnfused && !l.recomputes(RecomputeModule::kCoreAttn)) {
     sharded += (2.0 * a + 1.0) * heads * run_.seq_len;
   }

@@ -63,7 +63,7 @@ ModelConfig read_model(const YamlFields& f, const std::string& name) {
   f.allow_only({"layers", "hidden", "heads", "kv_heads", "head_dim", "vocab", "mlp", "ffn", "experts", "top_k",
                 "expert_ffn", "shared_experts", "shared_expert_ffn", "first_dense_layers", "q_lora_rank",
                 "kv_lora_rank", "rope_head_dim", "v_head_dim", "mtp_layers", "attention_window", "windowed_layers",
-                "position_embedding"});
+                "position_embedding", "qk_norm_weights"});
   ModelConfig m;
   m.name = name;
   m.family = "published";
@@ -82,6 +82,7 @@ ModelConfig read_model(const YamlFields& f, const std::string& name) {
   if (f.has("kv_lora_rank")) read_latent_attention(f, m);
   if (f.has("attention_window") || f.has("windowed_layers")) read_attention_window(f, m);
   if (f.has("mtp_layers")) m.mtp_layers = f.integer("mtp_layers", 0);
+  if (f.has("qk_norm_weights")) m.qk_norm_weights = f.integer("qk_norm_weights", 1);
   if (f.has("position_embedding")) {
     const std::string kind = f.text("position_embedding");
     if (kind != "rope" && kind != "learned") {

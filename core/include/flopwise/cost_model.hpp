@@ -134,6 +134,7 @@ class CostModel {
   Bytes library_bytes_per_token(bool moe_layer, const Layout& layout) const;  // of those, library kernels'
   Bytes compiled_bytes_per_token(bool moe_layer, const Layout& layout) const;  // and compiled ones
   double rotated_elements_per_token() const;  // query and key elements RoPE rotates, all heads
+  double qk_normed_elements_per_token() const;  // query and key elements QK-norm normalises, all heads
   // Bytes one MoE layer's sorts of the received copies by local expert move, per pass and device.
   Bytes local_expert_sort_bytes(const Layout& layout) const;
   // Kernels one layer launches in a pass for the memory-bound steps those bytes are priced for.
@@ -252,6 +253,7 @@ class CostModel {
   double attention_passes_of(Pass pass) const;
   ComputeWork unscaled_attention_core_work(const Layout& layout) const;
   ComputeWork attention_work(Pass pass, const Layout& layout) const;
+  ComputeWork qk_norm_work(Pass pass, const Layout& layout) const;
   ComputeWork gemm_work(double rows, double inner, double cols, double count, bool quantized,
                         Bytes output_bytes, int sms_held = 0) const;
   ComputeWork matrix_work(const WeightMatrix& matrix, double rows, double count, Pass pass, int tp,

@@ -58,8 +58,8 @@ struct ModelConfig {
   // normed hidden state and next token's embedding, with the shared LM head run again.
   int mtp_layers = 0;
   // Per layer, the RMSNorm weights of QK-norm (Qwen3, Gemma 3: per head, 2 x head_dim; OLMoE:
-  // over the whole query and key projections). Counted in the parameters; their FLOPs are
-  // elementwise, like the other norms', and not counted.
+  // over the whole query and key projections). Counted in the parameters; the norms' time and
+  // kept inputs are CostModel::qk_norm_work's.
   int qk_norm_weights = 0;
 
   bool is_moe() const { return routed_experts > 0; }
