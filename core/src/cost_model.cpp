@@ -578,15 +578,15 @@ Bytes CostModel::layer_activation_bytes(bool moe_layer, const Layout& l) const {
       sharded += (2.0 * a + in) * m.dense_ffn;  // gate and up; the activation, fc2's input
     }
   } else {
-    // Per routed copy: the input gathered over the expert-TP group (fc1's), gate and up, the
-    // activation (fc2's input), and the expert's output, which the un-permutation keeps to weigh
-    // its gradient by the routing probability (Transformer Engine's moe_unpermute with merging
-    // probs). The permutations and the dispatcher's sorts keep only their index maps, so the
-    // permuted tokens themselves are not kept beyond fc1's copy.
-    // The activation (fc2's input) is rebuilt from gate and up under moe_act recompute.
+    // Per routed copy: the input gathered over the expert-TP group (fc1's), gate and up, and the
+    // activation (fc2's input). The routing probability weighs the activation (Megatron-Core's
+    // weighted SwiGLU, since its "memory efficient token permutation", core 0.13), so the
+    // un-permutation is a plain sum that keeps only its index map (Transformer Engine's
+    // moe_unpermute without merging probs), not the experts' outputs. The permutations and the
+    // dispatcher's sorts keep only their index maps, so the permuted tokens themselves are not
+    // kept beyond fc1's copy. The activation is rebuilt from gate and up under moe_act recompute.
     const double activation = l.recomputes(RecomputeModule::kMoeAct) ? 0.0 : in;
-    const double routed =
-        m.top_k * expert_skew(l) * (a * h + in * l.expert_tp() * h + (2.0 * a + activation) * m.expert_ffn);
+    const double routed = m.top_k * expert_skew(l) * (in * l.expert_tp() * h + (2.0 * a + activation) * m.expert_ffn);
     sharded += routed + (2.0 * a + in) * m.shared_experts * m.shared_expert_ffn +
                8.0 * m.routed_experts;  // fp32 router logits and probabilities
   }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# flopwise launch: ling-plus on 640 A devices (device-A), 80 nodes x 8 ranks, layout tp4 pp16 vpp2 ep8 etp1 dp10 mb1 sel(ln) zero1 ends2/2
+# flopwise launch: ling-plus on 640 A devices (device-A), 80 nodes x 8 ranks, layout tp2 pp16 vpp1 ep8 etp1 dp20 mb1 sel(act,ln) zero1 ends2/2
 # torchrun keeps each rank's output in its log folder and prints it with the rank (--redirects/--tee).
 # Megatron-LM's pretrain_gpt.py with the plan's model, layout and optimizer arguments; data,
 # tokenizer and schedule arguments are yours to add after -- on flopwise launch.
@@ -25,11 +25,10 @@ export CUDA_DEVICE_MAX_CONNECTIONS=1  # Megatron-LM's TP and sequence-parallel o
 srun --kill-on-bad-exit=1 torchrun --nnodes=80 --nproc_per_node=8 --redirects=1 --tee=1 \
     --rdzv_id="$SLURM_JOB_ID" --rdzv_backend=c10d --rdzv_endpoint="$MASTER_ADDR:$MASTER_PORT" \
     /opt/Megatron-LM/pretrain_gpt.py \
-    --tensor-model-parallel-size 4 \
+    --tensor-model-parallel-size 2 \
     --pipeline-model-parallel-size 16 \
     --decoder-first-pipeline-num-layers 2 \
     --decoder-last-pipeline-num-layers 2 \
-    --num-virtual-stages-per-pipeline-rank 2 \
     --expert-model-parallel-size 8 \
     --expert-tensor-parallel-size 1 \
     --moe-token-dispatcher-type alltoall \
@@ -37,7 +36,7 @@ srun --kill-on-bad-exit=1 torchrun --nnodes=80 --nproc_per_node=8 --redirects=1 
     --micro-batch-size 1 \
     --global-batch-size 8960 \
     --recompute-granularity selective \
-    --recompute-modules layernorm \
+    --recompute-modules moe_act layernorm \
     --use-distributed-optimizer \
     --overlap-grad-reduce \
     --overlap-param-gather \
