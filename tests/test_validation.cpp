@@ -224,6 +224,9 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // QK-norm priced (the key's copy, the two norms each pass, their kept inputs) and declared on the
 // Qwen3 rows: Qwen3-30B 22.5% / 32.2% -> 21.4% / 31.3% (GB200's 9.1% -> 7.7%), Qwen3-235B
 // 16.5% / 16.2% -> 16.4% / 16.1%; H100 11.2% -> 11.1%, GB200 12.7% -> 12.3%.
+// The router at the bf16 rate with no fp8 cast (a plain parameter outside Transformer Engine, not
+// quantized in an fp8 run): Qwen3-30B 21.4% / 31.3% -> 21.6% / 31.6%, Qwen3-235B 16.4% / 16.1% ->
+// 16.5% / 16.2%, GB200 12.3% -> 12.3%; physics over fit, the bounds loosened by as much.
 // The errors grouped by profile, in the order the profiles first appear: the A100 group is Table 5.
 TEST(Validation, ErrorsByHardwareGroupTheRowsOfEachProfile) {
   const Validation v = validate_runs(shipped_published_runs());
@@ -277,14 +280,14 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
                          Bound{"NeMo 24.07", "nemotron", 0.128, 0.139},
                          Bound{"Megatron-Core r0.8.0", "", 0.082, 0.230},
                          Bound{"Megatron-Bridge", "llama3-70B", 0.010, 0.011},
-                         Bound{"Megatron-Bridge", "qwen3-30B", 0.215, 0.314},
+                         Bound{"Megatron-Bridge", "qwen3-30B", 0.216, 0.316},
                          Bound{"DGX-H100", "gpt-oss", 0.340, 0.340},
                          Bound{"DGX-B200", "llama3-8B", 0.051, 0.051},
                          Bound{"DGX-B200", "gpt-oss", 0.434, 0.434},
                          Bound{"Megatron-Bridge", "deepseek-v3", 0.137, 0.137},
-                         Bound{"Megatron-Bridge", "qwen3-235B", 0.163, 0.165},
+                         Bound{"Megatron-Bridge", "qwen3-235B", 0.164, 0.165},
                          Bound{"Megatron-Bridge", "405B-cp2", 0.094, 0.134},
-                         Bound{"DGX-GB200", "", 0.123, 0.168}}) {
+                         Bound{"DGX-GB200", "", 0.124, 0.168}}) {
     const auto [mean, worst] = bounds_of(b.table, b.model);
     EXPECT_LT(mean, b.mean) << b.table << " " << b.model;
     EXPECT_LT(worst, b.worst) << b.table << " " << b.model;

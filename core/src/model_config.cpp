@@ -74,8 +74,11 @@ std::vector<WeightMatrix> attention_matrices(const ModelConfig& m) {
   return to;
 }
 
+// Megatron-Core's router is a plain parameter multiplied outside fp8 autocast
+// (moe_utils.py, RouterGatingLinearFunction: te_general_gemm on the bf16 weight and input, output
+// in the router dtype), so an fp8 run neither quantizes its input nor runs it at the fp8 rate.
 WeightMatrix router_matrix(const ModelConfig& m) {
-  return {static_cast<double>(m.hidden), static_cast<double>(m.routed_experts), TpSplit::kSequence};
+  return {static_cast<double>(m.hidden), static_cast<double>(m.routed_experts), TpSplit::kSequence, false};
 }
 
 std::vector<WeightMatrix> shared_expert_matrices(const ModelConfig& m) {

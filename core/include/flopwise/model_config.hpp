@@ -139,6 +139,8 @@ struct WeightMatrix {
   double inputs = 0;   // the GEMM's inner dimension
   double outputs = 0;  // its columns
   TpSplit split = TpSplit::kOutputs;
+  // A Transformer Engine module, which an fp8 run quantizes; the router is not (router_matrix).
+  bool quantized = true;
 };
 
 // MLA's up-projections from the latents to the heads (Megatron-Core's linear_q_up_proj, or
