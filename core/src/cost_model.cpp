@@ -175,8 +175,8 @@ double CostModel::expert_skew(const Layout& l) const {
 // output written at 90% of 3.35 TB/s gives 757, 1124, 1196 and 1440, where a roofline max of the
 // two would give 1442 to 1484 for all four. Every call is one kernel launch.
 // `quantized`: an fp8 run's GEMM in a Transformer Engine layer, 1-byte operands at the fp8 rate;
-// any other GEMM of an fp8 run (the LM head, Megatron's plain ColumnParallelLinear; the MoE router) runs at the
-// bf16 rate, counted as the fp8-rate FLOPs that take the same time.
+// any other GEMM of an fp8 run (the LM head, Megatron's plain ColumnParallelLinear; the MoE
+// router) runs at the bf16 rate, counted as the fp8-rate FLOPs that take the same time.
 // `sms_held`: compute units that communication kernels running beside the GEMM hold; the library
 // lays the GEMM over the rest (cuBLAS's math SM count, DeepGEMM's num_sms), each unit at its
 // share of the device rate. DeepSeek's published H800 training trace (deepseek-ai/profile-data,
