@@ -25,6 +25,11 @@ constexpr double kRouterGemmSeconds = 2 * (1024.0 * 1024 + 2 * 8 * 1024) / 1e12;
 // shared expert's 3 x 512: 10,752.
 constexpr double kLibraryTrafficBytes = 2 * 12800.0, kCompiledTrafficBytes = 2 * 10752.0;
 constexpr double kLayerTrafficBytes = kLibraryTrafficBytes + kCompiledTrafficBytes;
+// The copies between a tiny_moe layer's fused QKV output and the attention kernel, per token at
+// tp 1: forward, the query's reshape (1,024 values: a rank holds two key groups) and the value's
+// (256: RoPE rewrote query and key); backward, one cat of the three gradients (1,024 + 2 x 256);
+// each read and written.
+constexpr double kQkvSplitForwardBytes = 2 * 2 * 1280.0, kQkvSplitBackwardBytes = 2 * 2 * 1536.0;
 // The all-to-all dispatcher's sorts by local expert in a tiny_moe layer, per pass of 1,024 tokens:
 // the 2,048 routed copies sorted after the dispatch and back before the combine, each sort
 // reading and writing 1,024 bf16 values a copy.
@@ -130,7 +135,8 @@ TEST(CostModel, SingleDeviceComputeByHand) {
   // added into the main gradient (12 bytes each) and the tokens' rows (6 bytes); 4 micro-batches.
   const double embedding_bytes = tokens * 1024 * (4 + 6) + 1000.0 * 1024 * 12;
   const double traffic_s =
-      (3 * tokens * (4 * kLayerTrafficBytes + 18 * 1000) + 2 * 4 * kSortBytes + embedding_bytes) / 1e12;
+      (3 * tokens * (4 * kLayerTrafficBytes + 18 * 1000) + 2 * 4 * kSortBytes + embedding_bytes +
+       4 * tokens * (kQkvSplitForwardBytes + kQkvSplitBackwardBytes)) / 1e12;
   const double epilogue_s = (4 * (kForwardEpilogueBytes + kBackwardEpilogueBytes) + kHeadEpilogueBytes) / 1e12;
   const double per_micro_batch = tokens * (3 * 4 * layer_flops + 3.5 * 4 * core + 4 * core + 3 * head) / kRate +
                                  4 * (kRouterGemmSeconds + kRouterBackwardSeconds) + traffic_s + epilogue_s;
@@ -689,12 +695,13 @@ TEST(CostModel, LayerKernelsCountTheStepsItsBytesPrice) {
   ModelConfig gpt = testing::tiny_moe();
   gpt.learned_positions = true;
   EXPECT_DOUBLE_EQ(CostModel(gpt, small_run(), testing::round_profile()).layer_kernels(false, forward, ep2), 5);
-  // With the attention core: FlashAttention's one kernel forward and three backward (13 and 17
-  // for one MoE layer); the unfused path's softmax and dropout (14), its two batched GEMMs
+  // With the attention core: FlashAttention's one kernel forward and three backward, and the
+  // copies around it (forward the query's and the value's, backward the gradients' cat): 15 and
+  // 18 for one MoE layer; the unfused path's softmax and dropout (14), its two batched GEMMs
   // launched beside the layer's seven.
   const StageContents one_moe_layer{0, 1, false, false};
-  EXPECT_DOUBLE_EQ(cost.forward_work(one_moe_layer, ep2).kernels, 13);
-  EXPECT_DOUBLE_EQ(cost.backward_work(one_moe_layer, ep2).kernels, 17);
+  EXPECT_DOUBLE_EQ(cost.forward_work(one_moe_layer, ep2).kernels, 15);
+  EXPECT_DOUBLE_EQ(cost.backward_work(one_moe_layer, ep2).kernels, 18);
   TrainingRun unfused = small_run();
   unfused.attention = AttentionKernel::kUnfused;
   const ComputeWork u = CostModel(testing::tiny_moe(), unfused, testing::round_profile()).layer_forward_work(true, ep2);
@@ -711,10 +718,10 @@ TEST(CostModel, LayerWorkCountsLocalExpertsOnce) {
   // FLOPs: 1,024 tokens through the dense part and top-2 experts.
   EXPECT_DOUBLE_EQ(w.matmul, 1024 * (2 * (kAttention + kShared) + 2 * 2 * kExpert));
   // Bytes: the memory-bound router GEMM, the layer's norms, activations and permutation, the
-  // sorts by local expert, and the GEMMs' outputs (4 local experts of 512 rows write what 8 of
-  // 256 did).
-  EXPECT_DOUBLE_EQ(w.memory_traffic,
-                   kRouterGemmSeconds * 1e12 + 1024 * kLibraryTrafficBytes + kSortBytes + kForwardEpilogueBytes);
+  // copies before the attention kernel, the sorts by local expert, and the GEMMs' outputs (4 local
+  // experts of 512 rows write what 8 of 256 did).
+  EXPECT_DOUBLE_EQ(w.memory_traffic, kRouterGemmSeconds * 1e12 + 1024 * (kLibraryTrafficBytes + kQkvSplitForwardBytes) +
+                                         kSortBytes + kForwardEpilogueBytes);
   EXPECT_DOUBLE_EQ(w.compiled_traffic, 1024 * kCompiledTrafficBytes);
   EXPECT_DOUBLE_EQ(w.layer_passes, 1);
   // Seven GEMM kernels: QKV, projection, router, the shared expert's gate-up and down, and the
@@ -740,8 +747,10 @@ TEST(CostModel, RopeReadsAndWritesTheRotatedQueryAndKeyElements) {
   EXPECT_DOUBLE_EQ(learned.rotated_elements_per_token(), 0);
   EXPECT_DOUBLE_EQ(rope.elementwise_bytes_per_token(true, l) - learned.elementwise_bytes_per_token(true, l),
                    2 * 2 * 1280.0);
+  // In the layer's forward RoPE also costs the value's copy before the attention kernel (256 values
+  // read and written: the rewritten query and key leave no packed layout), see the next test.
   EXPECT_DOUBLE_EQ(rope.layer_forward_work(true, l).memory_traffic - learned.layer_forward_work(true, l).memory_traffic,
-                   1024 * 2 * 2 * 1280.0);
+                   1024 * 2 * 2 * (1280.0 + 256));
   // Under TP 2 each rank rotates its half of the heads.
   const Layout tp2{2, 1, 1, 1, 1, 1, Recompute::kNone, true};
   EXPECT_DOUBLE_EQ(rope.elementwise_bytes_per_token(true, tp2) - learned.elementwise_bytes_per_token(true, tp2),
@@ -753,6 +762,43 @@ TEST(CostModel, RopeReadsAndWritesTheRotatedQueryAndKeyElements) {
   model.v_head_dim = 128;
   EXPECT_DOUBLE_EQ(CostModel(model, small_run(), testing::round_profile()).rotated_elements_per_token(), 9 * 64);
 }
+
+// The copies between the fused QKV output and the attention kernel, per token (bf16, read and
+// written). tiny_moe (8 query heads, 2 key groups of 128, RoPE) at tp 1: forward the query's
+// reshape (1,024: two groups on the rank) and the value's copy (256), 2 kernels; backward the cat
+// of the three gradients (1,024 + 2 x 256), 1 kernel. At tp 2 one group a rank: the query's
+// reshape is a view, the value's copy 128; the cat 512 + 2 x 128. Learned positions with GQA keep
+// the query's copy and the cat; learned positions with MHA pass TE one packed buffer: nothing.
+TEST(CostModel, QkvSplitCopiesWhatTheAttentionKernelCannotTakeAsViews) {
+  const Layout tp1{1, 1, 1, 1, 1, 1, Recompute::kNone, false};
+  const Layout tp2{2, 1, 1, 1, 1, 1, Recompute::kNone, true};
+  const auto forward = CostModel::Pass::kForward, backward = CostModel::Pass::kBackward;
+  // Bytes and kernels the split adds in a pass.
+  auto split = [](const ModelConfig& m, CostModel::Pass pass, const Layout& l) {
+    const ComputeWork w = CostModel(m, small_run(), testing::round_profile()).qkv_split_work(pass, l);
+    return std::array<double, 2>{w.memory_traffic, w.kernels};
+  };
+  const ModelConfig rope = testing::tiny_moe();
+  EXPECT_EQ(split(rope, forward, tp1), (std::array<double, 2>{1024 * 2 * 2 * 1280.0, 2}));
+  EXPECT_EQ(split(rope, backward, tp1), (std::array<double, 2>{1024 * 2 * 2 * 1536.0, 1}));
+  EXPECT_EQ(split(rope, forward, tp2), (std::array<double, 2>{1024 * 2 * 2 * 128.0, 1}));
+  EXPECT_EQ(split(rope, backward, tp2), (std::array<double, 2>{1024 * 2 * 2 * 768.0, 1}));
+  ModelConfig learned = rope;
+  learned.learned_positions = true;
+  EXPECT_EQ(split(learned, forward, tp1), (std::array<double, 2>{1024 * 2 * 2 * 1024.0, 1}));
+  EXPECT_EQ(split(learned, backward, tp1), (std::array<double, 2>{1024 * 2 * 2 * 1536.0, 1}));
+  learned.kv_heads = learned.heads;
+  EXPECT_EQ(split(learned, forward, tp1), (std::array<double, 2>{0, 0}));
+  EXPECT_EQ(split(learned, backward, tp1), (std::array<double, 2>{0, 0}));
+  // The layer's forward carries them.
+  const CostModel cost(rope, small_run(), testing::round_profile());
+  const ComputeWork plain = cost.layer_forward_work(true, tp1);
+  ModelConfig mha = learned;
+  EXPECT_GT(plain.memory_traffic, 0);
+  EXPECT_DOUBLE_EQ(CostModel(mha, small_run(), testing::round_profile()).layer_forward_work(true, tp1).kernels + 2 + 2,
+                   plain.kernels);  // RoPE's two and the split's two
+}
+
 
 // QK-norm over tiny_moe's 8 query and 2 key heads of 128 (1,280 values a token): forward, the key's
 // contiguous copy (read and write 256) and each norm's read and write, 2 x (512 + 2,560) bf16

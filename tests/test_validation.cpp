@@ -227,6 +227,13 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // The router at the bf16 rate with no fp8 cast (a plain parameter outside Transformer Engine, not
 // quantized in an fp8 run): Qwen3-30B 21.4% / 31.3% -> 21.6% / 31.6%, Qwen3-235B 16.4% / 16.1% ->
 // 16.5% / 16.2%, GB200 12.3% -> 12.3%; physics over fit, the bounds loosened by as much.
+// The copies between the fused QKV output and the attention kernel (the GQA query's reshape, the
+// value's copy once RoPE or QK-norm rewrote query and key, the gradients' cat): every RoPE row
+// slower, all of them fast already: NeMo 8.6% -> 8.2% (Nemotron 12.8% / 13.9% -> 12.2% / 13.7%),
+// Llama 3 70B 0.9% -> 0.6%, Qwen3-30B 21.6% / 31.6% -> 20.8% / 31.0%, GPT-OSS 34.0% -> 33.7%
+// (B200 43.3% -> 43.1%), Qwen3-235B 16.5% / 16.2% -> 16.4% / 16.1%, 405B CP 2 9.3% / 13.4% ->
+// 9.2% / 13.2%, B200 Llama 3 8B 5.0% -> 4.4%, GB200 12.3% -> 11.7%; H100 11.1% -> 10.9%, all
+// rows 10.1% -> 9.8%; Table 5 and the Megatron-Core rows (learned positions, MHA) unchanged.
 // The errors grouped by profile, in the order the profiles first appear: the A100 group is Table 5.
 TEST(Validation, ErrorsByHardwareGroupTheRowsOfEachProfile) {
   const Validation v = validate_runs(shipped_published_runs());
@@ -276,18 +283,18 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
     const char* model;
     double mean, worst;
   };
-  for (const Bound& b : {Bound{"Table 5", "", 0.015, 0.037}, Bound{"NeMo 24.07", "", 0.087, 0.143},
-                         Bound{"NeMo 24.07", "nemotron", 0.128, 0.139},
+  for (const Bound& b : {Bound{"Table 5", "", 0.015, 0.037}, Bound{"NeMo 24.07", "", 0.083, 0.143},
+                         Bound{"NeMo 24.07", "nemotron", 0.123, 0.138},
                          Bound{"Megatron-Core r0.8.0", "", 0.082, 0.230},
-                         Bound{"Megatron-Bridge", "llama3-70B", 0.010, 0.011},
-                         Bound{"Megatron-Bridge", "qwen3-30B", 0.216, 0.316},
-                         Bound{"DGX-H100", "gpt-oss", 0.340, 0.340},
-                         Bound{"DGX-B200", "llama3-8B", 0.051, 0.051},
-                         Bound{"DGX-B200", "gpt-oss", 0.434, 0.434},
+                         Bound{"Megatron-Bridge", "llama3-70B", 0.006, 0.007},
+                         Bound{"Megatron-Bridge", "qwen3-30B", 0.208, 0.310},
+                         Bound{"DGX-H100", "gpt-oss", 0.337, 0.337},
+                         Bound{"DGX-B200", "llama3-8B", 0.045, 0.045},
+                         Bound{"DGX-B200", "gpt-oss", 0.432, 0.432},
                          Bound{"Megatron-Bridge", "deepseek-v3", 0.137, 0.137},
-                         Bound{"Megatron-Bridge", "qwen3-235B", 0.164, 0.165},
-                         Bound{"Megatron-Bridge", "405B-cp2", 0.094, 0.134},
-                         Bound{"DGX-GB200", "", 0.124, 0.168}}) {
+                         Bound{"Megatron-Bridge", "qwen3-235B", 0.163, 0.164},
+                         Bound{"Megatron-Bridge", "405B-cp2", 0.093, 0.133},
+                         Bound{"DGX-GB200", "", 0.118, 0.164}}) {
     const auto [mean, worst] = bounds_of(b.table, b.model);
     EXPECT_LT(mean, b.mean) << b.table << " " << b.model;
     EXPECT_LT(worst, b.worst) << b.table << " " << b.model;

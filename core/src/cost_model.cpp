@@ -358,7 +358,42 @@ ComputeWork CostModel::layer_work(bool moe_layer, Pass pass, const Layout& l) co
   if (moe_layer) w.memory_traffic += local_expert_sort_bytes(l);
   w.kernels += layer_kernels(moe_layer, pass, l);
   w += qk_norm_work(pass, l);
+  w += qkv_split_work(pass, l);
   w.layer_passes = passes;
+  return w;
+}
+
+// Copies between the fused QKV projection and Transformer Engine's attention kernel. The projection
+// writes one [s, b, groups, (heads/groups + 2) x d] buffer that Megatron-Core splits into views
+// (attention.py get_query_key_value_tensors, TE's SplitAlongDim):
+// - the query's reshape to [s, b, heads, d] copies it when a rank holds more than one key group
+//   (the views' strides cannot merge);
+// - RoPE (and QK-norm) write new query and key tensors, so the value view no longer sits beside
+//   them in a packed buffer: TE finds no layout it supports and makes it contiguous
+//   (dot_product_attention/utils.py, get_qkv_layout: "not_supported", x.contiguous());
+// - backward, SplitAlongDim joins the three gradients into the projection's: a no-op when they are
+//   views of one packed buffer, otherwise one torch.cat that reads and writes them all
+//   (pytorch/utils.py, SplitAlongDim.backward), which GQA's separate query gradient always needs.
+// A learned-position MHA model passes the views as TE's packed sbh3d layout: no copy either way.
+// MLA and the unfused kernel split their tensors otherwise and are left out.
+ComputeWork CostModel::qkv_split_work(Pass pass, const Layout& l) const {
+  const ModelConfig& m = model_;
+  ComputeWork w;
+  if (m.is_mla() || run_.attention != AttentionKernel::kFused) return w;
+  const double query = m.heads * static_cast<double>(m.head_dim) / l.tp;
+  const double key = m.kv_heads * static_cast<double>(m.head_dim) / l.tp;
+  const bool gqa = m.heads != m.kv_heads;
+  const bool query_copied = gqa && m.kv_heads > l.tp;
+  const bool rewritten = rotated_elements_per_token() > 0 || qk_normed_elements_per_token() > 0;
+  double copied = 0;  // elements a token, each read and written once
+  if (pass == Pass::kForward) {
+    if (query_copied) copied += query, w.kernels += 1.0;
+    if (rewritten) copied += key, w.kernels += 1.0;
+  } else if (gqa || rewritten) {
+    copied = query + 2.0 * key;
+    w.kernels = 1.0;
+  }
+  w.memory_traffic = 2.0 * bytes_.activation * micro_batch_tokens(l) * copied;
   return w;
 }
 

@@ -135,6 +135,8 @@ class CostModel {
   Bytes compiled_bytes_per_token(bool moe_layer, const Layout& layout) const;  // and compiled ones
   double rotated_elements_per_token() const;  // query and key elements RoPE rotates, all heads
   double qk_normed_elements_per_token() const;  // query and key elements QK-norm normalises, all heads
+  // Copies between the fused QKV output and the attention kernel, in a pass of one layer.
+  ComputeWork qkv_split_work(Pass pass, const Layout& layout) const;
   // Bytes one MoE layer's sorts of the received copies by local expert move, per pass and device.
   Bytes local_expert_sort_bytes(const Layout& layout) const;
   // Kernels one layer launches in a pass for the memory-bound steps those bytes are priced for.
