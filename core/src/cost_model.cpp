@@ -387,8 +387,8 @@ ComputeWork CostModel::qkv_split_work(Pass pass, const Layout& l) const {
   const bool rewritten = rotated_elements_per_token() > 0 || qk_normed_elements_per_token() > 0;
   double copied = 0;  // elements a token, each read and written once
   if (pass == Pass::kForward) {
-    if (query_copied) copied += query, w.kernels += 1.0;
-    if (rewritten) copied += key, w.kernels += 1.0;
+    copied = (query_copied ? query : 0.0) + (rewritten ? key : 0.0);
+    w.kernels = (query_copied ? 1.0 : 0.0) + (rewritten ? 1.0 : 0.0);
   } else if (gqa || rewritten) {
     copied = query + 2.0 * key;
     w.kernels = 1.0;
