@@ -465,6 +465,13 @@ TEST(Validation, LatentAttentionAndWindowedRowsMatchTheirHfConfigs) {
   EXPECT_EQ(error_of(", mtp_layers: 1", ", position_embedding: alibi"),
             "runs.yaml: runs[0].model.position_embedding: unknown 'alibi' (expected rope or learned)");
   EXPECT_EQ(error_of("head_dim: 128, q_lora", "q_lora"), "runs.yaml: runs[0].model.head_dim: is required with kv_lora_rank");
+  // QK-norm's weights, as an HF import counts them (Qwen3: q_norm and k_norm of head_dim); 0 is none.
+  std::string normed = rows;
+  normed.replace(normed.find(", mtp_layers: 1"), 15, ", qk_norm_weights: 256");
+  EXPECT_EQ(parse_published_runs(normed, "runs.yaml")[0].model.qk_norm_weights, 256);
+  EXPECT_EQ(row.qk_norm_weights, 0);
+  EXPECT_EQ(error_of(", mtp_layers: 1", ", qk_norm_weights: -2"),
+            "runs.yaml: runs[0].model.qk_norm_weights: must be between 0 and 1e+09, got -2");
 }
 
 TEST(Validation, BadRowsNameTheFileAndField) {

@@ -82,7 +82,7 @@ ModelConfig read_model(const YamlFields& f, const std::string& name) {
   if (f.has("kv_lora_rank")) read_latent_attention(f, m);
   if (f.has("attention_window") || f.has("windowed_layers")) read_attention_window(f, m);
   if (f.has("mtp_layers")) m.mtp_layers = f.integer("mtp_layers", 0);
-  if (f.has("qk_norm_weights")) m.qk_norm_weights = f.integer("qk_norm_weights", 1);
+  if (f.has("qk_norm_weights")) m.qk_norm_weights = f.integer("qk_norm_weights", 0);
   if (f.has("position_embedding")) {
     const std::string kind = f.text("position_embedding");
     if (kind != "rope" && kind != "learned") {
