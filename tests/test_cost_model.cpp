@@ -570,13 +570,15 @@ TEST(CostModel, Fp8QuantizesLayerGemmInputsAndKeepsTheHeadInBf16) {
   // One dense-free MoE layer forward: inputs of QKV (1,024), output projection (1,024), shared
   // gate/up (1,024) and down (512) for every token, and each token's two expert copies' gate/up
   // (1,024) and down (512): 3,584 + 2 x 1,536 = 6,656 elements per token. The router, outside
-  // Transformer Engine, stays in bf16: no cast, the same bytes and time as in the bf16 run.
-  const double quantized = 6.0 * 1024 * (3584 + 2 * 1536);
+  // Transformer Engine, stays in bf16: no cast, the same bytes and time as in the bf16 run. The
+  // experts' 2,048 copies are padded to the fp8 alignment and back (2 x 2 x 2,048 x 1,024 bf16).
+  const double quantized = 6.0 * 1024 * (3584 + 2 * 1536), padding = 2 * 2 * 2.0 * 2048 * 1024;
   const ComputeWork a = bf16_cost.layer_forward_work(true, l), b = fp8_cost.layer_forward_work(true, l);
-  EXPECT_NEAR(b.memory_traffic - a.memory_traffic, quantized, 1e-6 * quantized);
+  EXPECT_NEAR(b.memory_traffic - a.memory_traffic, quantized + padding, 1e-6 * quantized);
   // Eight casts, one per Transformer Engine GEMM launch (the 8 experts' in two rounds of 4), each
-  // an amax kernel and a cast-transpose under current scaling; one kernel under the other recipes.
-  EXPECT_DOUBLE_EQ(b.kernels - a.kernels, 2 * 8);
+  // an amax kernel and a cast-transpose under current scaling; one kernel under the other recipes;
+  // the padding and the unpadding.
+  EXPECT_DOUBLE_EQ(b.kernels - a.kernels, 2 * 8 + 2);
   // Delayed scaling reduces the amax inside the cast: 4 bytes a value, 2 fewer over the same
   // 6,656 x 1,024 values; mxfp8 adds 1/16 byte of scales (1 byte per 32, two copies).
   for (const auto& [recipe, saved] : {std::pair{Fp8Recipe::kDelayed, 2.0}, std::pair{Fp8Recipe::kMxfp8, 2.0 - 1.0 / 16}}) {
@@ -584,9 +586,24 @@ TEST(CostModel, Fp8QuantizesLayerGemmInputsAndKeepsTheHeadInBf16) {
     other.fp8_recipe = recipe;
     const ComputeWork c = CostModel(testing::tiny_moe(), other, testing::round_profile()).layer_forward_work(true, l);
     EXPECT_NEAR(b.memory_traffic - c.memory_traffic, saved * 1024 * 6656, 1e-6 * quantized) << to_string(recipe);
-    EXPECT_DOUBLE_EQ(c.kernels - a.kernels, 8) << to_string(recipe);
+    EXPECT_DOUBLE_EQ(c.kernels - a.kernels, 8 + 2) << to_string(recipe);
   }
   EXPECT_FALSE(router_matrix(testing::tiny_moe()).quantized);
+}
+
+// An fp8 run's grouped experts pad their copies to the fp8 GEMM's alignment and strip it after fc2
+// (TE's Fp8Padding, Fp8Unpadding), each reading and writing every copy: tiny_moe's 2,048 copies of
+// 1,024 bf16 values at EP 1, 2 x 2 x 2 x 2,048 x 1,024 bytes a pass, the same backward. The flex
+// dispatcher pads inside its permutation; a bf16 run does not pad.
+TEST(CostModel, Fp8ExpertsPadTheirCopiesBehindTheAllToAllDispatcher) {
+  const Layout l{1, 1, 1, 1, 1, 1, Recompute::kNone, false};
+  TrainingRun fp8 = small_run();
+  fp8.precision = Precision::kFp8;
+  EXPECT_DOUBLE_EQ(CostModel(testing::tiny_moe(), fp8, testing::round_profile()).quantization_padding_bytes(l),
+                   2 * 2 * 2.0 * 2048 * 1024);
+  EXPECT_DOUBLE_EQ(CostModel(testing::tiny_moe(), small_run(), testing::round_profile()).quantization_padding_bytes(l), 0);
+  fp8.ep_dispatcher = EpDispatcher::kFlex;
+  EXPECT_DOUBLE_EQ(CostModel(testing::tiny_moe(), fp8, testing::round_profile()).quantization_padding_bytes(l), 0);
 }
 
 // Bytes a cast moves per value: read 2, write the fp8 copy and its transpose (1 + 1); current

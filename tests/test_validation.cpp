@@ -234,6 +234,9 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // (B200 43.3% -> 43.1%), Qwen3-235B 16.5% / 16.2% -> 16.4% / 16.1%, 405B CP 2 9.3% / 13.4% ->
 // 9.2% / 13.2%, B200 Llama 3 8B 5.0% -> 4.4%, GB200 12.3% -> 11.7%; H100 11.1% -> 10.8%, all
 // rows 10.1% -> 9.8%; Table 5 and the Megatron-Core rows (learned positions, MHA) unchanged.
+// An fp8 run's experts padding their copies to the fp8 alignment and back (TE's Fp8Padding and
+// Fp8Unpadding, behind the all-to-all dispatcher): Qwen3-30B PP 2 26.4% -> 22.5% fast, Qwen3-235B
+// 16.4% / 16.1% -> 14.5% / 14.2%; H100 10.8% -> 10.6%, all rows 9.8% -> 9.6%.
 // The errors grouped by profile, in the order the profiles first appear: the A100 group is Table 5.
 TEST(Validation, ErrorsByHardwareGroupTheRowsOfEachProfile) {
   const Validation v = validate_runs(shipped_published_runs());
@@ -287,12 +290,12 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
                          Bound{"NeMo 24.07", "nemotron", 0.123, 0.138},
                          Bound{"Megatron-Core r0.8.0", "", 0.082, 0.230},
                          Bound{"Megatron-Bridge", "llama3-70B", 0.006, 0.007},
-                         Bound{"Megatron-Bridge", "qwen3-30B", 0.208, 0.310},
+                         Bound{"Megatron-Bridge", "qwen3-30B", 0.198, 0.310},
                          Bound{"DGX-H100", "gpt-oss", 0.337, 0.337},
                          Bound{"DGX-B200", "llama3-8B", 0.045, 0.045},
                          Bound{"DGX-B200", "gpt-oss", 0.432, 0.432},
                          Bound{"Megatron-Bridge", "deepseek-v3", 0.137, 0.137},
-                         Bound{"Megatron-Bridge", "qwen3-235B", 0.163, 0.164},
+                         Bound{"Megatron-Bridge", "qwen3-235B", 0.144, 0.146},
                          Bound{"Megatron-Bridge", "405B-cp2", 0.093, 0.133},
                          Bound{"DGX-GB200", "", 0.118, 0.164}}) {
     const auto [mean, worst] = bounds_of(b.table, b.model);

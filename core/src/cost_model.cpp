@@ -355,7 +355,7 @@ ComputeWork CostModel::layer_work(bool moe_layer, Pass pass, const Layout& l) co
   w.matmul_per_row = passes * layer_matmul_per_row(moe_layer, l);
   w.memory_traffic += passes * micro_batch_tokens(l) * library_bytes_per_token(moe_layer, l);
   w.compiled_traffic += passes * micro_batch_tokens(l) * compiled_bytes_per_token(moe_layer, l);
-  if (moe_layer) w.memory_traffic += local_expert_sort_bytes(l);
+  if (moe_layer) w.memory_traffic += local_expert_sort_bytes(l) + quantization_padding_bytes(l);
   w.kernels += layer_kernels(moe_layer, pass, l);
   w += qk_norm_work(pass, l);
   w += qkv_split_work(pass, l);
@@ -524,6 +524,18 @@ Bytes CostModel::local_expert_sort_bytes(const Layout& l) const {
   return 2.0 * 2.0 * bytes_.activation * expert_rows_per_rank(l) * model_.hidden;
 }
 
+// An fp8 run's grouped expert GEMMs take token counts aligned to what the fp8 GEMM needs:
+// Megatron-Core's TEGroupedMLP pads the received copies into an aligned buffer before fc1 and
+// strips the padding after fc2 (Transformer Engine's Fp8Padding and Fp8Unpadding, one
+// fused_multi_row_padding kernel each), backward the reverse; each reads and writes every copy.
+// The flex dispatcher (HybridEP, DeepEP) pads inside its own permutation and skips them
+// (moe_utils.py, skip_routed_expert_padding), as a router padding its routing map would
+// (--moe-router-padding-for-quantization, Megatron-Core's default off, not modelled).
+Bytes CostModel::quantization_padding_bytes(const Layout& l) const {
+  if (run_.precision != Precision::kFp8 || run_.ep_dispatcher != EpDispatcher::kAllToAll || !model_.is_moe()) return 0.0;
+  return 2.0 * 2.0 * bytes_.activation * expert_rows_per_rank(l) * model_.hidden;
+}
+
 // The kernels behind those bytes, per layer and pass, as Megatron-Core's transformer layer on
 // Transformer Engine launches them. Forward: the two norms, the two bias-dropout-adds, the MLP
 // activation (and a shared expert's), RoPE on the queries and on the keys, and in an MoE layer the
@@ -540,6 +552,7 @@ double CostModel::layer_kernels(bool moe_layer, Pass pass, const Layout& l) cons
   kernels += 2.0;  // permutation and un-permutation
   if (model_.shared_experts > 0) kernels += kActivation;
   if (local_expert_sort_bytes(l) > 0) kernels += 2.0;
+  if (quantization_padding_bytes(l) > 0) kernels += 2.0;  // the padding and the unpadding
   return kernels;
 }
 

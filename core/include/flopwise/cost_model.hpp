@@ -139,6 +139,8 @@ class CostModel {
   ComputeWork qkv_split_work(Pass pass, const Layout& layout) const;
   // Bytes one MoE layer's sorts of the received copies by local expert move, per pass and device.
   Bytes local_expert_sort_bytes(const Layout& layout) const;
+  // Bytes an fp8 MoE layer's padding of the copies to the fp8 GEMM's alignment moves, per pass.
+  Bytes quantization_padding_bytes(const Layout& layout) const;
   // Kernels one layer launches in a pass for the memory-bound steps those bytes are priced for.
   double layer_kernels(bool moe_layer, Pass pass, const Layout& layout) const;
   // One routed-expert weight matrix's GEMMs over the local experts, `rows` token copies each.
