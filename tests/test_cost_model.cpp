@@ -1,3 +1,4 @@
+#include <tuple>
 #include <gtest/gtest.h>
 
 #include "flopwise/cost_model.hpp"
@@ -575,19 +576,25 @@ TEST(CostModel, Fp8QuantizesLayerGemmInputsAndKeepsTheHeadInBf16) {
   const double quantized = 6.0 * 1024 * (3584 + 2 * 1536), padding = 2 * 2 * 2.0 * 2048 * 1024;
   const ComputeWork a = bf16_cost.layer_forward_work(true, l), b = fp8_cost.layer_forward_work(true, l);
   EXPECT_NEAR(b.memory_traffic - a.memory_traffic, quantized + padding, 1e-6 * quantized);
-  // Eight casts, one per Transformer Engine GEMM launch (the 8 experts' in two rounds of 4), each
-  // an amax kernel and a cast-transpose under current scaling; one kernel under the other recipes;
-  // the padding and the unpadding.
-  EXPECT_DOUBLE_EQ(b.kernels - a.kernels, 2 * 8 + 2);
+  // Twenty casts under current scaling, each an amax, a scale and a cast-transpose kernel: one per
+  // shared GEMM (QKV, projection, shared gate/up and down) and one per expert and expert GEMM
+  // (8 x 2); and the padding and the unpadding.
+  EXPECT_DOUBLE_EQ(b.kernels - a.kernels, 3 * (4 + 16) + 2);
   // Delayed scaling reduces the amax inside the cast: 4 bytes a value, 2 fewer over the same
   // 6,656 x 1,024 values; mxfp8 adds 1/16 byte of scales (1 byte per 32, two copies).
-  for (const auto& [recipe, saved] : {std::pair{Fp8Recipe::kDelayed, 2.0}, std::pair{Fp8Recipe::kMxfp8, 2.0 - 1.0 / 16}}) {
+  // One kernel a cast under the other recipes; delayed scaling casts a round of experts in one
+  // fused multi-tensor kernel (4 shared + 2 x 2 rounds = 8 casts), mxfp8 each expert (4 + 16).
+  for (const auto& [recipe, saved, casts] : {std::tuple{Fp8Recipe::kDelayed, 2.0, 8.0},
+                                              std::tuple{Fp8Recipe::kMxfp8, 2.0 - 1.0 / 16, 20.0}}) {
     TrainingRun other = fp8;
     other.fp8_recipe = recipe;
     const ComputeWork c = CostModel(testing::tiny_moe(), other, testing::round_profile()).layer_forward_work(true, l);
     EXPECT_NEAR(b.memory_traffic - c.memory_traffic, saved * 1024 * 6656, 1e-6 * quantized) << to_string(recipe);
-    EXPECT_DOUBLE_EQ(c.kernels - a.kernels, 8 + 2) << to_string(recipe);
+    EXPECT_DOUBLE_EQ(c.kernels - a.kernels, casts + 2) << to_string(recipe);
   }
+  EXPECT_DOUBLE_EQ(fp8_cast_kernels(Fp8Recipe::kTensorwise), 3);
+  EXPECT_DOUBLE_EQ(fp8_casts(Fp8Recipe::kTensorwise, 4), 4);
+  EXPECT_DOUBLE_EQ(fp8_casts(Fp8Recipe::kDelayed, 4), 1);
   EXPECT_FALSE(router_matrix(testing::tiny_moe()).quantized);
 }
 

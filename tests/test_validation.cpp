@@ -237,6 +237,10 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // An fp8 run's experts padding their copies to the fp8 alignment and back (TE's Fp8Padding and
 // Fp8Unpadding, behind the all-to-all dispatcher): Qwen3-30B PP 2 26.4% -> 22.5% fast, Qwen3-235B
 // 16.4% / 16.1% -> 14.5% / 14.2%; H100 10.8% -> 10.6%, all rows 9.8% -> 9.6%.
+// Current scaling's three kernels a cast (amax, scale, cast-transpose) and a grouped GEMM's casts
+// expert by expert (one fused kernel a round under delayed scaling only): Qwen3-30B 19.8% / 31.0%
+// -> 18.2% / 29.2% (PP 2 22.5% -> 19.0%; GB200's MXFP8 row 6.7% -> 5.6%), DeepSeek-V3 13.7% ->
+// 13.4%, Qwen3-235B 14.5% / 14.2% -> 14.1% / 13.8%; H100 10.6% -> 10.4%, all rows 9.6% -> 9.5%.
 // The errors grouped by profile, in the order the profiles first appear: the A100 group is Table 5.
 TEST(Validation, ErrorsByHardwareGroupTheRowsOfEachProfile) {
   const Validation v = validate_runs(shipped_published_runs());
@@ -289,15 +293,15 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
   for (const Bound& b : {Bound{"Table 5", "", 0.015, 0.037}, Bound{"NeMo 24.07", "", 0.083, 0.143},
                          Bound{"NeMo 24.07", "nemotron", 0.123, 0.138},
                          Bound{"Megatron-Core r0.8.0", "", 0.082, 0.230},
-                         Bound{"Megatron-Bridge", "llama3-70B", 0.006, 0.007},
-                         Bound{"Megatron-Bridge", "qwen3-30B", 0.198, 0.310},
+                         Bound{"Megatron-Bridge", "llama3-70B", 0.005, 0.006},
+                         Bound{"Megatron-Bridge", "qwen3-30B", 0.182, 0.293},
                          Bound{"DGX-H100", "gpt-oss", 0.337, 0.337},
-                         Bound{"DGX-B200", "llama3-8B", 0.045, 0.045},
+                         Bound{"DGX-B200", "llama3-8B", 0.044, 0.044},
                          Bound{"DGX-B200", "gpt-oss", 0.432, 0.432},
-                         Bound{"Megatron-Bridge", "deepseek-v3", 0.137, 0.137},
-                         Bound{"Megatron-Bridge", "qwen3-235B", 0.144, 0.146},
-                         Bound{"Megatron-Bridge", "405B-cp2", 0.093, 0.133},
-                         Bound{"DGX-GB200", "", 0.118, 0.164}}) {
+                         Bound{"Megatron-Bridge", "deepseek-v3", 0.134, 0.134},
+                         Bound{"Megatron-Bridge", "qwen3-235B", 0.140, 0.141},
+                         Bound{"Megatron-Bridge", "405B-cp2", 0.092, 0.132},
+                         Bound{"DGX-GB200", "", 0.114, 0.164}}) {
     const auto [mean, worst] = bounds_of(b.table, b.model);
     EXPECT_LT(mean, b.mean) << b.table << " " << b.model;
     EXPECT_LT(worst, b.worst) << b.table << " " << b.model;

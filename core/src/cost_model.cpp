@@ -232,9 +232,17 @@ Bytes fp8_cast_bytes(Fp8Recipe recipe) {
 }
 
 // Kernels one fp8 cast launches: tensorwise (current) scaling reduces the amax in a kernel of its
-// own before the cast reads the tensor again (Transformer Engine's Float8CurrentScalingQuantizer:
-// amax, then cast-transpose, the two reads fp8_cast_bytes counts); the other recipes cast in one.
-double fp8_cast_kernels(Fp8Recipe recipe) { return recipe == Fp8Recipe::kTensorwise ? 2.0 : 1.0; }
+// own, turns it into the scale in another, then casts and transposes (Transformer Engine's
+// Float8CurrentScalingQuantizer::quantize_impl: nvte_compute_amax, nvte_compute_scale_from_amax,
+// nvte_quantize_v2; the amax and the cast are the two reads fp8_cast_bytes counts); the other
+// recipes cast in one.
+double fp8_cast_kernels(Fp8Recipe recipe) { return recipe == Fp8Recipe::kTensorwise ? 3.0 : 1.0; }
+
+// Casts one quantization of `count` equal tensors launches: a grouped GEMM's experts are quantized
+// one by one (TE's split_quantize -> multi_tensor_quantize_impl), except under delayed scaling,
+// whose scales are known beforehand and which casts them all in one fused multi-tensor kernel
+// (nvte_multi_cast_transpose: "only ... for FP8 delayed scaling").
+double fp8_casts(Fp8Recipe recipe, double count) { return recipe == Fp8Recipe::kDelayed ? 1.0 : count; }
 
 // One weight matrix's GEMMs on one device for `rows` tokens: the forward (rows x outputs over the
 // inputs), or the backward's input gradient (rows x inputs over the outputs) and weight gradient
@@ -259,7 +267,7 @@ ComputeWork CostModel::matrix_work(const WeightMatrix& w, double rows, double co
     ComputeWork forward = gemm_work(rows, in, out, count, quantized, bytes_.activation, sms_held);
     if (fp8) {
       forward.memory_traffic += cast * rows * in * count;
-      forward.kernels += fp8_cast_kernels(run_.fp8_recipe);
+      forward.kernels += fp8_casts(run_.fp8_recipe, count) * fp8_cast_kernels(run_.fp8_recipe);
     }
     return forward;
   }
@@ -267,7 +275,7 @@ ComputeWork CostModel::matrix_work(const WeightMatrix& w, double rows, double co
   both += gemm_work(in, rows, out, count, quantized, bytes_.grad_accumulation(run_.grad_accumulation_fusion), sms_held);
   if (fp8) {
     both.memory_traffic += cast * rows * out * count;
-    both.kernels += fp8_cast_kernels(run_.fp8_recipe);
+    both.kernels += fp8_casts(run_.fp8_recipe, count) * fp8_cast_kernels(run_.fp8_recipe);
   }
   return both;
 }

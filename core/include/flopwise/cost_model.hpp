@@ -91,6 +91,8 @@ void derive_run_totals(StepCost& cost, const ModelConfig& model, const TrainingR
 Bytes fp8_cast_bytes(Fp8Recipe recipe);
 // Kernels an fp8 cast launches under `recipe`.
 double fp8_cast_kernels(Fp8Recipe recipe);
+// Casts one quantization of a grouped GEMM's `count` tensors launches under `recipe`.
+double fp8_casts(Fp8Recipe recipe, double count);
 
 class CostModel {
  public:
