@@ -241,7 +241,8 @@ double fp8_cast_kernels(Fp8Recipe recipe) { return recipe == Fp8Recipe::kTensorw
 // Casts one quantization of `count` equal tensors launches: a grouped GEMM's experts are quantized
 // one by one (TE's split_quantize -> multi_tensor_quantize_impl), except under delayed scaling,
 // whose scales are known beforehand and which casts them all in one fused multi-tensor kernel
-// (nvte_multi_cast_transpose: "only ... for FP8 delayed scaling").
+// (nvte_multi_cast_transpose: "only ... for FP8 delayed scaling"). matrix_work asks per round of
+// experts, so beyond one round delayed scaling is charged a kernel a round, not one in all.
 double fp8_casts(Fp8Recipe recipe, double count) { return recipe == Fp8Recipe::kDelayed ? 1.0 : count; }
 
 // One weight matrix's GEMMs on one device for `rows` tokens: the forward (rows x outputs over the
@@ -547,7 +548,8 @@ Bytes CostModel::quantization_padding_bytes(const Layout& l) const {
 // The kernels behind those bytes, per layer and pass, as Megatron-Core's transformer layer on
 // Transformer Engine launches them. Forward: the two norms, the two bias-dropout-adds, the MLP
 // activation (and a shared expert's), RoPE on the queries and on the keys, and in an MoE layer the
-// permutation, the un-permutation and the sorts by local expert. Backward: each of those once, but
+// permutation, the un-permutation, the sorts by local expert and an fp8 run's padding and
+// unpadding. Backward: each of those once, but
 // each norm twice (its input gradient, then the reduction of its weight gradient over the rows:
 // ln_bwd_kernel and ln_bwd_finalize_kernel, both in DeepSeek's H800 training trace,
 // deepseek-ai/profile-data train.json). The fp8 casts count with their GEMMs (matrix_work) and
