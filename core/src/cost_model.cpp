@@ -389,8 +389,7 @@ ComputeWork CostModel::qkv_split_work(Pass pass, const Layout& l) const {
   const ModelConfig& m = model_;
   ComputeWork w;
   if (m.is_mla() || run_.attention != AttentionKernel::kFused) return w;
-  const double query = m.heads * static_cast<double>(m.head_dim) / l.tp;
-  const double key = m.kv_heads * static_cast<double>(m.head_dim) / l.tp;
+  const double query = query_elements_per_token() / l.tp, key = key_elements_per_token() / l.tp;
   const bool gqa = m.heads != m.kv_heads;
   const bool query_copied = gqa && m.kv_heads > l.tp;
   const bool rewritten = rotated_elements_per_token() > 0 || qk_normed_elements_per_token() > 0;
@@ -408,10 +407,14 @@ ComputeWork CostModel::qkv_split_work(Pass pass, const Layout& l) const {
 
 // Query and key elements QK-norm normalises per token, all heads; none for a model without it.
 double CostModel::qk_normed_elements_per_token() const {
-  const ModelConfig& m = model_;
-  if (m.qk_norm_weights == 0 || m.is_mla()) return 0.0;
-  return (m.heads + m.kv_heads) * static_cast<double>(m.head_dim);
+  if (model_.qk_norm_weights == 0 || model_.is_mla()) return 0.0;
+  return query_elements_per_token() + key_elements_per_token();
 }
+
+// A (non-latent) attention's query and key widths per token, all heads: heads x head_dim and
+// kv_heads x head_dim.
+double CostModel::query_elements_per_token() const { return model_.heads * static_cast<double>(model_.head_dim); }
+double CostModel::key_elements_per_token() const { return model_.kv_heads * static_cast<double>(model_.head_dim); }
 
 // QK-norm (Megatron-Core's qk_layernorm: a TENorm over each query head and each key head once the
 // QKV output is split, attention.py get_query_key_value_tensors). Transformer Engine's RMSNorm makes
@@ -425,7 +428,7 @@ ComputeWork CostModel::qk_norm_work(Pass pass, const Layout& l) const {
   ComputeWork w;
   const double normed = qk_normed_elements_per_token();
   if (normed == 0.0) return w;
-  const double key = model_.kv_heads * static_cast<double>(model_.head_dim);
+  const double key = key_elements_per_token();
   const double per_token = pass == Pass::kForward ? 2.0 * key + 2.0 * normed : 3.0 * normed;
   w.memory_traffic = bytes_.activation * micro_batch_tokens(l) * per_token / l.tp;
   w.kernels = pass == Pass::kForward ? 3.0 : 4.0;
@@ -570,7 +573,7 @@ double CostModel::rotated_elements_per_token() const {
   const ModelConfig& m = model_;
   if (m.learned_positions) return 0.0;
   if (m.is_mla()) return (m.heads + 1.0) * m.rope_head_dim;
-  return (m.heads + m.kv_heads) * static_cast<double>(m.head_dim);
+  return query_elements_per_token() + key_elements_per_token();
 }
 
 Seconds memory_bound_seconds(const ComputeWork& w, const HardwareProfile& p) {

@@ -260,6 +260,8 @@ class CostModel {
   ComputeWork unscaled_attention_core_work(const Layout& layout) const;
   ComputeWork attention_work(Pass pass, const Layout& layout) const;
   ComputeWork qk_norm_work(Pass pass, const Layout& layout) const;
+  double query_elements_per_token() const;
+  double key_elements_per_token() const;
   ComputeWork gemm_work(double rows, double inner, double cols, double count, bool quantized,
                         Bytes output_bytes, int sms_held = 0) const;
   ComputeWork matrix_work(const WeightMatrix& matrix, double rows, double count, Pass pass, int tp,
