@@ -622,7 +622,7 @@ Bytes CostModel::layer_activation_bytes(bool moe_layer, const Layout& l) const {
   if (l.recompute == Recompute::kFull) return a * tokens * h / sequence_shards(l);  // layer input
   // Q, K and V for the attention core; MLA's latents are its up-projections' inputs.
   const double qkv_width = m.is_mla() ? heads * (2.0 * m.qk_head_dim() + m.value_head_dim()) + m.rope_head_dim
-                                      : (heads + 2.0 * m.kv_heads) * m.head_dim;
+                                      : query_elements_per_token() + 2.0 * key_elements_per_token();
   const double latents = m.is_mla() ? m.kv_lora_rank + m.q_lora_rank : 0.0;
   double sharded = a * qkv_width + in * (latents + heads * m.value_head_dim()) + 4.0 * heads;
   sharded += a * qk_normed_elements_per_token();  // QK-norm's inputs (qk_norm_work)
@@ -1083,7 +1083,7 @@ Seconds CostModel::tp_exposed_seconds(const StageContents& s, bool forward, cons
 // repeats the attention repeats its forward ring. MLA sends its up-projected keys and values.
 Bytes CostModel::cp_ring_step_bytes(const Layout& l) const {
   const ModelConfig& m = model_;
-  const double width = m.is_mla() ? m.heads * (m.qk_head_dim() + m.value_head_dim()) : 2.0 * m.kv_heads * m.head_dim;
+  const double width = m.is_mla() ? m.heads * (m.qk_head_dim() + m.value_head_dim()) : 2.0 * key_elements_per_token();
   return bytes_.activation * micro_batch_tokens(l) * width / l.tp;
 }
 
