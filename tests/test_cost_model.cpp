@@ -26,6 +26,12 @@ constexpr double kRouterGemmSeconds = 2 * (1024.0 * 1024 + 2 * 8 * 1024) / 1e12;
 // shared expert's 3 x 512: 10,752.
 constexpr double kLibraryTrafficBytes = 2 * 12800.0, kCompiledTrafficBytes = 2 * 10752.0;
 constexpr double kLayerTrafficBytes = kLibraryTrafficBytes + kCompiledTrafficBytes;
+// Of the compiled bytes, the activations' (2 x 3 x 512 + 3 x 512 values); their backward reads
+// the gradient, gate and up and writes both gradients: 5/3 of the forward's bytes, where the
+// other memory-bound kernels' backward moves twice theirs.
+constexpr double kActivationTrafficBytes = 2 * 4608.0;
+constexpr double kLayerForwardBackwardTrafficBytes =
+    3 * (kLayerTrafficBytes - kActivationTrafficBytes) + (1 + 5.0 / 3) * kActivationTrafficBytes;
 // The copies between a tiny_moe layer's fused QKV output and the attention kernel, per token at
 // tp 1: forward, the query's reshape (1,024 values: a rank holds two key groups) and the value's
 // (256: RoPE rewrote query and key); backward, one cat of the three gradients (1,024 + 2 x 256);
@@ -136,7 +142,7 @@ TEST(CostModel, SingleDeviceComputeByHand) {
   // added into the main gradient (12 bytes each) and the tokens' rows (6 bytes); 4 micro-batches.
   const double embedding_bytes = tokens * 1024 * (4 + 6) + 1000.0 * 1024 * 12;
   const double traffic_s =
-      (3 * tokens * (4 * kLayerTrafficBytes + 18 * 1000) + 2 * 4 * kSortBytes + embedding_bytes +
+      (tokens * (4 * kLayerForwardBackwardTrafficBytes + 3 * 18 * 1000) + 2 * 4 * kSortBytes + embedding_bytes +
        4 * tokens * (kQkvSplitForwardBytes + kQkvSplitBackwardBytes)) / 1e12;
   const double epilogue_s = (4 * (kForwardEpilogueBytes + kBackwardEpilogueBytes) + kHeadEpilogueBytes) / 1e12;
   const double per_micro_batch = tokens * (3 * 4 * layer_flops + 3.5 * 4 * core + 4 * core + 3 * head) / kRate +
@@ -333,10 +339,12 @@ TEST(CostModel, RoutingSkewStretchesOnlyExpertWorkUnderEp) {
   const CostModel b(testing::tiny_moe(), skewed, testing::round_profile());
   const Layout ep2{1, 1, 1, 2, 2, 1, Recompute::kSelective, false};
   // Two experts' GEMMs and their activation and permutation bytes (2 x (3 x 512 + 2 x 1,024) bf16
-  // values per token), forward and backward, 4 layers, 2 micro-batches; and the epilogues that
+  // values per token; the activation's backward 5/3 of its forward), forward and backward, 4
+  // layers, 2 micro-batches; and the epilogues that
   // grow with the rows (outputs of 1,024 + 1,024 forward, input gradients of 1,024 + 512), not
   // the weight gradients'; and the sorts of the copies by local expert, once each pass.
-  const double expert_seconds = 2 * 3 * 4 * 1024 * ((2 * 2 * kExpert) / kRate + 2 * 2 * (3 * 512 + 2 * 1024) / 1e12) +
+  const double expert_seconds =
+      2 * 4 * 1024 * (3 * (2 * 2 * kExpert) / kRate + 2 * 2 * (3 * 2 * 1024 + (1 + 5.0 / 3) * 3 * 512) / 1e12) +
                                 2 * 4 * 1024 * 2 * 2 * (2048 + 1536) / 1e12 + 2 * 2 * 4 * kSortBytes / 1e12;
   EXPECT_NEAR(b.evaluate(ep2).compute_s - a.evaluate(ep2).compute_s, 0.5 * expert_seconds, 1e-12);
   EXPECT_GT(b.evaluate(ep2).exposed_comm_s.ep, a.evaluate(ep2).exposed_comm_s.ep);
@@ -1286,6 +1294,22 @@ TEST(CostModel, TpOverlapSmsBeyondTheDeviceAreRefused) {
   EXPECT_THROW(validate(all, "--tp-comm-sms"), InputError);
 }
 
+// The activations' backward (swiglu_back) streams 5/3 of their forward's bytes, at the profile's
+// memory_compiled_backward where it has one: 1,024 tokens x 15,360 bytes (5/3 of 9,216) of one
+// tiny_moe layer, at 0.25 of the round profile's 1 TB/s instead of all of it.
+TEST(CostModel, ActivationBackwardRunsAtItsOwnMeasuredRate) {
+  const Layout l{1, 1, 1, 1, 1, 1, Recompute::kNone, false};
+  const StageContents one_moe_layer{0, 1, false, false};
+  const CostModel plain(testing::tiny_moe(), small_run(), testing::round_profile());
+  const CostModel slow(testing::tiny_moe(), small_run(),
+                       testing::round_profile_edited({{"matmul: 0.5,", "matmul: 0.5, memory_compiled_backward: 0.25,"}}, "p.yaml"));
+  const ComputeWork backward = plain.backward_work(one_moe_layer, l);
+  EXPECT_DOUBLE_EQ(backward.compiled_backward_traffic, 1024 * 15360.0);
+  EXPECT_DOUBLE_EQ(backward.compiled_traffic, 1024 * 2 * (kCompiledTrafficBytes - kActivationTrafficBytes));
+  EXPECT_EQ(plain.forward_work(one_moe_layer, l).compiled_backward_traffic, 0.0);
+  EXPECT_NEAR(slow.compute_seconds(backward) - plain.compute_seconds(backward), 1024 * 15360.0 * (4 - 1) / 1e12, 1e-15);
+}
+
 TEST(CostModel, PerStepOverheadAndMemoryEfficiencyAddUp) {
   const Layout l{1, 1, 1, 1, 1, 1, Recompute::kNone, false};
   const StepCost plain = CostModel(testing::tiny_moe(), small_run(), testing::round_profile()).evaluate(l);
@@ -1296,7 +1320,7 @@ TEST(CostModel, PerStepOverheadAndMemoryEfficiencyAddUp) {
   const StepCost slowed = CostModel(testing::tiny_moe(), small_run(), p).evaluate(l);
   EXPECT_DOUBLE_EQ(slowed.optimizer_s, 2 * plain.optimizer_s);  // half the memory bandwidth
   // Memory-bound kernels take twice as long too: 4 layers, forward and backward, 4 micro-batches.
-  const double traffic_s = 4 * 3 * 1024 * (4 * kLayerTrafficBytes + 18 * 1000) / 1e12;
+  const double traffic_s = 4 * 1024 * (4 * kLayerForwardBackwardTrafficBytes + 3 * 18 * 1000) / 1e12;
   EXPECT_GT(slowed.compute_s - plain.compute_s, traffic_s);
   EXPECT_NEAR(slowed.step_time_s - plain.step_time_s, 3e-3 + plain.optimizer_s + slowed.compute_s - plain.compute_s, 1e-12);
   EXPECT_DOUBLE_EQ(slowed.overhead_s, 3e-3);

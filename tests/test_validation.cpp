@@ -241,6 +241,13 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // expert by expert (one fused kernel a round under delayed scaling only): Qwen3-30B 19.8% / 31.0%
 // -> 18.2% / 29.2% (PP 2 22.5% -> 19.0%; GB200's MXFP8 row 6.7% -> 5.6%), DeepSeek-V3 13.7% ->
 // 13.4%, Qwen3-235B 14.5% / 14.2% -> 14.1% / 13.8%; H100 10.6% -> 10.4%, all rows 9.6% -> 9.5%.
+// The MLP activation's backward at its own measured rate (Megatron-Core's swiglu_back at 0.20 of
+// H100 bandwidth, efficiency.memory_compiled_backward) over its own bytes (5/3 of the forward's,
+// not 2x): every H100, B200 and GB200 row moves slower. NeMo 8.3% / 14.3% -> 5.5% / 12.5%,
+// Megatron-Core 8.2% -> 7.2% (its 32B row, already slow, 22.9% -> 24.3%), Llama 3 70B 0.5% fast
+// -> 2.7% slow, Qwen3-30B 18.2% -> 15.2%, GPT-OSS 33.7% -> 31.6%, B200 Llama 3 8B 4.3% -> 0.6%,
+// GB200 11.3% -> 8.3%; Table 5 (A100, no measured figure: the forward's rate) 1.48% -> 1.51% on
+// the smaller byte count; H100 10.4% -> 8.8%, all rows 9.5% -> 8.0%.
 // The errors grouped by profile, in the order the profiles first appear: the A100 group is Table 5.
 TEST(Validation, ErrorsByHardwareGroupTheRowsOfEachProfile) {
   const Validation v = validate_runs(shipped_published_runs());
@@ -290,18 +297,18 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
     const char* model;
     double mean, worst;
   };
-  for (const Bound& b : {Bound{"Table 5", "", 0.015, 0.037}, Bound{"NeMo 24.07", "", 0.083, 0.143},
-                         Bound{"NeMo 24.07", "nemotron", 0.123, 0.138},
-                         Bound{"Megatron-Core r0.8.0", "", 0.082, 0.230},
-                         Bound{"Megatron-Bridge", "llama3-70B", 0.005, 0.006},
-                         Bound{"Megatron-Bridge", "qwen3-30B", 0.182, 0.293},
-                         Bound{"DGX-H100", "gpt-oss", 0.337, 0.337},
-                         Bound{"DGX-B200", "llama3-8B", 0.044, 0.044},
-                         Bound{"DGX-B200", "gpt-oss", 0.432, 0.432},
-                         Bound{"Megatron-Bridge", "deepseek-v3", 0.134, 0.134},
-                         Bound{"Megatron-Bridge", "qwen3-235B", 0.140, 0.141},
-                         Bound{"Megatron-Bridge", "405B-cp2", 0.092, 0.132},
-                         Bound{"DGX-GB200", "", 0.114, 0.164}}) {
+  for (const Bound& b : {Bound{"Table 5", "", 0.016, 0.037}, Bound{"NeMo 24.07", "", 0.055, 0.125},
+                         Bound{"NeMo 24.07", "nemotron", 0.098, 0.125},
+                         Bound{"Megatron-Core r0.8.0", "", 0.073, 0.243},
+                         Bound{"Megatron-Bridge", "llama3-70B", 0.027, 0.028},
+                         Bound{"Megatron-Bridge", "qwen3-30B", 0.153, 0.270},
+                         Bound{"DGX-H100", "gpt-oss", 0.316, 0.316},
+                         Bound{"DGX-B200", "llama3-8B", 0.007, 0.007},
+                         Bound{"DGX-B200", "gpt-oss", 0.416, 0.416},
+                         Bound{"Megatron-Bridge", "deepseek-v3", 0.127, 0.127},
+                         Bound{"Megatron-Bridge", "qwen3-235B", 0.131, 0.133},
+                         Bound{"Megatron-Bridge", "405B-cp2", 0.074, 0.115},
+                         Bound{"DGX-GB200", "", 0.084, 0.133}}) {
     const auto [mean, worst] = bounds_of(b.table, b.model);
     EXPECT_LT(mean, b.mean) << b.table << " " << b.model;
     EXPECT_LT(worst, b.worst) << b.table << " " << b.model;

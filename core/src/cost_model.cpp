@@ -18,6 +18,14 @@ GroupSpan span(const RankGrid& grid, GroupKind kind) {
 // replicated on every TP rank without it (Korthikanti et al. 2022, section 4.2.2).
 double sequence_shards(const Layout& l) { return l.sequence_parallel ? l.tp : 1.0; }
 
+// Megatron-Core's SwiGLU (fused_bias_swiglu.py) reads gate and up and writes their product: 3
+// values a unit of width. Its backward, swiglu_back, reads the output gradient, gate and up and
+// writes both input gradients: 5. A GELU MLP, modelled as the SwiGLU of 2/3 its width, reads and
+// writes the same bytes forward; its backward (3 of its own units, 4.5 of the SwiGLU's) is
+// counted as the SwiGLU's 5.
+constexpr double kSwigluForwardElements = 3.0;
+constexpr double kActivationBackwardShare = 5.0 / 3.0;
+
 }  // namespace
 
 PrecisionBytes PrecisionBytes::of(Precision precision, bool grads_in_bf16, bool moments_in_bf16) {
@@ -63,13 +71,14 @@ ComputeWork& ComputeWork::operator+=(const ComputeWork& o) {
   compiled_traffic += o.compiled_traffic;
   gemm_launches += o.gemm_launches;
   kernels += o.kernels;
+  compiled_backward_traffic += o.compiled_backward_traffic;
   return *this;
 }
 
 ComputeWork ComputeWork::scaled(double factor) const {
   return {matmul * factor,         matmul_per_row * factor, attention * factor,
           layer_passes * factor,   memory_traffic * factor, gemm_launches * factor,
-          compiled_traffic * factor, kernels * factor};
+          compiled_traffic * factor, kernels * factor, compiled_backward_traffic * factor};
 }
 
 StageContents range_contents(const ModelConfig& m, int first, int count, bool embedding, bool lm_head) {
@@ -363,7 +372,11 @@ ComputeWork CostModel::layer_work(bool moe_layer, Pass pass, const Layout& l) co
   w += layer_gemm_work(moe_layer, pass, l);
   w.matmul_per_row = passes * layer_matmul_per_row(moe_layer, l);
   w.memory_traffic += passes * micro_batch_tokens(l) * library_bytes_per_token(moe_layer, l);
-  w.compiled_traffic += passes * micro_batch_tokens(l) * compiled_bytes_per_token(moe_layer, l);
+  // The bias-dropout-adds' backward moves twice their forward's bytes; the activation's its own.
+  const Bytes activation = micro_batch_tokens(l) * activation_bytes_per_token(moe_layer, l);
+  w.compiled_traffic += passes * (micro_batch_tokens(l) * compiled_bytes_per_token(moe_layer, l) - activation);
+  if (pass == Pass::kForward) w.compiled_traffic += activation;
+  else w.compiled_backward_traffic += kActivationBackwardShare * activation;
   if (moe_layer) w.memory_traffic += local_expert_sort_bytes(l) + quantization_padding_bytes(l);
   w.kernels += layer_kernels(moe_layer, pass, l);
   w += qk_norm_work(pass, l);
@@ -518,10 +531,16 @@ Bytes CostModel::library_bytes_per_token(bool moe_layer, const Layout& l) const 
 // bias_swiglu_impl and the experts' weighted SwiGLU) are @jit_fuser functions, which
 // torch.compile (TorchScript before PyTorch 2.2) turns into kernels (megatron/core/jit.py).
 Bytes CostModel::compiled_bytes_per_token(bool moe_layer, const Layout& l) const {
+  return bytes_.activation * 6.0 * model_.hidden / sequence_shards(l) + activation_bytes_per_token(moe_layer, l);
+}
+
+// The SwiGLU (or GELU of 1.5x the width) of a dense MLP, or of a token's routed copies and shared
+// experts, TP-split: kSwigluForwardElements a unit of width.
+Bytes CostModel::activation_bytes_per_token(bool moe_layer, const Layout& l) const {
   const ModelConfig& m = model_;
-  double activations = 3.0 * m.dense_ffn;
-  if (moe_layer) activations = 3.0 * (m.top_k * expert_skew(l) * m.expert_ffn + m.shared_experts * m.shared_expert_ffn);
-  return bytes_.activation * (6.0 * m.hidden / sequence_shards(l) + activations / l.tp);
+  double width = m.dense_ffn;
+  if (moe_layer) width = m.top_k * expert_skew(l) * m.expert_ffn + m.shared_experts * m.shared_expert_ffn;
+  return bytes_.activation * kSwigluForwardElements * width / l.tp;
 }
 
 // Megatron-Core's all-to-all dispatcher receives each rank's tokens in the order of that rank's
@@ -579,7 +598,8 @@ double CostModel::rotated_elements_per_token() const {
 Seconds memory_bound_seconds(const ComputeWork& w, const HardwareProfile& p) {
   const Efficiency& e = p.efficiency;
   return w.memory_traffic / (p.device.memory_bandwidth * e.memory) +
-         w.compiled_traffic / (p.device.memory_bandwidth * e.compiled_memory());
+         w.compiled_traffic / (p.device.memory_bandwidth * e.compiled_memory()) +
+         w.compiled_backward_traffic / (p.device.memory_bandwidth * e.compiled_backward_memory());
 }
 
 // Hockney's model per GEMM: rows / (rows + n_1/2) of the asymptotic rate, i.e. a time of
@@ -763,7 +783,7 @@ ComputeWork CostModel::selective_recompute_work(const StageContents& s, const La
     w.kernels += norms;
   }
   if (r.has(RecomputeModule::kMoeAct) && s.moe_layers > 0) {
-    w.compiled_traffic += s.moe_layers * 3.0 * a * expert_rows_per_rank(l) * m.expert_ffn / l.expert_tp();
+    w.compiled_traffic += s.moe_layers * kSwigluForwardElements * a * expert_rows_per_rank(l) * m.expert_ffn / l.expert_tp();
     w.kernels += s.moe_layers;
   }
   if (r.has(RecomputeModule::kMlaUpProj)) {
@@ -779,7 +799,7 @@ ComputeWork CostModel::selective_recompute_work(const StageContents& s, const La
       mlp += matrix_work(matrix, tokens, 1.0, Pass::kForward, l.tp, l, true, tp_overlap_sms_held(matrix, Pass::kForward, l));
     }
     mlp.memory_traffic += a * tokens * 2.0 * h / sequence_shards(l);
-    mlp.compiled_traffic += a * tokens * 3.0 * m.dense_ffn / l.tp;
+    mlp.compiled_traffic += a * tokens * kSwigluForwardElements * m.dense_ffn / l.tp;
     mlp.kernels += 2.0;  // the norm and the activation
     w += mlp.scaled(s.dense_layers);
   }

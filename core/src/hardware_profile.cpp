@@ -198,7 +198,7 @@ AttentionKernelTable read_attention_by_shape(const Fields& f) {
 }
 
 Efficiency read_efficiency(const Fields& f) {
-  f.allow_only({"matmul", "matmul_fp8", "matmul_half_rows", "attention", "attention_by_shape", "memory", "memory_compiled",
+  f.allow_only({"matmul", "matmul_fp8", "matmul_half_rows", "attention", "attention_by_shape", "memory", "memory_compiled", "memory_compiled_backward",
                 "memory_optimizer", "intra_node_comm", "inter_node_comm"});
   Efficiency e;
   e.matmul = f.number("matmul", kMinEfficiency, 1.0);
@@ -208,6 +208,9 @@ Efficiency read_efficiency(const Fields& f) {
   if (f.has("attention_by_shape")) e.attention_by_shape = read_attention_by_shape(f.section("attention_by_shape"));
   if (f.has("memory")) e.memory = f.number("memory", kMinEfficiency, 1.0);
   if (f.has("memory_compiled")) e.memory_compiled = f.number("memory_compiled", kMinEfficiency, 1.0);
+  if (f.has("memory_compiled_backward")) {
+    e.memory_compiled_backward = f.number("memory_compiled_backward", kMinEfficiency, 1.0);
+  }
   if (f.has("memory_optimizer")) e.memory_optimizer = f.number("memory_optimizer", kMinEfficiency, 1.0);
   e.intra_node_comm = f.number("intra_node_comm", kMinEfficiency, 1.0);
   e.inter_node_comm = f.number("inter_node_comm", kMinEfficiency, 1.0);

@@ -44,12 +44,14 @@ struct ComputeWork {
   double gemm_launches = 0;  // GEMM kernels, each paying the device's launch latency
   Bytes compiled_traffic = 0;  // bytes torch.compile's kernels (Megatron's fused adds, activations) stream
   double kernels = 0;  // the other kernels: memory-bound steps, fp8 casts, attention; see layer_kernels
+  Bytes compiled_backward_traffic = 0;  // bytes the compiled MLP activations' backward kernels stream
   ComputeWork& operator+=(const ComputeWork& other);
   ComputeWork scaled(double factor) const;
 };
 
 // Time the memory-bound kernels of `work` take on the profile's device: library kernels at its
-// `memory` efficiency, compiled ones at `memory_compiled`.
+// `memory` efficiency, compiled ones at `memory_compiled`, the compiled activations' backward at
+// `memory_compiled_backward`.
 Seconds memory_bound_seconds(const ComputeWork& work, const HardwareProfile& profile);
 
 // Bytes per element and per parameter of a precision recipe; the optimizer step streams
@@ -135,6 +137,8 @@ class CostModel {
   Bytes elementwise_bytes_per_token(bool moe_layer, const Layout& layout) const;
   Bytes library_bytes_per_token(bool moe_layer, const Layout& layout) const;  // of those, library kernels'
   Bytes compiled_bytes_per_token(bool moe_layer, const Layout& layout) const;  // and compiled ones
+  // Of the compiled ones, the MLP activation's forward; its backward streams activation_backward_share() as much.
+  Bytes activation_bytes_per_token(bool moe_layer, const Layout& layout) const;
   double rotated_elements_per_token() const;  // query and key elements RoPE rotates, all heads
   double qk_normed_elements_per_token() const;  // query and key elements QK-norm normalises, all heads
   // Copies between the fused QKV output and the attention kernel, in a pass of one layer.

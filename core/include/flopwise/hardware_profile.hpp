@@ -84,6 +84,10 @@ struct Efficiency {
   // adds and activations), which keep fewer bytes in flight than hand-tuned ones (0: `memory`).
   double memory_compiled = 0;
   double compiled_memory() const { return memory_compiled > 0 ? memory_compiled : memory; }
+  // The fraction the compiled MLP activation's backward kernel reaches, where measured on its own
+  // (0: `memory_compiled`).
+  double memory_compiled_backward = 0;
+  double compiled_backward_memory() const { return memory_compiled_backward > 0 ? memory_compiled_backward : compiled_memory(); }
   // The fraction the optimizer step's multi-tensor kernels (gradient norm, Adam, master-to-model
   // copy) reach, where measured on their own (0: `memory`).
   double memory_optimizer = 0;
