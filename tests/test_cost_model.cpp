@@ -1306,6 +1306,9 @@ TEST(CostModel, ActivationBackwardRunsAtItsOwnMeasuredRate) {
   const ComputeWork backward = plain.backward_work(one_moe_layer, l);
   EXPECT_DOUBLE_EQ(backward.compiled_backward_traffic, 1024 * 15360.0);
   EXPECT_DOUBLE_EQ(backward.compiled_traffic, 1024 * 2 * (kCompiledTrafficBytes - kActivationTrafficBytes));
+  // What the backward doubles is the two bias-dropout-adds: 3 x 1,024 bf16 each, a token.
+  EXPECT_DOUBLE_EQ(plain.residual_add_bytes_per_token(l), 2 * 3 * 1024 * 2.0);
+  EXPECT_DOUBLE_EQ(kCompiledTrafficBytes - kActivationTrafficBytes, 2 * 3 * 1024 * 2.0);
   EXPECT_EQ(plain.forward_work(one_moe_layer, l).compiled_backward_traffic, 0.0);
   EXPECT_NEAR(slow.compute_seconds(backward) - plain.compute_seconds(backward), 1024 * 15360.0 * (4 - 1) / 1e12, 1e-15);
 }

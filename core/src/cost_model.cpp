@@ -371,10 +371,11 @@ ComputeWork CostModel::layer_work(bool moe_layer, Pass pass, const Layout& l) co
   ComputeWork w = attention_work(pass, l);
   w += layer_gemm_work(moe_layer, pass, l);
   w.matmul_per_row = passes * layer_matmul_per_row(moe_layer, l);
-  w.memory_traffic += passes * micro_batch_tokens(l) * library_bytes_per_token(moe_layer, l);
+  const double tokens = micro_batch_tokens(l);
+  w.memory_traffic += passes * tokens * library_bytes_per_token(moe_layer, l);
   // The bias-dropout-adds' backward moves twice their forward's bytes; the activation's its own.
-  const Bytes activation = micro_batch_tokens(l) * activation_bytes_per_token(moe_layer, l);
-  w.compiled_traffic += passes * (micro_batch_tokens(l) * compiled_bytes_per_token(moe_layer, l) - activation);
+  w.compiled_traffic += passes * tokens * residual_add_bytes_per_token(l);
+  const Bytes activation = tokens * activation_bytes_per_token(moe_layer, l);
   if (pass == Pass::kForward) w.compiled_traffic += activation;
   else w.compiled_backward_traffic += kActivationBackwardShare * activation;
   if (moe_layer) w.memory_traffic += local_expert_sort_bytes(l) + quantization_padding_bytes(l);
@@ -531,7 +532,13 @@ Bytes CostModel::library_bytes_per_token(bool moe_layer, const Layout& l) const 
 // bias_swiglu_impl and the experts' weighted SwiGLU) are @jit_fuser functions, which
 // torch.compile (TorchScript before PyTorch 2.2) turns into kernels (megatron/core/jit.py).
 Bytes CostModel::compiled_bytes_per_token(bool moe_layer, const Layout& l) const {
-  return bytes_.activation * 6.0 * model_.hidden / sequence_shards(l) + activation_bytes_per_token(moe_layer, l);
+  return residual_add_bytes_per_token(l) + activation_bytes_per_token(moe_layer, l);
+}
+
+// The two bias-dropout-adds (attention's and MLP's): each reads the branch and the residual and
+// writes their sum, 3h, TP-split only under sequence parallelism.
+Bytes CostModel::residual_add_bytes_per_token(const Layout& l) const {
+  return bytes_.activation * 2.0 * 3.0 * model_.hidden / sequence_shards(l);
 }
 
 // The SwiGLU (or GELU of 1.5x the width) of a dense MLP, or of a token's routed copies and shared

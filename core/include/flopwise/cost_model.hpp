@@ -137,7 +137,9 @@ class CostModel {
   Bytes elementwise_bytes_per_token(bool moe_layer, const Layout& layout) const;
   Bytes library_bytes_per_token(bool moe_layer, const Layout& layout) const;  // of those, library kernels'
   Bytes compiled_bytes_per_token(bool moe_layer, const Layout& layout) const;  // and compiled ones
-  // Of the compiled ones, the MLP activation's forward; its backward streams activation_backward_share() as much.
+  // Of the compiled ones, the bias-dropout-adds' (their backward streams twice as much)
+  Bytes residual_add_bytes_per_token(const Layout& layout) const;
+  // and the MLP activation's forward (its backward streams 5/3 as much: kActivationBackwardShare).
   Bytes activation_bytes_per_token(bool moe_layer, const Layout& layout) const;
   double rotated_elements_per_token() const;  // query and key elements RoPE rotates, all heads
   double qk_normed_elements_per_token() const;  // query and key elements QK-norm normalises, all heads
