@@ -825,12 +825,10 @@ TEST(CostModel, QkvSplitCopiesWhatTheAttentionKernelCannotTakeAsViews) {
   // The layer's forward carries them.
   const CostModel cost(rope, small_run(), testing::round_profile());
   const ComputeWork plain = cost.layer_forward_work(true, tp1);
-  ModelConfig mha = learned;
   EXPECT_GT(plain.memory_traffic, 0);
-  EXPECT_DOUBLE_EQ(CostModel(mha, small_run(), testing::round_profile()).layer_forward_work(true, tp1).kernels + 2 + 2,
-                   plain.kernels);  // RoPE's two and the split's two
+  EXPECT_DOUBLE_EQ(CostModel(learned, small_run(), testing::round_profile()).layer_forward_work(true, tp1).kernels + 2 + 2,
+                   plain.kernels);  // RoPE's two and the split's two (learned is MHA by now)
 }
-
 
 // QK-norm over tiny_moe's 8 query and 2 key heads of 128 (1,280 values a token): forward, the key's
 // contiguous copy (read and write 256) and each norm's read and write, 2 x (512 + 2,560) bf16
