@@ -933,6 +933,17 @@ TEST(CostModel, FlexDispatcherSendsATokenOncePerRankAndNode) {
   // three peers' latency of 10 us.
   EXPECT_NEAR(flex.evaluate(l).exposed_comm_s.ep, 16 * (copy * 11 / 14 / 10e9 + 3 * 10e-6), 1e-12);
   EXPECT_NEAR(all_to_all.evaluate(l).exposed_comm_s.ep, 16 * (copy / 10e9 + 3 * 10e-6), 1e-12);
+  // Where the flex kernels drive the NIC at 0.8 of what NCCL reaches (1.0 here), their network
+  // share takes 1/0.8 as long: 11/14 of a copy at 8 GB/s. The all-to-all dispatcher keeps NCCL's.
+  const HardwareProfile slow_nic = testing::round_profile_edited(
+      {{"devices: 8", "devices: 2"}, {"inter_node_comm: 1.0", "inter_node_comm: 1.0, flex_dispatch_inter_node: 0.8"}},
+      "slow.yaml");
+  EXPECT_DOUBLE_EQ(slow_nic.efficiency.flex_inter_node(), 0.8);
+  EXPECT_DOUBLE_EQ(pairs.efficiency.flex_inter_node(), 1.0);
+  EXPECT_NEAR(CostModel(testing::tiny_moe(), run, slow_nic).evaluate(l).exposed_comm_s.ep,
+              16 * (copy * 11 / 14 / 8e9 + 3 * 10e-6), 1e-12);
+  EXPECT_NEAR(CostModel(testing::tiny_moe(), small_run(), slow_nic).evaluate(l).exposed_comm_s.ep,
+              16 * (copy / 10e9 + 3 * 10e-6), 1e-12);
 }
 
 TrainingRun small_run_in(Precision precision) {

@@ -248,6 +248,9 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // -> 2.7% slow, Qwen3-30B 18.2% -> 15.2%, GPT-OSS 33.7% -> 31.6%, B200 Llama 3 8B 4.3% -> 0.6%,
 // GB200 11.3% -> 8.3%; Table 5 (A100, no measured figure: the forward's rate) 1.48% -> 1.51% on
 // the smaller byte count; H100 10.4% -> 8.8%, all rows 9.5% -> 8.0%.
+// The flex dispatcher's sends across nodes at the NIC share DeepEP's own kernels reach (0.87 of a
+// CX-7 NIC on H800, efficiency.flex_dispatch_inter_node, not NCCL's 0.97): Qwen3-30B EP 16 27.0% /
+// 15.8% -> 25.3% / 14.9%, DeepSeek-V3 12.7% -> 9.9%; H100 8.8% -> 8.6%, all rows 8.0% -> 7.9%.
 // The errors grouped by profile, in the order the profiles first appear: the A100 group is Table 5.
 TEST(Validation, ErrorsByHardwareGroupTheRowsOfEachProfile) {
   const Validation v = validate_runs(shipped_published_runs());
@@ -301,11 +304,11 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
                          Bound{"NeMo 24.07", "nemotron", 0.098, 0.125},
                          Bound{"Megatron-Core r0.8.0", "", 0.073, 0.243},
                          Bound{"Megatron-Bridge", "llama3-70B", 0.027, 0.028},
-                         Bound{"Megatron-Bridge", "qwen3-30B", 0.153, 0.270},
+                         Bound{"Megatron-Bridge", "qwen3-30B", 0.147, 0.254},
                          Bound{"DGX-H100", "gpt-oss", 0.316, 0.316},
                          Bound{"DGX-B200", "llama3-8B", 0.007, 0.007},
                          Bound{"DGX-B200", "gpt-oss", 0.416, 0.416},
-                         Bound{"Megatron-Bridge", "deepseek-v3", 0.127, 0.127},
+                         Bound{"Megatron-Bridge", "deepseek-v3", 0.099, 0.099},
                          Bound{"Megatron-Bridge", "qwen3-235B", 0.131, 0.133},
                          Bound{"Megatron-Bridge", "405B-cp2", 0.074, 0.115},
                          Bound{"DGX-GB200", "", 0.084, 0.133}}) {

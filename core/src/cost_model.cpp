@@ -850,7 +850,10 @@ double any_expert_held(int experts, int top_k, double held) {
 // The all-to-all dispatcher sends each token's top_k copies evenly over the EP ranks. The flex
 // dispatcher sends a token once to each other rank of its node that holds any of its experts, and
 // once across the network to each other node that does, whose receiving rank forwards it over
-// NVLink (that forwarding, inside the node, is not charged).
+// NVLink (that forwarding, inside the node, is not charged). Its kernels drive the NIC at the
+// profile's flex_dispatch_inter_node where NCCL reaches inter_node_comm: the remote sends count
+// as the bytes that take NCCL's link as long, so the analytic model and the simulation (whose
+// links run at inter_node_comm) agree.
 AllToAllSends CostModel::ep_sends(const Layout& l) const {
   return ep_sends(l, span(RankGrid(l, profile_.node.devices), GroupKind::kEp));
 }
@@ -862,8 +865,10 @@ AllToAllSends CostModel::ep_sends(const Layout& l, const GroupSpan& group) const
   const int per_node = std::min(group.members_per_node, group.size);
   const double experts_per_rank = static_cast<double>(model_.routed_experts) / group.size;
   const double nodes = static_cast<double>(group.size) / per_node;
+  const Efficiency& e = profile_.efficiency;
   return {per_copy * (per_node - 1) * any_expert_held(model_.routed_experts, model_.top_k, experts_per_rank),
-          per_copy * (nodes - 1) * any_expert_held(model_.routed_experts, model_.top_k, experts_per_rank * per_node)};
+          per_copy * (nodes - 1) * any_expert_held(model_.routed_experts, model_.top_k, experts_per_rank * per_node) *
+              e.inter_node_comm / e.flex_inter_node()};
 }
 
 // Sequence parallelism lets each TP rank send only its 1/tp slice across a stage boundary.

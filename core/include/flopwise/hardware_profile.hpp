@@ -94,6 +94,10 @@ struct Efficiency {
   double optimizer_memory() const { return memory_optimizer > 0 ? memory_optimizer : memory; }
   double intra_node_comm = 0;
   double inter_node_comm = 0;
+  // The fraction of a device's NIC the flex dispatcher's kernels (DeepEP, HybridEP) reach for the
+  // tokens they send across nodes, where measured on their own (0: `inter_node_comm`).
+  double flex_dispatch_inter_node = 0;
+  double flex_inter_node() const { return flex_dispatch_inter_node > 0 ? flex_dispatch_inter_node : inter_node_comm; }
 };
 
 // Time no FLOP or byte count explains: kernel launches and framework dispatch per layer pass,
