@@ -559,6 +559,12 @@ Bytes CostModel::activation_bytes_per_token(bool moe_layer, const Layout& l) con
 // straight into expert order and needs no second sort.
 Bytes CostModel::local_expert_sort_bytes(const Layout& l) const {
   if (run_.ep_dispatcher != EpDispatcher::kAllToAll || model_.routed_experts <= l.ep) return 0.0;
+  return received_copies_there_and_back_bytes(l);
+}
+
+// A step over the received copies and its inverse (a sort and its unsort, a padding and its
+// unpadding), in one pass: each reads and writes every copy once, 2 x 2 x h a copy.
+Bytes CostModel::received_copies_there_and_back_bytes(const Layout& l) const {
   return 2.0 * 2.0 * bytes_.activation * expert_rows_per_rank(l) * model_.hidden;
 }
 
@@ -571,7 +577,7 @@ Bytes CostModel::local_expert_sort_bytes(const Layout& l) const {
 // (--moe-router-padding-for-quantization, Megatron-Core's default off, not modelled).
 Bytes CostModel::quantization_padding_bytes(const Layout& l) const {
   if (run_.precision != Precision::kFp8 || run_.ep_dispatcher != EpDispatcher::kAllToAll || !model_.is_moe()) return 0.0;
-  return 2.0 * 2.0 * bytes_.activation * expert_rows_per_rank(l) * model_.hidden;
+  return received_copies_there_and_back_bytes(l);
 }
 
 // The kernels behind those bytes, per layer and pass, as Megatron-Core's transformer layer on

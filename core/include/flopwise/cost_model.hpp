@@ -268,6 +268,7 @@ class CostModel {
   ComputeWork qk_norm_work(Pass pass, const Layout& layout) const;
   double query_elements_per_token() const;
   double key_elements_per_token() const;
+  Bytes received_copies_there_and_back_bytes(const Layout& layout) const;
   ComputeWork gemm_work(double rows, double inner, double cols, double count, bool quantized,
                         Bytes output_bytes, int sms_held = 0) const;
   ComputeWork matrix_work(const WeightMatrix& matrix, double rows, double count, Pass pass, int tp,
