@@ -927,7 +927,9 @@ TEST(CostModel, FlexDispatcherSendsATokenOncePerRankAndNode) {
   TrainingRun run = small_run();
   run.ep_dispatcher = EpDispatcher::kFlex;
   const CostModel flex(testing::tiny_moe(), run, pairs);
-  EXPECT_NEAR(flex.ep_sends(l).to_local, copy * 13 / 28, 1e-6);
+  // Each rank fans out over NVLink the tokens of one rank of each of the 2 nodes: twice its own
+  // node's 1 - (6/8 x 5/7) = 13/28 of a copy to its one peer.
+  EXPECT_NEAR(flex.ep_sends(l).to_local, 2 * copy * 13 / 28, 1e-6);
   EXPECT_NEAR(flex.ep_sends(l).to_remote, copy * 11 / 14, 1e-6);
   // One micro-batch, 4 MoE layers, 4 all-to-alls each, each the network share at 10 GB/s plus
   // three peers' latency of 10 us.
@@ -944,6 +946,35 @@ TEST(CostModel, FlexDispatcherSendsATokenOncePerRankAndNode) {
               16 * (copy * 11 / 14 / 8e9 + 3 * 10e-6), 1e-12);
   EXPECT_NEAR(CostModel(testing::tiny_moe(), small_run(), slow_nic).evaluate(l).exposed_comm_s.ep,
               16 * (copy / 10e9 + 3 * 10e-6), 1e-12);
+}
+
+// DeepEP's normal kernels on H800 (deepseek-ai/DeepEP, docs/legacy.md): the BF16 combine of 4,096
+// tokens of 7,168 a rank, 256 experts, top 8, reached 43 GB/s logical at EP 16 (8 x 2) and 57 at
+// EP 32 (8 x 4), logical bytes counting a token once for each node it reaches, its own included
+// (tests/legacy/test_internode.py; with at most 4 nodes every expert may be drawn): 2 x 58.7 MB in
+// 2.73 ms, and (1 + 3 x 0.904) x 58.7 MB in 3.82 ms. At EP 16 each rank fans out 2 x 7 x 0.408
+// copies over H800's 160 GB/s NVLink, which outlasts its one copy across the NIC (2.09 against
+// 1.34 ms, plus 15 peers' 10 us): 2.24 ms, 18% fast, where the NIC alone gave 1.49 ms, 45% fast.
+// At EP 32 the NIC's 2.7 copies (3.66 ms plus 31 peers) outlast the fan-out: 3.97 ms, 4% slow.
+TEST(CostModel, FlexDispatcherFollowsDeepEpsMeasuredCombineOnH800) {
+  ModelConfig deepseek_like = testing::tiny_moe();
+  deepseek_like.hidden = 7168;
+  deepseek_like.routed_experts = 256;
+  deepseek_like.top_k = 8;
+  TrainingRun run = testing::tiny_run(64);
+  run.seq_len = 4096;
+  run.ep_dispatcher = EpDispatcher::kFlex;
+  const HardwareProfile h800 = load_hardware_profile(std::string(FLOPWISE_PROFILES_DIR) + "/h800-sxm.yaml");
+  const CostModel cost(deepseek_like, run, h800);
+  const double logical_token_bytes = 4096.0 * 7168 * 2;
+  for (const auto& [ep, nodes_reached, logical_bandwidth] :
+       {std::tuple{16, 2.0, 43e9}, std::tuple{32, 1.0 + 3 * 0.904, 57e9}}) {
+    const Layout l{1, 1, 1, ep, ep, 1, Recompute::kNone, true};
+    const Seconds measured = nodes_reached * logical_token_bytes / logical_bandwidth;
+    const GroupSpan eight_a_node{ep, 8};
+    const Seconds predicted = all_to_all_time(eight_a_node, cost.ep_sends(l, eight_a_node), cost.network());
+    EXPECT_NEAR(predicted / measured, 1.0, 0.2) << "EP " << ep;
+  }
 }
 
 TrainingRun small_run_in(Precision precision) {

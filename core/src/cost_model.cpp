@@ -854,12 +854,16 @@ double any_expert_held(int experts, int top_k, double held) {
 }  // namespace
 
 // The all-to-all dispatcher sends each token's top_k copies evenly over the EP ranks. The flex
-// dispatcher sends a token once to each other rank of its node that holds any of its experts, and
-// once across the network to each other node that does, whose receiving rank forwards it over
-// NVLink (that forwarding, inside the node, is not charged). Its kernels drive the NIC at the
-// profile's flex_dispatch_inter_node where NCCL reaches inter_node_comm: the remote sends count
-// as the bytes that take NCCL's link as long, so the analytic model and the simulation (whose
-// links run at inter_node_comm) agree.
+// dispatcher (DeepEP's normal kernels, HybridEP) sends a token once across the network to each
+// other node that holds any of its experts, to the rank of the same local index there, and that
+// rank forwards it over NVLink to each other rank of its node that holds any of them; its own
+// node's ranks get it from the sender the same way. So each rank forwards, inside its node, the
+// tokens of one rank of every node of the group, its own included: the NVLink share grows with
+// the nodes the group spans, and on a slow NVLink (H800's) it, not the NIC, sets the pace
+// (DeepEP, docs/legacy.md: EP 16 over 2 nodes reaches 43 GB/s logical where EP 32 reaches 58).
+// Its kernels drive the NIC at the profile's flex_dispatch_inter_node where NCCL reaches
+// inter_node_comm: the remote sends count as the bytes that take NCCL's link as long, so the
+// analytic model and the simulation (whose links run at inter_node_comm) agree.
 AllToAllSends CostModel::ep_sends(const Layout& l) const {
   return ep_sends(l, span(RankGrid(l, profile_.node.devices), GroupKind::kEp));
 }
@@ -872,7 +876,7 @@ AllToAllSends CostModel::ep_sends(const Layout& l, const GroupSpan& group) const
   const double experts_per_rank = static_cast<double>(model_.routed_experts) / group.size;
   const double nodes = static_cast<double>(group.size) / per_node;
   const Efficiency& e = profile_.efficiency;
-  return {per_copy * (per_node - 1) * any_expert_held(model_.routed_experts, model_.top_k, experts_per_rank),
+  return {per_copy * nodes * (per_node - 1) * any_expert_held(model_.routed_experts, model_.top_k, experts_per_rank),
           per_copy * (nodes - 1) * any_expert_held(model_.routed_experts, model_.top_k, experts_per_rank * per_node) *
               e.inter_node_comm / e.flex_inter_node()};
 }
