@@ -251,6 +251,8 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // The flex dispatcher's sends across nodes at the NIC share DeepEP's own kernels reach (0.87 of a
 // CX-7 NIC on H800, efficiency.flex_dispatch_inter_node, not NCCL's 0.97): Qwen3-30B EP 16 27.0% /
 // 15.8% -> 25.3% / 14.9%, DeepSeek-V3 12.7% -> 9.9%; H100 8.8% -> 8.6%, all rows 8.0% -> 7.9%.
+// The flex dispatcher's fan-out over NVLink inside each node (ep_sends): no row moves, since on
+// H100's NVLink every row's NIC share outlasts it (it sets the pace on H800's, DeepEP's EP 16).
 // The errors grouped by profile, in the order the profiles first appear: the A100 group is Table 5.
 TEST(Validation, ErrorsByHardwareGroupTheRowsOfEachProfile) {
   const Validation v = validate_runs(shipped_published_runs());
