@@ -709,6 +709,21 @@ TEST(CostModel, EveryKernelWaitsTheKernelGap) {
   EXPECT_DOUBLE_EQ(cost.gemm_seconds(1024, 1024, 1024), no_gap.gemm_seconds(1024, 1024, 1024));
 }
 
+// The kernel floor is each non-GEMM kernel's own fixed time, beside its bytes: 5 such kernels at
+// 3 us add 15 us; the 7 GEMMs keep their launch latency and no floor.
+TEST(CostModel, EveryNonGemmKernelTakesTheKernelFloor) {
+  HardwareProfile p = testing::round_profile();
+  p.device.gemm.launch_latency = 4e-6;
+  p.device.kernel_gap = 2e-6;
+  p.device.kernel_floor = 3e-6;
+  const CostModel cost(testing::tiny_moe(), small_run(), p);
+  ComputeWork w;
+  w.gemm_launches = 7;
+  w.kernels = 5;
+  w.memory_traffic = 1e6;  // 1 us at the round profile's 1 TB/s
+  EXPECT_NEAR(cost.compute_seconds(w), 7 * 4e-6 + 5 * 3e-6 + 12 * 2e-6 + 1e-6, 1e-18);
+}
+
 // The kernels behind the bytes a layer streams. A dense layer of the tiny model (RoPE) forward:
 // two norms, two bias-dropout-adds, the activation and RoPE on queries and keys, 7; backward each
 // norm twice, 9. An MoE layer adds the permutation and the un-permutation, the shared expert's

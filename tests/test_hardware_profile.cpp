@@ -71,18 +71,18 @@ TEST(HardwareProfile, GemmSectionReadsTilesAndLaunchLatency) {
   EXPECT_NE(error_of(testing::round_profile_with("fp8: true", typo)).find("device.gemm.half_tile"), std::string::npos);
 }
 
-// The stream's gap between kernels: optional (0, not charged), a time, never negative; a misspelt
-// device key is named rather than left at its default.
-TEST(HardwareProfile, DeviceReadsTheKernelGap) {
-  EXPECT_DOUBLE_EQ(testing::round_profile().device.kernel_gap, 0.0);
-  const std::string gap = "fp8: true\n  kernel_gap: \"2 us\"";
-  EXPECT_DOUBLE_EQ(parse_hardware_profile(testing::round_profile_with("fp8: true", gap), "p.yaml").device.kernel_gap, 2e-6);
-  EXPECT_NE(error_of(testing::round_profile_with("fp8: true", "fp8: true\n  kernel_gap: \"-2 us\"")).find("device.kernel_gap: must be a non-negative number"),
-            std::string::npos);
-  EXPECT_NE(error_of(testing::round_profile_with("fp8: true", "fp8: true\n  kernel_gap: \"2 GB\"")).find("device.kernel_gap"),
-            std::string::npos);
-  EXPECT_NE(error_of(testing::round_profile_with("fp8: true", "fp8: true\n  kernel_gaps: \"2 us\"")).find("device.kernel_gaps"),
-            std::string::npos);
+// The stream's gap between kernels and a kernel's own floor: each optional (0, not charged), a
+// time, never negative; a misspelt device key is named rather than left at its default.
+TEST(HardwareProfile, DeviceReadsTheKernelGapAndFloor) {
+  for (const auto& [key, field] : {std::pair{std::string("kernel_gap"), &DeviceSpec::kernel_gap},
+                                   std::pair{std::string("kernel_floor"), &DeviceSpec::kernel_floor}}) {
+    EXPECT_DOUBLE_EQ(testing::round_profile().device.*field, 0.0) << key;
+    const auto with = [&](const std::string& line) { return testing::round_profile_with("fp8: true", "fp8: true\n  " + line); };
+    EXPECT_DOUBLE_EQ(parse_hardware_profile(with(key + ": \"2 us\""), "p.yaml").device.*field, 2e-6) << key;
+    EXPECT_NE(error_of(with(key + ": \"-2 us\"")).find("device." + key + ": must be a non-negative number"), std::string::npos);
+    EXPECT_NE(error_of(with(key + ": \"2 GB\"")).find("device." + key), std::string::npos);
+    EXPECT_NE(error_of(with(key + "s: \"2 us\"")).find("device." + key + "s"), std::string::npos);
+  }
 }
 
 // NCCL's channels per collective in a node: optional (0, not charged), a count, and a misspelt

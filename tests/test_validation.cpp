@@ -253,6 +253,14 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // 15.8% -> 25.3% / 14.9%, DeepSeek-V3 12.7% -> 9.9%; H100 8.8% -> 8.6%, all rows 8.0% -> 7.9%.
 // The flex dispatcher's fan-out over NVLink inside each node (ep_sends): no row moves, since on
 // H100's NVLink every row's NIC share outlasts it (it sets the pace on H800's, DeepEP's EP 16).
+// Each non-GEMM kernel's own floor (device.kernel_floor: 2 us on Hopper, 3 us on A100, the median
+// one-block elementwise kernel of each device's public trace): rows with many small kernels move
+// most: Qwen3-30B PP 2 16.8% -> 11.5% and EP 16 25.3% / 14.9% -> 22.3% / 13.9% (fp8 / bf16; fp8
+// casts expert by expert), DeepSeek-V3 9.9% -> 9.1%, Qwen3-235B 13.2% / 12.9% -> 12.2% / 11.9%,
+// NeMo 5.5% -> 5.2%; slow rows grow
+// (Llama 3 70B 2.6% / 2.8% -> 3.2% / 3.3%, Megatron-Core 32B 24.3% -> 24.8%, B200 Llama 3 8B
+// 0.6% -> 1.2%); Table 5 1.51% / 3.7% -> 1.45% / 3.5%; H100 8.6% -> 8.1%, GB200 8.3% -> 7.8%,
+// B200 21.1% -> 21.3%, all rows 7.9% -> 7.5%.
 // The errors grouped by profile, in the order the profiles first appear: the A100 group is Table 5.
 TEST(Validation, ErrorsByHardwareGroupTheRowsOfEachProfile) {
   const Validation v = validate_runs(shipped_published_runs());
@@ -302,18 +310,18 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
     const char* model;
     double mean, worst;
   };
-  for (const Bound& b : {Bound{"Table 5", "", 0.016, 0.037}, Bound{"NeMo 24.07", "", 0.055, 0.125},
-                         Bound{"NeMo 24.07", "nemotron", 0.098, 0.125},
-                         Bound{"Megatron-Core r0.8.0", "", 0.073, 0.243},
-                         Bound{"Megatron-Bridge", "llama3-70B", 0.027, 0.028},
-                         Bound{"Megatron-Bridge", "qwen3-30B", 0.147, 0.254},
-                         Bound{"DGX-H100", "gpt-oss", 0.316, 0.316},
-                         Bound{"DGX-B200", "llama3-8B", 0.007, 0.007},
-                         Bound{"DGX-B200", "gpt-oss", 0.416, 0.416},
-                         Bound{"Megatron-Bridge", "deepseek-v3", 0.099, 0.099},
-                         Bound{"Megatron-Bridge", "qwen3-235B", 0.131, 0.133},
-                         Bound{"Megatron-Bridge", "405B-cp2", 0.074, 0.115},
-                         Bound{"DGX-GB200", "", 0.084, 0.133}}) {
+  for (const Bound& b : {Bound{"Table 5", "", 0.015, 0.036}, Bound{"NeMo 24.07", "", 0.052, 0.122},
+                         Bound{"NeMo 24.07", "nemotron", 0.095, 0.122},
+                         Bound{"Megatron-Core r0.8.0", "", 0.071, 0.249},
+                         Bound{"Megatron-Bridge", "llama3-70B", 0.033, 0.034},
+                         Bound{"Megatron-Bridge", "qwen3-30B", 0.122, 0.224},
+                         Bound{"DGX-H100", "gpt-oss", 0.313, 0.313},
+                         Bound{"DGX-B200", "llama3-8B", 0.013, 0.013},
+                         Bound{"DGX-B200", "gpt-oss", 0.414, 0.414},
+                         Bound{"Megatron-Bridge", "deepseek-v3", 0.092, 0.092},
+                         Bound{"Megatron-Bridge", "qwen3-235B", 0.121, 0.123},
+                         Bound{"Megatron-Bridge", "405B-cp2", 0.068, 0.110},
+                         Bound{"DGX-GB200", "", 0.079, 0.129}}) {
     const auto [mean, worst] = bounds_of(b.table, b.model);
     EXPECT_LT(mean, b.mean) << b.table << " " << b.model;
     EXPECT_LT(worst, b.worst) << b.table << " " << b.model;

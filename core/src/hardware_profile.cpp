@@ -62,7 +62,7 @@ namespace {
 using Fields = YamlFields;
 
 DeviceSpec read_device(const Fields& f) {
-  f.allow_only({"name", "peak_tflops", "memory", "memory_bandwidth", "price", "fp8", "gemm", "kernel_gap"});
+  f.allow_only({"name", "peak_tflops", "memory", "memory_bandwidth", "price", "fp8", "gemm", "kernel_gap", "kernel_floor"});
   DeviceSpec d;
   d.name = f.text("name");
   const Fields peaks = f.section("peak_tflops");
@@ -91,6 +91,7 @@ DeviceSpec read_device(const Fields& f) {
     if (g.has("launch_latency")) d.gemm.launch_latency = g.quantity("launch_latency", Dimension::kTime);
   }
   if (f.has("kernel_gap")) d.kernel_gap = f.quantity("kernel_gap", Dimension::kTime);
+  if (f.has("kernel_floor")) d.kernel_floor = f.quantity("kernel_floor", Dimension::kTime);
   if (d.fp8 && !d.peak_tflops.count("fp8")) {
     throw input_error(f.source(), peaks.path("fp8"), "missing although device.fp8 is true");
   }

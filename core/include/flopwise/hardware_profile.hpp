@@ -29,6 +29,11 @@ struct DeviceSpec {
   // What a stream leaves idle between one kernel's end and the next one's start when the host has
   // queued both: the front end fetching and setting up the next launch (0: not known, not charged).
   Seconds kernel_gap = 0;
+  // What a kernel that moves almost nothing still takes on its own: its blocks' start, their first
+  // memory round trip and the drain, time no bytes-over-bandwidth figure holds. Charged to each
+  // memory-bound and attention kernel (a GEMM's own fixed time is gemm.launch_latency); 0: not
+  // known, not charged.
+  Seconds kernel_floor = 0;
 
   FlopsPerSecond peak_flops(Precision precision) const;
 };
