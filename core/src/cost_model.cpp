@@ -815,7 +815,7 @@ ComputeWork CostModel::selective_recompute_work(const StageContents& s, const La
       mlp += matrix_work(matrix, tokens, 1.0, Pass::kForward, l.tp, l, true, tp_overlap_sms_held(matrix, Pass::kForward, l));
     }
     mlp.memory_traffic += a * tokens * 2.0 * h / sequence_shards(l);
-    mlp.compiled_traffic += a * tokens * kSwigluForwardElements * m.dense_ffn / l.tp;
+    mlp.compiled_traffic += tokens * activation_bytes_per_token(false, l);
     mlp.kernels += 2.0;  // the norm and the activation
     w += mlp.scaled(s.dense_layers);
   }
