@@ -55,6 +55,11 @@ constexpr double kBackwardEpilogueBytes = 2 * (1024.0 * (1024 + 1024 + 1024 + 51
 // writes 1,024 x 8 fp32 twice. (Its forward, kRouterGemmSeconds, reads and writes as before.)
 constexpr double kRouterBackwardSeconds =
     2 * 1024.0 * 8 * 1024 / kRate + (2 * 1024.0 * 1024 + 2 * (1024.0 * 1024 + 8 * 1024) + 8 * 1024 * 8) / 1e12;
+// The router's own kernels in a tiny_moe layer at tp 1, flopwise's default router (plain torch ops,
+// the Ling report's aux_loss and z-loss): 36 forward and 21 backward
+// (CostModel.RouterKernelsFollowMegatronCoresRouter), each streaming the 1,024 x 8 scores in and
+// out in fp32.
+constexpr double kRouterForwardBytes = 36 * 8 * 1024.0 * 8, kRouterBackwardBytes = 21 * 8 * 1024.0 * 8;
 // The LM head's (1,024 x 1,000 over 1,024): logits, input gradient, fp32 weight gradient.
 constexpr double kHeadEpilogueBytes = 2 * 1024.0 * 1000 + 2 * 1024.0 * 1024 + 8 * 1024.0 * 1000;
 
@@ -136,13 +141,14 @@ TEST(CostModel, SingleDeviceComputeByHand) {
   const double core = 2 * 8 * 256 * (1025 / 2.0);
   const double head = 2 * 1000.0 * 1024;
   // Forward + backward (3x) of GEMMs, memory-bound kernels and the cross-entropy's 18 bytes per
-  // logit, the sorts by local expert once each pass; the fused attention core's forward + backward (1 + 2.5x: the backward recomputes the
+  // logit, the sorts by local expert and the router's kernels once each pass; the fused attention core's forward + backward (1 + 2.5x: the backward recomputes the
   // scores) and its selective recompute (1x); the GEMMs' epilogues; the LM head; the embedding's
   // gather (4 bytes per token and hidden unit) and, backward, its dense 1,000 x 1,024 gradient
   // added into the main gradient (12 bytes each) and the tokens' rows (6 bytes); 4 micro-batches.
   const double embedding_bytes = tokens * 1024 * (4 + 6) + 1000.0 * 1024 * 12;
   const double traffic_s =
       (tokens * (4 * kLayerForwardBackwardTrafficBytes + 3 * 18 * 1000) + 2 * 4 * kSortBytes + embedding_bytes +
+       4 * (kRouterForwardBytes + kRouterBackwardBytes) +
        4 * tokens * (kQkvSplitForwardBytes + kQkvSplitBackwardBytes)) / 1e12;
   const double epilogue_s = (4 * (kForwardEpilogueBytes + kBackwardEpilogueBytes) + kHeadEpilogueBytes) / 1e12;
   const double per_micro_batch = tokens * (3 * 4 * layer_flops + 3.5 * 4 * core + 4 * core + 3 * head) / kRate +
@@ -744,16 +750,59 @@ TEST(CostModel, LayerKernelsCountTheStepsItsBytesPrice) {
   EXPECT_DOUBLE_EQ(CostModel(gpt, small_run(), testing::round_profile()).layer_kernels(false, forward, ep2), 5);
   // With the attention core: FlashAttention's one kernel forward and three backward, and the
   // copies around it (forward the query's and the value's, backward the gradients' cat): 15 and
-  // 18 for one MoE layer; the unfused path's softmax and dropout (14), its two batched GEMMs
-  // launched beside the layer's seven.
+  // 18 for one MoE layer, and the router's 36 and 21; the unfused path's softmax and dropout
+  // (14 and the router's), its two batched GEMMs launched beside the layer's seven.
   const StageContents one_moe_layer{0, 1, false, false};
-  EXPECT_DOUBLE_EQ(cost.forward_work(one_moe_layer, ep2).kernels, 15);
-  EXPECT_DOUBLE_EQ(cost.backward_work(one_moe_layer, ep2).kernels, 18);
+  EXPECT_DOUBLE_EQ(cost.forward_work(one_moe_layer, ep2).kernels, 15 + 36);
+  EXPECT_DOUBLE_EQ(cost.backward_work(one_moe_layer, ep2).kernels, 18 + 21);
   TrainingRun unfused = small_run();
   unfused.attention = AttentionKernel::kUnfused;
   const ComputeWork u = CostModel(testing::tiny_moe(), unfused, testing::round_profile()).layer_forward_work(true, ep2);
-  EXPECT_DOUBLE_EQ(u.kernels, 14);
+  EXPECT_DOUBLE_EQ(u.kernels, 14 + 36);
   EXPECT_DOUBLE_EQ(u.gemm_launches, 9);
+}
+
+// The router's kernels beside its gate GEMM, counted from Megatron-Core's router.py and
+// moe_utils.py (see CostModel::router_kernels). Plain torch, one aux_loss, tp 1: forward the
+// top-k's 9, the aux scores' 6 and the loss's count, 4 ops and 2 logging ops (7): 22; backward
+// the top-k's 5, the scores' and the logits' add (2), the autoscaler's 2 and the loss's 2: 11.
+// Fused: 1 + 1 + (1 + 1 + 2) = 6 forward, 1 + 2 + (2 + 1) = 6 backward; at tp 2 the token
+// counts' all-reduce adds 1 forward. DeepSeek-V3's sequence loss with the expert bias, fused:
+// 1 + 1 + (1 + 1 + 2) + 1 + 2 = 9 and 1 + 2 + 3 + 1 = 7. No balancing: the top-k alone, 9 and 5
+// plain, 1 and 1 fused. The z-loss, plain torch whatever the fusion, adds 14 and 10 (the default
+// router, the Ling report's aux_loss and z-loss: 36 and 21). Each kernel streams the scores in and out in fp32: 8 x 1,024 tokens x 8
+// experts, over the TP ranks under sequence parallelism. A dense layer has no router.
+TEST(CostModel, RouterKernelsFollowMegatronCoresRouter) {
+  const auto forward = CostModel::Pass::kForward, backward = CostModel::Pass::kBackward;
+  const Layout tp1{1, 1, 1, 2, 2, 1, Recompute::kNone, false};
+  const Layout tp2{2, 1, 1, 2, 1, 1, Recompute::kNone, true};
+  auto router = [&](bool fused, const std::string& balancing) {
+    TrainingRun run = small_run();
+    run.router_fusion = fused;
+    run.router_balancing = parse_router_balancing(balancing, "test", "router_balancing");
+    return CostModel(testing::tiny_moe(), run, testing::round_profile());
+  };
+  EXPECT_DOUBLE_EQ(router(false, "aux_loss").router_kernels(forward, tp1), 22);
+  EXPECT_DOUBLE_EQ(router(false, "aux_loss").router_kernels(backward, tp1), 11);
+  EXPECT_DOUBLE_EQ(router(true, "aux_loss").router_kernels(forward, tp1), 6);
+  EXPECT_DOUBLE_EQ(router(true, "aux_loss").router_kernels(backward, tp1), 6);
+  EXPECT_DOUBLE_EQ(router(true, "aux_loss").router_kernels(forward, tp2), 7);
+  EXPECT_DOUBLE_EQ(router(true, "seq_aux_loss,expert_bias").router_kernels(forward, tp1), 9);
+  EXPECT_DOUBLE_EQ(router(true, "seq_aux_loss,expert_bias").router_kernels(backward, tp1), 7);
+  EXPECT_DOUBLE_EQ(router(false, "none").router_kernels(forward, tp1), 9);
+  EXPECT_DOUBLE_EQ(router(false, "none").router_kernels(backward, tp1), 5);
+  EXPECT_DOUBLE_EQ(router(true, "none").router_kernels(forward, tp1), 1);
+  EXPECT_DOUBLE_EQ(router(true, "none").router_kernels(backward, tp1), 1);
+  EXPECT_DOUBLE_EQ(router(true, "z_loss").router_kernels(forward, tp1), 1 + 14);
+  EXPECT_DOUBLE_EQ(router(true, "z_loss").router_kernels(backward, tp1), 1 + 10);
+  EXPECT_EQ(to_string(TrainingRun{}.router_balancing), "aux_loss,z_loss");
+  EXPECT_DOUBLE_EQ(CostModel(testing::tiny_moe(), small_run(), testing::round_profile()).router_kernels(forward, tp1), 36);
+  EXPECT_DOUBLE_EQ(router(true, "aux_loss").router_work(forward, tp1).memory_traffic, 6 * 8 * 1024.0 * 8);
+  EXPECT_DOUBLE_EQ(router(true, "aux_loss").router_work(forward, tp2).memory_traffic, 7 * 8 * 512.0 * 8);
+  // Only MoE layers route: the fused router's 6 forward kernels are the whole difference.
+  const CostModel plain = router(false, "aux_loss"), fused = router(true, "aux_loss");
+  EXPECT_DOUBLE_EQ(plain.layer_forward_work(true, tp1).kernels - fused.layer_forward_work(true, tp1).kernels, 22 - 6);
+  EXPECT_DOUBLE_EQ(plain.layer_forward_work(false, tp1).kernels, fused.layer_forward_work(false, tp1).kernels);
 }
 
 TEST(CostModel, LayerWorkCountsLocalExpertsOnce) {
@@ -764,11 +813,12 @@ TEST(CostModel, LayerWorkCountsLocalExpertsOnce) {
   EXPECT_DOUBLE_EQ(w.matmul_per_row, 2 * (kAttention + kRouter + kShared) + 4 * 2 * kExpert);
   // FLOPs: 1,024 tokens through the dense part and top-2 experts.
   EXPECT_DOUBLE_EQ(w.matmul, 1024 * (2 * (kAttention + kShared) + 2 * 2 * kExpert));
-  // Bytes: the memory-bound router GEMM, the layer's norms, activations and permutation, the
-  // copies before the attention kernel, the sorts by local expert, and the GEMMs' outputs (4 local
-  // experts of 512 rows write what 8 of 256 did).
-  EXPECT_DOUBLE_EQ(w.memory_traffic, kRouterGemmSeconds * 1e12 + 1024 * (kLibraryTrafficBytes + kQkvSplitForwardBytes) +
-                                         kSortBytes + kForwardEpilogueBytes);
+  // Bytes: the memory-bound router GEMM and the router's own kernels, the layer's norms,
+  // activations and permutation, the copies before the attention kernel, the sorts by local
+  // expert, and the GEMMs' outputs (4 local experts of 512 rows write what 8 of 256 did).
+  EXPECT_DOUBLE_EQ(w.memory_traffic, kRouterGemmSeconds * 1e12 + kRouterForwardBytes +
+                                         1024 * (kLibraryTrafficBytes + kQkvSplitForwardBytes) + kSortBytes +
+                                         kForwardEpilogueBytes);
   EXPECT_DOUBLE_EQ(w.compiled_traffic, 1024 * kCompiledTrafficBytes);
   EXPECT_DOUBLE_EQ(w.layer_passes, 1);
   // Seven GEMM kernels: QKV, projection, router, the shared expert's gate-up and down, and the

@@ -222,6 +222,34 @@ TEST(Plan, FoldedExpertsAndCapacityRoundTripAndBecomeArguments) {
   EXPECT_EQ(value_of(megatron_args(flex), "--moe-deepep-num-sms"), "<absent>");
   flex.run.flex_dispatcher_sms = 32;
   EXPECT_EQ(value_of(megatron_args(flex), "--moe-deepep-num-sms"), "32");
+  // The router the plan priced reaches Megatron at the Ling report's coefficients, and travels in
+  // the plan: by default plain torch, the aux_loss and the z-loss.
+  EXPECT_EQ(value_of(args, "--moe-router-load-balancing-type"), "aux_loss");
+  EXPECT_EQ(value_of(args, "--moe-aux-loss-coeff"), "0.015");
+  EXPECT_EQ(value_of(args, "--moe-z-loss-coeff"), "1e-4");
+  EXPECT_EQ(std::count(args.begin(), args.end(), "--moe-router-fusion"), 0);
+  Plan routed = plan;
+  routed.run.router_fusion = true;
+  routed.run.router_balancing = parse_router_balancing("seq_aux_loss,expert_bias", "test", "router_balancing");
+  const std::vector<std::string> routed_args = megatron_args(routed);
+  EXPECT_EQ(std::count(routed_args.begin(), routed_args.end(), "--moe-router-fusion"), 1);
+  EXPECT_EQ(value_of(routed_args, "--moe-router-load-balancing-type"), "seq_aux_loss");
+  EXPECT_EQ(std::count(routed_args.begin(), routed_args.end(), "--moe-router-enable-expert-bias"), 1);
+  EXPECT_EQ(value_of(routed_args, "--moe-z-loss-coeff"), "<absent>");
+  routed.run.router_balancing = RouterBalancing::none();
+  EXPECT_EQ(value_of(megatron_args(routed), "--moe-router-load-balancing-type"), "none");
+  const Plan routed_back = plan_from_json(to_json(routed), "plan.json");
+  EXPECT_TRUE(routed_back.run.router_fusion);
+  EXPECT_EQ(routed_back.run.router_balancing, RouterBalancing::none());
+  nlohmann::json before_router = to_json(routed);
+  before_router.erase("router_fusion");
+  before_router.erase("router_balancing");
+  EXPECT_FALSE(plan_from_json(before_router, "plan.json").run.router_fusion);
+  EXPECT_EQ(plan_from_json(before_router, "plan.json").run.router_balancing, RouterBalancing{});
+  before_router["router_balancing"] = "auxiliary";
+  EXPECT_EQ(error_of(before_router),
+            "plan.json: router_balancing: unknown router balancing 'auxiliary' (expected none or a comma list of "
+            "aux_loss, seq_aux_loss, global_aux_loss, z_loss, expert_bias)");
   EXPECT_EQ(value_of(args, "--mtp-num-layers"), "<absent>");
   Plan mtp = plan;
   mtp.model.mtp_layers = 1;

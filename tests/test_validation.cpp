@@ -261,6 +261,12 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // (Llama 3 70B 2.6% / 2.8% -> 3.2% / 3.3%, Megatron-Core 32B 24.3% -> 24.8%, B200 Llama 3 8B
 // 0.6% -> 1.2%); Table 5 1.51% / 3.7% -> 1.45% / 3.5%; H100 8.6% -> 8.1%, GB200 8.3% -> 7.8%,
 // B200 21.1% -> 21.3%, all rows 7.9% -> 7.5%.
+// The router's own kernels beside its gate GEMM (top-k, balancing losses, z-loss; each row's router
+// as its recipe ran it: Transformer Engine's fused kernels, Qwen3's aux_loss, DeepSeek-V3's
+// sequence loss and expert bias, GPT-OSS's no loss): Qwen3-30B PP 2 11.5% -> 10.8% and EP 16
+// 22.3% / 13.9% -> 21.6% / 12.9%, DeepSeek-V3 9.1% -> 8.9%, Qwen3-235B 12.2% / 11.9% -> 11.9% /
+// 11.6%, GPT-OSS unchanged (one kernel each way); GB200's Qwen3-30B, slow already, 1.0% -> 1.8%:
+// GB200 7.8% -> 8.1%, the bound loosened by as much; H100 8.07% -> 7.96%, all rows 7.46% -> 7.41%.
 // The errors grouped by profile, in the order the profiles first appear: the A100 group is Table 5.
 TEST(Validation, ErrorsByHardwareGroupTheRowsOfEachProfile) {
   const Validation v = validate_runs(shipped_published_runs());
@@ -314,14 +320,14 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
                          Bound{"NeMo 24.07", "nemotron", 0.095, 0.122},
                          Bound{"Megatron-Core r0.8.0", "", 0.071, 0.249},
                          Bound{"Megatron-Bridge", "llama3-70B", 0.033, 0.034},
-                         Bound{"Megatron-Bridge", "qwen3-30B", 0.122, 0.224},
+                         Bound{"Megatron-Bridge", "qwen3-30B", 0.119, 0.217},
                          Bound{"DGX-H100", "gpt-oss", 0.313, 0.313},
                          Bound{"DGX-B200", "llama3-8B", 0.013, 0.013},
                          Bound{"DGX-B200", "gpt-oss", 0.414, 0.414},
-                         Bound{"Megatron-Bridge", "deepseek-v3", 0.092, 0.092},
-                         Bound{"Megatron-Bridge", "qwen3-235B", 0.121, 0.123},
+                         Bound{"Megatron-Bridge", "deepseek-v3", 0.089, 0.089},
+                         Bound{"Megatron-Bridge", "qwen3-235B", 0.118, 0.119},
                          Bound{"Megatron-Bridge", "405B-cp2", 0.068, 0.110},
-                         Bound{"DGX-GB200", "", 0.079, 0.129}}) {
+                         Bound{"DGX-GB200", "", 0.082, 0.129}}) {
     const auto [mean, worst] = bounds_of(b.table, b.model);
     EXPECT_LT(mean, b.mean) << b.table << " " << b.model;
     EXPECT_LT(worst, b.worst) << b.table << " " << b.model;
@@ -411,6 +417,18 @@ TEST(Validation, MoeRowsByShapeOrByName) {
   std::string stray = rows;
   stray.replace(stray.find("    seq_len: 128"), 0, "    flex_dispatcher_sms: 32\n");
   EXPECT_THROW(parse_published_runs(stray, "runs.yaml"), InputError);
+  // The router's fusion and balancing are row fields; Megatron-Core's default router without them.
+  EXPECT_FALSE(runs[0].run.router_fusion);
+  EXPECT_EQ(runs[0].run.router_balancing, RouterBalancing{});
+  std::string router = rows;
+  router.replace(router.find("    seq_len: 128"), 0, "    router_fusion: true\n    router_balancing: none\n");
+  EXPECT_TRUE(parse_published_runs(router, "runs.yaml")[0].run.router_fusion);
+  EXPECT_EQ(parse_published_runs(router, "runs.yaml")[0].run.router_balancing, RouterBalancing::none());
+  std::string misnamed = rows;
+  misnamed.replace(misnamed.find("    seq_len: 128"), 0, "    router_balancing: sinkhorn\n");
+  EXPECT_NE(testing::error_of([&] { parse_published_runs(misnamed, "runs.yaml"); }).find("router_balancing: unknown router balancing 'sinkhorn'"),
+            std::string::npos)
+      << testing::error_of([&] { parse_published_runs(misnamed, "runs.yaml"); });
   // bf16 Adam moments are a row field too; Megatron runs them only in the distributed optimizer.
   std::string moments = rows;
   moments.replace(moments.find("    seq_len: 128"), 0, "    adam_moments_in_bf16: true\n");

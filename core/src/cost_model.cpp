@@ -380,6 +380,7 @@ ComputeWork CostModel::layer_work(bool moe_layer, Pass pass, const Layout& l) co
   else w.compiled_backward_traffic += kActivationBackwardShare * activation;
   if (moe_layer) w.memory_traffic += local_expert_sort_bytes(l) + quantization_padding_bytes(l);
   w.kernels += layer_kernels(moe_layer, pass, l);
+  if (moe_layer) w += router_work(pass, l);
   w += qk_norm_work(pass, l);
   w += qkv_split_work(pass, l);
   w.layer_passes = passes;
@@ -599,6 +600,58 @@ double CostModel::layer_kernels(bool moe_layer, Pass pass, const Layout& l) cons
   if (local_expert_sort_bytes(l) > 0) kernels += 2.0;
   if (quantization_padding_bytes(l) > 0) kernels += 2.0;  // the padding and the unpadding
   return kernels;
+}
+
+// Megatron-Core's router (megatron/core/transformer/moe/router.py, moe_utils.py; Megatron-LM main,
+// 2026), counted kernel by kernel beyond the gate GEMM, per MoE layer and pass.
+// Forward. The top-k: with --moe-router-fusion one Transformer Engine kernel
+// (fused_topk_with_score_function); in plain torch a top-k, the score function, the cast back, and
+// the probabilities and the routing map scattered into dense [tokens, experts] tensors (zeros and
+// scatter; zeros, int, scatter and bool): 9. Any auxiliary loss first scores every expert again
+// (compute_routing_scores_for_aux_loss: fused 1; a softmax, a top-k and the map's 4 in plain
+// torch: 6); then each loss counts the tokens per expert (routing_map.sum), all-reduces them over
+// the TP x CP group when it has more than one rank, computes the loss (fused_moe_aux_loss, or a sum,
+// a product, a sum and a scale: 4) and logs it (the division by its coefficient and the tracker's
+// add: 2); the sequence-level loss divides by the batch once more. The expert bias counts the
+// tokens per expert again and adds them to its tally (2, no gradient). The z-loss is plain torch
+// in any case: a log-sum-exp (PyTorch's logsumexp: the row max, its abs, the test for infinity,
+// the masked fill, the difference, its exponentials, their sum, the log and the max added back: 9),
+// the square, the mean and the scale, then the logging's 2: 14.
+// Backward. The top-k's gradient (fused 1; the gather, the cast, the softmax's and the top-k's
+// scatter back: 5); with a loss, the scores' gradient (1) and the add of the two gradients of the
+// logits (1), and per loss the autoscaler's ones and scale (MoEAuxLossAutoScaler.backward: 2) and
+// the loss's own gradient (fused 1; the scale's and the product's in plain torch: 2), plus the
+// sequence loss's division. The z-loss's: the autoscaler's 2, the scale's, the mean's, the square's
+// 2, the log-sum-exp's difference, exponentials and product, and the add into the logits' gradient:
+// 10.
+double CostModel::router_kernels(Pass pass, const Layout& l) const {
+  const RouterBalancing& b = run_.router_balancing;
+  const bool fused = run_.router_fusion;
+  const int losses = static_cast<int>(b.aux_loss) + static_cast<int>(b.seq_aux_loss) + static_cast<int>(b.global_aux_loss);
+  const double sequence_divisions = b.seq_aux_loss ? 1.0 : 0.0;
+  if (pass == Pass::kForward) {
+    double kernels = fused ? 1.0 : 9.0;
+    if (b.any_loss()) kernels += fused ? 1.0 : 6.0;
+    const double counts_reduced = l.tp * l.cp > 1 ? 1.0 : 0.0;
+    kernels += losses * (1.0 + counts_reduced + (fused ? 1.0 : 4.0) + 2.0) + sequence_divisions;
+    if (b.expert_bias) kernels += 2.0;
+    if (b.z_loss) kernels += 14.0;
+    return kernels;
+  }
+  double kernels = fused ? 1.0 : 5.0;
+  if (b.any_loss()) kernels += 2.0;
+  if (b.z_loss) kernels += 10.0;
+  return kernels + losses * (2.0 + (fused ? 1.0 : 2.0)) + sequence_divisions;
+}
+
+// Each router kernel streams the [tokens, experts] scores of the rank's tokens in and out, taken
+// as fp32 (8 bytes a score): the size of what a top-k, a softmax, a scatter or their gradients
+// read and write.
+ComputeWork CostModel::router_work(Pass pass, const Layout& l) const {
+  ComputeWork w;
+  w.kernels = router_kernels(pass, l);
+  w.memory_traffic = w.kernels * 8.0 * micro_batch_tokens(l) / sequence_shards(l) * model_.routed_experts;
+  return w;
 }
 
 double CostModel::rotated_elements_per_token() const {

@@ -251,6 +251,8 @@ json to_json(const Plan& p) {
   j["ep_dispatcher"] = to_string(p.run.ep_dispatcher);
   j["flex_dispatcher_sms"] = p.run.flex_dispatcher_sms;
   j["fp8_recipe"] = to_string(p.run.fp8_recipe);
+  j["router_fusion"] = p.run.router_fusion;
+  j["router_balancing"] = to_string(p.run.router_balancing);
   j["routing_skew"] = p.run.routing_skew;
   j["moe_capacity_factor"] = p.run.moe_capacity_factor;
   j["memory_headroom"] = p.run.memory_headroom;
@@ -296,6 +298,12 @@ Plan plan_from_json(const json& j, const std::string& source) {
   if (r.has("flex_dispatcher_sms")) p.run.flex_dispatcher_sms = r.integer("flex_dispatcher_sms", 1);
   // Plans written before the choice priced an fp8 run's casts as current (tensorwise) scaling, the default.
   if (r.has("fp8_recipe")) p.run.fp8_recipe = parse_fp8_recipe(r.text("fp8_recipe"), source, "fp8_recipe");
+  // Plans written before the router's kernels were priced ran Megatron-Core's default router:
+  // plain torch ops and one load-balancing loss.
+  if (r.has("router_fusion")) p.run.router_fusion = r.boolean("router_fusion");
+  if (r.has("router_balancing")) {
+    p.run.router_balancing = parse_router_balancing(r.text("router_balancing"), source, "router_balancing");
+  }
   p.run.routing_skew = r.number("routing_skew");
   // Plans written before capacity factors were dropless.
   if (r.has("moe_capacity_factor")) p.run.moe_capacity_factor = r.number("moe_capacity_factor");

@@ -58,41 +58,70 @@ std::vector<std::pair<const char*, bool CommOverlap::*>> overlap_switches() {
           {"ep_a2a", &CommOverlap::ep_a2a}};
 }
 
-}  // namespace
+std::vector<std::pair<const char*, bool RouterBalancing::*>> balancing_switches() {
+  return {{"aux_loss", &RouterBalancing::aux_loss},
+          {"seq_aux_loss", &RouterBalancing::seq_aux_loss},
+          {"global_aux_loss", &RouterBalancing::global_aux_loss},
+          {"z_loss", &RouterBalancing::z_loss},
+          {"expert_bias", &RouterBalancing::expert_bias}};
+}
 
-std::string overlap_names() {
+// A set of named switches written as "none" or a comma list of the names of those that are on.
+template <typename Set>
+std::string switch_names(const std::vector<std::pair<const char*, bool Set::*>>& switches) {
   std::string names;
-  for (const auto& [name, flag] : overlap_switches()) names += (names.empty() ? "" : ", ") + std::string(name);
+  for (const auto& [name, flag] : switches) names += (names.empty() ? "" : ", ") + std::string(name);
   return names;
 }
 
-std::string to_string(const CommOverlap& overlap) {
+template <typename Set>
+std::string switch_list(const Set& set, const std::vector<std::pair<const char*, bool Set::*>>& switches) {
   std::string text;
-  for (const auto& [name, flag] : overlap_switches()) {
-    if (overlap.*flag) text += (text.empty() ? "" : ",") + std::string(name);
+  for (const auto& [name, flag] : switches) {
+    if (set.*flag) text += (text.empty() ? "" : ",") + std::string(name);
   }
   return text.empty() ? "none" : text;
 }
 
-CommOverlap parse_comm_overlap(const std::string& text, const std::string& source, const std::string& field) {
-  CommOverlap overlap = CommOverlap::none();
-  if (text == "none") return overlap;
-  if (text.empty()) throw input_error(source, field, "is empty (expected none or a comma list of overlaps)");
+template <typename Set>
+Set parse_switch_list(const std::string& text, const std::vector<std::pair<const char*, bool Set::*>>& switches,
+                      const char* what, const std::string& source, const std::string& field) {
+  Set set = Set::none();
+  if (text == "none") return set;
+  if (text.empty()) throw input_error(source, field, std::string("is empty (expected none or a comma list of ") + what + "s)");
   std::stringstream items(text);
   std::string item;
   while (std::getline(items, item, ',')) {
     bool known = false;
-    for (const auto& [name, flag] : overlap_switches()) {
+    for (const auto& [name, flag] : switches) {
       if (item != name) continue;
-      overlap.*flag = true;
+      set.*flag = true;
       known = true;
     }
     if (!known) {
-      throw input_error(source, field, "unknown overlap '" + item + "' (expected none or a comma list of " +
-                                           overlap_names() + ")");
+      throw input_error(source, field, std::string("unknown ") + what + " '" + item + "' (expected none or a comma list of " +
+                                           switch_names(switches) + ")");
     }
   }
-  return overlap;
+  return set;
+}
+
+}  // namespace
+
+std::string overlap_names() { return switch_names(overlap_switches()); }
+
+std::string to_string(const CommOverlap& overlap) { return switch_list(overlap, overlap_switches()); }
+
+CommOverlap parse_comm_overlap(const std::string& text, const std::string& source, const std::string& field) {
+  return parse_switch_list(text, overlap_switches(), "overlap", source, field);
+}
+
+std::string router_balancing_names() { return switch_names(balancing_switches()); }
+
+std::string to_string(const RouterBalancing& balancing) { return switch_list(balancing, balancing_switches()); }
+
+RouterBalancing parse_router_balancing(const std::string& text, const std::string& source, const std::string& field) {
+  return parse_switch_list(text, balancing_switches(), "router balancing", source, field);
 }
 
 void validate(const TrainingRun& run, const std::string& source) {

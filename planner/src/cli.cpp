@@ -54,6 +54,8 @@ struct RunOptions {
   std::string ep_dispatcher = to_string(EpDispatcher::kAllToAll);
   int flex_dispatcher_sms = TrainingRun{}.flex_dispatcher_sms;
   std::string fp8_recipe = to_string(TrainingRun{}.fp8_recipe);
+  bool router_fusion = false;
+  std::string router_balancing = to_string(RouterBalancing{});
   double routing_skew = 1.0;
   double moe_capacity_factor = 0;
   double memory_headroom = 0.10;
@@ -99,6 +101,12 @@ void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
   app.add_option("--flex-dispatcher-sms", o.flex_dispatcher_sms,
                  "SMs the flex dispatcher's kernels hold (Megatron-Core's --moe-flex-dispatcher-num-sms; DeepEP's 20, "
                  "NVIDIA's recipes give HybridEP 32)")
+      ->capture_default_str();
+  app.add_flag("--router-fusion", o.router_fusion,
+               "the router's top-k and balancing losses in Transformer Engine's fused kernels (Megatron-Core's "
+               "--moe-router-fusion)");
+  app.add_option("--router-balancing", o.router_balancing,
+                 "how the router balances experts: none, or a list of " + router_balancing_names())
       ->capture_default_str();
   app.add_option("--routing-skew", o.routing_skew, "busiest EP rank's tokens over the mean (>= 1)")->capture_default_str();
   app.add_option("--moe-capacity-factor", o.moe_capacity_factor,
@@ -220,6 +228,8 @@ TrainingRun training_run(const RunOptions& o) {
   run.ep_dispatcher = parse_ep_dispatcher(o.ep_dispatcher, "--ep-dispatcher", "");
   run.flex_dispatcher_sms = o.flex_dispatcher_sms;
   run.fp8_recipe = parse_fp8_recipe(o.fp8_recipe, "--fp8-recipe", "");
+  run.router_fusion = o.router_fusion;
+  run.router_balancing = parse_router_balancing(o.router_balancing, "--router-balancing", "");
   run.routing_skew = o.routing_skew;
   run.moe_capacity_factor = o.moe_capacity_factor;
   run.memory_headroom = o.memory_headroom;

@@ -50,9 +50,7 @@ void add_model(std::vector<std::string>& a, const ModelConfig& m, int seq_len) {
     for (int layer = 0; layer < m.layers; ++layer) pattern += (layer ? "," : "[") + std::string(m.is_dense_layer(layer) ? "0" : "1");
     a.insert(a.end(), {"--moe-layer-freq", pattern + "]"});
   }
-  // Dropless routing with the Ling report's auxiliary losses (section 3.2).
-  a.insert(a.end(), {"--moe-router-load-balancing-type", "aux_loss",
-                     "--moe-aux-loss-coeff", "0.015", "--moe-z-loss-coeff", "1e-4", "--moe-grouped-gemm"});
+  a.push_back("--moe-grouped-gemm");
 }
 
 // The run's communication overlap as Megatron-LM's switches (each where it applies).
@@ -103,6 +101,26 @@ void add_stage_split(std::vector<std::string>& a, const Plan& p) {
   }
 }
 
+// The router the cost model prices, its losses at the Ling report's coefficients (section 3.2:
+// 0.015 for load balancing, 1e-4 for the z-loss); Megatron-Core computes no loss without one.
+void add_router(std::vector<std::string>& a, const TrainingRun& run) {
+  if (run.router_fusion) a.push_back("--moe-router-fusion");
+  const RouterBalancing& b = run.router_balancing;
+  a.push_back("--moe-router-load-balancing-type");
+  if (!b.any_loss()) a.push_back("none");
+  if (b.aux_loss) a.push_back("aux_loss");
+  if (b.seq_aux_loss) a.push_back("seq_aux_loss");
+  if (b.global_aux_loss) a.push_back("global_aux_loss");
+  if (b.any_loss()) {
+    a.push_back("--moe-aux-loss-coeff");  // one a type
+    for (bool loss : {b.aux_loss, b.seq_aux_loss, b.global_aux_loss}) {
+      if (loss) a.push_back("0.015");
+    }
+  }
+  if (b.z_loss) a.insert(a.end(), {"--moe-z-loss-coeff", "1e-4"});
+  if (b.expert_bias) a.push_back("--moe-router-enable-expert-bias");
+}
+
 void add_layout(std::vector<std::string>& a, const Plan& p) {
   const Layout& l = p.layout;
   add(a, "--tensor-model-parallel-size", l.tp);
@@ -132,6 +150,7 @@ void add_layout(std::vector<std::string>& a, const Plan& p) {
     } else {
       a.insert(a.end(), {"--moe-token-dispatcher-type", l.ep > 1 ? "alltoall" : "allgather"});
     }
+    add_router(a, p.run);
     if (p.run.moe_capacity_factor > 0) {
       char factor[32];
       std::snprintf(factor, sizeof factor, "%g", p.run.moe_capacity_factor);

@@ -32,6 +32,9 @@ srun --kill-on-bad-exit=1 torchrun --nnodes=80 --nproc_per_node=8 --redirects=1 
     --expert-model-parallel-size 8 \
     --expert-tensor-parallel-size 1 \
     --moe-token-dispatcher-type alltoall \
+    --moe-router-load-balancing-type aux_loss \
+    --moe-aux-loss-coeff 0.015 \
+    --moe-z-loss-coeff 1e-4 \
     --sequence-parallel \
     --micro-batch-size 1 \
     --global-batch-size 8960 \
@@ -61,9 +64,6 @@ srun --kill-on-bad-exit=1 torchrun --nnodes=80 --nproc_per_node=8 --redirects=1 
     --moe-router-topk 4 \
     --moe-ffn-hidden-size 3072 \
     --moe-shared-expert-intermediate-size 3072 \
-    --moe-router-load-balancing-type aux_loss \
-    --moe-aux-loss-coeff 0.015 \
-    --moe-z-loss-coeff 1e-4 \
     --moe-grouped-gemm \
     --optimizer adam \
     --adam-beta1 0.9 \

@@ -151,6 +151,9 @@ class CostModel {
   Bytes quantization_padding_bytes(const Layout& layout) const;
   // Kernels one layer launches in a pass for the memory-bound steps those bytes are priced for.
   double layer_kernels(bool moe_layer, Pass pass, const Layout& layout) const;
+  // The router's kernels beyond its gate GEMM (top-k, balancing losses), per MoE layer and pass.
+  double router_kernels(Pass pass, const Layout& layout) const;
+  ComputeWork router_work(Pass pass, const Layout& layout) const;
   // One routed-expert weight matrix's GEMMs over the local experts, `rows` token copies each.
   ComputeWork expert_matrix_work(const WeightMatrix& matrix, double rows, Pass pass, const Layout& layout) const;
   ComputeWork forward_work(const StageContents& stage, const Layout& layout) const;

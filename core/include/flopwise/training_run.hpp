@@ -61,6 +61,28 @@ std::string overlap_names();  // every switch's name, comma-separated, in print 
 std::string to_string(const CommOverlap& overlap);
 CommOverlap parse_comm_overlap(const std::string& text, const std::string& source, const std::string& field);
 
+// How Megatron-Core's router keeps its experts balanced and its logits small: each choice launches
+// kernels of its own over the [tokens, experts] scores in every MoE layer, beside the gate GEMM
+// (megatron/core/transformer/moe/router.py). The losses are --moe-router-load-balancing-type's
+// (one or a list) and ST-MoE's z_loss (--moe-z-loss-coeff); Megatron-Core computes a loss only
+// with a coefficient set. expert_bias is --moe-router-enable-expert-bias (DeepSeek-V3's
+// auxiliary-loss-free balancing). flopwise's default is the Ling report's router (section 3.2:
+// a load-balancing aux_loss and the z-loss).
+struct RouterBalancing {
+  bool aux_loss = true;         // Switch Transformer's loss over the micro-batch
+  bool seq_aux_loss = false;    // the same loss sequence by sequence (DeepSeek-V3)
+  bool global_aux_loss = false; // over the global batch's token counts, reduced over DP
+  bool z_loss = true;           // the squared log-sum-exp of each token's logits
+  bool expert_bias = false;
+  static RouterBalancing none() { return {false, false, false, false, false}; }
+  bool any_loss() const { return aux_loss || seq_aux_loss || global_aux_loss; }  // of the balancing losses
+  bool operator==(const RouterBalancing&) const = default;
+};
+// "aux_loss,z_loss", "seq_aux_loss,expert_bias", or "none"; parse takes the same list.
+std::string router_balancing_names();
+std::string to_string(const RouterBalancing& balancing);
+RouterBalancing parse_router_balancing(const std::string& text, const std::string& source, const std::string& field);
+
 struct TrainingRun {
   int global_batch = 8960;  // sequences per step (Ling report, section 3.4: 8,960 x 4K tokens)
   int seq_len = 4096;
@@ -94,6 +116,10 @@ struct TrainingRun {
   // perf_recipes/_common.py). Flex runs only.
   int flex_dispatcher_sms = 20;
   Fp8Recipe fp8_recipe = Fp8Recipe::kTensorwise;  // fp8 runs only
+  // Megatron-Core's --moe-router-fusion (off by default): Transformer Engine's fused kernels for the
+  // router's top-k and its auxiliary losses, one kernel where plain torch ops launch several.
+  bool router_fusion = false;
+  RouterBalancing router_balancing;
   // Busiest EP rank's routed tokens over the mean; 1 is perfectly balanced routing.
   double routing_skew = 1.0;
   // Megatron-Core's --moe-expert-capacity-factor: each expert takes at most this many times its
