@@ -27,11 +27,13 @@ constexpr double kRouterGemmSeconds = 2 * (1024.0 * 1024 + 2 * 8 * 1024) / 1e12;
 constexpr double kLibraryTrafficBytes = 2 * 12800.0, kCompiledTrafficBytes = 2 * 10752.0;
 constexpr double kLayerTrafficBytes = kLibraryTrafficBytes + kCompiledTrafficBytes;
 // Of the compiled bytes, the activations' (2 x 3 x 512 + 3 x 512 values); their backward reads
-// the gradient, gate and up and writes both gradients: 5/3 of the forward's bytes, where the
-// other memory-bound kernels' backward moves twice theirs.
+// the gradient, gate and up and writes both gradients: 5/3 of the forward's bytes. The library
+// kernels' backward moves twice their forward's bytes; the residual adds' backward (no dropout) is
+// the sum of each residual's gradient with the norm's, as many bytes as their forward.
 constexpr double kActivationTrafficBytes = 2 * 4608.0;
+constexpr double kResidualAddBytes = kCompiledTrafficBytes - kActivationTrafficBytes;
 constexpr double kLayerForwardBackwardTrafficBytes =
-    3 * (kLayerTrafficBytes - kActivationTrafficBytes) + (1 + 5.0 / 3) * kActivationTrafficBytes;
+    3 * kLibraryTrafficBytes + 2 * kResidualAddBytes + (1 + 5.0 / 3) * kActivationTrafficBytes;
 // The copies between a tiny_moe layer's fused QKV output and the attention kernel, per token at
 // tp 1: forward, the query's reshape (1,024 values: a rank holds two key groups) and the value's
 // (256: RoPE rewrote query and key); backward, one cat of the three gradients (1,024 + 2 x 256);
@@ -202,13 +204,23 @@ TEST(CostModel, RecomputeAndShardingShrinkMemory) {
   selective.recompute = Recompute::kSelective;
   full.recompute = Recompute::kFull;
   // Fused attention keeps no s x s tensor; unfused without recompute keeps the 8-head 1024 x 1024
-  // bf16 probabilities, dropout mask (1 byte) and dropout output per layer.
+  // bf16 probabilities per layer, and under attention dropout its mask (1 byte) and output too.
   EXPECT_DOUBLE_EQ(cost.layer_activation_bytes(true, none), cost.layer_activation_bytes(true, selective));
   TrainingRun unfused_run = small_run();
   unfused_run.attention = AttentionKernel::kUnfused;
   const CostModel unfused(testing::tiny_moe(), unfused_run, testing::round_profile());
   EXPECT_DOUBLE_EQ(unfused.layer_activation_bytes(true, none) - unfused.layer_activation_bytes(true, selective),
+                   2.0 * 8 * 1024 * 1024);
+  unfused_run.attention_dropout = 0.1;
+  const CostModel dropped(testing::tiny_moe(), unfused_run, testing::round_profile());
+  EXPECT_DOUBLE_EQ(dropped.layer_activation_bytes(true, none) - dropped.layer_activation_bytes(true, selective),
                    5.0 * 8 * 1024 * 1024);
+  // Hidden dropout keeps both bias-dropout-adds' 1-byte masks: 2 x 1,024 a token.
+  TrainingRun hidden_run = small_run();
+  hidden_run.hidden_dropout = 0.1;
+  EXPECT_DOUBLE_EQ(CostModel(testing::tiny_moe(), hidden_run, testing::round_profile()).layer_activation_bytes(true, none) -
+                       cost.layer_activation_bytes(true, none),
+                   1024 * 2 * 1024.0);
   EXPECT_DOUBLE_EQ(cost.layer_activation_bytes(true, full), 2.0 * 1024 * 1024);
   Layout sharded{1, 1, 1, 2, 4, 1, Recompute::kFull, true};
   Layout replicated = sharded;
@@ -750,16 +762,23 @@ TEST(CostModel, LayerKernelsCountTheStepsItsBytesPrice) {
   EXPECT_DOUBLE_EQ(CostModel(gpt, small_run(), testing::round_profile()).layer_kernels(false, forward, ep2), 5);
   // With the attention core: FlashAttention's one kernel forward and three backward, and the
   // copies around it (forward the query's and the value's, backward the gradients' cat): 15 and
-  // 18 for one MoE layer, and the router's 36 and 21; the unfused path's softmax and dropout
-  // (14 and the router's), its two batched GEMMs launched beside the layer's seven.
+  // 18 for one MoE layer, and the router's 36 and 21; the unfused path's softmax (13 and the
+  // router's; its dropout's kernel only under attention dropout), its two batched GEMMs launched
+  // beside the layer's seven. Hidden dropout adds the two dropouts' gradient kernels backward.
   const StageContents one_moe_layer{0, 1, false, false};
   EXPECT_DOUBLE_EQ(cost.forward_work(one_moe_layer, ep2).kernels, 15 + 36);
   EXPECT_DOUBLE_EQ(cost.backward_work(one_moe_layer, ep2).kernels, 18 + 21);
   TrainingRun unfused = small_run();
   unfused.attention = AttentionKernel::kUnfused;
   const ComputeWork u = CostModel(testing::tiny_moe(), unfused, testing::round_profile()).layer_forward_work(true, ep2);
-  EXPECT_DOUBLE_EQ(u.kernels, 14 + 36);
+  EXPECT_DOUBLE_EQ(u.kernels, 13 + 36);
   EXPECT_DOUBLE_EQ(u.gemm_launches, 9);
+  unfused.attention_dropout = 0.1;
+  EXPECT_DOUBLE_EQ(CostModel(testing::tiny_moe(), unfused, testing::round_profile()).layer_forward_work(true, ep2).kernels,
+                   14 + 36);
+  TrainingRun hidden = small_run();
+  hidden.hidden_dropout = 0.1;
+  EXPECT_DOUBLE_EQ(CostModel(testing::tiny_moe(), hidden, testing::round_profile()).layer_kernels(true, backward, ep2), 14 + 2);
 }
 
 // The router's kernels beside its gate GEMM, counted from Megatron-Core's router.py and
@@ -1410,12 +1429,53 @@ TEST(CostModel, ActivationBackwardRunsAtItsOwnMeasuredRate) {
                        testing::round_profile_edited({{"matmul: 0.5,", "matmul: 0.5, memory_compiled_backward: 0.25,"}}, "p.yaml"));
   const ComputeWork backward = plain.backward_work(one_moe_layer, l);
   EXPECT_DOUBLE_EQ(backward.compiled_backward_traffic, 1024 * 15360.0);
-  EXPECT_DOUBLE_EQ(backward.compiled_traffic, 1024 * 2 * (kCompiledTrafficBytes - kActivationTrafficBytes));
-  // What the backward doubles is the two bias-dropout-adds: 3 x 1,024 bf16 each, a token.
-  EXPECT_DOUBLE_EQ(plain.residual_add_bytes_per_token(l), 2 * 3 * 1024 * 2.0);
-  EXPECT_DOUBLE_EQ(kCompiledTrafficBytes - kActivationTrafficBytes, 2 * 3 * 1024 * 2.0);
+  // Without dropout no compiled kernel runs backward but the activation's.
+  EXPECT_DOUBLE_EQ(backward.compiled_traffic, 0.0);
+  EXPECT_DOUBLE_EQ(kResidualAddBytes, 2 * 3 * 1024 * 2.0);
   EXPECT_EQ(plain.forward_work(one_moe_layer, l).compiled_backward_traffic, 0.0);
   EXPECT_NEAR(slow.compute_seconds(backward) - plain.compute_seconds(backward), 1024 * 15360.0 * (4 - 1) / 1e12, 1e-15);
+}
+
+// The two bias-dropout-adds of a tiny_moe layer, a token at tp 1. Forward, each reads the branch and
+// the residual and writes their sum: 2 x 3 x 1,024 bf16 (compiled), and under hidden dropout its
+// 1-byte mask, 2 x 7 x 1,024 bytes. Backward, each residual's gradient is summed with the norm's
+// by a plain torch add (2 x 3 x 1,024 bf16, at the library kernels' rate); only dropout adds a
+// compiled gradient kernel, reading the gradient and the mask and writing the branch's gradient:
+// 2 x 5 x 1,024 bytes. Attention dropout costs a fused kernel the 3.4% cuDNN's measured (0.614 over
+// 0.594 ms, TransformerEngine#3312), and the unfused path its dropout's 2a + 1 bytes a score.
+TEST(CostModel, BiasDropoutAddBackwardSumsTheResidualGradient) {
+  const Layout l{1, 1, 1, 1, 1, 1, Recompute::kNone, false};
+  const StageContents one_moe_layer{0, 1, false, false};
+  const CostModel plain(testing::tiny_moe(), small_run(), testing::round_profile());
+  TrainingRun run = small_run();
+  run.hidden_dropout = 0.1;
+  const CostModel dropped(testing::tiny_moe(), run, testing::round_profile());
+  EXPECT_DOUBLE_EQ(plain.residual_add_bytes_per_token(l), 2 * 3 * 1024 * 2.0);
+  EXPECT_DOUBLE_EQ(dropped.residual_add_bytes_per_token(l), 2 * 7 * 1024.0);
+  EXPECT_DOUBLE_EQ(plain.residual_gradient_sum_bytes_per_token(l), 2 * 3 * 1024 * 2.0);
+  EXPECT_DOUBLE_EQ(plain.dropout_gradient_bytes_per_token(l), 0.0);
+  EXPECT_DOUBLE_EQ(dropped.dropout_gradient_bytes_per_token(l), 2 * 5 * 1024.0);
+  const ComputeWork b0 = plain.backward_work(one_moe_layer, l), b1 = dropped.backward_work(one_moe_layer, l);
+  EXPECT_DOUBLE_EQ(b1.compiled_backward_traffic - b0.compiled_backward_traffic, 1024 * 2 * 5 * 1024.0);
+  EXPECT_DOUBLE_EQ(b1.memory_traffic, b0.memory_traffic);
+  EXPECT_DOUBLE_EQ(dropped.forward_work(one_moe_layer, l).compiled_traffic - plain.forward_work(one_moe_layer, l).compiled_traffic,
+                   1024 * 2 * 1024.0);
+  // Sequence parallelism splits them over TP.
+  const Layout sp{2, 1, 1, 1, 1, 1, Recompute::kNone, false};
+  EXPECT_DOUBLE_EQ(dropped.dropout_gradient_bytes_per_token(sp), 5 * 1024.0);
+  // Attention dropout.
+  TrainingRun attention = small_run();
+  attention.attention_dropout = 0.1;
+  const CostModel fused_dropout(testing::tiny_moe(), attention, testing::round_profile());
+  EXPECT_NEAR(fused_dropout.attention_core_work(l).attention, plain.attention_core_work(l).attention * 0.614 / 0.594, 1e-3);
+  attention.attention = AttentionKernel::kUnfused;
+  TrainingRun unfused = small_run();
+  unfused.attention = AttentionKernel::kUnfused;
+  const double scores = 1024.0 * 8 * 1024;
+  EXPECT_DOUBLE_EQ(CostModel(testing::tiny_moe(), unfused, testing::round_profile()).attention_core_work(l).memory_traffic,
+                   scores * 4 * 2);
+  EXPECT_DOUBLE_EQ(CostModel(testing::tiny_moe(), attention, testing::round_profile()).attention_core_work(l).memory_traffic,
+                   scores * (6 * 2 + 1));
 }
 
 TEST(CostModel, PerStepOverheadAndMemoryEfficiencyAddUp) {

@@ -250,6 +250,22 @@ TEST(Plan, FoldedExpertsAndCapacityRoundTripAndBecomeArguments) {
   EXPECT_EQ(error_of(before_router),
             "plan.json: router_balancing: unknown router balancing 'auxiliary' (expected none or a comma list of "
             "aux_loss, seq_aux_loss, global_aux_loss, z_loss, expert_bias)");
+  // Megatron-LM's dropouts default to 0.1, so the plan's always reach it; they travel in the plan.
+  EXPECT_EQ(value_of(args, "--hidden-dropout"), "0");
+  EXPECT_EQ(value_of(args, "--attention-dropout"), "0");
+  Plan dropped = plan;
+  dropped.run.hidden_dropout = 0.1;
+  dropped.run.attention_dropout = 0.05;
+  EXPECT_EQ(value_of(megatron_args(dropped), "--hidden-dropout"), "0.1");
+  EXPECT_EQ(value_of(megatron_args(dropped), "--attention-dropout"), "0.05");
+  EXPECT_EQ(plan_from_json(to_json(dropped), "plan.json").run.hidden_dropout, 0.1);
+  EXPECT_EQ(plan_from_json(to_json(dropped), "plan.json").run.attention_dropout, 0.05);
+  nlohmann::json before_dropout = to_json(dropped);
+  before_dropout.erase("hidden_dropout");
+  before_dropout.erase("attention_dropout");
+  EXPECT_EQ(plan_from_json(before_dropout, "plan.json").run.hidden_dropout, 0.0);
+  before_dropout["attention_dropout"] = 1.5;
+  EXPECT_NE(error_of(before_dropout).find("attention_dropout"), std::string::npos) << error_of(before_dropout);
   EXPECT_EQ(value_of(args, "--mtp-num-layers"), "<absent>");
   Plan mtp = plan;
   mtp.model.mtp_layers = 1;

@@ -267,6 +267,18 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // 22.3% / 13.9% -> 21.6% / 12.9%, DeepSeek-V3 9.1% -> 8.9%, Qwen3-235B 12.2% / 11.9% -> 11.9% /
 // 11.6%, GPT-OSS unchanged (one kernel each way); GB200's Qwen3-30B, slow already, 1.0% -> 1.8%:
 // GB200 7.8% -> 8.1%, the bound loosened by as much; H100 8.07% -> 7.96%, all rows 7.46% -> 7.41%.
+// The bias-dropout-adds' backward as autograd runs it: each residual's gradient summed with the
+// norm's by one plain torch add (3h a token, at the library kernels' speed), and a compiled
+// gradient kernel only under dropout, where before every row paid twice the forward's bytes at
+// the compiled kernels' speed; dropout priced where the runs had it (hidden: its 1-byte masks;
+// attention: cuDNN's measured +3.4%, the unfused path's dropout bytes), in Table 5 and NeMo's
+// GPT-3 rows at 0.1. Rows without dropout move faster, all of them but the Megatron-Core 32B and
+// 70B, Llama 3 70B and 405B GB200 fast already: NeMo 5.2% / 12.1% -> 5.4% / 12.6% (GPT-3 5B 9.0%
+// -> 7.1%), Megatron-Core 7.1% / 24.8% -> 7.4% / 24.3%, Llama 3 70B 3.3% -> 2.3%, Qwen3-30B 11.8%
+// / 21.6% -> 12.1% / 22.4%, GPT-OSS 31.2% -> 31.7% (B200 41.3% -> 41.7%), DeepSeek-V3 8.9% ->
+// 9.2%, Qwen3-235B 11.8% -> 12.0%, 405B CP 2 6.7% -> 7.3%, B200 Llama 3 8B 1.2% -> 0.3%, GB200
+// 8.1% -> 8.2%; Table 5 1.45% / 3.5% -> 1.43% / 3.5%; H100 7.96% -> 8.25%, all rows 7.41% ->
+// 7.60%. Physics over fit: the bounds loosened by as much.
 // The errors grouped by profile, in the order the profiles first appear: the A100 group is Table 5.
 TEST(Validation, ErrorsByHardwareGroupTheRowsOfEachProfile) {
   const Validation v = validate_runs(shipped_published_runs());
@@ -316,18 +328,18 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
     const char* model;
     double mean, worst;
   };
-  for (const Bound& b : {Bound{"Table 5", "", 0.015, 0.036}, Bound{"NeMo 24.07", "", 0.052, 0.122},
-                         Bound{"NeMo 24.07", "nemotron", 0.095, 0.122},
-                         Bound{"Megatron-Core r0.8.0", "", 0.071, 0.249},
-                         Bound{"Megatron-Bridge", "llama3-70B", 0.033, 0.034},
-                         Bound{"Megatron-Bridge", "qwen3-30B", 0.119, 0.217},
-                         Bound{"DGX-H100", "gpt-oss", 0.313, 0.313},
-                         Bound{"DGX-B200", "llama3-8B", 0.013, 0.013},
-                         Bound{"DGX-B200", "gpt-oss", 0.414, 0.414},
-                         Bound{"Megatron-Bridge", "deepseek-v3", 0.089, 0.089},
-                         Bound{"Megatron-Bridge", "qwen3-235B", 0.118, 0.119},
-                         Bound{"Megatron-Bridge", "405B-cp2", 0.068, 0.110},
-                         Bound{"DGX-GB200", "", 0.082, 0.129}}) {
+  for (const Bound& b : {Bound{"Table 5", "", 0.015, 0.036}, Bound{"NeMo 24.07", "", 0.055, 0.127},
+                         Bound{"NeMo 24.07", "nemotron", 0.105, 0.127},
+                         Bound{"Megatron-Core r0.8.0", "", 0.075, 0.243},
+                         Bound{"Megatron-Bridge", "llama3-70B", 0.023, 0.024},
+                         Bound{"Megatron-Bridge", "qwen3-30B", 0.122, 0.225},
+                         Bound{"DGX-H100", "gpt-oss", 0.318, 0.318},
+                         Bound{"DGX-B200", "llama3-8B", 0.004, 0.004},
+                         Bound{"DGX-B200", "gpt-oss", 0.418, 0.418},
+                         Bound{"Megatron-Bridge", "deepseek-v3", 0.092, 0.092},
+                         Bound{"Megatron-Bridge", "qwen3-235B", 0.121, 0.122},
+                         Bound{"Megatron-Bridge", "405B-cp2", 0.074, 0.115},
+                         Bound{"DGX-GB200", "", 0.082, 0.138}}) {
     const auto [mean, worst] = bounds_of(b.table, b.model);
     EXPECT_LT(mean, b.mean) << b.table << " " << b.model;
     EXPECT_LT(worst, b.worst) << b.table << " " << b.model;
@@ -429,6 +441,15 @@ TEST(Validation, MoeRowsByShapeOrByName) {
   EXPECT_NE(testing::error_of([&] { parse_published_runs(misnamed, "runs.yaml"); }).find("router_balancing: unknown router balancing 'sinkhorn'"),
             std::string::npos)
       << testing::error_of([&] { parse_published_runs(misnamed, "runs.yaml"); });
+  // So are the dropouts, probabilities below 1.
+  EXPECT_EQ(runs[0].run.hidden_dropout, 0.0);
+  std::string dropout = rows;
+  dropout.replace(dropout.find("    seq_len: 128"), 0, "    hidden_dropout: 0.1\n    attention_dropout: 0.1\n");
+  EXPECT_EQ(parse_published_runs(dropout, "runs.yaml")[0].run.hidden_dropout, 0.1);
+  EXPECT_EQ(parse_published_runs(dropout, "runs.yaml")[0].run.attention_dropout, 0.1);
+  std::string certain = rows;
+  certain.replace(certain.find("    seq_len: 128"), 0, "    hidden_dropout: 1\n");
+  EXPECT_NE(testing::error_of([&] { parse_published_runs(certain, "runs.yaml"); }).find("hidden_dropout"), std::string::npos);
   // bf16 Adam moments are a row field too; Megatron runs them only in the distributed optimizer.
   std::string moments = rows;
   moments.replace(moments.find("    seq_len: 128"), 0, "    adam_moments_in_bf16: true\n");

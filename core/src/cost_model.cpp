@@ -26,6 +26,12 @@ double sequence_shards(const Layout& l) { return l.sequence_parallel ? l.tp : 1.
 constexpr double kSwigluForwardElements = 3.0;
 constexpr double kActivationBackwardShare = 5.0 / 3.0;
 
+// What attention dropout adds to a fused attention kernel, forward and backward: cuDNN's (Transformer
+// Engine's FusedAttention, bf16, sbhd, 4 sequences of 1,024 tokens, 16 heads of 128) ran forward
+// and backward in 0.594 ms without and 0.614 ms with p = 0.1 on H200 (NVIDIA/TransformerEngine#3312):
+// +3.4%; the kernel draws its random numbers in registers and stores no mask.
+constexpr double kFusedAttentionDropoutShare = 0.614 / 0.594 - 1.0;
+
 }  // namespace
 
 PrecisionBytes PrecisionBytes::of(Precision precision, bool grads_in_bf16, bool moments_in_bf16) {
@@ -373,11 +379,13 @@ ComputeWork CostModel::layer_work(bool moe_layer, Pass pass, const Layout& l) co
   w.matmul_per_row = passes * layer_matmul_per_row(moe_layer, l);
   const double tokens = micro_batch_tokens(l);
   w.memory_traffic += passes * tokens * library_bytes_per_token(moe_layer, l);
-  // The bias-dropout-adds' backward moves twice their forward's bytes; the activation's its own.
-  w.compiled_traffic += passes * tokens * residual_add_bytes_per_token(l);
   const Bytes activation = tokens * activation_bytes_per_token(moe_layer, l);
-  if (pass == Pass::kForward) w.compiled_traffic += activation;
-  else w.compiled_backward_traffic += kActivationBackwardShare * activation;
+  if (pass == Pass::kForward) {
+    w.compiled_traffic += tokens * residual_add_bytes_per_token(l) + activation;
+  } else {
+    w.memory_traffic += tokens * residual_gradient_sum_bytes_per_token(l);
+    w.compiled_backward_traffic += tokens * dropout_gradient_bytes_per_token(l) + kActivationBackwardShare * activation;
+  }
   if (moe_layer) w.memory_traffic += local_expert_sort_bytes(l) + quantization_padding_bytes(l);
   w.kernels += layer_kernels(moe_layer, pass, l);
   if (moe_layer) w += router_work(pass, l);
@@ -469,9 +477,10 @@ ComputeWork CostModel::attention_work(Pass pass, const Layout& l) const {
   const bool forward = pass == Pass::kForward;
   if (run_.attention == AttentionKernel::kFused) {
     w.kernels = forward ? 1.0 : 3.0;
+    if (run_.attention_dropout > 0) w.attention *= 1.0 + kFusedAttentionDropoutShare;
   } else {
     w.gemm_launches = forward ? 2.0 : 4.0;
-    w.kernels = 2.0;
+    w.kernels = run_.attention_dropout > 0 ? 2.0 : 1.0;
   }
   const AttentionKernelTable& table = profile_.efficiency.attention_by_shape;
   if (run_.attention != AttentionKernel::kFused || table.empty()) return w;
@@ -488,10 +497,10 @@ ComputeWork CostModel::attention_work(Pass pass, const Layout& l) const {
 
 // Fused kernels skip the causal mask's upper half and never leave SRAM with the scores. Megatron's
 // unfused path runs QK^T and PV as batched GEMMs over all s x s scores, and per score writes QK^T
-// (a bytes), reads and writes it in the fused scale-mask-softmax (2a), reads it, writes the output
-// and a 1-byte mask in dropout (2a + 1) and reads it in PV (a): 6a + 1 bytes (the 5as^2b bytes it
-// stores are Korthikanti et al. 2022, eq. 1); its batched GEMMs stay in bf16 in an fp8 run. Heads
-// are TP-sharded.
+// (a bytes), reads and writes it in the fused scale-mask-softmax (2a), under attention dropout
+// reads it, writes the output and a 1-byte mask (2a + 1), and reads the result in PV (a): 4a, or
+// 6a + 1 with dropout (the 5as^2b bytes it then stores are Korthikanti et al. 2022, eq. 1); its
+// batched GEMMs stay in bf16 in an fp8 run. Heads are TP-sharded.
 ComputeWork CostModel::unscaled_attention_core_work(const Layout& l) const {
   const ModelConfig& m = model_;
   const double queries = micro_batch_tokens(l) / l.tp;
@@ -502,7 +511,8 @@ ComputeWork CostModel::unscaled_attention_core_work(const Layout& l) const {
   }
   const double scores = queries * m.heads * run_.seq_len;
   w.matmul = scores * 2.0 * (m.qk_head_dim() + m.value_head_dim()) * bf16_gemm_flops_;
-  w.memory_traffic = scores * (6.0 * bytes_.activation + 1.0);
+  const double dropout = run_.attention_dropout > 0 ? 2.0 * bytes_.activation + 1.0 : 0.0;
+  w.memory_traffic = scores * (4.0 * bytes_.activation + dropout);
   return w;
 }
 
@@ -536,10 +546,29 @@ Bytes CostModel::compiled_bytes_per_token(bool moe_layer, const Layout& l) const
   return residual_add_bytes_per_token(l) + activation_bytes_per_token(moe_layer, l);
 }
 
-// The two bias-dropout-adds (attention's and MLP's): each reads the branch and the residual and
-// writes their sum, 3h, TP-split only under sequence parallelism.
+// The two bias-dropout-adds (attention's and MLP's), forward: each reads the branch and the
+// residual and writes their sum, 3h, and under hidden dropout its 1-byte mask, h; TP-split only
+// under sequence parallelism.
 Bytes CostModel::residual_add_bytes_per_token(const Layout& l) const {
+  const double mask = run_.hidden_dropout > 0 ? 1.0 : 0.0;
+  return (3.0 * bytes_.activation + mask) * 2.0 * model_.hidden / sequence_shards(l);
+}
+
+// Their backward. A residual's gradient is the output's, passed on; autograd then adds it to the
+// gradient that comes back through the block's norm where the layer's input forks (the autograd
+// engine's InputBuffer::accumulate: one plain torch add, reading two and writing one, 3h, at the
+// library kernels' speed), twice a layer.
+Bytes CostModel::residual_gradient_sum_bytes_per_token(const Layout& l) const {
   return bytes_.activation * 2.0 * 3.0 * model_.hidden / sequence_shards(l);
+}
+
+// Only a dropout has a gradient kernel of its own, compiled with its forward: it reads the output
+// gradient and the mask and writes the branch's gradient, 2h and h bytes. Without dropout the
+// branch takes the output's gradient as it is: torch's dropout at p = 0 returns its input (ATen
+// dropout; inductor's decomposition clones it), so the compiled backward has nothing to compute.
+Bytes CostModel::dropout_gradient_bytes_per_token(const Layout& l) const {
+  if (run_.hidden_dropout == 0) return 0.0;
+  return (2.0 * bytes_.activation + 1.0) * 2.0 * model_.hidden / sequence_shards(l);
 }
 
 // The SwiGLU (or GELU of 1.5x the width) of a dense MLP, or of a token's routed copies and shared
@@ -593,6 +622,7 @@ Bytes CostModel::quantization_padding_bytes(const Layout& l) const {
 double CostModel::layer_kernels(bool moe_layer, Pass pass, const Layout& l) const {
   constexpr double kNorms = 2.0, kBiasDropoutAdds = 2.0, kActivation = 1.0;
   double kernels = kNorms * (pass == Pass::kForward ? 1.0 : 2.0) + kBiasDropoutAdds + kActivation;
+  if (pass == Pass::kBackward && run_.hidden_dropout > 0) kernels += kBiasDropoutAdds;  // the dropouts' gradients
   if (rotated_elements_per_token() > 0) kernels += 2.0;
   if (!moe_layer) return kernels;
   kernels += 2.0;  // permutation and un-permutation
@@ -716,7 +746,8 @@ Bytes CostModel::layer_activation_bytes(bool moe_layer, const Layout& l) const {
   double sharded = a * qkv_width + in * (latents + heads * m.value_head_dim()) + 4.0 * heads;
   sharded += a * qk_normed_elements_per_token();  // QK-norm's inputs (qk_norm_work)
   if (run_.attention == AttentionKernel::kUnfused && !l.recomputes(RecomputeModule::kCoreAttn)) {
-    sharded += (2.0 * a + 1.0) * heads * run_.seq_len;
+    // The softmax output, and under dropout its mask and output (Korthikanti's 5as^2b).
+    sharded += (a + (run_.attention_dropout > 0 ? a + 1.0 : 0.0)) * heads * run_.seq_len;
   }
   // MLA's up-projected queries, keys and values, rebuilt from the latents it keeps.
   if (l.recomputes(RecomputeModule::kMlaUpProj)) sharded -= a * qkv_width;
@@ -741,8 +772,10 @@ Bytes CostModel::layer_activation_bytes(bool moe_layer, const Layout& l) const {
     sharded += routed + (2.0 * a + in) * m.shared_experts * m.shared_expert_ffn +
                8.0 * m.routed_experts;  // fp32 router logits and probabilities
   }
-  // Both blocks' norm inputs, and their first linear inputs (QKV's, fc1's).
-  const double sequence_split = 2.0 * (a + in) * h - recomputed_inputs * in * h;
+  // Both blocks' norm inputs, and their first linear inputs (QKV's, fc1's); under hidden dropout
+  // both bias-dropout-adds' 1-byte masks.
+  const double masks = run_.hidden_dropout > 0 ? 2.0 * h : 0.0;
+  const double sequence_split = 2.0 * (a + in) * h - recomputed_inputs * in * h + masks;
   return tokens * (sequence_split / sequence_shards(l) + sharded / l.tp);
 }
 

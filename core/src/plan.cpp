@@ -251,6 +251,8 @@ json to_json(const Plan& p) {
   j["ep_dispatcher"] = to_string(p.run.ep_dispatcher);
   j["flex_dispatcher_sms"] = p.run.flex_dispatcher_sms;
   j["fp8_recipe"] = to_string(p.run.fp8_recipe);
+  j["hidden_dropout"] = p.run.hidden_dropout;
+  j["attention_dropout"] = p.run.attention_dropout;
   j["router_fusion"] = p.run.router_fusion;
   j["router_balancing"] = to_string(p.run.router_balancing);
   j["routing_skew"] = p.run.routing_skew;
@@ -298,6 +300,9 @@ Plan plan_from_json(const json& j, const std::string& source) {
   if (r.has("flex_dispatcher_sms")) p.run.flex_dispatcher_sms = r.integer("flex_dispatcher_sms", 1);
   // Plans written before the choice priced an fp8 run's casts as current (tensorwise) scaling, the default.
   if (r.has("fp8_recipe")) p.run.fp8_recipe = parse_fp8_recipe(r.text("fp8_recipe"), source, "fp8_recipe");
+  // Plans written before dropout was a choice priced none (unfused attention's mask aside).
+  if (r.has("hidden_dropout")) p.run.hidden_dropout = r.number("hidden_dropout");
+  if (r.has("attention_dropout")) p.run.attention_dropout = r.number("attention_dropout");
   // Plans written before the router's kernels were priced ran Megatron-Core's default router:
   // plain torch ops and one load-balancing loss.
   if (r.has("router_fusion")) p.run.router_fusion = r.boolean("router_fusion");

@@ -151,6 +151,10 @@ void validate(const TrainingRun& run, const std::string& source) {
     throw input_error(source, "flex_dispatcher_sms", "applies to the flex dispatcher only (this run's is " +
                                                          to_string(run.ep_dispatcher) + ")");
   }
+  for (const auto& [p, field] : {std::pair{run.hidden_dropout, "hidden_dropout"},
+                                 std::pair{run.attention_dropout, "attention_dropout"}}) {
+    if (!(p >= 0.0 && p < 1.0)) throw input_error(source, field, "must be a probability in [0, 1)");
+  }
   if (!(run.memory_headroom >= 0.0 && run.memory_headroom < 1.0)) {
     throw input_error(source, "memory_headroom", "must be a fraction in [0, 1)");
   }

@@ -55,6 +55,7 @@ struct RunOptions {
   int flex_dispatcher_sms = TrainingRun{}.flex_dispatcher_sms;
   std::string fp8_recipe = to_string(TrainingRun{}.fp8_recipe);
   bool router_fusion = false;
+  double hidden_dropout = 0, attention_dropout = 0;
   std::string router_balancing = to_string(RouterBalancing{});
   double routing_skew = 1.0;
   double moe_capacity_factor = 0;
@@ -101,6 +102,12 @@ void add_run_options(CLI::App& app, RunOptions& o, bool fixed_dims) {
   app.add_option("--flex-dispatcher-sms", o.flex_dispatcher_sms,
                  "SMs the flex dispatcher's kernels hold (Megatron-Core's --moe-flex-dispatcher-num-sms; DeepEP's 20, "
                  "NVIDIA's recipes give HybridEP 32)")
+      ->capture_default_str();
+  app.add_option("--hidden-dropout", o.hidden_dropout,
+                 "dropout probability in each block's bias-dropout-add (Megatron-LM's --hidden-dropout)")
+      ->capture_default_str();
+  app.add_option("--attention-dropout", o.attention_dropout,
+                 "dropout probability on the attention probabilities (Megatron-LM's --attention-dropout)")
       ->capture_default_str();
   app.add_flag("--router-fusion", o.router_fusion,
                "the router's top-k and balancing losses in Transformer Engine's fused kernels (Megatron-Core's "
@@ -228,6 +235,8 @@ TrainingRun training_run(const RunOptions& o) {
   run.ep_dispatcher = parse_ep_dispatcher(o.ep_dispatcher, "--ep-dispatcher", "");
   run.flex_dispatcher_sms = o.flex_dispatcher_sms;
   run.fp8_recipe = parse_fp8_recipe(o.fp8_recipe, "--fp8-recipe", "");
+  run.hidden_dropout = o.hidden_dropout;
+  run.attention_dropout = o.attention_dropout;
   run.router_fusion = o.router_fusion;
   run.router_balancing = parse_router_balancing(o.router_balancing, "--router-balancing", "");
   run.routing_skew = o.routing_skew;

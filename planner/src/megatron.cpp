@@ -184,6 +184,12 @@ void add_layout(std::vector<std::string>& a, const Plan& p) {
   if (p.run.adam_moments_in_bf16) {
     a.insert(a.end(), {"--use-precision-aware-optimizer", "--exp-avg-dtype", "bf16", "--exp-avg-sq-dtype", "bf16"});
   }
+  // Megatron-LM's dropouts default to 0.1: the plan's are always written.
+  char dropout[32];
+  std::snprintf(dropout, sizeof dropout, "%g", p.run.hidden_dropout);
+  a.insert(a.end(), {"--hidden-dropout", dropout});
+  std::snprintf(dropout, sizeof dropout, "%g", p.run.attention_dropout);
+  a.insert(a.end(), {"--attention-dropout", dropout});
   // Megatron-Core's attention backends: flash for fused (FlashAttention), unfused for the old path.
   a.insert(a.end(), {"--attention-backend", p.run.attention == AttentionKernel::kFused ? "flash" : "unfused"});
 }

@@ -162,7 +162,7 @@ Seconds read_measured_step(const YamlFields& f, const PublishedRun& r) {
 PublishedRun read_run(const YamlFields& f) {
   f.allow_only({"name", "source", "model", "hardware", "precision", "attention", "comm_overlap",
                 "grad_accumulation_fusion", "grad_reduce_in_bf16", "adam_moments_in_bf16", "tp_comm_sms",
-                "ep_dispatcher", "flex_dispatcher_sms", "fp8_recipe", "router_fusion", "router_balancing", "seq_len", "global_batch", "layout", "measured_step_time",
+                "ep_dispatcher", "flex_dispatcher_sms", "fp8_recipe", "router_fusion", "router_balancing", "hidden_dropout", "attention_dropout", "seq_len", "global_batch", "layout", "measured_step_time",
                 "measured_tokens_per_s_per_device", "measured_tflops_per_device", "measured_mfu"});
   PublishedRun r;
   r.name = f.text("name");
@@ -191,6 +191,8 @@ PublishedRun read_run(const YamlFields& f) {
   if (f.has("flex_dispatcher_sms")) r.run.flex_dispatcher_sms = f.integer("flex_dispatcher_sms", 1);
   if (f.has("fp8_recipe")) r.run.fp8_recipe = parse_fp8_recipe(f.text("fp8_recipe"), f.source(), f.path("fp8_recipe"));
   if (f.has("router_fusion")) r.run.router_fusion = f.boolean("router_fusion");
+  if (f.has("hidden_dropout")) r.run.hidden_dropout = f.number("hidden_dropout", 0.0, 0.99);
+  if (f.has("attention_dropout")) r.run.attention_dropout = f.number("attention_dropout", 0.0, 0.99);
   if (f.has("router_balancing")) {
     r.run.router_balancing = parse_router_balancing(f.text("router_balancing"), f.source(), f.path("router_balancing"));
   }

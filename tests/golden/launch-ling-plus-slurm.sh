@@ -44,6 +44,8 @@ srun --kill-on-bad-exit=1 torchrun --nnodes=80 --nproc_per_node=8 --redirects=1 
     --overlap-grad-reduce \
     --overlap-param-gather \
     --bf16 \
+    --hidden-dropout 0 \
+    --attention-dropout 0 \
     --attention-backend flash \
     --num-layers 88 \
     --hidden-size 5376 \

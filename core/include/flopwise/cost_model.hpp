@@ -137,8 +137,11 @@ class CostModel {
   Bytes elementwise_bytes_per_token(bool moe_layer, const Layout& layout) const;
   Bytes library_bytes_per_token(bool moe_layer, const Layout& layout) const;  // of those, library kernels'
   Bytes compiled_bytes_per_token(bool moe_layer, const Layout& layout) const;  // and compiled ones
-  // Of the compiled ones, the bias-dropout-adds' (their backward streams twice as much)
+  // Of the compiled ones, the bias-dropout-adds' forward
   Bytes residual_add_bytes_per_token(const Layout& layout) const;
+  // Their backward: the residual gradients' sums (library speed) and the dropouts' gradients.
+  Bytes residual_gradient_sum_bytes_per_token(const Layout& layout) const;
+  Bytes dropout_gradient_bytes_per_token(const Layout& layout) const;
   // and the MLP activation's forward (its backward streams 5/3 as much: kActivationBackwardShare).
   Bytes activation_bytes_per_token(bool moe_layer, const Layout& layout) const;
   double rotated_elements_per_token() const;  // query and key elements RoPE rotates, all heads

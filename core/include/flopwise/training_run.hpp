@@ -116,6 +116,13 @@ struct TrainingRun {
   // perf_recipes/_common.py). Flex runs only.
   int flex_dispatcher_sms = 20;
   Fp8Recipe fp8_recipe = Fp8Recipe::kTensorwise;  // fp8 runs only
+  // Dropout probabilities (Megatron-LM's --hidden-dropout, after each block's output projection
+  // inside its bias-dropout-add, and --attention-dropout, on the attention probabilities). Megatron's
+  // own defaults are 0.1 (GPT-3's); flopwise's is 0, as LLM pre-training runs today (Llama 2 and 3,
+  // Qwen3, DeepSeek-V3 and NVIDIA's recipes for them set 0). A dropout writes a 1-byte mask forward
+  // and reads it backward; see CostModel.
+  double hidden_dropout = 0;
+  double attention_dropout = 0;
   // Megatron-Core's --moe-router-fusion (off by default): Transformer Engine's fused kernels for the
   // router's top-k and its auxiliary losses, one kernel where plain torch ops launch several.
   bool router_fusion = false;
