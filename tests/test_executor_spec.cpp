@@ -90,11 +90,15 @@ TEST(ExecutorSpec, FeaturesItDoesNotRunAreNamed) {
   run.ep_dispatcher = EpDispatcher::kFlex;
   run.grad_reduce_in_bf16 = true;
   run.adam_moments_in_bf16 = true;  // trained as the plan says: no note
+  run.hidden_dropout = 0.1;
+  run.router_fusion = true;
+  run.router_balancing = RouterBalancing::none();
   EXPECT_EQ(features_not_run(m, run),
             "1 multi-token-prediction depth(s) are not trained (next-token loss only); local attention (windows of 128 "
             "in 2 layers, chunks of 0 in 0) runs as full causal attention; learned positions run as rotary embeddings "
-            "(RoPE); gradients are reduced in fp32, as the fp32 training here keeps them; the flex dispatcher runs as a plain all-to-all (a copy per expert); the capacity factor 1.25 is "
-            "not applied: dispatch is dropless");
+            "(RoPE); gradients are reduced in fp32, as the fp32 training here keeps them; the flex dispatcher runs as a plain all-to-all (a copy per expert); "
+            "dropout is not applied; the router runs in plain torch ops with the load-balance loss and z-loss "
+            "(aux_loss,z_loss), not fused none; the capacity factor 1.25 is not applied: dispatch is dropless");
 }
 
 // Every layout the executor tests train (test_executor_training.cpp, test_executor_calibration.cpp),

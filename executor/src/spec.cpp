@@ -125,6 +125,11 @@ std::string features_not_run(const ModelConfig& m, const TrainingRun& run) {
   if (run.ep_dispatcher == EpDispatcher::kFlex && m.is_moe()) {
     add_note(notes, "the flex dispatcher runs as a plain all-to-all (a copy per expert)");
   }
+  if (run.hidden_dropout > 0 || run.attention_dropout > 0) add_note(notes, "dropout is not applied");
+  if (m.is_moe() && (run.router_fusion || !(run.router_balancing == RouterBalancing{}))) {
+    add_note(notes, "the router runs in plain torch ops with the load-balance loss and z-loss (aux_loss,z_loss), not " +
+                        std::string(run.router_fusion ? "fused " : "") + to_string(run.router_balancing));
+  }
   if (run.moe_capacity_factor > 0 && m.is_moe()) {
     char factor[32];
     std::snprintf(factor, sizeof factor, "%g", run.moe_capacity_factor);
