@@ -152,6 +152,9 @@ TEST(HardwareProfile, EachClassOfBadInputNamesFileAndField) {
   EXPECT_NE(error_of(round_profile_with("matmul: 0.5", "matmul: 0.5, flex_dispatch_inter_node: 1.5"))
                 .find("efficiency.flex_dispatch_inter_node: must be between"),
             std::string::npos);
+  EXPECT_NE(error_of(round_profile_with("matmul: 0.5", "matmul: 0.5, flex_dispatch_per_remote_node: 0"))
+                .find("efficiency.flex_dispatch_per_remote_node: must be between"),
+            std::string::npos);
   std::string no_fp8 = round_profile_with("fp8: true", "fp8: false");
   no_fp8.replace(no_fp8.find("matmul: 0.5"), 11, "matmul: 0.5, matmul_fp8: 0.4");
   EXPECT_NE(error_of(no_fp8).find("efficiency.matmul_fp8: is set but device.fp8 is false"), std::string::npos);

@@ -279,6 +279,10 @@ TEST(Validation, ShippedRunsCarryTheirSources) {
 // 9.2%, Qwen3-235B 11.8% -> 12.0%, 405B CP 2 6.7% -> 7.3%, B200 Llama 3 8B 1.2% -> 0.3%, GB200
 // 8.1% -> 8.2%; Table 5 1.45% / 3.5% -> 1.43% / 3.5%; H100 7.96% -> 8.25%, all rows 7.41% ->
 // 7.60%. Physics over fit: the bounds loosened by as much.
+// The flex dispatcher's kernels over two nodes at 0.43 of the NIC (one remote peer a rank:
+// efficiency.flex_dispatch_per_remote_node, DeepEP's EP 16 on H800 and on H200; HybridEP the same,
+// an ASSUMPTION): Qwen3-30B EP 16 22.4% / 14.1% -> 5.9% / 3.3% (fp8 / bf16); no other row sends
+// across exactly two nodes; H100 8.25% -> 7.40%, all rows 7.60% -> 7.00%.
 // The errors grouped by profile, in the order the profiles first appear: the A100 group is Table 5.
 TEST(Validation, ErrorsByHardwareGroupTheRowsOfEachProfile) {
   const Validation v = validate_runs(shipped_published_runs());
@@ -332,7 +336,7 @@ TEST(Validation, ErrorOnPublishedRunsStaysWithinItsBound) {
                          Bound{"NeMo 24.07", "nemotron", 0.105, 0.127},
                          Bound{"Megatron-Core r0.8.0", "", 0.075, 0.243},
                          Bound{"Megatron-Bridge", "llama3-70B", 0.023, 0.024},
-                         Bound{"Megatron-Bridge", "qwen3-30B", 0.122, 0.225},
+                         Bound{"Megatron-Bridge", "qwen3-30B", 0.054, 0.117},
                          Bound{"DGX-H100", "gpt-oss", 0.318, 0.318},
                          Bound{"DGX-B200", "llama3-8B", 0.004, 0.004},
                          Bound{"DGX-B200", "gpt-oss", 0.418, 0.418},

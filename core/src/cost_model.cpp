@@ -948,11 +948,11 @@ double any_expert_held(int experts, int top_k, double held) {
 // rank forwards it over NVLink to each other rank of its node that holds any of them; its own
 // node's ranks get it from the sender the same way. So each rank forwards, inside its node, the
 // tokens of one rank of every node of the group, its own included: the NVLink share grows with
-// the nodes the group spans, and on a slow NVLink (H800's) it, not the NIC, sets the pace
-// (DeepEP, docs/legacy.md: EP 16 over 2 nodes reaches 43 GB/s logical where EP 32 reaches 58).
-// Its kernels drive the NIC at the profile's flex_dispatch_inter_node where NCCL reaches
-// inter_node_comm: the remote sends count as the bytes that take NCCL's link as long, so the
-// analytic model and the simulation (whose links run at inter_node_comm) agree.
+// the nodes the group spans. Its kernels drive the NIC at the profile's flex_inter_node for the
+// group's remote nodes where NCCL reaches inter_node_comm (DeepEP's normal kernels with one remote
+// peer a rank reach half of what three reach: docs/legacy.md, EP 16 over 2 nodes 43 GB/s logical
+// where EP 32 reaches 58): the remote sends count as the bytes that take NCCL's link as long, so
+// the analytic model and the simulation (whose links run at inter_node_comm) agree.
 AllToAllSends CostModel::ep_sends(const Layout& l) const {
   return ep_sends(l, span(RankGrid(l, profile_.node.devices), GroupKind::kEp));
 }
@@ -967,7 +967,7 @@ AllToAllSends CostModel::ep_sends(const Layout& l, const GroupSpan& group) const
   const Efficiency& e = profile_.efficiency;
   return {per_copy * nodes * (per_node - 1) * any_expert_held(model_.routed_experts, model_.top_k, experts_per_rank),
           per_copy * (nodes - 1) * any_expert_held(model_.routed_experts, model_.top_k, experts_per_rank * per_node) *
-              e.inter_node_comm / e.flex_inter_node()};
+              e.inter_node_comm / e.flex_inter_node(nodes - 1)};
 }
 
 // Sequence parallelism lets each TP rank send only its 1/tp slice across a stage boundary.

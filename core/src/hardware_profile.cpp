@@ -200,7 +200,8 @@ AttentionKernelTable read_attention_by_shape(const Fields& f) {
 
 Efficiency read_efficiency(const Fields& f) {
   f.allow_only({"matmul", "matmul_fp8", "matmul_half_rows", "attention", "attention_by_shape", "memory", "memory_compiled", "memory_compiled_backward",
-                "memory_optimizer", "intra_node_comm", "inter_node_comm", "flex_dispatch_inter_node"});
+                "memory_optimizer", "intra_node_comm", "inter_node_comm", "flex_dispatch_inter_node",
+                "flex_dispatch_per_remote_node"});
   Efficiency e;
   e.matmul = f.number("matmul", kMinEfficiency, 1.0);
   if (f.has("matmul_fp8")) e.matmul_fp8 = f.number("matmul_fp8", kMinEfficiency, 1.0);
@@ -217,6 +218,9 @@ Efficiency read_efficiency(const Fields& f) {
   e.inter_node_comm = f.number("inter_node_comm", kMinEfficiency, 1.0);
   if (f.has("flex_dispatch_inter_node")) {
     e.flex_dispatch_inter_node = f.number("flex_dispatch_inter_node", kMinEfficiency, 1.0);
+  }
+  if (f.has("flex_dispatch_per_remote_node")) {
+    e.flex_dispatch_per_remote_node = f.number("flex_dispatch_per_remote_node", kMinEfficiency, 1.0);
   }
   return e;
 }

@@ -1,4 +1,5 @@
 #pragma once
+#include <algorithm>
 // A priced hardware offer: device, node, cluster network and the efficiencies software reaches on it.
 #include <map>
 #include <optional>
@@ -102,7 +103,14 @@ struct Efficiency {
   // The fraction of a device's NIC the flex dispatcher's kernels (DeepEP, HybridEP) reach for the
   // tokens they send across nodes, where measured on their own (0: `inter_node_comm`).
   double flex_dispatch_inter_node = 0;
-  double flex_inter_node() const { return flex_dispatch_inter_node > 0 ? flex_dispatch_inter_node : inter_node_comm; }
+  // The share of the NIC those kernels reach for each remote node they send to, where that and not
+  // the NIC bounds them (0: no such bound): DeepEP's normal kernels over two nodes, one remote peer a
+  // rank, reach half of what they reach over four or eight.
+  double flex_dispatch_per_remote_node = 0;
+  double flex_inter_node(double remote_nodes) const {
+    const double whole = flex_dispatch_inter_node > 0 ? flex_dispatch_inter_node : inter_node_comm;
+    return flex_dispatch_per_remote_node > 0 ? std::min(whole, remote_nodes * flex_dispatch_per_remote_node) : whole;
+  }
 };
 
 // Time no FLOP or byte count explains: kernel launches and framework dispatch per layer pass,
