@@ -550,14 +550,14 @@ Bytes CostModel::compiled_bytes_per_token(bool moe_layer, const Layout& l) const
 // residual and writes their sum, 3h, and under hidden dropout its 1-byte mask, h; TP-split only
 // under sequence parallelism.
 Bytes CostModel::residual_add_bytes_per_token(const Layout& l) const {
-  const double mask = run_.hidden_dropout > 0 ? 1.0 : 0.0;
-  return (3.0 * bytes_.activation + mask) * 2.0 * model_.hidden / sequence_shards(l);
+  const double masks = run_.hidden_dropout > 0 ? 2.0 * model_.hidden / sequence_shards(l) : 0.0;
+  return residual_gradient_sum_bytes_per_token(l) + masks;
 }
 
 // Their backward. A residual's gradient is the output's, passed on; autograd then adds it to the
 // gradient that comes back through the block's norm where the layer's input forks (the autograd
 // engine's InputBuffer::accumulate: one plain torch add, reading two and writing one, 3h, at the
-// library kernels' speed), twice a layer.
+// library kernels' speed), twice a layer: the bytes of the forward's adds without their masks.
 Bytes CostModel::residual_gradient_sum_bytes_per_token(const Layout& l) const {
   return bytes_.activation * 2.0 * 3.0 * model_.hidden / sequence_shards(l);
 }

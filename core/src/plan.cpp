@@ -303,8 +303,8 @@ Plan plan_from_json(const json& j, const std::string& source) {
   // Plans written before dropout was a choice priced none (unfused attention's mask aside).
   if (r.has("hidden_dropout")) p.run.hidden_dropout = r.number("hidden_dropout");
   if (r.has("attention_dropout")) p.run.attention_dropout = r.number("attention_dropout");
-  // Plans written before the router's kernels were priced ran Megatron-Core's default router:
-  // plain torch ops and one load-balancing loss.
+  // Plans written before the router's kernels were priced ran the default router: plain torch
+  // ops with the Ling report's aux_loss and z-loss, what --megatron wrote for them.
   if (r.has("router_fusion")) p.run.router_fusion = r.boolean("router_fusion");
   if (r.has("router_balancing")) {
     p.run.router_balancing = parse_router_balancing(r.text("router_balancing"), source, "router_balancing");

@@ -1,6 +1,6 @@
 #pragma once
-#include <algorithm>
 // A priced hardware offer: device, node, cluster network and the efficiencies software reaches on it.
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <string>
